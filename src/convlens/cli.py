@@ -1,0 +1,156 @@
+"""The command line: parses, calls the Python API, prints. Nothing else lives here.
+
+Each capability adds its subcommands through an ``add_commands(subparsers)`` function in its own
+package, listed in ``PLUGINS``; a command's handler is stored as the parser default ``func``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import ConvlensError
+
+# Subcommands contributed by the other parts of the package, in `--help` order.
+PLUGINS: list[str] = []
+
+
+def _echo(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# foundation commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    if args.resume and args.config:
+        raise ConvlensError("give either CONFIG or --resume RUN, not both")
+    if not args.resume and not args.config:
+        raise ConvlensError("give a CONFIG file to train from, or --resume RUN to continue a run")
+    run = train(args.config, args.out, resume=args.resume, overrides=args.set, echo=_echo)
+    status = run.status
+    print(f"run folder: {run.path}  (status: {status.get('status')})")
+    return 0 if status.get("status") == "finished" else 1
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .train import evaluate_run
+
+    evaluate_run(args.run, args.checkpoint, args.tta, echo=_echo)
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data import DATASETS
+
+    for name, info in sorted(DATASETS.items()):
+        print(f"{name:<14} {info.description}")
+        print(f"{'':<14} offline: {info.offline}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .models import PRESETS, build_model, summarize, totals
+    from .models.summary import format_table
+
+    if args.name:
+        if args.name not in PRESETS:
+            raise ConvlensError(f"unknown preset {args.name!r}; allowed: {', '.join(sorted(PRESETS))}")
+        p = PRESETS[args.name]
+        shape = tuple(args.input) if args.input else p.example_input
+        model = build_model(load_config({"model": {"preset": p.name}}).model, shape, args.classes)
+        print(f"{p.name}: {p.description}\ninput {'x'.join(map(str, shape))}, {args.classes} classes, "
+              f"options {p.defaults()}\n")  # fmt: skip
+        print(format_table(summarize(model, shape)))
+        return 0
+    print(f"{'preset':<9} {'input':<9} {'params':>11} {'MACs/image':>13}  description")
+    for name, p in PRESETS.items():
+        model = build_model(load_config({"model": {"preset": name}}).model, p.example_input, args.classes)
+        t = totals(summarize(model, p.example_input))
+        print(f"{name:<9} {'x'.join(map(str, p.example_input)):<9} {t['params']:>11,} {t['macs']:>13,}  {p.description}")
+    print("\n`convlens models NAME` shows one preset layer by layer (output shapes, receptive fields).")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    path = run_demo(args.out, args.epochs, echo=_echo)
+    print(f"demo run folder: {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convlens",
+        description="Train convolutional and recurrent image classifiers, sweep them, dissect them.",
+    )
+    parser.add_argument("--version", action="version", version=f"convlens {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model from a config file into a run folder",
+                       description="Train from CONFIG (YAML) into a run folder, or continue one with --resume.")  # fmt: skip
+    p.add_argument("config", nargs="?", help="experiment config (YAML)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.optimizer.lr=0.1 (repeatable)")  # fmt: skip
+    p.add_argument("--out", help="run folder to create (default: runs/<name>-<time>)")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run's checkpoint on its test split",
+                       description="Rewrite RUN/eval.json and RUN/predictions.csv from a checkpoint.")  # fmt: skip
+    p.add_argument("run", help="run folder")
+    p.add_argument("--checkpoint", choices=["last", "best"], default="last")
+    p.add_argument("--tta", choices=["none", "flip", "flip_shift"], help="test-time augmentation (default: the config's)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("datasets", help="list the data sets and how to provide them offline")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("models", help="list model presets with parameters and MACs per image",
+                       description="List presets, or show one layer by layer.")  # fmt: skip
+    p.add_argument("name", nargs="?", help="a preset to show in detail")
+    p.add_argument("--input", type=int, nargs=3, metavar=("C", "H", "W"), help="input shape (default: the preset's)")
+    p.add_argument("--classes", type=int, default=10)
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("demo", help="train a small CNN on the bundled digits data (offline, about a minute)")
+    p.add_argument("--out", help="run folder (default: runs/demo-<time>)")
+    p.add_argument("--epochs", type=int, help="override the number of epochs")
+    p.set_defaults(func=cmd_demo)
+
+    for module in PLUGINS:
+        importlib.import_module(module).add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ConvlensError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,399 @@
+"""Typed, validated experiment configuration; YAML in and out.
+
+Validation happens here, at the edge, before torch or any data loads: an unknown key, a wrong type
+or an out-of-range value raises one :class:`~convlens.errors.ConfigError` listing every problem
+with its dotted key, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+from .models.spec import LayerSpec, expand_shorthand, layer_fields
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+
+
+class Crop(Strict):
+    padding: int = Field(4, ge=0, description="Pixels padded on each side before a random crop")
+    fill: Literal["zeros", "reflect"] = "zeros"
+
+
+class Flip(Strict):
+    p: float = Field(0.5, ge=0, le=1)
+    alternate: bool = Field(
+        False, description="Derandomised flips: each image is flipped on every other epoch"
+    )
+
+
+class Jitter(Strict):
+    brightness: float = Field(0.0, ge=0, le=1)
+    contrast: float = Field(0.0, ge=0, le=1)
+    saturation: float = Field(0.0, ge=0, le=1)
+
+
+class Noise(Strict):
+    sigma: float = Field(0.05, ge=0, le=1, description="Std of Gaussian noise on [0, 1] pixels")
+    clip: bool = True
+
+
+class Erase(Strict):
+    p: float = Field(0.5, ge=0, le=1)
+    scale: tuple[float, float] = (0.02, 0.33)
+    ratio: tuple[float, float] = (0.3, 3.3)
+    value: float | Literal["random", "mean"] = Field(
+        "mean", description="Fill: a number in [0, 1], 'random' noise, or the data set's mean colour"
+    )
+
+    @field_validator("scale", "ratio")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0 < v[0] <= v[1]):
+            raise ValueError(f"needs 0 < low <= high, got {list(v)}")
+        return v
+
+
+class Cutout(Strict):
+    size: int = Field(8, gt=0, description="Side of the square filled with the data set's mean colour")
+    p: float = Field(1.0, ge=0, le=1)
+
+
+class Rotate(Strict):
+    degrees: float = Field(10.0, ge=0, le=180)
+
+
+class Translate(Strict):
+    pixels: int = Field(2, ge=0, description="Largest shift in each direction (reflect-padded)")
+
+
+class AugmentConfig(Strict):
+    """Batched augmentations, applied in this order; a missing entry is off."""
+
+    crop: Crop | None = None
+    translate: Translate | None = None
+    flip: Flip | None = None
+    rotate: Rotate | None = None
+    jitter: Jitter | None = None
+    noise: Noise | None = None
+    erase: Erase | None = None
+    cutout: Cutout | None = None
+
+
+class DataConfig(Strict):
+    name: str = Field("digits", description="A registered data set; `convlens datasets` lists them")
+    root: str | None = Field(None, description="Folder or archive holding the data")
+    download: bool = Field(True, description="Download the official files when they are missing")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of train carved out for validation")
+    split_seed: int = 0
+    train_subset: int | None = Field(None, gt=0, description="Use only this many training images")
+    test_subset: int | None = Field(None, gt=0, description="Use only this many test images")
+    grayscale: bool = False
+    resize: int | None = Field(None, gt=0, description="Resize images to resize x resize")
+    normalize: bool = True
+    mean: list[float] | None = Field(None, description="Per-channel mean; default: the train split's")
+    std: list[float] | None = None
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from .data.registry import DATASETS
+
+        if v not in DATASETS:
+            raise ValueError(f"unknown data set {v!r}; allowed: {', '.join(sorted(DATASETS))}")
+        return v
+
+
+# ----------------------------------------------------------------------------------------------
+# model
+
+
+class ModelConfig(Strict):
+    preset: str | None = Field(None, description="A registered preset; `convlens models` lists them")
+    layers: list[LayerSpec] | None = Field(None, description="A layer list, instead of a preset")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Preset knobs, or width/multiplier for `stage` convs"
+    )
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return [expand_shorthand(x) for x in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if (self.preset is None) == (self.layers is None):
+            raise ValueError("give exactly one of `model.preset` or `model.layers`")
+        if self.preset is not None:
+            from .models.registry import PRESETS, check_options
+
+            if self.preset not in PRESETS:
+                raise ValueError(
+                    f"unknown preset {self.preset!r}; allowed: {', '.join(sorted(PRESETS))}"
+                )
+            check_options(self.preset, self.options)
+        else:
+            bad = set(self.options) - {"width", "multiplier"}
+            if bad:
+                raise ValueError(
+                    f"unknown model option(s) {sorted(bad)} for a layer list; allowed: width, multiplier"
+                )
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+
+
+class OptimConfig(Strict):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0, le=100)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    bias_lr_scale: float = Field(1.0, gt=0, description="Biases (and norm weights) get lr times this")
+
+    @model_validator(mode="after")
+    def _nesterov(self) -> OptimConfig:
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov=true needs name=sgd and momentum > 0")
+        return self
+
+
+class ScheduleConfig(Strict):
+    name: Literal["constant", "step", "cosine", "warmup_cosine", "onecycle"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up length (warmup_cosine)")
+    start_factor: float = Field(0.1, gt=0, le=1, description="Warm-up starts at lr * start_factor")
+    min_lr: float = Field(0.0, ge=0, description="Floor of cosine schedules")
+    step_epochs: int = Field(30, gt=0, description="step: multiply lr by gamma every step_epochs")
+    gamma: float = Field(0.1, gt=0, le=1)
+    pct_start: float = Field(0.25, gt=0, lt=1, description="onecycle: share of the rise")
+    final_factor: float = Field(0.0, ge=0, le=1, description="onecycle: final lr / peak lr")
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(10, gt=0, le=100000)
+    batch_size: int = Field(128, gt=0, le=1 << 20)
+    optimizer: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 where the hardware has native bf16 (CUDA, AMX/AVX512-BF16)"
+    )
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, gt=0, description="torch threads; default: all usable cores")
+    diverge_factor: float = Field(
+        10.0, gt=1, description="Stop as diverged when the epoch's train loss exceeds this x ln(classes)"
+    )
+    eval_every: int = Field(1, gt=0, description="Validate every this many epochs (and the last)")
+
+
+class EvalConfig(Strict):
+    tta: Literal["none", "flip", "flip_shift"] = Field(
+        "none", description="Test-time augmentation: average logits over flips (and 1-pixel shifts)"
+    )
+    checkpoint: Literal["last", "best"] = Field("last", description="Weights evaluated on the test split")
+    batch_size: int = Field(500, gt=0)
+
+
+class ExperimentConfig(Strict):
+    name: str = "run"
+    seed: int = Field(0, ge=0)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="tiny"))
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    meta: dict[str, Any] = Field(
+        default_factory=dict, description="Written by convlens: version, time, command; ignored on input"
+    )
+
+    # -- io ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=False)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)
+
+    def save(self, path: str | Path) -> None:
+        from .utils import atomic_write_text
+
+        atomic_write_text(Path(path), self.to_yaml())
+
+
+# ----------------------------------------------------------------------------------------------
+# loading, overrides and error messages
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        keys.append(key)
+        ann = field.annotation
+        for cand in getattr(ann, "__args__", (ann,)):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                keys.extend(_known_keys(cand, key + "."))
+    return keys
+
+
+def known_keys() -> list[str]:
+    """Every dotted key of the config schema (not counting layer lists and preset options)."""
+    return _known_keys(ExperimentConfig)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    keys = known_keys()
+    for e in err.errors():
+        raw_loc = [str(p) for p in e["loc"]]
+        # drop what pydantic inserts into locations: the union tag after a list index
+        # (model.layers.0.conv.out) and validator wrappers (function-after[...])
+        loc = [p for i, p in enumerate(raw_loc)
+               if not p.startswith("function-") and not (p in _TAGS and i > 0 and raw_loc[i - 1].isdigit())]
+        key = ".".join(loc) or "(top level)"
+        if e["type"] == "extra_forbidden" and len(raw_loc) >= 4 and raw_loc[:2] == ["model", "layers"]:
+            fields = layer_fields(raw_loc[3])
+            close = difflib.get_close_matches(loc[-1], fields, n=2, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            lines.append(f"- unknown key `{key}`{hint} A {raw_loc[3]} layer takes: {', '.join(fields)}.")
+        elif e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+            parent = key.rsplit(".", 1)[0] if "." in key else ""
+            siblings = [k.rsplit(".", 1)[-1] for k in keys if "." in k and k.rsplit(".", 1)[0] == parent]
+            siblings = [s for s in siblings if "." not in s] if parent else [k for k in keys if "." not in k]
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            allowed = f" Allowed here: {', '.join(siblings)}." if siblings else ""
+            lines.append(f"- unknown key `{key}`{hint}{allowed}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = e.get("input")
+            hidden = isinstance(got, dict) or e["type"] == "missing" or repr(got) in msg or str(got) in msg
+            shown = "" if hidden else f" (got {got!r})"
+            lines.append(f"- `{key}`: {msg}{shown}")
+    return f"invalid config {source}:\n" + "\n".join(lines)
+
+
+_TAGS = {
+    "conv", "bn", "relu", "gelu", "elu", "tanh", "sigmoid", "silu", "leaky_relu", "maxpool",
+    "avgpool", "globalpool", "dropout", "dropout2d", "flatten", "linear", "scale", "rnn", "lstm",
+    "gru", "int", "str", "float", "literal['same']", "literal['classes']", "literal['random','mean']",
+}  # fmt: skip
+
+
+def validate(raw: dict[str, Any], source: str = "") -> ExperimentConfig:
+    """Validate a plain dict into an :class:`ExperimentConfig`, or raise one ConfigError."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid config {source}: the top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.optimizer.lr=0.1"`` -> ``("train.optimizer.lr", 0.1)`` (the value is YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key=value, e.g. train.epochs=5")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc})") from None
+    return key, value
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``raw[a][b][c] = value`` for ``key="a.b.c"``, creating mappings; list indices allowed."""
+    parts = key.split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[_index(node, part, parts[: i + 1])]
+            continue
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        elif not isinstance(nxt, (dict, list)):
+            raise ConfigError(f"cannot set `{key}`: `{'.'.join(parts[:i + 1])}` is {nxt!r}, not a mapping")
+        node = nxt
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_index(node, last, parts)] = value
+    else:
+        node[last] = value
+
+
+def _index(node: list, part: str, parts: list[str]) -> int:
+    try:
+        i = int(part)
+        node[i]
+        return i
+    except (ValueError, IndexError):
+        raise ConfigError(
+            f"`{'.'.join(parts)}`: {part!r} is not an index of a list of {len(node)} items"
+        ) from None
+
+
+def get_dotted(raw: dict[str, Any], key: str) -> Any:
+    node: Any = raw
+    for part in key.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    return raw or {}
+
+
+def load_config(
+    source: str | Path | dict[str, Any] | ExperimentConfig | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> ExperimentConfig:
+    """Read a config from a YAML file, a dict or a config, apply ``key=value`` overrides, validate.
+
+    >>> cfg = load_config(None, ["train.epochs=3"])
+    >>> cfg.train.epochs
+    3
+    """
+    if isinstance(source, ExperimentConfig):
+        raw, label = source.to_dict(), "(object)"
+    elif isinstance(source, dict):
+        raw, label = copy.deepcopy(source), "(dict)"
+    elif source is None:
+        raw, label = {}, "(defaults)"
+    else:
+        raw, label = read_yaml(source), str(source)
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = [parse_override(o) for o in overrides or []]
+    for key, value in items:
+        set_dotted(raw, key, value)
+    return validate(raw, label)

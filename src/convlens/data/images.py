@@ -1,0 +1,167 @@
+"""Read class-folder image trees, from a directory or straight out of a tar archive.
+
+Layouts understood (any leading folders are skipped)::
+
+    <root>/train/<class>/*.png     <root>/test/<class>/*.jpg      (split folders)
+    <root>/<class>/*.png                                           (no split folders)
+
+Decoding 60,000 small JPEGs takes about 15 s on one core, so it is spread over worker processes
+and its result cached as uint8 arrays by the caller.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import tarfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+from ..utils import usable_cores
+
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
+SPLITS = ("train", "test")
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)
+
+
+def decode(name: str, data: bytes | None, size: int | None) -> np.ndarray:
+    """One image as uint8 (H, W) for grayscale or (H, W, 3); ``data=None`` reads ``name``."""
+    try:
+        with Image.open(io.BytesIO(data) if data is not None else name) as im:
+            im = im.convert("L" if im.mode in ("L", "1", "I", "I;16", "P") and _is_gray(im) else "RGB")
+            if size is not None and im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+            return np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot read image {name}: {exc}") from None
+
+
+def _is_gray(im: Image.Image) -> bool:
+    if im.mode != "P":
+        return True
+    pal = np.asarray(im.convert("RGB"))
+    return bool((pal[..., 0] == pal[..., 1]).all() and (pal[..., 1] == pal[..., 2]).all())
+
+
+def _decode_chunk(chunk: list[tuple[str, bytes | None]], size: int | None) -> list[np.ndarray]:
+    return [decode(name, data, size) for name, data in chunk]
+
+
+def decode_all(items: list[tuple[str, bytes | None]], size: int | None = None) -> np.ndarray:
+    """Decode ``(name, bytes-or-None)`` pairs into one uint8 (N, H, W, C) array."""
+    if not items:
+        return np.zeros((0, 1, 1, 1), np.uint8)
+    workers = min(usable_cores(), 8)
+    if workers > 1 and len(items) >= 2000 and "fork" in multiprocessing.get_all_start_methods():
+        n = workers * 8
+        chunks = [items[i::n] for i in range(n)]
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            parts = list(pool.map(_decode_chunk, chunks, [size] * n))
+        arrays: list[np.ndarray] = [None] * len(items)  # type: ignore[list-item]
+        for i, part in enumerate(parts):
+            arrays[i::n] = part
+    else:
+        arrays = _decode_chunk(items, size)
+    return _stack(arrays, [name for name, _ in items])
+
+
+def _stack(arrays: list[np.ndarray], names: list[str]) -> np.ndarray:
+    shape0 = arrays[0].shape[:2]
+    for a, name in zip(arrays, names):
+        if a.shape[:2] != shape0:
+            raise DataError(
+                f"images differ in size: {names[0]} is {shape0[1]}x{shape0[0]}, {name} is "
+                f"{a.shape[1]}x{a.shape[0]}; set data.resize to bring them to one size"
+            )
+    color = any(a.ndim == 3 for a in arrays)
+    out = np.empty((len(arrays), *shape0, 3 if color else 1), np.uint8)
+    for i, a in enumerate(arrays):
+        out[i] = a if a.ndim == 3 else (a[..., None] if not color else np.repeat(a[..., None], 3, 2))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# listing a tree
+
+
+def _classify(parts: tuple[str, ...]) -> tuple[str | None, str] | None:
+    """``(..., split, class, file)`` -> (split, class); ``(..., class, file)`` -> (None, class)."""
+    if len(parts) < 2 or Path(parts[-1]).suffix.lower() not in IMAGE_EXT or parts[-1].startswith("."):
+        return None
+    if len(parts) >= 3 and parts[-3] in SPLITS:
+        return parts[-3], parts[-2]
+    return None, parts[-2]
+
+
+def list_tree(root: Path) -> dict[str | None, list[tuple[str, str]]]:
+    """Map split (or None) -> sorted ``(class, file name or member)`` pairs, dir or tar."""
+    found: dict[str | None, list[tuple[str, str]]] = {}
+    if is_archive(root):
+        with tarfile.open(root) as tar:
+            for m in tar:
+                if m.isfile():
+                    key = _classify(PurePosixPath(m.name).parts)
+                    if key:
+                        found.setdefault(key[0], []).append((key[1], m.name))
+    elif root.is_dir():
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for f in filenames:
+                full = Path(dirpath) / f
+                key = _classify(full.relative_to(root).parts)
+                if key:
+                    found.setdefault(key[0], []).append((key[1], str(full)))
+    if {"train", "test"} <= set(found):
+        found.pop(None, None)
+    return {k: sorted(v) for k, v in found.items()}
+
+
+def read_tree(root: Path, size: int | None = None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
+    """Decode a class-folder tree. Returns ``{split: (images, labels)}`` and the class names.
+
+    Without split folders the whole tree comes back under the key ``"all"``.
+    """
+    listing = list_tree(root)
+    if not listing:
+        raise DataError(
+            f"{root} holds no images in class folders (expected <root>/<class>/*.png or "
+            f"<root>/train/<class>/*.jpg and <root>/test/<class>/*.jpg)"
+        )
+    classes = sorted({c for items in listing.values() for c, _ in items})
+    index = {c: i for i, c in enumerate(classes)}
+    blobs: dict[str, bytes] = {}
+    if is_archive(root):
+        wanted = {m for items in listing.values() for _, m in items}
+        with tarfile.open(root) as tar:
+            for m in tar:
+                if m.name in wanted:
+                    f = tar.extractfile(m)
+                    blobs[m.name] = f.read() if f else b""
+    out = {}
+    for split, items in listing.items():
+        x = decode_all([(name, blobs.get(name)) for _, name in items], size)
+        y = np.array([index[c] for c, _ in items], dtype=np.int64)
+        out[split or "all"] = (x, y)
+    return out, classes
+
+
+def tree_signature(root: Path) -> str:
+    """A cheap fingerprint of a tree: file size and mtime for an archive, folder mtimes otherwise."""
+    st = root.stat()
+    if root.is_file():
+        return f"{root.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    parts = [str(root.resolve()), str(st.st_mtime_ns)]
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames.sort()
+        parts.append(f"{dirpath}:{os.stat(dirpath).st_mtime_ns}")
+    return "|".join(parts)

@@ -1,0 +1,228 @@
+"""Build a model from a layer spec: a flat ``nn.Sequential`` whose children have stable names.
+
+The first child, ``input``, normalises [0, 1] images with the data set's mean and std, so every
+model takes plain images: analyses and explanations work in pixel space and never need to know
+the normalisation. Layer names are ``conv1, bn1, relu1, pool1, ..., fc1, ...`` unless the spec
+names them; analyses address layers by these names.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from . import spec as S
+
+PREFIX = {
+    "conv": "conv", "bn": "bn", "maxpool": "pool", "avgpool": "pool", "globalpool": "gpool",
+    "dropout": "drop", "dropout2d": "drop", "flatten": "flatten", "linear": "fc", "scale": "scale",
+    "rnn": "rnn", "lstm": "lstm", "gru": "gru",
+}  # fmt: skip
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"channels={self.mean.numel()}"
+
+
+class Scale(nn.Module):
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
+
+
+class GlobalPool(nn.Module):
+    """(N, C, H, W) -> (N, C): the max or mean over all positions."""
+
+    def __init__(self, mode: str):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax((2, 3)) if self.mode == "max" else x.mean((2, 3))
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}"
+
+
+class RowReader(nn.Module):
+    """Read an image as a sequence of rows: H steps of C*W values; return the last hidden state."""
+
+    def __init__(self, cell: str, in_features: int, hidden: int, num_layers: int, bidirectional: bool, dropout: float):
+        super().__init__()
+        cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.cell = cell
+        self.rnn = cls(in_features, hidden, num_layers=num_layers, batch_first=True,
+                       bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        seq = x.permute(0, 2, 1, 3).reshape(n, h, c * w)
+        out, _ = self.rnn(seq)
+        if self.rnn.bidirectional:
+            half = out.shape[-1] // 2
+            # forward direction ends at the last row, the backward one at the first
+            return torch.cat([out[:, -1, :half], out[:, 0, half:]], 1)
+        return out[:, -1]
+
+
+class ConvlensNet(nn.Sequential):
+    """A flat sequence of named layers; ``spec`` keeps the layer list it was built from."""
+
+    def __init__(self, layers: OrderedDict[str, nn.Module], spec: list[dict[str, Any]], in_shape: tuple[int, int, int]):
+        super().__init__(layers)
+        self.spec = spec
+        self.in_shape = tuple(in_shape)
+
+    def layer_names(self, kind: type[nn.Module] | tuple[type[nn.Module], ...] | None = None) -> list[str]:
+        return [n for n, m in self.named_children() if kind is None or isinstance(m, kind)]
+
+
+def conv_channels(layer: S.Conv, options: dict[str, Any]) -> int:
+    if layer.out is not None:
+        return layer.out
+    width, mult = options.get("width"), options.get("multiplier", 2.0)
+    if width is None:
+        raise ConfigError("a conv layer with `stage` needs model.options.width (first-layer channels)")
+    return max(1, int(round(width * mult**layer.stage)))
+
+
+def _identity_init(conv: nn.Conv2d) -> None:
+    """Dirac weights on the first min(in, out) channels: the conv starts as an identity map."""
+    with torch.no_grad():
+        k = min(conv.in_channels // conv.groups, conv.out_channels)
+        conv.weight[:k].zero_()
+        c = conv.kernel_size[0] // 2, conv.kernel_size[1] // 2
+        for i in range(k):
+            conv.weight[i, i, c[0], c[1]] = 1.0
+
+
+def _make(layer: Any, shape: tuple[int, ...], num_classes: int, options: dict[str, Any]) -> nn.Module:
+    t = layer.type
+    spatial = len(shape) == 3
+    if t == "conv":
+        if not spatial:
+            raise ConfigError(f"conv layer needs an image input, but its input has shape {list(shape)}")
+        pad = layer.padding if layer.padding != "same" else (layer.kernel - 1) // 2 * layer.dilation
+        if layer.padding == "same" and layer.stride != 1:
+            raise ConfigError("padding: same needs stride 1")
+        conv = nn.Conv2d(shape[0], conv_channels(layer, options), layer.kernel, layer.stride, pad,
+                         layer.dilation, layer.groups, layer.bias)  # fmt: skip
+        if layer.init == "identity":
+            _identity_init(conv)
+        return conv
+    if t == "bn":
+        cls = nn.BatchNorm2d if spatial else nn.BatchNorm1d
+        return cls(shape[0], eps=layer.eps, momentum=layer.momentum, affine=layer.affine)
+    if t in ("relu", "gelu", "elu", "tanh", "sigmoid", "silu"):
+        return {"relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+                "silu": nn.SiLU}[t]()  # fmt: skip
+    if t == "leaky_relu":
+        return nn.LeakyReLU(layer.slope)
+    if t in ("maxpool", "avgpool"):
+        if not spatial:
+            raise ConfigError(f"{t} needs an image input, but its input has shape {list(shape)}")
+        cls = nn.MaxPool2d if t == "maxpool" else nn.AvgPool2d
+        return cls(layer.kernel, layer.stride or layer.kernel, layer.padding)
+    if t == "globalpool":
+        return GlobalPool(layer.mode)
+    if t == "dropout":
+        return nn.Dropout(layer.p)
+    if t == "dropout2d":
+        return nn.Dropout2d(layer.p) if spatial else nn.Dropout(layer.p)
+    if t == "flatten":
+        return nn.Flatten()
+    if t == "linear":
+        n_in = 1
+        for d in shape:
+            n_in *= d
+        if len(shape) != 1:
+            raise ConfigError(f"linear layer input has shape {list(shape)}; put a `flatten` or `globalpool` before it")
+        return nn.Linear(n_in, num_classes if layer.out == "classes" else layer.out, layer.bias)
+    if t == "scale":
+        return Scale(layer.factor)
+    if t in ("rnn", "lstm", "gru"):
+        if not spatial:
+            raise ConfigError(f"{t} reads images row by row; its input has shape {list(shape)}")
+        return RowReader(t, shape[0] * shape[2], layer.hidden, layer.num_layers, layer.bidirectional, layer.dropout)
+    raise ConfigError(f"unknown layer type {t!r}")  # unreachable: the spec validated it
+
+
+def build(
+    layers: list[Any],
+    in_shape: tuple[int, int, int],
+    num_classes: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    options: dict[str, Any] | None = None,
+) -> ConvlensNet:
+    """Build a :class:`ConvlensNet` from validated layer specs (or plain dicts)."""
+    from pydantic import TypeAdapter
+
+    adapter = TypeAdapter(S.LayerSpec)
+    specs = [adapter.validate_python(S.expand_shorthand(x)) if not isinstance(x, S._Layer) else x for x in layers]
+    options = options or {}
+    c = in_shape[0]
+    modules: OrderedDict[str, nn.Module] = OrderedDict()
+    modules["input"] = Normalize(mean if mean is not None else [0.0] * c, std if std is not None else [1.0] * c)
+    counters: dict[str, int] = {}
+    probe = torch.zeros(2, *in_shape)
+    shape: tuple[int, ...] = tuple(in_shape)
+    for i, layer in enumerate(specs):
+        prefix = PREFIX.get(layer.type, layer.type)
+        counters[prefix] = counters.get(prefix, 0) + 1
+        name = layer.name or (prefix if prefix == "flatten" and counters[prefix] == 1 else f"{prefix}{counters[prefix]}")
+        if name in modules or "." in name or not name.isidentifier():
+            raise ConfigError(f"model.layers.{i}: name {name!r} is taken or not a valid identifier")
+        module = _make(layer, shape, num_classes, options)
+        modules[name] = module
+        with torch.no_grad():
+            module.eval()
+            try:
+                probe = module(probe)
+            except RuntimeError as exc:
+                raise ConfigError(f"model.layers.{i} ({layer.type}) cannot take input of shape {list(shape)}: {exc}") from None
+            module.train()
+        shape = tuple(probe.shape[1:])
+        if any(d <= 0 for d in shape):
+            raise ConfigError(f"model.layers.{i} ({layer.type}) shrinks the feature map to {list(shape)}")
+    if shape != (num_classes,):
+        raise ConfigError(
+            f"the model outputs shape {list(shape)} per image, but the data has {num_classes} classes; "
+            "end with a linear layer with out: classes"
+        )
+    dumped = [s.model_dump(exclude_none=True) for s in specs]
+    return ConvlensNet(modules, dumped, in_shape)
+
+
+def build_model(
+    cfg: Any, in_shape: tuple[int, int, int], num_classes: int,
+    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+) -> ConvlensNet:  # fmt: skip
+    """Build the model a :class:`~convlens.config.ModelConfig` describes (preset or layer list)."""
+    from .registry import PRESETS, preset_layers
+
+    if cfg.preset is not None:
+        options = {**PRESETS[cfg.preset].defaults(), **cfg.options}
+        layers = preset_layers(cfg.preset, dict(cfg.options))
+    else:
+        options, layers = dict(cfg.options), list(cfg.layers)
+    return build(layers, in_shape, num_classes, mean, std, options)

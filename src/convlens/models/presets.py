@@ -1,0 +1,173 @@
+"""The built-in presets: the networks of the course reports, a tiny demo net, recurrent readers.
+
+Each preset is a function of its knobs returning a layer list; ``stage`` convs take
+``round(width * multiplier ** stage)`` channels, which is how the CS7015 report's ``l1_oc`` and
+``filter_multiplier`` set a network's width. Parameter counts quoted below are checked in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .registry import register_preset
+
+L = list[dict[str, Any]]
+
+
+def _conv(stage: int, kernel: int = 3, padding: int = 0, stride: int = 1) -> dict[str, Any]:
+    return {"type": "conv", "stage": stage, "kernel": kernel, "padding": padding, "stride": stride}
+
+
+def _check(**ranges: tuple[Any, Any, Any]) -> None:
+    """``name=(value, low, high)``: raise ValueError naming the option when out of range."""
+    for name, (value, low, high) in ranges.items():
+        if not (low <= value <= high):
+            raise ValueError(f"model.options.{name}={value!r} is out of range; allowed: {low} to {high}")
+
+
+def _head(hidden: list[int], dropout: float) -> L:
+    """flatten, then [dropout] fc + relu per hidden size, then [dropout] the class layer."""
+    out: L = [{"type": "flatten"}]
+    for h in hidden:
+        if dropout:
+            out.append({"type": "dropout", "p": dropout})
+        out += [{"type": "linear", "out": h}, {"type": "relu"}]
+    if dropout:
+        out.append({"type": "dropout", "p": dropout})
+    return out + [{"type": "linear", "out": "classes"}]
+
+
+@register_preset("tiny", "Three small conv blocks; trains on 8x8 digits in seconds (the demo)", (1, 8, 8))
+def tiny(width: int = 16, multiplier: float = 2.0) -> L:
+    _check(width=(width, 1, 4096), multiplier=(multiplier, 0.1, 16))
+    return [
+        _conv(0, padding=1), {"type": "bn"}, {"type": "relu"},
+        _conv(1, padding=1), {"type": "bn"}, {"type": "relu"}, {"type": "maxpool"},
+        _conv(2, padding=1), {"type": "bn"}, {"type": "relu"}, {"type": "globalpool", "mode": "max"},
+        {"type": "linear", "out": "classes"},
+    ]  # fmt: skip
+
+
+@register_preset(
+    "lenet5",
+    "LeNet-5 as in the Rice report: conv5x5 32, pool, conv5x5 64, pool, fc 1024 (28x28 grayscale)",
+    (1, 28, 28), "003 (Rice)",
+)
+def lenet5(width: int = 32, multiplier: float = 2.0, kernel: int = 5, hidden: int = 1024, dropout: float = 0.0) -> L:
+    _check(width=(width, 1, 4096), multiplier=(multiplier, 0.1, 16), kernel=(kernel, 1, 15),
+           hidden=(hidden, 1, 1 << 16), dropout=(dropout, 0, 0.99))  # fmt: skip
+    return [
+        {"type": "conv", "stage": 0, "kernel": kernel, "padding": "same"}, {"type": "relu"}, {"type": "maxpool"},
+        {"type": "conv", "stage": 1, "kernel": kernel, "padding": "same"}, {"type": "relu"}, {"type": "maxpool"},
+    ] + _head([hidden], dropout)  # fmt: skip
+
+
+@register_preset(
+    "net1",
+    "CS7015 Net 1 (the PyTorch CIFAR tutorial net): conv, pool, conv, pool, fc 120-84-10",
+    (3, 32, 32), "001 (CS7015)",
+)
+def net1(width: int = 6, multiplier: float = 2.0, kernel: int = 5, stride: int = 1) -> L:
+    # width 18, multiplier 2, kernel 3, stride 1: 173,026 parameters, as in the report
+    _check(width=(width, 1, 4096), multiplier=(multiplier, 0.1, 16), kernel=(kernel, 1, 15), stride=(stride, 1, 8))
+    return [
+        _conv(0, kernel, 0, stride), {"type": "relu"}, {"type": "maxpool"},
+        _conv(1, kernel, 0, stride), {"type": "relu"}, {"type": "maxpool"},
+    ] + _head([120, 84], 0.0)  # fmt: skip
+
+
+@register_preset(
+    "net2",
+    "CS7015 Net 2: Net 1 with two extra padded convs (conv-pad, conv, pool) x 2, fc 120-84-10",
+    (3, 32, 32), "001 (CS7015)",
+)
+def net2(width: int = 18, multiplier: float = 2.0, kernel: int = 3, padding: int = 1) -> L:
+    # width 64, multiplier 2, kernel 5: 4,870,654 parameters, as in the report
+    _check(width=(width, 1, 4096), multiplier=(multiplier, 0.1, 16), kernel=(kernel, 1, 15), padding=(padding, 0, 7))
+    return [
+        _conv(0, kernel, padding), {"type": "relu"}, _conv(1, kernel), {"type": "relu"}, {"type": "maxpool"},
+        _conv(2, kernel, padding), {"type": "relu"}, _conv(3, kernel), {"type": "relu"}, {"type": "maxpool"},
+    ] + _head([120, 84], 0.0)  # fmt: skip
+
+
+def _conv_bn(stage: int, kernel: int, padding: int) -> L:
+    return [_conv(stage, kernel, padding), {"type": "bn"}, {"type": "relu"}]
+
+
+@register_preset(
+    "net3",
+    "CS7015 Net 3: Net 2 with batch norm after every conv and dropout before each fc layer",
+    (3, 32, 32), "001 (CS7015)",
+)
+def net3(width: int = 32, multiplier: float = 2.0, kernel: int = 3, dropout: float = 0.1) -> L:
+    # width 96, dropout 0.1: 6,819,454 parameters, 87.5% in the report
+    _check(width=(width, 1, 4096), multiplier=(multiplier, 0.1, 16), kernel=(kernel, 1, 15), dropout=(dropout, 0, 0.99))
+    return (_conv_bn(0, kernel, 1) + _conv_bn(1, kernel, 0) + [{"type": "maxpool"}]
+            + _conv_bn(2, kernel, 1) + _conv_bn(3, kernel, 0) + [{"type": "maxpool"}]
+            + _head([120, 84], dropout))  # fmt: skip
+
+
+@register_preset(
+    "net4",
+    "CS7015 Net 4: deeper and thinner, six BN convs (64-64-128, pool, 256-256-512, pool), fc 120-84-10",
+    (3, 32, 32), "001 (CS7015)",
+)
+def net4(width: int = 64, multiplier: float = 2.0, dropout: float = 0.3) -> L:
+    # width 64, dropout 0.3: 4,403,518 parameters and 1,280 conv filters, 88.7% in the report
+    _check(width=(width, 1, 4096), multiplier=(multiplier, 0.1, 16), dropout=(dropout, 0, 0.99))
+    return (_conv_bn(0, 3, 1) + _conv_bn(0, 3, 1) + _conv_bn(1, 3, 0) + [{"type": "maxpool"}]
+            + _conv_bn(2, 3, 1) + _conv_bn(2, 3, 1) + _conv_bn(3, 3, 0) + [{"type": "maxpool"}]
+            + _head([120, 84], dropout))  # fmt: skip
+
+
+@register_preset(
+    "csci611",
+    "CSCI-611 net: three 3x3 BN convs 32-64-128, one max-pool, dropout, fc 256, dropout, fc",
+    (3, 32, 32), "002 (CSCI-611)",
+)
+def csci611(width: int = 32, multiplier: float = 2.0, hidden: int = 256, dropout: float = 0.25) -> L:
+    _check(width=(width, 1, 4096), multiplier=(multiplier, 0.1, 16), hidden=(hidden, 1, 1 << 16), dropout=(dropout, 0, 0.99))
+    return (_conv_bn(0, 3, 1) + _conv_bn(1, 3, 1) + _conv_bn(2, 3, 1)
+            + [{"type": "maxpool"}, {"type": "dropout", "p": dropout}, {"type": "flatten"},
+               {"type": "linear", "out": hidden}, {"type": "relu"}, {"type": "dropout", "p": dropout},
+               {"type": "linear", "out": "classes"}])  # fmt: skip
+
+
+@register_preset(
+    "cse849",
+    "CSE849 net: 7x7 first conv with 16 filters, four 3x3 BN convs, dropout after the last k convs",
+    (3, 32, 32), "000/004 (CSE849)",
+)
+def cse849(width: int = 16, multiplier: float = 2.0, conv_dropout: float = 0.0, dropout_last: int = 0) -> L:
+    _check(width=(width, 1, 4096), multiplier=(multiplier, 0.1, 16), conv_dropout=(conv_dropout, 0, 0.99),
+           dropout_last=(dropout_last, 0, 5))  # fmt: skip
+    blocks = [
+        [{"type": "conv", "stage": 0, "kernel": 7, "padding": 3}, {"type": "bn"}, {"type": "relu"}, {"type": "maxpool"}],
+        _conv_bn(1, 3, 1),
+        _conv_bn(2, 3, 1) + [{"type": "maxpool"}],
+        _conv_bn(2, 3, 1),
+        _conv_bn(2, 3, 1) + [{"type": "maxpool"}],
+    ]
+    out: L = []
+    for i, block in enumerate(blocks):
+        out += block
+        if conv_dropout and i >= len(blocks) - dropout_last:
+            out.append({"type": "dropout2d", "p": conv_dropout})
+    return out + [{"type": "flatten"}, {"type": "linear", "out": "classes"}]
+
+
+def _recurrent(cell: str):
+    def preset(hidden: int = 128, num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0) -> L:
+        _check(hidden=(hidden, 1, 1 << 14), num_layers=(num_layers, 1, 16), dropout=(dropout, 0, 0.99))
+        return [{"type": cell, "hidden": hidden, "num_layers": num_layers, "bidirectional": bidirectional,
+                 "dropout": dropout}, {"type": "linear", "out": "classes"}]  # fmt: skip
+
+    preset.__name__ = cell
+    return preset
+
+
+for _cell, _label in (("rnn", "vanilla RNN"), ("lstm", "LSTM"), ("gru", "GRU")):
+    register_preset(
+        _cell, f"{_label} reading the image row by row (28 steps of 28 values on MNIST), hidden 128",
+        (1, 28, 28), "003 (Rice)",
+    )(_recurrent(_cell))

@@ -1,0 +1,136 @@
+"""The layer vocabulary of a model spec: one small pydantic model per layer type.
+
+A model in a config is a list of these, e.g.::
+
+    layers:
+      - {type: conv, out: 32, kernel: 3, padding: 1}
+      - bn
+      - relu
+      - {type: maxpool, kernel: 2}
+      - flatten
+      - {type: linear, out: classes}
+
+A bare string is short for ``{type: <string>}``. This module has no torch import so a config can
+be validated before torch loads.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Layer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, description="Module name; default: type plus a counter")
+
+
+class Conv(_Layer):
+    type: Literal["conv"]
+    out: int | None = Field(None, gt=0, description="Output channels")
+    stage: int | None = Field(
+        None, ge=0, description="Channels = round(width * multiplier ** stage), from the model options"
+    )
+    kernel: int = Field(3, gt=0)
+    stride: int = Field(1, gt=0)
+    padding: int | Literal["same"] = 0
+    dilation: int = Field(1, gt=0)
+    groups: int = Field(1, gt=0)
+    bias: bool = True
+    init: Literal["default", "identity", "whiten"] = "default"
+
+    @model_validator(mode="after")
+    def _one_width(self) -> Conv:
+        if (self.out is None) == (self.stage is None):
+            raise ValueError("a conv layer needs exactly one of `out` (channels) or `stage`")
+        if isinstance(self.padding, int) and self.padding < 0:
+            raise ValueError(f"padding must be >= 0 or 'same', got {self.padding}")
+        return self
+
+
+class BatchNorm(_Layer):
+    type: Literal["bn"]
+    momentum: float = Field(0.1, gt=0, le=1)
+    eps: float = Field(1e-5, gt=0)
+    affine: bool = True
+
+
+class Activation(_Layer):
+    type: Literal["relu", "gelu", "elu", "tanh", "sigmoid", "silu", "leaky_relu"]
+    slope: float = Field(0.01, ge=0, description="Negative slope of leaky_relu")
+
+
+class Pool(_Layer):
+    type: Literal["maxpool", "avgpool"]
+    kernel: int = Field(2, gt=0)
+    stride: int | None = Field(None, gt=0, description="Default: the kernel size")
+    padding: int = Field(0, ge=0)
+
+
+class GlobalPool(_Layer):
+    type: Literal["globalpool"]
+    mode: Literal["max", "avg"] = "max"
+
+
+class Dropout(_Layer):
+    type: Literal["dropout", "dropout2d"]
+    p: float = Field(0.5, ge=0, lt=1)
+
+
+class Flatten(_Layer):
+    type: Literal["flatten"]
+
+
+class Linear(_Layer):
+    type: Literal["linear"]
+    out: int | Literal["classes"] = "classes"
+    bias: bool = True
+
+    @model_validator(mode="after")
+    def _positive(self) -> Linear:
+        if isinstance(self.out, int) and self.out <= 0:
+            raise ValueError(f"out must be > 0 or 'classes', got {self.out}")
+        return self
+
+
+class Scale(_Layer):
+    type: Literal["scale"]
+    factor: float
+
+
+class Recurrent(_Layer):
+    """Reads an image row by row: H steps of C*W values; outputs the last hidden state."""
+
+    type: Literal["rnn", "lstm", "gru"]
+    hidden: int = Field(128, gt=0)
+    num_layers: int = Field(1, gt=0)
+    bidirectional: bool = False
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+LayerSpec = Annotated[
+    Union[Conv, BatchNorm, Activation, Pool, GlobalPool, Dropout, Flatten, Linear, Scale, Recurrent],
+    Field(discriminator="type"),
+]
+
+LAYER_TYPES: tuple[str, ...] = (
+    "conv", "bn", "relu", "gelu", "elu", "tanh", "sigmoid", "silu", "leaky_relu", "maxpool",
+    "avgpool", "globalpool", "dropout", "dropout2d", "flatten", "linear", "scale", "rnn", "lstm",
+    "gru",
+)  # fmt: skip
+
+
+def expand_shorthand(layer: Any) -> Any:
+    """``"relu"`` -> ``{"type": "relu"}``; anything else is returned unchanged."""
+    if isinstance(layer, str):
+        return {"type": layer}
+    return layer
+
+
+def layer_fields(tag: str) -> list[str]:
+    """The keys a layer of type ``tag`` accepts (for error messages)."""
+    for cls in LayerSpec.__origin__.__args__ if hasattr(LayerSpec, "__origin__") else ():
+        if tag in cls.model_fields["type"].annotation.__args__:
+            return list(cls.model_fields)
+    return []

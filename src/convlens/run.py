@@ -1,0 +1,136 @@
+"""The run folder: the contract between training and everything that reads its results.
+
+::
+
+    <run>/config.yaml          resolved config (data mean/std filled in), version, seed
+    <run>/dataset.json         class names, input shape, split sizes, mean/std, source
+    <run>/summary.json         layers: output shape, parameters, MACs, receptive field
+    <run>/metrics.jsonl        one JSON object per epoch
+    <run>/checkpoints/last.pt  model + optimiser + scheduler state_dicts, epoch, config
+    <run>/checkpoints/best.pt  model state_dict with the best validation accuracy
+    <run>/eval.json            test accuracy, per-class accuracy, confusion matrix, class names
+    <run>/predictions.csv      one row per test image
+    <run>/tb/                  TensorBoard event files
+    <run>/status.json          running / finished / diverged / interrupted / failed / pruned
+    <run>/analysis/            what `convlens analyze` and `convlens explain` write
+
+Nothing downstream reaches back into training: analyses, explanations and reports read this.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import ExperimentConfig, load_config
+from .errors import RunError
+from .utils import read_json, write_json
+
+STATUSES = ("running", "finished", "diverged", "interrupted", "failed", "pruned")
+
+
+def write_status(run_dir: Path, status: str, **extra: Any) -> None:
+    assert status in STATUSES, status
+    write_json(Path(run_dir) / "status.json", {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
+
+
+class Run:
+    """Read access to a run folder.
+
+    >>> run = Run("runs/demo")                     # doctest: +SKIP
+    >>> model = run.load_model()                   # doctest: +SKIP
+    >>> data = run.load_data()                     # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / "config.yaml").is_file():
+            raise RunError(f"{self.path} is not a run folder: it has no config.yaml")
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    # -- files ----------------------------------------------------------------------------------
+    @functools.cached_property
+    def config(self) -> ExperimentConfig:
+        return load_config(self.path / "config.yaml")
+
+    @property
+    def status(self) -> dict[str, Any]:
+        p = self.path / "status.json"
+        return read_json(p) if p.is_file() else {"status": "unknown"}
+
+    def metrics(self) -> list[dict[str, Any]]:
+        from .train.metrics import read_metrics
+
+        return read_metrics(self.path / "metrics.jsonl")
+
+    @property
+    def eval(self) -> dict[str, Any] | None:
+        p = self.path / "eval.json"
+        return read_json(p) if p.is_file() else None
+
+    @functools.cached_property
+    def dataset(self) -> dict[str, Any]:
+        p = self.path / "dataset.json"
+        if not p.is_file():
+            raise RunError(f"{self.path} has no dataset.json: the run never got past loading its data")
+        return read_json(p)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.dataset["classes"])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.dataset["shape"])  # type: ignore[return-value]
+
+    @property
+    def analysis_dir(self) -> Path:
+        return self.path / "analysis"
+
+    def checkpoint_path(self, which: str = "best") -> Path:
+        if which not in ("best", "last"):
+            raise RunError(f"checkpoint {which!r} is not one of: best, last")
+        p = self.path / "checkpoints" / f"{which}.pt"
+        if which == "best" and not p.is_file():
+            p = self.path / "checkpoints" / "last.pt"
+        if not p.is_file():
+            raise RunError(f"{self.path} has no checkpoint yet (looked for checkpoints/{which}.pt)")
+        return p
+
+    # -- objects --------------------------------------------------------------------------------
+    def build_model(self):
+        from .models import build_model
+
+        d = self.dataset
+        return build_model(self.config.model, tuple(d["shape"]), len(d["classes"]), d["mean"], d["std"])
+
+    def load_model(self, which: str = "best", device: str = "cpu"):
+        """The trained model in eval mode, weights loaded with ``weights_only=True``."""
+        from .train.checkpoint import load
+
+        model = self.build_model()
+        state = load(self.checkpoint_path(which), map_location=device)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise RunError(f"checkpoint of {self.path} does not fit its config.yaml: {exc}") from None
+        return model.to(device).eval()
+
+    def load_data(self):
+        """The run's data, split exactly as in training (same seed, same mean/std)."""
+        from .data import load_data
+
+        return load_data(self.config.data)
+
+    def write_analysis(self, name: str, obj: Any) -> Path:
+        p = self.analysis_dir / f"{name}.json"
+        write_json(p, obj)
+        return p
+
+
+def is_run(path: str | Path) -> bool:
+    return (Path(path) / "config.yaml").is_file()

@@ -1,0 +1,160 @@
+"""Read or edit any layer by its dotted name: the one place convlens registers forward hooks.
+
+::
+
+    with Trace(model, "conv2") as t:
+        model(x)
+    t.output                       # conv2's output for x
+
+    with TraceDict(model, ["conv1", "conv3"], stop=True) as td:
+        model(x)                   # the forward pass stops right after conv3
+    td["conv1"].output
+
+    with Trace(model, "relu4", edit_output=lambda out, name: out * mask):
+        model(x)                   # relu4's output replaced on the fly
+
+Hooks are registered in ``__enter__`` and removed in ``__exit__`` inside ``finally``, whatever
+happens in between; exceptions are never swallowed (except the internal one ``stop`` raises to
+cut the forward pass short).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import OrderedDict
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from .errors import LayerError
+
+
+class StopForward(Exception):
+    """Raised after the last traced layer when ``stop=True``; caught by the context manager."""
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule with dotted name ``name``, or a LayerError listing the names that exist."""
+    modules = dict(model.named_modules())
+    if name in modules and name != "":
+        return modules[name]
+    names = [n for n in modules if n]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise LayerError(f"the model has no layer {name!r}.{hint} Layers: {', '.join(names)}")
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def check_filter(model: nn.Module, layer: str, index: int) -> int:
+    """Validate a filter (output channel) index of a layer; returns the layer's channel count."""
+    m = get_layer(model, layer)
+    channels = getattr(m, "out_channels", None) or getattr(m, "num_features", None) or getattr(m, "out_features", None)
+    if channels is None:
+        raise LayerError(f"layer {layer!r} ({type(m).__name__}) has no filters; pick a conv, batch-norm or linear layer")
+    if not (0 <= index < channels):
+        raise LayerError(f"filter {index} is out of range for layer {layer!r}, which has {channels} channels (0 to {channels - 1})")
+    return channels
+
+
+Edit = Callable[[torch.Tensor, str], torch.Tensor]
+
+
+class Trace:
+    """Retain (and optionally edit) the input/output of one layer during forward passes."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str,
+        *,
+        retain_output: bool = True,
+        retain_input: bool = False,
+        detach: bool = True,
+        clone: bool = False,
+        edit_output: Edit | None = None,
+        stop: bool = False,
+    ):
+        self.model, self.layer = model, layer
+        self.module = get_layer(model, layer)
+        self.retain_output, self.retain_input = retain_output, retain_input
+        self.detach, self.clone, self.edit_output, self.stop = detach, clone, edit_output, stop
+        self.output: Any = None
+        self.input: Any = None
+        self._handle = None
+
+    def _keep(self, t: Any) -> Any:
+        if isinstance(t, torch.Tensor):
+            if self.detach:
+                t = t.detach()
+            if self.clone:
+                t = t.clone()
+        return t
+
+    def _hook(self, module: nn.Module, inputs: tuple, output: Any) -> Any:
+        if self.edit_output is not None:
+            output = self.edit_output(output, self.layer)
+        if self.retain_input:
+            self.input = self._keep(inputs[0] if len(inputs) == 1 else inputs)
+        if self.retain_output:
+            self.output = self._keep(output)
+        if self.stop:
+            raise StopForward
+        return output
+
+    def __enter__(self) -> Trace:
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close()
+        return exc_type is not None and issubclass(exc_type, StopForward)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+class TraceDict(OrderedDict):
+    """Several :class:`Trace`\\ s at once, keyed by layer name; ``stop`` ends after the last one
+    reached in the forward pass (the deepest, for a sequential model)."""
+
+    def __init__(self, model: nn.Module, layers: Iterable[str], *, stop: bool = False, **kwargs: Any):
+        super().__init__()
+        layers = list(dict.fromkeys(layers))
+        order = [n for n, _ in model.named_modules()]
+        for name in layers:
+            get_layer(model, name)  # fail before any hook exists
+        last = max(layers, key=order.index) if (stop and layers) else None
+        self._traces = [(name, Trace(model, name, stop=(name == last), **kwargs)) for name in layers]
+
+    def __enter__(self) -> TraceDict:
+        try:
+            for name, t in self._traces:
+                t.__enter__()
+                self[name] = t
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close()
+        return exc_type is not None and issubclass(exc_type, StopForward)
+
+    def close(self) -> None:
+        for _, t in self._traces:
+            t.close()
+
+
+def hook_count(model: nn.Module) -> int:
+    """Forward (pre-)hooks and backward hooks registered on any submodule (tests use this)."""
+    total = 0
+    for m in model.modules():
+        total += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        total += len(getattr(m, "_backward_pre_hooks", {}))
+    return total

@@ -1,0 +1,30 @@
+"""Checkpoints: plain ``state_dict``s in a dict of tensors and numbers, written atomically.
+
+Everything in a checkpoint loads with ``torch.load(..., weights_only=True)``: no pickled
+classes, so a checkpoint from someone else cannot run code on your machine. The resolved config
+travels inside every checkpoint, next to the weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import RunError
+from ..utils import atomic_write
+
+
+def save(path: Path, obj: dict[str, Any]) -> None:
+    atomic_write(Path(path), lambda f: torch.save(obj, f), mode="wb")
+
+
+def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated or foreign files raise many different types
+        raise RunError(f"cannot read checkpoint {path}: {exc}") from None

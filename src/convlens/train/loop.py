@@ -1,0 +1,315 @@
+"""The training loop: config in, run folder out.
+
+Reproducibility: every epoch seeds its own shuffling, augmentation and dropout from
+``(seed, epoch)``, so a run resumed from its last checkpoint replays the interrupted epoch
+exactly and ends with the metrics of an uninterrupted run (tested with a real SIGKILL).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..config import ExperimentConfig, load_config
+from ..data import Augment, DataBundle, batches, load_data, num_batches
+from ..errors import RunError
+from ..models import build_model, summarize, totals
+from ..run import Run, write_status
+from ..utils import interactive, write_json
+from . import checkpoint
+from .evaluate import evaluate_split, write_eval
+from .metrics import MetricsLog
+from .optim import make_optimizer, make_scheduler
+from .precision import Precision, choose
+
+
+class Stop(Exception):
+    """Raised by an epoch callback to end a run early with a status (e.g. ``pruned``)."""
+
+    def __init__(self, status: str = "pruned", message: str = ""):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + 17) % (2**63)
+
+
+def default_out(cfg: ExperimentConfig) -> Path:
+    return Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _sigterm_to_interrupt(signum, frame):  # a `kill` is handled like Ctrl-C: checkpoint kept, status written
+    raise KeyboardInterrupt
+
+
+class Trainer:
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, data: DataBundle, prec: Precision,
+                 echo: Callable[[str], None], callback: EpochCallback | None):  # fmt: skip
+        self.cfg, self.run_dir, self.data, self.prec, self.echo, self.callback = cfg, run_dir, data, prec, echo, callback
+        t = cfg.train
+        self.model = build_model(cfg.model, data.shape, data.num_classes, data.mean, data.std)
+        self.model.to(prec.device, memory_format=torch.channels_last if prec.channels_last else torch.contiguous_format)
+        self.train_split = self._to_device(data.train)
+        self.val_split = self._to_device(data.val) if data.val is not None else None
+        self.steps_per_epoch = num_batches(len(data.train), t.batch_size)
+        self.opt = make_optimizer(self.model, t.optimizer)
+        self.sched = make_scheduler(self.opt, t.schedule, t.epochs * self.steps_per_epoch, self.steps_per_epoch)
+        self.augment = Augment(cfg.data.augment, data.mean)
+        self.start_epoch = 0
+        self.best = {"val_acc": -1.0, "epoch": 0}
+
+    def _to_device(self, split):
+        if self.prec.device.type == "cpu":
+            return split
+        # uint8 images live on the GPU: one upload instead of one per batch
+        from ..data import Split
+
+        return Split(split.images.to(self.prec.device), split.labels.to(self.prec.device), split.indices)
+
+    # -- state ----------------------------------------------------------------------------------
+    def state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+            "epoch": epoch, "best": dict(self.best), "config": self.cfg.to_dict(), "version": __version__,
+        }  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.start_epoch = int(state["epoch"])
+        self.best = dict(state["best"])
+
+    # -- one epoch ------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        t = self.cfg.train
+        seed = epoch_seed(self.cfg.seed, epoch)
+        torch.manual_seed(seed)  # dropout
+        g = torch.Generator().manual_seed(seed)  # order and augmentation
+        self.model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.prec.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.prec.device)
+        seen = 0
+        it = batches(self.train_split, t.batch_size, shuffle=True, generator=g, augment=self.augment, epoch=epoch,
+                     device=self.prec.device, channels_last=self.prec.channels_last)  # fmt: skip
+        bar = None
+        if interactive():
+            from tqdm.auto import tqdm
+
+            it = bar = tqdm(it, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False,
+                            unit="batch", dynamic_ncols=True)  # fmt: skip
+        check_every = 1 if self.prec.device.type == "cpu" else 25  # .item() syncs a GPU
+        for step, (x, y, _) in enumerate(it):
+            if len(y) < 2 and seen:  # a lone trailing image breaks batch norm's batch statistics
+                continue
+            with self.prec.autocast():
+                logits = self.model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            self.opt.step()
+            self.sched.step()
+            loss_sum += loss.detach().double() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if step % check_every == 0 and not math.isfinite(float(loss_sum)):
+                break
+            if bar is not None and step % 10 == 0:
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", refresh=False)
+        if bar is not None:
+            bar.close()
+        return {"train_loss": float(loss_sum) / max(seen, 1), "train_acc": float(correct) / max(seen, 1)}
+
+    def validate(self) -> dict[str, float]:
+        if self.val_split is None:
+            return {"val_loss": None, "val_acc": None}
+        res, _ = evaluate_split(self.model, self.val_split, self.data.classes, batch_size=self.cfg.eval.batch_size,
+                                precision=self.prec)  # fmt: skip
+        return {"val_loss": res["loss"], "val_acc": res["accuracy"]}
+
+
+def _fmt_row(row: dict[str, Any], epochs: int) -> str:
+    s = f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:5.1f}%"
+    if row.get("val_acc") is not None:
+        s += f"  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:5.1f}%"
+    return s + f"  lr {row['lr']:.3g}  {row['epoch_seconds']:.1f}s"
+
+
+def _prepare_dir(run_dir: Path) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(
+            f"{run_dir} already exists and is not empty; choose another --out, or continue it with "
+            f"`convlens train --resume {run_dir}`"
+        )
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+
+def train(
+    config: ExperimentConfig | str | Path | dict | None = None,
+    out: str | Path | None = None,
+    *,
+    resume: str | Path | None = None,
+    overrides: list[str] | None = None,
+    echo: Callable[[str], None] | None = None,
+    callback: EpochCallback | None = None,
+) -> Run:
+    """Train as configured and return the finished :class:`~convlens.run.Run`.
+
+    With ``resume=RUN``, the run's own config and last checkpoint are used and training continues
+    from the epoch after the checkpoint; ``overrides`` may then change ``train.epochs`` only.
+    """
+    echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    if resume is not None:
+        run_dir = Path(resume)
+        prior = Run(run_dir)
+        raw = prior.config.to_dict()
+        bad = [o for o in overrides or [] if not o.startswith("train.epochs=")]
+        if bad or config is not None:
+            raise RunError(f"--resume continues {run_dir} with its own config; only train.epochs may change (got {bad or config})")
+        cfg = load_config(raw, overrides)
+    else:
+        cfg = load_config(config, overrides)
+        run_dir = Path(out) if out is not None else default_out(cfg)
+
+    # Everything that can fail on bad input happens before the run folder is created.
+    has_conv = cfg.model.layers is None or any(getattr(layer, "type", "") == "conv" for layer in cfg.model.layers)
+    if cfg.model.preset in ("rnn", "lstm", "gru"):
+        has_conv = False
+    prec = choose(cfg.train.device, cfg.train.precision, cfg.train.channels_last, cfg.train.threads, has_conv)
+    data = load_data(cfg.data)
+    cfg = cfg.model_copy(deep=True)
+    cfg.data.mean, cfg.data.std = list(data.mean), list(data.std)
+    cfg.meta = {"convlens_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "command": " ".join(sys.argv), "torch": torch.__version__, "precision": prec.describe()}  # fmt: skip
+    trainer = Trainer(cfg, run_dir, data, prec, echo, callback)
+    if resume is not None:
+        trainer.restore(checkpoint.load(run_dir / "checkpoints" / "last.pt", map_location=prec.device))
+        if (run_dir / "checkpoints" / "last.pt").is_file() and prior.status.get("status") == "finished" \
+                and trainer.start_epoch >= cfg.train.epochs:  # fmt: skip
+            echo(f"{run_dir} is already finished ({trainer.start_epoch} epochs)")
+            return Run(run_dir)
+    else:
+        _prepare_dir(run_dir)
+    cfg.save(run_dir / "config.yaml")
+    write_json(run_dir / "dataset.json", data.describe())
+    rows = summarize(trainer.model, data.shape)
+    write_json(run_dir / "summary.json", {"layers": [r.to_dict() for r in rows], **totals(rows)})
+    return _run(trainer, cfg, run_dir, data, prec, echo)
+
+
+def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundle, prec: Precision, echo) -> Run:
+    t = cfg.train
+    epochs = t.epochs
+    echo(f"run {run_dir}: {cfg.model.preset or 'custom'} on {data.name} ({len(data.train)} train"
+         f"{f', {len(data.val)} val' if data.val is not None else ''}, {len(data.test)} test), "
+         f"{totals(summarize(trainer.model, data.shape))['params']:,} parameters, {prec.describe()}")  # fmt: skip
+    write_status(run_dir, "running", epoch=trainer.start_epoch, epochs=epochs)
+    log = MetricsLog(run_dir, trainer.start_epoch)
+    old_term = signal.signal(signal.SIGTERM, _sigterm_to_interrupt) if _main_thread() else None
+    epoch = trainer.start_epoch
+    try:
+        for epoch in range(trainer.start_epoch, epochs):
+            t0 = time.perf_counter()
+            row: dict[str, Any] = {"epoch": epoch + 1}
+            row.update(trainer.train_epoch(epoch))
+            limit = t.diverge_factor * math.log(max(2, data.num_classes))
+            if not math.isfinite(row["train_loss"]) or row["train_loss"] > limit:
+                what = "became NaN or infinite" if not math.isfinite(row["train_loss"]) else f"reached {row['train_loss']:.3g} (> {limit:.3g})"
+                msg = (f"diverged in epoch {epoch + 1}: the training loss {what}. "
+                       f"Try a lower learning rate than train.optimizer.lr={t.optimizer.lr}.")  # fmt: skip
+                log.write({**row, "lr": trainer.opt.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0,
+                           "val_loss": None, "val_acc": None, "gap": None})  # fmt: skip
+                write_status(run_dir, "diverged", epoch=epoch, epochs=epochs, message=msg)
+                echo(msg)
+                return Run(run_dir)
+            if (epoch + 1) % t.eval_every == 0 or epoch + 1 == epochs:
+                row.update(trainer.validate())
+            else:
+                row.update(val_loss=None, val_acc=None)
+            row["lr"] = trainer.opt.param_groups[0]["lr"]
+            row["epoch_seconds"] = round(time.perf_counter() - t0, 3)
+            row["gap"] = None if row["val_acc"] is None else row["train_acc"] - row["val_acc"]
+            improved = row["val_acc"] is None or row["val_acc"] > trainer.best["val_acc"]
+            if improved:
+                trainer.best = {"val_acc": row["val_acc"] if row["val_acc"] is not None else -1.0, "epoch": epoch + 1}
+            # last.pt first: if killed between the two writes, resuming redoes at most this epoch
+            checkpoint.save(run_dir / "checkpoints" / "last.pt", trainer.state(epoch + 1))
+            if improved:
+                checkpoint.save(run_dir / "checkpoints" / "best.pt", {
+                    "model": trainer.model.state_dict(), "epoch": epoch + 1, "val_acc": row["val_acc"],
+                    "config": cfg.to_dict(), "version": __version__})  # fmt: skip
+            log.write(row)
+            write_status(run_dir, "running", epoch=epoch + 1, epochs=epochs)
+            echo(_fmt_row(row, epochs))
+            if trainer.callback is not None:
+                trainer.callback(row)
+        _final_eval(trainer, cfg, run_dir, data, prec, echo)
+        write_status(run_dir, "finished", epoch=epochs, epochs=epochs, best_epoch=trainer.best["epoch"])
+    except Stop as stop:
+        write_status(run_dir, stop.status, epoch=epoch + 1, epochs=epochs, message=stop.message)
+        echo(f"stopped after epoch {epoch + 1}: {stop.status} {stop.message}".rstrip())
+    except KeyboardInterrupt:
+        done = Run(run_dir).status.get("epoch", 0)
+        write_status(run_dir, "interrupted", epoch=done, epochs=epochs,
+                     message=f"interrupted during epoch {done + 1}; continue with `convlens train --resume {run_dir}`")  # fmt: skip
+        echo(f"\ninterrupted: {done} epoch(s) are saved; continue with `convlens train --resume {run_dir}`")
+        raise
+    except Exception as exc:
+        write_status(run_dir, "failed", epoch=epoch, epochs=epochs, message=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        log.close()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    return Run(run_dir)
+
+
+def _final_eval(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundle, prec: Precision, echo) -> None:
+    which = cfg.eval.checkpoint
+    if which == "best" and (run_dir / "checkpoints" / "best.pt").is_file():
+        trainer.model.load_state_dict(checkpoint.load(run_dir / "checkpoints" / "best.pt", prec.device)["model"])
+    test = trainer._to_device(data.test)
+    result, logits = evaluate_split(trainer.model, test, data.classes, batch_size=cfg.eval.batch_size,
+                                    tta=cfg.eval.tta, precision=prec)  # fmt: skip
+    result.update(split="test", checkpoint=which, epoch=cfg.train.epochs if which == "last" else trainer.best["epoch"])
+    write_eval(run_dir, result, data.test, logits)
+    echo(f"test accuracy {100 * result['accuracy']:.2f}% ({result['n']} images, checkpoint {which}"
+         f"{', TTA ' + cfg.eval.tta if cfg.eval.tta != 'none' else ''})")  # fmt: skip
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def evaluate_run(run: Run | str | Path, which: str = "last", tta: str | None = None, echo=None) -> dict[str, Any]:
+    """Re-evaluate a run's checkpoint on its test split; rewrites eval.json and predictions.csv."""
+    run = run if isinstance(run, Run) else Run(run)
+    cfg = run.config
+    prec = choose(cfg.train.device, cfg.train.precision, cfg.train.channels_last, cfg.train.threads)
+    data = run.load_data()
+    model = run.load_model(which, device=str(prec.device))
+    tta = tta or cfg.eval.tta
+    result, logits = evaluate_split(model, data.test, data.classes, batch_size=cfg.eval.batch_size, tta=tta,
+                                    precision=prec, progress=interactive())  # fmt: skip
+    state = checkpoint.load(run.checkpoint_path(which))
+    result.update(split="test", checkpoint=which, epoch=int(state.get("epoch", 0)))
+    write_eval(run.path, result, data.test, logits)
+    if echo:
+        echo(f"test accuracy {100 * result['accuracy']:.2f}% ({result['n']} images, checkpoint {which}, TTA {tta})")
+    return result

@@ -1,0 +1,67 @@
+"""Device, threads, mixed precision and memory format: chosen once per run, from the config.
+
+bf16 autocast pays only where the hardware computes in bf16: CUDA, and CPUs with AMX or
+AVX512-BF16. On a CPU without them PyTorch emulates bf16 and it is slower than float32 by an
+order of magnitude (measured on a 2-core AVX2 EPYC: a 2048^2 matmul at 170 GFLOP/s in float32,
+0.3 GFLOP/s in bf16; see benchmarks/bench_hardware.py), so ``precision: auto`` picks float32
+there and bf16 where it is native.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..utils import usable_cores
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in (" amx_bf16", " avx512_bf16"))
+
+
+@dataclass(frozen=True)
+class Precision:
+    device: torch.device
+    bf16: bool
+    channels_last: bool
+    threads: int
+
+    def autocast(self):
+        """The one autocast context of a run (a no-op context in float32)."""
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def describe(self) -> str:
+        fmt = "channels_last" if self.channels_last else "contiguous"
+        return f"{self.device.type}, {'bf16 autocast' if self.bf16 else 'float32'}, {fmt}, {self.threads} threads"
+
+
+def choose(device: str = "auto", precision: str = "auto", channels_last: str = "auto",
+           threads: int | None = None, has_conv: bool = True) -> Precision:  # fmt: skip
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        from ..errors import ConfigError
+
+        raise ConfigError("train.device=cuda, but no CUDA device is available; allowed here: auto, cpu")
+    dev = torch.device(device)
+    if precision == "auto":
+        bf16 = (dev.type == "cuda" and torch.cuda.is_bf16_supported()) or (dev.type == "cpu" and cpu_has_native_bf16())
+    else:
+        bf16 = precision == "bf16"
+    # channels_last speeds up convolutions with oneDNN / cuDNN (1.7x for fp32 training of the
+    # CSCI-611 net on this CPU); recurrent and dense models gain nothing from it
+    cl = has_conv if channels_last == "auto" else channels_last == "on"
+    n = threads or usable_cores()
+    torch.set_num_threads(n)
+    return Precision(dev, bf16, cl, n)

@@ -1,0 +1,89 @@
+"""Small helpers shared by every part: atomic writes, JSON, thread counts."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
+    """Write through ``write(fileobj)`` into a temp file beside ``path``, then rename over it.
+
+    A reader (or a crash) never sees a half-written file: either the old one or the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text))
+
+
+def _clean(obj: Any) -> Any:
+    """JSON has no NaN or infinity: write them as null so every reader can parse the file."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "tolist"):  # numpy / torch scalars and arrays
+        return _clean(obj.tolist())
+    return obj
+
+
+def _pretty(obj: Any, level: int, indent: int) -> str:
+    """Like ``json.dumps(indent=...)``, but lists of scalars stay on one line (readable matrices)."""
+    pad, inner = " " * (indent * level), " " * (indent * (level + 1))
+    if isinstance(obj, dict) and obj:
+        items = [f"{inner}{json.dumps(k)}: {_pretty(v, level + 1, indent)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(obj, list) and obj and any(isinstance(v, (dict, list)) for v in obj):
+        return "[\n" + ",\n".join(inner + _pretty(v, level + 1, indent) for v in obj) + f"\n{pad}]"
+    return json.dumps(obj, allow_nan=False)
+
+
+def to_json(obj: Any, indent: int | None = 1) -> str:
+    """JSON text with NaN/inf as null; ``indent=None`` gives one line (for JSONL)."""
+    obj = _clean(obj)
+    if indent is None:
+        return json.dumps(obj, allow_nan=False)
+    return _pretty(obj, 0, indent)
+
+
+def write_json(path: Path, obj: Any, indent: int | None = 1) -> None:
+    atomic_write_text(Path(path), to_json(obj, indent) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def interactive() -> bool:
+    """True on a terminal: progress bars then; plain lines in CI and in logs."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
