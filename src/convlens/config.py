@@ -178,7 +178,7 @@ class OptimConfig(Strict):
 class ScheduleConfig(Strict):
     name: Literal["constant", "step", "cosine", "warmup_cosine", "onecycle"] = "constant"
     warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up length (warmup_cosine)")
-    start_factor: float = Field(0.1, gt=0, le=1, description="Warm-up starts at lr * start_factor")
+    start_factor: float = Field(0.1, ge=0, le=1, description="Warm-up (and onecycle) starts at lr * start_factor")
     min_lr: float = Field(0.0, ge=0, description="Floor of cosine schedules")
     step_epochs: int = Field(30, gt=0, description="step: multiply lr by gamma every step_epochs")
     gamma: float = Field(0.1, gt=0, le=1)

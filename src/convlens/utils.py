@@ -11,6 +11,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once: os.umask is process-wide and not safe to toggle from threads
+
+
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
     """Write through ``write(fileobj)`` into a temp file beside ``path``, then rename over it.
 
@@ -24,6 +33,7 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> N
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -43,6 +43,9 @@ def download(url: str, dest: Path, md5: str | None, what: str, offline_hint: str
     if dest.is_file() and (md5 is None or md5sum(dest) == md5):
         return dest
     url = resolve_url(url)
+    # folders created here are removed again when the download fails, so a failed attempt
+    # leaves nothing behind that looks like data
+    created = [p for p in [dest.parent, *dest.parent.parents] if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
@@ -63,7 +66,9 @@ def download(url: str, dest: Path, md5: str | None, what: str, offline_hint: str
                 f"downloaded {what} from {url} has md5 {got}, expected {md5}: the file is damaged or "
                 "not the official one; remove it and try again"
             )
+        os.chmod(tmp, 0o644)
         shutil.move(tmp, dest)
+        created = []
         return dest
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise DataError(
@@ -72,3 +77,8 @@ def download(url: str, dest: Path, md5: str | None, what: str, offline_hint: str
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        for folder in created:  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:
+                break

@@ -87,10 +87,12 @@ class RowReader(nn.Module):
 class ConvlensNet(nn.Sequential):
     """A flat sequence of named layers; ``spec`` keeps the layer list it was built from."""
 
-    def __init__(self, layers: OrderedDict[str, nn.Module], spec: list[dict[str, Any]], in_shape: tuple[int, int, int]):
+    def __init__(self, layers: OrderedDict[str, nn.Module], spec: list[dict[str, Any]] | None = None,
+                 in_shape: tuple[int, int, int] | None = None):  # fmt: skip
+        # spec and in_shape are optional so that slicing (model[:4]) yields a ConvlensNet too
         super().__init__(layers)
-        self.spec = spec
-        self.in_shape = tuple(in_shape)
+        self.spec = spec or []
+        self.in_shape = tuple(in_shape) if in_shape else None
 
     def layer_names(self, kind: type[nn.Module] | tuple[type[nn.Module], ...] | None = None) -> list[str]:
         return [n for n, m in self.named_children() if kind is None or isinstance(m, kind)]

@@ -59,6 +59,7 @@ class Trainer:
                  echo: Callable[[str], None], callback: EpochCallback | None):  # fmt: skip
         self.cfg, self.run_dir, self.data, self.prec, self.echo, self.callback = cfg, run_dir, data, prec, echo, callback
         t = cfg.train
+        torch.manual_seed(cfg.seed)  # the initial weights
         self.model = build_model(cfg.model, data.shape, data.num_classes, data.mean, data.std)
         self.model.to(prec.device, memory_format=torch.channels_last if prec.channels_last else torch.contiguous_format)
         self.train_split = self._to_device(data.train)
@@ -193,6 +194,9 @@ def train(
     data = load_data(cfg.data)
     cfg = cfg.model_copy(deep=True)
     cfg.data.mean, cfg.data.std = list(data.mean), list(data.std)
+    if cfg.data.root and not Path(cfg.data.root).expanduser().is_absolute():
+        # the run folder is read later from anywhere (analyze, report): keep where the data was
+        cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
     cfg.meta = {"convlens_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "command": " ".join(sys.argv), "torch": torch.__version__, "precision": prec.describe()}  # fmt: skip
     trainer = Trainer(cfg, run_dir, data, prec, echo, callback)

@@ -1,0 +1,237 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import CIFAR_TAR, ROOT, needs_cifar, needs_fashion, tiny_config
+from convlens.config import load_config
+from convlens.errors import DataError, RunError
+from convlens.run import Run
+from convlens.train import train
+from convlens.train.checkpoint import load as load_checkpoint
+
+TIMELESS = ("epoch_seconds",)
+
+
+def rows(run: Run) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMELESS} for r in run.metrics()]
+
+
+def quiet(msg: str) -> None:
+    pass
+
+
+def test_run_folder_contract(tmp_path):
+    run = train(tiny_config(), tmp_path / "r", echo=quiet)
+    p = run.path
+    for f in ("config.yaml", "dataset.json", "summary.json", "metrics.jsonl", "checkpoints/last.pt",
+              "checkpoints/best.pt", "eval.json", "predictions.csv", "status.json"):
+        assert (p / f).is_file(), f
+    assert any((p / "tb").glob("events.out.tfevents.*"))
+    assert run.status["status"] == "finished"
+    cfg = yaml.safe_load((p / "config.yaml").read_text())
+    assert cfg["meta"]["convlens_version"] and cfg["seed"] == 0 and len(cfg["data"]["mean"]) == 1
+    m = run.metrics()
+    assert [r["epoch"] for r in m] == [1, 2]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "gap"} <= set(m[0])
+    ev = run.eval
+    assert ev["classes"] == [str(i) for i in range(10)] and len(ev["confusion"]) == 10
+    assert sum(map(sum, ev["confusion"])) == ev["n"] == len(run.load_data().test)
+    lines = (p / "predictions.csv").read_text().splitlines()
+    assert lines[0].startswith("position,index,label,pred") and len(lines) == ev["n"] + 1
+    # checkpoints are plain state_dicts that load with weights_only=True
+    state = torch.load(p / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and "model" in state and "optimizer" in state and state["config"]["seed"] == 0
+    model = run.load_model("best")
+    assert not model.training
+
+
+def test_same_seed_same_metrics(tmp_path):
+    cfg = tiny_config(**{"data.augment": {"crop": {"padding": 1}, "flip": {"p": 0.5}, "erase": {"p": 0.5}}})
+    cfg["model"]["preset"] = "lenet5"
+    cfg["model"]["options"] = {"width": 4, "hidden": 16, "dropout": 0.3}
+    a = train(cfg, tmp_path / "a", echo=quiet)
+    b = train(cfg, tmp_path / "b", echo=quiet)
+    assert rows(a) == rows(b)
+    assert a.eval["accuracy"] == b.eval["accuracy"]
+    cfg["seed"] = 1
+    c = train(cfg, tmp_path / "c", echo=quiet)
+    assert rows(c) != rows(a)
+
+
+def test_learns_digits(tmp_path):
+    cfg = tiny_config(**{"train.epochs": 8, "model.options": {"width": 8}})
+    cfg["train"]["optimizer"] = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True}
+    run = train(cfg, tmp_path / "r", echo=quiet)
+    assert run.eval["accuracy"] > 0.9
+
+
+def test_divergence_stops_with_message(tmp_path):
+    cfg = tiny_config(**{"train.epochs": 5})
+    cfg["train"]["optimizer"] = {"name": "sgd", "lr": 100.0, "momentum": 0.99}
+    run = train(cfg, tmp_path / "r", echo=quiet)
+    st = run.status
+    assert st["status"] == "diverged"
+    assert "diverged in epoch 1" in st["message"] and "lower learning rate" in st["message"]
+    assert run.metrics()  # the folder stays readable: the failing epoch is recorded
+    assert not (run.path / "eval.json").exists()
+
+
+def test_bad_input_leaves_no_run_folder(tmp_path):
+    with pytest.raises(DataError):
+        train(tiny_config(**{"data.name": "cifar10", "data.root": str(tmp_path / "none"), "data.download": False}),
+              tmp_path / "r", echo=quiet)  # fmt: skip
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path):
+    train(tiny_config(**{"train.epochs": 1}), tmp_path / "r", echo=quiet)
+    with pytest.raises(RunError, match="--resume"):
+        train(tiny_config(), tmp_path / "r", echo=quiet)
+
+
+def test_schedules_shape():
+    from convlens.config import ScheduleConfig
+    from convlens.train.optim import lr_factor
+
+    f = lr_factor(ScheduleConfig(name="warmup_cosine", warmup_epochs=2, start_factor=0.1), 1.0, 100, 10)
+    assert f(0) == pytest.approx(0.1) and f(20) == pytest.approx(1.0) and f(100) == pytest.approx(0.0)
+    f = lr_factor(ScheduleConfig(name="step", step_epochs=3, gamma=0.5), 1.0, 100, 10)
+    assert [f(s) for s in (0, 29, 30, 60)] == [1.0, 1.0, 0.5, 0.25]
+    f = lr_factor(ScheduleConfig(name="onecycle", pct_start=0.2, start_factor=0.0, final_factor=0.0), 1.0, 100, 10)
+    assert f(0) == 0 and f(20) == 1 and f(60) == pytest.approx(0.5) and f(100) == 0
+    f = lr_factor(ScheduleConfig(name="cosine", min_lr=0.01), 0.1, 10, 5)
+    assert f(10) == pytest.approx(0.1)
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "convlens.cli", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)  # fmt: skip
+
+
+@pytest.mark.timeout(300)
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    cfg = tiny_config(**{"train.epochs": 6, "train.batch_size": 16, "train.threads": 1,
+                         "model.options": {"width": 24}, "data.augment": {"flip": {"p": 0.5}}})  # fmt: skip
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    ref = _cli("train", str(cfg_path), "--out", str(tmp_path / "ref"))
+    out_ref = ref.communicate(timeout=240)[0]
+    assert ref.returncode == 0, out_ref
+
+    run_dir = tmp_path / "killed"
+    proc = _cli("train", str(cfg_path), "--out", str(run_dir))
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 200
+    while time.time() < deadline:  # wait until two epochs are saved, then kill in the middle of the third
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"]
+    assert 2 <= saved < 6
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "running"  # what a kill leaves
+
+    res = _cli("train", "--resume", str(run_dir))
+    out = res.communicate(timeout=240)[0]
+    assert res.returncode == 0, out
+    a, b = Run(tmp_path / "ref"), Run(run_dir)
+    assert rows(a) == rows(b)
+    assert a.eval["accuracy"] == b.eval["accuracy"] and a.eval["confusion"] == b.eval["confusion"]
+    assert b.status["status"] == "finished"
+
+
+@pytest.mark.timeout(120)
+def test_sigint_marks_interrupted(tmp_path):
+    cfg = tiny_config(**{"train.epochs": 200, "train.batch_size": 16, "model.options": {"width": 16}})
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    proc = _cli("train", str(cfg_path), "--out", str(tmp_path / "r"))
+    metrics = tmp_path / "r" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().strip()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, out
+    st = json.loads((tmp_path / "r" / "status.json").read_text())
+    assert st["status"] == "interrupted" and "--resume" in st["message"]
+    assert "convlens train --resume" in out
+
+
+def test_resume_of_finished_run_is_a_no_op(tmp_path):
+    train(tiny_config(**{"train.epochs": 1}), tmp_path / "r", echo=quiet)
+    before = (tmp_path / "r" / "metrics.jsonl").read_text()
+    run = train(resume=tmp_path / "r", echo=quiet)
+    assert run.status["status"] == "finished" and (tmp_path / "r" / "metrics.jsonl").read_text() == before
+
+
+def test_resume_can_extend_epochs(tmp_path):
+    train(tiny_config(**{"train.epochs": 1}), tmp_path / "r", echo=quiet)
+    run = train(resume=tmp_path / "r", overrides=["train.epochs=2"], echo=quiet)
+    assert [r["epoch"] for r in run.metrics()] == [1, 2] and run.config.train.epochs == 2
+    with pytest.raises(RunError, match="only train.epochs"):
+        train(resume=tmp_path / "r", overrides=["train.optimizer.lr=1"], echo=quiet)
+
+
+def test_recurrent_model_trains(tmp_path):
+    cfg = tiny_config(**{"model": {"preset": "lstm", "options": {"hidden": 16}}, "train.epochs": 1})
+    run = train(cfg, tmp_path / "r", echo=quiet)
+    assert run.status["status"] == "finished" and "precision" in run.config.meta
+
+
+@needs_cifar
+@pytest.mark.timeout(600)
+def test_real_cifar10_small_run(tmp_path):
+    # 10,000 training images, 3 epochs of a small BN net: well above chance (10%) in about a minute
+    cfg = {
+        "data": {"name": "cifar10", "root": str(CIFAR_TAR), "train_subset": 10000, "test_subset": 2000,
+                 "val_fraction": 0.1, "augment": {"flip": {"p": 0.5}}},
+        "model": {"preset": "tiny", "options": {"width": 32}},
+        "train": {"epochs": 3, "batch_size": 128, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True},
+                  "schedule": {"name": "onecycle", "pct_start": 0.3}, "label_smoothing": 0.1},
+    }  # fmt: skip
+    run = train(cfg, tmp_path / "c", echo=quiet)
+    assert run.eval["accuracy"] > 0.40, run.eval["accuracy"]
+
+
+@needs_fashion
+@pytest.mark.timeout(600)
+def test_fashion_mnist_beats_85_percent(tmp_path):
+    cfg = {
+        "data": {"name": "fashion-mnist", "val_fraction": 0.05},
+        "model": {"layers": [
+            {"type": "conv", "out": 16, "kernel": 3, "padding": 1}, "bn", "relu", {"type": "maxpool"},
+            {"type": "conv", "out": 32, "kernel": 3, "padding": 1}, "bn", "relu", {"type": "maxpool"},
+            "flatten", {"type": "linear", "out": "classes"}]},
+        "train": {"epochs": 2, "batch_size": 128, "optimizer": {"name": "adam", "lr": 0.003},
+                  "schedule": {"name": "cosine"}},
+    }  # fmt: skip
+    run = train(cfg, tmp_path / "f", echo=quiet)
+    assert run.eval["accuracy"] > 0.85, run.eval["accuracy"]
+
+
+def test_relative_data_root_is_kept_absolute(tmp_path, monkeypatch):
+    # a run folder is read later from anywhere (analyze, report): the data path it records must not
+    # depend on the directory training was started from
+    from test_data import write_tree
+
+    write_tree(tmp_path / "pets", size=(8, 8), per_class=4)
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(**{"data.name": "imagefolder", "data.root": "pets", "data.val_fraction": 0.0,
+                         "train.epochs": 1})  # fmt: skip
+    run = train(cfg, tmp_path / "r", echo=quiet)
+    assert run.config.data.root == str(tmp_path / "pets")
+    monkeypatch.chdir("/")
+    assert run.load_data().classes == ["cat", "dog"]
