@@ -158,3 +158,20 @@ def hook_count(model: nn.Module) -> int:
         total += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
         total += len(getattr(m, "_backward_pre_hooks", {}))
     return total
+
+
+def run_from(model: nn.Module, layer: str, value: torch.Tensor) -> torch.Tensor:
+    """Continue the forward pass of a flat sequential model from ``layer``'s output ``value``.
+
+    The layers after ``layer`` run on ``value``; the ones before it do not run at all. Ablation
+    ranking uses it to compute a batch's activations up to the ablated layer once, then run only
+    the rest of the network for each filter silenced (hooks on the later layers still fire).
+    """
+    get_layer(model, layer)
+    if not isinstance(model, nn.Sequential) or layer not in model._modules:
+        raise LayerError(f"run_from needs a flat sequential model and one of its top-level layers; "
+                         f"{layer!r} is not a top-level layer of this {type(model).__name__}")  # fmt: skip
+    names = list(model._modules)
+    for name in names[names.index(layer) + 1 :]:
+        value = model._modules[name](value)
+    return value

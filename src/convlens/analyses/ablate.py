@@ -1,0 +1,266 @@
+"""ablate: silence filters and measure what the network loses (the CS7015 report's Part 2.2.2).
+
+Set mode: zero a set of filters' whole outgoing effect (conv weight and bias, and the weight and
+bias of the batch norm that follows, so the channel is really silent rather than a constant),
+evaluate, restore the exact weights. Outputs per-class accuracy and confusion matrices before,
+after and their difference, and the images whose prediction changed.
+
+Rank mode: silence each filter of a layer alone and rank filters by the accuracy they carry. Its
+evaluations are batched: per data batch, the activations up to the silenced layer are computed
+once, then copied once per filter with that filter's channel masked, and only the rest of the
+network runs on the stacked copies. Masking the channel after the batch norm is exactly what
+zeroing the weights does (the test suite checks both agree).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from ..train.evaluate import summarize_predictions
+from ..trace import Trace, check_filter, get_layer, run_from
+from .base import (AnalysisError, Analysis, Figures, Subject, block, comma_list, option, register, require_conv,
+                   resolve_layers)  # fmt: skip
+
+
+def parse_filters(spec: str | dict[str, list[int]] | None) -> dict[str, list[int]] | None:
+    """``"conv1:0,1 conv3:5,7-9"`` (layers separated by spaces or ``;``) -> ``{"conv1": [0, 1], ...}``."""
+    if spec is None or isinstance(spec, dict):
+        return spec
+    out: dict[str, list[int]] = {}
+    for part in spec.replace(";", " ").split():
+        layer, sep, idx = part.partition(":")
+        if not sep or not idx:
+            raise AnalysisError(f"ablate: cannot read filters {part!r}; write LAYER:I,J,K-L, e.g. conv2:0,3,5-7")
+        for item in idx.split(","):
+            lo, dash, hi = item.partition("-")
+            try:
+                rng = range(int(lo), int(hi) + 1) if dash else [int(lo)]
+            except ValueError:
+                raise AnalysisError(f"ablate: {item!r} in {part!r} is not a filter index or range I-J") from None
+            out.setdefault(layer, []).extend(rng)
+    return {k: sorted(set(v)) for k, v in out.items()}
+
+
+def _check(model: nn.Module, filters: dict[str, list[int]]) -> None:
+    if not filters:
+        raise AnalysisError("ablate: no filters given; write e.g. conv2:0,3")
+    for layer, idx in filters.items():
+        require_conv(model, layer, "ablate")
+        for i in idx:
+            check_filter(model, layer, i)
+
+
+@contextlib.contextmanager
+def silenced(model: nn.Module, filters: dict[str, list[int]]) -> Iterator[nn.Module]:
+    """Zero the filters' outgoing effect inside; the exact weights are back afterwards, whatever happens.
+
+    For each conv filter: its weights and bias, and in the batch norm that follows, its weight and
+    bias (its running mean when the norm has no affine part), so the channel outputs exactly 0.
+    """
+    _check(model, filters)
+    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for layer, idx in filters.items():
+                conv = get_layer(model, layer)
+                tensors = [conv.weight, conv.bias]
+                bn_name = block(model, layer).bn
+                if bn_name:
+                    bn = get_layer(model, bn_name)
+                    tensors += [bn.weight, bn.bias] if bn.affine else [bn.running_mean]
+                for t in tensors:
+                    if t is not None:
+                        saved.append((t, t.detach().clone()))
+                        t[idx] = 0
+        yield model
+    finally:
+        with torch.no_grad():
+            for t, copy in reversed(saved):
+                t.copy_(copy)
+
+
+def rank_layer(subject: Subject, layer: str, budget_mb: float) -> dict[str, Any]:
+    """Accuracy with each filter of ``layer`` silenced alone (and with none: the baseline)."""
+    model = subject.model
+    conv = require_conv(model, layer, "ablate")
+    point = block(model, layer).pre  # where the channel is masked: after the batch norm, if any
+    n_filters, n_classes = conv.out_channels, len(subject.classes)
+    masks = torch.ones(n_filters + 1, n_filters, device=subject.device)
+    masks[1:].fill_diagonal_(0)  # row 0: nothing silenced; row f + 1: filter f silenced
+    correct = torch.zeros(n_filters + 1, n_classes, dtype=torch.long)
+    totals = torch.zeros(n_classes, dtype=torch.long)
+    flat = isinstance(model, nn.Sequential) and point in model._modules
+    fmt = torch.channels_last if subject.has_conv else torch.contiguous_format
+    t0 = time.perf_counter()
+    for x, labels, _ in subject.batches(f"ablate {layer}"):
+        totals += torch.bincount(labels.cpu(), minlength=n_classes)
+        if flat:
+            with Trace(model, point, stop=True) as t:
+                model(x)
+            h = t.output
+            per_copy = h.numel() * h.element_size() * 3  # the copy and the next layers' outputs
+            group = max(1, int(budget_mb * 2**20 // per_copy))
+        else:  # no way to resume mid-network: one masked forward pass per filter
+            h, group = None, 1
+        for g0 in range(0, n_filters + 1, group):
+            m = masks[g0 : g0 + group]
+            if h is not None:
+                hh = (h.unsqueeze(0) * m[:, None, :, None, None]).flatten(0, 1).contiguous(memory_format=fmt)
+                logits = run_from(model, point, hh).view(len(m), len(x), -1)
+            else:
+                with Trace(model, point, edit_output=lambda out, _: out * m[0].view(1, -1, 1, 1)):
+                    logits = model(x).unsqueeze(0)
+            hit = (logits.argmax(-1) == labels).long().cpu()  # (G, B)
+            correct[g0 : g0 + len(m)].index_add_(1, labels.cpu(), hit)
+    seconds = time.perf_counter() - t0
+    n = max(int(totals.sum()), 1)
+    acc = correct.sum(1).double() / n
+    per_class = correct.double() / totals.clamp(min=1).double()
+    drop = acc[0] - acc[1:]
+    order = torch.argsort(drop, descending=True, stable=True)
+    return {
+        "silenced_at": point,
+        "baseline": float(acc[0]),
+        "accuracy": acc[1:].tolist(),
+        "drop": drop.tolist(),
+        "per_class_drop": (per_class[0] - per_class[1:]).tolist(),
+        "order": order.tolist(),
+        "seconds": round(seconds, 3),
+        "seconds_per_filter": round(seconds / n_filters, 4),
+    }
+
+
+def _logits(subject: Subject) -> torch.Tensor:
+    out = [subject.model(x).float().cpu() for x, _, _ in subject.batches("evaluate")]
+    return torch.cat(out) if out else torch.zeros(0, len(subject.classes))
+
+
+@register
+class Ablate(Analysis):
+    """Silence filters: per-class accuracy and confusion before/after; rank filters one by one."""
+
+    name = "ablate"
+    filters: dict[str, list[int]] | None = option(None, "filters to silence together, e.g. 'conv1:0,1 conv3:5-7' "
+                                                  "(default: the --top filters that carry most accuracy in the first "
+                                                  "ranked layer)", parse=parse_filters, metavar="SPEC")  # fmt: skip
+    layers: list[str] | None = option(None, "layers whose filters are ranked one by one (default: the last conv layer)",
+                                      parse=comma_list, metavar="A,B")  # fmt: skip
+    rank: bool = option(True, "rank each filter of the layers by the accuracy it carries")
+    top: int = option(3, "filters silenced together when --filters is not given")
+    changed: int = option(40, "changed images shown in the figure")
+    budget_mb: float = option(256.0, "memory for the stacked copies of a batch in the ranking")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.filters = parse_filters(self.filters)
+        if self.filters is None and not self.rank:
+            raise AnalysisError("ablate: with rank off, give the filters to silence (filters='conv2:0,3')")
+
+    def validate(self, subject: Subject) -> None:
+        super().validate(subject)
+        if self.filters is not None:
+            _check(subject.model, self.filters)  # fail before the long ranking, not after it
+
+    def compute(self, subject: Subject) -> dict[str, Any]:
+        model = subject.model
+        ranked: dict[str, Any] = {}
+        if self.rank:
+            for layer in resolve_layers(model, self.layers, "last", self.name):
+                ranked[layer] = rank_layer(subject, layer, self.budget_mb)
+        chosen_by = "given"
+        filters = self.filters
+        if filters is None:
+            layer, r = next(iter(ranked.items()))
+            filters, chosen_by = {layer: sorted(r["order"][: self.top])}, f"the {self.top} filters of {layer} carrying most accuracy"
+        before = _logits(subject)
+        with silenced(model, filters):
+            after = _logits(subject)
+        labels = subject.split.labels
+        b, a = summarize_predictions(before, labels, subject.classes), summarize_predictions(after, labels, subject.classes)
+        pb, pa = before.argmax(1), after.argmax(1)
+        broken = torch.nonzero((pb == labels) & (pa != labels)).flatten()
+        fixed = torch.nonzero((pb != labels) & (pa == labels)).flatten()
+        switched = torch.nonzero((pb != labels) & (pa != labels) & (pa != pb)).flatten()
+        keep = ("accuracy", "loss", "per_class_accuracy", "confusion", "prediction_counts")
+        result = {
+            "classes": subject.classes,
+            "rank": ranked,
+            "set": {
+                "filters": filters,
+                "chosen_by": chosen_by,
+                "before": {k: b[k] for k in keep},
+                "after": {k: a[k] for k in keep},
+                "diff": {
+                    "accuracy": a["accuracy"] - b["accuracy"],
+                    "per_class_accuracy": [y - x for x, y in zip(b["per_class_accuracy"], a["per_class_accuracy"])],
+                    "confusion": (torch.tensor(a["confusion"]) - torch.tensor(b["confusion"])).tolist(),
+                },
+                "changed": {"broken": broken.tolist(), "fixed": fixed.tolist(), "switched": switched.tolist(),
+                            "before": pb[torch.cat([broken, fixed, switched])].tolist(),
+                            "after": pa[torch.cat([broken, fixed, switched])].tolist()},  # fmt: skip
+            },
+        }
+        figures = Figures(subject, self.name)
+        if figures.on:
+            self._draw(subject, result, pb, pa, figures)
+        result["figures"] = figures
+        return result
+
+    def _draw(self, subject: Subject, result: dict[str, Any], pb: torch.Tensor, pa: torch.Tensor, figures: Figures) -> None:
+        from .. import plots
+
+        classes, s = subject.classes, result["set"]
+        what = " ".join(f"{k}:{','.join(map(str, v))}" for k, v in s["filters"].items())
+        p = plots.grouped_bars({"before": [100 * v for v in s["before"]["per_class_accuracy"]],
+                                "after": [100 * v for v in s["after"]["per_class_accuracy"]]}, classes,
+                               figures.path("per_class.png"), ylabel="accuracy (%)", ylim=(0, 100),
+                               title=f"silencing {what}: {100 * s['before']['accuracy']:.1f}% -> {100 * s['after']['accuracy']:.1f}%")  # fmt: skip
+        figures.add(p, f"Per-class {subject.split_name} accuracy before and after silencing {what}")
+        for key, title, diverging in (("before", "before", False), ("after", f"after silencing {what}", False)):
+            p = plots.confusion(s[key]["confusion"], classes, figures.path(f"confusion_{key}.png"), title=f"Confusion {title}")
+            figures.add(p, f"Confusion matrix on the {subject.split_name} split {title} (rows: true class)")
+        p = plots.confusion(s["diff"]["confusion"], classes, figures.path("confusion_diff.png"), diverging=True,
+                            title=f"After minus before (silencing {what})")  # fmt: skip
+        figures.add(p, f"Change of the confusion matrix when silencing {what} (red: more images, blue: fewer)")
+        ch = s["changed"]
+        n_fixed = min(len(ch["fixed"]), self.changed // 4)  # show both directions when both happen
+        shown = (ch["broken"][: self.changed - n_fixed] + ch["fixed"][:n_fixed] + ch["switched"])[: self.changed]
+        if shown:
+            imgs = subject.split.images[shown].float().div(255).numpy()
+            labels = subject.split.labels[shown].tolist()
+            titles = [f"{classes[y]}: {classes[int(pb[i])]}>{classes[int(pa[i])]}" for i, y in zip(shown, labels)]
+            colors = ["#c44e52" if int(pa[i]) != y else "#2a9d3a" for i, y in zip(shown, labels)]
+            p = plots.mosaic(list(imgs), figures.path("changed.png"), cols=10, titles=titles, title_colors=colors,
+                             suptitle=f"predictions changed by silencing {what} (true: before>after; red: now wrong, "
+                                      "green: now right)")  # fmt: skip
+            figures.add(p, f"{subject.split_name} images whose prediction changed when silencing {what}: "
+                           f"{len(ch['broken'])} now wrong, {len(ch['fixed'])} now right, {len(ch['switched'])} "
+                           "wrong either way (first ones shown)")  # fmt: skip
+        for layer, r in result["rank"].items():
+            p = plots.panels({"accuracy drop\n(points)": [100 * d for d in r["drop"]]}, figures.path(f"{layer}_rank.png"),
+                             xlabel="filter", highlight=r["order"][: self.top], highlight_label=f"top {self.top}",
+                             title=f"{layer}: accuracy lost when each filter is silenced alone (baseline "
+                                   f"{100 * r['baseline']:.1f}%)")  # fmt: skip
+            figures.add(p, f"{layer}: {subject.split_name} accuracy lost when each filter is silenced alone", layer)
+
+    def lines(self, result: dict[str, Any]) -> list[str]:
+        out = []
+        for layer, r in result["rank"].items():
+            best = ", ".join(f"f{f} ({-100 * r['drop'][f]:+.1f})" for f in r["order"][:5])
+            out.append(f"rank {layer}: baseline {100 * r['baseline']:.1f}%; most accuracy carried by {best} points; "
+                       f"{r['seconds_per_filter']:.3f} s per filter")  # fmt: skip
+        s = result["set"]
+        what = " ".join(f"{k}:{','.join(map(str, v))}" for k, v in s["filters"].items())
+        diffs = s["diff"]["per_class_accuracy"]
+        worst = min(range(len(diffs)), key=lambda i: diffs[i]) if diffs else None
+        ch = s["changed"]
+        line = f"silencing {what}: {100 * s['before']['accuracy']:.1f}% -> {100 * s['after']['accuracy']:.1f}%"
+        if worst is not None:
+            line += f", worst class {result['classes'][worst]} {100 * diffs[worst]:+.1f} points"
+        out.append(line + f"; {len(ch['broken'])} images now wrong, {len(ch['fixed'])} now right")
+        return out
