@@ -148,6 +148,33 @@ def bars(values: Sequence[float], labels: Sequence[str], path: str | Path, *, ti
     return save(fig, path)
 
 
+def _canvas(tiles: Sequence[np.ndarray], cols: int, scalar: bool, titled: bool, tile_inches: float):
+    """Tiles pasted on one array, a blank band above each row for titles; returns the canvas, each
+    tile's top-left pixel, the tiles as shown, inches per pixel and the band height."""
+    shown = [np.asarray(t, dtype=np.float64) if scalar else to_display(t) for t in tiles]
+    if scalar:
+        shown = [t[0] if t.ndim == 3 and t.shape[0] == 1 else t for t in shown]
+    n = max(1, len(shown))
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    h = max((t.shape[0] for t in shown), default=1)
+    w = max((t.shape[1] for t in shown), default=1)
+    rgb = not scalar and any(t.ndim == 3 for t in shown)
+    px = tile_inches / w  # inches per pixel
+    gap = max(1, int(round(0.04 / px)))
+    band = max(gap, int(np.ceil(0.16 / px))) if titled else gap
+    H, W = rows * (h + band) + gap, cols * (w + gap) + gap
+    canvas = np.full((H, W, 3) if rgb else (H, W), np.nan if scalar else 1.0)
+    origins = []
+    for k, t in enumerate(shown):
+        r, c = divmod(k, cols)
+        y0 = band + r * (h + band) + (h - t.shape[0]) // 2
+        x0 = gap + c * (w + gap) + (w - t.shape[1]) // 2
+        canvas[y0 : y0 + t.shape[0], x0 : x0 + t.shape[1]] = t if (not rgb or t.ndim == 3) else t[..., None]
+        origins.append((y0, x0))
+    return canvas, origins, shown, px, band
+
+
 def mosaic(tiles: Sequence[np.ndarray], path: str | Path, *, cols: int = 10, titles: Sequence[str] | None = None,
            title_colors: Sequence[str] | None = None, boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
            row_labels: Sequence[str] | None = None, suptitle: str | None = None, cmap: str = "gray",
@@ -164,33 +191,14 @@ def mosaic(tiles: Sequence[np.ndarray], path: str | Path, *, cols: int = 10, tit
     """
     plt = pyplot()
     scalar = vmin is not None or vmax is not None
-    shown = [np.asarray(t, dtype=np.float64) if scalar else to_display(t) for t in tiles]
-    if scalar:
-        shown = [t[0] if t.ndim == 3 and t.shape[0] == 1 else t for t in shown]
-    n = max(1, len(shown))
-    cols = max(1, min(cols, n))
-    rows = -(-n // cols)
-    h = max((t.shape[0] for t in shown), default=1)
-    w = max((t.shape[1] for t in shown), default=1)
-    rgb = not scalar and any(t.ndim == 3 for t in shown)
-    px = tile_inches / w  # inches per pixel
-    gap = max(1, int(round(0.04 / px)))
-    band = max(gap, int(np.ceil(0.16 / px))) if titles is not None else gap
-    H, W = rows * (h + band) + gap, cols * (w + gap) + gap
-    canvas = np.full((H, W, 3) if rgb else (H, W), np.nan if scalar else 1.0)
-    origins = []
-    for k, t in enumerate(shown):
-        r, c = divmod(k, cols)
-        y0 = band + r * (h + band) + (h - t.shape[0]) // 2
-        x0 = gap + c * (w + gap) + (w - t.shape[1]) // 2
-        canvas[y0 : y0 + t.shape[0], x0 : x0 + t.shape[1]] = t if (not rgb or t.ndim == 3) else t[..., None]
-        origins.append((y0, x0))
+    canvas, origins, shown, px, band = _canvas(tiles, cols, scalar, titles is not None, tile_inches)
+    H, W = canvas.shape[:2]
+    rgb = canvas.ndim == 3
     fig = plt.figure(figsize=(W * px, H * px))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.axis("off")
     if scalar:
-        cm = plt.get_cmap(cmap).copy()
-        cm.set_bad("white")
+        cm = plt.get_cmap(cmap).with_extremes(bad="white")
         im = ax.imshow(np.ma.masked_invalid(canvas), cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
         if colorbar:
             cb = fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
@@ -209,8 +217,8 @@ def mosaic(tiles: Sequence[np.ndarray], path: str | Path, *, cols: int = 10, tit
             ax.add_patch(Rectangle((x0 + left - 0.5, y0 + top - 0.5), right - left, bottom - top,
                                    fill=False, edgecolor="#ff2d2d", linewidth=1.0))  # fmt: skip
     if row_labels is not None:
-        for r, label in enumerate(row_labels[:rows]):
-            ax.text(-0.8, band + r * (h + band) + h / 2 - 0.5, label, ha="right", va="center", fontsize=6, clip_on=False)
+        for label, (y0, _) in zip(row_labels, origins[:: max(1, min(cols, len(origins)))]):
+            ax.text(-0.8, y0 + shown[0].shape[0] / 2 - 0.5, label, ha="right", va="center", fontsize=6, clip_on=False)
     if suptitle:
         ax.set_title(suptitle, fontsize=8, loc="left")
     return save(fig, path)
@@ -218,30 +226,25 @@ def mosaic(tiles: Sequence[np.ndarray], path: str | Path, *, cols: int = 10, tit
 
 def image_with_maps(image: np.ndarray, maps: Sequence[np.ndarray], path: str | Path, *, titles: Sequence[str],
                     vmin: float, vmax: float, cmap: str, suptitle: str, colorbar: str, cols: int = 8) -> Path:  # fmt: skip
-    """An input image beside a grid of its feature maps (one shared colour scale)."""
+    """An input image beside a grid of its feature maps, all maps on one shared colour scale."""
     plt = pyplot()
-    n = len(maps)
-    cols = max(1, min(cols, n))
-    rows = -(-n // cols)
-    fig = plt.figure(figsize=(1.6 + cols * 1.0, max(1.8, rows * 1.05 + 0.5)))
-    grid = fig.add_gridspec(rows, cols + 2, width_ratios=[1.4, 0.15] + [1] * cols)
-    ax = fig.add_subplot(grid[:, 0] if rows < 3 else grid[0:2, 0])
+    canvas, origins, shown, px, band = _canvas(maps, cols, True, True, 0.8)
+    H, W = canvas.shape
+    fig, (ax, grid) = plt.subplots(1, 2, figsize=(1.6 + W * px + 0.9, max(1.6, H * px) + 0.5),
+                                   gridspec_kw={"width_ratios": [1.6, W * px]})  # fmt: skip
     a = to_display(image)
     ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
     ax.set_title("input", fontsize=7)
     ax.axis("off")
-    im = None
-    for k in range(n):
-        r, c = divmod(k, cols)
-        sub = fig.add_subplot(grid[r, c + 2])
-        im = sub.imshow(maps[k], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-        sub.set_title(titles[k], fontsize=6, pad=2)
-        sub.axis("off")
-    if im is not None:
-        cb = fig.colorbar(im, ax=fig.axes[1:], fraction=0.02, pad=0.01)
-        cb.set_label(colorbar, fontsize=7)
-        cb.ax.tick_params(labelsize=6)
-    fig.suptitle(suptitle, fontsize=8)
+    cm = plt.get_cmap(cmap).with_extremes(bad="white")
+    im = grid.imshow(np.ma.masked_invalid(canvas), cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
+    grid.axis("off")
+    for (y0, x0), t, title in zip(origins, shown, titles):
+        grid.text(x0 + t.shape[1] / 2 - 0.5, y0 - 0.6, title, ha="center", va="bottom", fontsize=6)
+    cb = fig.colorbar(im, ax=grid, fraction=0.03, pad=0.01)
+    cb.set_label(colorbar, fontsize=7)
+    cb.ax.tick_params(labelsize=6)
+    fig.suptitle(suptitle, fontsize=8, x=0.0, ha="left")
     return save(fig, path)
 
 

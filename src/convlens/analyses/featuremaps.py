@@ -36,7 +36,7 @@ def load_image_file(path: str | Path, shape: tuple[int, int, int]) -> torch.Tens
         a = to_grayscale(a[None])[0]
     elif c == 3 and a.shape[-1] == 1:
         a = np.repeat(a, 3, axis=-1)
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float().div(255)
+    return torch.from_numpy(np.array(a)).permute(2, 0, 1).float().div(255)  # a writable copy
 
 
 @register

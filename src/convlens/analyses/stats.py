@@ -119,7 +119,7 @@ class Stats(Streaming):
                 continue
             m = get_layer(subject.model, layer)
             norms = m.weight.detach().flatten(1).norm(dim=1).double().cpu() if isinstance(m, nn.Conv2d) else None
-            weight_cut = float(norms.median()) * self.weight_threshold if norms is not None else None
+            weight_cut = float(norms.quantile(0.5)) * self.weight_threshold if norms is not None else None
             never = (act.active == 0).tolist()
             blank = (norms < weight_cut).tolist() if norms is not None else [False] * len(never)
             reasons = [[r for r, hit in (("never active", n), ("weights near zero", b)) if hit] for n, b in zip(never, blank)]
