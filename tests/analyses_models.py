@@ -62,27 +62,60 @@ def dot_net(bn: bool = False):
     return model.eval()
 
 
-def random_net(seed: int = 0, channels: int = 3):
-    """A small randomly initialised conv net with batch norms (no known answers: for invariances)."""
+def random_net(seed: int = 0, channels: int = 3, head: str = "globalpool"):
+    """A small randomly initialised conv net with batch norms (no known answers: for invariances).
+
+    ``head``: ``globalpool`` (average, then the class layer, as the tiny preset) or ``flatten``
+    (max-pool, dropout, flatten, fc 16, ReLU, dropout, class layer, as the CSCI-611 net).
+    """
     torch.manual_seed(seed)
+    heads = {
+        "globalpool": [{"type": "globalpool", "mode": "avg"}, {"type": "linear", "out": "classes"}],
+        "flatten": [{"type": "maxpool"}, {"type": "dropout", "p": 0.3}, "flatten", {"type": "linear", "out": 16},
+                    "relu", {"type": "dropout", "p": 0.3}, {"type": "linear", "out": "classes"}],
+    }  # fmt: skip
     layers = [{"type": "conv", "out": 4, "kernel": 3, "padding": 1}, "bn", "relu", {"type": "maxpool"},
-              {"type": "conv", "out": 6, "kernel": 3, "padding": 1}, "bn", "relu",
-              {"type": "globalpool", "mode": "avg"}, {"type": "linear", "out": "classes"}]  # fmt: skip
+              {"type": "conv", "out": 6, "kernel": 3, "padding": 1}, "bn", "relu"] + heads[head]  # fmt: skip
     model = build(layers, (channels, 8, 8), 4)
-    with torch.no_grad():  # non-trivial batch-norm statistics and affine parts
+    with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
+            if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial statistics and affine parts
                 m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
+                m.running_var.uniform_(0.002, 0.01)  # small: the features vary across images
                 m.weight.uniform_(-1.5, 1.5)
                 m.bias.uniform_(-0.5, 0.5)
+            if isinstance(m, torch.nn.Linear):  # hidden units that respond to the features
+                torch.nn.init.normal_(m.weight, std=2 / m.in_features**0.5)
     return model.eval()
 
 
+def fit_head(model, split: Split):
+    """Fit the class layer to ``split`` by (ridge) least squares, so that predictions depend on the
+    features (a random head predicts one class for everything) and silencing filters matters."""
+    from convlens.trace import Trace
+
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad(), Trace(model, [n for n, m in model.named_modules() if m is head][0], retain_input=True) as t:
+        model(split.images.float() / 255)
+    feats = torch.cat([t.input, torch.ones(len(split), 1)], 1).double()
+    target = torch.nn.functional.one_hot(split.labels, head.out_features).double()
+    # ridge regression: well posed even when ReLUs leave the features rank-deficient (lstsq's
+    # answer is then not unique and changes from run to run)
+    sol = torch.linalg.solve(feats.t() @ feats + 1e-3 * torch.eye(feats.shape[1], dtype=feats.dtype), feats.t() @ target)
+    sol = sol.float()  # (features + 1, classes)
+    with torch.no_grad():
+        head.weight.copy_(sol[:-1].t())
+        head.bias.copy_(sol[-1])
+    return model
+
+
 def random_split(n: int = 60, channels: int = 3, seed: int = 0) -> Split:
+    """Noise images whose colour depends on the class (labels cycle 0, 1, 2, 3)."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (n, channels, 8, 8), dtype=torch.uint8, generator=g)
-    return Split(x, torch.arange(n) % 4, torch.arange(n))
+    labels = torch.arange(n) % 4
+    colour = torch.rand(4, channels, 1, 1, generator=g)
+    x = 0.3 * torch.rand(n, channels, 8, 8, generator=g) + 0.7 * colour[labels]
+    return Split((x * 255).round().to(torch.uint8), labels, torch.arange(n))
 
 
 def subject(model, split: Split, classes=None, **kw) -> Subject:

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from analyses_models import one_thread, random_net, random_split, subject  # noqa: F401
+from analyses_models import fit_head, one_thread, random_net, random_split, subject  # noqa: F401
 from torch import nn
 
 from convlens.analyses import Ablate, AnalysisError, inference, silenced
@@ -70,33 +70,42 @@ class Count(nn.Module):
         return x
 
 
-@pytest.mark.parametrize("layer", ["conv1", "conv2"])
-def test_batched_ranking_equals_silencing_each_filter_alone(layer):
-    model, split = random_net(seed=3), random_split(40, seed=1)
+@pytest.mark.parametrize("layer,head,method", [
+    ("conv1", "globalpool", "rest of the network per filter"),
+    ("conv2", "globalpool", "all filters through the linear layer"),
+    ("conv2", "flatten", "all filters through the linear layer"),
+])  # fmt: skip
+def test_batched_ranking_equals_silencing_each_filter_alone(layer, head, method):
+    model, split = random_net(seed=3, head=head), random_split(40, seed=1)
+    fit_head(model, split)
     counter = Count()
     model.input = nn.Sequential(counter, model.input)
     s = subject(model, split, batch_size=16)
     with inference(model):
-        r = rank_layer(s, layer, budget_mb=0.01)  # a tiny budget: several groups of copies per batch
+        r = rank_layer(s, layer)
         assert counter.calls == 3  # the layers before the silenced one ran once per batch, not per filter
         labels = split.labels
         x = split.images.float() / 255
         base = (model(x).argmax(1) == labels).double().mean()
+        changed = 0
         assert r["baseline"] == pytest.approx(float(base))
         for f in range(model.get_submodule(layer).out_channels):
             with silenced(model, {layer: [f]}):
                 pred = model(x).argmax(1)
             assert r["accuracy"][f] == pytest.approx(float((pred == labels).double().mean()))
+            changed += int((pred != model(x).argmax(1)).sum())
             for c in range(4):
                 acc_c = float((pred[labels == c] == c).double().mean())
                 base_c = float((model(x[labels == c]).argmax(1) == c).double().mean())
                 assert r["per_class_drop"][f][c] == pytest.approx(base_c - acc_c)
-    assert r["silenced_at"] == {"conv1": "bn1", "conv2": "bn2"}[layer]
+    assert changed > 0  # silencing filters does change predictions of this model: the comparison means something
+    assert r["silenced_at"] == {"conv1": "bn1", "conv2": "bn2"}[layer] and r["method"] == method
     assert r["order"] == sorted(range(len(r["drop"])), key=lambda f: (-r["drop"][f], f))
 
 
 def test_set_mode_before_after_and_changed_images():
     model, split = random_net(seed=5), random_split(48, seed=2)
+    fit_head(model, split)
     out = Ablate(filters="conv2:0,1,2", rank=False)(subject(model, split, batch_size=10))
     s = out["set"]
     x, labels = split.images.float() / 255, split.labels
@@ -117,6 +126,7 @@ def test_set_mode_before_after_and_changed_images():
 
 def test_default_silences_the_top_ranked_filters():
     model, split = random_net(seed=5), random_split(48, seed=2)
+    fit_head(model, split)
     out = Ablate(top=2)(subject(model, split))
     r = out["rank"]["conv2"]  # the last conv layer by default
     assert out["set"]["filters"] == {"conv2": sorted(r["order"][:2])}
@@ -134,7 +144,9 @@ def test_ranking_without_a_flat_sequence_masks_one_filter_per_pass():
             return self.net(x)
 
     model, split = random_net(seed=3), random_split(24)
+    fit_head(model, split)
     with inference(model):
-        wrapped = rank_layer(subject(Wrapped(model), split), "net.conv2", 256)
-        flat = rank_layer(subject(model, split), "conv2", 256)
+        wrapped = rank_layer(subject(Wrapped(model), split), "net.conv2")
+        flat = rank_layer(subject(model, split), "conv2")
     assert wrapped["accuracy"] == pytest.approx(flat["accuracy"]) and wrapped["silenced_at"] == "net.bn2"
+    assert wrapped["method"] == "masked forward pass per filter" and len(set(flat["accuracy"])) > 1

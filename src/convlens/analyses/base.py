@@ -140,7 +140,8 @@ class Subject:
         """``(images, labels, positions)`` in split order; a progress bar on a terminal.
 
         Conv models get channels_last inputs: oneDNN then runs the convolutions in that format
-        (1.7x faster on this CPU) without touching the caller's weights.
+        without touching the caller's weights (1.5-2x faster inference of the CSCI-611 net on a
+        2-core AVX2 CPU; benchmarks/bench_dissect_topk.py prints both).
         """
         split = self.split if split is None else split
         it = batches(split, self.batch_size, device=self.device, channels_last=self.has_conv)
@@ -196,7 +197,7 @@ def inference(model: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
-_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.ReLU6, nn.PReLU, nn.Softplus)
+ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.ReLU6, nn.PReLU, nn.Softplus)
 _NORMS = (nn.BatchNorm2d,)
 _BOUNDARY = (nn.Conv2d, nn.Linear, nn.Flatten, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.RNNBase)
 
@@ -238,7 +239,7 @@ def block(model: nn.Module, layer: str) -> Block:
             break
         if isinstance(m, _NORMS) and bn is None and act is None:
             bn = name
-        elif isinstance(m, _ACTIVATIONS) and act is None:
+        elif isinstance(m, ACTIVATIONS) and act is None:
             act = name
             break
     return Block(layer, bn, act)
@@ -332,7 +333,7 @@ class Analysis:
     def clear(self, subject: Subject) -> None:
         """Remove this analysis' figures of an earlier run, so the folder matches the new JSON."""
         folder = subject.folder(self.name)
-        if folder is not None and folder.is_dir() and subject.figures:
+        if folder is not None and folder.is_dir():
             shutil.rmtree(folder)
 
     def publish(self, subject: Subject, result: dict[str, Any], seconds: float) -> dict[str, Any]:

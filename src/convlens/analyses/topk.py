@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..models.summary import ReceptiveField, receptive_fields
+from ..trace import get_layer
 from .base import AT_HELP, AnalysisError, Figures, Streaming, Subject, block, comma_list, option, register, resolve_layers
 
 
@@ -79,7 +80,7 @@ class TopK(Streaming):
         model = subject.model
         self._layers = resolve_layers(model, self.layers, "all", self.name)
         self._probe = {
-            layer: block(model, layer).at(self.at) if isinstance(_module(model, layer), nn.Conv2d) else layer
+            layer: block(model, layer).at(self.at) if isinstance(get_layer(model, layer), nn.Conv2d) else layer
             for layer in self._layers
         }
         return list(dict.fromkeys(self._probe.values()))
@@ -190,8 +191,4 @@ class TopK(Streaming):
             out.append(f"{layer}: {info['channels']} filters, receptive field {rf['size'] if rf else '?'} px, "
                        f"most frequent top class {common}")  # fmt: skip
         return out
-
-
-def _module(model: nn.Module, name: str) -> nn.Module:
-    return dict(model.named_modules())[name]
 
