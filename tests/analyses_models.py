@@ -62,11 +62,12 @@ def dot_net(bn: bool = False):
     return model.eval()
 
 
-def random_net(seed: int = 0, channels: int = 3, head: str = "globalpool"):
+def random_net(seed: int = 0, channels: int = 3, head: str = "globalpool", groups: int = 1):
     """A small randomly initialised conv net with batch norms (no known answers: for invariances).
 
     ``head``: ``globalpool`` (average, then the class layer, as the tiny preset) or ``flatten``
     (max-pool, dropout, flatten, fc 16, ReLU, dropout, class layer, as the CSCI-611 net).
+    ``groups`` splits conv2 into groups (a layer the ablation ranking cannot see through).
     """
     torch.manual_seed(seed)
     heads = {
@@ -75,7 +76,7 @@ def random_net(seed: int = 0, channels: int = 3, head: str = "globalpool"):
                     "relu", {"type": "dropout", "p": 0.3}, {"type": "linear", "out": "classes"}],
     }  # fmt: skip
     layers = [{"type": "conv", "out": 4, "kernel": 3, "padding": 1}, "bn", "relu", {"type": "maxpool"},
-              {"type": "conv", "out": 6, "kernel": 3, "padding": 1}, "bn", "relu"] + heads[head]  # fmt: skip
+              {"type": "conv", "out": 6, "kernel": 3, "padding": 1, "groups": groups}, "bn", "relu"] + heads[head]  # fmt: skip
     model = build(layers, (channels, 8, 8), 4)
     with torch.no_grad():
         for m in model.modules():

@@ -70,13 +70,14 @@ class Count(nn.Module):
         return x
 
 
-@pytest.mark.parametrize("layer,head,method", [
-    ("conv1", "globalpool", "rest of the network per filter"),
-    ("conv2", "globalpool", "all filters through the linear layer"),
-    ("conv2", "flatten", "all filters through the linear layer"),
+@pytest.mark.parametrize("layer,head,groups,method", [
+    ("conv1", "globalpool", 1, "effects added at conv2"),  # relu1 and pool1 act per channel
+    ("conv1", "globalpool", 2, "rest of the network per filter"),
+    ("conv2", "globalpool", 1, "effects added at fc1"),
+    ("conv2", "flatten", 1, "effects added at fc1"),
 ])  # fmt: skip
-def test_batched_ranking_equals_silencing_each_filter_alone(layer, head, method):
-    model, split = random_net(seed=3, head=head), random_split(40, seed=1)
+def test_batched_ranking_equals_silencing_each_filter_alone(layer, head, groups, method):
+    model, split = random_net(seed=3, head=head, groups=groups), random_split(40, seed=1)
     fit_head(model, split)
     counter = Count()
     model.input = nn.Sequential(counter, model.input)
@@ -149,4 +150,4 @@ def test_ranking_without_a_flat_sequence_masks_one_filter_per_pass():
         wrapped = rank_layer(subject(Wrapped(model), split), "net.conv2")
         flat = rank_layer(subject(model, split), "conv2")
     assert wrapped["accuracy"] == pytest.approx(flat["accuracy"]) and wrapped["silenced_at"] == "net.bn2"
-    assert wrapped["method"] == "masked forward pass per filter" and len(set(flat["accuracy"])) > 1
+    assert wrapped["method"] == "masked forward per filter" and len(set(flat["accuracy"])) > 1

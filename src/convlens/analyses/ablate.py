@@ -19,6 +19,7 @@ import time
 from typing import Any, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..train.evaluate import summarize_predictions
@@ -84,59 +85,74 @@ def silenced(model: nn.Module, filters: dict[str, list[int]]) -> Iterator[nn.Mod
                 t.copy_(copy)
 
 
-METHODS = ("masked forward pass per filter", "rest of the network per filter", "all filters through the linear layer")
 CHANNELWISE = ACTIVATIONS + (nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Dropout2d, nn.Identity)
 
 
-def linear_after(model: nn.Module, point: str) -> tuple[str, str] | None:
-    """``(last, linear)`` when every layer between ``point`` and the next linear layer treats each
-    channel on its own (activations, batch norm, pools, dropout in eval mode, global pooling, a
-    channel-major flatten): ``last`` is the last of them (or ``point``). Otherwise ``None``."""
+def mixing_after(model: nn.Module, point: str) -> tuple[str, str] | None:
+    """``(last, mix)`` when every layer between ``point`` and the next layer that mixes channels
+    (a linear layer, or a plain conv) treats each channel on its own (activations, batch norm,
+    pools, dropout in eval mode, global pooling, a channel-major flatten before a linear layer):
+    ``last`` is the last of those (or ``point``). Otherwise ``None``."""
     names = list(model._modules)
-    last = point
+    last, flattened = point, False
     for name in names[names.index(point) + 1 :]:
         m = model._modules[name]
-        if isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros" and not flattened):
             return last, name
         flat = isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1
         if not (flat or isinstance(m, CHANNELWISE) or type(m).__name__ == "GlobalPool"):
             return None
+        flattened = flattened or flat
         last = name
     return None
 
 
-def _through_linear(model: nn.Module, point: str, last: str, linear: str, h: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+def _through_mixing(model: nn.Module, point: str, last: str, mix: str, h: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
     """Logits of every variant (row 0: nothing silenced, row f + 1: filter f) of a batch whose
     activation at ``point`` is ``h``, in chunks ``(first row, logits (rows, B, classes))``.
 
-    Up to the linear layer each channel travels alone, so silencing channel f changes the linear
-    layer's input only in f's features: its output moves by W[:, f's columns] @ (silenced - actual),
-    for all filters in one einsum instead of one forward pass each.
+    Up to the mixing layer each channel travels alone, so silencing channel f changes that
+    layer's input only in channel f, and (the layer being linear) its output by the layer applied
+    to that change alone: one cheap product per filter, for all filters of a chunk at once,
+    instead of everything from the silenced layer on.
     """
-    fc = model._modules[linear]
+    m = model._modules[mix]
     run = (lambda v: run_from(model, point, v, until=last)) if last != point else (lambda v: v)
     z = run(h)
     b, c = h.shape[:2]
-    silent = run(torch.zeros_like(h[:1])).reshape(1, c, -1)  # what a silenced channel becomes there
-    delta = silent - z.reshape(b, c, -1)
-    y0 = fc(z.reshape(b, -1))
-    yield 0, run_from(model, linear, y0).unsqueeze(0)
-    w = fc.weight.view(fc.out_features, c, -1)
-    step = max(1, (1 << 22) // (b * fc.out_features))  # about 16 MB of shifted outputs at a time
+    delta = run(torch.zeros_like(h[:1])) - z  # a silenced channel's value there, minus the actual one
+    if isinstance(m, nn.Linear):
+        y0 = m(z.reshape(b, -1))
+        w, d = m.weight.view(m.out_features, c, -1), delta.reshape(b, c, -1)
+
+        def shift(c0: int, c1: int) -> torch.Tensor:  # (filters, B, out)
+            return torch.einsum("bcs,ocs->cbo", d[:, c0:c1], w[:, c0:c1])
+    else:
+        y0 = m(z)
+
+        def shift(c0: int, c1: int) -> torch.Tensor:  # (filters, B, out, H, W): a grouped conv, one group per filter
+            n, o = c1 - c0, m.out_channels
+            wt = m.weight[:, c0:c1].transpose(0, 1).reshape(n * o, 1, *m.kernel_size)
+            out = F.conv2d(delta[:, c0:c1], wt, None, m.stride, m.padding, m.dilation, groups=n)
+            return out.view(b, n, o, *out.shape[2:]).transpose(0, 1)
+
+    yield 0, run_from(model, mix, y0).unsqueeze(0)
+    fmt = torch.channels_last if y0.dim() == 4 else torch.contiguous_format
+    step = max(1, (1 << 22) // y0.numel())  # about 16 MB of shifted outputs at a time
     for c0 in range(0, c, step):
-        y = y0 + torch.einsum("bcs,ocs->cbo", delta[:, c0 : c0 + step], w[:, c0 : c0 + step])
-        yield c0 + 1, run_from(model, linear, y.flatten(0, 1)).view(len(y), b, -1)
+        y = (y0 + shift(c0, min(c, c0 + step))).flatten(0, 1).contiguous(memory_format=fmt)
+        logits = run_from(model, mix, y)
+        yield c0 + 1, logits.view(-1, b, logits.shape[-1])
 
 
 def rank_layer(subject: Subject, layer: str) -> dict[str, Any]:
     """Accuracy with each filter of ``layer`` silenced alone (and with none: the baseline).
 
-    Per data batch the network runs once up to the silencing point. When only channel-wise layers
-    separate it from a linear layer (the last conv layer of every preset), all filters are then
-    evaluated at once through the linear layer's weights; otherwise each filter's channel of the
-    cached activation is zeroed in place, the rest of the network runs, and the channel is put
-    back (cheaper than stacking masked copies, whose memory traffic cost more than the layers
-    after conv3 of the CSCI-611 net).
+    Per data batch the network runs once up to the silencing point. When only channel-wise
+    layers separate it from the next linear or conv layer (every preset), the filters' effects
+    are then added at that layer's output (see :func:`_through_mixing`) and only the layers after
+    it run per filter; otherwise each filter's channel of the cached activation is zeroed in
+    place, the rest of the network runs, and the channel is put back.
     """
     model = subject.model
     conv = require_conv(model, layer, "ablate")
@@ -145,7 +161,7 @@ def rank_layer(subject: Subject, layer: str) -> dict[str, Any]:
     correct = torch.zeros(n_filters + 1, n_classes, dtype=torch.long)  # row 0: nothing silenced
     totals = torch.zeros(n_classes, dtype=torch.long)
     flat = isinstance(model, nn.Sequential) and point in model._modules
-    via_linear = linear_after(model, point) if flat else None
+    via = mixing_after(model, point) if flat else None
     if flat:
         names = list(model._modules)
         after = names[names.index(point) + 1] if names.index(point) + 1 < len(names) else None
@@ -171,8 +187,8 @@ def rank_layer(subject: Subject, layer: str) -> dict[str, Any]:
         with Trace(model, point, stop=True) as t:
             model(x)
         h = t.output
-        if via_linear:
-            for row, logits in _through_linear(model, point, *via_linear, h):
+        if via:
+            for row, logits in _through_mixing(model, point, *via, h):
                 score(row, logits)
             continue
         score(0, run_from(model, point, h.clone() if shield else h).unsqueeze(0))
@@ -182,6 +198,7 @@ def rank_layer(subject: Subject, layer: str) -> dict[str, Any]:
             score(f + 1, run_from(model, point, h.clone() if shield else h).unsqueeze(0))
             h[:, f] = saved
     seconds = time.perf_counter() - t0
+    method = f"effects added at {via[1]}" if via else "rest of the network per filter" if flat else "masked forward per filter"
     n = max(int(totals.sum()), 1)
     acc = correct.sum(1).double() / n
     per_class = correct.double() / totals.clamp(min=1).double()
@@ -189,7 +206,7 @@ def rank_layer(subject: Subject, layer: str) -> dict[str, Any]:
     order = torch.argsort(drop, descending=True, stable=True)
     return {
         "silenced_at": point,
-        "method": METHODS[bool(via_linear) + flat],
+        "method": method,
         "baseline": float(acc[0]),
         "accuracy": acc[1:].tolist(),
         "drop": drop.tolist(),
