@@ -69,6 +69,7 @@ def test_class_norms_by_hand():
         assert info["preferred_class"][0] == "abc"[int(means.argmax())]
         # the negating filter is silent after its ReLU: no preference at all
         assert info["class_means"][1] == [0.0, 0.0, 0.0] and info["selectivity"][1] == 0.0 and info["cv"][1] == 0.0
+        assert info["quiet"] == [1] and info["experts"] == [0]  # silent filters are not experts
         assert out["class_counts"] == [4, 4, 4]
         assert out["experts"][0] == {"layer": "conv1", "filter": 0, "selectivity": pytest.approx(info["selectivity"][0]),
                                      "class": info["preferred_class"][0], "cv": pytest.approx(info["cv"][0])}  # fmt: skip

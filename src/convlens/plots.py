@@ -301,11 +301,12 @@ def panels(series: dict[str, Sequence[float]], path: str | Path, *, xlabel: str 
         ax.set_ylabel(label, fontsize=7)
         ax.grid(axis="y", alpha=0.3)
     axes[-1, 0].set_xlabel(xlabel)
-    if n <= 64:
-        axes[-1, 0].set_xticks(range(n), [str(i) for i in range(n)], fontsize=6)
+    step = max(1, -(-n // 32))  # at most about 32 tick labels
+    axes[-1, 0].set_xticks(range(0, n, step), [str(i) for i in range(0, n, step)], fontsize=6)
     if marked and highlight_label:
-        axes[0, 0].bar([], [], color="#c44e52", label=highlight_label)
-        axes[0, 0].legend(fontsize=7, loc="upper right")
+        from matplotlib.patches import Patch
+
+        axes[0, 0].legend(handles=[Patch(color="#c44e52", label=highlight_label)], fontsize=7, loc="upper right")
     axes[0, 0].set_title(title)
     return save(fig, path)
 

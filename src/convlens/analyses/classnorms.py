@@ -8,7 +8,8 @@ map sizes compare). Per filter: the variance of these class means, their coeffic
     SI = (mu_max - mu_rest) / (mu_max + mu_rest)
 
 (mu_max: the preferred class's mean; mu_rest: the mean of the other classes): 0 when every class
-excites the filter equally, 1 when only one class does. Filters are ranked by SI.
+excites the filter equally, 1 when only one class does. Filters are ranked by SI, leaving out
+the nearly silent ones (a dead filter that fires a few times on one class scores 1 for nothing).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class ClassNorms(Streaming):
     bars: list[str] | None = option(None, "layers that get a bar plot per filter (default: the first and the last "
                                     "of the measured layers)", parse=comma_list, metavar="A,B")  # fmt: skip
     experts: int = option(10, "most class-selective filters listed in the ranking")
+    quiet: float = option(0.01, "filters whose mean norm is below this fraction of their layer's average are left out "
+                                "of the ranking: a nearly silent filter's selectivity is noise")  # fmt: skip
 
     def probes(self, subject: Subject) -> list[str]:
         model = subject.model
@@ -65,10 +68,9 @@ class ClassNorms(Streaming):
 
     def observe(self, probe: str, output: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor) -> None:
         hw = output.shape[2] * output.shape[3]
-        if self.norm == "l1":
-            norms = output.abs().sum((2, 3)) / hw
-        else:
-            norms = output.pow(2).sum((2, 3)).sqrt() / math.sqrt(hw)
+        # one fused pass over the map (no |x| or x^2 temporaries)
+        norms = torch.linalg.vector_norm(output, 1 if self.norm == "l1" else 2, dim=(2, 3))
+        norms = norms / (hw if self.norm == "l1" else math.sqrt(hw))
         labels = labels.cpu()
         if probe not in self._sums:
             self._sums[probe] = torch.zeros(len(self._counts), output.shape[1], dtype=torch.float64)
@@ -95,6 +97,7 @@ class ClassNorms(Streaming):
             cv = torch.where(overall > 0, var.sqrt() / overall.clamp(min=1e-30), torch.zeros_like(overall))
             si = selectivity(valid)
             pref_idx = torch.nonzero(seen).flatten()[valid.argmax(1)]
+            quiet = overall < self.quiet * overall.mean()
             layers[layer] = {
                 "measured_at": self._probe[layer],
                 "channels": means.shape[0],
@@ -104,11 +107,13 @@ class ClassNorms(Streaming):
                 "cv": cv.tolist(),
                 "selectivity": si.tolist(),
                 "preferred_class": [classes[int(i)] for i in pref_idx],
+                "quiet": torch.nonzero(quiet).flatten().tolist(),
+                "quiet_threshold": float(self.quiet * overall.mean()),
             }
-            order = torch.argsort(si, descending=True, stable=True)
-            layers[layer]["experts"] = [int(i) for i in order[: self.experts]]
-            ranking += [{"layer": layer, "filter": int(f), "selectivity": float(si[f]), "class": classes[int(pref_idx[f])],
-                         "cv": float(cv[f])} for f in range(len(si))]  # fmt: skip
+            order = [int(f) for f in torch.argsort(si, descending=True, stable=True) if not quiet[f]]
+            layers[layer]["experts"] = order[: self.experts]
+            ranking += [{"layer": layer, "filter": f, "selectivity": float(si[f]), "class": classes[int(pref_idx[f])],
+                         "cv": float(cv[f])} for f in order]  # fmt: skip
         ranking.sort(key=lambda r: -r["selectivity"])  # stable: ties keep layer and filter order
         figures = Figures(subject, self.name)
         if figures.on:
@@ -135,7 +140,8 @@ class ClassNorms(Streaming):
             for f, values in enumerate(info["class_means"]):
                 pref = classes.index(info["preferred_class"][f])
                 p = plots.bars([0.0 if v is None or v != v else v for v in values], classes, figures.path(layer, f"f{f}.png"),
-                               title=f"{layer} filter {f}: var {info['variance'][f]:.3g}, SI {info['selectivity'][f]:.2f}",
+                               title=f"{layer} filter {f}: var {info['variance'][f]:.3g}, SI {info['selectivity'][f]:.2f}"
+                                     + (" (nearly silent)" if f in info["quiet"] else ""),
                                ylabel=f"mean {norm} norm", highlight=pref)  # fmt: skip
                 figures.add(p, f"{layer} filter {f}: average {norm} norm of its feature map ({info['measured_at']}) per "
                                f"class; variance across classes {info['variance'][f]:.3g}, selectivity "

@@ -7,8 +7,8 @@ when it is never active on the whole split (the dying-ReLU case of the CS7015 re
 weight norm is near zero (the CSE849 report's blank first-layer filters); both thresholds are
 recorded in the result.
 
-Moments are merged batch by batch in float64 (Chan's parallel update), so the batch size changes
-them only at rounding level.
+Moments are merged image by image and batch by batch in float64 (Chan's parallel update), so the
+batch size changes them only at rounding level.
 """
 
 from __future__ import annotations
@@ -33,16 +33,22 @@ class Moments:
         self.max = torch.full((channels,), -torch.inf, dtype=torch.float64)
 
     def update(self, x: torch.Tensor) -> None:
-        nb = x.shape[0] * x.shape[2] * x.shape[3]
-        var_b, mean_b = torch.var_mean(x, dim=(0, 2, 3), correction=0)
-        mean_b, m2_b = mean_b.double().cpu(), var_b.double().cpu() * nb
+        # Per (image, channel) mean and sum of squares, then Chan's merge in float64: a fraction
+        # of the cost of torch.var_mean over (0, 2, 3), which is 5x slower on channels_last maps
+        # (measured on the CSCI-611 net's conv3 output, 256 x 64 x 32 x 32).
+        hw = x.shape[2] * x.shape[3]
+        m = x.mean((2, 3)).double().cpu()  # (B, C)
+        m2 = (torch.linalg.vector_norm(x, 2, dim=(2, 3)).double().cpu() ** 2 - hw * m**2).clamp(min=0)
+        nb = x.shape[0] * hw
+        mean_b = m.mean(0)
+        m2_b = m2.sum(0) + hw * ((m - mean_b) ** 2).sum(0)
         n = self.n + nb
         delta = mean_b - self.mean
         self.mean += delta * (nb / n)
         self.m2 += m2_b + delta**2 * (self.n * nb / n)
         self.n = n
-        self.min = torch.minimum(self.min, x.amin((0, 2, 3)).double().cpu())
-        self.max = torch.maximum(self.max, x.amax((0, 2, 3)).double().cpu())
+        self.min = torch.minimum(self.min, x.amin((2, 3)).amin(0).double().cpu())
+        self.max = torch.maximum(self.max, x.amax((2, 3)).amax(0).double().cpu())
 
     @property
     def std(self) -> torch.Tensor:
@@ -62,13 +68,13 @@ class Activity:
         self.max = torch.full((channels,), -torch.inf, dtype=torch.float64)
 
     def update(self, x: torch.Tensor) -> None:
-        on = x > self.threshold
+        peak = x.amax((2, 3))  # (B, C): an image is active somewhere iff its peak is
         self.images += x.shape[0]
         self.positions += x.shape[0] * x.shape[2] * x.shape[3]
-        self.active += on.sum((0, 2, 3)).cpu()
-        self.active_images += on.flatten(2).any(2).sum(0).cpu()
+        self.active += (x > self.threshold).sum((0, 2, 3), dtype=torch.int32).cpu()
+        self.active_images += (peak > self.threshold).sum(0).cpu()
         self.sum += x.sum((0, 2, 3)).double().cpu()
-        self.max = torch.maximum(self.max, x.amax((0, 2, 3)).double().cpu())
+        self.max = torch.maximum(self.max, peak.amax(0).double().cpu())
 
 
 @register
