@@ -90,9 +90,10 @@ def main() -> int:
 
     torch.set_num_threads(usable_cores())
     run = Run(get_run(args.run, cifar))
-    root = run.config.data.root
-    data_root = None if root and Path(root).exists() else str(cifar)
+    root = run.config.data.root  # relative to where the run was trained; often not resolvable from here
+    data_root = None if root and Path(root).is_file() else str(cifar)
     subject = Subject.from_run(run, "test", data_root=data_root, batch_size=args.batch_size, figures=False, progress=False)
+    subject.root = None  # measure only: never write into the run folder (the fixture is shared)
     model = subject.model
     convs = conv_layers(model)
     print(f"run {run.path}: {run.config.model.preset} {dict(run.config.model.options)}, conv layers {', '.join(convs)}; "
