@@ -140,7 +140,7 @@ class Subject:
         """``(images, labels, positions)`` in split order; a progress bar on a terminal.
 
         Conv models get channels_last inputs: oneDNN then runs the convolutions in that format
-        without touching the caller's weights (1.5-2x faster inference of the CSCI-611 net on a
+        without touching the caller's weights (1.4-1.9x faster inference of the CSCI-611 net on a
         2-core AVX2 CPU; benchmarks/bench_dissect_topk.py prints both).
         """
         split = self.split if split is None else split

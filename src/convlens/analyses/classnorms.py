@@ -45,8 +45,8 @@ class ClassNorms(Streaming):
     bars: list[str] | None = option(None, "layers that get a bar plot per filter (default: the first and the last "
                                     "of the measured layers)", parse=comma_list, metavar="A,B")  # fmt: skip
     experts: int = option(10, "most class-selective filters listed in the ranking")
-    quiet: float = option(0.01, "filters whose mean norm is below this fraction of their layer's average are left out "
-                                "of the ranking: a nearly silent filter's selectivity is noise")  # fmt: skip
+    min_response: float = option(0.01, "filters whose mean norm is below this fraction of their layer's average are "
+                                       "left out of the ranking: a nearly silent filter's selectivity is noise")  # fmt: skip
 
     def probes(self, subject: Subject) -> list[str]:
         model = subject.model
@@ -97,7 +97,7 @@ class ClassNorms(Streaming):
             cv = torch.where(overall > 0, var.sqrt() / overall.clamp(min=1e-30), torch.zeros_like(overall))
             si = selectivity(valid)
             pref_idx = torch.nonzero(seen).flatten()[valid.argmax(1)]
-            quiet = overall < self.quiet * overall.mean()
+            quiet = overall < self.min_response * overall.mean()
             layers[layer] = {
                 "measured_at": self._probe[layer],
                 "channels": means.shape[0],
@@ -108,7 +108,7 @@ class ClassNorms(Streaming):
                 "selectivity": si.tolist(),
                 "preferred_class": [classes[int(i)] for i in pref_idx],
                 "quiet": torch.nonzero(quiet).flatten().tolist(),
-                "quiet_threshold": float(self.quiet * overall.mean()),
+                "quiet_threshold": float(self.min_response * overall.mean()),
             }
             order = [int(f) for f in torch.argsort(si, descending=True, stable=True) if not quiet[f]]
             layers[layer]["experts"] = order[: self.experts]
