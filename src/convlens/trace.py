@@ -158,3 +158,23 @@ def hook_count(model: nn.Module) -> int:
         total += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
         total += len(getattr(m, "_backward_pre_hooks", {}))
     return total
+
+
+def run_from(model: nn.Module, layer: str, value: torch.Tensor, until: str | None = None) -> torch.Tensor:
+    """Continue the forward pass of a flat sequential model from ``layer``'s output ``value``.
+
+    The layers after ``layer`` (up to and including ``until``, if given) run on ``value``; the
+    ones before it do not run at all. Ablation ranking uses it to compute a batch's activations
+    up to the ablated layer once, then run only the rest of the network per filter silenced
+    (hooks on the later layers still fire).
+    """
+    names = list(model._modules) if isinstance(model, nn.Sequential) else []
+    for name in (layer, until):
+        if name is not None and name not in names:
+            get_layer(model, name)
+            raise LayerError(f"run_from needs a flat sequential model and its top-level layers; "
+                             f"{name!r} is not a top-level layer of this {type(model).__name__}")  # fmt: skip
+    stop = names.index(until) + 1 if until is not None else len(names)
+    for name in names[names.index(layer) + 1 : stop]:
+        value = model._modules[name](value)
+    return value

@@ -42,8 +42,12 @@ def receptive_fields(model: nn.Module) -> dict[str, ReceptiveField]:
     out: dict[str, ReceptiveField] = {}
     for name, m in model.named_children():
         if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            k, s, p = _pair(m.kernel_size)[0], _pair(m.stride)[0], _pair(m.padding)[0]
+            k, s = _pair(m.kernel_size)[0], _pair(m.stride)[0]
             d = _pair(getattr(m, "dilation", 1))[0]
+            if isinstance(m.padding, str):  # nn.Conv2d(padding="same" | "valid"), stride 1
+                p = (k - 1) * d // 2 if m.padding == "same" else 0
+            else:
+                p = _pair(m.padding)[0]
             size += (k - 1) * d * jump
             start -= p * jump
             jump *= s

@@ -1,0 +1,347 @@
+"""ablate: silence filters and measure what the network loses (the CS7015 report's Part 2.2.2).
+
+Set mode: zero a set of filters' whole outgoing effect (conv weight and bias, and the weight and
+bias of the batch norm that follows, so the channel is really silent rather than a constant),
+evaluate, restore the exact weights. Outputs per-class accuracy and confusion matrices before,
+after and their difference, and the images whose prediction changed.
+
+Rank mode: silence each filter of a layer alone and rank filters by the accuracy they carry. Its
+evaluations are batched: per data batch, the activations up to the silenced layer are computed
+once; for the last conv layer all filters are then evaluated together through the linear layer
+that follows, elsewhere only the rest of the network runs again per filter. Masking the channel
+after the batch norm is exactly what zeroing the weights does (the test suite checks they agree).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..train.evaluate import summarize_predictions
+from ..trace import Trace, check_filter, get_layer, run_from
+from .base import (ACTIVATIONS, AnalysisError, Analysis, Figures, Subject, block, comma_list, option, register, require_conv,
+                   resolve_layers)  # fmt: skip
+
+
+def parse_filters(spec: str | dict[str, list[int]] | None) -> dict[str, list[int]] | None:
+    """``"conv1:0,1 conv3:5,7-9"`` (layers separated by spaces or ``;``) -> ``{"conv1": [0, 1], ...}``."""
+    if spec is None or isinstance(spec, dict):
+        return spec
+    out: dict[str, list[int]] = {}
+    for part in spec.replace(";", " ").split():
+        layer, sep, idx = part.partition(":")
+        if not sep or not idx:
+            raise AnalysisError(f"ablate: cannot read filters {part!r}; write LAYER:I,J,K-L, e.g. conv2:0,3,5-7")
+        for item in idx.split(","):
+            lo, dash, hi = item.partition("-")
+            try:
+                rng = range(int(lo), int(hi) + 1) if dash else [int(lo)]
+            except ValueError:
+                raise AnalysisError(f"ablate: {item!r} in {part!r} is not a filter index or range I-J") from None
+            out.setdefault(layer, []).extend(rng)
+    return {k: sorted(set(v)) for k, v in out.items()}
+
+
+def _check(model: nn.Module, filters: dict[str, list[int]]) -> None:
+    if not filters:
+        raise AnalysisError("ablate: no filters given; write e.g. conv2:0,3")
+    for layer, idx in filters.items():
+        require_conv(model, layer, "ablate")
+        for i in idx:
+            check_filter(model, layer, i)
+
+
+@contextlib.contextmanager
+def silenced(model: nn.Module, filters: dict[str, list[int]]) -> Iterator[nn.Module]:
+    """Zero the filters' outgoing effect inside; the exact weights are back afterwards, whatever happens.
+
+    For each conv filter: its weights and bias, and in the batch norm that follows, its weight and
+    bias (its running mean when the norm has no affine part), so the channel outputs exactly 0.
+    """
+    _check(model, filters)
+    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for layer, idx in filters.items():
+                conv = get_layer(model, layer)
+                tensors = [conv.weight, conv.bias]
+                bn_name = block(model, layer).bn
+                if bn_name:
+                    bn = get_layer(model, bn_name)
+                    tensors += [bn.weight, bn.bias] if bn.affine else [bn.running_mean]
+                for t in tensors:
+                    if t is not None:
+                        saved.append((t, t.detach().clone()))
+                        t[idx] = 0
+        yield model
+    finally:
+        with torch.no_grad():
+            for t, copy in reversed(saved):
+                t.copy_(copy)
+
+
+CHANNELWISE = ACTIVATIONS + (nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Dropout2d, nn.Identity)
+
+
+def mixing_after(model: nn.Module, point: str) -> tuple[str, str] | None:
+    """``(last, mix)`` when every layer between ``point`` and the next layer that mixes channels
+    (a linear layer, or a plain conv) treats each channel on its own (activations, batch norm,
+    pools, dropout in eval mode, global pooling, a channel-major flatten before a linear layer):
+    ``last`` is the last of those (or ``point``). Otherwise ``None``."""
+    names = list(model._modules)
+    last, flattened = point, False
+    for name in names[names.index(point) + 1 :]:
+        m = model._modules[name]
+        if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros" and not flattened):
+            return last, name
+        flat = isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1
+        if not (flat or isinstance(m, CHANNELWISE) or type(m).__name__ == "GlobalPool"):
+            return None
+        flattened = flattened or flat
+        last = name
+    return None
+
+
+def _through_mixing(model: nn.Module, point: str, last: str, mix: str, h: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    """Logits of every variant (row 0: nothing silenced, row f + 1: filter f) of a batch whose
+    activation at ``point`` is ``h``, in chunks ``(first row, logits (rows, B, classes))``.
+
+    Up to the mixing layer each channel travels alone, so silencing channel f changes that
+    layer's input only in channel f, and (the layer being linear) its output by the layer applied
+    to that change alone: one cheap product per filter, for all filters of a chunk at once,
+    instead of everything from the silenced layer on.
+    """
+    m = model._modules[mix]
+    run = (lambda v: run_from(model, point, v, until=last)) if last != point else (lambda v: v)
+    z = run(h)
+    b, c = h.shape[:2]
+    delta = run(torch.zeros_like(h[:1])) - z  # a silenced channel's value there, minus the actual one
+    if isinstance(m, nn.Linear):
+        y0 = m(z.reshape(b, -1))
+        w, d = m.weight.view(m.out_features, c, -1), delta.reshape(b, c, -1)
+
+        def shift(c0: int, c1: int) -> torch.Tensor:  # (filters, B, out)
+            return torch.einsum("bcs,ocs->cbo", d[:, c0:c1], w[:, c0:c1])
+    else:
+        y0 = m(z)
+
+        def shift(c0: int, c1: int) -> torch.Tensor:  # (filters, B, out, H, W): a grouped conv, one group per filter
+            n, o = c1 - c0, m.out_channels
+            wt = m.weight[:, c0:c1].transpose(0, 1).reshape(n * o, 1, *m.kernel_size)
+            out = F.conv2d(delta[:, c0:c1], wt, None, m.stride, m.padding, m.dilation, groups=n)
+            return out.view(b, n, o, *out.shape[2:]).transpose(0, 1)
+
+    yield 0, run_from(model, mix, y0).unsqueeze(0)
+    fmt = torch.channels_last if y0.dim() == 4 else torch.contiguous_format
+    step = max(1, (1 << 22) // y0.numel())  # about 16 MB of shifted outputs at a time
+    for c0 in range(0, c, step):
+        y = (y0 + shift(c0, min(c, c0 + step))).flatten(0, 1).contiguous(memory_format=fmt)
+        logits = run_from(model, mix, y)
+        yield c0 + 1, logits.view(-1, b, logits.shape[-1])
+
+
+def rank_layer(subject: Subject, layer: str) -> dict[str, Any]:
+    """Accuracy with each filter of ``layer`` silenced alone (and with none: the baseline).
+
+    Per data batch the network runs once up to the silencing point. When only channel-wise
+    layers separate it from the next linear or conv layer (every preset), the filters' effects
+    are then added at that layer's output (see :func:`_through_mixing`) and only the layers after
+    it run per filter; otherwise each filter's channel of the cached activation is zeroed in
+    place, the rest of the network runs, and the channel is put back.
+    """
+    model = subject.model
+    conv = require_conv(model, layer, "ablate")
+    point = block(model, layer).pre  # where the channel is masked: after the batch norm, if any
+    n_filters, n_classes = conv.out_channels, len(subject.classes)
+    correct = torch.zeros(n_filters + 1, n_classes, dtype=torch.long)  # row 0: nothing silenced
+    totals = torch.zeros(n_classes, dtype=torch.long)
+    flat = isinstance(model, nn.Sequential) and point in model._modules
+    via = mixing_after(model, point) if flat else None
+    if flat:
+        names = list(model._modules)
+        after = names[names.index(point) + 1] if names.index(point) + 1 < len(names) else None
+        # an in-place first layer after the point would overwrite the cached activation
+        shield = after is not None and getattr(model._modules[after], "inplace", False)
+    t0 = time.perf_counter()
+    for x, labels, _ in subject.batches(f"ablate {layer}"):
+        labels_cpu = labels.cpu()
+        totals += torch.bincount(labels_cpu, minlength=n_classes)
+
+        def score(row: int, logits: torch.Tensor) -> None:  # logits (rows, B, classes)
+            hit = (logits.argmax(-1) == labels).long().cpu()
+            correct[row : row + len(hit)].index_add_(1, labels_cpu, hit)
+
+        if not flat:  # no way to resume mid-network: one masked forward pass per filter
+            score(0, model(x).unsqueeze(0))
+            for f in range(n_filters):
+                keep = torch.ones(n_filters, device=x.device)
+                keep[f] = 0
+                with Trace(model, point, edit_output=lambda out, _: out * keep.view(1, -1, 1, 1)):
+                    score(f + 1, model(x).unsqueeze(0))
+            continue
+        with Trace(model, point, stop=True) as t:
+            model(x)
+        h = t.output
+        if via:
+            for row, logits in _through_mixing(model, point, *via, h):
+                score(row, logits)
+            continue
+        score(0, run_from(model, point, h.clone() if shield else h).unsqueeze(0))
+        for f in range(n_filters):
+            saved = h[:, f].clone()
+            h[:, f] = 0
+            score(f + 1, run_from(model, point, h.clone() if shield else h).unsqueeze(0))
+            h[:, f] = saved
+    seconds = time.perf_counter() - t0
+    method = f"effects added at {via[1]}" if via else "rest of the network per filter" if flat else "masked forward per filter"
+    n = max(int(totals.sum()), 1)
+    acc = correct.sum(1).double() / n
+    per_class = correct.double() / totals.clamp(min=1).double()
+    drop = acc[0] - acc[1:]
+    order = torch.argsort(drop, descending=True, stable=True)
+    return {
+        "silenced_at": point,
+        "method": method,
+        "baseline": float(acc[0]),
+        "accuracy": acc[1:].tolist(),
+        "drop": drop.tolist(),
+        "per_class_drop": (per_class[0] - per_class[1:]).tolist(),
+        "order": order.tolist(),
+        "seconds": round(seconds, 3),
+        "seconds_per_filter": round(seconds / n_filters, 4),
+    }
+
+
+def _logits(subject: Subject) -> torch.Tensor:
+    out = [subject.model(x).float().cpu() for x, _, _ in subject.batches("evaluate")]
+    return torch.cat(out) if out else torch.zeros(0, len(subject.classes))
+
+
+@register
+class Ablate(Analysis):
+    """Silence filters: per-class accuracy and confusion before/after; rank filters one by one."""
+
+    name = "ablate"
+    filters: dict[str, list[int]] | None = option(None, "filters to silence together, e.g. 'conv1:0,1 conv3:5-7' "
+                                                  "(default: the --top filters that carry most accuracy in the first "
+                                                  "ranked layer)", parse=parse_filters, metavar="SPEC")  # fmt: skip
+    layers: list[str] | None = option(None, "layers whose filters are ranked one by one (default: the last conv layer)",
+                                      parse=comma_list, metavar="A,B")  # fmt: skip
+    rank: bool = option(True, "rank each filter of the layers by the accuracy it carries")
+    top: int = option(3, "filters silenced together when --filters is not given")
+    changed: int = option(40, "changed images shown in the figure")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.filters = parse_filters(self.filters)
+        if self.filters is None and not self.rank:
+            raise AnalysisError("ablate: with rank off, give the filters to silence (filters='conv2:0,3')")
+
+    def validate(self, subject: Subject) -> None:
+        super().validate(subject)
+        if self.filters is not None:
+            _check(subject.model, self.filters)  # fail before the long ranking, not after it
+
+    def compute(self, subject: Subject) -> dict[str, Any]:
+        model = subject.model
+        ranked: dict[str, Any] = {}
+        if self.rank:
+            for layer in resolve_layers(model, self.layers, "last", self.name):
+                ranked[layer] = rank_layer(subject, layer)
+        chosen_by = "given"
+        filters = self.filters
+        if filters is None:
+            layer, r = next(iter(ranked.items()))
+            filters, chosen_by = {layer: sorted(r["order"][: self.top])}, f"the {self.top} filters of {layer} carrying most accuracy"
+        before = _logits(subject)
+        with silenced(model, filters):
+            after = _logits(subject)
+        labels = subject.split.labels
+        b, a = summarize_predictions(before, labels, subject.classes), summarize_predictions(after, labels, subject.classes)
+        pb, pa = before.argmax(1), after.argmax(1)
+        broken = torch.nonzero((pb == labels) & (pa != labels)).flatten()
+        fixed = torch.nonzero((pb != labels) & (pa == labels)).flatten()
+        switched = torch.nonzero((pb != labels) & (pa != labels) & (pa != pb)).flatten()
+        keep = ("accuracy", "loss", "per_class_accuracy", "confusion", "prediction_counts")
+        result = {
+            "classes": subject.classes,
+            "rank": ranked,
+            "set": {
+                "filters": filters,
+                "chosen_by": chosen_by,
+                "before": {k: b[k] for k in keep},
+                "after": {k: a[k] for k in keep},
+                "diff": {
+                    "accuracy": a["accuracy"] - b["accuracy"],
+                    "per_class_accuracy": [y - x for x, y in zip(b["per_class_accuracy"], a["per_class_accuracy"])],
+                    "confusion": (torch.tensor(a["confusion"]) - torch.tensor(b["confusion"])).tolist(),
+                },
+                "changed": {"broken": broken.tolist(), "fixed": fixed.tolist(), "switched": switched.tolist(),
+                            "before": pb[torch.cat([broken, fixed, switched])].tolist(),
+                            "after": pa[torch.cat([broken, fixed, switched])].tolist()},  # fmt: skip
+            },
+        }
+        figures = Figures(subject, self.name)
+        if figures.on:
+            self._draw(subject, result, pb, pa, figures)
+        result["figures"] = figures
+        return result
+
+    def _draw(self, subject: Subject, result: dict[str, Any], pb: torch.Tensor, pa: torch.Tensor, figures: Figures) -> None:
+        from .. import plots
+
+        classes, s = subject.classes, result["set"]
+        what = " ".join(f"{k}:{','.join(map(str, v))}" for k, v in s["filters"].items())
+        p = plots.grouped_bars({"before": [100 * v for v in s["before"]["per_class_accuracy"]],
+                                "after": [100 * v for v in s["after"]["per_class_accuracy"]]}, classes,
+                               figures.path("per_class.png"), ylabel="accuracy (%)", ylim=(0, 100),
+                               title=f"silencing {what}: {100 * s['before']['accuracy']:.1f}% -> {100 * s['after']['accuracy']:.1f}%")  # fmt: skip
+        figures.add(p, f"Per-class {subject.split_name} accuracy before and after silencing {what}")
+        for key, title, diverging in (("before", "before", False), ("after", f"after silencing {what}", False)):
+            p = plots.confusion(s[key]["confusion"], classes, figures.path(f"confusion_{key}.png"), title=f"Confusion {title}")
+            figures.add(p, f"Confusion matrix on the {subject.split_name} split {title} (rows: true class)")
+        p = plots.confusion(s["diff"]["confusion"], classes, figures.path("confusion_diff.png"), diverging=True,
+                            title=f"After minus before (silencing {what})")  # fmt: skip
+        figures.add(p, f"Change of the confusion matrix when silencing {what} (red: more images, blue: fewer)")
+        ch = s["changed"]
+        n_fixed = min(len(ch["fixed"]), self.changed // 4)  # show both directions when both happen
+        shown = (ch["broken"][: self.changed - n_fixed] + ch["fixed"][:n_fixed] + ch["switched"])[: self.changed]
+        if shown:
+            imgs = subject.split.images[shown].float().div(255).numpy()
+            labels = subject.split.labels[shown].tolist()
+            titles = [f"{classes[y]}: {classes[int(pb[i])]}>{classes[int(pa[i])]}" for i, y in zip(shown, labels)]
+            colors = ["#c44e52" if int(pa[i]) != y else "#2a9d3a" for i, y in zip(shown, labels)]
+            p = plots.mosaic(list(imgs), figures.path("changed.png"), cols=10, titles=titles, title_colors=colors,
+                             suptitle=f"predictions changed by silencing {what} (true: before>after; red: now wrong, "
+                                      "green: now right)")  # fmt: skip
+            figures.add(p, f"{subject.split_name} images whose prediction changed when silencing {what}: "
+                           f"{len(ch['broken'])} now wrong, {len(ch['fixed'])} now right, {len(ch['switched'])} "
+                           "wrong either way (first ones shown)")  # fmt: skip
+        for layer, r in result["rank"].items():
+            p = plots.panels({"accuracy drop\n(points)": [100 * d for d in r["drop"]]}, figures.path(f"{layer}_rank.png"),
+                             xlabel="filter", highlight=r["order"][: self.top], highlight_label=f"top {self.top}",
+                             title=f"{layer}: accuracy lost when each filter is silenced alone (baseline "
+                                   f"{100 * r['baseline']:.1f}%)")  # fmt: skip
+            figures.add(p, f"{layer}: {subject.split_name} accuracy lost when each filter is silenced alone", layer)
+
+    def lines(self, result: dict[str, Any]) -> list[str]:
+        out = []
+        for layer, r in result["rank"].items():
+            best = ", ".join(f"f{f} ({-100 * r['drop'][f]:+.1f})" for f in r["order"][:5])
+            out.append(f"rank {layer}: baseline {100 * r['baseline']:.1f}%; most accuracy carried by {best} points; "
+                       f"{r['seconds_per_filter']:.3f} s per filter")  # fmt: skip
+        s = result["set"]
+        what = " ".join(f"{k}:{','.join(map(str, v))}" for k, v in s["filters"].items())
+        diffs = s["diff"]["per_class_accuracy"]
+        worst = min(range(len(diffs)), key=lambda i: diffs[i]) if diffs else None
+        ch = s["changed"]
+        line = f"silencing {what}: {100 * s['before']['accuracy']:.1f}% -> {100 * s['after']['accuracy']:.1f}%"
+        if worst is not None:
+            line += f", worst class {result['classes'][worst]} {100 * diffs[worst]:+.1f} points"
+        out.append(line + f"; {len(ch['broken'])} images now wrong, {len(ch['fixed'])} now right")
+        return out

@@ -1,0 +1,383 @@
+"""The shared interface of the dataset-level analyses.
+
+An analysis is a dataclass whose fields are its options (the same names, dashed, on the command
+line) with a ``compute(subject)`` method, registered by name with :func:`register`. A
+:class:`Subject` is what it reads: a model, one data split, the class names and the run folder to
+write into. Calling an analysis on a subject checks that it applies, runs it with the model in
+eval mode and without gradients, restores the model's modes, and writes
+``RUN/analysis/<name>.json`` (and its figures under ``RUN/analysis/<name>/``)::
+
+    subject = Subject.from_run("runs/a", split="test")
+    result = TopK(layers=["conv2"], k=10)(subject)
+
+Analyses that only read layer outputs over the whole split subclass :class:`Streaming` (see
+``stream.py``): ``convlens analyze`` feeds all of them from one pass over the data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator
+
+import torch
+from torch import nn
+
+from ..data import Split, batches
+from ..errors import ConvlensError, LayerError
+from ..models.summary import receptive_fields
+from ..trace import conv_layers, get_layer
+from ..utils import interactive, write_json
+
+ANALYSES: dict[str, type[Analysis]] = {}
+
+
+def register(cls: type[Analysis]) -> type[Analysis]:
+    """Class decorator: make the class a dataclass (its fields are its options) and available by
+    its ``name`` to :func:`~convlens.analyses.analyze` and ``convlens analyze``."""
+    cls = dataclass(cls)
+    ANALYSES[cls.name] = cls
+    return cls
+
+
+class AnalysisError(ConvlensError):
+    """An analysis cannot run on this model or with these options."""
+
+
+def option(default: Any, help: str, *, choices: tuple[Any, ...] | None = None,
+           parse: Callable[[str], Any] | None = None, metavar: str | None = None) -> Any:  # fmt: skip
+    """A dataclass field that is also a command-line option (``--name``)."""
+    meta = {"help": help, "choices": choices, "parse": parse, "metavar": metavar}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+AT_HELP = ("where a conv filter is read: its conv output, after the batch norm that follows (bn: the "
+           "pre-activation; the conv output if there is none) or after the activation (act: what the next layer sees)")
+
+
+def comma_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def comma_ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in comma_list(text)]
+    except ValueError:
+        raise AnalysisError(f"expected comma-separated integers, got {text!r}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# what an analysis reads
+
+
+@dataclass
+class Subject:
+    """A model, one data split and where results go.
+
+    ``root`` is the run folder (files go to ``root/analysis/``); ``None`` computes and returns
+    results without writing anything. ``batch_size`` never changes a result, only speed/memory.
+    """
+
+    model: nn.Module
+    split: Split
+    classes: list[str]
+    root: Path | None = None
+    split_name: str = "test"
+    checkpoint: str | None = None
+    batch_size: int = 256
+    figures: bool = True
+    progress: bool | None = None  # None: progress bars only on a terminal
+    echo: Callable[[str], None] | None = None
+
+    @classmethod
+    def from_run(cls, run: Any, split: str = "test", checkpoint: str = "best", *, limit: int | None = None,
+                 data_root: str | None = None, device: str = "cpu", **kwargs: Any) -> Subject:  # fmt: skip
+        """The run's trained model and one split of its data (the splits of training).
+
+        ``limit`` keeps the first N images of the split; ``data_root`` points at the data when
+        the run folder's ``data.root`` does not resolve from here (a moved run, another cwd).
+        """
+        from ..data import load_data
+        from ..run import Run
+
+        run = run if isinstance(run, Run) else Run(run)
+        cfg = run.config.data
+        if data_root:
+            cfg = cfg.model_copy(update={"root": str(data_root)})
+        data = load_data(cfg)
+        part = data.split(split)
+        if limit is not None:
+            if limit < 1:
+                raise AnalysisError(f"limit={limit} must be a positive number of images")
+            part = part.take(torch.arange(min(limit, len(part))))
+        model = run.load_model(checkpoint, device)
+        return cls(model, part, list(data.classes), run.path, split, checkpoint, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    @property
+    def has_conv(self) -> bool:
+        return bool(conv_layers(self.model))
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return tuple(self.split.images.shape[1:])  # type: ignore[return-value]
+
+    def say(self, msg: str) -> None:
+        if self.echo:
+            self.echo(msg)
+
+    def batches(self, desc: str, split: Split | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(images, labels, positions)`` in split order; a progress bar on a terminal.
+
+        Conv models get channels_last inputs: oneDNN then runs the convolutions in that format
+        without touching the caller's weights (1.4-1.9x faster inference of the CSCI-611 net on a
+        2-core AVX2 CPU; benchmarks/bench_dissect_topk.py prints both).
+        """
+        split = self.split if split is None else split
+        it = batches(split, self.batch_size, device=self.device, channels_last=self.has_conv)
+        show = interactive() if self.progress is None else self.progress
+        if show:
+            from tqdm.auto import tqdm
+
+            it = tqdm(it, total=-(-len(split) // self.batch_size), desc=desc, leave=False, unit="batch")
+        yield from it
+
+    # -- output --------------------------------------------------------------------------------
+    def folder(self, name: str) -> Path | None:
+        return None if self.root is None else Path(self.root) / "analysis" / name
+
+    def rel(self, path: Path) -> str:
+        return Path(path).relative_to(self.root).as_posix()
+
+
+class Figures(list):
+    """The ``figures`` list of an analysis JSON: paths relative to the run folder, captions."""
+
+    def __init__(self, subject: Subject, name: str):
+        super().__init__()
+        self.subject, self.name = subject, name
+        self.on = subject.figures and subject.root is not None
+
+    def path(self, *parts: str) -> Path:
+        return self.subject.folder(self.name).joinpath(*parts)
+
+    def add(self, path: Path, caption: str, layer: str | None = None, filter: int | None = None) -> None:
+        entry: dict[str, Any] = {"path": self.subject.rel(path), "caption": caption}
+        if layer is not None:
+            entry["layer"] = layer
+        if filter is not None:
+            entry["filter"] = int(filter)
+        self.append(entry)
+
+
+# ----------------------------------------------------------------------------------------------
+# model access
+
+
+@contextlib.contextmanager
+def inference(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no gradients inside; every submodule's own training flag restored after."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.ReLU6, nn.PReLU, nn.Softplus)
+_NORMS = (nn.BatchNorm2d,)
+_BOUNDARY = (nn.Conv2d, nn.Linear, nn.Flatten, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.RNNBase)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A conv layer and the batch norm and activation that directly follow it (``None`` if absent).
+
+    ``pre`` is where the filter's pre-activation response is read (after the batch norm if there
+    is one) and where ablation silences a channel; ``act`` is what the next layer sees.
+    """
+
+    conv: str
+    bn: str | None
+    act: str | None
+
+    @property
+    def pre(self) -> str:
+        return self.bn or self.conv
+
+    @property
+    def post(self) -> str:
+        return self.act or self.pre
+
+    def at(self, where: str) -> str:
+        return {"conv": self.conv, "bn": self.pre, "act": self.post}[where]
+
+
+def block(model: nn.Module, layer: str) -> Block:
+    """The block a conv layer starts: leaf modules after it up to the next conv, pool or linear."""
+    get_layer(model, layer)
+    leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
+    names = [n for n, _ in leaves]
+    if layer not in names:
+        return Block(layer, None, None)
+    bn = act = None
+    for name, m in leaves[names.index(layer) + 1 :]:
+        if isinstance(m, _BOUNDARY) or type(m).__name__ in ("GlobalPool", "RowReader"):
+            break
+        if isinstance(m, _NORMS) and bn is None and act is None:
+            bn = name
+        elif isinstance(m, ACTIVATIONS) and act is None:
+            act = name
+            break
+    return Block(layer, bn, act)
+
+
+def resolve_layers(model: nn.Module, layers: list[str] | None, default: str, analysis: str) -> list[str]:
+    """Validated layer names, or the analysis' default: ``all`` / ``first_last`` / ``first`` /
+    ``last`` conv layers. Unknown names raise a LayerError that lists the names that exist."""
+    convs = conv_layers(model)
+    if layers:
+        for name in layers:
+            get_layer(model, name)
+        return list(dict.fromkeys(layers))
+    if not convs:
+        raise AnalysisError(f"{analysis} needs conv layers and this model has none")
+    pick = {"all": convs, "first": convs[:1], "last": convs[-1:], "first_last": list(dict.fromkeys([convs[0], convs[-1]]))}
+    return pick[default]
+
+
+def require_conv(model: nn.Module, layer: str, analysis: str) -> nn.Conv2d:
+    m = get_layer(model, layer)
+    if not isinstance(m, nn.Conv2d):
+        raise LayerError(f"{analysis} needs conv layers; {layer!r} is a {type(m).__name__}. "
+                         f"Conv layers: {', '.join(conv_layers(model)) or 'none'}")  # fmt: skip
+    return m
+
+
+def check_spatial(output: Any, layer: str, analysis: str, model: nn.Module) -> None:
+    if not (isinstance(output, torch.Tensor) and output.dim() == 4):
+        shape = list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        spatial = [n for n in receptive_fields(model) if n != "input"]
+        raise LayerError(f"{analysis} reads (N, C, H, W) feature maps, but layer {layer!r} outputs {shape}. "
+                         f"Layers with feature maps: {', '.join(spatial) or 'none'}")  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# the interface
+
+
+@dataclass
+class Analysis:
+    """Base class: dataclass fields are the options; subclasses implement :meth:`compute`."""
+
+    name: ClassVar[str] = ""
+    needs_conv: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise AnalysisError(f"{self.name}: {f.name}={value!r} is not allowed; allowed: {', '.join(map(str, choices))}")
+
+    @classmethod
+    def describe(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0]
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def applies(self, subject: Subject) -> str | None:
+        """``None`` when this analysis can run on the subject, else why not."""
+        if self.needs_conv and not subject.has_conv:
+            return "the model has no conv layers"
+        return None
+
+    def check(self, subject: Subject) -> None:
+        why = self.applies(subject)
+        if why:
+            ok = [n for n, cls in ANALYSES.items() if cls().applies(subject) is None]
+            raise AnalysisError(f"{self.name} does not apply: {why}. Analyses that apply to this model: {', '.join(ok) or 'none'}")
+
+    def validate(self, subject: Subject) -> None:
+        """Fail on bad layer names (or filters) before any long computation starts."""
+        for name in getattr(self, "layers", None) or []:
+            get_layer(subject.model, name)
+
+    def compute(self, subject: Subject) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __call__(self, subject: Subject) -> dict[str, Any]:
+        """Run on ``subject``: check, compute (eval mode, no gradients), write; returns the result."""
+        self.check(subject)
+        self.validate(subject)
+        t0 = time.perf_counter()
+        with inference(subject.model):
+            self.clear(subject)
+            result = self.compute(subject)
+        return self.publish(subject, result, time.perf_counter() - t0)
+
+    def clear(self, subject: Subject) -> None:
+        """Remove this analysis' figures of an earlier run, so the folder matches the new JSON."""
+        folder = subject.folder(self.name)
+        if folder is not None and folder.is_dir():
+            shutil.rmtree(folder)
+
+    def publish(self, subject: Subject, result: dict[str, Any], seconds: float) -> dict[str, Any]:
+        out = {
+            "analysis": self.name,
+            "params": self.params(),
+            "split": subject.split_name,
+            "checkpoint": subject.checkpoint,
+            "n_images": len(subject.split),
+            "seconds": round(seconds, 3),
+            **result,
+        }
+        out.setdefault("figures", [])
+        if subject.root is not None:
+            write_json(Path(subject.root) / "analysis" / f"{self.name}.json", out)
+        return out
+
+    def lines(self, result: dict[str, Any]) -> list[str]:
+        """A few lines for the terminal: what was found."""
+        return []
+
+
+class Streaming(Analysis):
+    """An analysis fed layer outputs batch by batch, in one pass that can be shared.
+
+    ``probes`` names the modules whose outputs it reads; ``observe`` receives each of them for
+    every batch (in split order, inside the forward pass, so nothing is kept longer than a
+    layer); ``finish`` turns the running state into the result.
+    """
+
+    def probes(self, subject: Subject) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, subject: Subject) -> None:
+        pass
+
+    def observe(self, probe: str, output: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def finish(self, subject: Subject) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def compute(self, subject: Subject) -> dict[str, Any]:
+        from .stream import stream
+
+        stream(subject, [self])
+        return self.finish(subject)

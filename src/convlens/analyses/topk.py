@@ -1,0 +1,194 @@
+"""topk: the images of a split that excite each filter most, and the input patch that did it.
+
+For every filter of every chosen layer, in ONE streaming pass for all layers: the k images with
+the highest response (the max or the mean of the filter's feature map), where in the map the
+maximum was, and the input patch under that position, from the layer's exact receptive field
+(computed from the module graph: kernels, strides, paddings, dilations, pools). Per filter also
+the class histogram of its top k, their mean and max response.
+
+The running top-k is merged batch by batch with a stable sort on (score, position), so ties go to
+the earlier image and the result does not depend on the batch size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models.summary import ReceptiveField, receptive_fields
+from ..trace import get_layer
+from .base import AT_HELP, AnalysisError, Figures, Streaming, Subject, block, comma_list, option, register, resolve_layers
+
+
+class RunningTopK:
+    """The k largest scores per channel seen so far, their split positions and argmax locations."""
+
+    def __init__(self, channels: int, k: int):
+        self.k = k
+        self.values = torch.full((channels, k), -torch.inf)
+        self.positions = torch.full((channels, k), -1, dtype=torch.long)
+        self.locations = torch.zeros((channels, k), dtype=torch.long)
+
+    def update(self, scores: torch.Tensor, positions: torch.Tensor, fmap: torch.Tensor) -> None:
+        """``scores`` (B, C) of images at split ``positions`` (B,), increasing and after every
+        position seen before; ``fmap`` (B, C, H, W) gives the argmax location of newcomers."""
+        c, b, k = self.values.shape[0], scores.shape[0], self.k
+        cand_v = torch.cat([self.values, scores.t().float().cpu().nan_to_num(nan=-torch.inf)], 1)
+        cand_p = torch.cat([self.positions, positions.cpu().view(1, b).expand(c, b)], 1)
+        # stable: among equal scores the kept entries (earlier images) stay ahead of the batch's
+        order = torch.sort(cand_v, dim=1, descending=True, stable=True).indices[:, :k]
+        locations = self.locations.gather(1, order.clamp(max=k - 1))
+        rows, slots = (order >= k).nonzero(as_tuple=True)
+        if len(rows):
+            maps = fmap[(order[rows, slots] - k).to(fmap.device), rows.to(fmap.device)]
+            # argmax returns the first maximum in row-major order: deterministic
+            locations[rows, slots] = maps.reshape(len(rows), -1).argmax(1).cpu()
+        self.values, self.positions, self.locations = cand_v.gather(1, order), cand_p.gather(1, order), locations
+
+
+def patch(image: np.ndarray, rf: ReceptiveField, i: int, j: int, fill: float = 0.5) -> np.ndarray:
+    """The full receptive-field window of output (i, j) cut from a (C, H, W) float image; the part
+    outside the image (padding) is ``fill`` grey, so every patch of a layer has the same size."""
+    c, h, w = image.shape
+    out = np.full((c, rf.size, rf.size), fill, dtype=np.float32)
+    top, left = rf.start + i * rf.jump, rf.start + j * rf.jump
+    t0, t1, l0, l1 = max(top, 0), min(top + rf.size, h), max(left, 0), min(left + rf.size, w)
+    if t1 > t0 and l1 > l0:
+        out[:, t0 - top : t1 - top, l0 - left : l1 - left] = image[:, t0:t1, l0:l1]
+    return out
+
+
+@register
+class TopK(Streaming):
+    """The k most exciting images per filter, with the receptive-field patch of the maximum."""
+
+    name = "topk"
+    layers: list[str] | None = option(None, "layers to dissect (default: every conv layer)", parse=comma_list, metavar="A,B")
+    k: int = option(20, "images kept per filter")
+    score: str = option("max", "rank images by the max or the mean of the filter's feature map", choices=("max", "mean"))
+    at: str = option("bn", AT_HELP, choices=("conv", "bn", "act"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.k < 1:
+            raise AnalysisError(f"topk: k={self.k} must be at least 1")
+
+    def probes(self, subject: Subject) -> list[str]:
+        model = subject.model
+        self._layers = resolve_layers(model, self.layers, "all", self.name)
+        self._probe = {
+            layer: block(model, layer).at(self.at) if isinstance(get_layer(model, layer), nn.Conv2d) else layer
+            for layer in self._layers
+        }
+        return list(dict.fromkeys(self._probe.values()))
+
+    def start(self, subject: Subject) -> None:
+        self._running: dict[str, RunningTopK] = {}
+        self._map_size: dict[str, tuple[int, int]] = {}
+
+    def observe(self, probe: str, output: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor) -> None:
+        scores = output.amax((2, 3)) if self.score == "max" else output.mean((2, 3))
+        for layer in self._layers:
+            if self._probe[layer] != probe:
+                continue
+            if layer not in self._running:
+                self._running[layer] = RunningTopK(output.shape[1], self.k)
+                self._map_size[layer] = tuple(output.shape[2:])
+            self._running[layer].update(scores, positions, output)
+
+    def finish(self, subject: Subject) -> dict[str, Any]:
+        rfs = receptive_fields(subject.model)
+        split, classes = subject.split, subject.classes
+        h_in, w_in = subject.in_shape[1:]
+        layers: dict[str, Any] = {}
+        for layer in self._layers:
+            run = self._running.get(layer)
+            if run is None:  # an empty split
+                continue
+            probe, (h, w) = self._probe[layer], self._map_size[layer]
+            rf = rfs.get(probe) or rfs.get(layer)
+            filters = []
+            for f in range(run.values.shape[0]):
+                keep = run.positions[f] >= 0
+                pos = run.positions[f][keep]
+                scores = run.values[f][keep]
+                locs = [divmod(int(v), w) for v in run.locations[f][keep]]
+                labels = split.labels[pos]
+                hist = torch.bincount(labels, minlength=len(classes))
+                filters.append({
+                    "filter": f,
+                    "positions": pos.tolist(),
+                    "indices": split.indices[pos].tolist(),
+                    "labels": labels.tolist(),
+                    "scores": scores.tolist(),
+                    "locations": [list(ij) for ij in locs],
+                    "windows": [list(rf.window(i, j, h_in, w_in)) for i, j in locs] if rf else None,
+                    "class_histogram": hist.tolist(),
+                    "top_class": classes[int(hist.argmax())] if len(pos) else None,
+                    "mean": float(scores.mean()) if len(pos) else None,
+                    "max": float(scores.max()) if len(pos) else None,
+                })  # fmt: skip
+            layers[layer] = {
+                "measured_at": probe,
+                "channels": run.values.shape[0],
+                "map_size": [h, w],
+                "receptive_field": None if rf is None else {"size": rf.size, "jump": rf.jump, "start": rf.start},
+                "filters": filters,
+            }
+        figures = Figures(subject, self.name)
+        if figures.on:
+            self._draw(subject, layers, rfs, figures)
+        return {"layers": layers, "score": self.score, "figures": figures}
+
+    # -- figures -------------------------------------------------------------------------------
+    def _draw(self, subject: Subject, layers: dict[str, Any], rfs: dict[str, ReceptiveField], figures: Figures) -> None:
+        from .. import plots
+
+        images = subject.split.images
+        classes = subject.classes
+        for layer, info in layers.items():
+            rf = rfs.get(info["measured_at"]) or rfs.get(layer)
+            overview, labels = [], []
+            for fi in info["filters"]:
+                f, pos = fi["filter"], fi["positions"]
+                if not pos:
+                    continue
+                imgs = images[pos].float().div(255).numpy()
+                titles = [f"{classes[c]} {s:.3g}" for c, s in zip(fi["labels"], fi["scores"])]
+                where = f"{self.score} of {info['measured_at']}"
+                p = plots.mosaic(list(imgs), figures.path(layer, f"f{f}.png"), cols=10, titles=titles,
+                                 boxes=[tuple(w) for w in fi["windows"]] if fi["windows"] else None,
+                                 suptitle=f"{layer} filter {f}: top {len(pos)} {subject.split_name} images ({where}); "
+                                          "box: receptive field of the maximum")  # fmt: skip
+                figures.add(p, f"{layer} filter {f}: the {len(pos)} {subject.split_name} images with the highest "
+                               f"{where}, boxed where the maximum was", layer, f)  # fmt: skip
+                if rf is None:
+                    continue
+                patches = [patch(imgs[n], rf, *ij) for n, ij in enumerate(fi["locations"])]
+                p = plots.mosaic(patches, figures.path(layer, f"f{f}_patches.png"), cols=10, tile_inches=0.6,
+                                 titles=[classes[c] for c in fi["labels"]],
+                                 suptitle=f"{layer} filter {f}: {rf.size}x{rf.size} input patches under the maximum")  # fmt: skip
+                figures.add(p, f"{layer} filter {f}: the {rf.size}x{rf.size} input patch (receptive field) under the "
+                               "maximum of each top image (grey: padding)", layer, f)  # fmt: skip
+                if len(labels) < 64:
+                    per_row = min(8, len(patches))
+                    overview += patches[:per_row] + [np.ones_like(patches[0])] * (8 - per_row)
+                    labels.append(f"f{f}")
+            if overview:
+                p = plots.mosaic(overview, figures.path(f"{layer}.png"), cols=8, row_labels=labels, tile_inches=0.45,
+                                 suptitle=f"{layer}: top patches per filter (rows; first {len(labels)} filters)")  # fmt: skip
+                figures.add(p, f"{layer}: the receptive-field patches of the top images of each filter, one row per filter", layer)
+
+    def lines(self, result: dict[str, Any]) -> list[str]:
+        out = []
+        for layer, info in result["layers"].items():
+            rf = info["receptive_field"]
+            tops = [fi["top_class"] for fi in info["filters"] if fi["top_class"]]
+            common = max(set(tops), key=tops.count) if tops else "-"
+            out.append(f"{layer}: {info['channels']} filters, receptive field {rf['size'] if rf else '?'} px, "
+                       f"most frequent top class {common}")  # fmt: skip
+        return out
+

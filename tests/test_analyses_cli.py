@@ -1,0 +1,57 @@
+"""`convlens analyze` end to end on a quickly trained digits run."""
+
+import json
+
+import pytest
+from conftest import tiny_config
+
+from convlens.cli import main
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    from convlens.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    # one thread: the tiny net gains nothing from two, and a busy machine makes them wait on each other
+    train(tiny_config(**{"train.epochs": 1, "train.threads": 1}), out, echo=lambda m: None)
+    return out
+
+
+def test_analyze_writes_every_analysis(digits_run, capsys):
+    rc = main(["analyze", str(digits_run), "--limit", "120", "--k", "4", "--examples", "6", "--mistakes", "6",
+               "--no-per-filter"])  # per-filter weight figures are covered by test_analyses_base
+    printed = capsys.readouterr().out
+    assert rc == 0
+    analysis = digits_run / "analysis"
+    for name in ("filters", "featuremaps", "stats", "classnorms", "topk", "ablate", "errors"):
+        data = json.loads((analysis / f"{name}.json").read_text())
+        assert data["analysis"] == name and data["n_images"] == 120 and data["checkpoint"] == "best"
+        assert all((digits_run / f["path"]).is_file() for f in data["figures"])
+        assert f"{name}: " in printed
+    topk = json.loads((analysis / "topk.json").read_text())
+    assert list(topk["layers"]) == ["conv1", "conv2", "conv3"] and topk["params"]["k"] == 4
+    assert [topk["layers"][c]["receptive_field"]["size"] for c in ("conv1", "conv2", "conv3")] == [3, 5, 10]
+    assert (analysis / "topk" / "conv3" / "f15_patches.png").is_file()  # width 4: conv3 has 16 filters
+    assert (analysis / "classnorms" / "conv1" / "f0.png").is_file() and (analysis / "classnorms" / "conv3" / "f15.png").is_file()
+    assert "stats+classnorms+topk: one pass over 120 test images" in printed
+    assert list(json.loads((analysis / "ablate.json").read_text())["rank"]) == ["conv3"]
+
+
+def test_analyze_options_and_bad_input(digits_run, capsys):
+    rc = main(["analyze", str(digits_run), "--only", "ablate,stats", "--filters", "conv1:0,2", "--no-rank",
+               "--split", "val", "--limit", "50", "--no-figures"])  # fmt: skip
+    assert rc == 0
+    ablate = json.loads((digits_run / "analysis" / "ablate.json").read_text())
+    assert ablate["split"] == "val" and ablate["set"]["filters"] == {"conv1": [0, 2]} and ablate["figures"] == []
+    capsys.readouterr()
+
+    assert main(["analyze", str(digits_run), "--only", "topk", "--layers", "conv9"]) == 2
+    err = capsys.readouterr().err
+    assert "no layer 'conv9'" in err and "conv1, bn1, relu1, conv2" in err
+    assert main(["analyze", str(digits_run), "--only", "ablate", "--filters", "conv2:8"]) == 2
+    assert "filter 8 is out of range for layer 'conv2', which has 8 channels (0 to 7)" in capsys.readouterr().err
+    assert main(["analyze", str(digits_run), "--only", "stats", "--k", "3"]) == 2
+    assert "k is an option of topk" in capsys.readouterr().err
+    assert main(["analyze", str(digits_run), "--split", "training"]) == 2
+    assert "split 'training' does not exist here; allowed: train, test, val" in capsys.readouterr().err
