@@ -24,8 +24,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..trace import Trace, check_filter, get_layer
-from .base import ExplainError, Explainer, as_index_tensor, check_images, evaluating, expected_shape, model_device, register
+from ..trace import Trace, get_layer
+from .base import (ExplainError, Explainer, as_index_tensor, channel_count, check_images, evaluating, expected_shape,
+                   model_device, register)
 from .imageparam import PARAMS, colour_matrix, make_param, param_shape, random_affine, total_variation, transform
 
 OBJECTIVES = ("mean", "center")
@@ -92,7 +93,7 @@ class ActMax(Explainer):
     # ------------------------------------------------------------------------------------------
     def _limit(self) -> int:
         if self.layer is not None:
-            return check_filter(self.model, self.layer, 0)
+            return channel_count(self.model, self.layer)
         with torch.no_grad(), evaluating(self.model):
             return int(self.model(torch.zeros(1, *self.shape, device=model_device(self.model))).shape[1])
 
@@ -117,7 +118,9 @@ class ActMax(Explainer):
             raise ExplainError("give the filters (or classes) to maximise as target, e.g. target=range(16)")
         device = model_device(self.model)
         t = torch.as_tensor(list(target) if not isinstance(target, torch.Tensor) else target, dtype=torch.long).flatten()
-        t = as_index_tensor(t, len(t), f"filter of layer {self.layer!r}" if self.layer else "target class", self._limit(), device)
+        limit = self._limit()
+        where = f" for layer {self.layer!r}, which has {limit} channels" if self.layer else f"; the model has {limit} classes"
+        t = as_index_tensor(t, len(t), "filter" if self.layer else "target class", limit, device, where)
         start = check_images(self.model, images) if images is not None else None
         if start is not None and len(start) != len(t):
             raise ExplainError(f"{len(start)} start images for {len(t)} targets; give one per target")

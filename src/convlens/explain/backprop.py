@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..trace import Trace, TraceDict, check_filter
-from .base import ExplainError, Explainer, as_index_tensor, check_images, evaluating
+from ..trace import Trace, TraceDict
+from .base import ExplainError, Explainer, as_index_tensor, channel_count, check_images, evaluating
 
 
 class _GuidedReLU(torch.autograd.Function):
@@ -74,7 +74,7 @@ class ReluRuleBackprop(Explainer):
         super().__init__(model)
         self.layer = layer
         if layer is not None:
-            self.channels = check_filter(model, layer, 0)
+            self.channels = channel_count(model, layer)
 
     def _score(self, x: torch.Tensor, target: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward pass on ``x`` (which requires grad); returns the summed scores and targets."""
@@ -85,7 +85,8 @@ class ReluRuleBackprop(Explainer):
             return logits.gather(1, t[:, None]).sum(), t
         if target is None:
             raise ExplainError(f"give a target filter of layer {self.layer!r} (0 to {self.channels - 1}) for each image")
-        t = as_index_tensor(target, len(x), f"filter of layer {self.layer!r}", self.channels, x.device)
+        t = as_index_tensor(target, len(x), "filter", self.channels, x.device,
+                            f" for layer {self.layer!r}, which has {self.channels} channels")  # fmt: skip
         with Trace(self.model, self.layer, detach=False, stop=True) as tr:
             self.model(x)
         act = tr.output[torch.arange(len(x)), t]  # (N, h, w) or (N,)

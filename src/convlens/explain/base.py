@@ -94,7 +94,7 @@ def check_images(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return images.detach().to(model_device(model), torch.float32)
 
 
-def as_index_tensor(value: Any, n: int, what: str, limit: int, device: torch.device) -> torch.Tensor:
+def as_index_tensor(value: Any, n: int, what: str, limit: int, device: torch.device, where: str = "") -> torch.Tensor:
     """One index per image from an int, a sequence or a tensor; each must lie in [0, limit)."""
     t = torch.as_tensor(value, dtype=torch.long, device=device)
     if t.dim() == 0:
@@ -104,8 +104,27 @@ def as_index_tensor(value: Any, n: int, what: str, limit: int, device: torch.dev
     bad = (t < 0) | (t >= limit)
     if bool(bad.any()):
         v = int(t[bad][0])
-        raise ExplainError(f"{what} {v} is out of range; allowed: 0 to {limit - 1}")
+        raise ExplainError(f"{what} {v} is out of range{where}; allowed: 0 to {limit - 1}")
     return t
+
+
+def channel_count(model: nn.Module, layer: str) -> int:
+    """How many filters (channels) a layer's output has: from its parameters (conv, batch norm,
+    linear), else from one forward pass of a zero image (activations, pools)."""
+    from ..trace import Trace, get_layer
+
+    m = get_layer(model, layer)
+    n = getattr(m, "out_channels", None) or getattr(m, "num_features", None) or getattr(m, "out_features", None)
+    if n is not None:
+        return int(n)
+    shape = expected_shape(model)
+    if shape is None:
+        raise ExplainError(f"cannot tell how many channels layer {layer!r} has; pick a conv, batch-norm or linear layer")
+    with torch.no_grad(), evaluating(model), Trace(model, layer, stop=True) as t:
+        model(torch.zeros(1, *shape, device=model_device(model)))
+    if not isinstance(t.output, torch.Tensor) or t.output.dim() < 2:
+        raise ExplainError(f"layer {layer!r} has no channels to choose from (its output is not a tensor of (N, C, ...))")
+    return int(t.output.shape[1])
 
 
 class Explainer:

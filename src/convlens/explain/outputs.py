@@ -260,7 +260,7 @@ def _gradcam(*, run, model, split, images, layer, target, data_root, heatmap, op
 
 
 def _actmax(*, run, model, layer, filters, data_root, options, out_dir, echo, **_: Any) -> dict[str, Any]:
-    from ..trace import check_filter
+    from .base import channel_count
     from .actmax import ActMax
     from .figures import objective_curves, single_image
     from .imageparam import colour_covariance
@@ -283,7 +283,7 @@ def _actmax(*, run, model, layer, filters, data_root, options, out_dir, echo, **
         count = len(run.classes)
     else:
         name = layer
-        count = check_filter(model, layer, 0)
+        count = channel_count(model, layer)
     targets = list(filters) if filters else list(range(count))
     am = ActMax(model, layer, colour_cov=cov, **options)
     t0 = time.perf_counter()
