@@ -78,6 +78,7 @@ class Occlusion(Explainer):
         super().__init__(model)
         self.window, self.stride, self.padding, self.chunk = int(window), int(stride), int(padding), int(chunk)
         self.fill, self.incremental = fill, incremental
+        self._cache: dict = {}  # reordered weights for incremental inference, reused between calls
         if incremental not in (True, False, "auto"):
             raise ExplainError(f"incremental {incremental!r} is not one of: True, False, 'auto'")
         if self.chunk < 1:
@@ -111,15 +112,13 @@ class Occlusion(Explainer):
             if self.incremental is True and plan is None:
                 raise ExplainError("incremental occlusion needs a flat nn.Sequential of conv / pool / element-wise "
                                    "layers before its head; use incremental=False for this model")  # fmt: skip
+            p = len(ys) * len(xs)
             if plan is not None:
-                engine = IncrementalOcclusion(self.model, plan, x, fill, ys, xs, self.window)
-                run = engine.logits
+                engine = IncrementalOcclusion(self.model, plan, x, fill, ys, xs, self.window, self._cache)
+                out = engine.run(self.chunk).float()
             else:
                 run = self._naive_runner(x, fill, ys, xs)
-            p = len(ys) * len(xs)
-            out = torch.empty(n * p, k, device=x.device)
-            for start, stop in chunks(n * p, p, self.chunk):
-                out[start:stop] = run(start, stop).float()
+                out = torch.cat([run(start, stop).float() for start, stop in chunks(n * p, p, self.chunk)])
         probs = torch.softmax(out, 1).view(n, len(ys), len(xs), k).permute(0, 3, 1, 2).contiguous()
         self.details = {
             "probabilities": probs, "base": torch.softmax(base, 1), "window": self.window, "stride": self.stride,
