@@ -151,7 +151,8 @@ class ActMax(Explainer):
             for step in range(self.steps):
                 x = p.image()
                 theta = random_affine(draws[step], self.jitter, self.scale, self.rotate, (h, w))
-                obj = self._objective(transform(x, theta), t)
+                # channels-last: the layout oneDNN convolutions run fastest in on the CPU
+                obj = self._objective(transform(x, theta).contiguous(memory_format=torch.channels_last), t)
                 loss = -obj
                 if self.l2:
                     loss = loss + self.l2 * (x - 0.5).pow(2).flatten(1).mean(1)
