@@ -78,7 +78,7 @@ class Occlusion(Explainer):
         super().__init__(model)
         self.window, self.stride, self.padding, self.chunk = int(window), int(stride), int(padding), int(chunk)
         self.fill, self.incremental = fill, incremental
-        self._cache: dict = {}  # reordered weights for incremental inference, reused between calls
+        self._cache: dict = {}  # incremental inference: geometry and reordered weights, between calls
         if incremental not in (True, False, "auto"):
             raise ExplainError(f"incremental {incremental!r} is not one of: True, False, 'auto'")
         if self.chunk < 1:
