@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from convlens.explain import ExplainError, Occlusion, spread_to_pixels
-from convlens.explain.incremental import chunks, compile_plan
+from convlens.explain.geometry import compile_plan
+from convlens.explain.incremental import chunks
 from convlens.models import build
 from convlens.trace import hook_count
 

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import ExplainError, Explainer, check_images, evaluating, expected_shape, register
-from .incremental import IncrementalOcclusion, chunks, compile_plan
+from .geometry import compile_plan
+from .incremental import IncrementalOcclusion, chunks
 
 FILLS = ("gray", "zero", "mean")
 
