@@ -42,6 +42,14 @@ def _show_heat(ax, heat: np.ndarray, signed: bool, image: np.ndarray | None = No
     return im
 
 
+def _title(fig, text: str) -> None:
+    """A two-line title just above the top row, whatever the figure's height (matplotlib's
+    default leaves 12 % of the height free, a large gap on tall grids)."""
+    height = fig.get_size_inches()[1]
+    fig.subplots_adjust(top=1 - 0.75 / height, hspace=0.35)
+    fig.suptitle(text, fontsize=8, y=1 - 0.1 / height, va="top")
+
+
 def _colorbar(fig, im, axes, scale: HeatmapScale) -> None:
     """A colour bar whose ends read in the raw units when one scale holds for the whole figure."""
     cb = fig.colorbar(im, ax=axes, fraction=0.05, pad=0.04)
@@ -69,7 +77,7 @@ def attribution_grid(images: np.ndarray, heat: np.ndarray, scale: HeatmapScale, 
     plt = pyplot()
     n = len(images)
     cols = 3 + (signal is not None)
-    fig, axes = plt.subplots(n, cols, figsize=(1.5 * cols, 1.5 * n + 0.6), squeeze=False)
+    fig, axes = plt.subplots(n, cols, figsize=(1.5 * cols, 1.6 * n + 0.75), squeeze=False)
     signed = scale.sign == "signed"
     im = None
     for i in range(n):
@@ -88,17 +96,19 @@ def attribution_grid(images: np.ndarray, heat: np.ndarray, scale: HeatmapScale, 
             axes[i, c + 1].set_title("over the image", fontsize=7)
     if im is not None:
         _colorbar(fig, im, axes[:, -1].tolist(), scale)
-    fig.suptitle(f"{title}\n{scale.label}", fontsize=8)
+    _title(fig, f"{title}\n{scale.label}")
     return save(fig, path)
 
 
 def occlusion_figure(image: np.ndarray, maps: dict[int, np.ndarray], rows: Sequence[tuple[str, int]],
-                     stride: int, padding: int, path: str | Path, *, title: str, scale: HeatmapScale) -> Path:  # fmt: skip
+                     stride: int, padding: int, path: str | Path, *, title: str, scale: HeatmapScale,
+                     label: str | None = None) -> Path:  # fmt: skip
     """The image, then per window size K one probability map per row (true class, predicted
-    class), each cell drawn over the centre of its window so the map lines up with the image."""
+    class), each cell drawn over the centre of its window so the map lines up with the image.
+    ``label`` replaces the scale's own description on the figure."""
     plt = pyplot()
     ks = sorted(maps)
-    fig, axes = plt.subplots(len(rows), 1 + len(ks), figsize=(1.6 * (1 + len(ks)), 1.6 * len(rows) + 0.7), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 1 + len(ks), figsize=(1.6 * (1 + len(ks)), 1.7 * len(rows) + 0.75), squeeze=False)
     im = None
     for r, (label, cls) in enumerate(rows):
         _show_image(axes[r, 0], image)
@@ -113,7 +123,7 @@ def occlusion_figure(image: np.ndarray, maps: dict[int, np.ndarray], rows: Seque
             axes[r, c].set_title(f"K={k}: {h}x{w}", fontsize=7)
     if im is not None:
         _colorbar(fig, im, axes[:, -1].tolist(), scale)
-    fig.suptitle(f"{title}\n{scale.label}", fontsize=8)
+    _title(fig, f"{title}\n{label or scale.label}")
     return save(fig, path)
 
 
@@ -123,7 +133,7 @@ def filter_projection(images: np.ndarray, signal: np.ndarray, boxes: Sequence[tu
     pixel space, and the projection cropped to that receptive field (as Zeiler & Fergus show)."""
     plt = pyplot()
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(4.5, 1.5 * n + 0.6), squeeze=False)
+    fig, axes = plt.subplots(n, 3, figsize=(4.5, 1.7 * n + 0.75), squeeze=False)
     for i in range(n):
         top, bottom, left, right = boxes[i]
         _show_image(axes[i, 0], images[i])
@@ -136,7 +146,7 @@ def filter_projection(images: np.ndarray, signal: np.ndarray, boxes: Sequence[tu
         if i == 0:
             axes[i, 1].set_title("projection", fontsize=7)
             axes[i, 2].set_title("receptive field", fontsize=7)
-    fig.suptitle(f"{title}\n{scale.label}", fontsize=8)
+    _title(fig, f"{title}\n{scale.label}")
     return save(fig, path)
 
 

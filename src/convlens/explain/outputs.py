@@ -137,13 +137,16 @@ def _occlusion(*, run, model, split, images, data_root, heatmap, options, out_di
         shown = {}
         for k in windows:
             shown[k], scale = normalize_heatmaps(maps[k][n], **{**hm, "scale": "fixed", "vmin": lo, "vmax": hi})
+        # (scale: the same fixed lo..hi for each window, used for the colour bar)
+        label = (f"probability with the patch at each position; one {'fixed ' if hm['scale'] == 'fixed' else ''}"
+                 f"scale for every map here, {lo:.3g} to {hi:.3g}")  # fmt: skip
         path = occlusion_figure(x[n].numpy(), shown, rows, stride, options.get("padding", 0),
-                                out_dir / f"{split}{d['index']}.png", title=_title(d), scale=scale)  # fmt: skip
+                                out_dir / f"{split}{d['index']}.png", title=_title(d), scale=scale, label=label)  # fmt: skip
         figures.append({"path": _rel(run, path), "caption": f"Occlusion maps of {split} image {d['index']} "
                         f"({d['label_name']}, predicted {d['predicted_name']}): probability of the "
                         f"{'true and predicted classes' if len(rows) > 1 else 'true class'} with a "
                         f"{'/'.join(map(str, windows))}-pixel patch ({options.get('fill', 'gray')}) at stride {stride}; "
-                        f"{scale.label}."})  # fmt: skip
+                        f"{label}."})  # fmt: skip
         d["min_true_probability"] = {str(k): float(maps[k][n, d["label"]].min()) for k in windows}
         d["mean_true_probability"] = {str(k): float(maps[k][n, d["label"]].mean()) for k in windows}
     np.savez_compressed(run.analysis_dir / "occlusion.npz", indices=np.array(idx), labels=labels.numpy(),
