@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ppe", type=int, nargs="+", default=[1, 16, 64, 169])
-    ap.add_argument("--chunk", type=int, default=512, help="convlens: occluded images per batch")
+    ap.add_argument("--chunk", type=int, default=256, help="convlens: occluded images per batch (the default)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from captum.attr import Occlusion as CaptumOcclusion

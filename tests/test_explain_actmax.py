@@ -106,3 +106,15 @@ def test_bad_input_names_value_and_range():
         ActMax(m, "conv1", jitter=20)
     with pytest.raises(ExplainError, match=r"steps 0 is out of range; allowed: 1 or more"):
         ActMax(m, "conv1", steps=0)
+
+
+def test_no_hook_survives_an_exception():
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    m = colour_net()
+    m.pool1 = Boom()  # between conv1 and the traced conv2
+    with pytest.raises(RuntimeError, match="boom"):
+        ActMax(m, "conv2", steps=2).attribute(None, [0])
+    assert hook_count(m) == 0 and not m.training

@@ -137,7 +137,6 @@ def _occlusion(*, run, model, split, images, data_root, heatmap, options, out_di
         shown = {}
         for k in windows:
             shown[k], scale = normalize_heatmaps(maps[k][n], **{**hm, "scale": "fixed", "vmin": lo, "vmax": hi})
-        # (scale: the same fixed lo..hi for each window, used for the colour bar)
         label = (f"probability with the patch at each position; one {'fixed ' if hm['scale'] == 'fixed' else ''}"
                  f"scale for every map here, {lo:.3g} to {hi:.3g}")  # fmt: skip
         path = occlusion_figure(x[n].numpy(), shown, rows, stride, options.get("padding", 0),
