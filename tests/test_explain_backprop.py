@@ -12,6 +12,8 @@ from convlens.models import build
 from convlens.trace import Trace, hook_count
 
 captum = pytest.importorskip("captum.attr")
+# Captum announces that it sets requires_grad on inputs and hooks on ReLUs: expected here
+pytestmark = pytest.mark.filterwarnings("ignore:.*(require gradients|backward hooks on ReLU).*:UserWarning")
 
 
 @pytest.fixture(autouse=True)

@@ -88,7 +88,7 @@ def check_images(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         )
     if len(images) == 0:
         raise ExplainError(f"images is an empty batch; give at least one image of shape {want}")
-    if images.is_floating_point() is False:
+    if not images.is_floating_point():
         raise ExplainError(f"images must be float pixels in [0, 1] (got dtype {images.dtype}); "
                            "divide uint8 images by 255")  # fmt: skip
     return images.detach().to(model_device(model), torch.float32)

@@ -109,6 +109,7 @@ class Occlusion(Explainer):
         with torch.no_grad(), evaluating(self.model):
             base = self.model(x).float()
             k = base.shape[1]
+            t = self._targets(target, base)
             plan = compile_plan(self.model, (c, h, w)) if self.incremental in (True, "auto") else None
             if self.incremental is True and plan is None:
                 raise ExplainError("incremental occlusion needs a flat nn.Sequential of conv / pool / element-wise "
@@ -126,19 +127,25 @@ class Occlusion(Explainer):
             "padding": self.padding, "fill": fill.tolist(), "rows": ys.tolist(), "cols": xs.tolist(),
             "path": "incremental" if plan is not None else "naive",
         }  # fmt: skip
-        if target is None:
-            target = base.argmax(1)
-        t = torch.as_tensor(target, dtype=torch.long, device=x.device)
-        if t.dim() == 0:
-            t = t.expand(n)
-        if t.shape[0] != n or t.dim() > 2:
-            raise ExplainError(f"target has shape {tuple(t.shape)}; give one class per image (N,) or several (N, T)")
-        if bool(((t < 0) | (t >= k)).any()):
-            v = int(t[(t < 0) | (t >= k)][0])
-            raise ExplainError(f"target class {v} is out of range; allowed: 0 to {k - 1}")
         if t.dim() == 1:
             return probs[torch.arange(n), t]
         return probs[torch.arange(n)[:, None], t]
+
+    @staticmethod
+    def _targets(target: Any, base: torch.Tensor) -> torch.Tensor:
+        """(N,) or (N, T) class indices, checked; ``None``: the predicted class."""
+        n, k = base.shape
+        if target is None:
+            return base.argmax(1)
+        t = torch.as_tensor(target, dtype=torch.long, device=base.device)
+        if t.dim() == 0:
+            t = t.expand(n)
+        if t.dim() > 2 or t.shape[0] != n:
+            raise ExplainError(f"target has shape {tuple(t.shape)}; give one class per image (N,) or several (N, T)")
+        bad = (t < 0) | (t >= k)
+        if bool(bad.any()):
+            raise ExplainError(f"target class {int(t[bad][0])} is out of range; allowed: 0 to {k - 1}")
+        return t
 
     def _naive_runner(self, x: torch.Tensor, fill: torch.Tensor, ys: np.ndarray, xs: np.ndarray):
         """The plain loop, batched: build each occluded image in full and run the whole model."""
