@@ -4,21 +4,34 @@ Methods (one file each): :class:`Occlusion` (with incremental inference), :class
 :class:`Deconvnet`, :class:`GuidedBackprop`, :class:`Saliency` (and SmoothGrad), :class:`GradCAM`;
 :func:`normalize_heatmaps` is the one heat-map normalisation their figures use;
 :func:`explain_run` writes a method's results into a run folder.
+
+Names are imported on first use, so that ``convlens --help`` (which registers the ``explain``
+command from :mod:`.cli`) does not import torch.
 """
 
-from .actmax import ActMax
-from .base import METHODS, ExplainError, Explainer, evaluating
-from .deconv import Deconvnet
-from .gradcam import GradCAM
-from .guided import GuidedBackprop
-from .heatmap import HeatmapScale, normalize_heatmaps
-from .imageparam import colour_covariance
-from .occlusion import Occlusion, spread_to_pixels
-from .outputs import explain_run
-from .saliency import Saliency
+from __future__ import annotations
 
-__all__ = [
-    "METHODS", "ActMax", "Deconvnet", "ExplainError", "Explainer", "GradCAM", "GuidedBackprop", "HeatmapScale",
-    "Occlusion", "Saliency", "colour_covariance", "evaluating", "explain_run", "normalize_heatmaps",
-    "spread_to_pixels",
-]  # fmt: skip
+import importlib
+from typing import Any
+
+_WHERE = {
+    "ActMax": "actmax", "Deconvnet": "deconv", "GradCAM": "gradcam", "GuidedBackprop": "guided",
+    "Occlusion": "occlusion", "spread_to_pixels": "occlusion", "Saliency": "saliency",
+    "METHODS": "base", "ExplainError": "base", "Explainer": "base", "evaluating": "base",
+    "HeatmapScale": "heatmap", "normalize_heatmaps": "heatmap", "colour_covariance": "imageparam",
+    "explain_run": "outputs",
+}  # fmt: skip
+_METHOD_MODULES = ("actmax", "deconv", "gradcam", "guided", "occlusion", "saliency")
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name == "METHODS":  # the registry is complete once every method's module has run
+        for mod in _METHOD_MODULES:
+            importlib.import_module(f"{__name__}.{mod}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -55,7 +55,8 @@ def add_commands(sub) -> None:
     )  # fmt: skip
     p.add_argument("run", help="run folder")
     p.add_argument("--method", required=True, choices=METHOD_NAMES)
-    p.add_argument("--images", type=int, nargs="+", metavar="I", help="image positions in the split (default: the first 8)")
+    p.add_argument("--images", type=int, nargs="+", metavar="I",
+                   help="image positions in the split (default: the first image of each class, up to 10)")
     p.add_argument("--split", default="test", help="test (default), val or train")
     p.add_argument("--layer", help="layer to explain (actmax, deconv, guided, saliency: a filter's strongest "
                    "activation; gradcam: the layer whose maps are weighted); actmax without it: class logits")  # fmt: skip

@@ -19,6 +19,7 @@ import torch
 from ..errors import ConvlensError
 from ..run import Run
 from ..utils import write_json
+from . import actmax, deconv, gradcam, guided, occlusion, saliency  # noqa: F401  (fill the registry)
 from .base import METHODS, ExplainError
 
 DEFAULT_IMAGES = 10  # by default: the first image of each class, up to this many
