@@ -13,10 +13,14 @@ batched objective rose for every filter.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
-import torch
+# see bench_explain_occlusion.py: OpenMP threads sleep rather than spin while waiting for a core
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 FIXTURE = Path("/work/fixtures/cifar-csci611-small")
 # CIFAR-10's pixel colour covariance on the [0, 1] scale (colour_covariance of the fixture's
@@ -57,7 +61,8 @@ def main() -> None:
     am = ActMax(model, args.layer, steps=args.steps, param=args.param, colour_cov=torch.tensor(CIFAR_COV))
     am.attribute(None, [0])  # warm-up (first-call allocations, FFT plans)
     print(f"csci611 ({source}); actmax of all {n} filters of {args.layer}, 3x32x32, {args.steps} steps, "
-          f"{args.param} parameterisation, float32, {args.threads} thread(s)")  # fmt: skip
+          f"{args.param} parameterisation, float32, {args.threads} thread(s), "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")  # fmt: skip
 
     wall_b, cpu_b, _ = timed(lambda: am.attribute(None, range(n)))
     rose = bool((am.details["final"] > am.details["initial"]).all())

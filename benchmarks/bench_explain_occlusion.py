@@ -8,15 +8,25 @@ absolute difference is printed next to the speed ratio.
 
     PYTHONPATH=src python benchmarks/bench_explain_occlusion.py            # fixture weights if present
     PYTHONPATH=src python benchmarks/bench_explain_occlusion.py --threads 1 --images 16
+    OMP_WAIT_POLICY=ACTIVE PYTHONPATH=src python benchmarks/bench_explain_occlusion.py --threads 2
+
+OpenMP's wait policy is PASSIVE unless set (see below); it applies to Captum and convlens alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
-import torch
+# Before torch starts OpenMP: on a shared machine, threads that spin at every barrier while their
+# partner waits for a core stall each short operation for a scheduler time slice, which swamps
+# operations of a millisecond or less (BENCHMARKS.md, explain, shows both policies). Sleeping is
+# fairer to both tools; OMP_WAIT_POLICY=ACTIVE measures the spinning default.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 FIXTURE = Path("/work/fixtures/cifar-csci611-small")
 
@@ -69,7 +79,8 @@ def main() -> None:
     k, s = args.window, args.stride
     n_pos = ((32 - k) // s + 1) ** 2
     print(f"csci611 ({source}); {args.images} images 3x32x32, window {k}, stride {s} ({n_pos} positions), "
-          f"gray fill, probability of the predicted class, float32, {args.threads} thread(s)")  # fmt: skip
+          f"gray fill, probability of the predicted class, float32, {args.threads} thread(s), "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")  # fmt: skip
 
     def prob(inp: torch.Tensor) -> torch.Tensor:
         return torch.softmax(model(inp), 1)
