@@ -141,7 +141,7 @@ class Explainer:
     def attribute(self, images: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    # -- helpers for subclasses ------------------------------------------------------------
+    # -- shared by subclasses ---------------------------------------------------------------
     def _classes(self, images: torch.Tensor, target: Any) -> torch.Tensor:
         """Resolve ``target`` to one class per image; ``None`` means the predicted class."""
         with torch.no_grad(), evaluating(self.model):
