@@ -8,7 +8,7 @@ at every step) comes from a generator seeded with ``seed + target``, so a filter
 optimisation alone or among 127 others, in any chunking: pixel-space results agree to float
 rounding (tested). In the Fourier basis, Adam's first, sign-like steps magnify the rounding
 differences of differently sized FFT batches, so images drift apart by a few hundredths of a
-pixel value over some tens of steps; each is still a valid optimum of its own filter.
+pixel value over some tens of steps; each still follows its own filter's gradient.
 
 Each step: image = parameterisation (``fourier`` or ``pixel``, colours decorrelated with the
 data set's covariance, see :mod:`.imageparam`) -> random jitter / scale / rotation -> model up to
