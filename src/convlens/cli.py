@@ -17,6 +17,7 @@ from .errors import ConvlensError
 # Subcommands contributed by the other parts of the package, in `--help` order.
 PLUGINS: list[str] = [
     "convlens.analyses.cli",
+    "convlens.explain.cli",
 ]
 
 

@@ -13,6 +13,10 @@
     with Trace(model, "relu4", edit_output=lambda out, name: out * mask):
         model(x)                   # relu4's output replaced on the fly
 
+    with TraceDict(model, relus, rewrite=lambda inp, out, name: my_relu(inp)):
+        model(x)                   # each ReLU's output recomputed from its input (e.g. to give
+                                   # it another backward rule, as guided backprop does)
+
 Hooks are registered in ``__enter__`` and removed in ``__exit__`` inside ``finally``, whatever
 happens in between; exceptions are never swallowed (except the internal one ``stop`` raises to
 cut the forward pass short).
@@ -61,6 +65,8 @@ def check_filter(model: nn.Module, layer: str, index: int) -> int:
 
 
 Edit = Callable[[torch.Tensor, str], torch.Tensor]
+# (layer input, layer output, layer name) -> the output to use instead
+Rewrite = Callable[[Any, Any, str], Any]
 
 
 class Trace:
@@ -76,12 +82,14 @@ class Trace:
         detach: bool = True,
         clone: bool = False,
         edit_output: Edit | None = None,
+        rewrite: Rewrite | None = None,
         stop: bool = False,
     ):
         self.model, self.layer = model, layer
         self.module = get_layer(model, layer)
         self.retain_output, self.retain_input = retain_output, retain_input
         self.detach, self.clone, self.edit_output, self.stop = detach, clone, edit_output, stop
+        self.rewrite = rewrite
         self.output: Any = None
         self.input: Any = None
         self._handle = None
@@ -95,6 +103,8 @@ class Trace:
         return t
 
     def _hook(self, module: nn.Module, inputs: tuple, output: Any) -> Any:
+        if self.rewrite is not None:
+            output = self.rewrite(inputs[0] if len(inputs) == 1 else inputs, output, self.layer)
         if self.edit_output is not None:
             output = self.edit_output(output, self.layer)
         if self.retain_input:

@@ -1,0 +1,178 @@
+"""Figures for explanations: heat maps over images, occlusion maps per window size, signals.
+
+Every function takes arrays already normalised by :func:`.heatmap.normalize_heatmaps` plus the
+:class:`.heatmap.HeatmapScale` it returned, and prints the scale's label on the figure, so no
+figure leaves out how its colours were scaled. matplotlib comes through :func:`convlens.plots.pyplot`
+(lazy, Agg).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..plots import pyplot, save, to_display
+from .heatmap import HeatmapScale
+
+HEAT = "inferno"
+DIVERGING = "RdBu_r"
+
+
+def _show_image(ax, img: np.ndarray) -> None:
+    a = to_display(img)
+    ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+
+
+def _show_heat(ax, heat: np.ndarray, signed: bool, image: np.ndarray | None = None, extent=None, alpha: float = 0.6):
+    if image is not None:
+        a = to_display(image)
+        gray = a if a.ndim == 2 else a.mean(-1)
+        ax.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    im = ax.imshow(heat, cmap=DIVERGING if signed else HEAT, vmin=-1 if signed else 0, vmax=1,
+                   alpha=alpha if image is not None else 1.0, interpolation="nearest", extent=extent)  # fmt: skip
+    if extent is not None:
+        h, w = (image.shape[-2:] if image is not None and image.ndim == 3 and image.shape[0] in (1, 3)
+                else heat.shape)  # fmt: skip
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
+    ax.axis("off")
+    return im
+
+
+def _title(fig, text: str) -> None:
+    """A two-line title just above the top row, whatever the figure's height (matplotlib's
+    default leaves 12 % of the height free, a large gap on tall grids)."""
+    height = fig.get_size_inches()[1]
+    fig.subplots_adjust(top=1 - 0.75 / height, hspace=0.35)
+    fig.suptitle(text, fontsize=8, y=1 - 0.1 / height, va="top")
+
+
+def _colorbar(fig, im, axes, scale: HeatmapScale) -> None:
+    """A colour bar whose ends read in the raw units when one scale holds for the whole figure."""
+    cb = fig.colorbar(im, ax=axes, fraction=0.05, pad=0.04)
+    signed = scale.sign == "signed"
+    if scale.scale != "per_image" and scale.limits:
+        lo, hi = scale.limits[0]
+        ticks = [-1, 0, 1] if signed else [0, 0.5, 1]
+        raw = [lo, (lo + hi) / 2, hi]
+        cb.set_ticks(ticks)
+        cb.set_ticklabels([f"{v:.3g}" for v in raw])
+    else:
+        cb.set_ticks([-1, 0, 1] if signed else [0, 1])
+        cb.set_ticklabels(["-max", "0", "max"] if signed else ["0", "max"])
+
+
+def signal_as_image(signal: np.ndarray) -> np.ndarray:
+    """A signed signal (C, H, W) normalised to [-1, 1], shown as 0.5 + 0.5 * signal (gray = 0)."""
+    return np.clip(0.5 + 0.5 * signal, 0, 1)
+
+
+def attribution_grid(images: np.ndarray, heat: np.ndarray, scale: HeatmapScale, titles: Sequence[str],
+                     path: str | Path, *, title: str, signal: np.ndarray | None = None) -> Path:  # fmt: skip
+    """One row per image: the image, the heat map, the heat map over the image (and the signal
+    itself as an image when given, for deconvnet / guided backprop)."""
+    plt = pyplot()
+    n = len(images)
+    cols = 3 + (signal is not None)
+    fig, axes = plt.subplots(n, cols, figsize=(1.5 * cols, 1.6 * n + 0.75), squeeze=False)
+    signed = scale.sign == "signed"
+    im = None
+    for i in range(n):
+        _show_image(axes[i, 0], images[i])
+        axes[i, 0].set_title(titles[i], fontsize=7)
+        c = 1
+        if signal is not None:
+            _show_image(axes[i, c], signal_as_image(signal[i]))
+            if i == 0:
+                axes[i, c].set_title("signal (gray = 0)", fontsize=7)
+            c += 1
+        im = _show_heat(axes[i, c], heat[i], signed)
+        _show_heat(axes[i, c + 1], heat[i], signed, images[i])
+        if i == 0:
+            axes[i, c].set_title("heat map", fontsize=7)
+            axes[i, c + 1].set_title("over the image", fontsize=7)
+    if im is not None:
+        _colorbar(fig, im, axes[:, -1].tolist(), scale)
+    _title(fig, f"{title}\n{scale.label}")
+    return save(fig, path)
+
+
+def occlusion_figure(image: np.ndarray, maps: dict[int, np.ndarray], rows: Sequence[tuple[str, int]],
+                     stride: int, padding: int, path: str | Path, *, title: str, scale: HeatmapScale,
+                     label: str | None = None) -> Path:  # fmt: skip
+    """The image, then per window size K one probability map per row (true class, predicted
+    class), each cell drawn over the centre of its window so the map lines up with the image.
+    ``label`` replaces the scale's own description on the figure."""
+    plt = pyplot()
+    ks = sorted(maps)
+    fig, axes = plt.subplots(len(rows), 1 + len(ks), figsize=(1.6 * (1 + len(ks)), 1.7 * len(rows) + 0.75), squeeze=False)
+    im = None
+    for r, (label, cls) in enumerate(rows):
+        _show_image(axes[r, 0], image)
+        axes[r, 0].set_title(label, fontsize=7)
+        for c, k in enumerate(ks, start=1):
+            m = maps[k][cls]
+            h, w = m.shape
+            # cell (i, j) is the window with top-left (i*stride - padding): centre at + (k-1)/2
+            off = (k - 1) / 2 - padding
+            extent = (off - stride / 2, off + (w - 0.5) * stride, off + (h - 0.5) * stride, off - stride / 2)
+            im = _show_heat(axes[r, c], m, False, image, extent=extent, alpha=0.65)
+            axes[r, c].set_title(f"K={k}: {h}x{w}", fontsize=7)
+    if im is not None:
+        _colorbar(fig, im, axes[:, -1].tolist(), scale)
+    _title(fig, f"{title}\n{label or scale.label}")
+    return save(fig, path)
+
+
+def filter_projection(images: np.ndarray, signal: np.ndarray, boxes: Sequence[tuple[int, int, int, int]],
+                      titles: Sequence[str], path: str | Path, *, title: str, scale: HeatmapScale) -> Path:  # fmt: skip
+    """Per image: the image with the strongest unit's receptive field boxed, its projection to
+    pixel space, and the projection cropped to that receptive field (as Zeiler & Fergus show)."""
+    plt = pyplot()
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(4.5, 1.7 * n + 0.75), squeeze=False)
+    for i in range(n):
+        top, bottom, left, right = boxes[i]
+        _show_image(axes[i, 0], images[i])
+        axes[i, 0].add_patch(plt.Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False,
+                                           edgecolor="#00ff66", linewidth=1.2))  # fmt: skip
+        axes[i, 0].set_title(titles[i], fontsize=7)
+        shown = signal_as_image(signal[i])
+        _show_image(axes[i, 1], shown)
+        _show_image(axes[i, 2], shown[:, top:bottom, left:right])
+        if i == 0:
+            axes[i, 1].set_title("projection", fontsize=7)
+            axes[i, 2].set_title("receptive field", fontsize=7)
+    _title(fig, f"{title}\n{scale.label}")
+    return save(fig, path)
+
+
+def single_image(img: np.ndarray, path: str | Path, title: str = "") -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(1.6, 1.75 if title else 1.6))
+    _show_image(ax, img)
+    if title:
+        ax.set_title(title, fontsize=7)
+    return save(fig, path)
+
+
+def objective_curves(curves: np.ndarray, labels: Sequence[str], path: str | Path, *, title: str) -> Path:
+    """Objective per step for each image (steps, N); many images are drawn thin, with the median."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 2.6))
+    steps = np.arange(1, len(curves) + 1)
+    thin = curves.shape[1] > 8
+    for j in range(curves.shape[1]):
+        ax.plot(steps, curves[:, j], lw=0.6 if thin else 1.2, alpha=0.35 if thin else 1.0,
+                label=None if thin else labels[j])  # fmt: skip
+    if thin:
+        ax.plot(steps, np.median(curves, 1), color="black", lw=1.6, label="median")
+    ax.set_xlabel("step")
+    ax.set_ylabel("objective")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    return save(fig, path)

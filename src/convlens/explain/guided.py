@@ -1,0 +1,14 @@
+"""Guided backpropagation (Springenberg et al. 2015): a ReLU passes back only positive gradient,
+and only where its input was positive. See :mod:`.backprop` for targets and layers."""
+
+from __future__ import annotations
+
+from .backprop import ReluRuleBackprop
+from .base import register
+
+
+@register("guided")
+class GuidedBackprop(ReluRuleBackprop):
+    """Guided-backprop signal (N, C, H, W) of a class logit, or of a filter's strongest activation."""
+
+    rule = "guided"

@@ -1,0 +1,325 @@
+"""Explanations of a run folder's model, written by the run-folder contract.
+
+``explain_run(run, method, ...)`` loads the model and the chosen images, runs one method, and
+writes ``RUN/analysis/<method>.json`` (parameters, per-image results, a caption for every figure),
+``RUN/analysis/<method>.npz`` (the raw arrays) and the figures under ``RUN/analysis/<method>/``.
+Per-filter figures follow the filter browser's naming: ``analysis/actmax/<layer>/f<index>.png``
+and, for a deconvnet / guided-backprop projection of one filter, ``.../<layer>/f<index>.png``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ConvlensError
+from ..run import Run
+from ..utils import write_json
+from . import actmax, deconv, gradcam, guided, occlusion, saliency  # noqa: F401  (fill the registry)
+from .base import METHODS, ExplainError
+
+DEFAULT_IMAGES = 10  # by default: the first image of each class, up to this many
+
+
+def _load_images(run: Run, split: str, indices: Sequence[int] | None, data_root: str | None):
+    from ..data import load_data
+
+    cfg = run.config.data
+    if data_root:
+        cfg = cfg.model_copy(update={"root": data_root})
+    bundle = load_data(cfg)
+    s = bundle.split(split)
+    if indices:
+        idx = list(indices)
+    else:
+        labels = s.labels.tolist()
+        idx = sorted({y: i for i, y in reversed(list(enumerate(labels)))}.values())[:DEFAULT_IMAGES]
+    bad = [i for i in idx if not 0 <= i < len(s)]
+    if bad:
+        raise ExplainError(f"image {bad[0]} is out of range for the {split} split; allowed: 0 to {len(s) - 1}")
+    sub = s.take(idx)
+    return bundle, idx, sub.images.float() / 255, sub.labels
+
+
+def _rel(run: Run, p: Path) -> str:
+    return str(p.relative_to(run.path))
+
+
+def explain_run(
+    run: str | Path | Run,
+    method: str,
+    *,
+    images: Sequence[int] | None = None,
+    split: str = "test",
+    layer: str | None = None,
+    filters: Sequence[int] | None = None,
+    target: str = "predicted",
+    checkpoint: str = "best",
+    data_root: str | None = None,
+    heatmap: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run one explanation method on a run folder's model; returns the JSON written."""
+    if method not in METHODS:
+        raise ExplainError(f"unknown method {method!r}; allowed: {', '.join(sorted(METHODS))}")
+    run = run if isinstance(run, Run) else Run(run)
+    if target not in ("predicted", "true"):
+        raise ExplainError(f"target {target!r} is not one of: predicted, true")
+    model = run.load_model(checkpoint)
+    options = dict(options or {})
+    heatmap = dict(heatmap or {})
+    out_dir = run.analysis_dir / method
+    t0 = time.perf_counter()
+    writer = {"occlusion": _occlusion, "actmax": _actmax, "gradcam": _gradcam}.get(method, _backprop)
+    ctx = dict(run=run, model=model, method=method, split=split, images=images, layer=layer, filters=filters,
+               target=target, data_root=data_root, heatmap=heatmap, options=options, out_dir=out_dir, echo=echo)  # fmt: skip
+    result = writer(**ctx)
+    result = {"analysis": method, **result, "checkpoint": checkpoint, "seconds": round(time.perf_counter() - t0, 2)}
+    write_json(run.analysis_dir / f"{method}.json", result)
+    echo(f"wrote {run.analysis_dir / f'{method}.json'} and {len(result['figures'])} figure(s) under {out_dir}")
+    return result
+
+
+def _describe(bundle, idx, labels, probs, split) -> list[dict[str, Any]]:
+    pred = probs.argmax(1)
+    return [{"index": int(i), "label": int(y), "label_name": bundle.classes[int(y)], "predicted": int(p),
+             "predicted_name": bundle.classes[int(p)], "probability": float(probs[k, p]),
+             "true_probability": float(probs[k, y]), "split": split}
+            for k, (i, y, p) in enumerate(zip(idx, labels.tolist(), pred.tolist()))]  # fmt: skip
+
+
+def _title(d: dict[str, Any]) -> str:
+    mark = "" if d["label"] == d["predicted"] else " (wrong)"
+    return f"#{d['index']} {d['label_name']} -> {d['predicted_name']}{mark}"
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _occlusion(*, run, model, split, images, data_root, heatmap, options, out_dir, echo, **_: Any) -> dict[str, Any]:
+    from .figures import occlusion_figure
+    from .heatmap import normalize_heatmaps
+    from .occlusion import Occlusion
+
+    windows = [int(k) for k in options.pop("windows", [4, 8, 12])]
+    stride = int(options.pop("stride", 2))
+    bundle, idx, x, labels = _load_images(run, split, images, data_root)
+    maps, timing = {}, {}
+    for k in windows:
+        occ = Occlusion(model, k, stride, **options)
+        t0 = time.perf_counter()
+        occ.attribute(x, labels)
+        timing[k] = round(time.perf_counter() - t0, 3)
+        maps[k] = occ.details["probabilities"].numpy()
+        base = occ.details["base"]
+        echo(f"occlusion K={k} stride {stride}: {maps[k].shape[-2]}x{maps[k].shape[-1]} map per image "
+             f"({occ.details['path']}, {timing[k]} s)")  # fmt: skip
+    described = _describe(bundle, idx, labels, base, split)
+    figures = []
+    # probabilities as they are, one scale for every map of an image (all windows, both classes),
+    # from its lowest to its highest value; ask for --scale fixed to see 0 to 1
+    hm = {"sign": "none", "scale": "shared", "percentile": 100.0, **heatmap}
+    if hm["scale"] == "fixed":
+        hm.setdefault("vmin", 0.0), hm.setdefault("vmax", 1.0)
+    for n, d in enumerate(described):
+        rows = [(f"p({d['label_name']}) true", d["label"])]
+        if d["predicted"] != d["label"]:
+            rows.append((f"p({d['predicted_name']}) predicted", d["predicted"]))
+        # one scale for every map of this image (all windows, both classes)
+        classes = [c for _, c in rows]
+        flat = np.concatenate([maps[k][n, classes].reshape(-1) for k in windows])
+        _, joint = normalize_heatmaps(flat[None, None], **hm)
+        lo, hi = joint.limits[0]
+        shown = {}
+        for k in windows:
+            shown[k], scale = normalize_heatmaps(maps[k][n], **{**hm, "scale": "fixed", "vmin": lo, "vmax": hi})
+        label = (f"probability with the patch at each position; one {'fixed ' if hm['scale'] == 'fixed' else ''}"
+                 f"scale for every map here, {lo:.3g} to {hi:.3g}")  # fmt: skip
+        path = occlusion_figure(x[n].numpy(), shown, rows, stride, options.get("padding", 0),
+                                out_dir / f"{split}{d['index']}.png", title=_title(d), scale=scale, label=label)  # fmt: skip
+        figures.append({"path": _rel(run, path), "caption": f"Occlusion maps of {split} image {d['index']} "
+                        f"({d['label_name']}, predicted {d['predicted_name']}): probability of the "
+                        f"{'true and predicted classes' if len(rows) > 1 else 'true class'} with a "
+                        f"{'/'.join(map(str, windows))}-pixel patch ({options.get('fill', 'gray')}) at stride {stride}; "
+                        f"{label}."})  # fmt: skip
+        d["min_true_probability"] = {str(k): float(maps[k][n, d["label"]].min()) for k in windows}
+        d["mean_true_probability"] = {str(k): float(maps[k][n, d["label"]].mean()) for k in windows}
+    np.savez_compressed(run.analysis_dir / "occlusion.npz", indices=np.array(idx), labels=labels.numpy(),
+                        base=base.numpy(), **{f"probabilities_k{k}": maps[k] for k in windows})  # fmt: skip
+    params = {"windows": windows, "stride": stride, "fill": options.get("fill", "gray"), "padding": options.get("padding", 0),
+              "map_shapes": {str(k): list(maps[k].shape[-2:]) for k in windows}, "seconds_per_window": {str(k): v for k, v in timing.items()}}  # fmt: skip
+    return {"params": params, "split": split, "images": described, "arrays": "analysis/occlusion.npz", "figures": figures}
+
+
+def _targets(model, x, labels, target: str) -> torch.Tensor:
+    if target == "true":
+        return labels
+    with torch.no_grad():
+        from .base import evaluating
+
+        with evaluating(model):
+            return model(x).argmax(1)
+
+
+def _probs(model, x) -> torch.Tensor:
+    from .base import evaluating
+
+    with torch.no_grad(), evaluating(model):
+        return torch.softmax(model(x), 1)
+
+
+def _backprop(*, run, model, method, split, images, layer, filters, target, data_root, heatmap, options, out_dir,
+              echo, **_: Any) -> dict[str, Any]:  # fmt: skip
+    from ..models import receptive_fields
+    from .figures import attribution_grid, filter_projection
+    from .heatmap import normalize_heatmaps
+
+    bundle, idx, x, labels = _load_images(run, split, images, data_root)
+    described = _describe(bundle, idx, labels, _probs(model, x), split)
+    titles = [_title(d) for d in described]
+    figures: list[dict[str, Any]] = []
+    arrays: dict[str, np.ndarray] = {"indices": np.array(idx), "labels": labels.numpy()}
+    if layer is None and filters:
+        raise ExplainError("--filter needs --layer: which layer's filter to project")
+    if layer is not None:
+        if not filters:
+            raise ExplainError(f"give --filter F with --layer {layer}: the filter whose strongest activation is projected")
+        for f in filters:
+            expl = METHODS[method](model, layer=layer, **options)
+            sig = expl.attribute(x, [f] * len(x))
+            normed, scale = normalize_heatmaps(sig, sign="signed", reduce="none", **heatmap)
+            rf = receptive_fields(model).get(layer)
+            boxes = []
+            for pos in expl.details["positions"]:
+                if rf is None or isinstance(pos, int):
+                    boxes.append((0, x.shape[2], 0, x.shape[3]))
+                else:
+                    boxes.append(rf.window(pos[0], pos[1], x.shape[2], x.shape[3]))
+            acts = expl.details["activations"].tolist()
+            for d, pos, a in zip(described, expl.details["positions"], acts):
+                d.setdefault("projections", []).append({"layer": layer, "filter": int(f), "position": pos, "activation": a})
+            path = filter_projection(x.numpy(), normed, boxes, [f"{t}\nact {a:.2f}" for t, a in zip(titles, acts)],
+                                     out_dir / layer / f"f{f}.png", title=f"{method}: {layer} filter {f}, strongest activation per image",
+                                     scale=scale)  # fmt: skip
+            figures.append({"path": _rel(run, path), "layer": layer, "filter": int(f), "caption":
+                            f"{_NAMES[method]} of the strongest activation of {layer} filter {f} in each of "
+                            f"{len(x)} {split} images (box: its receptive field); {scale.label}."})  # fmt: skip
+            arrays[f"{layer}_f{f}"] = sig.numpy()
+        params = {"layer": layer, "filters": [int(f) for f in filters], **options}
+    else:
+        expl = METHODS[method](model, **options)
+        t = _targets(model, x, labels, target)
+        sig = expl.attribute(x, t)
+        hm = {"sign": "absolute", "reduce": "max_abs", **heatmap}
+        normed, scale = normalize_heatmaps(sig, **hm)
+        signal = None
+        if method in ("deconv", "guided"):
+            signal, _ = normalize_heatmaps(sig, sign="signed", reduce="none",
+                                           percentile=hm.get("percentile", 99.0), scale=hm.get("scale", "shared"))  # fmt: skip
+        for d, c in zip(described, t.tolist()):
+            d["target"] = int(c)
+        path = attribution_grid(x.numpy(), normed, scale, titles, out_dir / "images.png", signal=signal,
+                                title=f"{_NAMES[method]} of the {target} class")  # fmt: skip
+        figures.append({"path": _rel(run, path), "caption": f"{_NAMES[method]} of the {target} class for {len(x)} "
+                        f"{split} images; {scale.label}."})  # fmt: skip
+        arrays["attributions"] = sig.numpy()
+        arrays["targets"] = t.numpy()
+        params = {"target": target, "heatmap": {k: v for k, v in hm.items()}, **options}
+    np.savez_compressed(run.analysis_dir / f"{method}.npz", **arrays)
+    return {"params": params, "split": split, "images": described, "arrays": f"analysis/{method}.npz", "figures": figures}
+
+
+_NAMES = {"saliency": "Saliency (input gradient)", "guided": "Guided backprop", "deconv": "Deconvnet projection",
+          "gradcam": "Grad-CAM"}  # fmt: skip
+
+
+def _gradcam(*, run, model, split, images, layer, target, data_root, heatmap, options, out_dir, **_: Any) -> dict[str, Any]:
+    from .figures import attribution_grid
+    from .gradcam import GradCAM
+    from .heatmap import normalize_heatmaps
+
+    bundle, idx, x, labels = _load_images(run, split, images, data_root)
+    described = _describe(bundle, idx, labels, _probs(model, x), split)
+    cam = GradCAM(model, layer, **options)
+    t = _targets(model, x, labels, target)
+    maps = cam.attribute(x, t)
+    hm = {"sign": "positive", "scale": "per_image", "percentile": 100.0, **heatmap}
+    normed, scale = normalize_heatmaps(maps, **hm)
+    for d, c in zip(described, t.tolist()):
+        d["target"] = int(c)
+    path = attribution_grid(x.numpy(), normed, scale, [_title(d) for d in described], run.analysis_dir / "gradcam" / "images.png",
+                            title=f"Grad-CAM on {cam.layer} for the {target} class")  # fmt: skip
+    np.savez_compressed(run.analysis_dir / "gradcam.npz", indices=np.array(idx), labels=labels.numpy(), maps=maps.numpy(),
+                        layer_maps=cam.details["maps"].numpy(), targets=t.numpy())  # fmt: skip
+    return {"params": {"layer": cam.layer, "target": target, "heatmap": hm, **options}, "split": split, "images": described,
+            "arrays": "analysis/gradcam.npz",
+            "figures": [{"path": _rel(run, path), "caption": f"Grad-CAM on {cam.layer} for the {target} class of "
+                         f"{len(x)} {split} images; {scale.label}."}]}  # fmt: skip
+
+
+def _actmax(*, run, model, layer, filters, data_root, options, out_dir, echo, **_: Any) -> dict[str, Any]:
+    from .base import channel_count
+    from .actmax import ActMax
+    from .figures import objective_curves, single_image
+    from .imageparam import colour_covariance
+
+    cov = None
+    decorrelate = options.pop("decorrelate", True)
+    if decorrelate:
+        from ..data import load_data
+
+        cfg = run.config.data
+        if data_root:
+            cfg = cfg.model_copy(update={"root": data_root})
+        try:
+            cov = colour_covariance(load_data(cfg).train.images)
+        except ConvlensError as exc:
+            raise ExplainError(f"{exc}\nactmax decorrelates colours with the training data's covariance; "
+                               "give --data-root, or --no-decorrelate") from None  # fmt: skip
+    if layer is None:  # class logits: named after the output layer
+        name = [n for n, _ in model.named_children()][-1]
+        count = len(run.classes)
+    else:
+        name = layer
+        count = channel_count(model, layer)
+    targets = list(filters) if filters else list(range(count))
+    am = ActMax(model, layer, colour_cov=cov, **options)
+    t0 = time.perf_counter()
+    imgs = am.attribute(None, targets)
+    seconds = time.perf_counter() - t0
+    echo(f"actmax {name}: {len(targets)} image(s), {am.steps} steps, {seconds:.1f} s ({seconds / len(targets):.2f} s per image)")
+    curves = am.details["objective"].numpy()
+    folder = out_dir / name
+    figures = []
+    what = "class" if layer is None else "filter"
+    label = (lambda k: run.classes[k]) if layer is None else (lambda k: f"filter {k}")
+    for j, k in enumerate(targets):
+        path = single_image(imgs[j].numpy(), folder / f"f{k}.png", f"{name} {label(k)}")
+        figures.append({"path": _rel(run, path), "layer": name, "filter": int(k), "caption":
+                        f"Activation maximisation of {name} {label(k)}: {am.param} parameterisation"
+                        f"{', colours decorrelated' if cov is not None else ''}, {am.steps} steps; objective "
+                        f"{float(am.details['initial'][j]):.3g} -> {float(am.details['final'][j]):.3g}."})  # fmt: skip
+    from ..plots import image_grid
+
+    grid = image_grid([i.numpy() for i in imgs], folder / "grid.png", titles=[str(k) for k in targets], cols=min(8, len(targets)),
+                      suptitle=f"actmax, {name}: one image per {what}")  # fmt: skip
+    figures.append({"path": _rel(run, grid), "caption": f"Activation maximisation of {len(targets)} {what}(s) of {name}, "
+                    f"optimised together as one batch."})  # fmt: skip
+    curve = objective_curves(curves, [label(k) for k in targets], folder / "objective.png",
+                             title=f"actmax {name}: objective per step")  # fmt: skip
+    figures.append({"path": _rel(run, curve), "caption": f"Objective per step of each {what} of {name} (on the transformed "
+                    f"image each step optimised)."})  # fmt: skip
+    np.savez_compressed(run.analysis_dir / "actmax.npz", images=imgs.numpy(), targets=np.array(targets), objective=curves)
+    params = {"layer": name, "target_kind": what, "steps": am.steps, "lr": am.lr, "param": am.param,
+              "decorrelate": cov is not None, "colour_covariance": cov.tolist() if cov is not None else None,
+              "jitter": am.jitter, "scale": list(am.scale), "rotate": am.rotate, "l2": am.l2, "tv": am.tv,
+              "objective": am.objective, "seed": am.seed}  # fmt: skip
+    per = [{"filter": int(k), "initial": float(a), "final": float(b)}
+           for k, a, b in zip(targets, am.details["initial"], am.details["final"])]  # fmt: skip
+    return {"params": params, "split": "train" if cov is not None else None, "targets": per,
+            "optimise_seconds": round(seconds, 2), "arrays": "analysis/actmax.npz", "figures": figures}

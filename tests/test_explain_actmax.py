@@ -1,0 +1,120 @@
+"""Activation maximisation: the objective rises, batching changes nothing, parameterisations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from convlens.explain import ActMax, ExplainError, colour_covariance
+from convlens.explain.imageparam import colour_matrix, make_param, param_shape
+from convlens.models import build
+from convlens.trace import hook_count
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def lenet_gray() -> nn.Module:
+    """LeNet-5's layout on 28x28 grayscale, narrow."""
+    torch.manual_seed(0)
+    return build([{"type": "conv", "out": 4, "kernel": 5, "padding": 2}, "relu", {"type": "maxpool"},
+                  {"type": "conv", "out": 6, "kernel": 5, "padding": 2}, "relu", {"type": "maxpool"},
+                  "flatten", {"type": "linear", "out": 16}, "relu", {"type": "linear", "out": "classes"}],
+                 (1, 28, 28), 10, [0.45], [0.25]).eval()  # fmt: skip
+
+
+def colour_net() -> nn.Module:
+    torch.manual_seed(1)
+    return build([{"type": "conv", "out": 4, "kernel": 3, "padding": 1}, "bn", "relu", {"type": "maxpool"},
+                  {"type": "conv", "out": 8, "kernel": 3, "padding": 1}, "bn", "relu", "flatten",
+                  {"type": "linear", "out": "classes"}], (3, 32, 32), 10, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]).eval()  # fmt: skip
+
+
+STEPS = 25
+
+
+@pytest.mark.parametrize("make,layer", [(lenet_gray, "conv2"), (lenet_gray, None), (colour_net, "conv2"), (colour_net, None)])
+@pytest.mark.parametrize("param", ["fourier", "pixel"])
+def test_objective_rises_in_a_fixed_number_of_steps(make, layer, param):
+    m = make()
+    cov = torch.tensor([[0.06, 0.05, 0.04], [0.05, 0.06, 0.05], [0.04, 0.05, 0.07]]) if m.in_shape[0] == 3 else None
+    am = ActMax(m, layer, steps=STEPS, param=param, colour_cov=cov, tv=0.01, l2=0.01)
+    targets = [0, 2, 3] if layer else [1, 7]
+    images = am.attribute(None, targets)
+    assert images.shape == (len(targets), *m.in_shape)  # the model's own size: nothing upsampled
+    assert 0 <= float(images.min()) and float(images.max()) <= 1
+    curve = am.details["objective"]
+    assert curve.shape == (STEPS, len(targets))
+    # every image's objective: higher at the end than at the start, on the untransformed image
+    # and on the per-step record (mean of the last 5 steps against the first)
+    rise = am.details["final"] - am.details["initial"]
+    assert (rise > 1e-3).all(), (am.details["initial"], am.details["final"])
+    assert (curve[-5:].mean(0) > curve[0]).all()
+
+
+def test_batched_equals_one_by_one():
+    m = colour_net()
+    am = ActMax(m, "conv2", steps=10, param="pixel")
+    together = am.attribute(None, [5, 1, 6])
+    alone = torch.cat([am.attribute(None, [k]) for k in (5, 1, 6)])
+    torch.testing.assert_close(together, alone, atol=1e-4, rtol=0)
+    chunked = ActMax(m, "conv2", steps=10, param="pixel", chunk=2).attribute(None, [5, 1, 6])
+    torch.testing.assert_close(together, chunked, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["fourier", "pixel"])
+def test_start_images_are_reproduced_before_the_first_step(kind):
+    cov = torch.tensor([[0.06, 0.05, 0.04], [0.05, 0.06, 0.05], [0.04, 0.05, 0.07]])
+    colour = colour_matrix(cov, 3)
+    start = torch.rand(2, 3, 32, 32) * 0.9 + 0.05
+    p = make_param(kind, torch.zeros(2, *param_shape(kind, 3, (32, 32))), colour, (32, 32), start)
+    torch.testing.assert_close(p.image(), start, atol=1e-4, rtol=0)
+
+
+def test_colour_matrix_is_the_square_root_of_the_covariance():
+    x = torch.rand(50, 1, 8, 8).expand(50, 3, 8, 8) * torch.tensor([1.0, 0.8, 0.5]).view(1, 3, 1, 1)
+    x = (x + 0.05 * torch.rand(50, 3, 8, 8)).clamp(0, 1)
+    cov = colour_covariance((x * 255).to(torch.uint8))
+    root = colour_matrix(cov, 3)
+    # root @ root.T is the covariance up to the normalising factor (largest column norm 1)
+    ratio = (root @ root.T) / cov
+    torch.testing.assert_close(ratio, torch.full((3, 3), float(ratio.mean())), atol=0.02 * float(ratio.mean()), rtol=0)
+    assert torch.isclose(root.norm(dim=0).max(), torch.tensor(1.0))
+    assert torch.equal(colour_matrix(None, 1), torch.eye(1))
+
+
+def test_caller_model_is_unchanged():
+    m = colour_net().train()
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    ActMax(m, "conv1", steps=3).attribute(None, [0, 1])
+    assert m.training and all(p.grad is None for p in m.parameters()) and hook_count(m) == 0
+    assert all(torch.equal(state[k], v) for k, v in m.state_dict().items())
+
+
+def test_bad_input_names_value_and_range():
+    m = lenet_gray()
+    with pytest.raises(ExplainError, match=r"filter 6 is out of range for layer 'conv2', which has 6 channels; allowed: 0 to 5"):
+        ActMax(m, "conv2", steps=2).attribute(None, [0, 6])
+    with pytest.raises(ExplainError, match=r"target class 10 is out of range; the model has 10 classes; allowed: 0 to 9"):
+        ActMax(m, None, steps=2).attribute(None, [10])
+    with pytest.raises(ExplainError, match="param 'wavelet' is not one of: fourier, pixel"):
+        ActMax(m, "conv1", param="wavelet")
+    with pytest.raises(ExplainError, match=r"jitter 20 is out of range; allowed: 0 to 14.0 pixels"):
+        ActMax(m, "conv1", jitter=20)
+    with pytest.raises(ExplainError, match=r"steps 0 is out of range; allowed: 1 or more"):
+        ActMax(m, "conv1", steps=0)
+
+
+def test_no_hook_survives_an_exception():
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    m = colour_net()
+    m.pool1 = Boom()  # between conv1 and the traced conv2
+    with pytest.raises(RuntimeError, match="boom"):
+        ActMax(m, "conv2", steps=2).attribute(None, [0])
+    assert hook_count(m) == 0 and not m.training

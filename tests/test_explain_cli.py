@@ -1,0 +1,103 @@
+"""`convlens explain RUN --method NAME` on a tiny run trained on the bundled digits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from convlens.cli import main
+from convlens.explain import METHODS
+from convlens.explain.cli import METHOD_NAMES
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from convlens.train import train
+
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("explain") / "run"
+    train(tiny_config(**{"train.threads": 1}), path, echo=lambda s: None)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _json(run_dir, name):
+    return json.loads((run_dir / "analysis" / f"{name}.json").read_text())
+
+
+def _check_contract(run_dir, d, name):
+    assert d["analysis"] == name and "params" in d and d["figures"]
+    for fig in d["figures"]:
+        assert (run_dir / fig["path"]).is_file() and fig["caption"]
+    assert (run_dir / "analysis" / f"{name}.npz").is_file()
+
+
+def test_method_names_match_the_registry():
+    assert sorted(METHOD_NAMES) == sorted(METHODS)
+
+
+def test_occlusion_several_windows(run_dir, capsys):
+    assert main(["explain", str(run_dir), "--method", "occlusion", "--window", "2", "4", "--stride", "1", "--images", "0", "5"]) == 0
+    d = _json(run_dir, "occlusion")
+    _check_contract(run_dir, d, "occlusion")
+    assert d["params"]["map_shapes"] == {"2": [7, 7], "4": [5, 5]} and d["split"] == "test"
+    assert [i["index"] for i in d["images"]] == [0, 5]
+    assert {f["path"] for f in d["figures"]} == {"analysis/occlusion/test0.png", "analysis/occlusion/test5.png"}
+    assert "incremental" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["saliency", "guided", "deconv", "gradcam"])
+def test_per_image_methods(run_dir, method):
+    assert main(["explain", str(run_dir), "--method", method, "--images", "1", "2", "3"]) == 0
+    d = _json(run_dir, method)
+    _check_contract(run_dir, d, method)
+    assert len(d["images"]) == 3 and all("target" in i for i in d["images"])
+    assert "scale" in d["figures"][0]["caption"]  # the normalisation is stated
+
+
+def test_default_images_are_one_per_class(run_dir):
+    assert main(["explain", str(run_dir), "--method", "saliency", "--samples", "2"]) == 0
+    d = _json(run_dir, "saliency")
+    assert sorted(i["label"] for i in d["images"]) == list(range(10))
+
+
+def test_deconv_of_a_filter_names_its_figure_by_layer_and_filter(run_dir):
+    assert main(["explain", str(run_dir), "--method", "deconv", "--layer", "conv2", "--filter", "1", "3", "--images", "0", "4"]) == 0
+    d = _json(run_dir, "deconv")
+    assert [(f["layer"], f["filter"], f["path"]) for f in d["figures"]] == [
+        ("conv2", 1, "analysis/deconv/conv2/f1.png"), ("conv2", 3, "analysis/deconv/conv2/f3.png")]  # fmt: skip
+    assert len(d["images"][0]["projections"]) == 2
+
+
+def test_actmax_writes_one_image_per_filter(run_dir):
+    assert main(["explain", str(run_dir), "--method", "actmax", "--layer", "conv2", "--steps", "6"]) == 0
+    d = _json(run_dir, "actmax")
+    _check_contract(run_dir, d, "actmax")
+    per_filter = [f for f in d["figures"] if "filter" in f]
+    assert [f["filter"] for f in per_filter] == list(range(8))  # width 4 x multiplier 2
+    assert all(f["path"] == f"analysis/actmax/conv2/f{f['filter']}.png" and f["layer"] == "conv2" for f in per_filter)
+    assert d["params"]["decorrelate"] and len(d["params"]["colour_covariance"]) == 1  # grayscale: 1x1
+    assert all(t["final"] > t["initial"] for t in d["targets"])
+    assert main(["explain", str(run_dir), "--method", "actmax", "--steps", "3", "--filter", "2", "--param", "pixel"]) == 0
+    d = _json(run_dir, "actmax")
+    assert d["params"]["target_kind"] == "class" and d["figures"][0]["path"] == "analysis/actmax/fc1/f2.png"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "occlusion", "--window", "9"], "window 9 does not fit the 8x8 image; allowed: 1 to 8"),
+    (["--method", "occlusion", "--stride", "0", "--window", "2"], "stride 0 is out of range; allowed: 1 to 8"),
+    (["--method", "deconv", "--layer", "conv2", "--filter", "8"], "filter 8 is out of range for layer 'conv2', which has 8 channels; allowed: 0 to 7"),
+    (["--method", "actmax", "--layer", "conv9"], "no layer 'conv9'"),
+    (["--method", "saliency", "--images", "100000"], "image 100000 is out of range for the test split; allowed: 0 to"),
+])  # fmt: skip
+def test_bad_input_is_reported_without_a_traceback(run_dir, capsys, args, message):
+    assert main(["explain", str(run_dir), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
