@@ -14,6 +14,7 @@ journal's file lock decides who gets each). Retries are queued copies of the sam
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
 import warnings
@@ -88,7 +89,7 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None, retries: in
         backend_cls = getattr(journal, "JournalFileBackend", None) or op.storages.JournalFileStorage
         lock_cls = getattr(journal, "JournalFileOpenLock", None) or op.storages.JournalFileOpenLock
         try:
-            return op.storages.JournalStorage(backend_cls(str(path), lock_obj=lock_cls(str(path))))
+            return op.storages.JournalStorage(backend_cls(str(path), lock_obj=_lock(lock_cls, path)))
         except OSError as exc:
             raise StorageError(f"cannot open the journal storage {path}: {exc}") from None
     kwargs: dict[str, Any] = {}
@@ -107,14 +108,30 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None, retries: in
         params = inspect.signature(op.storages.RDBStorage).parameters
         cb_arg = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
         kwargs = {"heartbeat_interval": heartbeat[0], "grace_period": heartbeat[1], cb_arg: retry_callback(retries)}
+    for attempt in range(6):
+        try:
+            return op.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+        except ImportError as exc:
+            raise StorageError(f"cannot use the storage {mask(given)}: its database driver is missing ({exc}); "
+                               "for PostgreSQL: pip install 'convlens[postgres]'") from None  # fmt: skip
+        except Exception as exc:  # sqlalchemy wraps every connection failure differently
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            # Workers starting together on an empty database race to create Optuna's tables; the
+            # losers see a duplicate-key error from PostgreSQL and find the tables made on retry.
+            if ("duplicate key" in reason or "already exists" in reason) and attempt < 5:
+                time.sleep(0.2 + random.random())
+                continue
+            raise StorageError(f"cannot reach the storage {mask(given)}: {reason}") from None
+    raise AssertionError("unreachable")
+
+
+def _lock(lock_cls: Any, path: Path) -> Any:
+    # A process killed while writing leaves the journal's lock file behind; others break it after
+    # the grace period. Writes take milliseconds, so 10 s (Optuna's default: 30) is ample.
     try:
-        return op.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
-    except ImportError as exc:
-        raise StorageError(f"cannot use the storage {mask(given)}: its database driver is missing ({exc}); "
-                           "for PostgreSQL: pip install 'convlens[postgres]'") from None  # fmt: skip
-    except Exception as exc:  # sqlalchemy wraps every connection failure differently
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise StorageError(f"cannot reach the storage {mask(given)}: {reason}") from None
+        return lock_cls(str(path), grace_period=10)
+    except TypeError:  # an Optuna without the argument
+        return lock_cls(str(path))
 
 
 def _with_driver(url: str) -> str:

@@ -3,8 +3,8 @@
 Any number of workers, on one machine or many, run this same loop against one storage.
 
 - Grid: the cells are queued in the study; a worker claims one at a time and, when the queue is
-  empty, waits while trials are still running elsewhere -- one of them may die and come back as
-  a retry -- then leaves.
+  empty, waits while trials are still running elsewhere (with heartbeats, one of them may die and
+  come back as a retry), then leaves.
 - Random search and TPE: ``Study.optimize`` with the sweep's budget; a point's further seeds and
   retries are queued trials, which Optuna runs before it draws a new point.
 
@@ -109,10 +109,12 @@ def _claim_loop(study, storage, sweep, out_dir, threads, echo, log, deadline) ->
         trial_id = claim(study, storage)
         if trial_id is None:
             waiting, running = pending(study)
-            if not waiting and not running:
-                break
-            time.sleep(POLL_SECONDS)
-            continue
+            if waiting:  # another worker took the one we saw; try the next
+                continue
+            if running and beats:  # one of them may die, be found by its heartbeat and come back
+                time.sleep(POLL_SECONDS)
+                continue
+            break  # (without heartbeats, `convlens sweep` requeues a dead worker's trial and starts a worker)
         trial = op.trial.Trial(study, trial_id)
         value, state = None, TS.FAIL
         with Heartbeat(storage, trial_id, beats):
