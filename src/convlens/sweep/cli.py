@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..errors import ConvlensError
 
@@ -36,8 +37,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1); "
                    "the CPU threads are split between them")  # fmt: skip
     p.add_argument("--out", help="sweep folder (default: the file's `out`, or sweeps/<name>)")
-    p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db (default: a journal "
-                   "file in the sweep folder)")  # fmt: skip
+    p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db (default: "
+                   "$CONVLENS_SWEEP_STORAGE, the file's `storage`, or a journal file in the sweep folder)")  # fmt: skip
     p.add_argument("--threads", type=int, help="worker: torch threads per trial (default: all cores)")
     p.add_argument("--index", type=int, help=argparse.SUPPRESS)  # set by `convlens sweep` for its workers
     p.add_argument("--by", action="append", metavar="KEY[,KEY...]",
@@ -54,9 +55,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.path is not None:
         raise ConvlensError(f"unexpected argument {args.path!r}; did you mean `convlens sweep worker` or `table`?")
     _only(args, "run", by=args.by, threads=args.threads, index=args.index)
-    from .local import run_sweep
+    from .local import STORAGE_ENV, run_sweep
 
-    out = run_sweep(args.target, workers=args.workers, out=args.out, storage=args.storage)
+    out = run_sweep(args.target, workers=args.workers, out=args.out, storage=args.storage or os.environ.get(STORAGE_ENV))
     print(f"sweep folder: {out}")
     return 0
 
@@ -65,14 +66,14 @@ def _worker(args: argparse.Namespace) -> int:
     if args.path is None:
         raise ConvlensError("give the sweep file: convlens sweep worker SWEEP.yaml --storage URL")
     _only(args, "worker", by=args.by, workers=args.workers if args.workers != 1 else None)
-    from .local import check_folder, write_meta
+    from .local import STORAGE_ENV, check_folder, write_meta
     from .spec import load_sweep
     from .study import default_storage, is_database, mask
     from .worker import run_worker
 
     sweep = load_sweep(args.path)
     out_dir = sweep.out_dir(args.out)
-    url = args.storage or sweep.spec.storage
+    url = args.storage or os.environ.get(STORAGE_ENV) or sweep.spec.storage
     if url is None:
         if args.index is None:
             raise ConvlensError("a worker joins a shared study: give --storage URL (e.g. postgresql://user@host/db), "
@@ -99,7 +100,9 @@ def _table(args: argparse.Namespace) -> int:
     from .results import write_results
 
     by = [[k.strip() for k in b.split(",") if k.strip()] for b in args.by] if args.by else None
-    res = write_results(args.path, storage=args.storage, by=by)
+    from .local import STORAGE_ENV
+
+    res = write_results(args.path, storage=args.storage or os.environ.get(STORAGE_ENV), by=by)
     print(res.text(args.format), end="")
     if args.format == "md":
         print(f"\nwritten: {res.out_dir}/trials.csv, groups-*.csv, results.md, results.json"

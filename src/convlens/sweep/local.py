@@ -116,9 +116,12 @@ def run_sweep(source: str | Path | dict[str, Any] | Sweep, workers: int = 1, out
     return out_dir
 
 
-def worker_command(sweep_file: Path, out_dir: Path, url: str, index: int, threads: int) -> list[str]:
+STORAGE_ENV = "CONVLENS_SWEEP_STORAGE"  # a storage URL kept out of argv (and so out of `ps`)
+
+
+def worker_command(sweep_file: Path, out_dir: Path, index: int, threads: int) -> list[str]:
     return [sys.executable, "-m", "convlens.cli", "sweep", "worker", str(sweep_file), "--out", str(out_dir),
-            "--storage", url, "--threads", str(threads), "--index", str(index)]  # fmt: skip
+            "--threads", str(threads), "--index", str(index)]  # fmt: skip
 
 
 def _supervise(sweep: Sweep, out_dir: Path, url: str, study: Any, st: Any, workers: int, threads: int,
@@ -129,10 +132,11 @@ def _supervise(sweep: Sweep, out_dir: Path, url: str, study: Any, st: Any, worke
     # the workers import this very copy of convlens, installed or not
     src = str(Path(convlens.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
+    env[STORAGE_ENV] = url
     sweep_file = (out_dir / "sweep.yaml").resolve()
 
     def spawn(k: int) -> subprocess.Popen:
-        return subprocess.Popen(worker_command(sweep_file, out_dir.resolve(), url, k, threads), env=env)
+        return subprocess.Popen(worker_command(sweep_file, out_dir.resolve(), k, threads), env=env)
 
     procs = {k: spawn(k) for k in range(workers)}
     respawns, limit = 0, workers * (sweep.spec.retries + 1)

@@ -141,6 +141,8 @@ class SweepSpec(_Strict):
 # ----------------------------------------------------------------------------------------------
 # resolved sweep
 
+LOCAL_KEYS = [("data", "root"), ("data", "download"), ("train", "threads"), ("train", "device")]
+
 
 @dataclass(frozen=True)
 class Param:
@@ -239,8 +241,12 @@ class Sweep:
         return load_config(self.trial_raw(values, seed, threads))
 
     def fingerprint(self) -> str:
-        """What defines the set of trials: a sweep resumed or joined must match it."""
-        what = {"method": self.method, "base": self.base, "seeds": self.seeds,
+        """What defines the set of trials: a sweep resumed or joined must match it. Where the data
+        lies and which device or how many threads train it may differ between machines."""
+        base = copy.deepcopy(self.base)
+        for section, key in LOCAL_KEYS:
+            base[section].pop(key, None)
+        what = {"method": self.method, "base": base, "seeds": self.seeds,
                 "params": [[p.key, list(p.values) if p.values is not None else p.range.model_dump()]
                            for p in self.params]}  # fmt: skip
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
