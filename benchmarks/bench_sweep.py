@@ -1,6 +1,6 @@
 """Sweep throughput and pruning on a 12-point grid of small CIFAR-10 models.
 
-    python benchmarks/bench_sweep.py [--quick]
+    python benchmarks/bench_sweep.py [--part speed|prune] [--quick]
 
 1. The same grid (Net 1 widths 4/8/12 x lr 0.01/0.05 x kernel 3/5, 2,000 training images, 3
    epochs) run by ``convlens sweep`` with 1 worker (all cores to it), 2 workers (the cores split
@@ -8,7 +8,9 @@
    ratio and CPU utilisation (CPU seconds of the sweep and its workers / (wall x cores)).
 2. Pruning: the grid at 8 epochs without a pruner, then with the median and with the successive
    halving pruner. Prints the best validation accuracy each reaches and the share of the full
-   grid's epochs it trained -- the pruner's saving at (or not at) the grid's best accuracy.
+   grid's epochs it trained -- the pruner's saving at (or not at) the grid's best accuracy. One
+   worker on one thread: trials run in grid order, so the pruner's decisions and every trial's
+   numbers are the same from run to run.
 
 Each sweep runs as its own ``convlens sweep`` process, timed from outside. Needs the shared
 CIFAR-10 copy; exits with a message if it is absent. The machine is shared and noisy: read the
@@ -89,6 +91,7 @@ def summary(out: Path) -> tuple[float, int, int, int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller: 1,000 images, 2 and 5 epochs")
+    ap.add_argument("--part", choices=["speed", "prune"], help="run only part 1 (speed) or part 2 (prune)")
     args = ap.parse_args()
     root = find_cifar()
     if root is None:
@@ -104,33 +107,40 @@ def main() -> int:
     print(f"12-point grid (net1 width 4/8/12 x lr 0.01/0.05 x kernel 3/5), CIFAR-10 {subset} train images "
           f"(80% train / 20% val), {cores} cores, load average {os.getloadavg()[0]:.1f} before the start")  # fmt: skip
     with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        print(f"\n1. throughput, {e_speed} epochs per trial")
-        walls = {}
-        for label, workers, threads in [("1 worker", 1, None), ("2 workers", 2, None), ("1 worker, 1 thread", 1, 1)]:
-            name = label.replace(" ", "").replace(",", "-")
-            wall, cpu, out = run(grid(name, root, e_speed, subset, threads=threads), tmp, workers)
-            walls[label] = wall
-            best, epochs, n, _ = summary(out)
-            print(f"   {label:<20} {wall:7.1f} s wall  CPU utilisation {100 * cpu / (wall * cores):5.1f}%  "
-                  f"({n} trials, best val acc {100 * best:.2f}%)")  # fmt: skip
-        print(f"   wall-time ratio 1 worker / 2 workers: {walls['1 worker'] / walls['2 workers']:.2f}x  "
-              f"(1 worker on 1 thread / 2 workers: {walls['1 worker, 1 thread'] / walls['2 workers']:.2f}x)")
-
-        print(f"\n2. pruning, {e_prune} epochs per trial, 2 workers")
-        wall, _, out = run(grid("full", root, e_prune, subset), tmp, 2)
-        full_best, full_epochs, n, _ = summary(out)
-        print(f"   no pruner            {wall:7.1f} s  best val acc {100 * full_best:.2f}%  {full_epochs} epochs")
-        pruners = [("median", {"name": "median", "startup_trials": 4, "warmup_epochs": 2}),
-                   ("successive halving", {"name": "halving", "min_epochs": 2, "reduction": 3})]  # fmt: skip
-        for label, pruner in pruners:
-            wall, _, out = run(grid(pruner["name"], root, e_prune, subset, pruner=pruner), tmp, 2)
-            best, epochs, n, pruned = summary(out)
-            gap = 100 * (full_best - best)
-            verdict = "within 1 point" if gap <= 1 else "MORE than 1 point below"
-            print(f"   {label:<20} {wall:7.1f} s  best val acc {100 * best:.2f}% ({verdict} of the grid's best)  "
-                  f"{epochs} epochs = {epochs / full_epochs:.2f} of the grid's, {pruned}/{n} trials pruned")  # fmt: skip
+        if args.part in (None, "speed"):
+            speed(root, Path(d), e_speed, subset, cores)
+        if args.part in (None, "prune"):
+            prune(root, Path(d), e_prune, subset)
     return 0
+
+
+def speed(root: Path, tmp: Path, epochs: int, subset: int, cores: int) -> None:
+    print(f"\n1. throughput, {epochs} epochs per trial")
+    walls = {}
+    for label, workers, threads in [("1 worker", 1, None), ("2 workers", 2, None), ("1 worker, 1 thread", 1, 1)]:
+        name = label.replace(" ", "").replace(",", "-")
+        wall, cpu, out = run(grid(name, root, epochs, subset, threads=threads), tmp, workers)
+        walls[label] = wall
+        best, _, n, _ = summary(out)
+        print(f"   {label:<20} {wall:7.1f} s wall  CPU utilisation {100 * cpu / (wall * cores):5.1f}%  "
+              f"({n} trials, best val acc {100 * best:.2f}%)")  # fmt: skip
+    print(f"   wall-time ratio 1 worker / 2 workers: {walls['1 worker'] / walls['2 workers']:.2f}x  "
+          f"(1 worker on 1 thread / 2 workers: {walls['1 worker, 1 thread'] / walls['2 workers']:.2f}x)")
+
+
+def prune(root: Path, tmp: Path, epochs: int, subset: int) -> None:
+    print(f"\n2. pruning, {epochs} epochs per trial, 1 worker on 1 thread")
+    wall, _, out = run(grid("full", root, epochs, subset, threads=1), tmp, 1)
+    full_best, full_epochs, n, _ = summary(out)
+    print(f"   no pruner            {wall:7.1f} s  best val acc {100 * full_best:.2f}%  {full_epochs} epochs")
+    pruners = [("median", {"name": "median", "startup_trials": 4, "warmup_epochs": 2}),
+               ("successive halving", {"name": "halving", "min_epochs": 2, "reduction": 3})]  # fmt: skip
+    for label, pruner in pruners:
+        wall, _, out = run(grid(pruner["name"], root, epochs, subset, pruner=pruner, threads=1), tmp, 1)
+        best, used, n, pruned = summary(out)
+        verdict = "within 1 point" if 100 * (full_best - best) <= 1 else "MORE than 1 point below"
+        print(f"   {label:<20} {wall:7.1f} s  best val acc {100 * best:.2f}% ({verdict} of the grid's best)  "
+              f"{used} epochs = {used / full_epochs:.2f} of the grid's, {pruned}/{n} trials pruned")  # fmt: skip
 
 
 if __name__ == "__main__":

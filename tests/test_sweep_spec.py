@@ -23,8 +23,9 @@ def test_grid_cells_points_and_short_names(tmp_path):
     cfg = s.trial_config(s.points()[3], seed=5, threads=2)
     assert (cfg.train.optimizer.lr, cfg.model.options["width"], cfg.seed) == (0.1, 6, 5)
     assert cfg.train.threads == 1  # the base config set it: a sweep does not override it
-    assert short_names(["data.augment.flip.p", "data.augment.erase.p", "train.optimizer.lr"]) == {
-        "data.augment.flip.p": "flip.p", "data.augment.erase.p": "erase.p", "train.optimizer.lr": "lr"}  # fmt: skip
+    assert short_names(["data.augment.flip.p", "data.augment.erase.p", "train.optimizer.lr", "train.epochs"]) == {
+        "data.augment.flip.p": "flip.p", "data.augment.erase.p": "erase.p", "train.optimizer.lr": "lr",
+        "train.epochs": "train.epochs"}  # `epochs` is a column of the tables already  # fmt: skip
 
 
 def test_seed_count_starts_at_the_config_seed_and_base_file_is_relative(tmp_path):
@@ -83,6 +84,8 @@ def test_bad_ranges_and_budgets():
         load_sweep(sweep_dict(budget={"trials": 3}))
     with pytest.raises(SweepError, match="unknown key `budgte`; did you mean budget"):
         load_sweep({**sweep_dict(), "budgte": {"trials": 3}})
+    with pytest.raises(SweepError, match="`params.seed`: give seeds with `seeds:`"):
+        load_sweep(sweep_dict(params={"seed": [0, 1]}))
     with pytest.raises(SweepError, match="the sweep varies nothing"):
         load_sweep(sweep_dict(params={}))
     with pytest.raises(SweepError, match=r"data.val_fraction: 0"):

@@ -111,7 +111,7 @@ def run_sweep(source: str | Path | dict[str, Any] | Sweep, workers: int = 1, out
     if table:
         from .results import write_results
 
-        res = write_results(out_dir, storage=storage)
+        res = write_results(out_dir, storage=url)
         echo(res.text("md"))
     return out_dir
 
@@ -167,3 +167,10 @@ def _supervise(sweep: Sweep, out_dir: Path, url: str, study: Any, st: Any, worke
             except subprocess.TimeoutExpired:
                 p.terminate()
         raise
+    if not is_database(url):
+        # All workers are gone and the folder is locked: a trial still RUNNING lost its worker
+        # before the worker could sign it (claimed, then killed); requeue it and finish here.
+        lost = recover_orphans(study, st, sweep.spec.retries)
+        if lost or pending(study)[0]:
+            echo(f"finishing {pending(study)[0]} queued trial(s) here" + (f" (requeued: {', '.join(map(str, lost))})" if lost else ""))
+            run_worker(sweep, out_dir, st, worker_index=0, threads=usable_cores(), echo=echo)

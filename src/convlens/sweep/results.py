@@ -104,14 +104,17 @@ class Results:
 
 def load_study(out_dir: Path, sweep: Sweep, storage: str | None = None):
     meta = read_json(out_dir / "sweep.json") if (out_dir / "sweep.json").is_file() else {}
-    url = storage or meta.get("storage")
+    url = storage
     if url is None:
-        raise ConvlensError(f"{out_dir} has no sweep.json naming its storage; pass --storage URL")
-    if is_database(url) and "***" in url:
-        raise ConvlensError(f"{out_dir}/sweep.json keeps the storage URL without its password ({url}); "
-                            "pass --storage URL")  # fmt: skip
+        url = meta.get("storage")
+        if url is None:
+            raise ConvlensError(f"{out_dir} has no sweep.json naming its storage; pass --storage URL")
+        if is_database(url) and "***" in url:
+            raise ConvlensError(f"{out_dir}/sweep.json keeps the storage URL without its password ({url}); "
+                                "pass --storage URL")  # fmt: skip
+        if not is_database(url):  # a journal named relative to the sweep folder
+            url = str(out_dir / url)
     if not is_database(url):
-        url = str(out_dir / url) if not Path(url).is_absolute() else url
         if not Path(url).is_file():
             raise ConvlensError(f"the sweep's journal {url} does not exist (no trial has run yet?)")
     op = optuna()

@@ -26,7 +26,7 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -189,7 +189,6 @@ class Sweep:
     base: dict[str, Any]                   # the resolved base config, as a plain dict
     params: list[Param]
     seeds: list[int]
-    base_dir: Path = field(default_factory=Path.cwd)
 
     @property
     def name(self) -> str:
@@ -293,12 +292,12 @@ def load_sweep(source: str | Path | dict[str, Any], base_dir: str | Path | None 
         problems.append(f"`budget`: method {spec.method} needs budget.trials (points to sample) or budget.time")
     if not spec.params and len(seeds) == 1:
         problems.append("`params`: the sweep varies nothing; give at least one key (or several seeds)")
-    if "seed" in spec.params and len(seeds) > 1:
-        problems.append("`params.seed`: seed is swept and `seeds` asks for several per point; use one of them")
+    if "seed" in spec.params:
+        problems.append("`params.seed`: give seeds with `seeds:` (a count or a list), which runs every point once per seed")
     if problems:
         raise SweepError(f"invalid sweep file {label}:\n" + "\n".join(f"- {p}" for p in problems))
 
-    sweep = Sweep(spec, label, _plain(base), params, seeds, folder)
+    sweep = Sweep(spec, label, _plain(base), params, seeds)
     _check_points(sweep, label)
     return sweep
 
@@ -421,6 +420,12 @@ def _params(spec: SweepSpec, base: ExperimentConfig, problems: list[str]) -> lis
     return [Param(p.key, shorts[p.key], p.values, p.range) for p in out]
 
 
+# column names of the result tables: a swept key is never shortened to one of them
+RESERVED = {"trial", "seed", "status", "note", "n", "pruned", "best_val_acc", "best_val_acc_std", "best_epoch",
+            "epochs", "final_train_acc", "gap", "test_acc", "test_acc_std", "params", "sec_per_epoch",
+            "total_seconds"}  # fmt: skip
+
+
 def short_names(keys: list[str]) -> dict[str, str]:
     """The shortest dotted suffix that tells each key apart: train.optimizer.lr -> lr."""
     out = {}
@@ -428,7 +433,7 @@ def short_names(keys: list[str]) -> dict[str, str]:
         parts = key.split(".")
         for n in range(1, len(parts) + 1):
             cand = ".".join(parts[-n:])
-            if sum(k == cand or k.endswith("." + cand) for k in keys) == 1 and cand not in ("seed", "trial", "status"):
+            if sum(k == cand or k.endswith("." + cand) for k in keys) == 1 and cand not in RESERVED:
                 out[key] = cand
                 break
         else:

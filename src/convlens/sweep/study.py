@@ -253,6 +253,10 @@ def claim(study: Any, storage: Any) -> int | None:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         try:
             if storage.set_trial_state_values(trial_id, state=TS.RUNNING):
+                if heartbeat_interval(storage):
+                    # Optuna never calls a trial without a heartbeat stale: beat at once, so a
+                    # worker killed from here on leaves a trial that others will find
+                    storage.record_heartbeat(trial_id)
                 return trial_id
         except op.exceptions.UpdateFinishedTrialError:
             continue

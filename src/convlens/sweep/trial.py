@@ -59,7 +59,7 @@ def run_trial(trial: Any, sweep: Sweep, out_dir: Path, threads: int | None,
 
     # train() seeds data order, augmentation and dropout from the config's seed; the weights'
     # initialisation draws from torch's global generator, seeded here so a seed means one run
-    torch.manual_seed(seed)
+    torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     run = train(cfg, run_dir, echo=log, callback=on_epoch)
     result = summarize_run(run.path, time.perf_counter() - t0)
