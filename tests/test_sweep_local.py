@@ -37,7 +37,7 @@ def test_grid_runs_every_cell_exactly_once_and_writes_results(tmp_path):
         assert t.value == max(r["val_acc"] for r in run.metrics())
 
     # the same command again: everything is finished, nothing runs twice
-    run_sweep(path, out=out, echo=lambda s: None)
+    run_sweep(path, out=out, echo=lambda s: None, table=False)
     assert len(load_trials(path, str(out / "study.journal"))[1]) == 4
 
     res = read_json(out / "results.json")
@@ -131,7 +131,7 @@ def test_a_killed_worker_and_a_crashed_sweep_lose_nothing(tmp_path):
     assert kept and orphans
 
     messages = []
-    run_sweep(path, out=out, echo=messages.append)  # the same command again
+    run_sweep(path, out=out, echo=messages.append, table=False)  # the same command again
     sweep, after = load_trials(path, journal)
     complete = [t for t in after if t.state.name == "COMPLETE"]
     assert sorted(t.user_attrs["cell"] for t in complete) == list(range(len(sweep.cells())))  # each cell once
@@ -146,3 +146,14 @@ def test_a_killed_worker_and_a_crashed_sweep_lose_nothing(tmp_path):
         assert f"rerun of {number}" in rows[retry]["note"]
         assert rows[retry]["lr"] == rows[number]["lr"] and rows[retry]["width"] == rows[number]["width"]
     assert load_sweep(out / "sweep.yaml").fingerprint() == sweep.fingerprint()
+
+
+def test_a_time_budget_stops_starting_trials_and_the_sweep_continues_later(tmp_path):
+    spec = sweep_dict(budget={"time": 0.5})  # shorter than one trial: at most one starts
+    out = run_sweep(spec, out=tmp_path / "out", echo=lambda s: None, table=False)
+    _, trials = load_trials(out / "sweep.yaml", str(out / "study.journal"))
+    assert _states(trials)["WAITING"] >= 3 and _states(trials)["COMPLETE"] <= 1
+    del spec["budget"]  # the budget is not part of what the trials are: the same study goes on
+    run_sweep(spec, out=out, echo=lambda s: None, table=False)
+    _, trials = load_trials(out / "sweep.yaml", str(out / "study.journal"))
+    assert _states(trials) == {"COMPLETE": 4} and sorted(t.user_attrs["cell"] for t in trials) == [0, 1, 2, 3]

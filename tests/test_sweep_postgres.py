@@ -25,7 +25,7 @@ pytestmark = [
 
 def test_two_workers_share_a_grid_and_a_killed_trial_is_retried(tmp_path, capsys):
     name = f"pg-{uuid.uuid4().hex[:10]}"  # a fresh study in a database other runs may share
-    path = write_sweep(tmp_path, name=name, epochs=5, heartbeat={"interval": 1, "grace": 2},
+    path = write_sweep(tmp_path, name=name, epochs=4, heartbeat={"interval": 1, "grace": 2},
                        params={"train.optimizer.lr": [0.05, 0.1], "model.options.width": [4, 5, 6]})  # fmt: skip
     out = tmp_path / "out"
     watch = Watch(path, PG)
@@ -37,20 +37,15 @@ def test_two_workers_share_a_grid_and_a_killed_trial_is_retried(tmp_path, capsys
     def owner(t):
         return int(t.user_attrs.get("worker", ":0").rsplit(":", 1)[1])
 
-    a = worker()
-    b = None
+    def a_mid_trial_while_b_works():
+        trials = watch.trials()
+        if not any(t.state.name in ("RUNNING", "COMPLETE") and owner(t) == b.pid for t in trials):
+            return None
+        return next((t for t in trials if t.state.name == "RUNNING" and owner(t) == a.pid
+                     and training(out, t.number)), None)  # fmt: skip
+
+    a, b = worker(), worker()
     try:
-        wait_for(lambda: any(t.state.name == "RUNNING" and owner(t) == a.pid for t in watch.trials()), 120,
-                 "worker A to start a trial", [a])  # fmt: skip
-        b = worker()
-
-        def a_mid_trial_while_b_works():
-            trials = watch.trials()
-            if not any(t.state.name in ("RUNNING", "COMPLETE") and owner(t) == b.pid for t in trials):
-                return None
-            return next((t for t in trials if t.state.name == "RUNNING" and owner(t) == a.pid
-                         and training(out, t.number)), None)  # fmt: skip
-
         victim = wait_for(a_mid_trial_while_b_works, 120, "worker A mid-trial while B works", [a, b])
         a.send_signal(signal.SIGKILL)
         a.wait()
@@ -58,7 +53,7 @@ def test_two_workers_share_a_grid_and_a_killed_trial_is_retried(tmp_path, capsys
         assert b.returncode == 0, log
     finally:
         for p in (a, b):
-            if p is not None and p.poll() is None:
+            if p.poll() is None:
                 p.kill()
                 p.wait()
 

@@ -97,10 +97,9 @@ def run_sweep(source: str | Path | dict[str, Any] | Sweep, workers: int = 1, out
                 echo(f"rerunning {len(redo)} trial(s) the last run left unfinished: {', '.join(map(str, redo))}")
         cores = usable_cores()
         threads = max(1, cores // workers)
-        waiting, running = pending(study)
-        finished = len(study.get_trials(deepcopy=False)) - waiting - running
+        done = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
         what = f"{len(sweep.cells())} trials" if sweep.method == "grid" else f"{sweep.method} search"
-        echo(f"sweep {sweep.name}: {what} ({finished} finished before), {workers} worker(s) x {threads} "
+        echo(f"sweep {sweep.name}: {what} ({done} done before), {workers} worker(s) x {threads} "
              f"thread(s), folder {out_dir}, storage {mask(url)}")  # fmt: skip
         if workers > cores:
             echo(f"note: {workers} workers on {cores} cores share them; trials will run slower each")

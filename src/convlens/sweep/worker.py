@@ -110,6 +110,7 @@ def _claim_loop(study, storage, sweep, out_dir, threads, echo, log, deadline) ->
         if trial_id is None:
             waiting, running = pending(study)
             if waiting:  # another worker took the one we saw; try the next
+                time.sleep(0.05)
                 continue
             if running and beats:  # one of them may die, be found by its heartbeat and come back
                 time.sleep(POLL_SECONDS)
@@ -128,8 +129,14 @@ def _claim_loop(study, storage, sweep, out_dir, threads, echo, log, deadline) ->
                 raise
             except Exception as exc:
                 _record_error(trial, exc, log)
-        frozen = study.tell(trial, value, state=state) if state == TS.COMPLETE else study.tell(trial, state=state)
+        # skip_if_finished: a trial whose heartbeats stopped reaching the storage for longer than
+        # the grace period was failed (and requeued) by another worker; its retry stands
+        frozen = study.tell(trial, value if state == TS.COMPLETE else None, state=state, skip_if_finished=True)
         ran += 1
+        if frozen.state != state:
+            echo(f"trial {frozen.number} was failed by another worker (no heartbeat for {sweep.spec.heartbeat.grace} s) "
+                 "and has been requeued; this run's result is not kept")  # fmt: skip
+            continue
         echo(describe(sweep, frozen))
         if state == TS.FAIL:
             retry(study, frozen)
