@@ -9,7 +9,7 @@ import signal
 import subprocess
 from collections import Counter
 
-from sweep_helpers import Watch, cli, load_trials, sweep_dict, training, wait_for, worker_env, write_sweep
+from sweep_common import Watch, cli, load_trials, sweep_dict, training, wait_for, worker_env, write_sweep
 
 from convlens.cli import main
 from convlens.config import load_config
@@ -149,10 +149,12 @@ def test_a_killed_worker_and_a_crashed_sweep_lose_nothing(tmp_path):
 
 
 def test_a_time_budget_stops_starting_trials_and_the_sweep_continues_later(tmp_path):
-    spec = sweep_dict(budget={"time": 0.5})  # shorter than one trial: at most one starts
+    spec = sweep_dict(budget={"time": 0.5}, epochs=3)  # 4 trials take longer than that
     out = run_sweep(spec, out=tmp_path / "out", echo=lambda s: None, table=False)
     _, trials = load_trials(out / "sweep.yaml", str(out / "study.journal"))
-    assert _states(trials)["WAITING"] >= 3 and _states(trials)["COMPLETE"] <= 1
+    started = sorted(t.datetime_start for t in trials if t.state.name != "WAITING")
+    assert 1 <= len(started) < 4 and set(_states(trials)) == {"COMPLETE", "WAITING"}
+    assert (started[-1] - started[0]).total_seconds() < 0.5  # none started after the budget
     del spec["budget"]  # the budget is not part of what the trials are: the same study goes on
     run_sweep(spec, out=out, echo=lambda s: None, table=False)
     _, trials = load_trials(out / "sweep.yaml", str(out / "study.journal"))

@@ -12,7 +12,7 @@ import uuid
 from collections import Counter
 
 import pytest
-from sweep_helpers import Watch, cli, training, wait_for, worker_env, write_sweep
+from sweep_common import Watch, cli, training, wait_for, worker_env, write_sweep
 
 from convlens.cli import main
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sweep_helpers import sweep_dict, write_sweep
+from sweep_common import sweep_dict, write_sweep
 
 from convlens.cli import main
 from convlens.sweep import StorageError, SweepError, load_sweep, run_sweep

@@ -7,7 +7,7 @@ import csv
 import io
 
 import pytest
-from sweep_helpers import sweep_dict
+from sweep_common import sweep_dict
 
 from convlens.cli import main
 from convlens.errors import ConvlensError

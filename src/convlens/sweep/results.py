@@ -66,11 +66,11 @@ class Results:
         return [p.short for p in self.sweep.params]
 
     def trial_columns(self) -> list[tuple[str, str, str]]:
-        return ([("trial", "trial", "int")] + [(c, c, "text") for c in self.param_columns]
+        return ([("trial", "trial", "int")] + [(c, c, "param") for c in self.param_columns]
                 + [("seed", "seed", "int"), ("status", "status", "text")] + TRIAL_COLUMNS + [("note", "note", "text")])  # fmt: skip
 
     def group_columns(self, g: Group) -> list[tuple[str, str, str]]:
-        return [(k, k, "text") for k in g.keys] + GROUP_COLUMNS
+        return [(k, k, "param") for k in g.keys] + GROUP_COLUMNS
 
     def text(self, fmt: str = "md") -> str:
         """What the command prints: the trial table, then each group table."""
@@ -212,8 +212,9 @@ def _sort_key(v: Any) -> tuple:
 
 
 def default_groups(sweep: Sweep) -> list[list[str]]:
-    """Each swept key alone (the reports' tables), and all keys together when seeds repeat points."""
-    keys = [p.short for p in sweep.params]
+    """Each swept key alone (the reports' tables), and all keys together when seeds repeat points.
+    Keys drawn from a continuous range take a new value every trial: no group to average."""
+    keys = [p.short for p in sweep.params if p.values is not None or p.range.is_int]
     groups = [[k] for k in keys]
     if len(keys) > 1 and len(sweep.seeds) > 1:
         groups.append(keys)
@@ -296,7 +297,7 @@ def _values_text(values: dict[str, Any]) -> str:
 
 def _cell(v: Any, kind: str) -> str:
     if v is None:
-        return ""
+        return "null" if kind == "param" else ""  # a swept value of None (e.g. augmentation off) is a value
     if kind == "pct":
         return f"{100 * v:.2f}"
     if kind == "int":
@@ -314,7 +315,7 @@ def _markdown(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -
     if not rows:
         return "(no trials yet)"
     head = "| " + " | ".join(h for _, h, _ in columns) + " |"
-    align = "| " + " | ".join("---:" if kind != "text" else "---" for _, _, kind in columns) + " |"
+    align = "| " + " | ".join("---" if kind in ("text", "param") else "---:" for _, _, kind in columns) + " |"
     body = ["| " + " | ".join(_cell(r.get(k), kind).replace("|", "\\|") for k, _, kind in columns) + " |" for r in rows]
     return "\n".join([head, align, *body])
 
@@ -324,6 +325,11 @@ def _csv(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([k for k, _, _ in columns])
     for r in rows:
-        w.writerow(["" if r.get(k) is None else json.dumps(r[k], sort_keys=True) if isinstance(r.get(k), (list, dict))
-                    else r[k] for k, _, _ in columns])  # fmt: skip
+        w.writerow([_csv_cell(r.get(k), kind) for k, _, kind in columns])
     return buf.getvalue()
+
+
+def _csv_cell(v: Any, kind: str) -> Any:
+    if v is None:
+        return "null" if kind == "param" else ""
+    return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v

@@ -14,6 +14,7 @@ Optuna's heartbeats on a database storage, or by ``convlens sweep`` for its own 
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -58,7 +59,7 @@ class Heartbeat:
 def describe(sweep: Sweep, frozen: Any) -> str:
     """One line per finished trial: its parameters, seed, status and best validation accuracy."""
     TS = optuna().trial.TrialState
-    vals = ", ".join(f"{p.short}={p.decode(frozen.params.get(p.key))}" for p in sweep.params)
+    vals = ", ".join(f"{p.short}={_show(p.decode(frozen.params.get(p.key)))}" for p in sweep.params)
     res = frozen.user_attrs.get("result") or {}
     seed = frozen.user_attrs.get("seed")
     state = {TS.COMPLETE: res.get("status", "finished"), TS.PRUNED: "pruned", TS.FAIL: "failed"}.get(frozen.state, frozen.state.name.lower())
@@ -71,6 +72,10 @@ def describe(sweep: Sweep, frozen: Any) -> str:
     if frozen.state == TS.FAIL and frozen.user_attrs.get("error"):
         s += f": {frozen.user_attrs['error']}"
     return s
+
+
+def _show(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else json.dumps(v) if isinstance(v, (list, dict)) or v is None else str(v)
 
 
 def run_worker(sweep: Sweep, out_dir: str | Path, storage: str | Any, *, worker_index: int | None = None,

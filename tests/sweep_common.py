@@ -1,4 +1,4 @@
-"""Small sweeps on the bundled digits data, and helpers to start and watch worker processes."""
+"""Small sweeps on the bundled digits data, and tools to start and watch worker processes."""
 
 from __future__ import annotations
 
