@@ -18,6 +18,7 @@ from .errors import ConvlensError
 PLUGINS: list[str] = [
     "convlens.analyses.cli",
     "convlens.explain.cli",
+    "convlens.sweep.cli",
 ]
 
 

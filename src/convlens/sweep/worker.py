@@ -1,0 +1,199 @@
+"""A sweep worker: joins the study and runs trials until the sweep is done.
+
+Any number of workers, on one machine or many, run this same loop against one storage.
+
+- Grid: the cells are queued in the study; a worker claims one at a time and, when the queue is
+  empty, waits while trials are still running elsewhere (with heartbeats, one of them may die and
+  come back as a retry), then leaves.
+- Random search and TPE: ``Study.optimize`` with the sweep's budget; a point's further seeds and
+  retries are queued trials, which Optuna runs before it draws a new point.
+
+Failed trials (an exception) are retried by Optuna's retry callback; killed ones too, found by
+Optuna's heartbeats on a database storage, or by ``convlens sweep`` for its own workers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .spec import Sweep
+from .study import (claim, heartbeat_interval, is_database, open_storage, open_study, optuna, pending,
+                    retry_callback)  # fmt: skip
+from .trial import run_trial
+
+POLL_SECONDS = 1.0
+
+
+class Heartbeat:
+    """Records heartbeats for a claimed trial while it runs, as ``Study.optimize`` does for the
+    trials it asks for; on exit (normal or not) the thread is stopped and joined."""
+
+    def __init__(self, storage: Any, trial_id: int, interval: int | None):
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _beat(self) -> None:
+        while True:
+            self.storage.record_heartbeat(self.trial_id)  # the first beat at once: no beat, never stale
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> Heartbeat:
+        if self.interval:
+            self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{self.trial_id}")
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def describe(sweep: Sweep, frozen: Any) -> str:
+    """One line per finished trial: its parameters, seed, status and best validation accuracy."""
+    TS = optuna().trial.TrialState
+    vals = ", ".join(f"{p.short}={_show(p.decode(frozen.params.get(p.key)))}" for p in sweep.params)
+    res = frozen.user_attrs.get("result") or {}
+    seed = frozen.user_attrs.get("seed")
+    state = {TS.COMPLETE: res.get("status", "finished"), TS.PRUNED: "pruned", TS.FAIL: "failed"}.get(frozen.state, frozen.state.name.lower())
+    acc = res.get("best_val_acc")
+    s = f"trial {frozen.number} ({vals}{', ' if vals else ''}seed {seed}): {state}"
+    if acc is not None:
+        s += f", best val acc {100 * acc:.2f}% at epoch {res.get('best_epoch')} of {res.get('epochs')}"
+    if res.get("total_seconds") is not None:
+        s += f", {res['total_seconds']:.1f}s"
+    if frozen.state == TS.FAIL and frozen.user_attrs.get("error"):
+        s += f": {frozen.user_attrs['error']}"
+    return s
+
+
+def _show(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else json.dumps(v) if isinstance(v, (list, dict)) or v is None else str(v)
+
+
+def run_worker(sweep: Sweep, out_dir: str | Path, storage: str | Any, *, worker_index: int | None = None,
+               threads: int | None = None, echo: Callable[[str], None] | None = None,
+               log_path: str | Path | None = None) -> int:  # fmt: skip
+    """Run trials of ``sweep`` until it is done (or its time budget is spent); returns how many
+    trials this worker ran. ``storage`` is a URL/path or an opened Optuna storage."""
+    echo = echo or (lambda s: print(s, flush=True))
+    out_dir = Path(out_dir)
+    if isinstance(storage, str):
+        hb = sweep.spec.heartbeat
+        storage = open_storage(storage, (hb.interval, hb.grace) if is_database(storage) else None, sweep.spec.retries)
+    study = open_study(storage, sweep, worker_index)
+    log_path = Path(log_path or out_dir / "logs" / f"worker-{'x' if worker_index is None else worker_index}.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + sweep.spec.budget.time if sweep.spec.budget.time else None
+    with open(log_path, "a") as logf:
+        def log(line: str) -> None:
+            logf.write(line + "\n")
+            logf.flush()
+
+        if sweep.method == "grid":
+            return _claim_loop(study, storage, sweep, out_dir, threads, echo, log, deadline)
+        return _optimize(study, sweep, out_dir, threads, echo, log, deadline)
+
+
+def _claim_loop(study, storage, sweep, out_dir, threads, echo, log, deadline) -> int:
+    op = optuna()
+    TS = op.trial.TrialState
+    beats = heartbeat_interval(storage)
+    retry = retry_callback(sweep.spec.retries)
+    ran = 0
+    while deadline is None or time.monotonic() < deadline:
+        if beats:
+            op.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and a retry queued
+        trial_id = claim(study, storage)
+        if trial_id is None:
+            waiting, running = pending(study)
+            if waiting:  # another worker took the one we saw; try the next
+                time.sleep(0.05)
+                continue
+            if running and beats:  # one of them may die, be found by its heartbeat and come back
+                time.sleep(POLL_SECONDS)
+                continue
+            break  # (without heartbeats, `convlens sweep` requeues a dead worker's trial and starts a worker)
+        trial = op.trial.Trial(study, trial_id)
+        value, state = None, TS.FAIL
+        with Heartbeat(storage, trial_id, beats):
+            try:
+                value, state = run_trial(trial, sweep, out_dir, threads, log), TS.COMPLETE
+            except op.TrialPruned:
+                state = TS.PRUNED
+            except KeyboardInterrupt:
+                _requeue(study, trial.number)
+                study.tell(trial, state=TS.FAIL)
+                raise
+            except Exception as exc:
+                _record_error(trial, exc, log)
+        # skip_if_finished: a trial whose heartbeats stopped reaching the storage for longer than
+        # the grace period was failed (and requeued) by another worker; its retry stands
+        frozen = study.tell(trial, value if state == TS.COMPLETE else None, state=state, skip_if_finished=True)
+        ran += 1
+        if frozen.state != state:
+            echo(f"trial {frozen.number} was failed by another worker (no heartbeat for {sweep.spec.heartbeat.grace} s) "
+                 "and has been requeued; this run's result is not kept")  # fmt: skip
+            continue
+        echo(describe(sweep, frozen))
+        if state == TS.FAIL:
+            retry(study, frozen)
+    return ran
+
+
+def _optimize(study, sweep, out_dir, threads, echo, log, deadline) -> int:
+    op = optuna()
+    TS = op.trial.TrialState
+    retry = retry_callback(sweep.spec.retries)
+    ran = [0]
+    callbacks = []
+    budget = sweep.spec.budget.trials
+    if budget is not None:
+        total = budget * len(sweep.seeds)
+        if len(study.get_trials(deepcopy=False, states=(TS.COMPLETE, TS.PRUNED))) >= total:
+            return 0
+        callbacks.append(op.study.MaxTrialsCallback(total, states=(TS.COMPLETE, TS.PRUNED)))
+
+    def after(study: Any, frozen: Any) -> None:
+        ran[0] += 1
+        echo(describe(sweep, frozen))
+        if frozen.state == TS.FAIL:
+            retry(study, frozen)
+
+    def objective(trial: Any) -> float:
+        try:
+            return run_trial(trial, sweep, out_dir, threads, log)
+        except KeyboardInterrupt:
+            _requeue(study, trial.number)
+            raise
+        except op.TrialPruned:
+            raise
+        except Exception as exc:
+            _record_error(trial, exc, log)
+            raise
+
+    timeout = max(0.0, deadline - time.monotonic()) if deadline is not None else None
+    study.optimize(objective, timeout=timeout, callbacks=[after, *callbacks], catch=(Exception,), gc_after_trial=False)
+    return ran[0]
+
+
+def _record_error(trial: Any, exc: BaseException, log: Callable[[str], None]) -> None:
+    msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    log(f"trial {trial.number} failed: {msg}")
+    try:
+        trial.set_user_attr("error", msg)
+    except Exception:  # the storage itself failed: the state update below reports it
+        print(f"trial {trial.number} failed: {msg}", file=sys.stderr)
+
+
+def _requeue(study: Any, number: int) -> None:
+    """Ctrl-C: queue the interrupted trial again (not counted as a retry), so the next run redoes it."""
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    retry_callback(None)(study, frozen)
