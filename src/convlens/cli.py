@@ -15,7 +15,9 @@ from . import __version__
 from .errors import ConvlensError
 
 # Subcommands contributed by the other parts of the package, in `--help` order.
-PLUGINS: list[str] = []
+PLUGINS: list[str] = [
+    "convlens.report.cli",
+]
 
 
 def _echo(msg: str) -> None:
