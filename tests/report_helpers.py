@@ -28,9 +28,9 @@ from convlens.utils import read_json, write_json
 _RUNS: dict[str, Path] = {}
 
 
-def trained(tmp_path_factory, name: str, **overrides) -> Path:
+def trained(tmp_path_factory, key: str, **overrides) -> Path:
     """A tiny digits run, trained once per test session and shared by every test that asks."""
-    if name not in _RUNS:
+    if key not in _RUNS:
         from convlens.train import train
 
         base = tmp_path_factory.getbasetemp()
@@ -38,9 +38,48 @@ def trained(tmp_path_factory, name: str, **overrides) -> Path:
             mp.setenv("CONVLENS_DATA", str(base / "data-home"))
             mp.setenv("CONVLENS_CACHE", str(base / "array-cache"))
             torch.set_num_threads(2)
-            run = train(tiny_config(**overrides), base / "report-runs" / name, echo=lambda s: None)
-        _RUNS[name] = run.path
-    return _RUNS[name]
+            run = train(tiny_config(**overrides), base / "report-runs" / key, echo=lambda s: None)
+        _RUNS[key] = run.path
+    return _RUNS[key]
+
+
+# Strings that would run if the report forgot to escape them anywhere.
+HOSTILE_NAME = "<script>window.__pwned = 'config'</script>"
+HOSTILE_CLASSES = ["<script>window.__pwned = 'class'</script>", "<img src=x onerror=\"window.__pwned='img'\">", "cat & dog"]
+HOSTILE_CAPTION = " <script>window.__pwned = 'caption'</script>"
+
+
+def healthy(tmp_path_factory) -> Path:
+    """A run that trains normally (its config name is hostile markup)."""
+    return trained(tmp_path_factory, "healthy", name=HOSTILE_NAME)
+
+
+def built(tmp_path_factory) -> Path:
+    """A copy of the healthy run with its report built: copies of it (``shutil.copytree`` keeps
+    modification times) reuse its figures instead of drawing them again."""
+    if "built" not in _RUNS:
+        from convlens.report import build_report
+
+        dst = copy_run(healthy(tmp_path_factory), tmp_path_factory.getbasetemp() / "report-runs" / "built")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CONVLENS_CACHE", str(tmp_path_factory.getbasetemp() / "array-cache"))
+            build_report(dst)
+        _RUNS["built"] = dst
+    return _RUNS["built"]
+
+
+def analysed(tmp_path_factory) -> Path:
+    """A copy of the healthy run with every analysis written, hostile class names and captions."""
+    if "analysed" not in _RUNS:
+        dst = tmp_path_factory.getbasetemp() / "report-runs" / "analysed"
+        copy_run(healthy(tmp_path_factory), dst)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CONVLENS_CACHE", str(tmp_path_factory.getbasetemp() / "array-cache"))
+            write_analyses(dst, k=6, max_filters=3, caption_tag=HOSTILE_CAPTION)
+        names = read_json(dst / "dataset.json")["classes"]
+        rename_classes(dst, HOSTILE_CLASSES + names[len(HOSTILE_CLASSES):])
+        _RUNS["analysed"] = dst
+    return _RUNS["analysed"]
 
 
 def copy_run(src: Path, dst: Path) -> Path:
