@@ -154,11 +154,15 @@ def _fig(rel: str, caption: str, layer: str | None = None, index: int | None = N
     return e
 
 
-def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, caption_tag: str = "") -> list[str]:
-    """Write filters, stats, classnorms, topk, actmax, ablate, errors and saliency analyses."""
+def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, caption_tag: str = "",
+                   limit: int | None = None) -> list[str]:  # fmt: skip
+    """Write filters, stats, classnorms, topk, actmax, ablate, errors and saliency analyses
+    (over the first ``limit`` test images, or all)."""
     run = Run(run_dir)
     model = run.load_model()
     test = run.load_data().test
+    if limit is not None:
+        test = test.take(torch.arange(min(limit, len(test))))
     classes = run.classes
     convs = conv_layers(model)
     relus = {c: _relu_after(model, c) for c in convs}

@@ -326,8 +326,8 @@ def confused_pairs(f: Facts, top: int = 3) -> list[Finding]:
     for n, i, j in pairs[:top]:
         ev_pairs.append({"a": names[i], "b": names[j], "a_as_b": int(cm[i][j]), "b_as_a": int(cm[j][i]), "total": n,
                          "share_of_errors": n / errors})  # fmt: skip
-        words.append(f"{names[i]}/{names[j]} ({n}: {names[i]} taken for {names[j]} {int(cm[i][j])} times, "
-                     f"the reverse {int(cm[j][i])})")  # fmt: skip
+        words.append(f"{names[i]}/{names[j]} ({n}: \u201c{names[i]}\u201d taken for \u201c{names[j]}\u201d "
+                     f"{int(cm[i][j])} times, the reverse {int(cm[j][i])})")  # fmt: skip
     share = sum(p["total"] for p in ev_pairs) / errors
     return [Finding("confused_pairs", "info", "Most confused classes",
                     f"The most confused class pairs on the test split are {'; '.join(words)}: together "

@@ -131,8 +131,11 @@ def examples_section(run: Run, classes: list[str], cache: FigureCache, errors: A
     data: dict[str, Any] = {}
 
     def images():
+        # the run's own split (as Run.load_data), but a report never downloads anything
         if "test" not in data:
-            data["test"] = run.load_data().test.images
+            from ..data import load_data
+
+            data["test"] = load_data(run.config.data.model_copy(update={"download": False})).test.images
         return data["test"]
 
     try:
