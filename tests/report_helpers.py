@@ -157,12 +157,12 @@ def _fig(rel: str, caption: str, layer: str | None = None, index: int | None = N
 def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, caption_tag: str = "",
                    limit: int | None = None) -> list[str]:  # fmt: skip
     """Write filters, stats, classnorms, topk, actmax, ablate, errors and saliency analyses
-    (over the first ``limit`` test images, or all)."""
+    (over ``limit`` evenly spaced test images, or all)."""
     run = Run(run_dir)
     model = run.load_model()
-    test = run.load_data().test
-    if limit is not None:
-        test = test.take(torch.arange(min(limit, len(test))))
+    full_test = test = run.load_data().test
+    if limit is not None and limit < len(test):  # evenly spaced: a test split may be sorted by class
+        test = test.take(torch.linspace(0, len(test) - 1, limit).long())
     classes = run.classes
     convs = conv_layers(model)
     relus = {c: _relu_after(model, c) for c in convs}
@@ -310,8 +310,8 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
     from convlens.report.figures import pick_examples, pick_mistakes, read_predictions
 
     rows = read_predictions(run.path / "predictions.csv")
-    _png([test.images[r["position"]].numpy() for r in pick_examples(rows, 16)], out / "errors" / "examples.png")
-    _png([test.images[r["position"]].numpy() for r in pick_mistakes(rows, 8)], out / "errors" / "mistakes.png")
+    _png([full_test.images[r["position"]].numpy() for r in pick_examples(rows, 16)], out / "errors" / "examples.png")
+    _png([full_test.images[r["position"]].numpy() for r in pick_mistakes(rows, 8)], out / "errors" / "mistakes.png")
     write_json(out / "errors.json", {"analysis": "errors", "params": {"n": 16}, "split": "test", "figures": [
         _fig("analysis/errors/examples.png", f"Example classifications{tag}"),
         _fig("analysis/errors/mistakes.png", f"Most confident mistakes{tag}")]})  # fmt: skip

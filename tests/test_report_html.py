@@ -225,6 +225,7 @@ def test_sweep_report_links_every_trial(tmp_path_factory, tmp_path):
     assert all((sweep / link).is_file() for link in links)
     assert {"trials", "groups", "plots", "file-sweep"} <= set(page.section_ids())
     assert "By train.optimizer.lr" in text and "By train.epochs" in text
+    assert "flat loss from the start" in text  # trial 1's diagnosis, in its row
     assert "params:" in text  # the sweep file, as text
     # with the sweep's own tables and plots present, those are shown instead of computed ones
     (sweep / "tables").mkdir()

@@ -21,6 +21,7 @@ from .. import __version__, plots
 from ..errors import RunError
 from ..run import Run, is_run
 from ..utils import atomic_write_text, read_json
+from .diagnose import diagnose
 from .figures import FigureCache
 from .html import Figure, Section, Table, data_uri, fmt, pct, render_page
 from .run_report import build_run_report
@@ -55,7 +56,8 @@ def _trial_row(run: Run) -> dict[str, Any]:
     secs = [r["epoch_seconds"] for r in rows if isinstance(r.get("epoch_seconds"), (int, float))]
     summary = read_json(run.path / "summary.json") if (run.path / "summary.json").is_file() else {}
     ev = run.eval or {}
-    return {"status": run.status.get("status", "unknown"), "best_val_acc": best, "best_epoch": best_epoch,
+    findings = ", ".join(f.title.lower() for f in diagnose(run) if f.severity in ("problem", "warning"))
+    return {"findings": findings,"status": run.status.get("status", "unknown"), "best_val_acc": best, "best_epoch": best_epoch,
             "train_acc": last.get("train_acc"), "gap": last.get("gap"), "test_acc": ev.get("accuracy"),
             "params": summary.get("params"), "epochs": len(rows),
             "sec_per_epoch": sum(secs) / len(secs) if secs else None, "seconds": sum(secs) if secs else None,
@@ -113,11 +115,11 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[st
                     + [configs[i].get(k) for k in varying]
                     + [pct(d["best_val_acc"]), d["best_epoch"], pct(d["train_acc"]),
                        "" if d["gap"] is None else f"{100 * d['gap']:.1f}", pct(d["test_acc"]), d["params"],
-                       d["sec_per_epoch"], d["seconds"]])  # fmt: skip
+                       d["sec_per_epoch"], d["seconds"], d["findings"]])  # fmt: skip
     sections.append(Section("trials", "Trials",
                             f"{len(runs)} trials, best validation accuracy first. The trial name opens its own report.",
                             tables=[Table(["trial", "status", *varying, "best val acc", "at epoch", "final train acc",
-                                           "gap (points)", "test acc", "parameters", "s/epoch", "seconds"], rows)]))  # fmt: skip
+                                           "gap (points)", "test acc", "parameters", "s/epoch", "seconds", "diagnosis"], rows)]))  # fmt: skip
 
     own_csv = [p for p in sorted(path.rglob("*.csv")) if "trials" not in p.relative_to(path).parts[:1] and p.parts[-2] != "report"]
     tables = [t for t in (_csv_table(p, path) for p in own_csv) if t is not None]
