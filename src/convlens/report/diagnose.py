@@ -20,7 +20,9 @@ from ..run import Run
 OVERFIT_GAP = 0.10  # train minus validation accuracy at the end
 OVERFIT_DROP = 0.02  # validation accuracy fallen this far below its peak...
 OVERFIT_LOSS_RISE = 0.10  # ...while the validation loss rose this much above its minimum
-COLLAPSE_SHARE = 0.90  # one class predicted for at least this share of the test images
+COLLAPSE_SHARE = 0.90  # one class predicted for at least this share of the test images,
+COLLAPSE_SHARE_AT_CHANCE = 0.50  # or for half of them while accuracy is at chance level
+CHANCE_FACTOR = 1.5  # accuracy at most this many times 1/classes counts as chance level
 EXPLODE_FACTOR = 3.0  # a later epoch's loss this many times the first epoch's loss
 FLAT_DROP = 0.10  # train loss fell by less than this fraction from the first epoch to the last
 IMPROVING_GAIN = 0.01  # validation accuracy still gained this much over the last epochs
@@ -158,10 +160,11 @@ def collapsed(f: Facts) -> list[Finding]:
     total = sum(counts)
     top = max(range(len(counts)), key=counts.__getitem__)
     share = counts[top] / total
-    if share < COLLAPSE_SHARE:
+    acc = _num((f.eval or {}).get("accuracy"))
+    at_chance = acc is not None and acc <= CHANCE_FACTOR / len(counts)
+    if share < COLLAPSE_SHARE and not (at_chance and share >= COLLAPSE_SHARE_AT_CHANCE):
         return []
     name = f.classes[top] if top < len(f.classes) else str(top)
-    acc = _num((f.eval or {}).get("accuracy"))
     losses = f.known("train_loss")
     flat = len(losses) >= 2 and (losses[0][1] - losses[-1][1]) < FLAT_DROP * losses[0][1]
     if flat and losses[0][1] <= 2 * math.log(f.num_classes):
@@ -177,6 +180,21 @@ def collapsed(f: Facts) -> list[Finding]:
     return [Finding("collapsed", "problem", "Collapsed classifier",
                     f"The classifier predicts \u201c{name}\u201d for {counts[top]} of {total} test images "
                     f"({_pct(share)}){acc_txt}. {cause}", ev)]  # fmt: skip
+
+
+@check
+def chance_level(f: Facts) -> list[Finding]:
+    """Test accuracy no better than guessing, without one dominant class (that is `collapsed`)."""
+    acc = _num((f.eval or {}).get("accuracy"))
+    counts = _prediction_counts(f)
+    if acc is None or not counts or sum(counts) == 0 or acc > CHANCE_FACTOR / len(counts) or collapsed(f):
+        return []
+    lr = f" ({f.optimizer} lr={f.lr:g})" if f.lr is not None else ""
+    ev = {"test_accuracy": acc, "chance": 1 / len(counts), "prediction_counts": counts, "learning_rate": f.lr}
+    return [Finding("chance_level", "problem", "No better than guessing",
+                    f"Test accuracy is {_pct(acc)}, where guessing gives {_pct(1 / len(counts))}: the model learned "
+                    f"nothing usable. Check the learning rate{lr} (too high scrambles the weights, too low never moves "
+                    "them) and that labels match images.", ev)]  # fmt: skip
 
 
 @check

@@ -13,6 +13,7 @@ import base64
 import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -57,10 +58,15 @@ class Table:
         self.rows = [[_cell(c) for c in row] for row in self.rows]
 
 
+NUMERIC = re.compile(r"^[+-]?[\d,]*\.?\d+(e[+-]?\d+)?%?$")
+
+
 def _cell(c: Any) -> dict[str, Any]:
     if isinstance(c, dict):
         return {"text": fmt(c.get("text", "")), "cls": c.get("cls", ""), "href": c.get("href", "")}
-    return {"text": fmt(c), "cls": "num" if isinstance(c, (int, float)) and not isinstance(c, bool) else "", "href": ""}
+    text = fmt(c)
+    number = (isinstance(c, (int, float)) and not isinstance(c, bool)) or (isinstance(c, str) and NUMERIC.match(c))
+    return {"text": text, "cls": "num" if number else "", "href": ""}
 
 
 def fmt(v: Any) -> str:

@@ -69,6 +69,13 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
 
 
+def _order(v: Any) -> tuple[int, float, str]:
+    """Numbers in numeric order, then everything else by its text."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return (0, float(v), "")
+    return (1, 0.0, fmt(v))
+
+
 def _csv_table(path: Path, root: Path) -> Table | None:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
@@ -115,7 +122,7 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[st
                     + [configs[i].get(k) for k in varying]
                     + [pct(d["best_val_acc"]), d["best_epoch"], pct(d["train_acc"]),
                        "" if d["gap"] is None else f"{100 * d['gap']:.1f}", pct(d["test_acc"]), d["params"],
-                       d["sec_per_epoch"], d["seconds"], d["findings"]])  # fmt: skip
+                       d["sec_per_epoch"], d["seconds"], {"text": d["findings"], "cls": "wide"}])  # fmt: skip
     sections.append(Section("trials", "Trials",
                             f"{len(runs)} trials, best validation accuracy first. The trial name opens its own report.",
                             tables=[Table(["trial", "status", *varying, "best val acc", "at epoch", "final train acc",
@@ -129,14 +136,15 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[st
         grouped = []
         for k in varying:
             groups: dict[str, list[int]] = {}
-            for i, c in enumerate(configs):
-                groups.setdefault(fmt(c.get(k)), []).append(i)
+            for i in sorted(range(len(configs)), key=lambda i: _order(configs[i].get(k))):
+                groups.setdefault(fmt(configs[i].get(k)), []).append(i)
             g_rows = []
             for v, idx in groups.items():
                 accs = [data[i]["best_val_acc"] for i in idx if data[i]["best_val_acc"] is not None]
                 tests = [data[i]["test_acc"] for i in idx if data[i]["test_acc"] is not None]
                 m, s = _mean_std(accs) if accs else (None, None)
-                g_rows.append([v, len(idx), pct(m), "" if s is None else f"{100 * s:.2f}", pct(sum(tests) / len(tests)) if tests else ""])
+                g_rows.append([v, len(idx), pct(m), f"{100 * s:.2f}" if len(accs) > 1 else "",
+                               pct(sum(tests) / len(tests)) if tests else ""])  # fmt: skip
             grouped.append(Table([k, "trials", "mean best val acc", "std (points)", "mean test acc"], g_rows, f"By {k}"))
         sections.append(Section("groups", "Group-by tables", "Mean over the trials that share each value.", tables=grouped))
 
