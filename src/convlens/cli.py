@@ -19,6 +19,7 @@ PLUGINS: list[str] = [
     "convlens.analyses.cli",
     "convlens.explain.cli",
     "convlens.sweep.cli",
+    "convlens.report.cli",
 ]
 
 

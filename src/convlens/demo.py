@@ -22,11 +22,15 @@ DEMO_CONFIG = {
 
 
 def run_demo(out: str | Path | None = None, epochs: int | None = None, echo: Callable[[str], None] = print) -> Path:
-    """Train the demo model and return its run folder."""
+    """Train the demo model, write its report, and return its run folder."""
     from .config import load_config
+    from .report import build_report, diagnose
     from .train import train
 
     cfg = load_config(DEMO_CONFIG, [f"train.epochs={epochs}"] if epochs else None)
     out = Path(out) if out else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     run = train(cfg, out, echo=echo)
+    for finding in diagnose(run):
+        echo(f"diagnosis: [{finding.severity}] {finding.title}")
+    echo(f"report: {build_report(run.path)}")
     return run.path

@@ -1,0 +1,31 @@
+"""Reports and diagnosis: one self-contained HTML page per run or sweep folder, and plain-language
+findings about what went wrong in training.
+
+>>> from convlens.report import build_report, diagnose   # doctest: +SKIP
+>>> build_report("runs/demo")                             # doctest: +SKIP
+PosixPath('runs/demo/report.html')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ..errors import RunError
+from ..run import Run, is_run
+from .diagnose import Finding, diagnose, format_findings
+
+__all__ = ["Finding", "build_report", "diagnose", "format_findings"]
+
+
+def build_report(path: str | Path, out: str | Path | None = None, echo: Callable[[str], None] = lambda s: None) -> Path:
+    """Write ``report.html`` for a run folder or a sweep folder; returns its path."""
+    from .run_report import build_run_report
+    from .sweep_report import build_sweep_report, is_sweep
+
+    path = Path(path)
+    if is_run(path):
+        return build_run_report(Run(path), out, echo)
+    if path.is_dir() and is_sweep(path):
+        return build_sweep_report(path, out, echo)
+    raise RunError(f"{path} is neither a run folder (with config.yaml) nor a sweep folder (with trials/<n>/ run folders)")

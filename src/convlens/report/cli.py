@@ -1,0 +1,44 @@
+"""`convlens report` and `convlens diagnose`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import build_report
+
+    t0 = time.perf_counter()
+    out = build_report(args.path, args.out, echo=print)
+    print(f"report: {out}  ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from ..run import Run
+    from . import diagnose, format_findings
+
+    findings = diagnose(Run(args.run))
+    if args.json:
+        print(json.dumps([f.to_dict() for f in findings], indent=1))
+    else:
+        print(format_findings(findings))
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("report", help="write a self-contained HTML report of a run or sweep folder",
+                       description="Write one self-contained report.html (images embedded, no network needed) for a run "
+                                   "folder or a sweep folder. Figures are drawn once into RUN/report/ and reused.")  # fmt: skip
+    p.add_argument("path", metavar="RUN|SWEEP_DIR", help="run folder or sweep folder")
+    p.add_argument("--out", help="HTML file to write (default: RUN/report.html)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("diagnose", help="plain-language findings about a run, with their evidence",
+                       description="Overfitting, divergence, a collapsed classifier, dead filters, training stopped too "
+                                   "early or a flat loss, and the most confused class pairs.")  # fmt: skip
+    p.add_argument("run", help="run folder")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.set_defaults(func=cmd_diagnose)

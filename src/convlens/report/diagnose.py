@@ -1,0 +1,396 @@
+"""`convlens diagnose`: what went wrong (or right) in a run, in plain words, with the evidence.
+
+Each check is one small function that reads the run folder (``metrics.jsonl``, ``status.json``,
+``eval.json``, ``analysis/stats.json``) and returns findings; nothing is recomputed from the model.
+The checks are the problems the course reports found by hand: overfitting after an early peak,
+a diverged or collapsed classifier (Adam at lr 0.1: 10% accuracy, everything "airplane"), dead
+filters, training stopped while still improving, a learning rate too low to move the loss, and
+the class pairs the model mixes up (cat/dog, airplane/bird).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from ..run import Run
+
+# Thresholds, in one place so the report can state them.
+OVERFIT_GAP = 0.10  # train minus validation accuracy at the end
+OVERFIT_DROP = 0.02  # validation accuracy fallen this far below its peak...
+OVERFIT_LOSS_RISE = 0.10  # ...while the validation loss rose this much above its minimum
+COLLAPSE_SHARE = 0.90  # one class predicted for at least this share of the test images,
+COLLAPSE_SHARE_AT_CHANCE = 0.50  # or for half of them while accuracy is at chance level
+CHANCE_FACTOR = 1.5  # accuracy at most this many times 1/classes counts as chance level
+EXPLODE_FACTOR = 3.0  # a later epoch's loss this many times the first epoch's loss
+FLAT_DROP = 0.10  # train loss fell by less than this fraction from the first epoch to the last
+IMPROVING_GAIN = 0.01  # validation accuracy still gained this much over the last epochs
+
+SEVERITIES = ("problem", "warning", "hint", "info")
+
+
+@dataclass
+class Finding:
+    """One diagnosis: ``code`` is stable (tests and scripts match on it), ``title`` and ``text`` are
+    for people, ``evidence`` holds the numbers behind the claim."""
+
+    code: str
+    severity: str
+    title: str
+    text: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _num(v: Any) -> float | None:
+    """A finite float, or None (JSON writes NaN and infinity as null)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+class Facts:
+    """What the checks read, loaded once."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.status = run.status
+        self.rows = run.metrics()
+        self.eval = run.eval
+        try:
+            self.classes = run.classes
+        except Exception:  # a run that never loaded its data: the eval file may still name them
+            self.classes = list((self.eval or {}).get("classes", []))
+        stats = run.analysis_dir / "stats.json"
+        self.stats: dict | None = None
+        if stats.is_file():
+            from ..utils import read_json
+
+            try:
+                self.stats = read_json(stats)
+            except ValueError:
+                self.stats = None
+        try:
+            self.lr = _num(run.config.train.optimizer.lr)
+            self.optimizer = run.config.train.optimizer.name
+        except Exception:
+            self.lr, self.optimizer = None, None
+
+    def series(self, key: str) -> list[tuple[int, float | None]]:
+        return [(int(r.get("epoch", i + 1)), _num(r.get(key))) for i, r in enumerate(self.rows)]
+
+    def known(self, key: str) -> list[tuple[int, float]]:
+        return [(e, v) for e, v in self.series(key) if v is not None]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes) or 10
+
+
+# ----------------------------------------------------------------------------------------------
+# the checks
+
+CHECKS: list[Callable[[Facts], list[Finding]]] = []
+
+
+def check(fn: Callable[[Facts], list[Finding]]) -> Callable[[Facts], list[Finding]]:
+    CHECKS.append(fn)
+    return fn
+
+
+@check
+def diverged(f: Facts) -> list[Finding]:
+    """Status diverged, a NaN/infinite loss, or a loss that exploded after the first epoch."""
+    losses = f.series("train_loss")
+    bad = [e for e, v in losses if v is None]
+    finite = [(e, v) for e, v in losses if v is not None]
+    first = finite[0][1] if finite else None
+    worst = max(finite, key=lambda ev: ev[1]) if finite else None
+    exploded = first is not None and worst is not None and worst[0] != finite[0][0] and worst[1] > EXPLODE_FACTOR * first
+    chance = math.log(f.num_classes)
+    huge_first = first is not None and first > 10 * chance  # blew up within the first epoch
+    status = f.status.get("status")
+    if status != "diverged" and not bad and not exploded and not huge_first:
+        return []
+    ev: dict[str, Any] = {"status": status, "learning_rate": f.lr, "optimizer": f.optimizer}
+    if f.status.get("message"):
+        ev["status_message"] = f.status["message"]
+    if bad:
+        ev["nan_loss_epochs"] = bad
+        where = f"the training loss became NaN or infinite in epoch {bad[0]}"
+    elif exploded:
+        ev.update(first_loss=first, worst_loss=worst[1], worst_epoch=worst[0])
+        where = f"the training loss rose from {first:.3g} in epoch {finite[0][0]} to {worst[1]:.3g} in epoch {worst[0]}"
+    elif huge_first:
+        ev.update(first_loss=first, chance_loss=chance)
+        where = f"the training loss was {first:.3g} in epoch {finite[0][0]}, far above {chance:.3g} (guessing uniformly)"
+    else:
+        where = f.status.get("message") or "training stopped as diverged"
+    lr = f" than {f.optimizer} lr={f.lr:g}" if f.lr is not None else ""
+    return [Finding("diverged", "problem", "Training diverged",
+                    f"Training diverged: {where}. Try a learning rate 3-10x lower{lr}, or gradient clipping "
+                    f"(train.grad_clip).", ev)]  # fmt: skip
+
+
+def _prediction_counts(f: Facts) -> list[int] | None:
+    e = f.eval or {}
+    if isinstance(e.get("prediction_counts"), list):
+        return [int(c) for c in e["prediction_counts"]]
+    cm = e.get("confusion")
+    if isinstance(cm, list) and cm:
+        return [int(sum(row[j] for row in cm)) for j in range(len(cm[0]))]
+    return None
+
+
+@check
+def collapsed(f: Facts) -> list[Finding]:
+    """One class predicted for (nearly) every test image."""
+    counts = _prediction_counts(f)
+    if not counts or sum(counts) == 0 or len(counts) < 2:
+        return []
+    total = sum(counts)
+    top = max(range(len(counts)), key=counts.__getitem__)
+    share = counts[top] / total
+    acc = _num((f.eval or {}).get("accuracy"))
+    at_chance = acc is not None and acc <= CHANCE_FACTOR / len(counts)
+    if share < COLLAPSE_SHARE and not (at_chance and share >= COLLAPSE_SHARE_AT_CHANCE):
+        return []
+    name = f.classes[top] if top < len(f.classes) else str(top)
+    losses = f.known("train_loss")
+    flat = len(losses) >= 2 and (losses[0][1] - losses[-1][1]) < FLAT_DROP * losses[0][1]
+    if flat and losses[0][1] <= 2 * math.log(f.num_classes):
+        cause = ("The training loss hardly moved from the first epoch, so the network has not learned yet: "
+                 "raise the learning rate or train longer.")  # fmt: skip
+    else:
+        lr = f" ({f.optimizer} lr={f.lr:g})" if f.lr is not None else ""
+        cause = (f"This is what a learning rate that is too high{lr} does: the weights are pushed into a "
+                 "constant output (Adam at lr 0.1 did this in one course report). Lower it 10x.")  # fmt: skip
+    ev = {"class": name, "share": share, "predicted": counts[top], "test_images": total,
+          "test_accuracy": acc, "prediction_counts": counts, "learning_rate": f.lr}  # fmt: skip
+    acc_txt = f" (test accuracy {_pct(acc)}, chance is {_pct(1 / len(counts))})" if acc is not None else ""
+    return [Finding("collapsed", "problem", "Collapsed classifier",
+                    f"The classifier predicts \u201c{name}\u201d for {counts[top]} of {total} test images "
+                    f"({_pct(share)}){acc_txt}. {cause}", ev)]  # fmt: skip
+
+
+@check
+def chance_level(f: Facts) -> list[Finding]:
+    """Test accuracy no better than guessing, without one dominant class (that is `collapsed`)."""
+    acc = _num((f.eval or {}).get("accuracy"))
+    counts = _prediction_counts(f)
+    if acc is None or not counts or sum(counts) == 0 or acc > CHANCE_FACTOR / len(counts) or collapsed(f):
+        return []
+    lr = f" ({f.optimizer} lr={f.lr:g})" if f.lr is not None else ""
+    ev = {"test_accuracy": acc, "chance": 1 / len(counts), "prediction_counts": counts, "learning_rate": f.lr}
+    return [Finding("chance_level", "problem", "No better than guessing",
+                    f"Test accuracy is {_pct(acc)}, where guessing gives {_pct(1 / len(counts))}: the model learned "
+                    f"nothing usable. Check the learning rate{lr} (too high scrambles the weights, too low never moves "
+                    "them) and that labels match images.", ev)]  # fmt: skip
+
+
+@check
+def overfitting(f: Facts) -> list[Finding]:
+    """A large train-validation gap at the end, or validation accuracy falling after its peak."""
+    val = f.known("val_acc")
+    train = dict(f.known("train_acc"))
+    if len(val) < 2:
+        return []
+    peak_epoch, peak = max(val, key=lambda ev: ev[1])  # first epoch with the highest accuracy
+    last_epoch, last = val[-1]
+    gap = train[last_epoch] - last if last_epoch in train else None
+    drop = peak - last
+    vloss = f.known("val_loss")
+    min_loss_epoch, min_loss = min(vloss, key=lambda ev: ev[1]) if vloss else (None, None)
+    loss_rose = vloss and min_loss_epoch != vloss[-1][0] and vloss[-1][1] > (1 + OVERFIT_LOSS_RISE) * min_loss
+    # a small validation split is noisy: a drop in accuracy counts only when the loss rose as well
+    if not ((gap is not None and gap >= OVERFIT_GAP) or (drop >= OVERFIT_DROP and loss_rose)):
+        return []
+    ev = {"train_acc_last": train.get(last_epoch), "val_acc_last": last, "gap_last": gap, "val_acc_peak": peak,
+          "peak_epoch": peak_epoch, "last_epoch": last_epoch, "val_loss_min": min_loss,
+          "val_loss_min_epoch": min_loss_epoch, "val_loss_last": vloss[-1][1] if vloss else None}  # fmt: skip
+    parts = []
+    if gap is not None:
+        parts.append(f"at epoch {last_epoch} the model is right on {_pct(train[last_epoch])} of its training images "
+                     f"but {_pct(last)} of the validation images, a gap of {100 * gap:.1f} points")  # fmt: skip
+    if peak_epoch != last_epoch:
+        parts.append(f"validation accuracy peaked at {_pct(peak)} in epoch {peak_epoch} and ended "
+                     f"{100 * drop:.1f} points lower")  # fmt: skip
+    else:
+        parts.append(f"validation accuracy peaked in the last epoch ({_pct(peak)})")
+    if loss_rose:
+        parts.append(f"validation loss was lowest in epoch {min_loss_epoch} ({min_loss:.3f}) and rose to {vloss[-1][1]:.3f}")
+    advice = ("Use the best checkpoint (eval.checkpoint: best) or stop near the peak, and regularise: "
+              "augmentation, dropout, weight decay, or fewer parameters.")  # fmt: skip
+    return [Finding("overfitting", "warning", "Overfitting", "; ".join(parts).capitalize() + ". " + advice, ev)]
+
+
+@check
+def flat_loss(f: Facts) -> list[Finding]:
+    """The training loss barely moved from the first epoch to the last."""
+    losses = f.known("train_loss")
+    if len(losses) < 3 or f.status.get("status") == "diverged":
+        return []
+    first, last = losses[0][1], losses[-1][1]
+    if first <= 0 or (first - last) >= FLAT_DROP * first:
+        return []
+    lr = f" ({f.optimizer} lr={f.lr:g})" if f.lr is not None else ""
+    ev = {"first_epoch": losses[0][0], "first_loss": first, "last_epoch": losses[-1][0], "last_loss": last,
+          "relative_drop": (first - last) / first, "learning_rate": f.lr}  # fmt: skip
+    return [Finding("flat_loss", "warning", "Flat loss from the start",
+                    f"The training loss went only from {first:.3f} to {last:.3f} in {len(losses)} epochs "
+                    f"({100 * (first - last) / first:.1f}% lower). The learning rate is probably too low{lr}: "
+                    "try it 10x higher.", ev)]  # fmt: skip
+
+
+@check
+def still_improving(f: Facts) -> list[Finding]:
+    """Validation accuracy was still climbing at the last epoch: more epochs would help."""
+    val = f.known("val_acc")
+    if len(val) < 2 or f.status.get("status") in ("diverged", "running"):
+        return []
+    best = max(v for _, v in val)
+    k = max(1, len(val) // 3)  # compare with the value k evaluations before the end
+    (e0, v0), (e1, v1) = val[-1 - k], val[-1]
+    if v1 < best - 0.005 or v1 - v0 < IMPROVING_GAIN:
+        return []
+    ev = {"from_epoch": e0, "val_acc_from": v0, "last_epoch": e1, "val_acc_last": v1, "gain": v1 - v0}
+    return [Finding("still_improving", "hint", "Still improving",
+                    f"Validation accuracy rose from {_pct(v0)} (epoch {e0}) to {_pct(v1)} (epoch {e1}) and was "
+                    "still at its best in the last epoch: training longer should help.", ev)]  # fmt: skip
+
+
+def dead_filters_by_layer(stats: dict) -> dict[str, tuple[list[int], int | None]]:
+    """``{layer: (dead filter indices, number of filters)}`` from the stats analysis.
+
+    Written against the layouts the analysis may use: ``layers`` as a mapping or a list of
+    per-layer records; dead filters as indices, as per-filter booleans, or as a ``dead`` flag in
+    per-filter records.
+    """
+    layers = stats.get("layers")
+    if isinstance(layers, list):
+        layers = {str(r.get("layer", r.get("name", i))): r for i, r in enumerate(layers) if isinstance(r, dict)}
+    out: dict[str, tuple[list[int], int | None]] = {}
+    if isinstance(layers, dict):
+        for name, info in layers.items():
+            if not isinstance(info, dict):
+                continue
+            dead = info.get("dead", info.get("dead_filters"))
+            filters = info.get("filters") if isinstance(info.get("filters"), list) else None
+            total = next((int(info[k]) for k in ("channels", "num_filters", "n_filters", "count")
+                          if isinstance(info.get(k), int)), None)  # fmt: skip
+            if dead is None and filters and all(isinstance(r, dict) for r in filters):
+                dead = [int(r.get("filter", r.get("index", i))) for i, r in enumerate(filters) if r.get("dead")]
+            if isinstance(dead, list) and dead and all(isinstance(d, bool) for d in dead):
+                total = total or len(dead)
+                dead = [i for i, d in enumerate(dead) if d]
+            if total is None:
+                total = len(filters) if filters else next((len(info[k]) for k in ("mean", "active", "max")
+                                                            if isinstance(info.get(k), list)), None)  # fmt: skip
+            if isinstance(dead, list):
+                out[str(name)] = (sorted(int(d) for d in dead), total)
+    for key in ("dead", "dead_filters"):
+        if not out and isinstance(stats.get(key), dict):
+            out = {str(k): (sorted(int(d) for d in v), None) for k, v in stats[key].items() if isinstance(v, list)}
+    return out
+
+
+@check
+def dead_filters(f: Facts) -> list[Finding]:
+    if not f.stats:
+        return []
+    layers = dead_filters_by_layer(f.stats)
+    hit = {k: v for k, v in layers.items() if v[0]}
+    if not hit:
+        return []
+    per = [f"{name}: {len(d)}{f' of {n}' if n else ''} ({', '.join(map(str, d[:12]))}{', ...' if len(d) > 12 else ''})"
+           for name, (d, n) in hit.items()]  # fmt: skip
+    total = sum(len(d) for d, _ in hit.values())
+    ev = {"dead": {k: d for k, (d, _) in hit.items()}, "filters": {k: n for k, (_, n) in layers.items()},
+          "thresholds": f.stats.get("thresholds", f.stats.get("params", {})), "split": f.stats.get("split")}  # fmt: skip
+    return [Finding("dead_filters", "warning", "Dead filters",
+                    f"{total} filter{'s' if total != 1 else ''} never activate on the {f.stats.get('split', 'analysed')} "
+                    f"split (per layer: {'; '.join(per)}). They cost compute and carry nothing; a lower learning "
+                    "rate, batch norm before the ReLU, or a leaky activation keeps filters alive.", ev)]  # fmt: skip
+
+
+@check
+def confused_pairs(f: Facts, top: int = 3) -> list[Finding]:
+    """The class pairs mixed up most often in the test confusion matrix (both directions)."""
+    cm = (f.eval or {}).get("confusion")
+    if not isinstance(cm, list) or len(cm) < 2:
+        return []
+    k = len(cm)
+    names = f.classes if len(f.classes) == k else [str(i) for i in range(k)]
+    pairs = []
+    for i in range(k):
+        for j in range(i + 1, k):
+            n = int(cm[i][j]) + int(cm[j][i])
+            if n:
+                pairs.append((n, i, j))
+    if not pairs:
+        return []
+    errors = sum(int(cm[i][j]) for i in range(k) for j in range(k) if i != j)
+    pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
+    ev_pairs, words = [], []
+    for n, i, j in pairs[:top]:
+        ev_pairs.append({"a": names[i], "b": names[j], "a_as_b": int(cm[i][j]), "b_as_a": int(cm[j][i]), "total": n,
+                         "share_of_errors": n / errors})  # fmt: skip
+        words.append(f"{names[i]}/{names[j]} ({n}: \u201c{names[i]}\u201d taken for \u201c{names[j]}\u201d "
+                     f"{int(cm[i][j])} times, the reverse {int(cm[j][i])})")  # fmt: skip
+    share = sum(p["total"] for p in ev_pairs) / errors
+    return [Finding("confused_pairs", "info", "Most confused classes",
+                    f"The most confused class pairs on the test split are {'; '.join(words)}: together "
+                    f"{_pct(share)} of all {errors} mistakes.", {"pairs": ev_pairs, "errors": errors})]  # fmt: skip
+
+
+@check
+def unfinished(f: Facts) -> list[Finding]:
+    status = f.status.get("status")
+    if status in ("finished", "diverged", None):
+        return []
+    ep, n = f.status.get("epoch"), f.status.get("epochs")
+    msg = f.status.get("message") or ""
+    return [Finding("unfinished", "info", f"Run {status}",
+                    f"The run is {status} after {ep} of {n} epochs{': ' + msg if msg else ''}. Numbers below are "
+                    "from the epochs it completed.", {"status": status, "epoch": ep, "epochs": n})]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def diagnose(run: Run | str) -> list[Finding]:
+    """All findings of a run, most serious first."""
+    facts = Facts(run if isinstance(run, Run) else Run(run))
+    found = [x for fn in CHECKS for x in fn(facts)]
+    return sorted(found, key=lambda x: SEVERITIES.index(x.severity))
+
+
+def format_findings(findings: list[Finding]) -> str:
+    """Plain text for the terminal."""
+    if not findings:
+        return "No problems found."
+    lines = []
+    for x in findings:
+        lines.append(f"[{x.severity}] {x.title}: {x.text}")
+        for key, value in x.evidence.items():
+            lines.append(f"    {key}: {_short(value)}")
+    return "\n".join(lines)
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_short(x)}" for k, x in v.items())
+    if isinstance(v, list) and v and isinstance(v[0], dict):
+        return "; ".join(_short(x) for x in v)
+    return str(v)

@@ -1,0 +1,227 @@
+"""The report of one run folder: the story of the run, from its config to what its filters do."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import __version__, plots
+from ..errors import ConvlensError
+from ..run import Run
+from ..utils import atomic_write_text, read_json
+from . import browser
+from .analyses import Analysis, analysis_section, load_analyses
+from .diagnose import diagnose
+from .figures import FigureCache, draw_gallery, pick_examples, pick_mistakes, read_predictions
+from .html import Figure, Section, Table, data_uri, fmt, pct, render_page
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v else None
+
+
+def headline(run: Run, rows: list[dict[str, Any]], summary: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The numbers a reader looks for first."""
+    st = run.status
+    items = [("status", str(st.get("status", "unknown")))]
+    ev = run.eval
+    if ev:
+        items.append(("test accuracy", pct(ev.get("accuracy"))))
+        if _num(ev.get("loss")) is not None:
+            items.append(("test loss", f"{ev['loss']:.4f}"))
+    val = [(r["epoch"], r["val_acc"]) for r in rows if _num(r.get("val_acc")) is not None]
+    if val:
+        e, v = max(val, key=lambda x: x[1])
+        items.append(("best validation accuracy", f"{pct(v)} (epoch {e})"))
+    if rows:
+        last = rows[-1]
+        if _num(last.get("train_acc")) is not None:
+            items.append(("final train accuracy", pct(last["train_acc"])))
+        if _num(last.get("gap")) is not None:
+            items.append(("train - validation gap", f"{100 * last['gap']:.1f} points"))
+        secs = sum(_num(r.get("epoch_seconds")) or 0 for r in rows)
+        items.append(("epochs", f"{rows[-1].get('epoch')} of {st.get('epochs', '?')}"))
+        items.append(("training time", f"{secs:.1f} s ({secs / len(rows):.2f} s/epoch)"))
+    if summary:
+        items.append(("parameters", fmt(summary.get("params"))))
+        items.append(("MACs per image", fmt(summary.get("macs"))))
+    return items
+
+
+def _config_facts(run: Run) -> list[tuple[str, str]]:
+    try:
+        c = run.config
+    except Exception as exc:  # the report still shows what it can
+        return [("config", f"unreadable: {exc}")]
+    m, t, d = c.model, c.train, c.data
+    model = m.preset or "custom layers"
+    if m.options:
+        model += " (" + ", ".join(f"{k}={v}" for k, v in m.options.items()) + ")"
+    opt = t.optimizer
+    return [("name", c.name), ("data", d.name), ("model", model),
+            ("optimizer", f"{opt.name}, lr {opt.lr:g}, weight decay {opt.weight_decay:g}"
+             + (f", momentum {opt.momentum:g}" if opt.name == "sgd" else "")),
+            ("schedule", t.schedule.name), ("epochs", str(t.epochs)), ("batch size", str(t.batch_size)),
+            ("seed", str(c.seed))]  # fmt: skip
+
+
+def training_section(run: Run, rows: list[dict[str, Any]], cache: FigureCache) -> Section:
+    sec = Section("training", "Training", "Loss and accuracy on the training and validation splits, and the learning rate, per epoch.")
+    if not rows:
+        sec.notes.append("metrics.jsonl has no complete epoch yet")
+        return sec
+    p = cache.get("curves.png", [run.path / "metrics.jsonl"], lambda out: plots.curves(rows, out))
+    sec.figures.append(Figure(data_uri(p), "Training curves: loss, accuracy (train and validation), learning rate", "report/curves.png"))
+    table = [[r.get("epoch"), r.get("train_loss"), pct(r.get("train_acc")), r.get("val_loss"), pct(r.get("val_acc")),
+              r.get("lr"), r.get("epoch_seconds")] for r in rows]  # fmt: skip
+    sec.tables.append(Table(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"], table,
+                            "Every epoch (metrics.jsonl)", collapsed=len(rows) > 12))  # fmt: skip
+    return sec
+
+
+def classes_section(run: Run, classes: list[str], cache: FigureCache) -> Section | None:
+    ev = run.eval
+    if not ev:
+        return None
+    split = ev.get("split", "test")
+    sec = Section("classes", "Per-class accuracy and confusion",
+                  f"On the {split} split ({fmt(ev.get('n'))} images, checkpoint {ev.get('checkpoint', '?')}).")  # fmt: skip
+    names = list(ev.get("classes") or classes)
+    acc = ev.get("per_class_accuracy") or []
+    cm = ev.get("confusion") or []
+    rows = []
+    for i, name in enumerate(names):
+        support = sum(cm[i]) if i < len(cm) else None
+        worst = ""
+        if i < len(cm):
+            wrong = [(n, j) for j, n in enumerate(cm[i]) if j != i and n]
+            if wrong:
+                n, j = max(wrong)
+                worst = f"{names[j]} ({n})"
+        a = acc[i] if i < len(acc) else None
+        rows.append([name, {"text": pct(a), "cls": "bad" if a is not None and a < 0.5 * (ev.get("accuracy") or 0) else "num"},
+                     support, worst])  # fmt: skip
+    sec.tables.append(Table(["class", "accuracy", "test images", "most often taken for"], rows))
+    src = [run.path / "eval.json"]
+    if acc:
+        p = cache.get("per_class.png", src, lambda out: plots.bars(
+            [100 * a for a in acc], names, out, title="Per-class accuracy", ylabel="accuracy (%)", ylim=(0, 100)))
+        sec.figures.append(Figure(data_uri(p), "Per-class accuracy", "report/per_class.png"))
+    if cm:
+        p = cache.get("confusion.png", src, lambda out: plots.confusion(cm, names, out, normalize=True,
+                      title="Confusion matrix (counts; colour: share of the true class)"))  # fmt: skip
+        sec.figures.append(Figure(data_uri(p), "Confusion matrix: rows are true classes, columns predictions", "report/confusion.png"))
+    return sec
+
+
+def examples_section(run: Run, classes: list[str], cache: FigureCache, errors: Analysis | None) -> Section | None:
+    if errors is not None:  # the errors analysis made the gallery already
+        sec = analysis_section(run.path, errors, classes)
+        sec.id = "examples"
+        return sec
+    pred = run.path / "predictions.csv"
+    if not pred.is_file():
+        return None
+    sec = Section("examples", "Example classifications",
+                  "Test images with the predicted class and its probability (green: right, red: wrong), and the "
+                  "mistakes the model made with the most confidence.")  # fmt: skip
+    rows = read_predictions(pred)
+    examples, mistakes = pick_examples(rows), pick_mistakes(rows)
+    data: dict[str, Any] = {}
+
+    def images():
+        # the run's own split (as Run.load_data), but a report never downloads anything
+        if "test" not in data:
+            from ..data import load_data
+
+            data["test"] = load_data(run.config.data.model_copy(update={"download": False})).test.images
+        return data["test"]
+
+    try:
+        p = cache.get("examples.png", [pred], lambda out: draw_gallery(
+            images(), examples, classes, out, "Example classifications", mistakes=False))  # fmt: skip
+        sec.figures.append(Figure(data_uri(p), "Evenly spaced test images: predicted class and probability", "report/examples.png"))
+        if mistakes:
+            p = cache.get("mistakes.png", [pred], lambda out: draw_gallery(
+                images(), mistakes, classes, out, "Most confident mistakes (true \u2192 predicted)", mistakes=True))  # fmt: skip
+            sec.figures.append(Figure(data_uri(p), "The most confident mistakes: true class \u2192 prediction, probability",
+                                      "report/mistakes.png"))  # fmt: skip
+        else:
+            sec.notes.append("no test image is misclassified")
+    except ConvlensError as exc:
+        sec.notes.append(f"the test images could not be loaded, so no gallery: {exc}")
+    return sec
+
+
+def model_section(run: Run, summary: dict[str, Any] | None) -> Section | None:
+    if not summary or not isinstance(summary.get("layers"), list):
+        return None
+    rows = [[r.get("name"), r.get("type"), "\u00d7".join(map(str, r.get("output_shape") or [])), r.get("params"),
+             r.get("macs"), r.get("receptive_field")] for r in summary["layers"]]  # fmt: skip
+    rows.append([{"text": "total", "cls": "strong"}, "", "", summary.get("params"), summary.get("macs"), ""])
+    try:
+        shape = "\u00d7".join(map(str, run.input_shape))
+    except ConvlensError:
+        shape = "?"
+    return Section("model", "Model", f"Input {shape}. Receptive field: the side of the input square one output position sees.",
+                   tables=[Table(["layer", "type", "output shape", "parameters", "MACs", "receptive field"], rows)])  # fmt: skip
+
+
+def config_section(run: Run) -> Section:
+    return Section("config", "Config", "The resolved config the run was trained with (config.yaml).",
+                   pre=(run.path / "config.yaml").read_text(encoding="utf-8"), params=_config_facts(run))  # fmt: skip
+
+
+def run_context(run: Run, echo: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Everything the page shows for a run; figures of the report itself are drawn here if stale."""
+    try:
+        classes = run.classes
+    except ConvlensError:
+        classes = list((run.eval or {}).get("classes", []))
+    rows = run.metrics()
+    summary = read_json(run.path / "summary.json") if (run.path / "summary.json").is_file() else None
+    cache = FigureCache(run.path / "report", run.path)
+    analyses, notes = load_analyses(run.path)
+    errors = next((a for a in analyses if a.name == "errors"), None)
+    sections = [s for s in (
+        training_section(run, rows, cache),
+        classes_section(run, classes, cache),
+        examples_section(run, classes, cache, errors),
+        model_section(run, summary),
+    ) if s is not None]  # fmt: skip
+    for a in analyses:
+        if a is not errors:
+            sections.append(analysis_section(run.path, a, classes))
+    layer_order = [r["name"] for r in summary["layers"]] if summary and isinstance(summary.get("layers"), list) else None
+    fb = browser.collect(run.path, analyses, layer_order)
+    sections.append(config_section(run))
+    cache.save()
+    if cache.drawn:
+        echo(f"drew {', '.join(cache.drawn)} into {cache.folder}")
+    try:
+        name = run.config.name
+    except Exception:
+        name = run.path.name
+    return {
+        "kind": "run",
+        "title": f"{name}: {run.path.name}",
+        "subtitle": str(run.path),
+        "facts": _config_facts(run),
+        "headline": headline(run, rows, summary),
+        "findings": [f.to_dict() for f in diagnose(run)],
+        "sections": sections,
+        "browser": fb,
+        "notes": notes,
+        "generated": time.strftime("%Y-%m-%d %H:%M"),
+        "version": __version__,
+    }
+
+
+def build_run_report(run: Run | str | Path, out: str | Path | None = None, echo: Callable[[str], None] = lambda s: None) -> Path:
+    """Write the run's ``report.html`` (default ``RUN/report.html``) and return its path."""
+    run = run if isinstance(run, Run) else Run(run)
+    out = Path(out) if out else run.path / "report.html"
+    html = render_page(**run_context(run, echo))
+    atomic_write_text(out, html)
+    return out

@@ -1,0 +1,199 @@
+"""The report of a sweep folder: every trial in one table, group-by tables, plots, and links to
+each trial's own report.
+
+A sweep folder holds its trials as ordinary run folders under ``trials/<n>/``, and may hold the
+tables (CSV) and plots (PNG) that ``convlens sweep table`` writes. The per-trial table is always
+built here from the trial folders themselves (so it links to each trial's report); the sweep's own
+CSV tables and plots are shown as they are. A sweep without them gets group-by tables and a
+learning-curve overlay computed here from the trial folders.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import __version__, plots
+from ..errors import RunError
+from ..run import Run, is_run
+from ..utils import atomic_write_text, read_json
+from .diagnose import diagnose
+from .figures import FigureCache
+from .html import Figure, Section, Table, data_uri, fmt, pct, render_page
+from .run_report import build_run_report
+
+IGNORED_KEYS = ("meta.", "data.mean", "data.std", "name")
+
+
+def is_sweep(path: Path) -> bool:
+    return (Path(path) / "trials").is_dir() and any(is_run(p) for p in (Path(path) / "trials").iterdir())
+
+
+def trial_folders(path: Path) -> list[Path]:
+    found = [p for p in (Path(path) / "trials").iterdir() if is_run(p)]
+    return sorted(found, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = d
+    return out
+
+
+def _trial_row(run: Run) -> dict[str, Any]:
+    rows = run.metrics()
+    val = [(r["epoch"], r["val_acc"]) for r in rows if isinstance(r.get("val_acc"), (int, float))]
+    best_epoch, best = max(val, key=lambda x: x[1]) if val else (None, None)
+    last = rows[-1] if rows else {}
+    secs = [r["epoch_seconds"] for r in rows if isinstance(r.get("epoch_seconds"), (int, float))]
+    summary = read_json(run.path / "summary.json") if (run.path / "summary.json").is_file() else {}
+    ev = run.eval or {}
+    findings = ", ".join(f.title.lower() for f in diagnose(run) if f.severity in ("problem", "warning"))
+    return {"findings": findings,"status": run.status.get("status", "unknown"), "best_val_acc": best, "best_epoch": best_epoch,
+            "train_acc": last.get("train_acc"), "gap": last.get("gap"), "test_acc": ev.get("accuracy"),
+            "params": summary.get("params"), "epochs": len(rows),
+            "sec_per_epoch": sum(secs) / len(secs) if secs else None, "seconds": sum(secs) if secs else None,
+            "curve": val}  # fmt: skip
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+
+
+def _order(v: Any) -> tuple[int, float, str]:
+    """Numbers in numeric order, then everything else by its text."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return (0, float(v), "")
+    return (1, 0.0, fmt(v))
+
+
+def _csv_table(path: Path, root: Path) -> Table | None:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return None
+    head, body = rows[0], rows[1:]
+
+    def cell(v: str) -> Any:
+        try:
+            x = float(v)
+        except ValueError:
+            return v
+        return int(x) if x.is_integer() and "." not in v and "e" not in v.lower() else x
+
+    return Table(head, [[cell(v) for v in r] for r in body], str(path.relative_to(root)), collapsed=len(body) > 30)
+
+
+def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[str, Any]:
+    trials = trial_folders(path)
+    runs = [Run(t) for t in trials]
+    data = [_trial_row(r) for r in runs]
+    configs = []
+    for r in runs:
+        try:
+            configs.append(_flatten(r.config.to_dict()))
+        except Exception:
+            configs.append({})
+    keys = sorted({k for c in configs for k in c})
+    varying = [k for k in keys if not k.startswith(IGNORED_KEYS)
+               and len({repr(c.get(k)) for c in configs}) > 1]  # fmt: skip
+
+    # every trial's own report, linked from the table
+    links = []
+    for t, r in zip(trials, runs):
+        rep = build_run_report(r, echo=echo)
+        links.append(os.path.relpath(rep, out.parent).replace(os.sep, "/"))
+
+    sections: list[Section] = []
+    order = sorted(range(len(runs)), key=lambda i: -(data[i]["best_val_acc"] if data[i]["best_val_acc"] is not None else -1))
+    rows = []
+    for i in order:
+        d = data[i]
+        rows.append([{"text": trials[i].name, "href": links[i]}, {"text": d["status"], "cls": "" if d["status"] == "finished" else "bad"}]
+                    + [configs[i].get(k) for k in varying]
+                    + [pct(d["best_val_acc"]), d["best_epoch"], pct(d["train_acc"]),
+                       "" if d["gap"] is None else f"{100 * d['gap']:.1f}", pct(d["test_acc"]), d["params"],
+                       d["sec_per_epoch"], d["seconds"], {"text": d["findings"], "cls": "wide"}])  # fmt: skip
+    sections.append(Section("trials", "Trials",
+                            f"{len(runs)} trials, best validation accuracy first. The trial name opens its own report.",
+                            tables=[Table(["trial", "status", *varying, "best val acc", "at epoch", "final train acc",
+                                           "gap (points)", "test acc", "parameters", "s/epoch", "seconds", "diagnosis"], rows)]))  # fmt: skip
+
+    own_csv = [p for p in sorted(path.rglob("*.csv")) if "trials" not in p.relative_to(path).parts[:1] and p.parts[-2] != "report"]
+    tables = [t for t in (_csv_table(p, path) for p in own_csv) if t is not None]
+    if tables:
+        sections.append(Section("tables", "Tables", "The tables written by the sweep.", tables=tables))
+    elif varying:
+        grouped = []
+        for k in varying:
+            groups: dict[str, list[int]] = {}
+            for i in sorted(range(len(configs)), key=lambda i: _order(configs[i].get(k))):
+                groups.setdefault(fmt(configs[i].get(k)), []).append(i)
+            g_rows = []
+            for v, idx in groups.items():
+                accs = [data[i]["best_val_acc"] for i in idx if data[i]["best_val_acc"] is not None]
+                tests = [data[i]["test_acc"] for i in idx if data[i]["test_acc"] is not None]
+                m, s = _mean_std(accs) if accs else (None, None)
+                g_rows.append([v, len(idx), pct(m), f"{100 * s:.2f}" if len(accs) > 1 else "",
+                               pct(sum(tests) / len(tests)) if tests else ""])  # fmt: skip
+            grouped.append(Table([k, "trials", "mean best val acc", "std (points)", "mean test acc"], g_rows, f"By {k}"))
+        sections.append(Section("groups", "Group-by tables", "Mean over the trials that share each value.", tables=grouped))
+
+    own_png = [p for p in sorted(path.rglob("*.png")) if p.relative_to(path).parts[0] not in ("trials", "report")]
+    figs = [Figure(data_uri(p), p.stem.replace("_", " "), str(p.relative_to(path))) for p in own_png]
+    if not figs and any(d["curve"] for d in data):
+        cache = FigureCache(path / "report", path)
+
+        def draw(p: Path) -> None:
+            plt = plots.pyplot()
+            fig, ax = plt.subplots(figsize=(7, 3.4))
+            for t, d in zip(trials, data):
+                if d["curve"]:
+                    x, y = zip(*d["curve"])
+                    ax.plot(x, [100 * v for v in y], label=t.name, lw=1.2)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("validation accuracy (%)")
+            ax.grid(alpha=0.3)
+            if len(trials) <= 12:
+                ax.legend(fontsize=7, ncol=2)
+            plots.save(fig, p)
+
+        p = cache.get("curves.png", [t / "metrics.jsonl" for t in trials if (t / "metrics.jsonl").is_file()], draw)
+        cache.save()
+        figs.append(Figure(data_uri(p), "Validation accuracy of every trial", "report/curves.png"))
+    if figs:
+        sections.append(Section("plots", "Plots", figures=figs))
+
+    texts = [p for p in sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml"))]
+    for p in texts:
+        sections.append(Section(f"file-{p.stem}", p.name, pre=p.read_text(encoding="utf-8")))
+
+    statuses: dict[str, int] = {}
+    for d in data:
+        statuses[d["status"]] = statuses.get(d["status"], 0) + 1
+    best = order[0] if order and data[order[0]]["best_val_acc"] is not None else None
+    headline = [("trials", str(len(runs))), ("status", ", ".join(f"{v} {k}" for k, v in statuses.items()))]
+    if best is not None:
+        headline.append(("best trial", f"{trials[best].name}: {pct(data[best]['best_val_acc'])} validation"))
+    return {"kind": "sweep", "title": f"Sweep {path.resolve().name}", "subtitle": str(path),
+            "facts": [("varied", ", ".join(varying) or "nothing")], "headline": headline, "findings": None,
+            "sections": sections, "browser": None, "notes": [], "generated": time.strftime("%Y-%m-%d %H:%M"),
+            "version": __version__}  # fmt: skip
+
+
+def build_sweep_report(path: str | Path, out: str | Path | None = None, echo: Callable[[str], None] = lambda s: None) -> Path:
+    path = Path(path)
+    if not is_sweep(path):
+        raise RunError(f"{path} is not a sweep folder: it has no trials/<n>/ run folders")
+    out = Path(out) if out else path / "report.html"
+    atomic_write_text(out, render_page(**sweep_context(path, out, echo)))
+    return out

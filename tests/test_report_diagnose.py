@@ -1,0 +1,179 @@
+"""`convlens diagnose`: each finding on a tiny real run made to show it, and on hand-made run folders."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from report_helpers import copy_run, rename_classes, trained
+from report_helpers import healthy as healthy_run
+
+from convlens.cli import main
+from convlens.report import diagnose
+from convlens.report.diagnose import COLLAPSE_SHARE, dead_filters_by_layer
+from convlens.run import Run
+from convlens.utils import read_json, to_json, write_json
+
+
+def codes(run_dir) -> dict[str, object]:
+    return {f.code: f for f in diagnose(run_dir)}
+
+
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory):
+    return healthy_run(tmp_path_factory)
+
+
+# -- runs made to show a problem --------------------------------------------------------------
+
+
+def test_huge_sgd_learning_rate_is_diagnosed_as_diverged(tmp_path_factory):
+    run = trained(tmp_path_factory, "huge-sgd", **{"train.optimizer.lr": 50.0})
+    found = codes(run)
+    assert Run(run).status["status"] == "diverged"
+    f = found["diverged"]
+    assert f.severity == "problem"
+    assert f.evidence["learning_rate"] == 50.0
+    assert "lr=50" in f.text and "lower" in f.text
+
+
+def test_huge_adam_learning_rate_is_diagnosed_as_collapsed(tmp_path_factory):
+    run = trained(tmp_path_factory, "huge-adam", **{"train.optimizer": {"name": "adam", "lr": 1.0}, "train.epochs": 3})
+    found = codes(run)
+    assert "collapsed" in found or "diverged" in found
+    f = found["collapsed"]
+    ev = read_json(run / "eval.json")
+    counts = ev["prediction_counts"]
+    top = max(range(len(counts)), key=counts.__getitem__)
+    assert f.evidence["class"] == ev["classes"][top]
+    assert f.evidence["share"] == pytest.approx(counts[top] / sum(counts))
+    assert f.evidence["share"] >= COLLAPSE_SHARE or (ev["accuracy"] <= 0.15 and f.evidence["share"] >= 0.5)
+    assert "too high" in f.text
+    assert "chance_level" not in found  # said once, as the collapse
+
+
+def test_healthy_run_is_neither_diverged_nor_collapsed(healthy):
+    found = codes(healthy)
+    assert not {"diverged", "collapsed", "chance_level", "flat_loss", "overfitting", "dead_filters"} & set(found)
+    # two epochs, validation accuracy still climbing at the end: train longer
+    assert "still_improving" in found
+    rows = Run(healthy).metrics()
+    assert found["still_improving"].evidence["val_acc_last"] == pytest.approx(rows[-1]["val_acc"])
+
+
+def test_tiny_learning_rate_is_diagnosed_as_flat_loss(tmp_path_factory):
+    run = trained(tmp_path_factory, "flat", **{"train.optimizer.lr": 1e-5, "train.epochs": 3})
+    found = codes(run)
+    f = found["flat_loss"]
+    rows = Run(run).metrics()
+    assert f.evidence["first_loss"] == pytest.approx(rows[0]["train_loss"])
+    assert f.evidence["last_loss"] == pytest.approx(rows[-1]["train_loss"])
+    assert "too low" in f.text
+    assert "diverged" not in found
+    # an untrained network predicts one class for most images; the cause named must be the low rate
+    if "collapsed" in found:
+        assert "raise the learning rate" in found["collapsed"].text
+
+
+def test_small_training_set_is_diagnosed_as_overfitting(tmp_path_factory):
+    run = trained(tmp_path_factory, "overfit", **{"data.train_subset": 40, "train.epochs": 12, "model.options.width": 8,
+                                                  "train.optimizer": {"name": "adam", "lr": 0.01}})  # fmt: skip
+    f = codes(run)["overfitting"]
+    rows = Run(run).metrics()
+    val = [r["val_acc"] for r in rows]
+    assert f.evidence["peak_epoch"] == rows[val.index(max(val))]["epoch"]
+    assert f.evidence["gap_last"] == pytest.approx(rows[-1]["train_acc"] - rows[-1]["val_acc"])
+    assert f.evidence["gap_last"] >= 0.10
+    assert f"epoch {f.evidence['peak_epoch']}" in f.text or "peaked in the last epoch" in f.text
+
+
+# -- hand-made run folders ---------------------------------------------------------------------
+
+
+def _rewrite_metrics(run_dir, rows):
+    (run_dir / "metrics.jsonl").write_text("".join(to_json(r, None) + "\n" for r in rows))
+
+
+def test_nan_and_exploding_losses_are_divergence(healthy, tmp_path):
+    run = copy_run(healthy, tmp_path / "nan")
+    rows = Run(run).metrics()
+    _rewrite_metrics(run, [rows[0], {**rows[1], "train_loss": math.nan}])
+    f = codes(run)["diverged"]
+    assert f.evidence["nan_loss_epochs"] == [rows[1]["epoch"]]
+    run2 = copy_run(healthy, tmp_path / "explode")
+    _rewrite_metrics(run2, [rows[0], {**rows[1], "train_loss": 4 * rows[0]["train_loss"]}])
+    f = codes(run2)["diverged"]
+    assert f.evidence["worst_epoch"] == 2 and f.evidence["worst_loss"] == pytest.approx(4 * rows[0]["train_loss"])
+
+
+def test_chance_level_without_a_dominant_class(healthy, tmp_path):
+    run = copy_run(healthy, tmp_path / "chance")
+    ev = read_json(run / "eval.json")
+    counts = [36, 36, 36, 36, 36, 36, 36, 36, 36, 35]
+    ev.update(accuracy=0.1, prediction_counts=counts)
+    write_json(run / "eval.json", ev)
+    found = codes(run)
+    assert "collapsed" not in found
+    assert found["chance_level"].evidence["test_accuracy"] == 0.1 and "10.0%" in found["chance_level"].text
+    ev.update(prediction_counts=[200, 159, 0, 0, 0, 0, 0, 0, 0, 0])  # 56% one class at chance accuracy: collapsed
+    write_json(run / "eval.json", ev)
+    found = codes(run)
+    assert "collapsed" in found and "chance_level" not in found
+
+
+def test_most_confused_pairs_count_both_directions(healthy, tmp_path):
+    run = copy_run(healthy, tmp_path / "pairs")
+    names = ["airplane", "bird", "cat", "dog"]
+    cm = [[80, 12, 0, 0],
+          [6, 90, 3, 1],
+          [0, 2, 70, 28],
+          [0, 1, 19, 80]]  # fmt: skip
+    ev = read_json(run / "eval.json")
+    ev.update(confusion=cm, prediction_counts=[sum(r[j] for r in cm) for j in range(4)], per_class_accuracy=[0.8, 0.9, 0.7, 0.8])
+    write_json(run / "eval.json", ev)
+    rename_classes(run, names)
+    f = codes(run)["confused_pairs"]
+    pairs = f.evidence["pairs"]
+    assert (pairs[0]["a"], pairs[0]["b"], pairs[0]["a_as_b"], pairs[0]["b_as_a"], pairs[0]["total"]) == ("cat", "dog", 28, 19, 47)
+    assert (pairs[1]["a"], pairs[1]["b"], pairs[1]["total"]) == ("airplane", "bird", 18)
+    assert f.evidence["errors"] == 72
+    assert "cat/dog" in f.text and "airplane/bird" in f.text
+
+
+@pytest.mark.parametrize("layout", ["indices", "booleans", "records", "list-of-layers"])
+def test_dead_filters_come_from_the_stats_analysis(healthy, tmp_path, layout):
+    run = copy_run(healthy, tmp_path / layout)
+    dead = {"conv1": [1], "conv2": [0, 5]}
+    sizes = {"conv1": 4, "conv2": 8, "conv3": 16}
+    if layout == "indices":
+        layers = {k: {"channels": n, "dead": dead.get(k, [])} for k, n in sizes.items()}
+    elif layout == "booleans":
+        layers = {k: {"dead": [i in dead.get(k, []) for i in range(n)]} for k, n in sizes.items()}
+    elif layout == "records":
+        layers = {k: {"filters": [{"filter": i, "active": 0.0 if i in dead.get(k, []) else 0.4, "dead": i in dead.get(k, [])}
+                                  for i in range(n)]} for k, n in sizes.items()}  # fmt: skip
+    else:
+        layers = [{"layer": k, "mean": [0.1] * n, "dead": dead.get(k, [])} for k, n in sizes.items()]
+    write_json(run / "analysis" / "stats.json", {"analysis": "stats", "params": {}, "split": "test", "layers": layers, "figures": []})
+    table = dead_filters_by_layer(read_json(run / "analysis" / "stats.json"))
+    assert {k: v[0] for k, v in table.items() if v[0]} == dead
+    assert {k: v[1] for k, v in table.items()} == sizes
+    f = codes(run)["dead_filters"]
+    assert f.evidence["dead"] == dead
+    assert "conv1: 1 of 4" in f.text and "conv2: 2 of 8" in f.text and "3 filters" in f.text
+
+
+def test_no_stats_analysis_means_no_dead_filter_claim(healthy):
+    assert not (healthy / "analysis" / "stats.json").exists()
+    assert "dead_filters" not in codes(healthy)
+
+
+def test_diagnose_command_prints_findings_and_json(healthy, capsys):
+    assert main(["diagnose", str(healthy)]) == 0
+    out = capsys.readouterr().out
+    assert "[hint] Still improving" in out and "evidence" not in out.splitlines()[0]
+    assert main(["diagnose", str(healthy), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert {f["code"] for f in found} == set(codes(healthy))
+    assert main(["diagnose", str(healthy / "nope")]) == 2

@@ -1,0 +1,258 @@
+"""`convlens report`: one self-contained, escaped page per run or sweep, figures drawn once."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+import pytest
+from PIL import Image
+from report_helpers import HOSTILE_CAPTION, HOSTILE_CLASSES, HOSTILE_NAME, analysed, built, copy_run, healthy, trained
+
+from convlens.cli import main
+from convlens.report import build_report
+from convlens.utils import read_json, write_json
+
+
+class Page(HTMLParser):
+    """The parts of a page the tests look at: tags with their attributes, sections, script blocks."""
+
+    def __init__(self, text: str):
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.scripts: list[tuple[dict[str, str], str]] = []
+        self.text: list[str] = []
+        self._script: dict[str, str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        a = {k: v or "" for k, v in attrs}
+        self.tags.append((tag, a))
+        if tag == "script":
+            self._script = a
+            self.scripts.append((a, ""))
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._script = None
+
+    def handle_data(self, data):
+        if self._script is not None:
+            a, body = self.scripts[-1]
+            self.scripts[-1] = (a, body + data)
+        else:
+            self.text.append(data)
+
+    def all(self, tag: str) -> list[dict[str, str]]:
+        return [a for t, a in self.tags if t == tag]
+
+    def section_ids(self) -> list[str]:
+        return [a["id"] for a in self.all("section") if "id" in a]
+
+    def browser_data(self) -> dict:
+        return json.loads(next(body for a, body in self.scripts if a.get("id") == "fb-data"))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    run = analysed(tmp_path_factory)
+    lines: list[str] = []
+    out = build_report(run, echo=lines.append)
+    return run, out, out.read_text(encoding="utf-8"), lines
+
+
+def test_page_is_self_contained(report):
+    run, out, text, _ = report
+    assert out == run / "report.html"
+    page = Page(text)
+    imgs = [a["src"] for a in page.all("img") if "src" in a]
+    assert imgs and all(s.startswith("data:image/") for s in imgs)
+    for tag, a in page.tags:
+        for attr in ("src", "href"):
+            v = a.get(attr, "")
+            assert not re.match(r"^(https?:)?//", v), (tag, v)
+    assert not page.all("link") and not page.all("iframe")
+    assert all("src" not in a for a, _ in page.scripts)
+    csp = next(a["content"] for a in page.all("meta") if a.get("http-equiv") == "Content-Security-Policy")
+    assert "default-src 'none'" in csp and "img-src data:" in csp
+
+
+def test_hostile_text_is_escaped_everywhere(report):
+    _, _, text, _ = report
+    page = Page(text)
+    # exactly the page's own two script elements: the browser data block and the script
+    assert len(page.scripts) == 2
+    assert [a.get("type") for a, _ in page.scripts] == ["application/json", None]
+    assert "__pwned" not in page.scripts[1][1]
+    assert "<script>window.__pwned" not in text and "<img src=x" not in text
+    shown = "".join(page.text)
+    assert HOSTILE_NAME in shown  # the config name, as text
+    assert HOSTILE_CLASSES[0] in shown and HOSTILE_CLASSES[1] in shown and "cat & dog" in shown
+    assert HOSTILE_CAPTION.strip() in shown
+    # in the JSON block the markup characters are \u-escaped, and it still parses to the caption
+    data = page.browser_data()
+    caps = [f["caption"] for layer in data["figures"].values() for fig in layer.values() for f in fig.values()]
+    assert any(c.endswith(HOSTILE_CAPTION) for c in caps)
+
+
+def test_every_analysis_is_shown_with_its_figures(report):
+    run, _, text, _ = report
+    page = Page(text)
+    ids = page.section_ids()
+    srcs = {a["src"] for a in page.all("img") if "src" in a}
+    for p in sorted((run / "analysis").glob("*.json")):
+        doc = read_json(p)
+        name = doc["analysis"]
+        assert (f"analysis-{name}" in ids) or (name == "errors" and "examples" in ids), name
+        for fig in doc["figures"]:
+            uri = "data:image/png;base64," + base64.b64encode((run / fig["path"]).read_bytes()).decode()
+            if "layer" in fig:  # per-filter figures live in the filter browser
+                kind = name + ("_" + fig["kind"] if fig.get("kind") else "")
+                assert page.browser_data()["figures"][fig["layer"]][str(fig["filter"])][kind]["src"] == uri
+            else:
+                assert uri in srcs, fig["path"]
+
+
+def test_known_analyses_get_their_tables(report):
+    run, _, text, _ = report
+    abl = read_json(run / "analysis" / "ablate.json")
+    b, a = abl["before"]["per_class_accuracy"], abl["after"]["per_class_accuracy"]
+    for i in range(len(b)):
+        assert f"{100 * b[i]:.2f}%</td><td>{100 * a[i]:.2f}%" in text.replace('<td class="num">', "<td>")
+    assert "Per-class accuracy before and after" in text and "What was ablated" in text
+    assert "Dead filters per layer" in text and "Classes of each filter&#39;s top-6 images" in text
+    assert "The most class-selective" in text and "Receptive fields" in text
+    # filter numbers in the tables open the filter browser
+    assert 'href="#fb=conv1/0"' in text
+
+
+def test_run_sections_match_the_run_folder(report):
+    run, _, text, _ = report
+    page = Page(text)
+    assert page.section_ids()[:6] == ["headline", "diagnosis", "training", "classes", "examples", "model"]
+    assert page.section_ids()[-2:] == ["config", "filter-browser"]
+    ev = read_json(run / "eval.json")
+    for acc in ev["per_class_accuracy"]:
+        assert f"{100 * acc:.2f}%" in text
+    for layer in read_json(run / "summary.json")["layers"]:
+        assert f"<td>{layer['name']}</td><td>{layer['type']}</td>" in text
+    assert "Still improving" in text  # the diagnosis is at the top of the page
+    # the errors analysis provides the gallery, so the report drew none of its own
+    assert not (run / "report" / "examples.png").exists()
+
+
+def test_browser_lists_every_layer_and_filter(report):
+    run, _, text, _ = report
+    data = Page(text).browser_data()
+    assert [layer["name"] for layer in data["layers"]] == ["conv1", "conv2", "conv3"]
+    assert all(layer["filters"] == [0, 1, 2] for layer in data["layers"])
+    kinds = [k["key"] for k in data["kinds"]]
+    assert kinds[:4] == ["filters", "classnorms", "topk", "topk_patches"] and "actmax" in kinds
+
+
+def test_figures_are_drawn_once_and_redrawn_when_their_source_changes(healthy_copy):
+    lines: list[str] = []
+    build_report(healthy_copy, echo=lines.append)
+    assert lines and all(n in lines[0] for n in ("curves.png", "per_class.png", "confusion.png", "examples.png", "mistakes.png"))
+    stamp = {p.name: p.stat().st_mtime_ns for p in (healthy_copy / "report").glob("*.png")}
+    lines.clear()
+    build_report(healthy_copy, echo=lines.append)
+    assert lines == []
+    assert stamp == {p.name: p.stat().st_mtime_ns for p in (healthy_copy / "report").glob("*.png")}
+    m = healthy_copy / "metrics.jsonl"
+    m.write_text(m.read_text())  # new mtime
+    build_report(healthy_copy, echo=lines.append)
+    assert len(lines) == 1 and "curves.png" in lines[0] and "confusion.png" not in lines[0]
+
+
+@pytest.fixture
+def healthy_copy(tmp_path_factory, tmp_path):
+    return copy_run(healthy(tmp_path_factory), tmp_path / "run")
+
+
+@pytest.fixture
+def built_copy(tmp_path_factory, tmp_path):
+    return copy_run(built(tmp_path_factory), tmp_path / "built")
+
+
+def test_a_copied_run_folder_reuses_its_figures(built_copy):
+    lines: list[str] = []
+    build_report(built_copy, echo=lines.append)
+    assert lines == []
+
+
+def test_unreadable_analyses_leave_notes_not_failures(built_copy):
+    a = built_copy / "analysis"
+    a.mkdir()
+    (a / "broken.json").write_text("{not json")
+    write_json(a / "stats.json", {"analysis": "stats", "layers": {"conv1": {"filters": [{"filter": "x"}]}},
+                                  "figures": [{"path": "analysis/stats/missing.png", "caption": "gone"}]})  # fmt: skip
+    write_json(a / "ablate.json", {"analysis": "ablate", "before": "oops", "after": 3, "ranking": [1, 2], "figures": []})
+    (a / "custom").mkdir()
+    Image.new("RGB", (8, 8), "red").save(a / "custom" / "x.png")
+    write_json(a / "custom.json", {"analysis": "custom", "params": {"alpha": 0.5}, "answer": 42,
+                                   "figures": [{"path": "analysis/custom/x.png", "caption": "a custom figure"}]})  # fmt: skip
+    text = build_report(built_copy).read_text()
+    assert "broken.json could not be read" in text
+    assert "the tables of stats.json could not be read (ValueError" in text
+    assert "figure analysis/stats/missing.png is listed but missing" in text
+    page = Page(text)
+    assert {"analysis-stats", "analysis-ablate", "analysis-custom"} <= set(page.section_ids())
+    assert "a custom figure" in text and "<dt>answer</dt><dd>42</dd>" in text and "<dt>alpha</dt><dd>0.5</dd>" in text
+
+
+def test_report_of_a_diverged_run(tmp_path_factory, tmp_path):
+    run = copy_run(trained(tmp_path_factory, "huge-sgd", **{"train.optimizer.lr": 50.0}), tmp_path / "d")
+    text = build_report(run).read_text()
+    page = Page(text)
+    assert "Training diverged" in text and "diverged in epoch 1" in text
+    assert "classes" not in page.section_ids() and "training" in page.section_ids()
+
+
+def test_sweep_report_links_every_trial(tmp_path_factory, tmp_path):
+    sweep = tmp_path / "sweep"
+    copy_run(built(tmp_path_factory), sweep / "trials" / "0")
+    copy_run(trained(tmp_path_factory, "flat", **{"train.optimizer.lr": 1e-5, "train.epochs": 3}), sweep / "trials" / "1")
+    (sweep / "sweep.yaml").write_text("base: tiny.yaml\nparams:\n  train.optimizer.lr: [0.05, 1.0e-5]\n")
+    out = build_report(sweep)
+    text = out.read_text()
+    page = Page(text)
+    links = [a["href"] for a in page.all("a") if a.get("href", "").endswith("report.html")]
+    assert links == ["trials/0/report.html", "trials/1/report.html"]  # best validation accuracy first
+    assert all((sweep / link).is_file() for link in links)
+    assert {"trials", "groups", "plots", "file-sweep"} <= set(page.section_ids())
+    assert "By train.optimizer.lr" in text and "By train.epochs" in text
+    assert "flat loss from the start" in text  # trial 1's diagnosis, in its row
+    assert "params:" in text  # the sweep file, as text
+    # with the sweep's own tables and plots present, those are shown instead of computed ones
+    (sweep / "tables").mkdir()
+    (sweep / "tables" / "by_lr.csv").write_text("lr,val_acc\n0.05,0.9\n<script>x</script>,0.1\n")
+    shutil.copy(sweep / "report" / "curves.png", sweep / "accuracy_vs_lr.png")
+    text = build_report(sweep, tmp_path / "elsewhere" / "s.html").read_text()
+    page = Page(text)
+    assert "tables" in page.section_ids() and "groups" not in page.section_ids()
+    assert "&lt;script&gt;x&lt;/script&gt;" in text and "<script>x" not in text
+    assert "accuracy vs lr" in text
+    assert [a["href"] for a in page.all("a") if a.get("href", "").endswith("report.html")] == [
+        os.path.relpath(sweep / "trials" / t / "report.html", tmp_path / "elsewhere") for t in ("0", "1")]
+
+
+def test_report_command(built_copy, tmp_path, capsys):
+    out = tmp_path / "r.html"
+    assert main(["report", str(built_copy), "--out", str(out)]) == 0
+    assert out.is_file() and f"report: {out}" in capsys.readouterr().out
+    assert main(["report", str(tmp_path)]) == 2
+    assert "neither a run folder" in capsys.readouterr().err
+
+
+def test_demo_ends_with_its_report(tmp_path, monkeypatch):
+    from convlens import demo
+
+    monkeypatch.setitem(demo.DEMO_CONFIG["model"]["options"], "width", 4)  # the demo's recipe, smaller
+    lines: list[str] = []
+    path = demo.run_demo(tmp_path / "demo", epochs=1, echo=lines.append)
+    assert (path / "report.html").is_file()
+    assert lines[-1] == f"report: {path / 'report.html'}"
