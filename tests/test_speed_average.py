@@ -127,7 +127,8 @@ def test_training_with_averaging_resumes_exactly(tmp_path, kind):
     from convlens.train import train
     from convlens.train.checkpoint import load
 
-    cfg = tiny_config(**{"train.epochs": 3, "train.average": {"kind": kind, "decay": 0.8, "every": 2, "power": 1}})
+    cfg = tiny_config(**{"train.epochs": 3, "train.threads": 1,  # see test_fast_preset_trains_a_few_steps
+                         "train.average": {"kind": kind, "decay": 0.8, "every": 2, "power": 1}})
     whole = train(cfg, tmp_path / "whole", echo=lambda s: None)
 
     def interrupt(row):
