@@ -29,6 +29,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _cifar import cifar_root  # noqa: E402
 
 from convlens.config import load_config  # noqa: E402
 from convlens.data import load_data  # noqa: E402
@@ -128,13 +131,14 @@ def with_convlens(cfg_path: str, overrides: list[str], out: str) -> tuple[float,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=os.path.join(ROOT, "examples", "fast-cpu.yaml"))
-    ap.add_argument("--root", default=os.environ.get("CONVLENS_CIFAR", "/work/shared/data/cifar10-jpeg.tar.gz"))
+    ap.add_argument("--root", help="the CIFAR-10 archive (default: the shared copy, see _cifar.py)")
     ap.add_argument("--subset", type=int, default=10000, help="training images in the epoch")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--test", type=int, default=1000, help="test images predicted at the end")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    args.root = args.root or cifar_root()
     torch.set_num_threads(args.threads)
     overrides = recipe(args.root, args.subset, args.width, args.test) + [f"train.threads={args.threads}"]
     cfg = load_config(args.config, overrides)

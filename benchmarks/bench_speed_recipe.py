@@ -35,6 +35,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 sys.path.insert(0, os.path.join(ROOT, "src"))
+sys.path.insert(0, HERE)
+
+from _cifar import cifar_root  # noqa: E402
 
 #: Each trick of the recipe and the overrides that switch it off (or back to the plain choice).
 ABLATIONS: dict[str, list[str]] = {
@@ -52,12 +55,9 @@ ABLATIONS: dict[str, list[str]] = {
     "bias_lr": ["train.optimizer.bias_lr_scale=1", "train.optimizer.bias_weight_decay=null"],
     "lookahead": ["train.average=null"],
     "ema_instead": ["train.average.kind=ema"],
-    "tta": ["eval.tta=none"],
+    "tta": ["eval.tta=none"],  # evaluation only: the full recipe's network, evaluated without TTA
+    "tta_shifts": ["eval.tta=flip"],  # mirror only, no 1-pixel shifts
 }
-
-
-def _cifar_root() -> str:
-    return os.environ.get("CONVLENS_CIFAR", os.path.join(ROOT, "..", "shared", "data", "cifar10-jpeg.tar.gz"))
 
 
 def run_time(config: str, seeds: list[int], sets: list[str], keep: str | None) -> None:
@@ -68,7 +68,7 @@ def run_time(config: str, seeds: list[int], sets: list[str], keep: str | None) -
             out = os.path.join(out_root, f"seed{seed}")
             shutil.rmtree(out, ignore_errors=True)
             cmd = [sys.executable, "-m", "convlens.cli", "train", config, "--out", out, "--set", f"seed={seed}",
-                   "--set", f"data.root={_cifar_root()}"]  # fmt: skip
+                   "--set", f"data.root={cifar_root()}"]  # fmt: skip
             for s in sets:
                 cmd += ["--set", s]
             env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")}
@@ -99,12 +99,11 @@ def run_time(config: str, seeds: list[int], sets: list[str], keep: str | None) -
 
 
 def run_ablate(config: str, seeds: list[int], sets: list[str], only: list[str] | None) -> None:
-    import torch
-
+    from convlens.run import Run
     from convlens.train import train
     from convlens.train.evaluate import evaluate_split
 
-    base = [f"data.root={_cifar_root()}", "data.val_fraction=0.1", "data.test_subset=100"] + sets
+    base = [f"data.root={cifar_root()}", "data.val_fraction=0.1", "data.test_subset=100"] + sets
     variants = {"(full recipe)": []}
     variants.update({k: v for k, v in ABLATIONS.items() if only is None or k in only})
     tmp = tempfile.mkdtemp(prefix="bench-ablate-")
@@ -112,16 +111,23 @@ def run_ablate(config: str, seeds: list[int], sets: list[str], only: list[str] |
     try:
         for name, extra in variants.items():
             for seed in seeds:
-                out = os.path.join(tmp, f"{name.strip('()').replace(' ', '_')}-{seed}")
                 t0 = time.perf_counter()
-                run = train(config, out, overrides=base + extra + [f"seed={seed}"], echo=lambda s: None)
-                cfg = run.config
+                base_run = os.path.join(tmp, f"full-{seed}")
+                if extra and all(o.startswith("eval.") for o in extra):
+                    # only the evaluation changes: evaluate the full recipe's network again
+                    run = Run(base_run)
+                    tta = dict(o.split("=", 1) for o in extra).get("eval.tta", run.config.eval.tta)
+                else:
+                    out = base_run if not extra else os.path.join(tmp, f"{name}-{seed}")
+                    run = train(config, out, overrides=base + extra + [f"seed={seed}"], echo=lambda s: None)
+                    tta = run.config.eval.tta
                 data = run.load_data()
-                res, _ = evaluate_split(run.load_model("last"), data.val, data.classes, tta=cfg.eval.tta)
+                res, _ = evaluate_split(run.load_model("last"), data.val, data.classes, tta=tta)
                 results.setdefault(name, []).append(100 * res["accuracy"])
                 print(f"  {name:<16} seed {seed}: val {results[name][-1]:.2f}%  ({time.perf_counter() - t0:.0f}s, "
                       f"load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
-                shutil.rmtree(out, ignore_errors=True)
+                if extra:
+                    shutil.rmtree(os.path.join(tmp, f"{name}-{seed}"), ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     full = statistics.mean(results["(full recipe)"])

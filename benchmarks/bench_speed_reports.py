@@ -8,6 +8,7 @@ validation split. Runs whose whole recipe fits in ``--budget`` seconds at that r
 test accuracy is printed; for the rest the estimated time is printed instead.
 
     PYTHONPATH=src python benchmarks/bench_speed_reports.py [--images 5000] [--budget 1200] [--only net4 ...]
+        [--threads 1]
 
 Net 1-3 have no example file: their recipes are written below from the CS7015 report (SGD,
 lr 0.01, batch 128; Net 1 and 2 for 30 epochs without augmentation, Net 3 for 60 with the same
@@ -26,6 +27,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 sys.path.insert(0, os.path.join(ROOT, "src"))
+sys.path.insert(0, HERE)
+
+from _cifar import cifar_root  # noqa: E402
 
 EX = os.path.join(ROOT, "examples")
 NET4 = os.path.join(EX, "net4.yaml")
@@ -50,8 +54,10 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=5000, help="training images timed per network")
     ap.add_argument("--budget", type=float, default=1200, help="train the full recipe when it fits in this many seconds")
     ap.add_argument("--only", nargs="+", choices=sorted(RECIPES))
-    ap.add_argument("--root", default=os.environ.get("CONVLENS_CIFAR", os.path.join(ROOT, "..", "shared", "data", "cifar10-jpeg.tar.gz")))
+    ap.add_argument("--threads", type=int, help="train.threads (default: the configs' own, all cores)")
+    ap.add_argument("--root", help="the CIFAR-10 archive (default: the shared copy, see _cifar.py)")
     args = ap.parse_args()
+    args.root = args.root or cifar_root()
 
     from convlens.config import load_config
     from convlens.train import train
@@ -63,7 +69,7 @@ def main() -> None:
         for name, (path, sets, report) in RECIPES.items():
             if args.only and name not in args.only:
                 continue
-            base = [f"data.root={args.root}", *sets]
+            base = [f"data.root={args.root}", *sets] + ([f"train.threads={args.threads}"] if args.threads else [])
             cfg = load_config(path, base)
             probe = base + ["data.val_fraction=0", f"data.train_subset={args.images}", "data.test_subset=100",
                             "train.epochs=1", "eval.tta=none"]  # fmt: skip
