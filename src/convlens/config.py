@@ -167,6 +167,10 @@ class OptimConfig(Strict):
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     bias_lr_scale: float = Field(1.0, gt=0, description="Biases (and norm weights) get lr times this")
+    bias_weight_decay: float | None = Field(
+        None, ge=0, description="Weight decay of the biases and norm weights; default: weight_decay. The speed "
+        "records use weight_decay / bias_lr_scale, so both groups decay by the same amount per step",
+    )
 
     @model_validator(mode="after")
     def _nesterov(self) -> OptimConfig:
@@ -186,6 +190,21 @@ class ScheduleConfig(Strict):
     final_factor: float = Field(0.0, ge=0, le=1, description="onecycle: final lr / peak lr")
 
 
+class AverageConfig(Strict):
+    """Weight averaging: the evaluated (and saved) weights are an average over recent steps."""
+
+    kind: Literal["ema", "lookahead"] = Field(
+        "lookahead", description="ema: a running average kept beside the weights; lookahead: the weights are "
+        "pulled back to the running average at every update, which training then continues from",
+    )
+    decay: float = Field(0.95**5, gt=0, lt=1, description="Share of the old average kept at each update")
+    every: int = Field(5, gt=0, description="Update the average every this many optimiser steps")
+    power: float = Field(
+        3.0, ge=0, description="At step t of T the decay is decay * (t / T) ** power: averaging ramps in as "
+        "the learning rate falls (0: constant decay)",
+    )
+
+
 class TrainConfig(Strict):
     epochs: int = Field(10, gt=0, le=100000)
     batch_size: int = Field(128, gt=0, le=1 << 20)
@@ -203,6 +222,7 @@ class TrainConfig(Strict):
         10.0, gt=1, description="Stop as diverged when the epoch's train loss exceeds this x ln(classes)"
     )
     eval_every: int = Field(1, gt=0, description="Validate every this many epochs (and the last)")
+    average: AverageConfig | None = Field(None, description="Weight averaging (EMA or lookahead); off when absent")
 
 
 class EvalConfig(Strict):

@@ -120,16 +120,30 @@ def cutout(x: torch.Tensor, size: int, p: float, value: torch.Tensor, g: torch.G
     return torch.where(mask, value.view(1, c, 1, 1).to(x), x)
 
 
+def flip_phase(indices: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A fixed pseudo-random bit per image index and seed: about half of them are True.
+
+    A small integer hash (multiply, xor-shift, multiply) on 32 bits; the low bit of a plain
+    multiplicative hash would just be the index's parity.
+    """
+    m = 4294967296
+    h = (indices * 2654435761 + seed * 2246822519) % m
+    h = ((h ^ (h >> 15)) * 668265261) % m
+    return ((h ^ (h >> 13)) >> 16) % 2 == 1
+
+
 class Augment:
     """The configured augmentations as one callable on batches.
 
     ``mean`` (the data set's per-channel mean, in [0, 1]) is the fill of erased and cut-out
     regions: after normalisation it is zero, the value torchvision's RandomErasing writes.
+    ``seed`` picks which half of the images alternating flips mirror on even epochs.
     """
 
-    def __init__(self, cfg: AugmentConfig, mean: list[float]):
+    def __init__(self, cfg: AugmentConfig, mean: list[float], seed: int = 0):
         self.cfg = cfg
         self.mean = torch.tensor(mean, dtype=torch.float32)
+        self.seed = seed
 
     def __bool__(self) -> bool:
         return any(getattr(self.cfg, k) is not None for k in type(self.cfg).model_fields)
@@ -145,7 +159,7 @@ class Augment:
             if cfg.flip.alternate and indices is not None:
                 # derandomised flips: a fixed random half of the images flips on even epochs, the
                 # other half on odd ones, so over two epochs every image is seen both ways
-                base = (indices.to(x.device) * 2654435761 % 4294967296) % 2 == 1
+                base = flip_phase(indices.to(x.device), self.seed)
                 mask = base ^ bool(epoch % 2)
             else:
                 mask = _rand(len(x), g, x.device) < cfg.flip.p

@@ -130,10 +130,23 @@ def _make(layer: Any, shape: tuple[int, ...], num_classes: int, options: dict[st
                          layer.dilation, layer.groups, layer.bias)  # fmt: skip
         if layer.init == "identity":
             _identity_init(conv)
+        if layer.init == "whiten":
+            dims = shape[0] * layer.kernel * layer.kernel
+            if conv.out_channels > 2 * dims:
+                raise ConfigError(
+                    f"init: whiten gives at most {2 * dims} filters here ({dims} patch dimensions of a "
+                    f"{layer.kernel}x{layer.kernel} kernel on {shape[0]} channels, and their negatives); got out={conv.out_channels}"
+                )
+            # the weights are set from the training data by models.whiten.init_whitening
+        if layer.freeze:
+            conv.weight.requires_grad_(False)
         return conv
     if t == "bn":
         cls = nn.BatchNorm2d if spatial else nn.BatchNorm1d
-        return cls(shape[0], eps=layer.eps, momentum=layer.momentum, affine=layer.affine)
+        bn = cls(shape[0], eps=layer.eps, momentum=layer.momentum, affine=layer.affine)
+        if layer.affine and not layer.learn_scale:
+            bn.weight.requires_grad_(False)  # stays at its initial 1
+        return bn
     if t in ("relu", "gelu", "elu", "tanh", "sigmoid", "silu"):
         return {"relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
                 "silu": nn.SiLU}[t]()  # fmt: skip

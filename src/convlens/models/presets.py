@@ -171,3 +171,53 @@ for _cell, _label in (("rnn", "vanilla RNN"), ("lstm", "LSTM"), ("gru", "GRU")):
         _cell, f"{_label} reading the image row by row (28 steps of 28 values on MNIST), hidden 128",
         (1, 28, 28), "003 (Rice)",
     )(_recurrent(_cell))
+
+
+# ----------------------------------------------------------------------------------------------
+# the speed-record network (airbench / hlb-CIFAR10 family), every trick a switch
+
+
+def _fast(width: int, multiplier: float, whiten: bool, freeze_whiten: bool, whiten_kernel: int, identity: bool,
+          act: str, logit_scale: float, bn_momentum: float, bn_eps: float, bn_learn_scale: bool, channels: int) -> L:  # fmt: skip
+    _check(width=(width, 1, 4096), multiplier=(multiplier, 0.1, 64), whiten_kernel=(whiten_kernel, 1, 7),
+           channels=(channels, 1, 64), logit_scale=(logit_scale, 0, 100), bn_momentum=(bn_momentum, 1e-6, 1), bn_eps=(bn_eps, 1e-30, 1))  # fmt: skip
+    if act not in ("gelu", "relu"):
+        raise ValueError(f"model.options.act={act!r} is not allowed; allowed: gelu, relu")
+    bn = {"type": "bn", "momentum": bn_momentum, "eps": bn_eps, "learn_scale": bn_learn_scale}
+    init = "identity" if identity else "default"
+    wide = max(1, int(round(width * multiplier)))
+    # the first conv sees k x k patches of the input channels: 2 * C * k * k filters whiten them (24 at k=2, C=3)
+    first = 2 * channels * whiten_kernel**2
+    layers: L = [{"type": "conv", "out": first, "kernel": whiten_kernel, "padding": 0,
+                  "init": "whiten" if whiten else "default", "freeze": whiten and freeze_whiten},
+                 {"type": act}]  # fmt: skip
+    for out in (width, wide, wide):
+        # conv-pool-BN-act, then conv-BN-act: pooling before the norm quarters its cost
+        layers += [{"type": "conv", "out": out, "kernel": 3, "padding": 1, "bias": False, "init": init},
+                   {"type": "maxpool", "kernel": 2}, dict(bn), {"type": act},
+                   {"type": "conv", "out": out, "kernel": 3, "padding": 1, "bias": False, "init": init},
+                   dict(bn), {"type": act}]  # fmt: skip
+    layers += [{"type": "globalpool", "mode": "max"}, {"type": "linear", "out": "classes", "bias": False}]
+    if logit_scale and logit_scale != 1:
+        # small logits at the start keep the early steps from saturating the softmax
+        layers.append({"type": "scale", "factor": logit_scale})
+    return layers
+
+
+_FAST_DOC = "The speed-record network (airbench94) at {}: data-whitened 2x2 conv, conv-pool-BN-GELU blocks, logits x 1/9"
+
+
+@register_preset("fast", _FAST_DOC.format("CPU width 16-64-64"), (3, 32, 32), "airbench94 (CPU width)")
+def fast(width: int = 16, multiplier: float = 4.0, whiten: bool = True, freeze_whiten: bool = True,
+         whiten_kernel: int = 2, identity: bool = True, act: str = "gelu", logit_scale: float = 1 / 9,
+         bn_momentum: float = 0.4, bn_eps: float = 1e-12, bn_learn_scale: bool = False, channels: int = 3) -> L:  # fmt: skip
+    return _fast(width, multiplier, whiten, freeze_whiten, whiten_kernel, identity, act, logit_scale, bn_momentum,
+                 bn_eps, bn_learn_scale, channels)  # fmt: skip
+
+
+@register_preset("fast_full", _FAST_DOC.format("full width 64-256-256, for GPUs"), (3, 32, 32), "airbench94")
+def fast_full(width: int = 64, multiplier: float = 4.0, whiten: bool = True, freeze_whiten: bool = True,
+              whiten_kernel: int = 2, identity: bool = True, act: str = "gelu", logit_scale: float = 1 / 9,
+              bn_momentum: float = 0.4, bn_eps: float = 1e-12, bn_learn_scale: bool = False, channels: int = 3) -> L:  # fmt: skip
+    return _fast(width, multiplier, whiten, freeze_whiten, whiten_kernel, identity, act, logit_scale, bn_momentum,
+                 bn_eps, bn_learn_scale, channels)  # fmt: skip

@@ -38,7 +38,13 @@ class Conv(_Layer):
     dilation: int = Field(1, gt=0)
     groups: int = Field(1, gt=0)
     bias: bool = True
-    init: Literal["default", "identity", "whiten"] = "default"
+    init: Literal["default", "identity", "whiten"] = Field(
+        "default",
+        description="identity: Dirac weights, the conv starts as an identity map on its first channels; "
+        "whiten: eigenvectors of the training patches' covariance (and their negatives), set from the data",
+    )
+    whiten_eps: float = Field(5e-4, gt=0, description="init: whiten adds this to each eigenvalue before 1/sqrt")
+    freeze: bool = Field(False, description="Keep the weights at their initial values (the bias still trains)")
 
     @model_validator(mode="after")
     def _one_width(self) -> Conv:
@@ -46,6 +52,12 @@ class Conv(_Layer):
             raise ValueError("a conv layer needs exactly one of `out` (channels) or `stage`")
         if isinstance(self.padding, int) and self.padding < 0:
             raise ValueError(f"padding must be >= 0 or 'same', got {self.padding}")
+        if self.init == "whiten" and (self.out is None or self.out % 2):
+            raise ValueError(
+                f"init: whiten needs an even `out` (half the filters are the negatives of the others), got out={self.out}"
+            )
+        if self.init == "whiten" and self.groups != 1:
+            raise ValueError(f"init: whiten needs groups: 1, got {self.groups}")
         return self
 
 
@@ -54,6 +66,9 @@ class BatchNorm(_Layer):
     momentum: float = Field(0.1, gt=0, le=1)
     eps: float = Field(1e-5, gt=0)
     affine: bool = True
+    learn_scale: bool = Field(
+        True, description="false: the scale stays 1 and only the shift is learned, as the speed records do"
+    )
 
 
 class Activation(_Layer):

@@ -7,6 +7,7 @@ exactly and ends with the metrics of an uninterrupted run (tested with a real SI
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -22,9 +23,11 @@ from ..config import ExperimentConfig, load_config
 from ..data import Augment, DataBundle, batches, load_data, num_batches
 from ..errors import RunError
 from ..models import build_model, summarize, totals
+from ..models.whiten import init_whitening
 from ..run import Run, write_status
 from ..utils import interactive, write_json
 from . import checkpoint
+from .averaging import WeightAverage
 from .evaluate import evaluate_split, write_eval
 from .metrics import MetricsLog
 from .optim import make_optimizer, make_scheduler
@@ -59,15 +62,18 @@ class Trainer:
                  echo: Callable[[str], None], callback: EpochCallback | None):  # fmt: skip
         self.cfg, self.run_dir, self.data, self.prec, self.echo, self.callback = cfg, run_dir, data, prec, echo, callback
         t = cfg.train
-        torch.manual_seed(cfg.seed)  # the initial weights
+        torch.manual_seed(cfg.seed)  # the initial weights: same seed, same network
         self.model = build_model(cfg.model, data.shape, data.num_classes, data.mean, data.std)
         self.model.to(prec.device, memory_format=torch.channels_last if prec.channels_last else torch.contiguous_format)
+        init_whitening(self.model, data.train.images)  # `init: whiten` convs start from the data
         self.train_split = self._to_device(data.train)
         self.val_split = self._to_device(data.val) if data.val is not None else None
         self.steps_per_epoch = num_batches(len(data.train), t.batch_size)
         self.opt = make_optimizer(self.model, t.optimizer)
         self.sched = make_scheduler(self.opt, t.schedule, t.epochs * self.steps_per_epoch, self.steps_per_epoch)
-        self.augment = Augment(cfg.data.augment, data.mean)
+        self.augment = Augment(cfg.data.augment, data.mean, cfg.seed)
+        total = t.epochs * self.steps_per_epoch
+        self.average = WeightAverage(self.model, t.average, total) if t.average is not None else None
         self.start_epoch = 0
         self.best = {"val_acc": -1.0, "epoch": 0}
 
@@ -81,10 +87,17 @@ class Trainer:
 
     # -- state ----------------------------------------------------------------------------------
     def state(self, epoch: int) -> dict[str, Any]:
-        return {
+        state = {
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
             "epoch": epoch, "best": dict(self.best), "config": self.cfg.to_dict(), "version": __version__,
         }  # fmt: skip
+        if self.average is not None:
+            state["average"] = self.average.state_dict()
+        return state
+
+    def eval_weights(self) -> dict[str, Any]:
+        """The weights that are validated and saved as best: the average when averaging is on."""
+        return self.average.averaged_state() if self.average is not None else self.model.state_dict()
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -92,6 +105,8 @@ class Trainer:
         self.sched.load_state_dict(state["scheduler"])
         self.start_epoch = int(state["epoch"])
         self.best = dict(state["best"])
+        if self.average is not None and "average" in state:
+            self.average.load_state_dict(state["average"])
 
     # -- one epoch ------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -124,6 +139,8 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             self.opt.step()
             self.sched.step()
+            if self.average is not None:
+                self.average.update()
             loss_sum += loss.detach().double() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -133,13 +150,16 @@ class Trainer:
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", refresh=False)
         if bar is not None:
             bar.close()
+        if self.average is not None and epoch + 1 == t.epochs:
+            self.average.finish()  # the last checkpoint and the test evaluation use the average
         return {"train_loss": float(loss_sum) / max(seen, 1), "train_acc": float(correct) / max(seen, 1)}
 
     def validate(self) -> dict[str, float]:
         if self.val_split is None:
             return {"val_loss": None, "val_acc": None}
-        res, _ = evaluate_split(self.model, self.val_split, self.data.classes, batch_size=self.cfg.eval.batch_size,
-                                precision=self.prec)  # fmt: skip
+        with self.average.applied() if self.average is not None else contextlib.nullcontext():
+            res, _ = evaluate_split(self.model, self.val_split, self.data.classes, batch_size=self.cfg.eval.batch_size,
+                                    precision=self.prec)  # fmt: skip
         return {"val_loss": res["loss"], "val_acc": res["accuracy"]}
 
 
@@ -254,7 +274,7 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
             checkpoint.save(run_dir / "checkpoints" / "last.pt", trainer.state(epoch + 1))
             if improved:
                 checkpoint.save(run_dir / "checkpoints" / "best.pt", {
-                    "model": trainer.model.state_dict(), "epoch": epoch + 1, "val_acc": row["val_acc"],
+                    "model": trainer.eval_weights(), "epoch": epoch + 1, "val_acc": row["val_acc"],
                     "config": cfg.to_dict(), "version": __version__})  # fmt: skip
             log.write(row)
             write_status(run_dir, "running", epoch=epoch + 1, epochs=epochs)

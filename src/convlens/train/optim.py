@@ -22,10 +22,11 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
         if p.requires_grad:
             # biases and norm scales/shifts are 1-D; they may take their own learning rate
             (bias if p.ndim <= 1 else main).append(p)
-    groups = [{"params": main, "lr": cfg.lr, "base_lr": cfg.lr}]
+    groups = [{"params": main, "lr": cfg.lr, "base_lr": cfg.lr, "weight_decay": cfg.weight_decay}]
     if bias:
         lr = cfg.lr * cfg.bias_lr_scale
-        groups.append({"params": bias, "lr": lr, "base_lr": lr})
+        wd = cfg.weight_decay if cfg.bias_weight_decay is None else cfg.bias_weight_decay
+        groups.append({"params": bias, "lr": lr, "base_lr": lr, "weight_decay": wd})
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)  # fmt: skip
