@@ -19,3 +19,28 @@ def cifar_root() -> str:
         if f and (Path(f) / "cifar10-jpeg.tar.gz").is_file():
             return str(Path(f) / "cifar10-jpeg.tar.gz")
     raise SystemExit("cannot find cifar10-jpeg.tar.gz: set CONVLENS_CIFAR or CONVLENS_SHARED_DATA")
+
+
+#: The trained model the dissect and explain benchmarks measure: the csci611 network at width 16
+#: (conv 16-32-64 with batch norm, fc 128), 4 epochs on 25,000 CIFAR-10 training images.
+BENCH_RUN = ROOT / "runs" / "bench-csci611-small"
+BENCH_RECIPE = [
+    "model.options.width=16", "model.options.hidden=128", "data.train_subset=25000", "data.val_fraction=0.1",
+    "train.epochs=4", "train.batch_size=128", "train.optimizer.lr=0.1", "train.optimizer.weight_decay=0.0005",
+]  # fmt: skip
+
+
+def trained_run(train_if_missing: bool = True) -> Path | None:
+    """CONVLENS_BENCH_RUN, else runs/bench-csci611-small, trained once (a few minutes) when absent."""
+    if os.environ.get("CONVLENS_BENCH_RUN"):
+        return Path(os.environ["CONVLENS_BENCH_RUN"])
+    if (BENCH_RUN / "checkpoints" / "best.pt").is_file():
+        return BENCH_RUN
+    if not train_if_missing:
+        return None
+    from convlens.train import train
+
+    print(f"training the benchmark model once into {BENCH_RUN} (csci611 width 16, 4 epochs, 25,000 images)")
+    train(str(ROOT / "examples" / "csci611.yaml"), BENCH_RUN, overrides=[f"data.root={cifar_root()}", *BENCH_RECIPE],
+          echo=print)  # fmt: skip
+    return BENCH_RUN

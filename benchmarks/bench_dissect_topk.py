@@ -11,9 +11,9 @@
 
     PYTHONPATH=src python benchmarks/bench_dissect_topk.py [RUN] [--repeats 2] [--ablate-images 1000]
 
-RUN defaults to /work/fixtures/cifar-csci611-small (a csci611 net, width 16, trained 4 epochs). If
-it is absent, a small csci611 model is trained for one epoch on 10,000 CIFAR-10 images first;
-without the shared CIFAR-10 copy the benchmark says so and exits.
+RUN defaults to the benchmark model (benchmarks/_cifar.py: a csci611 net, width 16, trained 4
+epochs on 25,000 images), trained once into runs/ when absent; without the shared CIFAR-10 copy the
+benchmark says so and exits.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = Path("/work/fixtures/cifar-csci611-small")
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _cifar import trained_run  # noqa: E402
 
 
 def shared_cifar() -> Path | None:
@@ -40,20 +40,8 @@ def shared_cifar() -> Path | None:
     return None
 
 
-def get_run(arg: str | None, cifar: Path) -> Path:
-    if arg:
-        return Path(arg)
-    if (FIXTURE / "checkpoints").is_dir():
-        return FIXTURE
-    from convlens.train import train
-
-    out = Path(tempfile.mkdtemp(prefix="bench-dissect-")) / "csci611"
-    print(f"{FIXTURE} is absent: training a small csci611 model (1 epoch, 10,000 images) into {out}")
-    cfg = {"name": "bench", "data": {"name": "cifar10", "root": str(cifar), "train_subset": 10000},
-           "model": {"preset": "csci611", "options": {"width": 16, "hidden": 128}},
-           "train": {"epochs": 1, "batch_size": 128, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}}}  # fmt: skip
-    train(cfg, out, echo=print)
-    return out
+def get_run(arg: str | None) -> Path:
+    return Path(arg) if arg else trained_run()
 
 
 def plain_pass(subject, channels_last: bool = True) -> float:
@@ -89,7 +77,7 @@ def main() -> int:
     from convlens.utils import usable_cores
 
     torch.set_num_threads(usable_cores())
-    run = Run(get_run(args.run, cifar))
+    run = Run(get_run(args.run))
     root = run.config.data.root  # relative to where the run was trained; often not resolvable from here
     data_root = None if root and Path(root).is_file() else str(cifar)
     subject = Subject.from_run(run, "test", data_root=data_root, batch_size=args.batch_size, figures=False, progress=False)

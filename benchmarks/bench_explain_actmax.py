@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +23,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-FIXTURE = Path("/work/fixtures/cifar-csci611-small")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cifar import trained_run  # noqa: E402
 # CIFAR-10's pixel colour covariance on the [0, 1] scale (colour_covariance of the fixture's
 # training split), so the benchmark needs no data set; `convlens explain` computes it from the
 # run's own training data
@@ -37,12 +39,19 @@ def timed(fn):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", default=str(FIXTURE), help="run folder with trained csci611 weights (random init if absent)")
+    ap.add_argument("--run", help="run folder with trained csci611 weights (default: the benchmark model, see _cifar.py; "
+                    "random init when it is absent and the shared CIFAR-10 copy is not here)")
     ap.add_argument("--layer", default="conv2")
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--param", default="fourier", choices=["fourier", "pixel"])
     args = ap.parse_args()
+    if args.run is None:
+        try:
+            args.run = str(trained_run())
+        except SystemExit as exc:  # no CIFAR-10 to train it on
+            print(f"{exc}; using random weights")
+            args.run = ""
     torch.set_num_threads(args.threads)
 
     from convlens.config import load_config

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -28,7 +29,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-FIXTURE = Path("/work/fixtures/cifar-csci611-small")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cifar import trained_run  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> tuple[float, float, object]:
@@ -46,7 +48,8 @@ def best_of(fn, repeats: int) -> tuple[float, float, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", default=str(FIXTURE), help="run folder with trained csci611 weights (random init if absent)")
+    ap.add_argument("--run", help="run folder with trained csci611 weights (default: the benchmark model, see _cifar.py; "
+                    "random init when it is absent and the shared CIFAR-10 copy is not here)")
     ap.add_argument("--width", type=int, default=None, help="csci611 width when no run folder is used (default 32)")
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--window", type=int, default=8)
@@ -56,6 +59,12 @@ def main() -> None:
     ap.add_argument("--ppe", type=int, nargs="+", default=[1, 16, 64, 169])
     ap.add_argument("--chunk", type=int, default=256, help="convlens: occluded images per batch (the default)")
     args = ap.parse_args()
+    if args.run is None:
+        try:
+            args.run = str(trained_run())
+        except SystemExit as exc:  # no CIFAR-10 to train it on
+            print(f"{exc}; using random weights")
+            args.run = ""
     torch.set_num_threads(args.threads)
     from captum.attr import Occlusion as CaptumOcclusion
 

@@ -4,14 +4,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 from conftest import CIFAR_TAR, ROOT, needs_cifar, needs_fashion, tiny_config
-from convlens.config import load_config
 from convlens.errors import DataError, RunError
 from convlens.run import Run
 from convlens.train import train

@@ -89,7 +89,7 @@ def _worker(args: argparse.Namespace) -> int:
                      echo=lambda s: print(f"[{name}] {s}" if args.index is not None else s, flush=True))  # fmt: skip
     if args.index is None:
         print(f"{name}: done after {ran} trial(s); tables: convlens sweep table {out_dir}"
-              + (f" --storage URL" if is_database(url) else ""), flush=True)  # fmt: skip
+              + (" --storage URL" if is_database(url) else ""), flush=True)  # fmt: skip
     return 0
 
 
