@@ -39,7 +39,7 @@ def test_huge_sgd_learning_rate_is_diagnosed_as_diverged(tmp_path_factory):
 
 
 def test_huge_adam_learning_rate_is_diagnosed_as_collapsed(tmp_path_factory):
-    run = trained(tmp_path_factory, "huge-adam", **{"train.optimizer": {"name": "adam", "lr": 1.0}, "train.epochs": 3})
+    run = trained(tmp_path_factory, "huge-adam", **{"train.optimizer": {"name": "adam", "lr": 3.0}, "train.epochs": 3})
     found = codes(run)
     assert "collapsed" in found or "diverged" in found
     f = found["collapsed"]
