@@ -3,7 +3,7 @@
 bf16 autocast pays only where the hardware computes in bf16: CUDA, and CPUs with AMX or
 AVX512-BF16. On a CPU without them PyTorch emulates bf16 and it is slower than float32 by an
 order of magnitude (measured on a 2-core AVX2 EPYC: a 2048^2 matmul at 170 GFLOP/s in float32,
-0.3 GFLOP/s in bf16; see benchmarks/bench_hardware.py), so ``precision: auto`` picks float32
+0.3 GFLOP/s in bf16; see benchmarks/bench_speed_throughput.py), so ``precision: auto`` picks float32
 there and bf16 where it is native.
 """
 
