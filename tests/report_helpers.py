@@ -1,12 +1,15 @@
-"""Run folders for the report tests: tiny real runs, and analyses written the way the run-folder
-contract says (``analysis/<name>.json`` with a ``figures`` list, per-filter figures named
+"""Run folders for the report tests: tiny real runs, and analyses written in the layout the real
+analyses and explanation methods write (``analysis/<name>.json`` with a ``figures`` list whose
+entries carry ``layer`` and, per filter, ``filter``; per-filter figures named
 ``analysis/<name>/<layer>/f<index>[_<kind>].png``).
 
 The analyses here are small honest computations on the real trained model (weights, activation
 statistics, class-wise norms, top-k images and patches, a few steps of activation maximisation,
-one ablation, an input-gradient map), so the figures show real content; they stand in for the
-dataset-level analyses and explanations while testing the report, and their JSON layout is the
-one the report's table renderers read.
+one ablation, an input-gradient map), drawn with Pillow in milliseconds, so the figures show real
+content and the report can be tested with hostile captions and class names. Their JSON has the
+fields of ``convlens analyze`` and ``convlens explain`` (src/convlens/analyses/*.py,
+src/convlens/explain/outputs.py); ``test_report_of_a_real_run`` checks the report against the
+real commands themselves.
 """
 
 from __future__ import annotations
@@ -137,27 +140,33 @@ def _bars_png(values, path: Path, highlight: int) -> None:
     im.save(path)
 
 
-def _relu_after(model, layer: str) -> str:
-    names = [n for n, _ in model.named_children()]
-    for n in names[names.index(layer) + 1 :]:
-        if n.startswith("relu"):
-            return n
-    return layer
-
-
-def _fig(rel: str, caption: str, layer: str | None = None, index: int | None = None, kind: str | None = None) -> dict:
+def _fig(rel: str, caption: str, layer: str | None = None, index: int | None = None) -> dict:
+    """A figure entry as the analyses write it: ``layer`` on every figure of one layer, ``filter``
+    on per-filter ones (whose kind, e.g. ``patches``, is in the file name only)."""
     e = {"path": rel, "caption": caption}
     if layer is not None:
-        e.update(layer=layer, filter=index)
-    if kind:
-        e["kind"] = kind
+        e["layer"] = layer
+    if index is not None:
+        e["filter"] = int(index)
     return e
+
+
+def _describe(classes, index, label, probs) -> dict:
+    """One explained image, as ``convlens explain`` describes it."""
+    pred = int(probs.argmax())
+    return {"index": int(index), "label": int(label), "label_name": classes[int(label)], "predicted": pred,
+            "predicted_name": classes[pred], "probability": float(probs[pred]), "true_probability": float(probs[int(label)]),
+            "split": "test"}  # fmt: skip
 
 
 def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, caption_tag: str = "",
                    limit: int | None = None) -> list[str]:  # fmt: skip
     """Write filters, stats, classnorms, topk, actmax, ablate, errors and saliency analyses
-    (over ``limit`` evenly spaced test images, or all)."""
+    (over ``limit`` evenly spaced test images, or all); ``max_filters`` caps the per-filter
+    figures of each layer."""
+    from convlens.analyses.base import block
+    from convlens.models import receptive_fields
+
     run = Run(run_dir)
     model = run.load_model()
     full_test = test = run.load_data().test
@@ -165,46 +174,62 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
         test = test.take(torch.linspace(0, len(test) - 1, limit).long())
     classes = run.classes
     convs = conv_layers(model)
-    relus = {c: _relu_after(model, c) for c in convs}
-    rf = {}
-    from convlens.models import receptive_fields
-
+    where = {c: (block(model, c).pre, block(model, c).post) for c in convs}  # after the batch norm / the activation
     rf = receptive_fields(model)
     n = len(test)
     x_all = test.images.float() / 255
+    labels = test.labels
     nclass = len(classes)
-    acc: dict[str, dict[str, torch.Tensor]] = {}
-    with torch.no_grad(), TraceDict(model, list(relus.values())) as td:
+    counts = torch.bincount(labels, minlength=nclass)
+    probes = sorted({p for pair in where.values() for p in pair})
+    acc: dict[str, dict] = {}
+    with torch.no_grad(), TraceDict(model, probes) as td:
         for s in range(0, n, 500):
             model(x_all[s : s + 500])
-            for c, r in relus.items():
-                a = td[r].output  # (B, F, H, W)
-                flat = a.flatten(2)
-                mx, arg = flat.max(2)
-                d = acc.setdefault(c, {"max": [], "arg": [], "sum": 0, "sq": 0, "active": 0, "norm": []})
+            for c, (pre, post) in where.items():
+                a, z = td[post].output.flatten(2), td[pre].output  # (B, F, HW), (B, F, H, W)
+                mx, arg = z.flatten(2).max(2)
+                d = acc.setdefault(c, {"max": [], "arg": [], "sum": 0, "sq": 0, "min": None, "zmax": None, "active": 0,
+                                       "img_active": 0, "post_sum": 0, "post_max": None, "norm": []})  # fmt: skip
                 d["max"].append(mx)
                 d["arg"].append(arg)
-                d["sum"] = d["sum"] + flat.sum((0, 2))
-                d["sq"] = d["sq"] + (flat**2).sum((0, 2))
-                d["active"] = d["active"] + (flat > 0).float().sum((0, 2))
-                d["norm"].append(flat.norm(dim=2))
-                d["hw"] = a.shape[2:]
+                zf = z.flatten(2).double()
+                d["sum"] = d["sum"] + zf.sum((0, 2))
+                d["sq"] = d["sq"] + (zf**2).sum((0, 2))
+                lo, hi = zf.amin((0, 2)), zf.amax((0, 2))
+                d["min"] = lo if d["min"] is None else torch.minimum(d["min"], lo)
+                d["zmax"] = hi if d["zmax"] is None else torch.maximum(d["zmax"], hi)
+                d["active"] = d["active"] + (a > 0).double().sum((0, 2))
+                d["img_active"] = d["img_active"] + (a > 0).any(2).double().sum(0)
+                d["post_sum"] = d["post_sum"] + a.double().sum((0, 2))
+                pm = a.amax((0, 2))
+                d["post_max"] = pm if d["post_max"] is None else torch.maximum(d["post_max"], pm)
+                d["norm"].append(a.norm(dim=2) / a.shape[2] ** 0.5)
+                d["hw"] = list(z.shape[2:])
     out = run.analysis_dir
-    labels = test.labels
     tag = caption_tag
+    common = {"split": "test", "checkpoint": "best", "n_images": n, "seconds": 0.1}
+
+    def nf_of(total: int) -> int:
+        return total if max_filters is None else min(total, max_filters)
 
     # filters ---------------------------------------------------------------------------------
-    figs = []
+    figs, layers = [], {}
     for c in convs:
         w = model.get_submodule(c).weight.detach()
-        nf = w.shape[0] if max_filters is None else min(w.shape[0], max_filters)
+        flat = w.flatten(1)
+        layers[c] = {"shape": list(w.shape), "l2": flat.norm(dim=1).tolist(), "l1": flat.abs().sum(1).tolist(),
+                     "min": flat.min(1).values.tolist(), "max": flat.max(1).values.tolist(),
+                     "bias": model.get_submodule(c).bias.tolist() if model.get_submodule(c).bias is not None else None,
+                     "max_abs": float(flat.abs().max())}  # fmt: skip
         kern = [(w[i].mean(0) - w[i].mean(0).min()) / (w[i].mean(0).max() - w[i].mean(0).min() + 1e-9) for i in range(w.shape[0])]
         _png([t.numpy() for t in kern], out / "filters" / f"{c}.png", 32)
-        figs.append(_fig(f"analysis/filters/{c}.png", f"{c}: all filters, each on its own scale{tag}"))
-        for i in range(nf):
+        figs.append(_fig(f"analysis/filters/{c}.png", f"{c}: all filters, each on its own scale{tag}", c))
+        for i in range(nf_of(w.shape[0])):
             _png([kern[i].numpy()], out / "filters" / c / f"f{i}.png", 64)
             figs.append(_fig(f"analysis/filters/{c}/f{i}.png", f"{c} filter {i}: weights{tag}", c, i))
-    write_json(out / "filters.json", {"analysis": "filters", "params": {"layers": convs, "scale": "per filter"}, "figures": figs})
+    write_json(out / "filters.json", {"analysis": "filters", "params": {"layers": None, "scale": "filter", "per_filter": True},
+                                      **common, "layers": layers, "scale": "filter", "figures": figs})  # fmt: skip
 
     # stats -------------------------------------------------------------------------------------
     layers, figs = {}, []
@@ -213,118 +238,190 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
         mean = d["sum"] / positions
         std = (d["sq"] / positions - mean**2).clamp(min=0).sqrt()
         active = d["active"] / positions
-        mx = torch.cat(d["max"]).max(0).values
-        layers[c] = {"channels": len(mean), "mean": mean.tolist(), "std": std.tolist(), "active": active.tolist(),
-                     "max": mx.tolist(), "dead": [i for i in range(len(mean)) if active[i] == 0]}  # fmt: skip
-        _bars_png(active.tolist(), out / "stats" / f"{c}_active.png", -1)
-        figs.append(_fig(f"analysis/stats/{c}_active.png", f"{c}: how often each filter is active{tag}"))
-    write_json(out / "stats.json", {"analysis": "stats", "params": {"threshold": 0.0}, "split": "test",
-                                    "thresholds": {"active": 0.0}, "layers": layers, "figures": figs})  # fmt: skip
+        wn = model.get_submodule(c).weight.detach().flatten(1).norm(dim=1)
+        dead = [i for i in range(len(mean)) if active[i] == 0]
+        layers[c] = {"measured_at": {"pre": where[c][0], "post": where[c][1]}, "channels": len(mean), "mean": mean.tolist(),
+                     "std": std.tolist(), "min": d["min"].tolist(), "max": d["zmax"].tolist(), "active_fraction": active.tolist(),
+                     "images_active": (d["img_active"] / n).tolist(), "post_mean": (d["post_sum"] / positions).tolist(),
+                     "post_max": d["post_max"].tolist(), "weight_norm": wn.tolist(), "dead": dead,
+                     "dead_reasons": {str(i): ["never active"] for i in dead},
+                     "thresholds": {"active": 0.0, "weight_relative": 0.001, "weight_norm": float(wn.median()) * 0.001}}  # fmt: skip
+        _bars_png(active.tolist(), out / "stats" / f"{c}.png", -1)
+        figs.append(_fig(f"analysis/stats/{c}.png", f"{c}: how often each filter is active{tag}", c))
+    write_json(out / "stats.json", {"analysis": "stats", "params": {"layers": None, "active_threshold": 0.0, "weight_threshold": 0.001},
+                                    **common, "layers": layers, "figures": figs})  # fmt: skip
 
-    # classnorms --------------------------------------------------------------------------------
-    layers, figs, experts = {}, [], []
-    for c, d in acc.items():
-        norms = torch.cat(d["norm"])  # (N, F)
-        per_class = torch.stack([norms[labels == j].mean(0) for j in range(nclass)], 1)  # (F, classes)
-        per_class = per_class / (per_class.sum(1, keepdim=True) + 1e-9)
-        var = per_class.var(1)
-        sel = (per_class.max(1).values - per_class.mean(1)) / (per_class.max(1).values + per_class.mean(1) + 1e-9)
-        layers[c] = {"norms": per_class.tolist(), "variance": var.tolist(), "selectivity": sel.tolist()}
-        nf = per_class.shape[0] if max_filters is None else min(per_class.shape[0], max_filters)
-        for i in range(nf):
-            best = int(per_class[i].argmax())
-            _bars_png(per_class[i].tolist(), out / "classnorms" / c / f"f{i}.png", best)
+    # classnorms: bars per filter for the first and the last conv layer, as the analysis' default ----
+    layers, figs, ranking = {}, [], []
+    measured = [convs[0], convs[-1]] if len(convs) > 1 else convs
+    for c in measured:
+        norms = torch.cat(acc[c]["norm"])  # (N, F)
+        means = torch.stack([norms[labels == j].mean(0) for j in range(nclass)], 1)  # (F, classes)
+        var, overall = means.var(1, correction=0), means.mean(1)
+        cv = var.sqrt() / overall.clamp(min=1e-30)
+        best = means.max(1).values
+        rest = (means.sum(1) - best) / max(nclass - 1, 1)
+        sel = (best - rest) / (best + rest + 1e-12)
+        pref = means.argmax(1)
+        quiet = [i for i in range(len(overall)) if overall[i] < 0.01 * overall.mean()]
+        order = [int(f) for f in torch.argsort(sel, descending=True, stable=True) if int(f) not in quiet]
+        layers[c] = {"measured_at": where[c][1], "channels": means.shape[0], "class_means": means.tolist(),
+                     "mean": overall.tolist(), "variance": var.tolist(), "cv": cv.tolist(), "selectivity": sel.tolist(),
+                     "preferred_class": [classes[int(j)] for j in pref], "quiet": quiet,
+                     "quiet_threshold": float(0.01 * overall.mean()), "experts": order[:10]}  # fmt: skip
+        ranking += [{"layer": c, "filter": f, "selectivity": float(sel[f]), "class": classes[int(pref[f])], "cv": float(cv[f])}
+                    for f in order]  # fmt: skip
+        _bars_png(sel.tolist(), out / "classnorms" / f"{c}.png", -1)
+        figs.append(_fig(f"analysis/classnorms/{c}.png", f"{c}: selectivity of each filter{tag}", c))
+        for i in range(nf_of(means.shape[0])):
+            _bars_png(means[i].tolist(), out / "classnorms" / c / f"f{i}.png", int(pref[i]))
             figs.append(_fig(f"analysis/classnorms/{c}/f{i}.png", f"{c} filter {i}: class-wise average norm{tag}", c, i))
-            experts.append({"layer": c, "filter": i, "class": best, "selectivity": float(sel[i]), "variance": float(var[i])})
-    experts.sort(key=lambda e: -e["variance"])
-    write_json(out / "classnorms.json", {"analysis": "classnorms", "params": {"norm": "l2"}, "split": "test",
-                                         "layers": layers, "experts": experts[:10], "figures": figs})  # fmt: skip
+    ranking.sort(key=lambda r: -r["selectivity"])
+    write_json(out / "classnorms.json", {"analysis": "classnorms", "params": {"layers": None, "norm": "l2", "at": "act", "experts": 10},
+                                         **common, "norm": "l2", "scale": "L2 / sqrt(positions)", "classes": classes,
+                                         "class_counts": counts.tolist(), "layers": layers, "experts": ranking[:10],
+                                         "figures": figs})  # fmt: skip
 
     # topk ----------------------------------------------------------------------------------------
     layers, figs = {}, []
     for c, d in acc.items():
         mx, arg = torch.cat(d["max"]), torch.cat(d["arg"])
         h, w = d["hw"]
-        field = rf[relus[c]]
+        field = rf[where[c][0]]
         recs = []
-        nf = mx.shape[1] if max_filters is None else min(mx.shape[1], max_filters)
-        for i in range(nf):
-            top = mx[:, i].topk(k).indices
+        for i in range(mx.shape[1]):
+            top = mx[:, i].topk(min(k, n)).indices
             hist = torch.bincount(labels[top], minlength=nclass).tolist()
-            patches = []
-            for t in top.tolist():
-                pi, pj = divmod(int(arg[t, i]), w)
-                t0, t1, l0, l1 = field.window(pi, pj, x_all.shape[2], x_all.shape[3])
-                patches.append(test.images[t, :, t0:t1, l0:l1].numpy())
-            _png([test.images[t].numpy() for t in top.tolist()], out / "topk" / c / f"f{i}.png")
-            _png(patches, out / "topk" / c / f"f{i}_patches.png")
-            figs.append(_fig(f"analysis/topk/{c}/f{i}.png", f"{c} filter {i}: top-{k} test images{tag}", c, i))
-            figs.append(_fig(f"analysis/topk/{c}/f{i}_patches.png", f"{c} filter {i}: receptive-field patches{tag}", c, i, "patches"))
-            recs.append({"filter": i, "top": top.tolist(), "class_histogram": hist, "mean": float(mx[top, i].mean()),
+            locs = [list(divmod(int(arg[t, i]), w)) for t in top.tolist()]
+            windows = [list(field.window(pi, pj, x_all.shape[2], x_all.shape[3])) for pi, pj in locs]
+            recs.append({"filter": i, "positions": top.tolist(), "indices": top.tolist(), "labels": labels[top].tolist(),
+                         "scores": mx[top, i].tolist(), "locations": locs, "windows": windows, "class_histogram": hist,
+                         "top_class": classes[max(range(nclass), key=hist.__getitem__)], "mean": float(mx[top, i].mean()),
                          "max": float(mx[top[0], i])})  # fmt: skip
-        layers[c] = {"receptive_field": {"size": field.size, "jump": field.jump, "start": field.start}, "filters": recs}
-    write_json(out / "topk.json", {"analysis": "topk", "params": {"k": k, "response": "max"}, "split": "test",
-                                   "layers": layers, "figures": figs})  # fmt: skip
+            if i < nf_of(mx.shape[1]):
+                patches = [test.images[t, :, a0:a1, b0:b1].numpy() for t, (a0, a1, b0, b1) in zip(top.tolist(), windows)]
+                _png([test.images[t].numpy() for t in top.tolist()], out / "topk" / c / f"f{i}.png")
+                _png(patches, out / "topk" / c / f"f{i}_patches.png")
+                figs.append(_fig(f"analysis/topk/{c}/f{i}.png", f"{c} filter {i}: top-{k} test images{tag}", c, i))
+                figs.append(_fig(f"analysis/topk/{c}/f{i}_patches.png", f"{c} filter {i}: receptive-field patches{tag}", c, i))
+        _bars_png([r["max"] for r in recs], out / "topk" / f"{c}.png", -1)
+        figs.append(_fig(f"analysis/topk/{c}.png", f"{c}: the largest response of each filter{tag}", c))
+        layers[c] = {"measured_at": where[c][0], "channels": mx.shape[1], "map_size": [h, w],
+                     "receptive_field": {"size": field.size, "jump": field.jump, "start": field.start}, "filters": recs}  # fmt: skip
+    write_json(out / "topk.json", {"analysis": "topk", "params": {"layers": None, "k": k, "score": "max", "at": "bn"}, **common,
+                                   "layers": layers, "score": "max", "figures": figs})  # fmt: skip
 
-    # actmax: a few steps of gradient ascent on each filter's mean activation, all filters at once
+    # actmax: a few steps of gradient ascent on each filter's mean activation, all filters at once,
+    # written as `convlens explain --method actmax --layer <first conv>` writes it
     figs = []
     first = convs[0]
+    post = where[first][1]
+    nf = nf_of(model.get_submodule(first).out_channels)
+    steps = 15
     with torch.enable_grad():
-        nf = model.get_submodule(first).out_channels if max_filters is None else max_filters
         img = torch.full((nf, *x_all.shape[1:]), 0.5, requires_grad=True)
-        for _ in range(15):
-            with TraceDict(model, [relus[first]], stop=True, detach=False) as td:
+        curve = []
+        for _ in range(steps + 1):
+            with TraceDict(model, [post], stop=True, detach=False) as td:
                 model(img.clamp(0, 1))
-            obj = td[relus[first]].output[torch.arange(nf), torch.arange(nf)].mean()
-            (grad,) = torch.autograd.grad(obj, img)
+            per = td[post].output[torch.arange(nf), torch.arange(nf)].mean((1, 2))
+            curve.append(per.detach())
+            if len(curve) > steps:
+                break
+            (grad,) = torch.autograd.grad(per.sum(), img)
             img.data += 0.05 * grad.sign()  # signed gradient ascent
     for i in range(nf):
         _png([img[i].detach().clamp(0, 1).numpy()], out / "actmax" / first / f"f{i}.png", 64)
         figs.append(_fig(f"analysis/actmax/{first}/f{i}.png", f"{first} filter {i}: activation maximisation{tag}", first, i))
-    write_json(out / "actmax.json", {"analysis": "actmax", "params": {"steps": 15, "lr": 0.05}, "figures": figs})
+    _png([img[i].detach().clamp(0, 1).numpy() for i in range(nf)], out / "actmax" / first / "grid.png", 48)
+    figs.append(_fig(f"analysis/actmax/{first}/grid.png", f"Activation maximisation of {nf} filter(s) of {first}{tag}"))
+    _bars_png(curve[-1].tolist(), out / "actmax" / first / "objective.png", -1)
+    figs.append(_fig(f"analysis/actmax/{first}/objective.png", f"Objective of each filter of {first} at the end{tag}"))
+    np.savez_compressed(out / "actmax.npz", images=img.detach().numpy(), targets=np.arange(nf), objective=torch.stack(curve).numpy())
+    write_json(out / "actmax.json", {"analysis": "actmax", "params": {"layer": first, "target_kind": "filter", "steps": steps, "lr": 0.05,
+                                     "param": "pixel", "decorrelate": False}, "split": None,
+                                     "targets": [{"filter": i, "initial": float(curve[0][i]), "final": float(curve[-1][i])} for i in range(nf)],
+                                     "optimise_seconds": 0.1, "arrays": "analysis/actmax.npz", "checkpoint": "best", "seconds": 0.1,
+                                     "figures": figs})  # fmt: skip
 
-    # ablate: silence filter 0 of the first conv block -------------------------------------------
-    def evaluate(edit=None):
-        with torch.no_grad(), TraceDict(model, [relus[first]], edit_output=edit):
-            pred = model(x_all).argmax(1)
+    # ablate: silence filter 0 of the first conv block, and rank the last block's filters -------------
+    def evaluate(layer=None, f=None):
+        def silence(o, name):
+            o = o.clone()
+            o[:, f] = 0
+            return o
+
+        with torch.no_grad(), TraceDict(model, [where[layer][0]] if layer else [], edit_output=silence if layer else None):
+            logits = model(x_all)
+        pred = logits.argmax(1)
         cm = torch.bincount(labels * nclass + pred, minlength=nclass**2).view(nclass, nclass)
-        return pred, cm, (cm.diag().float() / cm.sum(1).clamp(min=1)).tolist(), float((pred == labels).float().mean())
+        return {"accuracy": float((pred == labels).double().mean()), "loss": float(torch.nn.functional.cross_entropy(logits, labels)),
+                "per_class_accuracy": (cm.diag().double() / cm.sum(1).clamp(min=1)).tolist(), "confusion": cm.tolist(),
+                "prediction_counts": cm.sum(0).tolist()}, pred  # fmt: skip
 
-    def silence(o, name):
-        o = o.clone()
-        o[:, 0] = 0
-        return o
-
-    p0, cm0, pc0, a0 = evaluate()
-    p1, cm1, pc1, a1 = evaluate(silence)
+    (b, pb), (a, pa) = evaluate(), evaluate(first, 0)
+    last = convs[-1]
+    ranked = [evaluate(last, f)[0] for f in range(model.get_submodule(last).out_channels)]
+    drop = [b["accuracy"] - r["accuracy"] for r in ranked]
+    broken = torch.nonzero((pb == labels) & (pa != labels)).flatten()
+    fixed = torch.nonzero((pb != labels) & (pa == labels)).flatten()
+    switched = torch.nonzero((pb != labels) & (pa != labels) & (pa != pb)).flatten()
+    both = torch.cat([broken, fixed, switched])
     figs = []
-    for nm, m, div in (("before", cm0, False), ("difference", cm1 - cm0, True)):
+    for nm, m, div in (("before", torch.tensor(b["confusion"]), False), ("diff", torch.tensor(a["confusion"]) - torch.tensor(b["confusion"]), True)):
         plots.confusion(m.tolist(), classes, out / "ablate" / f"confusion_{nm}.png", title=f"confusion {nm}", diverging=div)
         figs.append(_fig(f"analysis/ablate/confusion_{nm}.png", f"Confusion matrix {nm} ablating {first} filter 0{tag}"))
+    _bars_png([max(x, 0) for x in drop], out / "ablate" / f"{last}_rank.png", -1)
+    figs.append(_fig(f"analysis/ablate/{last}_rank.png", f"{last}: accuracy lost when each filter is silenced alone{tag}", last))
     write_json(out / "ablate.json", {
-        "analysis": "ablate", "params": {"filters": {first: [0]}}, "split": "test", "filters": {first: [0]},
-        "before": {"accuracy": a0, "per_class_accuracy": pc0}, "after": {"accuracy": a1, "per_class_accuracy": pc1},
-        "changed": torch.nonzero(p0 != p1).flatten().tolist(), "figures": figs})  # fmt: skip
+        "analysis": "ablate", "params": {"filters": {first: [0]}, "layers": None, "rank": True, "top": 3}, **common, "classes": classes,
+        "rank": {last: {"silenced_at": where[last][0], "method": "masked forward per filter", "baseline": b["accuracy"],
+                        "accuracy": [r["accuracy"] for r in ranked], "drop": drop,
+                        "per_class_drop": [[x - y for x, y in zip(b["per_class_accuracy"], r["per_class_accuracy"])] for r in ranked],
+                        "order": sorted(range(len(drop)), key=lambda f: -drop[f]), "seconds": 0.1, "seconds_per_filter": 0.01}},
+        "set": {"filters": {first: [0]}, "chosen_by": "given", "before": b, "after": a,
+                "diff": {"accuracy": a["accuracy"] - b["accuracy"],
+                         "per_class_accuracy": [y - x for x, y in zip(b["per_class_accuracy"], a["per_class_accuracy"])],
+                         "confusion": (torch.tensor(a["confusion"]) - torch.tensor(b["confusion"])).tolist()},
+                "changed": {"broken": broken.tolist(), "fixed": fixed.tolist(), "switched": switched.tolist(),
+                            "before": pb[both].tolist(), "after": pa[both].tolist()}},
+        "figures": figs})  # fmt: skip
 
     # errors --------------------------------------------------------------------------------------
     from convlens.report.figures import pick_examples, pick_mistakes, read_predictions
 
     rows = read_predictions(run.path / "predictions.csv")
+    ev = read_json(run.path / "eval.json")
+    mistakes = pick_mistakes(rows, 8)
     _png([full_test.images[r["position"]].numpy() for r in pick_examples(rows, 16)], out / "errors" / "examples.png")
-    _png([full_test.images[r["position"]].numpy() for r in pick_mistakes(rows, 8)], out / "errors" / "mistakes.png")
-    write_json(out / "errors.json", {"analysis": "errors", "params": {"n": 16}, "split": "test", "figures": [
-        _fig("analysis/errors/examples.png", f"Example classifications{tag}"),
-        _fig("analysis/errors/mistakes.png", f"Most confident mistakes{tag}")]})  # fmt: skip
+    _png([full_test.images[r["position"]].numpy() for r in mistakes], out / "errors" / "mistakes.png")
+    cm = ev["confusion"]
+    pairs = sorted(((cm[i][j], i, j) for i in range(nclass) for j in range(nclass) if i != j and cm[i][j]), reverse=True)
+    write_json(out / "errors.json", {"analysis": "errors", "params": {"examples": 16, "mistakes": 8}, **common,
+                                     "accuracy": ev["accuracy"], "per_class_accuracy": ev["per_class_accuracy"], "confusion": cm,
+                                     "prediction_counts": [sum(r[j] for r in cm) for j in range(nclass)], "classes": classes,
+                                     "n_wrong": sum(not r["correct"] for r in rows),
+                                     "mistakes": [{"position": r["position"], "index": r["position"], "label": classes[r["label"]],
+                                                   "predicted": classes[r["pred"]], "confidence": r["confidence"], "correct": False}
+                                                  for r in mistakes],
+                                     "confused_pairs": [{"true": classes[i], "predicted": classes[j], "count": c} for c, i, j in pairs[:5]],
+                                     "figures": [_fig("analysis/errors/examples.png", f"Example classifications{tag}"),
+                                                 _fig("analysis/errors/mistakes.png", f"Most confident mistakes{tag}")]})  # fmt: skip
 
-    # saliency: input gradient of the true class for a few images ---------------------------------
+    # saliency: input gradient of the predicted class for a few images, as `convlens explain --method saliency`
     xs = x_all[:6].clone().requires_grad_(True)
     with torch.enable_grad():
-        model(xs).gather(1, labels[:6, None]).sum().backward()
+        logits = model(xs)
+        pred = logits.argmax(1)
+        logits.gather(1, pred[:, None]).sum().backward()
+    probs = logits.detach().softmax(1)
     g = xs.grad.abs().amax(1)
     g = (g / (g.flatten(1).max(1).values[:, None, None] + 1e-9)).numpy()
-    _png(list(x_all[:6].numpy()) + list(g), out / "saliency" / "grid.png")
-    np.savez_compressed(out / "saliency.npz", saliency=g)
-    write_json(out / "saliency.json", {"analysis": "saliency", "params": {"images": list(range(6)), "scale": "per image"},
-                                       "split": "test", "figures": [_fig("analysis/saliency/grid.png",
-                                       f"Input images and the magnitude of the input gradient of their true class{tag}")]})  # fmt: skip
+    _png(list(x_all[:6].numpy()) + list(g), out / "saliency" / "images.png")
+    np.savez_compressed(out / "saliency.npz", attributions=g, targets=pred.numpy())
+    images = [{**_describe(classes, i, labels[i], probs[i]), "target": int(pred[i])} for i in range(6)]
+    write_json(out / "saliency.json", {"analysis": "saliency", "params": {"target": "predicted", "heatmap": {"sign": "absolute", "scale": "per_image"}},
+                                       "split": "test", "images": images, "arrays": "analysis/saliency.npz", "checkpoint": "best",
+                                       "seconds": 0.1, "figures": [_fig("analysis/saliency/images.png",
+                                       f"Input images and the magnitude of the input gradient of their predicted class{tag}")]})  # fmt: skip
     return ["filters", "stats", "classnorms", "topk", "actmax", "ablate", "errors", "saliency"]

@@ -14,6 +14,8 @@ from report_helpers import HOSTILE_CAPTION, HOSTILE_CLASSES, HOSTILE_NAME, analy
 
 from convlens.cli import main
 from convlens.report import build_report
+from convlens.report.analyses import per_filter_key
+from convlens.report.html import data_uri, pct
 from convlens.utils import read_json, write_json
 
 
@@ -109,9 +111,10 @@ def test_every_analysis_is_shown_with_its_figures(report):
         assert (f"analysis-{name}" in ids) or (name == "errors" and "examples" in ids), name
         for fig in doc["figures"]:
             uri = "data:image/png;base64," + base64.b64encode((run / fig["path"]).read_bytes()).decode()
-            if "layer" in fig:  # per-filter figures live in the filter browser
-                kind = name + ("_" + fig["kind"] if fig.get("kind") else "")
-                assert page.browser_data()["figures"][fig["layer"]][str(fig["filter"])][kind]["src"] == uri
+            if "filter" in fig:  # per-filter figures live in the filter browser
+                layer, index, kind = per_filter_key(fig, name)
+                assert (layer, index) == (fig["layer"], fig["filter"])
+                assert page.browser_data()["figures"][layer][str(index)][kind]["src"] == uri
             else:
                 assert uri in srcs, fig["path"]
 
@@ -119,14 +122,17 @@ def test_every_analysis_is_shown_with_its_figures(report):
 def test_known_analyses_get_their_tables(report):
     run, _, text, _ = report
     abl = read_json(run / "analysis" / "ablate.json")
-    b, a = abl["before"]["per_class_accuracy"], abl["after"]["per_class_accuracy"]
+    b, a = abl["set"]["before"]["per_class_accuracy"], abl["set"]["after"]["per_class_accuracy"]
     for i in range(len(b)):
         assert f"{100 * b[i]:.2f}%</td><td>{100 * a[i]:.2f}%" in text.replace('<td class="num">', "<td>")
     assert "Per-class accuracy before and after" in text and "What was ablated" in text
+    assert "conv3: filters silenced one at a time" in text and "images whose prediction changed" in text
     assert "Dead filters per layer" in text and "Classes of each filter&#39;s top-6 images" in text
-    assert "The most class-selective" in text and "Receptive fields" in text
+    assert "The most class-selective" in text and "Receptive fields" in text and "Weight norms per layer" in text
+    assert "Most confused pairs of classes" in text and "The most confident mistakes" in text
+    assert "Objective of each filter before and after" in text and "The test images explained" in text
     # filter numbers in the tables open the filter browser
-    assert 'href="#fb=conv1/0"' in text
+    assert 'href="#fb=conv1/0"' in text and 'href="#fb=conv3/15"' in text
 
 
 def test_run_sections_match_the_run_folder(report):
@@ -256,3 +262,48 @@ def test_demo_ends_with_its_report(tmp_path, monkeypatch):
     path = demo.run_demo(tmp_path / "demo", epochs=1, echo=lines.append)
     assert (path / "report.html").is_file()
     assert lines[-1] == f"report: {path / 'report.html'}"
+
+
+def test_report_of_a_real_run(tmp_path_factory, tmp_path):
+    """Every real analysis and a real explanation end up in the report, figures and captions."""
+    run = copy_run(healthy(tmp_path_factory), tmp_path / "real")
+    assert main(["analyze", str(run), "--k", "4", "--examples", "10", "--mistakes", "6"]) == 0
+    for method in (["occlusion", "--window", "2", "4", "--stride", "2"], ["deconv", "--layer", "conv2", "--filter", "1"]):
+        assert main(["explain", str(run), "--images", "0", "1", "--method", *method]) == 0
+    text = build_report(run).read_text(encoding="utf-8")
+    page = Page(text)
+    ids, browser = page.section_ids(), page.browser_data()
+    srcs = {a["src"] for a in page.all("img") if "src" in a}
+    shown = "".join(page.text)
+    names = {p.stem for p in (run / "analysis").glob("*.json")}
+    assert names == {"filters", "featuremaps", "stats", "classnorms", "topk", "ablate", "errors", "occlusion", "deconv"}
+    for name in names:
+        doc = read_json(run / "analysis" / f"{name}.json")
+        assert ("examples" if name == "errors" else f"analysis-{name}") in ids, name
+        assert doc["figures"], name
+        for fig in doc["figures"]:
+            uri = data_uri(run / fig["path"])
+            key = per_filter_key(fig, name)
+            if key is None:
+                assert uri in srcs and fig["caption"] in shown, fig["path"]
+            else:  # every per-filter figure is in the browser under its layer, filter and kind
+                layer, index, kind = key
+                assert (layer, index) == (fig["layer"], fig["filter"]), fig["path"]
+                assert browser["figures"][layer][str(index)][kind] == {"src": uri, "caption": fig["caption"]}
+    assert "could not be read" not in text and "listed but missing" not in text
+    # the browser has each conv filter's weights, class-wise norms (first and last layer) and top-k images
+    kinds = [k["key"] for k in browser["kinds"]]
+    assert kinds[:4] == ["filters", "classnorms", "topk", "topk_patches"] and "deconv" in kinds
+    assert [layer["name"] for layer in browser["layers"]] == ["conv1", "conv2", "conv3"]
+    assert set(browser["figures"]["conv3"]["15"]) == {"filters", "classnorms", "topk", "topk_patches"}
+    assert set(browser["figures"]["conv2"]["1"]) == {"filters", "topk", "topk_patches", "deconv"}
+    # a deconvnet projection has only per-filter figures: its section shows them too
+    assert data_uri(run / "analysis" / "deconv" / "conv2" / "f1.png") in srcs
+    assert data_uri(run / "analysis" / "occlusion" / "test0.png") in srcs
+    # the tables read the real numbers
+    abl = read_json(run / "analysis" / "ablate.json")
+    assert "What was ablated" in text and "conv3: filters silenced one at a time" in text
+    assert pct(abl["set"]["after"]["accuracy"]) in text
+    assert "Dead filters per layer" in text and "Classes of each filter&#39;s top-4 images" in text
+    assert "The most class-selective" in text and "Weight norms per layer" in text
+    assert "The test images explained" in text and "lowest p(true), 4-pixel patch" in text

@@ -1,11 +1,15 @@
 """One report section per ``RUN/analysis/<name>.json``, whatever wrote it.
 
-Every analysis following the run-folder contract is shown generically: its parameters, the data
-split, its scalar results and every figure in its ``"figures"`` list with its caption. Per-filter
-figures (``analysis/<name>/<layer>/f<index>[_<kind>].png``) go to the filter browser instead of
-the section. Analyses whose numbers people read as tables (stats, classnorms, topk, ablate) also get
-a table renderer, registered by name; renderers read the JSON defensively, and if one cannot read
-a file the section still shows everything else with a note saying what failed.
+Every analysis and explanation following the run-folder contract is shown generically: its
+parameters (an option left at its default shows as "default"), the data split, its scalar results
+and every figure in its ``"figures"`` list with its caption. Per-filter figures (entries with a
+``"filter"``, or files named ``analysis/<name>/<layer>/f<index>[_<kind>].png``) go to the filter
+browser; an analysis whose figures are all per filter (a deconvnet projection of chosen filters)
+shows them in its section too. The analyses whose numbers people read as tables (filters, stats,
+classnorms, topk, ablate, errors, the per-image explanations, actmax) also get a table renderer,
+registered by name and written against the layout the analysis writes; renderers read the JSON
+defensively, and if one cannot read a file the section still shows everything else with a note
+saying what failed.
 """
 
 from __future__ import annotations
@@ -106,10 +110,11 @@ def embed(run_dir: Path, entries: list[dict[str, Any]], notes: list[str]) -> lis
 
 
 # ----------------------------------------------------------------------------------------------
-# reading per-layer / per-filter numbers whatever their layout
+# reading per-layer / per-filter numbers
 
 
 def layers_of(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{layer: info}`` from an analysis' ``layers`` mapping (a list of records with ``layer`` is read too)."""
     layers = doc.get("layers")
     if isinstance(layers, list):
         return {str(r.get("layer", r.get("name", i))): r for i, r in enumerate(layers) if isinstance(r, dict)}
@@ -130,20 +135,23 @@ def _first(d: dict[str, Any], names: tuple[str, ...], i: int | None = None) -> A
 
 
 def filter_records(info: dict[str, Any], fields: dict[str, tuple[str, ...]]) -> list[dict[str, Any]]:
-    """Per-filter records ``{"filter": i, field: value}`` from a layer's info: either a list of
-    per-filter dicts under ``filters``, or parallel per-filter lists (``mean: [...]``)."""
+    """Per-filter records ``{"filter": i, field: value}`` from a layer's info: a list of per-filter
+    dicts under ``filters`` (topk), or per-filter lists side by side (``mean: [...]``: stats,
+    classnorms, filters). ``fields`` maps a record key to the JSON names it is read from."""
     recs = info.get("filters")
     if isinstance(recs, list) and recs and all(isinstance(r, dict) for r in recs):
         return [{"filter": int(r.get("filter", r.get("index", i))), **{k: _first(r, a) for k, a in fields.items()}}
                 for i, r in enumerate(recs)]  # fmt: skip
-    lengths = [len(info[a]) for alts in fields.values() for a in alts if isinstance(info.get(a), list)]
-    if not lengths:
-        return []
-    return [{"filter": i, **{k: _first(info, a, i) for k, a in fields.items()}} for i in range(max(lengths))]
+    n = info.get("channels")
+    if not isinstance(n, int):
+        lengths = [len(info[a]) for alts in fields.values() for a in alts if isinstance(info.get(a), list)]
+        n = max(lengths) if lengths else 0
+    return [{"filter": i, **{k: _first(info, a, i) for k, a in fields.items()}} for i in range(n)]
 
 
 def class_name(classes: list[str], v: Any) -> str:
-    if isinstance(v, int) and 0 <= v < len(classes):
+    """A class given by index (into the run's classes) or by name (as most analyses write it)."""
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(classes):
         return classes[v]
     return "" if v is None else str(v)
 
@@ -159,24 +167,71 @@ def histogram(v: Any, classes: list[str]) -> list[tuple[str, float]]:
     return sorted([p for p in pairs if p[1] > 0], key=lambda p: -p[1])
 
 
-def filter_link(layer: str, idx: int) -> dict[str, Any]:
+def filter_link(layer: str, idx: Any) -> Any:
     """A table cell that opens the filter in the browser."""
-    return {"text": idx, "href": f"#fb={layer}/{idx}"}
+    return {"text": idx, "href": f"#fb={layer}/{idx}"} if isinstance(idx, int) and not isinstance(idx, bool) else idx
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v else None
+
+
+def _pct(v: Any) -> Any:
+    return pct(v) if _num(v) is not None else v
+
+
+def _points(v: Any, bad_below: float | None = -0.005) -> Any:
+    """A change of an accuracy as signed percentage points, red when it falls."""
+    if _num(v) is None:
+        return v
+    v = round(v, 9) + 0.0  # no "-0.00" for a change that is zero up to rounding
+    cls = "num bad" if bad_below is not None and v < bad_below else ("num good" if bad_below is not None and v > -bad_below else "num")
+    return {"text": f"{100 * v:+.2f}", "cls": cls}
+
+
+def _median(xs: list[float]) -> float | None:
+    xs = sorted(x for x in xs if _num(x) is not None)
+    if not xs:
+        return None
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
 
 
 # ----------------------------------------------------------------------------------------------
-# table renderers for the analyses people read as tables
+# table renderers, one per analysis whose numbers people read as tables; each reads the layout
+# its analysis writes (src/convlens/analyses/<name>.py, src/convlens/explain/outputs.py)
 
 Renderer = Callable[[dict[str, Any], list[str]], list[Table]]
 RENDERERS: dict[str, Renderer] = {}
 
 
-def renderer(name: str) -> Callable[[Renderer], Renderer]:
+def renderer(*names: str) -> Callable[[Renderer], Renderer]:
     def add(fn: Renderer) -> Renderer:
-        RENDERERS[name] = fn
+        for name in names:
+            RENDERERS[name] = fn
         return fn
 
     return add
+
+
+@renderer("filters")
+def filters_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
+    summary, detail = [], []
+    for layer, info in layers_of(doc).items():
+        shape = info.get("shape")
+        l2 = [v for v in info.get("l2") or [] if _num(v) is not None]
+        summary.append([layer, "\u00d7".join(map(str, shape)) if isinstance(shape, list) else shape, len(l2) or None,
+                        min(l2) if l2 else None, _median(l2), max(l2) if l2 else None, info.get("max_abs")])  # fmt: skip
+        for r in filter_records(info, {"l2": ("l2",), "l1": ("l1",), "min": ("min",), "max": ("max",), "bias": ("bias",)}):
+            detail.append([layer, filter_link(layer, r["filter"]), r["l2"], r["l1"], r["min"], r["max"], r["bias"]])
+    tables = []
+    if summary:
+        tables.append(Table(["layer", "weights (out \u00d7 in \u00d7 h \u00d7 w)", "filters", "smallest L2 norm",
+                             "median", "largest", "largest |weight|"], summary, "Weight norms per layer"))  # fmt: skip
+    if detail:
+        tables.append(Table(["layer", "filter", "L2 norm", "L1 norm", "min weight", "max weight", "bias"], detail,
+                            "Every filter", collapsed=True))  # fmt: skip
+    return tables
 
 
 @renderer("stats")
@@ -184,73 +239,83 @@ def stats_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
     from .diagnose import dead_filters_by_layer
 
     dead = dead_filters_by_layer(doc)
-    fields = {"mean": ("mean",), "std": ("std",), "active": ("active", "active_fraction", "frac_active", "fraction_active"),
-              "max": ("max",), "dead": ("dead",)}  # fmt: skip
+    fields = {"mean": ("mean",), "std": ("std",), "max": ("max",), "active": ("active_fraction", "active"),
+              "images": ("images_active",), "post_max": ("post_max",), "weight": ("weight_norm",)}  # fmt: skip
     summary, detail = [], []
     for layer, info in layers_of(doc).items():
         recs = filter_records(info, fields)
         d, n = dead.get(layer, ([], None))
         n = n or len(recs) or None
-        actives = [r["active"] for r in recs if isinstance(r["active"], (int, float))]
-        summary.append([layer, n, {"text": len(d), "cls": "bad" if d else "num"}, ", ".join(map(str, d)) or "none",
+        reasons = info.get("dead_reasons") if isinstance(info.get("dead_reasons"), dict) else {}
+
+        def why(i: int) -> str:
+            r = reasons.get(str(i))
+            return " and ".join(map(str, r)) if isinstance(r, list) else "dead"
+
+        actives = [r["active"] for r in recs if _num(r["active"]) is not None]
+        where = info.get("measured_at")
+        where = f"{where.get('pre', '')} / {where.get('post', '')}" if isinstance(where, dict) else where
+        summary.append([layer, where, n, {"text": len(d), "cls": "bad" if d else "num"},
+                        ", ".join(f"{i} ({why(i)})" for i in d) or "none",
                         pct(sum(actives) / len(actives)) if actives else ""])  # fmt: skip
         for r in recs:
-            is_dead = r["filter"] in d
-            detail.append([layer, filter_link(layer, r["filter"]), r["mean"], r["std"],
-                           pct(r["active"]) if isinstance(r["active"], (int, float)) else r["active"], r["max"],
-                           {"text": "dead", "cls": "bad"} if is_dead else ""])  # fmt: skip
+            detail.append([layer, filter_link(layer, r["filter"]), r["mean"], r["std"], r["max"], _pct(r["active"]),
+                           _pct(r["images"]), r["post_max"], r["weight"],
+                           {"text": why(r["filter"]), "cls": "bad"} if r["filter"] in d else ""])  # fmt: skip
     tables = []
     if summary:
-        tables.append(Table(["layer", "filters", "dead", "dead filters", "mean active fraction"], summary, "Dead filters per layer"))
+        tables.append(Table(["layer", "read at (before / after the activation)", "filters", "dead", "dead filters",
+                             "mean active fraction"], summary, "Dead filters per layer"))  # fmt: skip
     if detail:
-        tables.append(Table(["layer", "filter", "mean", "std", "active", "max", ""], detail,
-                            "Per-filter statistics", collapsed=True))  # fmt: skip
+        tables.append(Table(["layer", "filter", "mean", "std", "max", "positions active", "images active",
+                             "max after activation", "weight norm", "dead"], detail, "Per-filter statistics",
+                            collapsed=True))  # fmt: skip
     return tables
 
 
 @renderer("classnorms")
 def classnorms_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
-    ranking = next((doc[k] for k in ("experts", "ranking", "selective", "top") if isinstance(doc.get(k), list)), [])
-    tables = []
+    layers = layers_of(doc)
     rows = []
-    for r in ranking[:25]:
+    for r in doc.get("experts") if isinstance(doc.get("experts"), list) else []:
         if not isinstance(r, dict):
             continue
-        layer = str(r.get("layer", ""))
-        idx = r.get("filter", r.get("index"))
-        cls = class_name(classes, _first(r, ("class", "preferred", "preferred_class", "best_class", "top_class")))
-        rows.append([layer, filter_link(layer, idx) if isinstance(idx, int) else idx, cls,
-                     _first(r, ("selectivity", "selectivity_index")), _first(r, ("variance", "var"))])  # fmt: skip
+        layer, idx = str(r.get("layer", "")), r.get("filter")
+        var = _first(layers.get(layer, {}), ("variance",), idx) if isinstance(idx, int) else None
+        rows.append([layer, filter_link(layer, idx), class_name(classes, r.get("class")), r.get("selectivity"),
+                     r.get("cv"), var])  # fmt: skip
+    tables = []
     if rows:
-        tables.append(Table(["layer", "filter", "preferred class", "selectivity", "variance across classes"], rows,
-                            "The most class-selective (\u201cexpert\u201d) filters"))  # fmt: skip
-    fields = {"norms": ("norms", "class_norms", "mean_norms"), "variance": ("variance", "var"),
-              "selectivity": ("selectivity", "selectivity_index"), "preferred": ("preferred", "preferred_class", "best_class")}  # fmt: skip
+        tables.append(Table(["layer", "filter", "preferred class", "selectivity index", "coefficient of variation",
+                             "variance across classes"], rows, "The most class-selective (\u201cexpert\u201d) filters"))  # fmt: skip
+    fields = {"means": ("class_means",), "mean": ("mean",), "variance": ("variance",), "cv": ("cv",),
+              "selectivity": ("selectivity",), "preferred": ("preferred_class",)}  # fmt: skip
     detail = []
-    for layer, info in layers_of(doc).items():
+    for layer, info in layers.items():
+        quiet = set(info.get("quiet") or [])
         for r in filter_records(info, fields):
             pref = r["preferred"]
-            if pref is None and isinstance(r["norms"], list) and r["norms"]:
-                pref = max(range(len(r["norms"])), key=r["norms"].__getitem__)
-            detail.append([layer, filter_link(layer, r["filter"]), class_name(classes, pref), r["variance"], r["selectivity"]])
+            if pref is None and isinstance(r["means"], list) and any(_num(v) is not None for v in r["means"]):
+                pref = max((i for i, v in enumerate(r["means"]) if _num(v) is not None), key=r["means"].__getitem__)
+            detail.append([layer, filter_link(layer, r["filter"]), class_name(classes, pref), r["mean"], r["variance"],
+                           r["cv"], r["selectivity"], "nearly silent" if r["filter"] in quiet else ""])  # fmt: skip
     if detail:
-        tables.append(Table(["layer", "filter", "preferred class", "variance", "selectivity"], detail,
-                            "Every filter", collapsed=True))  # fmt: skip
+        tables.append(Table(["layer", "filter", "preferred class", "mean norm", "variance across classes",
+                             "coefficient of variation", "selectivity index", ""], detail, "Every filter",
+                            collapsed=True))  # fmt: skip
     return tables
 
 
 @renderer("topk")
 def topk_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
-    fields = {"hist": ("class_histogram", "class_hist", "histogram", "classes", "hist"), "mean": ("mean", "mean_response"),
-              "max": ("max", "max_response")}  # fmt: skip
-    rows = []
-    k = (doc.get("params") or {}).get("k") if isinstance(doc.get("params"), dict) else None
-    rfs = []
+    fields = {"hist": ("class_histogram",), "mean": ("mean",), "max": ("max",)}
+    rows, rfs = [], []
+    params = doc.get("params") if isinstance(doc.get("params"), dict) else {}
+    k = params.get("k")
     for layer, info in layers_of(doc).items():
-        rf = info.get("receptive_field", info.get("rf"))
-        rf = rf.get("size") if isinstance(rf, dict) else rf
-        if rf is not None:
-            rfs.append([layer, rf])
+        rf = info.get("receptive_field")
+        if isinstance(rf, dict):
+            rfs.append([layer, info.get("measured_at"), rf.get("size"), rf.get("jump"), "\u00d7".join(map(str, info.get("map_size") or []))])
         for r in filter_records(info, fields):
             hist = histogram(r["hist"], classes)
             total = sum(c for _, c in hist)
@@ -263,83 +328,170 @@ def topk_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
         tables.append(Table(["layer", "filter", "most frequent class", "next classes", "mean response", "max response"],
                             rows, cap, collapsed=len(rows) > 40))  # fmt: skip
     if rfs:
-        tables.append(Table(["layer", "receptive field (pixels)"], rfs, "Receptive fields"))
+        tables.append(Table(["layer", "read at", "receptive field (pixels)", "step between positions (pixels)", "map size"],
+                            rfs, "Receptive fields"))  # fmt: skip
     return tables
-
-
-def _per_class(v: Any) -> list[float] | None:
-    if isinstance(v, dict):
-        v = _first(v, ("per_class_accuracy", "per_class", "accuracy_per_class"))
-    return [float(x) for x in v] if isinstance(v, list) and all(isinstance(x, (int, float)) for x in v) else None
-
-
-def _overall(v: Any) -> float | None:
-    if isinstance(v, dict):
-        v = v.get("accuracy")
-    return float(v) if isinstance(v, (int, float)) else None
 
 
 @renderer("ablate")
 def ablate_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
-    before = doc.get("before", doc.get("baseline"))
-    after = doc.get("after", doc.get("ablated"))
-    pb = _per_class(before) or _per_class(doc.get("per_class_before"))
-    pa = _per_class(after) or _per_class(doc.get("per_class_after"))
+    names = doc.get("classes") if isinstance(doc.get("classes"), list) else classes
+    names = classes if len(classes) == len(names) else names  # the run's names win (they may have been renamed)
     tables = []
-    which = _first(doc, ("filters", "ablated_filters"))
-    if isinstance(which, (dict, list)) and which:
-        items = which.items() if isinstance(which, dict) else [(str(w.get("layer", "")), w.get("filter", w.get("filters")))
-                                                                for w in which if isinstance(w, dict)]  # fmt: skip
-        tables.append(Table(["layer", "filters silenced"], [[k, fmt(v)] for k, v in items], "What was ablated"))
-    if pb and pa and len(pb) == len(pa):
+    s = doc.get("set") if isinstance(doc.get("set"), dict) else {}
+    which = s.get("filters")
+    if isinstance(which, dict) and which:
+        tables.append(Table(["layer", "filters silenced together", "chosen"],
+                            [[k, fmt(v), s.get("chosen_by", "")] for k, v in which.items()], "What was ablated"))  # fmt: skip
+    before, after = s.get("before"), s.get("after")
+    pb = before.get("per_class_accuracy") if isinstance(before, dict) else None
+    pa = after.get("per_class_accuracy") if isinstance(after, dict) else None
+    if isinstance(pb, list) and isinstance(pa, list) and len(pb) == len(pa):
+        cb = before.get("prediction_counts") if isinstance(before.get("prediction_counts"), list) else []
+        ca = after.get("prediction_counts") if isinstance(after.get("prediction_counts"), list) else []
         rows = []
         for i, (b, a) in enumerate(zip(pb, pa)):
-            d = a - b
-            rows.append([class_name(classes, i), pct(b), pct(a),
-                         {"text": f"{100 * d:+.2f}", "cls": "bad" if d < -0.005 else ("good" if d > 0.005 else "num")}])  # fmt: skip
-        ob, oa = _overall(before), _overall(after)
-        if ob is not None and oa is not None:
-            rows.append([{"text": "all classes", "cls": "strong"}, pct(ob), pct(oa),
-                         {"text": f"{100 * (oa - ob):+.2f}", "cls": "bad" if oa < ob - 0.005 else "num"}])  # fmt: skip
-        tables.append(Table(["class", "accuracy before", "after", "difference (points)"], rows, "Per-class accuracy before and after"))
-    changed = doc.get("changed", doc.get("changed_images"))
-    if isinstance(changed, list):
-        tables.append(Table(["images whose prediction changed"], [[len(changed)]]))
-    elif isinstance(changed, int):
-        tables.append(Table(["images whose prediction changed"], [[changed]]))
-    ranking = next((doc[k] for k in ("ranking", "single", "per_filter") if isinstance(doc.get(k), list)), None)
-    if ranking:
+            rows.append([class_name(names, i), _pct(b), _pct(a), _points(a - b) if _num(a) is not None and _num(b) is not None else "",
+                         cb[i] if i < len(cb) else "", ca[i] if i < len(ca) else ""])  # fmt: skip
+        ob, oa = before.get("accuracy"), after.get("accuracy")
+        if _num(ob) is not None and _num(oa) is not None:
+            rows.append([{"text": "all classes", "cls": "strong"}, pct(ob), pct(oa), _points(oa - ob), "", ""])
+        tables.append(Table(["class", "accuracy before", "after", "difference (points)", "predicted before", "predicted after"],
+                            rows, "Per-class accuracy before and after"))  # fmt: skip
+    changed = s.get("changed")
+    if isinstance(changed, dict):
+        counts = [[what, len(changed[key])] for key, what in (("broken", "right before, wrong after"),
+                  ("fixed", "wrong before, right after"), ("switched", "wrong before and after, another class"))
+                  if isinstance(changed.get(key), list)]  # fmt: skip
+        if counts:
+            tables.append(Table(["images whose prediction changed", "images"], counts))
+    ranks = doc.get("rank") if isinstance(doc.get("rank"), dict) else {}
+    for layer, r in ranks.items():
+        if not isinstance(r, dict) or not isinstance(r.get("drop"), list):
+            continue
+        acc, drop = r.get("accuracy") or [], r["drop"]
+        order = r.get("order") if isinstance(r.get("order"), list) else list(range(len(drop)))
+        pcd = r.get("per_class_drop") if isinstance(r.get("per_class_drop"), list) else []
         rows = []
-        for r in ranking:
-            if not isinstance(r, dict):
+        for f in order:
+            if not isinstance(f, int) or not 0 <= f < len(drop):
                 continue
-            layer = str(r.get("layer", ""))
-            idx = r.get("filter")
-            drop = _first(r, ("drop", "accuracy_drop", "delta"))
-            rows.append([layer, filter_link(layer, idx) if isinstance(idx, int) else idx, _first(r, ("accuracy", "acc")),
-                         f"{100 * drop:+.2f}" if isinstance(drop, (int, float)) else drop])  # fmt: skip
-        tables.append(Table(["layer", "filter", "accuracy without it", "drop (points)"], rows,
-                            "Filters ranked by the accuracy they carry", collapsed=len(rows) > 20))  # fmt: skip
+            worst = ""
+            if f < len(pcd) and isinstance(pcd[f], list) and pcd[f]:
+                j = max(range(len(pcd[f])), key=lambda c: pcd[f][c] if _num(pcd[f][c]) is not None else float("-inf"))
+                if _num(pcd[f][j]) is not None and pcd[f][j] > 0:
+                    worst = f"{class_name(names, j)} ({-100 * pcd[f][j]:+.1f})"
+            rows.append([filter_link(layer, f), _pct(acc[f]) if f < len(acc) else "", _points(-drop[f]), worst])
+        base = r.get("baseline")
+        cap = f"{layer}: filters silenced one at a time, most accuracy carried first" + (f" (all filters: {pct(base)})" if _num(base) is not None else "")
+        tables.append(Table(["filter", "accuracy without it", "change (points)", "class that loses most (points)"], rows,
+                            cap, collapsed=len(rows) > 20))  # fmt: skip
     return tables
+
+
+@renderer("errors")
+def errors_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
+    tables = []
+    pairs = doc.get("confused_pairs")
+    if isinstance(pairs, list) and pairs:
+        rows = [[class_name(classes, p.get("true")), class_name(classes, p.get("predicted")), p.get("count")]
+                for p in pairs if isinstance(p, dict)]  # fmt: skip
+        tables.append(Table(["true class", "taken for", "images"], rows, "Most confused pairs of classes"))
+    mistakes = doc.get("mistakes")
+    if isinstance(mistakes, list) and mistakes:
+        rows = [[m.get("position"), class_name(classes, m.get("label")), class_name(classes, m.get("predicted")),
+                 _pct(m.get("confidence")), _pct(m.get("p_label"))] for m in mistakes if isinstance(m, dict)]  # fmt: skip
+        tables.append(Table(["image", "true class", "predicted", "probability of the prediction", "probability of the true class"],
+                            rows, "The most confident mistakes", collapsed=len(rows) > 10))  # fmt: skip
+    return tables
+
+
+def _name(classes: list[str], index: Any, name: Any) -> str:
+    """The run's name for a class index, else the name the explanation recorded."""
+    if isinstance(index, int) and 0 <= index < len(classes):
+        return classes[index]
+    return "" if name is None else str(name)
+
+
+@renderer("occlusion", "saliency", "guided", "deconv", "gradcam")
+def explained_images(doc: dict[str, Any], classes: list[str]) -> list[Table]:
+    """The images an explanation method looked at: class, prediction, and its per-image numbers."""
+    images = [d for d in doc.get("images") or [] if isinstance(d, dict)]
+    if not images:
+        return []
+    windows = sorted({k for d in images for k in (d.get("min_true_probability") or {})}, key=lambda k: (len(k), k))
+    projections = []
+    for d in images:
+        for p in d.get("projections") or []:
+            key = (str(p.get("layer")), p.get("filter"))
+            if key not in projections:
+                projections.append(key)
+    cols = ["image", "class", "predicted", "probability of the prediction", "probability of the true class"]
+    cols += [f"lowest p(true), {k}-pixel patch" for k in windows]
+    cols += [f"{layer} filter {f}: strongest activation" for layer, f in projections]
+    targets = any("target" in d for d in images)
+    if targets:
+        cols.append("explained class")
+    rows = []
+    for d in images:
+        wrong = d.get("label") != d.get("predicted")
+        row = [d.get("index"), _name(classes, d.get("label"), d.get("label_name")),
+               {"text": _name(classes, d.get("predicted"), d.get("predicted_name")), "cls": "bad" if wrong else ""},
+               _pct(d.get("probability")), _pct(d.get("true_probability"))]  # fmt: skip
+        low = d.get("min_true_probability") or {}
+        row += [_pct(low.get(k)) for k in windows]
+        acts = {(str(p.get("layer")), p.get("filter")): p.get("activation") for p in d.get("projections") or []}
+        row += [acts.get(key) for key in projections]
+        if targets:
+            row.append(class_name(classes, d.get("target")))
+        rows.append(row)
+    split = doc.get("split") or "test"
+    return [Table(cols, rows, f"The {split} images explained", collapsed=len(rows) > 12)]
+
+
+@renderer("actmax")
+def actmax_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
+    params = doc.get("params") if isinstance(doc.get("params"), dict) else {}
+    layer, kind = str(params.get("layer", "")), params.get("target_kind", "filter")
+    rows = []
+    for t in doc.get("targets") or []:
+        if not isinstance(t, dict):
+            continue
+        idx = t.get("filter")
+        first = class_name(classes, idx) if kind == "class" else filter_link(layer, idx)
+        rows.append([first, t.get("initial"), t.get("final")])
+    if not rows:
+        return []
+    head = "class" if kind == "class" else f"{layer} filter"
+    return [Table([head, "objective at the start", "objective at the end"], rows,
+                  f"Objective of each {kind} before and after the optimisation", collapsed=len(rows) > 16)]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
 
 
-def scalar_items(doc: dict[str, Any]) -> list[tuple[str, str]]:
+def scalar_items(doc: dict[str, Any], shown: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """The analysis' top-level scalars, less those already shown with the same value (a parameter
+    an analysis repeats next to its results)."""
+    shown = shown or {}
     return [(k, fmt(v)) for k, v in doc.items()
-            if k not in SKIP_KEYS and isinstance(v, (str, int, float, bool)) and v is not None]  # fmt: skip
+            if k not in SKIP_KEYS and isinstance(v, (str, int, float, bool)) and shown.get(k) != fmt(v)]  # fmt: skip
+
+
+# An analysis whose only figures are per filter (a deconvnet projection of chosen filters) shows up
+# to this many of them in its own section as well as in the filter browser.
+SECTION_FILTER_FIGURES = 24
 
 
 def analysis_section(run_dir: Path, a: Analysis, classes: list[str]) -> Section:
     title, intro = TITLES.get(a.name, (a.name, ""))
     sec = Section(id=f"analysis-{a.name}", title=title, intro=intro, cls="analysis")
     params = a.doc.get("params")
-    if isinstance(params, dict):
-        sec.params = [(str(k), fmt(v)) for k, v in params.items()]
+    if isinstance(params, dict):  # None is an option left at its default
+        sec.params = [(str(k), "default" if v is None else fmt(v)) for k, v in params.items()]
     if a.doc.get("split"):
         sec.params.insert(0, ("split", fmt(a.doc["split"])))
-    sec.params += scalar_items(a.doc)
+    sec.params += scalar_items(a.doc, dict(sec.params))
     fn = RENDERERS.get(a.name)
     if fn is not None:
         try:
@@ -348,11 +500,17 @@ def analysis_section(run_dir: Path, a: Analysis, classes: list[str]) -> Section:
             sec.notes.append(f"the tables of {a.path.name} could not be read ({type(exc).__name__}: {exc}); "
                              "its figures are shown below")  # fmt: skip
     entries = figure_entries(a.doc)
-    own = [e for e in entries if per_filter_key(e, a.name) is None]
-    n_filter = len(entries) - len(own)
+    own, per = [], []
+    for e in entries:
+        (own if per_filter_key(e, a.name) is None else per).append(e)
+    if per and not own:  # the per-filter figures are this analysis' result: show them here too
+        own = per[:SECTION_FILTER_FIGURES]
     sec.figures = embed(run_dir, own, sec.notes)
-    if n_filter:
-        sec.notes.append(f"{n_filter} per-filter figures: see the filter browser")
-    if not sec.figures and not sec.tables and not n_filter:
+    if per:
+        layers = ", ".join(dict.fromkeys(str(k[0]) for k in (per_filter_key(e, a.name) for e in per) if k))
+        shown = len([e for e in per if e in own])
+        sec.notes.append(f"{len(per)} per-filter figure{'s' if len(per) != 1 else ''} ({layers})"
+                         + (f", {shown} of them below" if shown else "") + ": every one is in the filter browser")
+    if not sec.figures and not sec.tables and not per:
         sec.notes.append(f"{a.path.name} lists no figures")
     return sec

@@ -16,10 +16,11 @@ from .analyses import Analysis, figure_entries, per_filter_key
 from .html import data_uri
 
 # Panels in the order a person reads a filter: what it is, what it prefers, what excites it.
-KIND_ORDER = ["filters", "classnorms", "topk", "topk_patches", "actmax", "deconv", "guided", "featuremaps", "stats", "ablate"]
+KIND_ORDER = ["filters", "classnorms", "topk", "topk_patches", "actmax", "deconv", "guided", "saliency", "featuremaps", "stats",
+              "ablate"]  # fmt: skip
 KIND_LABELS = {
     "filters": "weights", "classnorms": "class-wise norms", "topk": "top-k images", "topk_patches": "top-k patches",
-    "actmax": "activation maximisation", "deconv": "deconvnet", "guided": "guided backprop",
+    "actmax": "activation maximisation", "deconv": "deconvnet", "guided": "guided backprop", "saliency": "saliency",
     "featuremaps": "feature maps", "stats": "statistics", "ablate": "ablation",
 }  # fmt: skip
 
