@@ -164,6 +164,19 @@ def test_dead_filters_come_from_the_stats_analysis(healthy, tmp_path, layout):
     assert "conv1: 1 of 4" in f.text and "conv2: 2 of 8" in f.text and "3 filters" in f.text
 
 
+def test_dead_filters_say_why_they_are_dead(healthy, tmp_path):
+    run = copy_run(healthy, tmp_path / "why")
+    layers = {"conv1": {"channels": 4, "dead": [2], "dead_reasons": {"2": ["weights near zero"]}},
+              "conv2": {"channels": 8, "dead": [], "dead_reasons": {}}}  # fmt: skip
+    write_json(run / "analysis" / "stats.json", {"analysis": "stats", "split": "test", "layers": layers, "figures": []})
+    f = codes(run)["dead_filters"]
+    assert "1 filter is dead on the test split (weights near zero)" in f.text and "conv1: 1 of 4 (2)" in f.text
+    assert f.evidence["reasons"] == ["weights near zero"]
+    layers["conv1"]["dead_reasons"] = {"2": ["never active"]}
+    write_json(run / "analysis" / "stats.json", {"analysis": "stats", "split": "test", "layers": layers, "figures": []})
+    assert "1 filter never activates on the test split" in codes(run)["dead_filters"].text
+
+
 def test_no_stats_analysis_means_no_dead_filter_claim(healthy):
     assert not (healthy / "analysis" / "stats.json").exists()
     assert "dead_filters" not in codes(healthy)

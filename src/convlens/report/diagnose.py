@@ -316,9 +316,19 @@ def dead_filters(f: Facts) -> list[Finding]:
     total = sum(len(d) for d, _ in hit.values())
     ev = {"dead": {k: d for k, (d, _) in hit.items()}, "filters": {k: n for k, (_, n) in layers.items()},
           "thresholds": f.stats.get("thresholds", f.stats.get("params", {})), "split": f.stats.get("split")}  # fmt: skip
+    # the stats analysis also calls a filter dead when its weights are near zero; say which reason holds
+    infos = f.stats.get("layers") if isinstance(f.stats.get("layers"), dict) else {}
+    reasons = {r for info in infos.values() if isinstance(info, dict) and isinstance(info.get("dead_reasons"), dict)
+               for rs in info["dead_reasons"].values() if isinstance(rs, list) for r in rs}  # fmt: skip
+    split = f.stats.get("split", "analysed")
+    if reasons - {"never active"}:
+        ev["reasons"] = sorted(reasons)
+        what = f"{'are' if total != 1 else 'is'} dead on the {split} split ({' or '.join(sorted(reasons))})"
+    else:
+        what = f"never activate{'s' if total == 1 else ''} on the {split} split"
     return [Finding("dead_filters", "warning", "Dead filters",
-                    f"{total} filter{'s' if total != 1 else ''} never activate on the {f.stats.get('split', 'analysed')} "
-                    f"split (per layer: {'; '.join(per)}). They cost compute and carry nothing; a lower learning "
+                    f"{total} filter{'s' if total != 1 else ''} {what} "
+                    f"(per layer: {'; '.join(per)}). They cost compute and carry nothing; a lower learning "
                     "rate, batch norm before the ReLU, or a leaky activation keeps filters alive.", ev)]  # fmt: skip
 
 
