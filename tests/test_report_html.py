@@ -258,10 +258,16 @@ def test_demo_ends_with_its_report(tmp_path, monkeypatch):
     from convlens import demo
 
     monkeypatch.setitem(demo.DEMO_CONFIG["model"]["options"], "width", 4)  # the demo's recipe, smaller
+    monkeypatch.setitem(demo.DEMO_ANALYSES, "layers", ["conv1"])  # fewer figures to draw
     lines: list[str] = []
     path = demo.run_demo(tmp_path / "demo", epochs=1, echo=lines.append)
-    assert (path / "report.html").is_file()
     assert lines[-1] == f"report: {path / 'report.html'}"
+    # trained, analysed, explained, then reported: every analysis has its section
+    ids = Page((path / "report.html").read_text(encoding="utf-8")).section_ids()
+    for name in ("filters", "featuremaps", "stats", "classnorms", "topk", "ablate", "occlusion", "actmax"):
+        assert f"analysis-{name}" in ids and (path / "analysis" / f"{name}.json").is_file(), name
+    assert {"examples", "filter-browser"} <= set(ids)
+    assert (path / "analysis" / "actmax" / "conv1" / "f0.png").is_file()
 
 
 def test_report_of_a_real_run(tmp_path_factory, tmp_path):

@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=10)
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("demo", help="train a small CNN on the bundled digits data (offline, about a minute)")
+    p = sub.add_parser("demo", help="train, analyse and explain a small CNN on the bundled digits, then write its report "
+                                    "(offline, under a minute)")  # fmt: skip
     p.add_argument("--out", help="run folder (default: runs/demo-<time>)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
     p.set_defaults(func=cmd_demo)
