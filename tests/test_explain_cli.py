@@ -101,3 +101,23 @@ def test_bad_input_is_reported_without_a_traceback(run_dir, capsys, args, messag
     assert main(["explain", str(run_dir), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_occlusion_default_windows_fit_small_images(run_dir):
+    # digits are 8x8: of the default patch sizes 4, 8 and 12 only 4 fits in half the side
+    assert main(["explain", str(run_dir), "--method", "occlusion", "--images", "0"]) == 0
+    assert list(_json(run_dir, "occlusion")["params"]["map_shapes"]) == ["4"]
+    from convlens.explain.outputs import default_windows
+
+    assert default_windows(32) == [4, 8, 12] and default_windows(16) == [4, 8] and default_windows(6) == [1, 3]
+
+
+def test_a_rerun_replaces_the_methods_figures_and_a_failed_one_keeps_them(run_dir):
+    assert main(["explain", str(run_dir), "--method", "deconv", "--layer", "conv2", "--filter", "0", "2", "--images", "0"]) == 0
+    folder = run_dir / "analysis" / "deconv"
+    assert (folder / "conv2" / "f2.png").is_file()
+    assert main(["explain", str(run_dir), "--method", "deconv", "--layer", "conv2", "--filter", "1", "--images", "0"]) == 0
+    assert sorted(p.name for p in (folder / "conv2").iterdir()) == ["f1.png"]  # nothing stale
+    assert main(["explain", str(run_dir), "--method", "deconv", "--layer", "conv2", "--filter", "999", "--images", "0"]) != 0
+    assert sorted(p.name for p in (folder / "conv2").iterdir()) == ["f1.png"]  # the failed rerun kept them
+    assert not (run_dir / "analysis" / ".deconv.previous").exists()

@@ -65,7 +65,8 @@ def add_commands(sub) -> None:
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--data-root", help="where the run's data set is now, if it moved since training")
     g = p.add_argument_group("occlusion")
-    g.add_argument("--window", type=int, nargs="+", default=[4, 8, 12], metavar="K", help="patch sizes (default: 4 8 12)")
+    g.add_argument("--window", type=int, nargs="+", metavar="K",
+                   help="patch sizes (default: 4 8 12 where they fit in half the image side)")
     g.add_argument("--stride", type=int, default=2, help="patch step in pixels (default 2)")
     g.add_argument("--fill", default="gray", help="gray (0.5), zero, mean (the data mean) or value(s) per channel")
     g.add_argument("--padding", type=int, default=0, help="pixels a patch may hang over the border (default 0)")

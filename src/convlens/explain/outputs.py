@@ -9,6 +9,7 @@ and, for a deconvnet / guided-backprop projection of one filter, ``.../<layer>/f
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -78,7 +79,19 @@ def explain_run(
     writer = {"occlusion": _occlusion, "actmax": _actmax, "gradcam": _gradcam}.get(method, _backprop)
     ctx = dict(run=run, model=model, method=method, split=split, images=images, layer=layer, filters=filters,
                target=target, data_root=data_root, heatmap=heatmap, options=options, out_dir=out_dir, echo=echo)  # fmt: skip
-    result = writer(**ctx)
+    # a rerun replaces the method's figures: the old ones are kept aside until the new ones are written
+    aside = out_dir.with_name(f".{method}.previous")
+    shutil.rmtree(aside, ignore_errors=True)
+    if out_dir.is_dir():
+        out_dir.rename(aside)
+    try:
+        result = writer(**ctx)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        if aside.is_dir():
+            aside.rename(out_dir)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
     result = {"analysis": method, **result, "checkpoint": checkpoint, "seconds": round(time.perf_counter() - t0, 2)}
     write_json(run.analysis_dir / f"{method}.json", result)
     echo(f"wrote {run.analysis_dir / f'{method}.json'} and {len(result['figures'])} figure(s) under {out_dir}")
@@ -101,14 +114,21 @@ def _title(d: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
+def default_windows(side: int) -> list[int]:
+    """Patch sizes 4, 8 and 12 where they fit (at most half the image side), else a quarter and a half."""
+    fit = [k for k in (4, 8, 12) if k <= side // 2]
+    return fit or sorted({max(1, side // 4), max(1, side // 2)})
+
+
 def _occlusion(*, run, model, split, images, data_root, heatmap, options, out_dir, echo, **_: Any) -> dict[str, Any]:
     from .figures import occlusion_figure
     from .heatmap import normalize_heatmaps
     from .occlusion import Occlusion
 
-    windows = [int(k) for k in options.pop("windows", [4, 8, 12])]
+    windows = options.pop("windows", None)
     stride = int(options.pop("stride", 2))
     bundle, idx, x, labels = _load_images(run, split, images, data_root)
+    windows = [int(k) for k in windows] if windows else default_windows(min(x.shape[-2:]))
     maps, timing = {}, {}
     for k in windows:
         occ = Occlusion(model, k, stride, **options)
