@@ -2,8 +2,8 @@
 
     python benchmarks/bench_report.py [--run RUN] [--data-root PATH]
 
-RUN defaults to the small CIFAR-10 development run (`/work/fixtures/cifar-csci611-small`, csci611
-preset at width 16: conv layers of 16, 32 and 64 filters). It is copied to a temporary folder, so
+RUN defaults to the benchmarks' CIFAR-10 run (`runs/bench-csci611-small`, see `_cifar.py`: csci611
+preset at width 16, conv layers of 16, 32 and 64 filters; trained once when absent). It is copied to a temporary folder, so
 the original is never written to. Into the copy, analyses following the run-folder contract are
 written first for every filter of every conv layer (weights, class-wise norms, top-k images and
 patches, activation maximisation of the first layer, statistics, ablation, an error gallery and a
@@ -28,9 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
-
-DEFAULT_RUN = Path("/work/fixtures/cifar-csci611-small")
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 
 def fix_data_root(run_dir: Path, data_root: str | None) -> None:
@@ -56,13 +54,17 @@ def fix_data_root(run_dir: Path, data_root: str | None) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", type=Path, default=DEFAULT_RUN)
+    ap.add_argument("--run", type=Path, help="a trained run folder (default: the benchmarks' CIFAR-10 run)")
     ap.add_argument("--data-root", help="where the run's data lives, if its config.yaml root does not resolve from here")
     ap.add_argument("--as-is", action="store_true", help="measure with the analyses already in RUN instead of writing them")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(2)
+    if args.run is None:
+        from _cifar import trained_run
+
+        args.run = trained_run()
     from convlens.report import build_report
     from convlens.run import Run
 
