@@ -109,9 +109,15 @@ def test_schedules_shape():
     assert f(10) == pytest.approx(0.1)
 
 
+def _default_sigint() -> None:
+    # A test run started in the background of a non-interactive shell inherits SIGINT ignored, and
+    # Python then never turns Ctrl-C into KeyboardInterrupt; give the child the terminal's default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*args, **kw):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "convlens.cli", *args], env=env, cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "convlens.cli", *args], env=env, cwd=ROOT, preexec_fn=_default_sigint,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)  # fmt: skip
 
 
