@@ -8,17 +8,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cifar_root() -> str:
-    """CONVLENS_CIFAR, else cifar10-jpeg.tar.gz in CONVLENS_SHARED_DATA or a `shared/data` folder
-    beside the checkout (or beside the folder holding it, for a git worktree)."""
-    if os.environ.get("CONVLENS_CIFAR"):
-        return os.environ["CONVLENS_CIFAR"]
+def shared_file(name: str) -> Path | None:
+    """`name` in CONVLENS_SHARED_DATA or a `shared/data` folder beside the checkout (or beside the
+    folder holding it, for a git worktree); None when none has it."""
     folders = [os.environ.get("CONVLENS_SHARED_DATA"), ROOT.parent / "shared" / "data",
                ROOT.parent.parent / "shared" / "data"]  # fmt: skip
     for f in folders:
-        if f and (Path(f) / "cifar10-jpeg.tar.gz").is_file():
-            return str(Path(f) / "cifar10-jpeg.tar.gz")
-    raise SystemExit("cannot find cifar10-jpeg.tar.gz: set CONVLENS_CIFAR or CONVLENS_SHARED_DATA")
+        if f and (Path(f) / name).exists():
+            return Path(f) / name
+    return None
+
+
+def cifar_root() -> str:
+    """CONVLENS_CIFAR, else cifar10-jpeg.tar.gz in the shared data folder (`shared_file`)."""
+    if os.environ.get("CONVLENS_CIFAR"):
+        return os.environ["CONVLENS_CIFAR"]
+    found = shared_file("cifar10-jpeg.tar.gz")
+    if found is None or not found.is_file():
+        raise SystemExit("cannot find cifar10-jpeg.tar.gz: set CONVLENS_CIFAR or CONVLENS_SHARED_DATA")
+    return str(found)
 
 
 #: The trained model the dissect and explain benchmarks measure: the csci611 network at width 16

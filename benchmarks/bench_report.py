@@ -3,8 +3,8 @@
     python benchmarks/bench_report.py [--run RUN] [--data-root PATH]
 
 RUN defaults to the benchmarks' CIFAR-10 run (`runs/bench-csci611-small`, see `_cifar.py`: csci611
-preset at width 16, conv layers of 16, 32 and 64 filters; trained once when absent). It is copied to a temporary folder, so
-the original is never written to. Into the copy, analyses following the run-folder contract are
+preset at width 16, conv layers of 16, 32 and 64 filters; trained once when absent). It is copied
+to a temporary folder, so the original is never written to. Into the copy, analyses following the run-folder contract are
 written first for every filter of every conv layer (weights, class-wise norms, top-k images and
 patches, activation maximisation of the first layer, statistics, ablation, an error gallery and a
 saliency grid, over 2,000 test images: the same writer the tests use). To measure with the real
@@ -20,7 +20,6 @@ the speed of the report's gallery drawing (one mosaic image) against one subplot
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests"), str(ROOT / "benchmarks")]
+
+from _cifar import shared_file, trained_run  # noqa: E402
 
 
 def fix_data_root(run_dir: Path, data_root: str | None) -> None:
@@ -40,11 +41,8 @@ def fix_data_root(run_dir: Path, data_root: str | None) -> None:
     root = cfg.data.root
     if root is None or Path(root).exists():
         return
-    candidates = [Path(data_root)] if data_root else []
-    shared = Path(os.environ.get("CONVLENS_SHARED_DATA", ROOT.parent / "shared" / "data"))
-    candidates += [shared / Path(root).name]
-    for c in candidates:
-        if c.exists():
+    for c in [Path(data_root) if data_root else None, shared_file(Path(root).name)]:
+        if c is not None and c.exists():
             cfg.data.root = str(c.resolve())
             cfg.data.download = False
             cfg.save(run_dir / "config.yaml")
@@ -62,8 +60,6 @@ def main() -> None:
 
     torch.set_num_threads(2)
     if args.run is None:
-        from _cifar import trained_run
-
         args.run = trained_run()
     from convlens.report import build_report
     from convlens.run import Run

@@ -132,10 +132,10 @@ def _bars_png(values, path: Path, highlight: int) -> None:
     w, h, bw = 12 * len(values) + 8, 60, 10
     im = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(im)
-    top = max(max(values), 1e-9)
+    top = max(max(values), 1e-9)  # bars of negative values (a filter never above zero) stay empty
     for i, v in enumerate(values):
         x = 4 + 12 * i
-        draw.rectangle([x, h - 4 - int((h - 8) * v / top), x + bw - 1, h - 4], fill="#dd8452" if i == highlight else "#4c72b0")
+        draw.rectangle([x, h - 4 - int((h - 8) * max(v, 0) / top), x + bw - 1, h - 4], fill="#dd8452" if i == highlight else "#4c72b0")
     path.parent.mkdir(parents=True, exist_ok=True)
     im.save(path)
 
