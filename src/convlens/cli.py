@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("demo", help="train, analyse and explain a small CNN on the bundled digits, then write its report "
-                                    "(offline, under a minute)")  # fmt: skip
+                                    "(offline, about a minute)")  # fmt: skip
     p.add_argument("--out", help="run folder (default: runs/demo-<time>)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
     p.set_defaults(func=cmd_demo)
