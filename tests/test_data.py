@@ -30,13 +30,38 @@ def data_cfg(**kw):
 # fake CIFAR-10 in the official format
 
 
+def _py2_str(b: bytes) -> bytes:
+    return (b"U" + bytes([len(b)]) if len(b) < 256 else b"T" + struct.pack("<I", len(b))) + b
+
+
+def official_pickle(data: np.ndarray, labels: list[int], batch_label: bytes = b"training batch 1 of 5") -> bytes:
+    """A batch pickled the way the official files are: Python 2's cPickle, protocol 2, numpy 1.x
+    (byte strings as SHORT_BINSTRING, the array rebuilt by numpy.core.multiarray._reconstruct)."""
+    def global_(module: str, name: str) -> bytes:
+        return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+    def int_(v: int) -> bytes:
+        return b"K" + bytes([v]) if 0 <= v < 256 else b"J" + struct.pack("<i", v)
+
+    h, w = data.shape
+    array = (global_("numpy.core.multiarray", "_reconstruct") + global_("numpy", "ndarray")
+             + int_(0) + b"\x85" + _py2_str(b"b") + b"\x87R"  # _reconstruct(ndarray, (0,), 'b')
+             + b"(" + int_(1) + b"(" + int_(h) + b"M" + struct.pack("<H", w) + b"t"
+             + global_("numpy", "dtype") + _py2_str(b"u1") + int_(0) + int_(1) + b"\x87R"
+             + b"(" + int_(3) + _py2_str(b"|") + b"NNN" + int_(-1) + int_(-1) + int_(0) + b"tb"
+             + b"\x89" + _py2_str(data.tobytes()) + b"tb")  # fmt: skip
+    items = (_py2_str(b"data") + array + _py2_str(b"labels") + b"](" + b"".join(int_(v) for v in labels)
+             + b"e" + _py2_str(b"batch_label") + _py2_str(batch_label))  # fmt: skip
+    return b"\x80\x02}(" + items + b"u."
+
+
 def fake_batches(n_per_batch=20, seed=0):
     rng = np.random.default_rng(seed)
     out = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         data = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
-        labels = list(rng.integers(0, 10, n_per_batch))
-        out[name] = pickle.dumps({b"data": data, b"labels": labels})
+        labels = rng.integers(0, 10, n_per_batch).tolist()
+        out[name] = official_pickle(data, labels)
     return out
 
 
@@ -60,7 +85,7 @@ def test_cifar_batches_folder_and_archive_agree(tmp_path):
     assert a.train_x.shape == (100, 32, 32, 3) and a.test_x.shape == (20, 32, 32, 3)
     np.testing.assert_array_equal(a.train_x, b.train_x)
     # the pickled rows are channel-planar: check one pixel by hand
-    row = pickle.loads(batches["data_batch_1"])[b"data"][0]
+    row = pickle.loads(batches["data_batch_1"], encoding="bytes")[b"data"][0]
     assert a.train_x[0, 0, 1].tolist() == [row[1], row[1024 + 1], row[2048 + 1]]
     assert a.classes[0] == "airplane"
 
@@ -84,6 +109,54 @@ def test_cifar_download_from_mirror_verifies_md5(tmp_path, monkeypatch):
         assert (tmp_path / "dl2" / "cifar-10-python.tar.gz").stat().st_mode & 0o044  # readable by others
     finally:
         server.shutdown()
+
+
+class _Hostile:
+    def __init__(self, fn, arg):
+        self.fn, self.arg = fn, arg
+
+    def __reduce__(self):
+        return self.fn, (self.arg,)
+
+
+@pytest.mark.parametrize("kind", ["system", "eval", "nested"])
+@pytest.mark.parametrize("packed", [False, True])
+def test_cifar_batch_that_would_run_code_is_refused(tmp_path, kind, packed):
+    import builtins
+    import os
+
+    marker = tmp_path / "ran"
+    payload = {
+        "system": _Hostile(os.system, f"touch {marker}"),
+        "eval": _Hostile(builtins.eval, f"open({str(marker)!r}, 'w').close()"),
+        # hidden inside an otherwise well-formed batch
+        "nested": {b"data": np.zeros((20, 3072), np.uint8), b"labels": [0] * 20,
+                   b"x": _Hostile(os.system, f"touch {marker}")},
+    }[kind]
+    batches = fake_batches()
+    batches["data_batch_3"] = pickle.dumps(payload, protocol=2 if kind != "nested" else 5)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name, blob in batches.items():
+        (folder / name).write_bytes(blob)
+    root = write_official_tar(tmp_path / "c.tar.gz", batches) if packed else folder
+    with pytest.raises(DataError) as e:
+        load_arrays(data_cfg(name="cifar10", root=str(root), download=False))
+    msg = str(e.value)
+    assert not marker.exists()
+    assert f"{root}/data_batch_3" in msg and "refused" in msg
+    assert ("system" in msg) if kind != "eval" else (".eval" in msg)  # __builtin__.eval at protocol 2
+
+
+def test_cifar_batches_written_by_numpy_2_load(tmp_path):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [1, 2, 3, 9]}
+        (folder / name).write_bytes(pickle.dumps(d, protocol=pickle.HIGHEST_PROTOCOL))
+    a = load_arrays(data_cfg(name="cifar10", root=str(tmp_path), download=False))
+    assert a.train_x.shape == (20, 32, 32, 3) and a.test_y.tolist() == [1, 2, 3, 9]
 
 
 def test_cifar_missing_names_path_and_ways(tmp_path):
