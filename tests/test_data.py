@@ -193,6 +193,65 @@ def test_image_tree_dir_and_tar(tmp_path):
     np.testing.assert_array_equal(a.train_x[0], first)
 
 
+def _keep_folder_times(root: Path):
+    """Remember every folder's times; calling the result puts them back."""
+    import os
+
+    times = {d: (d.stat().st_atime_ns, d.stat().st_mtime_ns) for d in [root, *root.rglob("*")] if d.is_dir()}
+    return lambda: [os.utime(d, ns=t) for d, t in times.items()]
+
+
+def test_cache_sees_images_rewritten_in_place(tmp_path):
+    root = tmp_path / "tree"
+    write_tree(root)
+    cfg = data_cfg(name="imagefolder", root=str(root))
+    assert load_arrays(cfg).train_x.mean() > 100
+    restore = _keep_folder_times(root)
+    for f in root.rglob("*.png"):  # same names, rewritten in place: black
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(f)
+    restore()
+    a = load_arrays(cfg)
+    assert a.train_x.max() == 0 and a.test_x.max() == 0
+
+
+def test_cache_sees_same_size_rewrites(tmp_path):
+    import os
+
+    root = tmp_path / "tree"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((4, 4), 200, np.uint8), "L").save(root / c / f"{i}.bmp")
+    cfg = data_cfg(name="imagefolder", root=str(root), val_fraction=0)
+    assert load_arrays(cfg).train_x.min() == 200
+    restore = _keep_folder_times(root)
+    for f in root.rglob("*.bmp"):  # a BMP of the same size has the same length: only the time differs
+        size, st = f.stat().st_size, f.stat()
+        Image.fromarray(np.full((4, 4), 7, np.uint8), "L").save(f)
+        assert f.stat().st_size == size
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # written a second later
+    restore()
+    assert load_arrays(cfg).train_x.max() == 7
+    # a plain tar rewritten with the same length and given back its old time: the content decides
+    tar_path = tmp_path / "t.tar"
+
+    def write_tar(value):
+        for f in root.rglob("*.bmp"):
+            Image.fromarray(np.full((4, 4), value, np.uint8), "L").save(f)
+            os.utime(f, ns=(0, 0))
+        with tarfile.open(tar_path, "w") as tar:
+            tar.add(root, arcname="t")
+
+    write_tar(50)
+    cfg = data_cfg(name="imagefolder", root=str(tar_path), val_fraction=0)
+    assert load_arrays(cfg).train_x.max() == 50
+    st = tar_path.stat()
+    write_tar(60)
+    assert tar_path.stat().st_size == st.st_size
+    os.utime(tar_path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert load_arrays(cfg).train_x.max() == 60
+
+
 def test_corrupt_image_names_the_file(tmp_path):
     write_tree(tmp_path / "tree", corrupt="train/dog/bad.png")
     with pytest.raises(DataError, match=r"train/dog/bad\.png"):

@@ -11,6 +11,7 @@ and its result cached as uint8 arrays by the caller.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import multiprocessing
 import os
@@ -27,6 +28,7 @@ from ..utils import usable_cores
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
 SPLITS = ("train", "test")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+SIGNATURE_SPAN = 1 << 20  # bytes hashed at each end of an archive
 
 
 def is_archive(path: Path) -> bool:
@@ -156,12 +158,35 @@ def read_tree(root: Path, size: int | None = None) -> tuple[dict[str, tuple[np.n
 
 
 def tree_signature(root: Path) -> str:
-    """A cheap fingerprint of a tree: file size and mtime for an archive, folder mtimes otherwise."""
-    st = root.stat()
+    """What a tree holds, for the array cache: a rewritten file changes it.
+
+    A folder: every file's relative name, size and modification time (ns), hashed (folder times do
+    not change when a file is rewritten in place). An archive: its size, modification time and a
+    hash of its first and last MiB (a .tar.gz ends with the CRC and length of its contents).
+    """
+    root = Path(root)
+    h = hashlib.sha1()
     if root.is_file():
-        return f"{root.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    parts = [str(root.resolve()), str(st.st_mtime_ns)]
-    for dirpath, dirnames, _ in os.walk(root):
-        dirnames.sort()
-        parts.append(f"{dirpath}:{os.stat(dirpath).st_mtime_ns}")
-    return "|".join(parts)
+        st = root.stat()
+        with open(root, "rb") as f:
+            h.update(f.read(SIGNATURE_SPAN))
+            if st.st_size > SIGNATURE_SPAN:
+                f.seek(max(SIGNATURE_SPAN, st.st_size - SIGNATURE_SPAN))
+                h.update(f.read())
+        return f"{root.resolve()}|{st.st_size}|{st.st_mtime_ns}|{h.hexdigest()}"
+    count = 0
+    stack = [(root, "")]
+    while stack:
+        folder, rel = stack.pop()
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_dir():
+                stack.append((Path(e.path), f"{rel}{e.name}/"))
+            elif e.is_file():
+                st = e.stat()
+                h.update(f"{rel}{e.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                count += 1
+    return f"{root.resolve()}|{count} files|{h.hexdigest()}"
