@@ -252,6 +252,31 @@ def test_cache_sees_same_size_rewrites(tmp_path):
     assert load_arrays(cfg).train_x.max() == 60
 
 
+@pytest.mark.parametrize("ext", ["png", "tif", "pgm"])
+def test_16_bit_grayscale_keeps_its_high_byte(tmp_path, ext):
+    values = np.array([[0, 255, 256, 4095], [32768, 32895, 65280, 65535]], np.uint16)
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / "t" / split / c).mkdir(parents=True)
+            Image.fromarray(values).save(tmp_path / "t" / split / c / f"x.{ext}")
+    with Image.open(tmp_path / "t" / "train" / "a" / f"x.{ext}") as im:
+        assert im.mode in ("I;16", "I") and np.asarray(im).tolist() == values.tolist()  # really 16-bit
+    a = load_arrays(data_cfg(name="imagefolder", root=str(tmp_path / "t")))
+    assert a.train_x.shape == (2, 2, 4, 1)
+    assert a.train_x[0, ..., 0].tolist() == [[0, 0, 1, 15], [128, 128, 255, 255]]
+
+
+def test_float_and_out_of_range_pixels_are_refused(tmp_path):
+    from convlens.data.images import decode
+
+    Image.fromarray(np.full((2, 2), 0.5, np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(DataError, match=r"f\.tif: floating-point pixels"):
+        decode(str(tmp_path / "f.tif"), None, None)
+    Image.fromarray(np.array([[0, 70000]], np.int32), "I").save(tmp_path / "i.tif")
+    with pytest.raises(DataError, match=r"i\.tif: 32-bit integer pixels from 0 to 70000"):
+        decode(str(tmp_path / "i.tif"), None, None)
+
+
 def test_corrupt_image_names_the_file(tmp_path):
     write_tree(tmp_path / "tree", corrupt="train/dog/bad.png")
     with pytest.raises(DataError, match=r"train/dog/bad\.png"):

@@ -39,12 +39,31 @@ def decode(name: str, data: bytes | None, size: int | None) -> np.ndarray:
     """One image as uint8 (H, W) for grayscale or (H, W, 3); ``data=None`` reads ``name``."""
     try:
         with Image.open(io.BytesIO(data) if data is not None else name) as im:
-            im = im.convert("L" if im.mode in ("L", "1", "I", "I;16", "P") and _is_gray(im) else "RGB")
+            im = _deep_to_8bit(im, name)
+            im = im.convert("L" if im.mode in ("L", "1", "P") and _is_gray(im) else "RGB")
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
             return np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot read image {name}: {exc}") from None
+
+
+def _deep_to_8bit(im: Image.Image, name: str) -> Image.Image:
+    """16-bit grayscale (``I;16*``, and ``I`` as Pillow opens 16-bit PGMs) keeps its high byte.
+
+    Pillow's own ``convert("L")`` clips such pixels at 255, which turns most images white.
+    """
+    if not (im.mode == "I" or im.mode.startswith("I;16") or im.mode == "F"):
+        return im
+    if im.mode == "F":
+        raise DataError(f"cannot read image {name}: floating-point pixels (mode F); save it with 8 or 16 bits")
+    a = np.asarray(im)
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise DataError(
+            f"cannot read image {name}: 32-bit integer pixels from {a.min()} to {a.max()}, outside the "
+            "16-bit range 0..65535; save it with 8 or 16 bits"
+        )
+    return Image.fromarray((a.astype(np.uint32) >> 8).astype(np.uint8), "L")
 
 
 def _is_gray(im: Image.Image) -> bool:
