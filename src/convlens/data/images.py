@@ -125,18 +125,34 @@ def _classify(parts: tuple[str, ...]) -> tuple[str | None, str] | None:
 
 
 def list_tree(root: Path) -> dict[str | None, list[tuple[str, str]]]:
-    """Map split (or None) -> sorted ``(class, file name or member)`` pairs, dir or tar."""
+    """Map split (or None) -> sorted ``(class, file name or member)`` pairs, dir or tar.
+
+    A class folder without images is an error: dropping it would shift the index of every class
+    after it, so a model trained with it would not match one trained without it.
+    """
     found: dict[str | None, list[tuple[str, str]]] = {}
+    folders: set[PurePosixPath] = set()  # every non-hidden folder, relative to the root
     if is_archive(root):
         with tarfile.open(root) as tar:
             for m in tar:
-                if m.isfile():
-                    key = _classify(PurePosixPath(m.name).parts)
+                path = PurePosixPath(m.name)
+                if not path.parts or any(p.startswith(".") for p in path.parts[:-1]):
+                    continue
+                if m.isdir() and not path.name.startswith("."):
+                    folders.add(path)
+                elif m.isfile():
+                    parent = path.parent
+                    while parent.parts and parent not in folders:  # folders implied by files
+                        folders.add(parent)
+                        parent = parent.parent
+                    key = _classify(path.parts)
                     if key:
                         found.setdefault(key[0], []).append((key[1], m.name))
     elif root.is_dir():
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel = Path(dirpath).relative_to(root)
+            folders.update(PurePosixPath(*rel.parts, d) for d in dirnames)
             for f in filenames:
                 full = Path(dirpath) / f
                 key = _classify(full.relative_to(root).parts)
@@ -144,7 +160,28 @@ def list_tree(root: Path) -> dict[str | None, list[tuple[str, str]]]:
                     found.setdefault(key[0], []).append((key[1], str(full)))
     if {"train", "test"} <= set(found):
         found.pop(None, None)
+    _check_no_empty_class(root, found, folders)
     return {k: sorted(v) for k, v in found.items()}
+
+
+def _check_no_empty_class(root: Path, found: dict[str | None, list[tuple[str, str]]],
+                          folders: set[PurePosixPath]) -> None:  # fmt: skip
+    archive = is_archive(root)
+
+    def rel(name: str) -> PurePosixPath:
+        return PurePosixPath(name) if archive else PurePosixPath(*Path(name).relative_to(root).parts)
+
+    class_dirs = {rel(name).parent for items in found.values() for _, name in items}
+    parents = {d.parent for d in class_dirs}
+    empty = sorted(d for d in folders if d.parent in parents and d not in class_dirs)
+    if empty:
+        where = f"{root} (archive member {empty[0]})" if archive else str(root / empty[0])
+        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        raise DataError(
+            f"class folder {where} holds no images{more}: a class without images would shift the "
+            f"index of every class after it; add images (any of {', '.join(sorted(IMAGE_EXT))}) or "
+            "remove the folder"
+        )
 
 
 def read_tree(root: Path, size: int | None = None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
