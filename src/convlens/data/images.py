@@ -15,6 +15,7 @@ import hashlib
 import io
 import multiprocessing
 import os
+import posixpath
 import tarfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -171,7 +172,8 @@ def _check_no_empty_class(root: Path, found: dict[str | None, list[tuple[str, st
     def rel(name: str) -> PurePosixPath:
         return PurePosixPath(name) if archive else PurePosixPath(*Path(name).relative_to(root).parts)
 
-    class_dirs = {rel(name).parent for items in found.values() for _, name in items}
+    class_dirs = {rel(d) for d in {posixpath.dirname(n) if archive else os.path.dirname(n)
+                                   for items in found.values() for _, n in items}}  # fmt: skip
     parents = {d.parent for d in class_dirs}
     empty = sorted(d for d in folders if d.parent in parents and d not in class_dirs)
     if empty:
