@@ -99,10 +99,15 @@ def test_cifar_download_from_mirror_verifies_md5(tmp_path, monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         monkeypatch.setenv("CONVLENS_MIRROR", f"http://127.0.0.1:{server.server_port}/")
+        monkeypatch.setenv("CONVLENS_DATA", str(tmp_path / "home"))
         with pytest.raises(DataError, match="md5"):
-            load_arrays(data_cfg(name="cifar10", root=str(tmp_path / "dl1")))
-        assert not (tmp_path / "dl1").exists()  # a failed download leaves no folder behind
+            load_arrays(data_cfg(name="cifar10"))  # no data.root: into the data home
+        assert not (tmp_path / "home").exists()  # a failed download leaves no folder behind
         monkeypatch.setattr(cifar, "MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+        assert load_arrays(data_cfg(name="cifar10")).train_x.shape == (100, 32, 32, 3)
+        assert (tmp_path / "home" / "cifar10" / "cifar-10-python.tar.gz").is_file()
+        # a data.root that exists but is empty is where the files go
+        (tmp_path / "dl2").mkdir()
         a = load_arrays(data_cfg(name="cifar10", root=str(tmp_path / "dl2")))
         assert a.train_x.shape == (100, 32, 32, 3)
         assert (tmp_path / "dl2" / "cifar-10-python.tar.gz").is_file()
@@ -159,11 +164,24 @@ def test_cifar_batches_written_by_numpy_2_load(tmp_path):
     assert a.train_x.shape == (20, 32, 32, 3) and a.test_y.tolist() == [1, 2, 3, 9]
 
 
-def test_cifar_missing_names_path_and_ways(tmp_path):
+def test_cifar_missing_names_path_and_ways(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVLENS_DATA", str(tmp_path / "home"))
     with pytest.raises(DataError) as e:
-        load_arrays(data_cfg(name="cifar10", root=str(tmp_path / "nowhere"), download=False))
+        load_arrays(data_cfg(name="cifar10", download=False))
     msg = str(e.value)
-    assert str(tmp_path / "nowhere") in msg and "cifar-10-batches-py" in msg and "data.download" in msg
+    assert str(tmp_path / "home" / "cifar10") in msg and "cifar-10-batches-py" in msg and "data.download" in msg
+
+
+@pytest.mark.parametrize("name", ["cifar10", "mnist", "fashion-mnist"])
+def test_missing_data_root_is_an_error_not_a_download_target(tmp_path, monkeypatch, name):
+    # a mistyped root used to become a new folder the official files were downloaded into
+    monkeypatch.setenv("CONVLENS_MIRROR", "http://127.0.0.1:9/")  # nothing listens: no download happens
+    typo = tmp_path / "dtaa" / "cifar"
+    with pytest.raises(DataError) as e:
+        load_arrays(data_cfg(name=name, root=str(typo)))
+    msg = str(e.value)
+    assert f"data.root={str(typo)!r}: {typo} does not exist" in msg and "cannot download" not in msg
+    assert not (tmp_path / "dtaa").exists()
 
 
 def write_tree(root: Path, size=(8, 8), per_class=3, corrupt: str | None = None, mode="RGB"):

@@ -149,6 +149,11 @@ def _cache_key(root: str | None) -> str | None:
 )
 def load_cifar10(root: str | None, download_ok: bool, size: int | None) -> Arrays:
     base = _default_root(root)
+    if root and not base.exists():  # a typo must not become a download into a new folder
+        raise DataError(
+            f"data.root={root!r}: {base} does not exist. Leave data.root out to download CIFAR-10 "
+            f"into {data_home() / 'cifar10'}, or point it at your copy. {OFFLINE}"
+        )
     found = _locate(base)
     if found is None:
         if base.exists() and base.is_file() and not is_archive(base):
