@@ -67,3 +67,40 @@ def test_hidden_folders_are_not_classes(tmp_path):
     write_classes(tmp_path / "t")
     (tmp_path / "t" / ".thumbs").mkdir()
     assert load_arrays(data_cfg(name="imagefolder", root=str(tmp_path / "t"))).classes == ["cat", "dog"]
+
+
+# ---------------------------------------------------------------------------------------------
+# notices
+
+
+def test_first_decode_says_what_it_does_and_where_it_caches(tmp_path, capsys, monkeypatch):
+    from convlens.data import images
+    from convlens.data.bundle import cache_home
+
+    monkeypatch.setattr(images, "NOTICE_MIN", 4)  # a real tree needs 1,000 images for the notice
+    write_classes(tmp_path / "t", n=3)
+    cfg = data_cfg(name="imagefolder", root=str(tmp_path / "t"))
+    load_arrays(cfg)
+    err = capsys.readouterr().err
+    assert err.startswith("decoding 6 images once (cached in ") and str(cache_home()) in err
+    load_arrays(cfg)  # from the cache: nothing to say
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(images, "NOTICE_MIN", 7)
+    write_classes(tmp_path / "u", n=3)
+    load_arrays(data_cfg(name="imagefolder", root=str(tmp_path / "u")))
+    assert capsys.readouterr().err == ""
+
+
+def test_batch_larger_than_the_training_set_is_noted(tmp_path):
+    from conftest import tiny_config
+
+    from convlens.train import train
+
+    lines = []
+    train(tiny_config(**{"data.train_subset": 40, "data.val_fraction": 0.25, "train.epochs": 1,
+                         "train.batch_size": 64}), tmp_path / "r", echo=lines.append)  # fmt: skip
+    assert any("train.batch_size=64 is larger than the 30 training images" in s for s in lines)
+    lines.clear()
+    train(tiny_config(**{"data.train_subset": 40, "data.val_fraction": 0.25, "train.epochs": 1,
+                         "train.batch_size": 30}), tmp_path / "s", echo=lines.append)  # fmt: skip
+    assert not any("larger than" in s for s in lines)

@@ -11,20 +11,23 @@ and its result cached as uint8 arrays by the caller.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import io
 import multiprocessing
 import os
 import posixpath
+import sys
 import tarfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
-from ..utils import usable_cores
+from ..utils import interactive, usable_cores
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
 SPLITS = ("train", "test")
@@ -78,8 +81,23 @@ def _decode_chunk(chunk: list[tuple[str, bytes | None]], size: int | None) -> li
     return [decode(name, data, size) for name, data in chunk]
 
 
-def decode_all(items: list[tuple[str, bytes | None]], size: int | None = None) -> np.ndarray:
-    """Decode ``(name, bytes-or-None)`` pairs into one uint8 (N, H, W, C) array."""
+#: where the caller caches what is decoded now (set by the array cache), for the notice
+CACHE_NOTE: contextvars.ContextVar[str | None] = contextvars.ContextVar("convlens_cache_note", default=None)
+NOTICE_MIN = 1000  # images: decoding fewer takes a moment and goes without a notice
+
+
+def _announce(total: int) -> None:
+    if total < NOTICE_MIN:
+        return
+    where = CACHE_NOTE.get()
+    note = f" once (cached in {where}; later loads read the cache)" if where else ""
+    print(f"decoding {total:,} images{note}", file=sys.stderr, flush=True)
+
+
+def decode_all(items: list[tuple[str, bytes | None]], size: int | None = None,
+               bar: Any = None) -> np.ndarray:  # fmt: skip
+    """Decode ``(name, bytes-or-None)`` pairs into one uint8 (N, H, W, C) array; ``bar`` is a
+    progress bar advanced as images are done."""
     if not items:
         return np.zeros((0, 1, 1, 1), np.uint8)
     workers = min(usable_cores(), 8)
@@ -88,12 +106,20 @@ def decode_all(items: list[tuple[str, bytes | None]], size: int | None = None) -
         chunks = [items[i::n] for i in range(n)]
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            parts = list(pool.map(_decode_chunk, chunks, [size] * n))
+            parts = []
+            for part in pool.map(_decode_chunk, chunks, [size] * n):
+                parts.append(part)
+                if bar is not None:
+                    bar.update(len(part))
         arrays: list[np.ndarray] = [None] * len(items)  # type: ignore[list-item]
         for i, part in enumerate(parts):
             arrays[i::n] = part
     else:
-        arrays = _decode_chunk(items, size)
+        arrays = []
+        for i in range(0, len(items), 256):
+            arrays += _decode_chunk(items[i : i + 256], size)
+            if bar is not None:
+                bar.update(len(items[i : i + 256]))
     return _stack(arrays, [name for name, _ in items])
 
 
@@ -199,6 +225,8 @@ def read_tree(root: Path, size: int | None = None) -> tuple[dict[str, tuple[np.n
         )
     classes = sorted({c for items in listing.values() for c, _ in items})
     index = {c: i for i, c in enumerate(classes)}
+    total = sum(len(items) for items in listing.values())
+    _announce(total)
     blobs: dict[str, bytes] = {}
     if is_archive(root):
         wanted = {m for items in listing.values() for _, m in items}
@@ -207,11 +235,15 @@ def read_tree(root: Path, size: int | None = None) -> tuple[dict[str, tuple[np.n
                 if m.name in wanted:
                     f = tar.extractfile(m)
                     blobs[m.name] = f.read() if f else b""
+    from tqdm.auto import tqdm
+
     out = {}
-    for split, items in listing.items():
-        x = decode_all([(name, blobs.get(name)) for _, name in items], size)
-        y = np.array([index[c] for c, _ in items], dtype=np.int64)
-        out[split or "all"] = (x, y)
+    with tqdm(total=total, unit="img", desc="decode", file=sys.stderr,
+              disable=total < NOTICE_MIN or not interactive()) as bar:  # fmt: skip
+        for split, items in listing.items():
+            x = decode_all([(name, blobs.get(name)) for _, name in items], size, bar)
+            y = np.array([index[c] for c, _ in items], dtype=np.int64)
+            out[split or "all"] = (x, y)
     return out, classes
 
 
