@@ -30,13 +30,38 @@ def data_cfg(**kw):
 # fake CIFAR-10 in the official format
 
 
+def _py2_str(b: bytes) -> bytes:
+    return (b"U" + bytes([len(b)]) if len(b) < 256 else b"T" + struct.pack("<I", len(b))) + b
+
+
+def official_pickle(data: np.ndarray, labels: list[int], batch_label: bytes = b"training batch 1 of 5") -> bytes:
+    """A batch pickled the way the official files are: Python 2's cPickle, protocol 2, numpy 1.x
+    (byte strings as SHORT_BINSTRING, the array rebuilt by numpy.core.multiarray._reconstruct)."""
+    def global_(module: str, name: str) -> bytes:
+        return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+    def int_(v: int) -> bytes:
+        return b"K" + bytes([v]) if 0 <= v < 256 else b"J" + struct.pack("<i", v)
+
+    h, w = data.shape
+    array = (global_("numpy.core.multiarray", "_reconstruct") + global_("numpy", "ndarray")
+             + int_(0) + b"\x85" + _py2_str(b"b") + b"\x87R"  # _reconstruct(ndarray, (0,), 'b')
+             + b"(" + int_(1) + b"(" + int_(h) + b"M" + struct.pack("<H", w) + b"t"
+             + global_("numpy", "dtype") + _py2_str(b"u1") + int_(0) + int_(1) + b"\x87R"
+             + b"(" + int_(3) + _py2_str(b"|") + b"NNN" + int_(-1) + int_(-1) + int_(0) + b"tb"
+             + b"\x89" + _py2_str(data.tobytes()) + b"tb")  # fmt: skip
+    items = (_py2_str(b"data") + array + _py2_str(b"labels") + b"](" + b"".join(int_(v) for v in labels)
+             + b"e" + _py2_str(b"batch_label") + _py2_str(batch_label))  # fmt: skip
+    return b"\x80\x02}(" + items + b"u."
+
+
 def fake_batches(n_per_batch=20, seed=0):
     rng = np.random.default_rng(seed)
     out = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         data = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
-        labels = list(rng.integers(0, 10, n_per_batch))
-        out[name] = pickle.dumps({b"data": data, b"labels": labels})
+        labels = rng.integers(0, 10, n_per_batch).tolist()
+        out[name] = official_pickle(data, labels)
     return out
 
 
@@ -60,7 +85,7 @@ def test_cifar_batches_folder_and_archive_agree(tmp_path):
     assert a.train_x.shape == (100, 32, 32, 3) and a.test_x.shape == (20, 32, 32, 3)
     np.testing.assert_array_equal(a.train_x, b.train_x)
     # the pickled rows are channel-planar: check one pixel by hand
-    row = pickle.loads(batches["data_batch_1"])[b"data"][0]
+    row = pickle.loads(batches["data_batch_1"], encoding="bytes")[b"data"][0]
     assert a.train_x[0, 0, 1].tolist() == [row[1], row[1024 + 1], row[2048 + 1]]
     assert a.classes[0] == "airplane"
 
@@ -74,10 +99,15 @@ def test_cifar_download_from_mirror_verifies_md5(tmp_path, monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         monkeypatch.setenv("CONVLENS_MIRROR", f"http://127.0.0.1:{server.server_port}/")
+        monkeypatch.setenv("CONVLENS_DATA", str(tmp_path / "home"))
         with pytest.raises(DataError, match="md5"):
-            load_arrays(data_cfg(name="cifar10", root=str(tmp_path / "dl1")))
-        assert not (tmp_path / "dl1").exists()  # a failed download leaves no folder behind
+            load_arrays(data_cfg(name="cifar10"))  # no data.root: into the data home
+        assert not (tmp_path / "home").exists()  # a failed download leaves no folder behind
         monkeypatch.setattr(cifar, "MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+        assert load_arrays(data_cfg(name="cifar10")).train_x.shape == (100, 32, 32, 3)
+        assert (tmp_path / "home" / "cifar10" / "cifar-10-python.tar.gz").is_file()
+        # a data.root that exists but is empty is where the files go
+        (tmp_path / "dl2").mkdir()
         a = load_arrays(data_cfg(name="cifar10", root=str(tmp_path / "dl2")))
         assert a.train_x.shape == (100, 32, 32, 3)
         assert (tmp_path / "dl2" / "cifar-10-python.tar.gz").is_file()
@@ -86,11 +116,72 @@ def test_cifar_download_from_mirror_verifies_md5(tmp_path, monkeypatch):
         server.shutdown()
 
 
-def test_cifar_missing_names_path_and_ways(tmp_path):
+class _Hostile:
+    def __init__(self, fn, arg):
+        self.fn, self.arg = fn, arg
+
+    def __reduce__(self):
+        return self.fn, (self.arg,)
+
+
+@pytest.mark.parametrize("kind", ["system", "eval", "nested"])
+@pytest.mark.parametrize("packed", [False, True])
+def test_cifar_batch_that_would_run_code_is_refused(tmp_path, kind, packed):
+    import builtins
+    import os
+
+    marker = tmp_path / "ran"
+    payload = {
+        "system": _Hostile(os.system, f"touch {marker}"),
+        "eval": _Hostile(builtins.eval, f"open({str(marker)!r}, 'w').close()"),
+        # hidden inside an otherwise well-formed batch
+        "nested": {b"data": np.zeros((20, 3072), np.uint8), b"labels": [0] * 20,
+                   b"x": _Hostile(os.system, f"touch {marker}")},
+    }[kind]
+    batches = fake_batches()
+    batches["data_batch_3"] = pickle.dumps(payload, protocol=2 if kind != "nested" else 5)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name, blob in batches.items():
+        (folder / name).write_bytes(blob)
+    root = write_official_tar(tmp_path / "c.tar.gz", batches) if packed else folder
     with pytest.raises(DataError) as e:
-        load_arrays(data_cfg(name="cifar10", root=str(tmp_path / "nowhere"), download=False))
+        load_arrays(data_cfg(name="cifar10", root=str(root), download=False))
     msg = str(e.value)
-    assert str(tmp_path / "nowhere") in msg and "cifar-10-batches-py" in msg and "data.download" in msg
+    assert not marker.exists()
+    assert f"{root}/data_batch_3" in msg and "refused" in msg
+    assert ("system" in msg) if kind != "eval" else (".eval" in msg)  # __builtin__.eval at protocol 2
+
+
+def test_cifar_batches_written_by_numpy_2_load(tmp_path):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [1, 2, 3, 9]}
+        (folder / name).write_bytes(pickle.dumps(d, protocol=pickle.HIGHEST_PROTOCOL))
+    a = load_arrays(data_cfg(name="cifar10", root=str(tmp_path), download=False))
+    assert a.train_x.shape == (20, 32, 32, 3) and a.test_y.tolist() == [1, 2, 3, 9]
+
+
+def test_cifar_missing_names_path_and_ways(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVLENS_DATA", str(tmp_path / "home"))
+    with pytest.raises(DataError) as e:
+        load_arrays(data_cfg(name="cifar10", download=False))
+    msg = str(e.value)
+    assert str(tmp_path / "home" / "cifar10") in msg and "cifar-10-batches-py" in msg and "data.download" in msg
+
+
+@pytest.mark.parametrize("name", ["cifar10", "mnist", "fashion-mnist"])
+def test_missing_data_root_is_an_error_not_a_download_target(tmp_path, monkeypatch, name):
+    # a mistyped root used to become a new folder the official files were downloaded into
+    monkeypatch.setenv("CONVLENS_MIRROR", "http://127.0.0.1:9/")  # nothing listens: no download happens
+    typo = tmp_path / "dtaa" / "cifar"
+    with pytest.raises(DataError) as e:
+        load_arrays(data_cfg(name=name, root=str(typo)))
+    msg = str(e.value)
+    assert f"data.root={str(typo)!r}: {typo} does not exist" in msg and "cannot download" not in msg
+    assert not (tmp_path / "dtaa").exists()
 
 
 def write_tree(root: Path, size=(8, 8), per_class=3, corrupt: str | None = None, mode="RGB"):
@@ -118,6 +209,90 @@ def test_image_tree_dir_and_tar(tmp_path):
     # pixels survive exactly (PNG is lossless)
     first = np.asarray(Image.open(tmp_path / "tree" / "train" / "cat" / "0.png"))
     np.testing.assert_array_equal(a.train_x[0], first)
+
+
+def _keep_folder_times(root: Path):
+    """Remember every folder's times; calling the result puts them back."""
+    import os
+
+    times = {d: (d.stat().st_atime_ns, d.stat().st_mtime_ns) for d in [root, *root.rglob("*")] if d.is_dir()}
+    return lambda: [os.utime(d, ns=t) for d, t in times.items()]
+
+
+def test_cache_sees_images_rewritten_in_place(tmp_path):
+    root = tmp_path / "tree"
+    write_tree(root)
+    cfg = data_cfg(name="imagefolder", root=str(root))
+    assert load_arrays(cfg).train_x.mean() > 100
+    restore = _keep_folder_times(root)
+    for f in root.rglob("*.png"):  # same names, rewritten in place: black
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(f)
+    restore()
+    a = load_arrays(cfg)
+    assert a.train_x.max() == 0 and a.test_x.max() == 0
+
+
+def test_cache_sees_same_size_rewrites(tmp_path):
+    import os
+
+    root = tmp_path / "tree"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((4, 4), 200, np.uint8), "L").save(root / c / f"{i}.bmp")
+    cfg = data_cfg(name="imagefolder", root=str(root), val_fraction=0)
+    assert load_arrays(cfg).train_x.min() == 200
+    restore = _keep_folder_times(root)
+    for f in root.rglob("*.bmp"):  # a BMP of the same size has the same length: only the time differs
+        size, st = f.stat().st_size, f.stat()
+        Image.fromarray(np.full((4, 4), 7, np.uint8), "L").save(f)
+        assert f.stat().st_size == size
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # written a second later
+    restore()
+    assert load_arrays(cfg).train_x.max() == 7
+    # a plain tar rewritten with the same length and given back its old time: the content decides
+    tar_path = tmp_path / "t.tar"
+
+    def write_tar(value):
+        for f in root.rglob("*.bmp"):
+            Image.fromarray(np.full((4, 4), value, np.uint8), "L").save(f)
+            os.utime(f, ns=(0, 0))
+        with tarfile.open(tar_path, "w") as tar:
+            tar.add(root, arcname="t")
+
+    write_tar(50)
+    cfg = data_cfg(name="imagefolder", root=str(tar_path), val_fraction=0)
+    assert load_arrays(cfg).train_x.max() == 50
+    st = tar_path.stat()
+    write_tar(60)
+    assert tar_path.stat().st_size == st.st_size
+    os.utime(tar_path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert load_arrays(cfg).train_x.max() == 60
+
+
+@pytest.mark.parametrize("ext", ["png", "tif", "pgm"])
+def test_16_bit_grayscale_keeps_its_high_byte(tmp_path, ext):
+    values = np.array([[0, 255, 256, 4095], [32768, 32895, 65280, 65535]], np.uint16)
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / "t" / split / c).mkdir(parents=True)
+            Image.fromarray(values).save(tmp_path / "t" / split / c / f"x.{ext}")
+    with Image.open(tmp_path / "t" / "train" / "a" / f"x.{ext}") as im:
+        assert im.mode in ("I;16", "I") and np.asarray(im).tolist() == values.tolist()  # really 16-bit
+    a = load_arrays(data_cfg(name="imagefolder", root=str(tmp_path / "t")))
+    assert a.train_x.shape == (2, 2, 4, 1)
+    assert a.train_x[0, ..., 0].tolist() == [[0, 0, 1, 15], [128, 128, 255, 255]]
+
+
+def test_float_and_out_of_range_pixels_are_refused(tmp_path):
+    from convlens.data.images import decode
+
+    Image.fromarray(np.full((2, 2), 0.5, np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(DataError, match=r"f\.tif: floating-point pixels"):
+        decode(str(tmp_path / "f.tif"), None, None)
+    Image.fromarray(np.array([[0, 70000]], np.int32), "I").save(tmp_path / "i.tif")
+    with pytest.raises(DataError, match=r"i\.tif: 32-bit integer pixels from 0 to 70000"):
+        decode(str(tmp_path / "i.tif"), None, None)
 
 
 def test_corrupt_image_names_the_file(tmp_path):

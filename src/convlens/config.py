@@ -389,7 +389,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    return raw or {}
+    if raw is None:  # an empty file (or only comments) would silently train the defaults
+        raise ConfigError(f"config file {path} is empty: it holds no settings (it would run the defaults)")
+    return raw
 
 
 def load_config(

@@ -19,6 +19,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError
+from .images import CACHE_NOTE
 from .registry import DATASETS, Arrays, stratified_holdout
 
 CACHE_FORMAT = 1
@@ -151,7 +152,11 @@ def load_arrays(cfg: DataConfig) -> Arrays:
         cached = _read_cache(folder)
         if cached is not None:
             return cached
-    arrays = _preprocess(info.load(cfg.root, cfg.download, cfg.resize), cfg)
+    note = CACHE_NOTE.set(str(folder) if folder is not None else None)
+    try:
+        arrays = _preprocess(info.load(cfg.root, cfg.download, cfg.resize), cfg)
+    finally:
+        CACHE_NOTE.reset(note)
     if folder is not None:
         _write_cache(folder, arrays)
     return arrays

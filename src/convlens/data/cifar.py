@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import tarfile
 from pathlib import Path
@@ -25,13 +26,46 @@ OFFLINE = (
 )
 
 
+# The official batches are Python 2 pickles of a dict of byte strings, lists of ints and one numpy
+# array. Unpickling may call any importable function a file names, so only the globals that
+# rebuild an array are let through; a batch file naming anything else is refused before it runs.
+_RECONSTRUCT = np.ndarray((0,)).__reduce__()[0]  # numpy's _reconstruct, wherever numpy keeps it
+_FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]  # numpy's _frombuffer (pickle protocol 5)
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,  # written by numpy 1.x (the official files)
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,  # written by numpy 2.x
+    ("numpy.core.numeric", "_frombuffer"): _FROMBUFFER,  # pickle protocol 5 (numpy 1.x)
+    ("numpy._core.numeric", "_frombuffer"): _FROMBUFFER,  # pickle protocol 5 (numpy 2.x)
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which a CIFAR-10 batch never does (refused: unpickling it "
+                "could run code); only numpy arrays, byte strings, lists and numbers are read"
+            ) from None
+
+
+def safe_unpickle(blob: bytes) -> object:
+    """Unpickle a CIFAR-10 batch, refusing every global but numpy's array reconstruction."""
+    return _BatchUnpickler(io.BytesIO(blob), encoding="bytes").load()
+
+
 def _from_batches(batches: dict[str, bytes], source: str) -> Arrays:
     """``batches`` maps member names (data_batch_1..5, test_batch) to pickled bytes."""
     def load(name: str) -> tuple[np.ndarray, np.ndarray]:
         if name not in batches:
             raise DataError(f"{source} lacks {name}: not a complete CIFAR-10 python folder")
         try:
-            d = pickle.loads(batches[name], encoding="bytes")
+            d = safe_unpickle(batches[name])
+            if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
+                raise ValueError("not a dict with data and labels")
             x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             return np.ascontiguousarray(x), np.asarray(d[b"labels"], dtype=np.int64)
         except Exception as exc:  # any unpickling problem means a damaged file
@@ -115,6 +149,11 @@ def _cache_key(root: str | None) -> str | None:
 )
 def load_cifar10(root: str | None, download_ok: bool, size: int | None) -> Arrays:
     base = _default_root(root)
+    if root and not base.exists():  # a typo must not become a download into a new folder
+        raise DataError(
+            f"data.root={root!r}: {base} does not exist. Leave data.root out to download CIFAR-10 "
+            f"into {data_home() / 'cifar10'}, or point it at your copy. {OFFLINE}"
+        )
     found = _locate(base)
     if found is None:
         if base.exists() and base.is_file() and not is_archive(base):

@@ -95,6 +95,11 @@ def _make_loader(name: str):
 
     def load(root: str | None, download_ok: bool, size: int | None) -> Arrays:
         base = _default_root(name, root)
+        if root and not base.exists():  # a typo must not become a download into a new folder
+            raise DataError(
+                f"data.root={root!r}: {base} does not exist. Leave data.root out to download {name} "
+                f"into {data_home() / name}, or point it at your copy. {offline}"
+            )
         paths = {k: _find(base, stem) for k, stem in FILES.items()}
         missing = [FILES[k] + ".gz" for k, p in paths.items() if p is None]
         if missing:

@@ -11,22 +11,28 @@ and its result cached as uint8 arrays by the caller.
 
 from __future__ import annotations
 
+import contextvars
+import hashlib
 import io
 import multiprocessing
 import os
+import posixpath
+import sys
 import tarfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
-from ..utils import usable_cores
+from ..utils import interactive, usable_cores
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
 SPLITS = ("train", "test")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+SIGNATURE_SPAN = 1 << 20  # bytes hashed at each end of an archive
 
 
 def is_archive(path: Path) -> bool:
@@ -37,12 +43,31 @@ def decode(name: str, data: bytes | None, size: int | None) -> np.ndarray:
     """One image as uint8 (H, W) for grayscale or (H, W, 3); ``data=None`` reads ``name``."""
     try:
         with Image.open(io.BytesIO(data) if data is not None else name) as im:
-            im = im.convert("L" if im.mode in ("L", "1", "I", "I;16", "P") and _is_gray(im) else "RGB")
+            im = _deep_to_8bit(im, name)
+            im = im.convert("L" if im.mode in ("L", "1", "P") and _is_gray(im) else "RGB")
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
             return np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot read image {name}: {exc}") from None
+
+
+def _deep_to_8bit(im: Image.Image, name: str) -> Image.Image:
+    """16-bit grayscale (``I;16*``, and ``I`` as Pillow opens 16-bit PGMs) keeps its high byte.
+
+    Pillow's own ``convert("L")`` clips such pixels at 255, which turns most images white.
+    """
+    if not (im.mode == "I" or im.mode.startswith("I;16") or im.mode == "F"):
+        return im
+    if im.mode == "F":
+        raise DataError(f"cannot read image {name}: floating-point pixels (mode F); save it with 8 or 16 bits")
+    a = np.asarray(im)
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise DataError(
+            f"cannot read image {name}: 32-bit integer pixels from {a.min()} to {a.max()}, outside the "
+            "16-bit range 0..65535; save it with 8 or 16 bits"
+        )
+    return Image.fromarray((a.astype(np.uint32) >> 8).astype(np.uint8), "L")
 
 
 def _is_gray(im: Image.Image) -> bool:
@@ -56,8 +81,23 @@ def _decode_chunk(chunk: list[tuple[str, bytes | None]], size: int | None) -> li
     return [decode(name, data, size) for name, data in chunk]
 
 
-def decode_all(items: list[tuple[str, bytes | None]], size: int | None = None) -> np.ndarray:
-    """Decode ``(name, bytes-or-None)`` pairs into one uint8 (N, H, W, C) array."""
+#: where the caller caches what is decoded now (set by the array cache), for the notice
+CACHE_NOTE: contextvars.ContextVar[str | None] = contextvars.ContextVar("convlens_cache_note", default=None)
+NOTICE_MIN = 1000  # images: decoding fewer takes a moment and goes without a notice
+
+
+def _announce(total: int) -> None:
+    if total < NOTICE_MIN:
+        return
+    where = CACHE_NOTE.get()
+    note = f" once (cached in {where}; later loads read the cache)" if where else ""
+    print(f"decoding {total:,} images{note}", file=sys.stderr, flush=True)
+
+
+def decode_all(items: list[tuple[str, bytes | None]], size: int | None = None,
+               bar: Any = None) -> np.ndarray:  # fmt: skip
+    """Decode ``(name, bytes-or-None)`` pairs into one uint8 (N, H, W, C) array; ``bar`` is a
+    progress bar advanced as images are done."""
     if not items:
         return np.zeros((0, 1, 1, 1), np.uint8)
     workers = min(usable_cores(), 8)
@@ -66,12 +106,20 @@ def decode_all(items: list[tuple[str, bytes | None]], size: int | None = None) -
         chunks = [items[i::n] for i in range(n)]
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            parts = list(pool.map(_decode_chunk, chunks, [size] * n))
+            parts = []
+            for part in pool.map(_decode_chunk, chunks, [size] * n):
+                parts.append(part)
+                if bar is not None:
+                    bar.update(len(part))
         arrays: list[np.ndarray] = [None] * len(items)  # type: ignore[list-item]
         for i, part in enumerate(parts):
             arrays[i::n] = part
     else:
-        arrays = _decode_chunk(items, size)
+        arrays = []
+        for i in range(0, len(items), 256):
+            arrays += _decode_chunk(items[i : i + 256], size)
+            if bar is not None:
+                bar.update(len(items[i : i + 256]))
     return _stack(arrays, [name for name, _ in items])
 
 
@@ -104,18 +152,34 @@ def _classify(parts: tuple[str, ...]) -> tuple[str | None, str] | None:
 
 
 def list_tree(root: Path) -> dict[str | None, list[tuple[str, str]]]:
-    """Map split (or None) -> sorted ``(class, file name or member)`` pairs, dir or tar."""
+    """Map split (or None) -> sorted ``(class, file name or member)`` pairs, dir or tar.
+
+    A class folder without images is an error: dropping it would shift the index of every class
+    after it, so a model trained with it would not match one trained without it.
+    """
     found: dict[str | None, list[tuple[str, str]]] = {}
+    folders: set[PurePosixPath] = set()  # every non-hidden folder, relative to the root
     if is_archive(root):
         with tarfile.open(root) as tar:
             for m in tar:
-                if m.isfile():
-                    key = _classify(PurePosixPath(m.name).parts)
+                path = PurePosixPath(m.name)
+                if not path.parts or any(p.startswith(".") for p in path.parts[:-1]):
+                    continue
+                if m.isdir() and not path.name.startswith("."):
+                    folders.add(path)
+                elif m.isfile():
+                    parent = path.parent
+                    while parent.parts and parent not in folders:  # folders implied by files
+                        folders.add(parent)
+                        parent = parent.parent
+                    key = _classify(path.parts)
                     if key:
                         found.setdefault(key[0], []).append((key[1], m.name))
     elif root.is_dir():
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel = Path(dirpath).relative_to(root)
+            folders.update(PurePosixPath(*rel.parts, d) for d in dirnames)
             for f in filenames:
                 full = Path(dirpath) / f
                 key = _classify(full.relative_to(root).parts)
@@ -123,7 +187,29 @@ def list_tree(root: Path) -> dict[str | None, list[tuple[str, str]]]:
                     found.setdefault(key[0], []).append((key[1], str(full)))
     if {"train", "test"} <= set(found):
         found.pop(None, None)
+    _check_no_empty_class(root, found, folders)
     return {k: sorted(v) for k, v in found.items()}
+
+
+def _check_no_empty_class(root: Path, found: dict[str | None, list[tuple[str, str]]],
+                          folders: set[PurePosixPath]) -> None:  # fmt: skip
+    archive = is_archive(root)
+
+    def rel(name: str) -> PurePosixPath:
+        return PurePosixPath(name) if archive else PurePosixPath(*Path(name).relative_to(root).parts)
+
+    class_dirs = {rel(d) for d in {posixpath.dirname(n) if archive else os.path.dirname(n)
+                                   for items in found.values() for _, n in items}}  # fmt: skip
+    parents = {d.parent for d in class_dirs}
+    empty = sorted(d for d in folders if d.parent in parents and d not in class_dirs)
+    if empty:
+        where = f"{root} (archive member {empty[0]})" if archive else str(root / empty[0])
+        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        raise DataError(
+            f"class folder {where} holds no images{more}: a class without images would shift the "
+            f"index of every class after it; add images (any of {', '.join(sorted(IMAGE_EXT))}) or "
+            "remove the folder"
+        )
 
 
 def read_tree(root: Path, size: int | None = None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
@@ -139,6 +225,8 @@ def read_tree(root: Path, size: int | None = None) -> tuple[dict[str, tuple[np.n
         )
     classes = sorted({c for items in listing.values() for c, _ in items})
     index = {c: i for i, c in enumerate(classes)}
+    total = sum(len(items) for items in listing.values())
+    _announce(total)
     blobs: dict[str, bytes] = {}
     if is_archive(root):
         wanted = {m for items in listing.values() for _, m in items}
@@ -147,21 +235,48 @@ def read_tree(root: Path, size: int | None = None) -> tuple[dict[str, tuple[np.n
                 if m.name in wanted:
                     f = tar.extractfile(m)
                     blobs[m.name] = f.read() if f else b""
+    from tqdm.auto import tqdm
+
     out = {}
-    for split, items in listing.items():
-        x = decode_all([(name, blobs.get(name)) for _, name in items], size)
-        y = np.array([index[c] for c, _ in items], dtype=np.int64)
-        out[split or "all"] = (x, y)
+    with tqdm(total=total, unit="img", desc="decode", file=sys.stderr,
+              disable=total < NOTICE_MIN or not interactive()) as bar:  # fmt: skip
+        for split, items in listing.items():
+            x = decode_all([(name, blobs.get(name)) for _, name in items], size, bar)
+            y = np.array([index[c] for c, _ in items], dtype=np.int64)
+            out[split or "all"] = (x, y)
     return out, classes
 
 
 def tree_signature(root: Path) -> str:
-    """A cheap fingerprint of a tree: file size and mtime for an archive, folder mtimes otherwise."""
-    st = root.stat()
+    """What a tree holds, for the array cache: a rewritten file changes it.
+
+    A folder: every file's relative name, size and modification time (ns), hashed (folder times do
+    not change when a file is rewritten in place). An archive: its size, modification time and a
+    hash of its first and last MiB (a .tar.gz ends with the CRC and length of its contents).
+    """
+    root = Path(root)
+    h = hashlib.sha1()
     if root.is_file():
-        return f"{root.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    parts = [str(root.resolve()), str(st.st_mtime_ns)]
-    for dirpath, dirnames, _ in os.walk(root):
-        dirnames.sort()
-        parts.append(f"{dirpath}:{os.stat(dirpath).st_mtime_ns}")
-    return "|".join(parts)
+        st = root.stat()
+        with open(root, "rb") as f:
+            h.update(f.read(SIGNATURE_SPAN))
+            if st.st_size > SIGNATURE_SPAN:
+                f.seek(max(SIGNATURE_SPAN, st.st_size - SIGNATURE_SPAN))
+                h.update(f.read())
+        return f"{root.resolve()}|{st.st_size}|{st.st_mtime_ns}|{h.hexdigest()}"
+    count = 0
+    stack = [(root, "")]
+    while stack:
+        folder, rel = stack.pop()
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_dir():
+                stack.append((Path(e.path), f"{rel}{e.name}/"))
+            elif e.is_file():
+                st = e.stat()
+                h.update(f"{rel}{e.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                count += 1
+    return f"{root.resolve()}|{count} files|{h.hexdigest()}"

@@ -48,7 +48,8 @@ def register_dataset(name: str, description: str, offline: str, cache_key=None):
     ``size`` is the requested square side (``data.resize``) for loaders that decode images of
     varying sizes; others ignore it and the shared preprocessing resizes.
 
-    ``cache_key(root)`` returns a string identifying the source files (path, size, mtime); when
+    ``cache_key(root)`` returns a string identifying what the source files hold (see
+    :func:`~convlens.data.images.tree_signature`); when
     given, decoded arrays are cached under it so a second load skips decoding.
     """
 

@@ -7,6 +7,8 @@ travels inside every checkpoint, next to the weights.
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,4 +29,24 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated or foreign files raise many different types
-        raise RunError(f"cannot read checkpoint {path}: {exc}") from None
+        raise RunError(f"cannot read checkpoint {path}: {_reason(exc)}") from None
+
+
+# torch's own message advises retrying with weights_only=False, which runs whatever code the file
+# holds: never the advice for a file of unknown origin, so only the finding itself is kept
+_ADVICE = re.compile(r"weights_only|trust|safe_globals|file an issue|documentation of torch\.load", re.I)
+
+
+def _reason(exc: Exception) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"it names {found.group(1)}, which a checkpoint never holds (refused: loading it could run "
+                "code); convlens reads only tensors, numbers, strings and containers")
+    if isinstance(exc, pickle.UnpicklingError):
+        op = re.search(r"Unsupported operand \d+", text)
+        return (f"it is not a plain checkpoint ({op.group(0) if op else 'unsupported pickle content'}; "
+                "refused: loading it could run code); convlens reads only tensors, numbers, strings and containers")
+    sentences = re.split(r"(?<=[.!?])\s+|\n+", text)
+    kept = " ".join(s.strip() for s in sentences if s.strip() and not _ADVICE.search(s))
+    return kept or type(exc).__name__

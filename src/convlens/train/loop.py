@@ -241,6 +241,9 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
     echo(f"run {run_dir}: {cfg.model.preset or 'custom'} on {data.name} ({len(data.train)} train"
          f"{f', {len(data.val)} val' if data.val is not None else ''}, {len(data.test)} test), "
          f"{totals(summarize(trainer.model, data.shape))['params']:,} parameters, {prec.describe()}")  # fmt: skip
+    if t.batch_size > len(data.train):
+        echo(f"note: train.batch_size={t.batch_size} is larger than the {len(data.train)} training images: "
+             "every step uses the whole training set, one step per epoch")  # fmt: skip
     write_status(run_dir, "running", epoch=trainer.start_epoch, epochs=epochs)
     log = MetricsLog(run_dir, trainer.start_epoch)
     old_term = signal.signal(signal.SIGTERM, _sigterm_to_interrupt) if _main_thread() else None
