@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ..runlock import writes_run
 from .base import ANALYSES, Analysis, AnalysisError, Streaming, Subject, inference
 from .stream import stream
 
@@ -49,6 +50,7 @@ def build(names: list[str], options: dict[str, Any]) -> list[Analysis]:
     return out
 
 
+@writes_run("analyze")
 def analyze(run: str | Path | Any, only: Iterable[str] | None = None, *, skip: Iterable[str] = (), split: str = "test",
             checkpoint: str = "best", batch_size: int = 256, limit: int | None = None, data_root: str | None = None,
             figures: bool = True, device: str = "cpu", progress: bool | None = None,

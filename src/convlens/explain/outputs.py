@@ -19,6 +19,7 @@ import torch
 
 from ..errors import ConvlensError
 from ..run import Run
+from ..runlock import writes_run
 from ..utils import write_json
 from . import actmax, deconv, gradcam, guided, occlusion, saliency  # noqa: F401  (fill the registry)
 from .base import METHODS, ExplainError
@@ -50,6 +51,7 @@ def _rel(run: Run, p: Path) -> str:
     return str(p.relative_to(run.path))
 
 
+@writes_run("explain")
 def explain_run(
     run: str | Path | Run,
     method: str,

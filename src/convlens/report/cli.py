@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import time
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from ..run import is_run
+    from ..runlock import run_lock
     from . import build_report
 
     t0 = time.perf_counter()
-    out = build_report(args.path, args.out, echo=print)
+    # a run's report draws its figures into RUN/report/: one writer at a time
+    with run_lock(args.path, "report") if is_run(args.path) else contextlib.nullcontext():
+        out = build_report(args.path, args.out, echo=print)
     print(f"report: {out}  ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
     return 0
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from ..run import Run
+    from ..runlock import holder
     from . import diagnose, format_findings
 
-    findings = diagnose(Run(args.run))
+    run = Run(args.run)
+    busy = holder(run.path)
+    if busy:  # diagnose only reads: it goes on, on the epochs written so far
+        print(f"warning: {run.path} is still being written by {busy}; these findings cover the epochs "
+              f"so far", file=sys.stderr)  # fmt: skip
+    findings = diagnose(run)
     if args.json:
         print(json.dumps([f.to_dict() for f in findings], indent=1))
     else:

@@ -1,10 +1,12 @@
 """``convlens sweep SWEEP.yaml --workers N``: a whole sweep on this machine.
 
-The sweep folder is locked while the command runs, so a restart after a crash knows that trials
-left RUNNING in its journal belong to nobody: they are failed and queued again (through Optuna's
-retry callback), finished ones are kept. With N > 1 workers, each is a ``convlens sweep worker``
-process with 1/N of the CPU threads; a worker that dies has its trial requeued the same way, and
-is replaced while queued trials remain.
+The sweep folder is locked while the command runs. With N > 1 workers, each is a ``convlens
+sweep worker`` process with 1/N of the CPU threads that dies with the command (a parent-death
+signal), so no worker outlives it; a worker that dies has its trial requeued (through Optuna's
+retry callback) and is replaced while queued trials remain. Every running trial has a heartbeat
+file naming its worker: a restart after a crash queues again the trials left RUNNING whose worker
+is gone, keeps finished ones, and waits for any still running in a live worker -- so each grid
+cell finishes exactly once.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Any, Callable, Iterator
 from ..errors import ConvlensError
 from ..utils import atomic_write_text, read_json, usable_cores, write_json
 from .spec import Sweep, load_sweep
-from .study import default_storage, is_database, mask, open_storage, open_study, pending, recover_orphans
-from .worker import run_worker
+from .study import (default_storage, is_database, mask, open_storage, open_study, pending, recover_orphans,
+                    recover_stale)  # fmt: skip
+from .worker import SUPERVISOR_ENV, run_worker
 
 META = "sweep.json"
 
@@ -92,9 +95,14 @@ def run_sweep(source: str | Path | dict[str, Any] | Sweep, workers: int = 1, out
         study = open_study(st, sweep, 0, repair=not is_database(url))
         write_meta(out_dir, sweep, url)
         if not is_database(url):
-            redo = recover_orphans(study, st, None)
+            # RUNNING trials whose worker is gone (their heartbeat says so) are queued again; a
+            # trial whose worker is still alive is left to it, and waited for
+            redo, live = recover_stale(study, st, out_dir, sweep.spec.heartbeat.grace, None)
             if redo:
                 echo(f"rerunning {len(redo)} trial(s) the last run left unfinished: {', '.join(map(str, redo))}")
+            if live:
+                echo(f"{len(live)} trial(s) still run in live workers, not rerun: "
+                     + ", ".join(f"{n} ({w or 'unknown worker'})" for n, w in sorted(live.items())))  # fmt: skip
         cores = usable_cores()
         threads = max(1, cores // workers)
         done = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
@@ -132,6 +140,7 @@ def _supervise(sweep: Sweep, out_dir: Path, url: str, study: Any, st: Any, worke
     src = str(Path(convlens.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     env[STORAGE_ENV] = url
+    env[SUPERVISOR_ENV] = str(os.getpid())  # the workers die with this process (see follow_supervisor)
     sweep_file = (out_dir / "sweep.yaml").resolve()
 
     def spawn(k: int) -> subprocess.Popen:
@@ -151,7 +160,7 @@ def _supervise(sweep: Sweep, out_dir: Path, url: str, study: Any, st: Any, worke
                 if rc == 0:
                     continue
                 owner = f"{host}:{p.pid}"
-                lost = recover_orphans(study, st, sweep.spec.retries, owner=owner)
+                lost = recover_orphans(study, st, sweep.spec.retries, owner, out_dir)
                 how = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
                 echo(f"worker {k} (pid {p.pid}) stopped with {how}"
                      + (f"; its trial {', '.join(map(str, lost))} goes back into the queue" if lost else ""))  # fmt: skip
@@ -167,9 +176,13 @@ def _supervise(sweep: Sweep, out_dir: Path, url: str, study: Any, st: Any, worke
                 p.terminate()
         raise
     if not is_database(url):
-        # All workers are gone and the folder is locked: a trial still RUNNING lost its worker
-        # before the worker could sign it (claimed, then killed); requeue it and finish here.
-        lost = recover_orphans(study, st, sweep.spec.retries)
-        if lost or pending(study)[0]:
-            echo(f"finishing {pending(study)[0]} queued trial(s) here" + (f" (requeued: {', '.join(map(str, lost))})" if lost else ""))
+        # All our workers are gone: a trial still RUNNING either lost its worker (claimed, then
+        # killed before it was signed) and is requeued, or runs in a live worker of someone else's
+        # and is waited for; what is queued is finished here.
+        lost, _ = recover_stale(study, st, out_dir, sweep.spec.heartbeat.grace, sweep.spec.retries)
+        waiting, running = pending(study)
+        if waiting or running:
+            requeued = f" (requeued: {', '.join(map(str, lost))})" if lost else ""
+            echo(f"finishing {waiting} queued trial(s) here{requeued}"
+                 + (f", after {running} still running elsewhere" if running else ""))  # fmt: skip
             run_worker(sweep, out_dir, st, worker_index=0, threads=usable_cores(), echo=echo)

@@ -239,12 +239,13 @@ def repair_grid(study: Any, sweep: Sweep) -> int:
     return len(missing)
 
 
-def claim(study: Any, storage: Any) -> int | None:
+def claim(study: Any, storage: Any, on_claim: Any = None) -> int | None:
     """Atomically take one queued trial (RUNNING now) and return its trial id, or None.
 
     Two workers may both see a queued trial; the storage lets only one move it from WAITING to
-    RUNNING. This is what ``Study.ask`` does first, without its fallback of creating a new trial
-    when the queue is empty -- the fallback that makes grids run a point twice.
+    RUNNING; ``on_claim(number)`` is called at once for the winner. This is what ``Study.ask``
+    does first, without its fallback of creating a new trial when the queue is empty -- the
+    fallback that makes grids run a point twice.
     """
     op = optuna()
     TS = op.trial.TrialState
@@ -253,6 +254,8 @@ def claim(study: Any, storage: Any) -> int | None:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         try:
             if storage.set_trial_state_values(trial_id, state=TS.RUNNING):
+                if on_claim is not None:  # e.g. the first beat of a heartbeat file
+                    on_claim(t.number)
                 if heartbeat_interval(storage):
                     # Optuna never calls a trial without a heartbeat stale: beat at once, so a
                     # worker killed from here on leaves a trial that others will find
@@ -279,16 +282,100 @@ def fail_and_retry(study: Any, storage: Any, number: int, max_retry: int | None)
     return number
 
 
-def recover_orphans(study: Any, storage: Any, max_retry: int | None, owner: str | None = None) -> list[int]:
-    """Fail and requeue RUNNING trials whose worker is known to be dead: those of ``owner`` (a
-    worker id), or all of them when ``owner`` is None (a restart, with the sweep folder locked)."""
+def recover_orphans(study: Any, storage: Any, max_retry: int | None, owner: str,
+                    out_dir: Path | None = None) -> list[int]:  # fmt: skip
+    """Fail and requeue the RUNNING trials of ``owner`` (a worker id), a worker known to be dead:
+    those it signed, and, with the sweep folder ``out_dir``, those its heartbeat file names."""
     TS = optuna().trial.TrialState
     out = []
     for t in study.get_trials(deepcopy=False, states=(TS.RUNNING,)):
-        if owner is None or t.user_attrs.get("worker") == owner:
-            if fail_and_retry(study, storage, t.number, max_retry) is not None:
-                out.append(t.number)
+        mine = t.user_attrs.get("worker") == owner
+        if not mine and out_dir is not None:
+            mine = read_beat(heartbeat_path(out_dir, t.number))[0] == owner
+        if mine and fail_and_retry(study, storage, t.number, max_retry) is not None:
+            out.append(t.number)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# heartbeat files: who runs a trial, and whether it is still alive (journal storages)
+#
+# A worker writes SWEEP_DIR/heartbeats/<trial number> (its id, host:pid) when it claims a trial and
+# touches it every `heartbeat.interval` seconds while the trial runs. A RUNNING trial is stale when
+# its worker is on this machine and no longer exists, or when its file is older than
+# `heartbeat.grace`; a stale trial is failed and queued again, a live one is left to its worker.
+
+HEARTBEATS = "heartbeats"
+
+
+def heartbeat_path(out_dir: Path, number: int) -> Path:
+    return Path(out_dir) / HEARTBEATS / str(number)
+
+
+def write_beat(path: Path) -> None:
+    """Write (first beat) or touch (later beats) a trial's heartbeat file."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(worker_id() + "\n")
+        os.replace(tmp, path)
+
+
+def read_beat(path: Path) -> tuple[str | None, float | None]:
+    """(worker id, seconds since the last beat) of a heartbeat file; (None, None) without one."""
+    try:
+        age = time.time() - path.stat().st_mtime
+        return path.read_text().strip() or None, age
+    except FileNotFoundError:
+        return None, None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine is alive (a zombie, killed but not yet reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): existence is all we know
+
+
+def trial_liveness(out_dir: Path, frozen: Any, grace: float) -> tuple[bool, str | None]:
+    """(alive, worker id) of a RUNNING trial, from its heartbeat file. Without a file (claimed a
+    moment ago), its start time counts as its last beat and its signature names the worker."""
+    from datetime import datetime
+
+    owner, age = read_beat(heartbeat_path(out_dir, frozen.number))
+    if age is None:
+        owner = frozen.user_attrs.get("worker")
+        start = frozen.datetime_start
+        age = (datetime.now() - start).total_seconds() if start is not None else float("inf")
+    host, _, pid = (owner or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
+        return False, owner
+    return age <= grace, owner
+
+
+def recover_stale(study: Any, storage: Any, out_dir: Path, grace: float,
+                  max_retry: int | None) -> tuple[list[int], dict[int, str | None]]:  # fmt: skip
+    """Fail and requeue the RUNNING trials whose worker is gone (see the heartbeat files above).
+    Returns (the trials requeued, {trial number: worker id} of those still running)."""
+    TS = optuna().trial.TrialState
+    redo, live = [], {}
+    for t in study.get_trials(deepcopy=False, states=(TS.RUNNING,)):
+        alive, owner = trial_liveness(out_dir, t, grace)
+        if alive:
+            live[t.number] = owner
+        elif fail_and_retry(study, storage, t.number, max_retry) is not None:
+            redo.append(t.number)
+    return redo, live
 
 
 def pending(study: Any) -> tuple[int, int]:

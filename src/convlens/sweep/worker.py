@@ -15,6 +15,8 @@ Optuna's heartbeats on a database storage, or by ``convlens sweep`` for its own 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import threading
 import time
@@ -22,30 +24,65 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .spec import Sweep
-from .study import (claim, heartbeat_interval, is_database, open_storage, open_study, optuna, pending,
-                    retry_callback)  # fmt: skip
+from .study import (claim, heartbeat_interval, heartbeat_path, is_database, open_storage, open_study, optuna,
+                    pending, recover_stale, retry_callback, write_beat)  # fmt: skip
 from .trial import run_trial
 
 POLL_SECONDS = 1.0
+SUPERVISOR_ENV = "CONVLENS_SWEEP_SUPERVISOR"  # set by `convlens sweep` for its workers: its PID
+PR_SET_PDEATHSIG = 1
+
+
+def follow_supervisor() -> None:
+    """In a worker started by ``convlens sweep``: die with it. The kernel sends SIGKILL to this
+    process when the supervisor exits, however it exits (Linux's parent-death signal); elsewhere a
+    thread watches the parent PID. A worker left running would go on claiming trials that the
+    next ``convlens sweep`` also runs."""
+    pid = os.environ.pop(SUPERVISOR_ENV, None)  # not inherited by the worker's own children
+    if not pid or not pid.isdigit():
+        return
+    parent = int(pid)
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:  # the supervisor died before the signal was armed
+        os.kill(os.getpid(), signal.SIGKILL)
+    if not armed:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(POLL_SECONDS)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=watch, daemon=True, name="supervisor-watch").start()
 
 
 class Heartbeat:
-    """Records heartbeats for a claimed trial while it runs, as ``Study.optimize`` does for the
-    trials it asks for; on exit (normal or not) the thread is stopped and joined."""
+    """Records heartbeats for a claimed trial while it runs: in a database storage (Optuna's, as
+    ``Study.optimize`` does for the trials it asks for, when ``db`` is true) and in the trial's
+    heartbeat file ``file``; on exit (normal or not) the thread is stopped and joined."""
 
-    def __init__(self, storage: Any, trial_id: int, interval: int | None):
-        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+    def __init__(self, storage: Any, trial_id: int, interval: int | None, db: bool = True, file: Path | None = None):
+        self.storage, self.trial_id, self.interval, self.db, self.file = storage, trial_id, interval, db, file
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _beat(self) -> None:
         while True:
-            self.storage.record_heartbeat(self.trial_id)  # the first beat at once: no beat, never stale
+            if self.db:
+                self.storage.record_heartbeat(self.trial_id)  # the first beat at once: no beat, never stale
+            if self.file is not None:
+                write_beat(self.file)
             if self._stop.wait(self.interval):
                 return
 
     def __enter__(self) -> Heartbeat:
-        if self.interval:
+        if self.interval and (self.db or self.file is not None):
             self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{self.trial_id}")
             self._thread.start()
         return self
@@ -84,6 +121,7 @@ def run_worker(sweep: Sweep, out_dir: str | Path, storage: str | Any, *, worker_
     """Run trials of ``sweep`` until it is done (or its time budget is spent); returns how many
     trials this worker ran. ``storage`` is a URL/path or an opened Optuna storage."""
     echo = echo or (lambda s: print(s, flush=True))
+    follow_supervisor()
     out_dir = Path(out_dir)
     if isinstance(storage, str):
         hb = sweep.spec.heartbeat
@@ -99,31 +137,37 @@ def run_worker(sweep: Sweep, out_dir: str | Path, storage: str | Any, *, worker_
 
         if sweep.method == "grid":
             return _claim_loop(study, storage, sweep, out_dir, threads, echo, log, deadline)
-        return _optimize(study, sweep, out_dir, threads, echo, log, deadline)
+        return _optimize(study, storage, sweep, out_dir, threads, echo, log, deadline)
 
 
 def _claim_loop(study, storage, sweep, out_dir, threads, echo, log, deadline) -> int:
     op = optuna()
     TS = op.trial.TrialState
-    beats = heartbeat_interval(storage)
+    beats = heartbeat_interval(storage)  # a database's heartbeats; a journal's are files
+    hb = sweep.spec.heartbeat
     retry = retry_callback(sweep.spec.retries)
     ran = 0
     while deadline is None or time.monotonic() < deadline:
         if beats:
             op.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and a retry queued
-        trial_id = claim(study, storage)
+        else:
+            redo, _ = recover_stale(study, storage, out_dir, hb.grace, sweep.spec.retries)
+            for n in redo:
+                echo(f"trial {n} lost its worker; it goes back into the queue")
+        trial_id = claim(study, storage, on_claim=None if beats else lambda n: write_beat(heartbeat_path(out_dir, n)))
         if trial_id is None:
             waiting, running = pending(study)
             if waiting:  # another worker took the one we saw; try the next
                 time.sleep(0.05)
                 continue
-            if running and beats:  # one of them may die, be found by its heartbeat and come back
+            if running:  # one of them may die, be found by its heartbeat and come back
                 time.sleep(POLL_SECONDS)
                 continue
-            break  # (without heartbeats, `convlens sweep` requeues a dead worker's trial and starts a worker)
+            break
         trial = op.trial.Trial(study, trial_id)
+        beat_file = None if beats else heartbeat_path(out_dir, trial.number)
         value, state = None, TS.FAIL
-        with Heartbeat(storage, trial_id, beats):
+        with Heartbeat(storage, trial_id, beats or hb.interval, db=bool(beats), file=beat_file):
             try:
                 value, state = run_trial(trial, sweep, out_dir, threads, log), TS.COMPLETE
             except op.TrialPruned:
@@ -137,6 +181,8 @@ def _claim_loop(study, storage, sweep, out_dir, threads, echo, log, deadline) ->
         # skip_if_finished: a trial whose heartbeats stopped reaching the storage for longer than
         # the grace period was failed (and requeued) by another worker; its retry stands
         frozen = study.tell(trial, value if state == TS.COMPLETE else None, state=state, skip_if_finished=True)
+        if beat_file is not None:  # only now: a trial still RUNNING without a file may look stale
+            beat_file.unlink(missing_ok=True)
         ran += 1
         if frozen.state != state:
             echo(f"trial {frozen.number} was failed by another worker (no heartbeat for {sweep.spec.heartbeat.grace} s) "
@@ -148,7 +194,7 @@ def _claim_loop(study, storage, sweep, out_dir, threads, echo, log, deadline) ->
     return ran
 
 
-def _optimize(study, sweep, out_dir, threads, echo, log, deadline) -> int:
+def _optimize(study, storage, sweep, out_dir, threads, echo, log, deadline) -> int:
     op = optuna()
     TS = op.trial.TrialState
     retry = retry_callback(sweep.spec.retries)
@@ -163,13 +209,20 @@ def _optimize(study, sweep, out_dir, threads, echo, log, deadline) -> int:
 
     def after(study: Any, frozen: Any) -> None:
         ran[0] += 1
+        if file_beats:
+            heartbeat_path(out_dir, frozen.number).unlink(missing_ok=True)
         echo(describe(sweep, frozen))
         if frozen.state == TS.FAIL:
             retry(study, frozen)
 
+    file_beats = not heartbeat_interval(storage)
+    hb = sweep.spec.heartbeat
+
     def objective(trial: Any) -> float:
+        beat = heartbeat_path(out_dir, trial.number) if file_beats else None
         try:
-            return run_trial(trial, sweep, out_dir, threads, log)
+            with Heartbeat(None, trial.number, hb.interval, db=False, file=beat):
+                return run_trial(trial, sweep, out_dir, threads, log)
         except KeyboardInterrupt:
             _requeue(study, trial.number)
             raise

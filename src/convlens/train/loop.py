@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import signal
 import sys
 import time
@@ -25,6 +26,7 @@ from ..errors import RunError
 from ..models import build_model, summarize, totals
 from ..models.whiten import init_whitening
 from ..run import Run, write_status
+from ..runlock import LOCK, RunBusy, holder, run_lock, writes_run
 from ..utils import interactive, write_json
 from . import checkpoint
 from .averaging import WeightAverage
@@ -170,8 +172,21 @@ def _fmt_row(row: dict[str, Any], epochs: int) -> str:
     return s + f"  lr {row['lr']:.3g}  {row['epoch_seconds']:.1f}s"
 
 
+def _leftovers_only(run_dir: Path) -> bool:
+    """True for a folder holding nothing but what a run killed before writing its config leaves
+    (the lock file, an empty checkpoints folder): it is started afresh, not refused."""
+    for p in run_dir.iterdir():
+        if p.name == LOCK or (p.name == "checkpoints" and p.is_dir() and not any(p.iterdir())):
+            continue
+        return False
+    return True
+
+
 def _prepare_dir(run_dir: Path) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and not _leftovers_only(run_dir):
+        busy = holder(run_dir)
+        if busy:
+            raise RunBusy(f"{run_dir} is in use by {busy}; choose another --out")
         raise RunError(
             f"{run_dir} already exists and is not empty; choose another --out, or continue it with "
             f"`convlens train --resume {run_dir}`"
@@ -194,9 +209,18 @@ def train(
     from the epoch after the checkpoint; ``overrides`` may then change ``train.epochs`` only.
     """
     echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    with contextlib.ExitStack() as held:  # the run folder's lock, from when it is known to the end
+        return _train(config, out, resume, overrides, echo, callback, held)
+
+
+def _train(config, out, resume, overrides, echo, callback, held: contextlib.ExitStack) -> Run:
     if resume is not None:
         run_dir = Path(resume)
+        if run_dir.is_dir() and not (run_dir / "config.yaml").is_file() and _leftovers_only(run_dir):
+            raise RunError(f"{run_dir} was stopped before training began (it has no config.yaml); start it "
+                           f"again with `convlens train CONFIG --out {run_dir}`")  # fmt: skip
         prior = Run(run_dir)
+        held.enter_context(run_lock(run_dir, "train --resume"))
         raw = prior.config.to_dict()
         bad = [o for o in overrides or [] if not o.startswith("train.epochs=")]
         if bad or config is not None:
@@ -220,14 +244,21 @@ def train(
     cfg.meta = {"convlens_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "command": " ".join(sys.argv), "torch": torch.__version__, "precision": prec.describe()}  # fmt: skip
     trainer = Trainer(cfg, run_dir, data, prec, echo, callback)
-    if resume is not None:
-        trainer.restore(checkpoint.load(run_dir / "checkpoints" / "last.pt", map_location=prec.device))
-        if (run_dir / "checkpoints" / "last.pt").is_file() and prior.status.get("status") == "finished" \
-                and trainer.start_epoch >= cfg.train.epochs:  # fmt: skip
+    last = run_dir / "checkpoints" / "last.pt"
+    if resume is not None and last.is_file():
+        trainer.restore(checkpoint.load(last, map_location=prec.device))
+        if prior.status.get("status") == "finished" and trainer.start_epoch >= cfg.train.epochs:
             echo(f"{run_dir} is already finished ({trainer.start_epoch} epochs)")
             return Run(run_dir)
+    elif resume is not None:
+        # killed before its first checkpoint: the same seed trains it from the start, as if new
+        echo(f"{run_dir} has no checkpoint yet: training it from the first epoch")
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        (run_dir / "checkpoints" / "best.pt").unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "tb", ignore_errors=True)
     else:
         _prepare_dir(run_dir)
+        held.enter_context(run_lock(run_dir, "train"))
     cfg.save(run_dir / "config.yaml")
     write_json(run_dir / "dataset.json", data.describe())
     rows = summarize(trainer.model, data.shape)
@@ -273,13 +304,14 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
             improved = row["val_acc"] is None or row["val_acc"] > trainer.best["val_acc"]
             if improved:
                 trainer.best = {"val_acc": row["val_acc"] if row["val_acc"] is not None else -1.0, "epoch": epoch + 1}
-            # last.pt first: if killed between the two writes, resuming redoes at most this epoch
-            checkpoint.save(run_dir / "checkpoints" / "last.pt", trainer.state(epoch + 1))
+            # last.pt is written last: it commits the epoch. Killed before it, a resume redoes the
+            # epoch from the previous last.pt, drops its metrics row and rewrites the same best.pt.
             if improved:
                 checkpoint.save(run_dir / "checkpoints" / "best.pt", {
                     "model": trainer.eval_weights(), "epoch": epoch + 1, "val_acc": row["val_acc"],
                     "config": cfg.to_dict(), "version": __version__})  # fmt: skip
             log.write(row)
+            checkpoint.save(run_dir / "checkpoints" / "last.pt", trainer.state(epoch + 1))
             write_status(run_dir, "running", epoch=epoch + 1, epochs=epochs)
             echo(_fmt_row(row, epochs))
             if trainer.callback is not None:
@@ -324,6 +356,7 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+@writes_run("eval")
 def evaluate_run(run: Run | str | Path, which: str = "last", tta: str | None = None, echo=None) -> dict[str, Any]:
     """Re-evaluate a run's checkpoint on its test split; rewrites eval.json and predictions.csv."""
     run = run if isinstance(run, Run) else Run(run)
