@@ -104,20 +104,20 @@ def rename_classes(run_dir: Path, names: list[str]) -> None:
 # per-filter figures are many: drawn with Pillow (a few ms each) rather than matplotlib
 
 
-def _to_rgb(img) -> np.ndarray:
-    a = plots.to_display(np.asarray(img))
+def _to_rgb(img, layout: str) -> np.ndarray:
+    a = plots.to_display(np.asarray(img), layout)
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, 2)
     return (a * 255).round().astype(np.uint8)
 
 
-def _png(images, path: Path, size: int = 48) -> None:
+def _png(images, path: Path, size: int = 48, layout: str = "chw") -> None:
     """Images side by side, each scaled (nearest neighbour) to ``size`` pixels high."""
     from PIL import Image
 
     tiles = []
     for img in images:
-        a = _to_rgb(img)
+        a = _to_rgb(img, layout)
         h, w = a.shape[:2]
         tiles.append(np.asarray(Image.fromarray(a).resize((max(1, round(w * size / h)), size), Image.NEAREST)))
     gap = np.full((size, 2, 3), 255, np.uint8)
@@ -223,10 +223,10 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
                      "bias": model.get_submodule(c).bias.tolist() if model.get_submodule(c).bias is not None else None,
                      "max_abs": float(flat.abs().max())}  # fmt: skip
         kern = [(w[i].mean(0) - w[i].mean(0).min()) / (w[i].mean(0).max() - w[i].mean(0).min() + 1e-9) for i in range(w.shape[0])]
-        _png([t.numpy() for t in kern], out / "filters" / f"{c}.png", 32)
+        _png([t.numpy() for t in kern], out / "filters" / f"{c}.png", 32, "hw")
         figs.append(_fig(f"analysis/filters/{c}.png", f"{c}: all filters, each on its own scale{tag}", c))
         for i in range(nf_of(w.shape[0])):
-            _png([kern[i].numpy()], out / "filters" / c / f"f{i}.png", 64)
+            _png([kern[i].numpy()], out / "filters" / c / f"f{i}.png", 64, "hw")
             figs.append(_fig(f"analysis/filters/{c}/f{i}.png", f"{c} filter {i}: weights{tag}", c, i))
     write_json(out / "filters.json", {"analysis": "filters", "params": {"layers": None, "scale": "filter", "per_filter": True},
                                       **common, "layers": layers, "scale": "filter", "figures": figs})  # fmt: skip

@@ -316,7 +316,7 @@ class Ablate(Analysis):
             labels = subject.split.labels[shown].tolist()
             titles = [f"{classes[y]}: {classes[int(pb[i])]}>{classes[int(pa[i])]}" for i, y in zip(shown, labels)]
             colors = ["#c44e52" if int(pa[i]) != y else "#2a9d3a" for i, y in zip(shown, labels)]
-            p = plots.mosaic(list(imgs), figures.path("changed.png"), cols=10, titles=titles, title_colors=colors,
+            p = plots.mosaic(list(imgs), figures.path("changed.png"), layout="chw", cols=10, titles=titles, title_colors=colors,
                              suptitle=f"predictions changed by silencing {what} (true: before>after; red: now wrong, "
                                       "green: now right)")  # fmt: skip
             figures.add(p, f"{subject.split_name} images whose prediction changed when silencing {what}: "

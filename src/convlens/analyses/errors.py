@@ -90,7 +90,7 @@ class Errors(Analysis):
             imgs = subject.split.images[[r["position"] for r in rows]].float().div(255).numpy()
             titles = [f"{r['label']}>{r['predicted']} {r['confidence']:.2f}" for r in rows]
             colors = ["#2a9d3a" if r["correct"] else "#c44e52" for r in rows]
-            p = plots.mosaic(list(imgs), figures.path(f"{key}.png"), cols=10, titles=titles, title_colors=colors,
+            p = plots.mosaic(list(imgs), figures.path(f"{key}.png"), layout="chw", cols=10, titles=titles, title_colors=colors,
                              suptitle=f"{title} on {n} {subject.split_name} images (true>predicted confidence; "
                                       "green right, red wrong)")  # fmt: skip
             figures.add(p, f"{title.capitalize()} on the {subject.split_name} split: true and predicted class and the "

@@ -326,7 +326,7 @@ def _actmax(*, run, model, layer, filters, data_root, options, out_dir, echo, **
                         f"{float(am.details['initial'][j]):.3g} -> {float(am.details['final'][j]):.3g}."})  # fmt: skip
     from ..plots import image_grid
 
-    grid = image_grid([i.numpy() for i in imgs], folder / "grid.png", titles=[str(k) for k in targets], cols=min(8, len(targets)),
+    grid = image_grid([i.numpy() for i in imgs], folder / "grid.png", layout="chw", titles=[str(k) for k in targets], cols=min(8, len(targets)),
                       suptitle=f"actmax, {name}: one image per {what}")  # fmt: skip
     figures.append({"path": _rel(run, grid), "caption": f"Activation maximisation of {len(targets)} {what}(s) of {name}, "
                     f"optimised together as one batch."})  # fmt: skip
