@@ -18,11 +18,12 @@ Defaults (pixel basis, Adam lr 0.5, 256 steps, mild transforms) are chosen for t
 convlens models take (28x28, 32x32), by how close they get to a known optimum: a conv1 filter's
 mean output is affine in the image, so its maximum over images in [0, 1] is reached at the image
 that is 1 where the filter's input gradient is positive and 0 elsewhere. On the 16 conv1 filters
-of a trained CSCI-611 net (width 16) the defaults reach a median 0.996 of that optimum (min 0.98)
-and beat every filter's best test image; the Fourier basis at lr 0.05 (Lucent's setting for
-224-pixel images) reached 0.76 (min 0.61) in the same 256 steps: its 1/f scaling slows exactly
-the high frequencies a 3x3 filter wants. Deeper layers too: conv2 and conv3 exceed their best
-test image by 1.7x and 3.0x (median) against 1.0x and 1.1x in the Fourier basis.
+of the benchmarks' trained CSCI-611 net (width 16) the defaults reach a median 0.996 of that
+optimum (min 0.86) and all 16 beat their best test image; the Fourier basis at lr 0.05 (Lucent's
+setting for 224-pixel images) reaches 0.76 (min 0.50) in the same 256 steps, 4 of 16 above the
+best test image: its 1/f scaling slows exactly the high frequencies a 3x3 filter wants. Deeper
+layers too: the defaults put 16 of 16 conv2 and conv3 filters above their best test image
+(median 1.28x and 1.70x its value), the Fourier basis 10 and 6 of 16.
 ``benchmarks/bench_explain_actmax.py --converge`` prints these ratios.
 ``details["objective"]`` holds the objective of every image at every step (steps, N), measured
 on the transformed image the step optimised; ``details["initial"]`` / ``["final"]`` hold it on
