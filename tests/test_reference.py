@@ -195,9 +195,9 @@ def check_per_image(model: nn.Module, x: torch.Tensor, t: torch.Tensor, relu: bo
         assert got.abs().sum() > 0
     assert not torch.allclose(ours["guided"], ours["saliency"]) and not torch.allclose(ours["deconv"], ours["saliency"])
 
-    acts = [n for n, m in model.named_modules() if isinstance(m, ACTS)]
-    cam = GradCAM(model, acts[-1], upsample=False).attribute(x, t)
-    ref = captum.LayerGradCam(model, model.get_submodule(acts[-1])).attribute(x.clone(), target=t, relu_attributions=True)
+    gc = GradCAM(model, upsample=False)  # its default layer: the last conv block's output
+    cam = gc.attribute(x, t)
+    ref = captum.LayerGradCam(model, model.get_submodule(gc.layer)).attribute(x.clone(), target=t, relu_attributions=True)
     torch.testing.assert_close(cam, ref[:, 0], **CLOSE)
 
     h, w = x.shape[2:]
