@@ -111,13 +111,15 @@ def _to_rgb(img, layout: str) -> np.ndarray:
     return (a * 255).round().astype(np.uint8)
 
 
-def _png(images, path: Path, size: int = 48, layout: str = "chw") -> None:
-    """Images side by side, each scaled (nearest neighbour) to ``size`` pixels high."""
+def _png(images, path: Path, size: int = 48, layout: str | list[str] = "chw") -> None:
+    """Images side by side, each scaled (nearest neighbour) to ``size`` pixels high; ``layout``
+    for all images, or one per image."""
     from PIL import Image
 
     tiles = []
-    for img in images:
-        a = _to_rgb(img, layout)
+    layouts = [layout] * len(images) if isinstance(layout, str) else layout
+    for img, lay in zip(images, layouts):
+        a = _to_rgb(img, lay)
         h, w = a.shape[:2]
         tiles.append(np.asarray(Image.fromarray(a).resize((max(1, round(w * size / h)), size), Image.NEAREST)))
     gap = np.full((size, 2, 3), 255, np.uint8)
@@ -417,7 +419,7 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
     probs = logits.detach().softmax(1)
     g = xs.grad.abs().amax(1)
     g = (g / (g.flatten(1).max(1).values[:, None, None] + 1e-9)).numpy()
-    _png(list(x_all[:6].numpy()) + list(g), out / "saliency" / "images.png")
+    _png(list(x_all[:6].numpy()) + list(g), out / "saliency" / "images.png", layout=["chw"] * 6 + ["hw"] * len(g))
     np.savez_compressed(out / "saliency.npz", attributions=g, targets=pred.numpy())
     images = [{**_describe(classes, i, labels[i], probs[i]), "target": int(pred[i])} for i in range(6)]
     write_json(out / "saliency.json", {"analysis": "saliency", "params": {"target": "predicted", "heatmap": {"sign": "absolute", "scale": "per_image"}},
