@@ -76,3 +76,24 @@ def test_first_layer_rgb_composites_of_3x3_filters_keep_their_colour(tmp_path):
     assert pink > 20 and olive > 20
     per = pixels(tmp_path / "analysis" / "filters" / "conv1" / "f0.png")
     assert ((per[..., 0] > 240) & (abs(per[..., 1] - 128) < 8) & (abs(per[..., 2] - 128) < 8)).sum() > 20
+
+
+def test_topk_patches_of_a_3x3_receptive_field_keep_their_colour(tmp_path):
+    from convlens.analyses import TopK
+    from convlens.data import Split
+
+    model = build([{"type": "conv", "out": 1, "kernel": 3, "padding": 1}, "relu",
+                   {"type": "globalpool", "mode": "avg"}, {"type": "linear", "out": "classes"}], (3, 8, 8), 4)  # fmt: skip
+    with torch.no_grad():
+        model.conv1.weight.zero_()
+        model.conv1.bias.zero_()
+        model.conv1.weight[0, 0, 1, 1] = 1.0  # the red of the centre pixel
+    x = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    x[2, 0] = 255  # image 2: pure red
+    x[1, 1] = 200  # image 1: green
+    split = Split(x, torch.arange(4), torch.arange(4))
+    out = TopK(layers=["conv1"], k=1, at="conv")(subject(model.eval(), split, root=tmp_path))
+    f = out["layers"]["conv1"]["filters"][0]
+    assert f["positions"] == [2]
+    a = pixels(tmp_path / "analysis" / "topk" / "conv1" / "f0_patches.png")
+    assert count_red(a) > 50  # the 3x3 patch is drawn red (HWC reading: a white row over black)
