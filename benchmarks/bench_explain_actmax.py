@@ -8,6 +8,15 @@ batched objective rose for every filter.
 
     PYTHONPATH=src python benchmarks/bench_explain_actmax.py                  # conv2 of the fixture
     PYTHONPATH=src python benchmarks/bench_explain_actmax.py --layer conv3 --threads 2
+
+``--converge`` measures how far the optimisation gets instead, for the defaults and for the
+Fourier basis at Lucent's lr 0.05, in the same number of steps (256 unless ``--steps``): on conv1
+the ratio to the analytic optimum (a conv1 filter's mean output is affine in the image, so its
+maximum over images in [0, 1] is the image that is 1 where the input gradient is positive, 0
+elsewhere), and on every ``--converge-layers`` layer the ratio to the best test image's value
+and how many filters beat that image::
+
+    PYTHONPATH=src python benchmarks/bench_explain_actmax.py --converge
 """
 
 from __future__ import annotations
@@ -45,6 +54,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--param", default="fourier", choices=["fourier", "pixel"])
+    ap.add_argument("--converge", action="store_true", help="measure the objective reached, not the time")
+    ap.add_argument("--converge-layers", default="conv1,conv2,conv3", help="layers for --converge")
+    ap.add_argument("--filters", type=int, default=16, help="filters per layer for --converge")
     args = ap.parse_args()
     if args.run is None:
         try:
@@ -66,6 +78,8 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(load_config({"model": {"preset": "csci611"}}).model, (3, 32, 32), 10).eval()
         source = "random init, width 32"
+    if args.converge:
+        return converge(model, source, args)
     n = channel_count(model, args.layer)
     am = ActMax(model, args.layer, steps=args.steps, param=args.param, colour_cov=torch.tensor(CIFAR_COV))
     am.attribute(None, [0])  # warm-up (first-call allocations, FFT plans)
@@ -80,6 +94,44 @@ def main() -> None:
     print(f"  {'one by one (' + str(n) + ' runs)':<30s} {wall_1 / n:14.3f} {cpu_1 / n:13.3f}")
     print(f"  {'batched (one run)':<30s} {wall_b / n:14.3f} {cpu_b / n:13.3f}   {wall_1 / wall_b:5.1f}x wall, "
           f"{cpu_1 / cpu_b:5.1f}x cpu; objective rose for every filter: {rose}")  # fmt: skip
+
+
+def analytic_optimum(am, targets: torch.Tensor) -> torch.Tensor:
+    x = torch.full((len(targets), *am.shape), 0.5, requires_grad=True)
+    (g,) = torch.autograd.grad(am._objective(x, targets).sum(), x)
+    with torch.no_grad():
+        return am._objective((g > 0).float(), targets)
+
+
+def converge(model, source: str, args) -> None:
+    from convlens.data import load_data
+    from convlens.explain import ActMax
+    from convlens.explain.base import channel_count
+    from convlens.run import Run, is_run
+
+    steps = args.steps if "--steps" in sys.argv else 256
+    test = load_data(Run(args.run).config.data).test if is_run(args.run) else None
+    cov = torch.tensor(CIFAR_COV)
+    settings = {"defaults (pixel, lr 0.5)": {}, "fourier, lr 0.05": {"param": "fourier"}}
+    print(f"csci611 ({source}); actmax, {steps} steps, colours decorrelated, default transforms; "
+          f"best image over {len(test) if test is not None else 0} test images")  # fmt: skip
+    for layer in args.converge_layers.split(","):
+        t = torch.arange(min(args.filters, channel_count(model, layer)))
+        probe = ActMax(model, layer, steps=1)
+        best = probe.best_images(test.images, t)[0] if test is not None else None
+        optimum = analytic_optimum(probe, t) if layer == "conv1" else None
+        for name, kw in settings.items():
+            am = ActMax(model, layer, steps=steps, colour_cov=cov, **kw)
+            wall, _, _ = timed(lambda: am.attribute(None, t))
+            final = am.details["final"]
+            line = f"  {layer} {name:<24s} {wall / len(t):6.3f} s/filter"
+            if optimum is not None:
+                r = final / optimum
+                line += f"; / analytic optimum: median {r.median():.3f}, min {r.min():.3f}"
+            if best is not None:
+                r = final / best
+                line += f"; / best test image: median {r.median():.2f}, {int((final > best).sum())}/{len(t)} above it"
+            print(line)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ def main() -> None:
             draw_gallery(images, rows, classes, tmp / f"m{i}.png", "Examples", False)
             t_mosaic.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            plots.image_grid([images[r["position"]].numpy() for r in rows], tmp / f"g{i}.png",
+            plots.image_grid([images[r["position"]].numpy() for r in rows], tmp / f"g{i}.png", layout="chw",
                              titles=[classes[r["pred"]] for r in rows], cols=8, suptitle="Examples")  # fmt: skip
             t_grid.append(time.perf_counter() - t0)
         print(f"gallery of 24 images: mosaic {min(t_mosaic):.2f} s, one subplot per image {min(t_grid):.2f} s "

@@ -104,20 +104,22 @@ def rename_classes(run_dir: Path, names: list[str]) -> None:
 # per-filter figures are many: drawn with Pillow (a few ms each) rather than matplotlib
 
 
-def _to_rgb(img) -> np.ndarray:
-    a = plots.to_display(np.asarray(img))
+def _to_rgb(img, layout: str) -> np.ndarray:
+    a = plots.to_display(np.asarray(img), layout)
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, 2)
     return (a * 255).round().astype(np.uint8)
 
 
-def _png(images, path: Path, size: int = 48) -> None:
-    """Images side by side, each scaled (nearest neighbour) to ``size`` pixels high."""
+def _png(images, path: Path, size: int = 48, layout: str | list[str] = "chw") -> None:
+    """Images side by side, each scaled (nearest neighbour) to ``size`` pixels high; ``layout``
+    for all images, or one per image."""
     from PIL import Image
 
     tiles = []
-    for img in images:
-        a = _to_rgb(img)
+    layouts = [layout] * len(images) if isinstance(layout, str) else layout
+    for img, lay in zip(images, layouts):
+        a = _to_rgb(img, lay)
         h, w = a.shape[:2]
         tiles.append(np.asarray(Image.fromarray(a).resize((max(1, round(w * size / h)), size), Image.NEAREST)))
     gap = np.full((size, 2, 3), 255, np.uint8)
@@ -223,10 +225,10 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
                      "bias": model.get_submodule(c).bias.tolist() if model.get_submodule(c).bias is not None else None,
                      "max_abs": float(flat.abs().max())}  # fmt: skip
         kern = [(w[i].mean(0) - w[i].mean(0).min()) / (w[i].mean(0).max() - w[i].mean(0).min() + 1e-9) for i in range(w.shape[0])]
-        _png([t.numpy() for t in kern], out / "filters" / f"{c}.png", 32)
+        _png([t.numpy() for t in kern], out / "filters" / f"{c}.png", 32, "hw")
         figs.append(_fig(f"analysis/filters/{c}.png", f"{c}: all filters, each on its own scale{tag}", c))
         for i in range(nf_of(w.shape[0])):
-            _png([kern[i].numpy()], out / "filters" / c / f"f{i}.png", 64)
+            _png([kern[i].numpy()], out / "filters" / c / f"f{i}.png", 64, "hw")
             figs.append(_fig(f"analysis/filters/{c}/f{i}.png", f"{c} filter {i}: weights{tag}", c, i))
     write_json(out / "filters.json", {"analysis": "filters", "params": {"layers": None, "scale": "filter", "per_filter": True},
                                       **common, "layers": layers, "scale": "filter", "figures": figs})  # fmt: skip
@@ -417,7 +419,7 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
     probs = logits.detach().softmax(1)
     g = xs.grad.abs().amax(1)
     g = (g / (g.flatten(1).max(1).values[:, None, None] + 1e-9)).numpy()
-    _png(list(x_all[:6].numpy()) + list(g), out / "saliency" / "images.png")
+    _png(list(x_all[:6].numpy()) + list(g), out / "saliency" / "images.png", layout=["chw"] * 6 + ["hw"] * len(g))
     np.savez_compressed(out / "saliency.npz", attributions=g, targets=pred.numpy())
     images = [{**_describe(classes, i, labels[i], probs[i]), "target": int(pred[i])} for i in range(6)]
     write_json(out / "saliency.json", {"analysis": "saliency", "params": {"target": "predicted", "heatmap": {"sign": "absolute", "scale": "per_image"}},

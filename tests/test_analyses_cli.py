@@ -35,6 +35,7 @@ def test_analyze_writes_every_analysis(digits_run, capsys):
     assert (analysis / "topk" / "conv3" / "f15_patches.png").is_file()  # width 4: conv3 has 16 filters
     assert (analysis / "classnorms" / "conv1" / "f0.png").is_file() and (analysis / "classnorms" / "conv3" / "f15.png").is_file()
     assert "stats+classnorms+topk: one pass over 120 test images" in printed
+    assert "data: stratified subset: 120 of " in printed and json.loads((analysis / "errors.json").read_text())["subset"]["n"] == 120
     assert list(json.loads((analysis / "ablate.json").read_text())["rank"]) == ["conv3"]
 
 

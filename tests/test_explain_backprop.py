@@ -129,3 +129,93 @@ def test_bad_input_names_value_and_range():
         GradCAM(m).attribute(torch.rand(2, 1, 8, 8))
     with pytest.raises(ExplainError, match="give a target filter of layer 'conv2' \\(0 to 5\\)"):
         Deconvnet(m, "conv2").attribute(X)
+
+
+# -- activations other than nn.ReLU -----------------------------------------------------------
+
+
+def act_model(act) -> nn.Module:
+    """(normalize ->) conv 3x3 (4 filters) -> activation -> flatten -> linear: the rules by hand are short."""
+    torch.manual_seed(2)
+    return build([{"type": "conv", "out": 4, "kernel": 3, "padding": 1}, act, "flatten",
+                  {"type": "linear", "out": "classes"}], (3, 5, 5), 3).eval()  # fmt: skip
+
+
+def by_hand(m: nn.Module, x: torch.Tensor, t: torch.Tensor, rule: str) -> torch.Tensor:
+    """The documented rule written out: g = the class row of the linear layer, then through the
+    activation (saliency g*f'(z), guided relu(g)*f'(z), deconv relu(g)), then the transposed conv
+    and the input normalisation (x - mean) / std."""
+    _, conv, act, _, fc = m.children()
+    z = conv(m.input(x)).detach().requires_grad_(True)
+    (d,) = torch.autograd.grad(act(z).sum(), z)  # f'(z), element-wise
+    g = fc.weight[t].view(z.shape).detach()
+    g = {"saliency": g * d, "guided": g.clamp(min=0) * d, "deconv": g.clamp(min=0)}[rule]
+    return torch.nn.functional.conv_transpose2d(g, conv.weight.detach(), padding=1) / m.input.std.view(1, -1, 1, 1)
+
+
+ACTS = ["gelu", "silu", "elu", "tanh", {"type": "leaky_relu", "slope": 0.1}, "relu"]
+X5 = torch.rand(3, 3, 5, 5, generator=torch.Generator().manual_seed(3))
+T5 = torch.tensor([0, 2, 1])
+
+
+@pytest.mark.parametrize("act", ACTS, ids=lambda a: a if isinstance(a, str) else a["type"])
+def test_each_rule_follows_its_documented_formula_for_any_elementwise_activation(act):
+    m = act_model(act)
+    for cls, rule in ((Saliency, "saliency"), (GuidedBackprop, "guided"), (Deconvnet, "deconv")):
+        torch.testing.assert_close(cls(m).attribute(X5, T5), by_hand(m, X5, T5, rule), atol=1e-6, rtol=1e-5)
+
+
+def test_guided_deconv_and_saliency_differ_on_a_gelu_net():
+    m = act_model("gelu")
+    a, b, c = (cls(m).attribute(X5, T5) for cls in (Saliency, GuidedBackprop, Deconvnet))
+    assert not torch.allclose(a, b) and not torch.allclose(a, c) and not torch.allclose(b, c)
+
+
+class FunctionalNet(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.block = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1))
+        self.fc = nn.Linear(4 * 25, 3)
+        self.fn = fn
+
+    def forward(self, x):
+        x = self.fn(self.conv1(x))
+        return self.fc(self.block(x).flatten(1))
+
+
+@pytest.mark.parametrize("fn,name", [
+    (torch.nn.functional.relu, "relu"), (lambda x: x.relu(), "relu"), (torch.nn.functional.gelu, "gelu"),
+    (torch.sigmoid, "sigmoid"),
+])  # fmt: skip
+def test_functional_activations_are_refused_by_name(fn, name):
+    m = FunctionalNet(fn).eval()
+    for cls in (GuidedBackprop, Deconvnet):
+        with pytest.raises(ExplainError, match=rf"cannot rewrite the activation {name}\(\) called as a function in "
+                                               r"the model's own forward"):  # fmt: skip
+            cls(m).attribute(X5, T5)
+        assert hook_count(m) == 0
+    assert Saliency(m).attribute(X5, T5).abs().sum() > 0  # the plain gradient needs no rule
+
+
+def test_functional_activation_inside_a_block_names_the_block():
+    class Act(nn.Module):  # a custom module (not an activation module) calling F.gelu
+        def forward(self, x):
+            return torch.nn.functional.gelu(x)
+
+    m = FunctionalNet(nn.Identity()).eval()
+    m.block.append(Act())
+    with pytest.raises(ExplainError, match=r"gelu\(\) called as a function in layer 'block.1'"):
+        GuidedBackprop(m).attribute(X5, T5)
+
+
+def test_activations_without_a_rule_are_refused_by_name():
+    m = act_model("relu")
+    m.fc1 = nn.Sequential(m.fc1, nn.Softmax(1))
+    with pytest.raises(ExplainError, match=r"no rule for the Softmax at layer 'fc1.1'"):
+        GuidedBackprop(m).attribute(X5, T5)
+    m = act_model("relu")
+    m.relu1 = nn.ReLU(inplace=True)
+    with pytest.raises(ExplainError, match=r"in-place ReLU at layer 'relu1'"):
+        Deconvnet(m).attribute(X5, T5)
+    torch.testing.assert_close(GuidedBackprop(m).attribute(X5, T5), GuidedBackprop(act_model("relu")).attribute(X5, T5))

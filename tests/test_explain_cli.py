@@ -85,7 +85,13 @@ def test_actmax_writes_one_image_per_filter(run_dir):
     assert all(f["path"] == f"analysis/actmax/conv2/f{f['filter']}.png" and f["layer"] == "conv2" for f in per_filter)
     assert d["params"]["decorrelate"] and len(d["params"]["colour_covariance"]) == 1  # grayscale: 1x1
     assert all(t["final"] > t["initial"] for t in d["targets"])
-    assert main(["explain", str(run_dir), "--method", "actmax", "--steps", "3", "--filter", "2", "--param", "pixel"]) == 0
+    # the objective reached is stated against the best test image's value, in JSON and captions
+    assert d["params"]["param"] == "pixel" and d["params"]["lr"] == 0.5
+    for t, f in zip(d["targets"], per_filter):
+        best = t["best_image"]
+        assert best["split"] == "test" and best["value"] is not None and 0 <= best["position"]
+        assert "best of " in f["caption"] and f"{best['value']:.3g}" in f["caption"]
+    assert main(["explain", str(run_dir), "--method", "actmax", "--steps", "3", "--filter", "2", "--param", "fourier"]) == 0
     d = _json(run_dir, "actmax")
     assert d["params"]["target_kind"] == "class" and d["figures"][0]["path"] == "analysis/actmax/fc1/f2.png"
 

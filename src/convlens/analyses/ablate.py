@@ -24,8 +24,8 @@ from torch import nn
 
 from ..train.evaluate import summarize_predictions
 from ..trace import Trace, check_filter, get_layer, run_from
-from .base import (ACTIVATIONS, AnalysisError, Analysis, Figures, Subject, block, comma_list, option, register, require_conv,
-                   resolve_layers)  # fmt: skip
+from .base import (ACTIVATIONS, AnalysisError, Analysis, Figures, Subject, block, comma_list, option, per_class,
+                   register, require_conv, resolve_layers)  # fmt: skip
 
 
 def parse_filters(spec: str | dict[str, list[int]] | None) -> dict[str, list[int]] | None:
@@ -201,7 +201,7 @@ def rank_layer(subject: Subject, layer: str) -> dict[str, Any]:
     method = f"effects added at {via[1]}" if via else "rest of the network per filter" if flat else "masked forward per filter"
     n = max(int(totals.sum()), 1)
     acc = correct.sum(1).double() / n
-    per_class = correct.double() / totals.clamp(min=1).double()
+    class_acc = correct.double() / totals.clamp(min=1).double()
     drop = acc[0] - acc[1:]
     order = torch.argsort(drop, descending=True, stable=True)
     return {
@@ -210,7 +210,7 @@ def rank_layer(subject: Subject, layer: str) -> dict[str, Any]:
         "baseline": float(acc[0]),
         "accuracy": acc[1:].tolist(),
         "drop": drop.tolist(),
-        "per_class_drop": (per_class[0] - per_class[1:]).tolist(),
+        "per_class_drop": [per_class(row, totals) for row in (class_acc[0] - class_acc[1:])],
         "order": order.tolist(),
         "seconds": round(seconds, 3),
         "seconds_per_filter": round(seconds / n_filters, 4),
@@ -263,6 +263,9 @@ class Ablate(Analysis):
             after = _logits(subject)
         labels = subject.split.labels
         b, a = summarize_predictions(before, labels, subject.classes), summarize_predictions(after, labels, subject.classes)
+        counts = torch.bincount(labels, minlength=len(subject.classes))
+        for s in (b, a):  # a class without images has no accuracy (not 0)
+            s["per_class_accuracy"] = per_class(s["per_class_accuracy"], counts)
         pb, pa = before.argmax(1), after.argmax(1)
         broken = torch.nonzero((pb == labels) & (pa != labels)).flatten()
         fixed = torch.nonzero((pb != labels) & (pa == labels)).flatten()
@@ -278,7 +281,8 @@ class Ablate(Analysis):
                 "after": {k: a[k] for k in keep},
                 "diff": {
                     "accuracy": a["accuracy"] - b["accuracy"],
-                    "per_class_accuracy": [y - x for x, y in zip(b["per_class_accuracy"], a["per_class_accuracy"])],
+                    "per_class_accuracy": [None if x is None else y - x
+                                           for x, y in zip(b["per_class_accuracy"], a["per_class_accuracy"])],
                     "confusion": (torch.tensor(a["confusion"]) - torch.tensor(b["confusion"])).tolist(),
                 },
                 "changed": {"broken": broken.tolist(), "fixed": fixed.tolist(), "switched": switched.tolist(),
@@ -297,8 +301,9 @@ class Ablate(Analysis):
 
         classes, s = subject.classes, result["set"]
         what = " ".join(f"{k}:{','.join(map(str, v))}" for k, v in s["filters"].items())
-        p = plots.grouped_bars({"before": [100 * v for v in s["before"]["per_class_accuracy"]],
-                                "after": [100 * v for v in s["after"]["per_class_accuracy"]]}, classes,
+        pct = lambda values: [float("nan") if v is None else 100 * v for v in values]  # noqa: E731 (absent: no bar)
+        p = plots.grouped_bars({"before": pct(s["before"]["per_class_accuracy"]),
+                                "after": pct(s["after"]["per_class_accuracy"])}, classes,
                                figures.path("per_class.png"), ylabel="accuracy (%)", ylim=(0, 100),
                                title=f"silencing {what}: {100 * s['before']['accuracy']:.1f}% -> {100 * s['after']['accuracy']:.1f}%")  # fmt: skip
         figures.add(p, f"Per-class {subject.split_name} accuracy before and after silencing {what}")
@@ -316,7 +321,7 @@ class Ablate(Analysis):
             labels = subject.split.labels[shown].tolist()
             titles = [f"{classes[y]}: {classes[int(pb[i])]}>{classes[int(pa[i])]}" for i, y in zip(shown, labels)]
             colors = ["#c44e52" if int(pa[i]) != y else "#2a9d3a" for i, y in zip(shown, labels)]
-            p = plots.mosaic(list(imgs), figures.path("changed.png"), cols=10, titles=titles, title_colors=colors,
+            p = plots.mosaic(list(imgs), figures.path("changed.png"), layout="chw", cols=10, titles=titles, title_colors=colors,
                              suptitle=f"predictions changed by silencing {what} (true: before>after; red: now wrong, "
                                       "green: now right)")  # fmt: skip
             figures.add(p, f"{subject.split_name} images whose prediction changed when silencing {what}: "
@@ -338,7 +343,8 @@ class Ablate(Analysis):
         s = result["set"]
         what = " ".join(f"{k}:{','.join(map(str, v))}" for k, v in s["filters"].items())
         diffs = s["diff"]["per_class_accuracy"]
-        worst = min(range(len(diffs)), key=lambda i: diffs[i]) if diffs else None
+        present = [i for i, d in enumerate(diffs) if d is not None]
+        worst = min(present, key=lambda i: diffs[i]) if present else None
         ch = s["changed"]
         line = f"silencing {what}: {100 * s['before']['accuracy']:.1f}% -> {100 * s['after']['accuracy']:.1f}%"
         if worst is not None:

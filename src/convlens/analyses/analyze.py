@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..runlock import writes_run
-from .base import ANALYSES, Analysis, AnalysisError, Streaming, Subject, inference
+from .base import ANALYSES, Analysis, AnalysisError, Streaming, Subject, inference, subset_note
 from .stream import stream
 
 
@@ -79,6 +79,8 @@ def analyze(run: str | Path | Any, only: Iterable[str] | None = None, *, skip: I
         else:
             a.validate(subject)
             chosen.append(a)
+    if subject.subset:
+        say(f"data: {subset_note(subject.subset)}")
     results: dict[str, dict[str, Any]] = {}
     readers = [a for a in chosen if isinstance(a, Streaming)]
     for a in chosen:

@@ -76,6 +76,36 @@ def comma_ints(text: str) -> list[int]:
 # what an analysis reads
 
 
+def stratified(labels: torch.Tensor, count: int) -> list[int]:
+    """Positions of ``count`` images taking the classes in turn (the first image of each class in
+    split order, then the second, ...), sorted. Every class present gets ``count // classes`` or
+    one more (fewer when it has fewer images). A split stored in class order (CIFAR's test split)
+    has only its first classes in its first N images."""
+    if not len(labels):
+        return []
+    by_class = [torch.nonzero(labels == c).flatten().tolist() for c in range(int(labels.max()) + 1)]
+    out: list[int] = []
+    rank = 0
+    while len(out) < count and any(rank < len(p) for p in by_class):
+        out += [p[rank] for p in by_class if rank < len(p)]
+        rank += 1
+    return sorted(out[:count])
+
+
+def per_class(values: Any, counts: Any) -> list[float | None]:
+    """``values`` per class with None for the classes that have no image (``counts`` 0): an
+    absent class has no accuracy, not an accuracy of 0."""
+    return [float(v) if int(n) > 0 else None for v, n in zip(list(values), list(counts))]
+
+
+def subset_note(subset: dict[str, Any] | None) -> str:
+    """How a subset was drawn, for captions ("" for the whole split)."""
+    if not subset:
+        return ""
+    return (f"{subset['how']} subset: {subset['n']} of {subset['of']} {subset['split']} images, "
+            f"{subset['min_per_class']}-{subset['max_per_class']} per class")  # fmt: skip
+
+
 @dataclass
 class Subject:
     """A model, one data split and where results go.
@@ -94,14 +124,18 @@ class Subject:
     figures: bool = True
     progress: bool | None = None  # None: progress bars only on a terminal
     echo: Callable[[str], None] | None = None
+    subset: dict[str, Any] | None = None  # how ``split`` was drawn from a larger split (from_run's limit)
 
     @classmethod
     def from_run(cls, run: Any, split: str = "test", checkpoint: str = "best", *, limit: int | None = None,
                  data_root: str | None = None, device: str = "cpu", **kwargs: Any) -> Subject:  # fmt: skip
         """The run's trained model and one split of its data (the splits of training).
 
-        ``limit`` keeps the first N images of the split; ``data_root`` points at the data when
-        the run folder's ``data.root`` does not resolve from here (a moved run, another cwd).
+        ``limit`` keeps N images of the split, stratified by class (:func:`stratified`: the first
+        images of each class in turn, so a split stored in class order still gives every class);
+        ``subset`` records how, and every analysis JSON and caption says so. ``data_root`` points
+        at the data when the run folder's ``data.root`` does not resolve from here (a moved run,
+        another cwd).
         """
         from ..data import load_data
         from ..run import Run
@@ -115,7 +149,13 @@ class Subject:
         if limit is not None:
             if limit < 1:
                 raise AnalysisError(f"limit={limit} must be a positive number of images")
-            part = part.take(torch.arange(min(limit, len(part))))
+            if limit < len(part):
+                whole = len(part)
+                part = part.take(stratified(part.labels, limit))
+                per_class = torch.bincount(part.labels, minlength=len(data.classes))
+                kwargs["subset"] = {"how": "stratified", "n": len(part), "of": whole, "split": split,
+                                    "per_class": per_class.tolist(), "min_per_class": int(per_class.min()),
+                                    "max_per_class": int(per_class.max())}  # fmt: skip
         model = run.load_model(checkpoint, device)
         return cls(model, part, list(data.classes), run.path, split, checkpoint, **kwargs)
 
@@ -172,6 +212,9 @@ class Figures(list):
         return self.subject.folder(self.name).joinpath(*parts)
 
     def add(self, path: Path, caption: str, layer: str | None = None, filter: int | None = None) -> None:
+        note = subset_note(self.subject.subset)
+        if note:
+            caption = f"{caption} [{note}]"
         entry: dict[str, Any] = {"path": self.subject.rel(path), "caption": caption}
         if layer is not None:
             entry["layer"] = layer
@@ -343,6 +386,7 @@ class Analysis:
             "split": subject.split_name,
             "checkpoint": subject.checkpoint,
             "n_images": len(subject.split),
+            "subset": subject.subset,
             "seconds": round(seconds, 3),
             **result,
         }

@@ -10,6 +10,9 @@ map sizes compare). Per filter: the variance of these class means, their coeffic
 (mu_max: the preferred class's mean; mu_rest: the mean of the other classes): 0 when every class
 excites the filter equally, 1 when only one class does. Filters are ranked by SI, leaving out
 the nearly silent ones (a dead filter that fires a few times on one class scores 1 for nothing).
+A class without images in the split has no mean (null); with fewer than two classes present,
+the variance, coefficient of variation, selectivity and preferred class are null too (they
+compare classes), and no filter is ranked.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ def selectivity(means: torch.Tensor) -> torch.Tensor:
     rest = (means.sum(1) - top) / max(c - 1, 1)
     total = top + rest
     return torch.where(total > 0, (top - rest) / total.clamp(min=1e-30), torch.zeros_like(total))
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None or value != value else format(value, spec)
 
 
 @register
@@ -98,6 +105,8 @@ class ClassNorms(Streaming):
             si = selectivity(valid)
             pref_idx = torch.nonzero(seen).flatten()[valid.argmax(1)]
             quiet = overall < self.min_response * overall.mean()
+            if int(seen.sum()) < 2:  # nothing to compare: the class statistics are undefined
+                var = cv = si = torch.full_like(overall, torch.nan)
             layers[layer] = {
                 "measured_at": self._probe[layer],
                 "channels": means.shape[0],
@@ -106,11 +115,11 @@ class ClassNorms(Streaming):
                 "variance": var.tolist(),
                 "cv": cv.tolist(),
                 "selectivity": si.tolist(),
-                "preferred_class": [classes[int(i)] for i in pref_idx],
+                "preferred_class": [classes[int(i)] if int(seen.sum()) > 1 else None for i in pref_idx],
                 "quiet": torch.nonzero(quiet).flatten().tolist(),
                 "quiet_threshold": float(self.min_response * overall.mean()),
             }
-            order = [int(f) for f in torch.argsort(si, descending=True, stable=True) if not quiet[f]]
+            order = [int(f) for f in torch.argsort(si, descending=True, stable=True) if not quiet[f] and not si[f].isnan()]
             layers[layer]["experts"] = order[: self.experts]
             ranking += [{"layer": layer, "filter": f, "selectivity": float(si[f]), "class": classes[int(pref_idx[f])],
                          "cv": float(cv[f])} for f in order]  # fmt: skip
@@ -138,14 +147,15 @@ class ClassNorms(Streaming):
         for layer in bar_layers:
             info = layers[layer]
             for f, values in enumerate(info["class_means"]):
-                pref = classes.index(info["preferred_class"][f])
-                p = plots.bars([0.0 if v is None or v != v else v for v in values], classes, figures.path(layer, f"f{f}.png"),
-                               title=f"{layer} filter {f}: var {info['variance'][f]:.3g}, SI {info['selectivity'][f]:.2f}"
-                                     + (" (nearly silent)" if f in info["quiet"] else ""),
+                pref = None if info["preferred_class"][f] is None else classes.index(info["preferred_class"][f])
+                var, si = _fmt(info["variance"][f], ".3g"), _fmt(info["selectivity"][f], ".2f")
+                # an absent class (NaN) gets no bar, not a bar of height 0
+                p = plots.bars([math.nan if v is None else v for v in values], classes, figures.path(layer, f"f{f}.png"),
+                               title=f"{layer} filter {f}: var {var}, SI {si}" + (" (nearly silent)" if f in info["quiet"] else ""),
                                ylabel=f"mean {norm} norm", highlight=pref)  # fmt: skip
                 figures.add(p, f"{layer} filter {f}: average {norm} norm of its feature map ({info['measured_at']}) per "
-                               f"class; variance across classes {info['variance'][f]:.3g}, selectivity "
-                               f"{info['selectivity'][f]:.2f}, preferred class {classes[pref]} (orange)", layer, f)  # fmt: skip
+                               f"class; variance across classes {var}, selectivity {si}, preferred class "
+                               f"{classes[pref] if pref is not None else 'n/a'} (orange)", layer, f)  # fmt: skip
         for layer, info in layers.items():
             rel = torch.tensor([[math.nan if v is None else v for v in row] for row in info["class_means"]], dtype=torch.float64)
             rel = rel / rel.nanmean(1, keepdim=True).clamp(min=1e-30)
@@ -163,9 +173,13 @@ class ClassNorms(Streaming):
     def lines(self, result: dict[str, Any]) -> list[str]:
         out = []
         for layer, info in result["layers"].items():
-            si = info["selectivity"]
+            si = [v for v in info["selectivity"] if v is not None and v == v]
+            if not si:
+                out.append(f"{layer}: fewer than two classes in the split: no selectivity or variance across classes")
+                continue
+            var = [v for v in info["variance"] if v is not None and v == v]
             out.append(f"{layer}: median selectivity {sorted(si)[len(si) // 2]:.2f}, mean variance across classes "
-                       f"{sum(info['variance']) / len(si):.3g}")  # fmt: skip
+                       f"{sum(var) / len(var):.3g}")  # fmt: skip
         top = ", ".join(f"{e['layer']} f{e['filter']} ({e['class']}, SI {e['selectivity']:.2f})" for e in result["experts"][:5])
         if top:
             out.append(f"experts: {top}")

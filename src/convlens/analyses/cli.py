@@ -50,7 +50,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="data split: test, val or train (default test)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--batch-size", type=int, default=256, help="images per batch; changes speed and memory, not results")
-    p.add_argument("--limit", type=int, metavar="N", help="use only the first N images of the split")
+    p.add_argument("--limit", type=int, metavar="N", help="use N images of the split, stratified by class (the first images of each class in turn)")
     p.add_argument("--data-root", metavar="PATH", help="where the run's data set is, if its data.root does not resolve from here")
     p.add_argument("--no-figures", action="store_true", help="write the numbers only")
     p.add_argument("--device", default="cpu")

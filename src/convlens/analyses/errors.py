@@ -13,18 +13,7 @@ from typing import Any
 import torch
 
 from ..train.evaluate import summarize_predictions
-from .base import Analysis, AnalysisError, Figures, Subject, option, register
-
-
-def spread(labels: torch.Tensor, count: int) -> list[int]:
-    """Positions of ``count`` images taking the classes in turn (the first of each, then the second...)."""
-    by_class = [torch.nonzero(labels == c).flatten().tolist() for c in range(int(labels.max()) + 1)] if len(labels) else []
-    out: list[int] = []
-    rank = 0
-    while len(out) < count and any(rank < len(p) for p in by_class):
-        out += [p[rank] for p in by_class if rank < len(p)]
-        rank += 1
-    return sorted(out[:count])
+from .base import Analysis, AnalysisError, Figures, Subject, option, per_class, register, stratified
 
 
 @register
@@ -64,12 +53,12 @@ class Errors(Analysis):
         confused = [{"true": classes[t], "predicted": classes[p], "count": n} for n, t, p in pairs[:10] if n > 0]
         result = {
             "accuracy": summary["accuracy"],
-            "per_class_accuracy": summary["per_class_accuracy"],
+            "per_class_accuracy": per_class(summary["per_class_accuracy"], torch.tensor(summary["confusion"]).sum(1)),
             "confusion": summary["confusion"],
             "prediction_counts": summary["prediction_counts"],
             "classes": classes,
             "n_wrong": len(wrong),
-            "examples": [row(p) for p in spread(labels, self.examples)],
+            "examples": [row(p) for p in stratified(labels, self.examples)],
             "mistakes": [row(int(p)) for p in worst],
             "confused_pairs": confused,
         }
@@ -90,7 +79,7 @@ class Errors(Analysis):
             imgs = subject.split.images[[r["position"] for r in rows]].float().div(255).numpy()
             titles = [f"{r['label']}>{r['predicted']} {r['confidence']:.2f}" for r in rows]
             colors = ["#2a9d3a" if r["correct"] else "#c44e52" for r in rows]
-            p = plots.mosaic(list(imgs), figures.path(f"{key}.png"), cols=10, titles=titles, title_colors=colors,
+            p = plots.mosaic(list(imgs), figures.path(f"{key}.png"), layout="chw", cols=10, titles=titles, title_colors=colors,
                              suptitle=f"{title} on {n} {subject.split_name} images (true>predicted confidence; "
                                       "green right, red wrong)")  # fmt: skip
             figures.add(p, f"{title.capitalize()} on the {subject.split_name} split: true and predicted class and the "

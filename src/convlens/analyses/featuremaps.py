@@ -131,7 +131,7 @@ class FeatureMaps(Analysis):
                 top = float(m.abs().max()) or 1.0
                 lo, hi = (-top, top) if diverging else (0.0, top)
                 p = plots.image_with_maps(c["image"].numpy(), list(m.numpy()), figures.path(layer, f"{c['tag']}_{kind}.png"),
-                                          titles=[f"f{j}" for j in range(n)], vmin=lo, vmax=hi, cmap=cmap,
+                                          layout="chw", titles=[f"f{j}" for j in range(n)], vmin=lo, vmax=hi, cmap=cmap,
                                           suptitle=f"{layer}, output of {module}: {who}; {shown}, one shared scale",
                                           colorbar=f"{module} output")  # fmt: skip
                 when = "before the activation" if kind == "pre" else "after the activation"

@@ -159,7 +159,7 @@ class TopK(Streaming):
                 imgs = images[pos].float().div(255).numpy()
                 titles = [f"{classes[c]} {s:.3g}" for c, s in zip(fi["labels"], fi["scores"])]
                 where = f"{self.score} of {info['measured_at']}"
-                p = plots.mosaic(list(imgs), figures.path(layer, f"f{f}.png"), cols=10, titles=titles,
+                p = plots.mosaic(list(imgs), figures.path(layer, f"f{f}.png"), layout="chw", cols=10, titles=titles,
                                  boxes=[tuple(w) for w in fi["windows"]] if fi["windows"] else None,
                                  suptitle=f"{layer} filter {f}: top {len(pos)} {subject.split_name} images ({where}); "
                                           "box: receptive field of the maximum")  # fmt: skip
@@ -168,7 +168,8 @@ class TopK(Streaming):
                 if rf is None:
                     continue
                 patches = [patch(imgs[n], rf, *ij) for n, ij in enumerate(fi["locations"])]
-                p = plots.mosaic(patches, figures.path(layer, f"f{f}_patches.png"), cols=10, tile_inches=0.6,
+                p = plots.mosaic(patches, figures.path(layer, f"f{f}_patches.png"), layout="chw", cols=10,
+                                 tile_inches=0.6,
                                  titles=[classes[c] for c in fi["labels"]],
                                  suptitle=f"{layer} filter {f}: {rf.size}x{rf.size} input patches under the maximum")  # fmt: skip
                 figures.add(p, f"{layer} filter {f}: the {rf.size}x{rf.size} input patch (receptive field) under the "
@@ -178,7 +179,8 @@ class TopK(Streaming):
                     overview += patches[:per_row] + [np.ones_like(patches[0])] * (8 - per_row)
                     labels.append(f"f{f}")
             if overview:
-                p = plots.mosaic(overview, figures.path(f"{layer}.png"), cols=8, row_labels=labels, tile_inches=0.45,
+                p = plots.mosaic(overview, figures.path(f"{layer}.png"), layout="chw", cols=8, row_labels=labels,
+                                 tile_inches=0.45,
                                  suptitle=f"{layer}: top patches per filter (rows; first {len(labels)} filters)")  # fmt: skip
                 figures.add(p, f"{layer}: the receptive-field patches of the top images of each filter, one row per filter", layer)
 

@@ -74,8 +74,9 @@ def add_commands(sub) -> None:
     g.add_argument("--naive", action="store_true", help="recompute whole images (no incremental inference)")
     g = p.add_argument_group("actmax")
     g.add_argument("--steps", type=int, default=256)
-    g.add_argument("--lr", type=float, default=0.05)
-    g.add_argument("--param", choices=["fourier", "pixel"], default="fourier")
+    g.add_argument("--lr", type=float, help="Adam step size (default: 0.5 for pixel, 0.05 for fourier)")
+    g.add_argument("--param", choices=["pixel", "fourier"], default="pixel",
+                   help="image basis (default pixel: it converges on small images; see README)")
     g.add_argument("--no-decorrelate", action="store_true", help="do not decorrelate colours with the data's covariance")
     g.add_argument("--jitter", type=float, help="random shift in pixels per step (default: 1 per 16 pixels of image)")
     g.add_argument("--zoom", type=float, nargs=2, metavar=("LOW", "HIGH"), help="random scale range (default 0.95 1.05)")

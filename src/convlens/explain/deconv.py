@@ -2,7 +2,8 @@
 
 A filter's strongest activation in an image is kept alone (every other activation of the layer
 set to zero) and sent back down to pixel space: through each ReLU by rectifying the signal coming
-down (the "ReLU rule", which ignores where the forward input was negative), through each
+down (the "ReLU rule", which ignores where the forward input was negative; every element-wise
+activation gets this rule, see :mod:`.backprop`), through each
 max-pool by the forward pass's switches (the winning position of each pooling region), through
 each convolution by its transposed filters. See :mod:`.backprop` for how this is done with
 autograd and for class targets.

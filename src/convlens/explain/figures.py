@@ -3,7 +3,7 @@
 Every function takes arrays already normalised by :func:`.heatmap.normalize_heatmaps` plus the
 :class:`.heatmap.HeatmapScale` it returned, and prints the scale's label on the figure, so no
 figure leaves out how its colours were scaled. matplotlib comes through :func:`convlens.plots.pyplot`
-(lazy, Agg).
+(lazy, Agg). Images and signals are (C, H, W), as the methods return them; heat maps (H, W).
 """
 
 from __future__ import annotations
@@ -21,21 +21,20 @@ DIVERGING = "RdBu_r"
 
 
 def _show_image(ax, img: np.ndarray) -> None:
-    a = to_display(img)
+    a = to_display(img, "chw")
     ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
 
 
 def _show_heat(ax, heat: np.ndarray, signed: bool, image: np.ndarray | None = None, extent=None, alpha: float = 0.6):
     if image is not None:
-        a = to_display(image)
+        a = to_display(image, "chw")
         gray = a if a.ndim == 2 else a.mean(-1)
         ax.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     im = ax.imshow(heat, cmap=DIVERGING if signed else HEAT, vmin=-1 if signed else 0, vmax=1,
                    alpha=alpha if image is not None else 1.0, interpolation="nearest", extent=extent)  # fmt: skip
     if extent is not None:
-        h, w = (image.shape[-2:] if image is not None and image.ndim == 3 and image.shape[0] in (1, 3)
-                else heat.shape)  # fmt: skip
+        h, w = image.shape[-2:] if image is not None else heat.shape
         ax.set_xlim(-0.5, w - 0.5)
         ax.set_ylim(h - 0.5, -0.5)
     ax.axis("off")

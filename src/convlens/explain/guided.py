@@ -1,5 +1,7 @@
 """Guided backpropagation (Springenberg et al. 2015): a ReLU passes back only positive gradient,
-and only where its input was positive. See :mod:`.backprop` for targets and layers."""
+and only where its input was positive; any other element-wise activation passes back the
+positive gradient times its own derivative. See :mod:`.backprop` for the rules, targets and
+layers."""
 
 from __future__ import annotations
 

@@ -5,6 +5,9 @@ An image is not optimised pixel by pixel in [0, 1] directly: it is ``sigmoid(col
 root of the data set's own colour covariance (``colour_matrix``). Optimising in decorrelated
 colour and frequency space spreads the gradient's energy evenly, which on natural images gives
 far less high-frequency noise than raw pixels (Olah et al., "Feature Visualization", 2017).
+At the small sizes convlens models take, though, the Fourier basis's 1/f scaling mostly slows
+the high frequencies small filters want: the pixel basis is the default (see :mod:`.actmax`
+for the measurement).
 
 Transforms (jitter, scale, rotate) are drawn per image and step and applied in one batched
 ``grid_sample``; they make the result robust instead of an adversarial pattern. Sizes stay the

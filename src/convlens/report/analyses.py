@@ -459,12 +459,14 @@ def actmax_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
             continue
         idx = t.get("filter")
         first = class_name(classes, idx) if kind == "class" else filter_link(layer, idx)
-        rows.append([first, t.get("initial"), t.get("final")])
+        best = t.get("best_image") if isinstance(t.get("best_image"), dict) else {}
+        rows.append([first, t.get("initial"), t.get("final"), best.get("value", "")])
     if not rows:
         return []
     head = "class" if kind == "class" else f"{layer} filter"
-    return [Table([head, "objective at the start", "objective at the end"], rows,
-                  f"Objective of each {kind} before and after the optimisation", collapsed=len(rows) > 16)]  # fmt: skip
+    return [Table([head, "objective at the start", "objective at the end", "best data-set image"], rows,
+                  f"Objective of each {kind} before and after the optimisation, and the best value an image of "
+                  "the split reaches", collapsed=len(rows) > 16)]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------

@@ -95,8 +95,8 @@ def mosaic(images: list[np.ndarray], cols: int, pad: int = 2, min_side: int = 32
     side and the row pitch. One ``imshow`` of a mosaic draws several times faster than one subplot
     per image."""
     tiles = []
-    for img in images:
-        a = plots.to_display(img)
+    for img in images:  # dataset images, (C, H, W)
+        a = plots.to_display(img, "chw")
         if a.ndim == 2:
             a = np.repeat(a[..., None], 3, 2)
         k = max(1, -(-min_side // a.shape[0]))

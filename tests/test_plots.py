@@ -1,0 +1,99 @@
+"""Images are drawn in the layout they are stated to have: pixels of the drawn PNG are checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from convlens import plots
+from convlens.analyses import Filters
+from convlens.models import build
+
+from analyses_models import random_split, subject
+
+RED = np.zeros((3, 3, 3), dtype=np.float32)
+RED[0] = 1.0  # (C, H, W): the red channel full, green and blue empty
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int32)
+
+
+def count_red(a: np.ndarray) -> int:
+    return int(((a[..., 0] > 200) & (a[..., 1] < 60) & (a[..., 2] < 60)).sum())
+
+
+def test_a_3x3_chw_patch_is_shown_in_its_colour():
+    a = plots.to_display(RED, "chw")
+    assert a.shape == (3, 3, 3)
+    np.testing.assert_array_equal(a[..., 0], 1)
+    np.testing.assert_array_equal(a[..., 1:], 0)
+    np.testing.assert_array_equal(plots.to_display(RED.transpose(1, 2, 0), "hwc"), a)
+
+
+def test_a_one_channel_patch_is_grey_not_a_strip():
+    g = np.linspace(0, 1, 9, dtype=np.float32).reshape(1, 3, 3)
+    a = plots.to_display(g, "chw")
+    assert a.shape == (3, 3)
+    np.testing.assert_allclose(a, g[0])
+    u8 = (np.arange(9, dtype=np.uint8) * 30).reshape(3, 3)
+    np.testing.assert_allclose(plots.to_display(u8, "hw"), u8 / 255)
+
+
+def test_layout_must_fit_the_array():
+    with pytest.raises(ValueError, match="layout 'hw' has 2 dimensions"):
+        plots.to_display(RED, "hw")
+    with pytest.raises(ValueError, match="1 or 3 channels, not 4"):
+        plots.to_display(np.zeros((4, 3, 3)), "chw")
+    with pytest.raises(ValueError, match="not one of"):
+        plots.to_display(RED, "auto")
+
+
+def test_mosaic_and_grid_draw_a_red_chw_patch_red(tmp_path):
+    m = plots.mosaic([RED, RED], tmp_path / "m.png", layout="chw", cols=2, tile_inches=0.5)
+    g = plots.image_grid([RED], tmp_path / "g.png", layout="chw", cols=1)
+    for path in (m, g):
+        a = pixels(path)
+        assert count_red(a) > 100  # the tiles are drawn red ...
+        assert not ((a.sum(-1) < 30).sum() > 50)  # ... and not black, as an HWC reading gives
+
+
+def test_first_layer_rgb_composites_of_3x3_filters_keep_their_colour(tmp_path):
+    model = build([{"type": "conv", "out": 2, "kernel": 3, "padding": 1}, "relu",
+                   {"type": "globalpool", "mode": "avg"}, {"type": "linear", "out": "classes"}], (3, 8, 8), 4)  # fmt: skip
+    with torch.no_grad():
+        model.conv1.weight.zero_()
+        model.conv1.weight[0, 0] = 1.0  # filter 0: pure red (all other weights 0, drawn grey)
+        model.conv1.weight[1, 2] = -1.0  # filter 1: minus blue -> drawn (0.5, 0.5, 0): olive
+    s = subject(model, random_split(8), root=tmp_path)
+    Filters(layers=["conv1"], scale="shared")(s)
+    a = pixels(tmp_path / "analysis" / "filters" / "conv1.png")
+    # filter 0: red channel white (1.0), green and blue grey (0.5): (255, 128, 128)
+    pink = ((a[..., 0] > 240) & (abs(a[..., 1] - 128) < 8) & (abs(a[..., 2] - 128) < 8)).sum()
+    olive = ((abs(a[..., 0] - 128) < 8) & (abs(a[..., 1] - 128) < 8) & (a[..., 2] < 15)).sum()
+    assert pink > 20 and olive > 20
+    per = pixels(tmp_path / "analysis" / "filters" / "conv1" / "f0.png")
+    assert ((per[..., 0] > 240) & (abs(per[..., 1] - 128) < 8) & (abs(per[..., 2] - 128) < 8)).sum() > 20
+
+
+def test_topk_patches_of_a_3x3_receptive_field_keep_their_colour(tmp_path):
+    from convlens.analyses import TopK
+    from convlens.data import Split
+
+    model = build([{"type": "conv", "out": 1, "kernel": 3, "padding": 1}, "relu",
+                   {"type": "globalpool", "mode": "avg"}, {"type": "linear", "out": "classes"}], (3, 8, 8), 4)  # fmt: skip
+    with torch.no_grad():
+        model.conv1.weight.zero_()
+        model.conv1.bias.zero_()
+        model.conv1.weight[0, 0, 1, 1] = 1.0  # the red of the centre pixel
+    x = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    x[2, 0] = 255  # image 2: pure red
+    x[1, 1] = 200  # image 1: green
+    split = Split(x, torch.arange(4), torch.arange(4))
+    out = TopK(layers=["conv1"], k=1, at="conv")(subject(model.eval(), split, root=tmp_path))
+    f = out["layers"]["conv1"]["filters"][0]
+    assert f["positions"] == [2]
+    a = pixels(tmp_path / "analysis" / "topk" / "conv1" / "f0_patches.png")
+    assert count_red(a) > 50  # the 3x3 patch is drawn red (HWC reading: a white row over black)
