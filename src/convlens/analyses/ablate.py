@@ -42,7 +42,10 @@ def parse_filters(spec: str | dict[str, list[int]] | None) -> dict[str, list[int
             try:
                 rng = range(int(lo), int(hi) + 1) if dash else [int(lo)]
             except ValueError:
-                raise AnalysisError(f"ablate: {item!r} in {part!r} is not a filter index or range I-J") from None
+                raise AnalysisError(f"ablate: {item!r} in {part!r} is not a filter index or range I-J; "
+                                    "filters are numbered from 0") from None  # fmt: skip
+            if not rng:
+                raise AnalysisError(f"ablate: range {item!r} in {part!r} is empty; write the lower index first")
             out.setdefault(layer, []).extend(rng)
     return {k: sorted(set(v)) for k, v in out.items()}
 

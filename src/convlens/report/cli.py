@@ -8,8 +8,11 @@ import time
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from ..cli import check_out, check_writable
     from . import build_report
 
+    check_out(args.out, kind="file")
+    check_writable(args.path)  # figures are drawn into RUN/report/ wherever the page goes
     t0 = time.perf_counter()
     out = build_report(args.path, args.out, echo=print)
     print(f"report: {out}  ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")

@@ -27,4 +27,8 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated or foreign files raise many different types
-        raise RunError(f"cannot read checkpoint {path}: {exc}") from None
+        # torch's own text runs over many lines and suggests weights_only=False, which would let
+        # a foreign file run code: keep its last line, the reason
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and "torch.load" not in ln]
+        why = lines[-1] if lines else type(exc).__name__
+        raise RunError(f"cannot read checkpoint {path}: not a convlens checkpoint, or damaged ({why})") from None
