@@ -30,5 +30,5 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         # torch's own text runs over many lines and suggests weights_only=False, which would let
         # a foreign file run code: keep its last line, the reason
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and "torch.load" not in ln]
-        why = lines[-1] if lines else type(exc).__name__
+        why = lines[-1].split(". ")[0].rstrip(".") if lines else type(exc).__name__
         raise RunError(f"cannot read checkpoint {path}: not a convlens checkpoint, or damaged ({why})") from None
