@@ -35,7 +35,7 @@ def parse_filters(spec: str | dict[str, list[int]] | None) -> dict[str, list[int
     out: dict[str, list[int]] = {}
     for part in spec.replace(";", " ").split():
         layer, sep, idx = part.partition(":")
-        if not sep or not idx:
+        if not sep or not idx or not layer:
             raise AnalysisError(f"ablate: cannot read filters {part!r}; write LAYER:I,J,K-L, e.g. conv2:0,3,5-7")
         for item in idx.split(","):
             lo, dash, hi = item.partition("-")
