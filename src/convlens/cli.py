@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("demo", help="train, analyse and explain a small CNN on the bundled digits, then write its report "
-                                    "(offline, about a minute)")  # fmt: skip
+                                    "(offline, a few minutes on 2 cores)")  # fmt: skip
     p.add_argument("--out", help="run folder (default: runs/demo-<time>)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
     p.set_defaults(func=cmd_demo)
