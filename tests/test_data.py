@@ -243,9 +243,10 @@ def test_real_cifar_loads_and_caches(monkeypatch):
     def decoded_again(*a, **k):
         raise AssertionError("the second load decoded the images instead of reading the cache")
 
-    for reader in ("_from_tree", "_read_batches_archive", "_read_batches_dir"):
-        monkeypatch.setattr(cifar, reader, decoded_again)
-    d = load_data(cfg)
+    with monkeypatch.context() as mp:
+        for reader in ("_from_tree", "_read_batches_archive", "_read_batches_dir"):
+            mp.setattr(cifar, reader, decoded_again)
+        d = load_data(cfg)
     assert d.classes == cifar.CLASSES and len(d.train) + len(d.val) == 50000 and len(d.test) == 10000
     assert d.mean == pytest.approx([0.4915, 0.4822, 0.4469], abs=2e-3)
     gray = load_data(data_cfg(name="cifar10", root=str(CIFAR_TAR), grayscale=True, resize=28, test_subset=100))

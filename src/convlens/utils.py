@@ -87,9 +87,9 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a hand-edited or cut-short file
-        from .errors import RunError
+        from .errors import DamagedFileError
 
-        raise RunError(f"{path} is not valid JSON ({exc}); restore it or write it again") from None
+        raise DamagedFileError(f"{path} is not valid JSON ({exc}); restore it or write it again") from None
 
 
 def usable_cores() -> int:
