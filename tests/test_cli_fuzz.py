@@ -310,7 +310,7 @@ def test_bad_paths_and_damaged_files(world, case):
 
 @st.composite
 def bad_misc(draw) -> tuple[list[str], str]:
-    kind = draw(st.sampled_from(["preset", "input", "classes", "datasets", "workers", "mode", "command"]))
+    kind = draw(st.sampled_from(["preset", "input", "classes", "datasets", "workers", "mode", "demo", "command"]))
     if kind == "preset":
         bad = draw(name)
         return ["models", bad], f"'{bad}'"
@@ -330,6 +330,11 @@ def bad_misc(draw) -> tuple[list[str], str]:
         args, flag = draw(st.sampled_from([(["--threads", "2"], "--threads"), (["--by", "seed"], "--by"),
                                            (["{W}/extra"], "extra")]))  # fmt: skip
         return ["sweep", "{W}/sweep.yaml", *args, "--out", "{W}/new"], flag
+    if kind == "demo":
+        if draw(st.booleans()):
+            return ["demo", "--out", "{W}/a_file"], "a_file is a file"
+        n = draw(st.integers(max_value=0))
+        return ["demo", "--epochs", str(n), "--out", "{W}/new"], f"--epochs {n}"
     bad = draw(name)
     return [bad], bad
 

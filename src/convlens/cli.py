@@ -44,7 +44,7 @@ def check_out(path: str | None, flag: str = "--out", kind: str = "folder") -> No
         return
     p = Path(path)
     if kind == "folder" and p.exists() and not p.is_dir():
-        raise ConvlensError(f"{flag} {path} is a file; give a folder (new, or a run folder to continue)")
+        raise ConvlensError(f"{flag} {path} is a file; give a folder")
     if kind == "file" and p.is_dir():
         raise ConvlensError(f"{flag} {path} is a folder; give the file to write, e.g. {p / 'report.html'}")
     for parent in p.absolute().parents:
@@ -71,7 +71,8 @@ def check_writable(folder: str | Path) -> None:
 def os_error_line(exc: OSError) -> str:
     """``cannot write RUN/x: Permission denied``: the path and the system's reason, no traceback."""
     path = exc.filename2 if exc.filename2 is not None else exc.filename
-    verb = "read" if exc.errno == errno.ENOENT else "write"
+    unreadable = path is not None and os.path.isfile(path) and not os.access(path, os.R_OK)
+    verb = "read" if exc.errno == errno.ENOENT or unreadable else "write"
     reason = exc.strerror or str(exc)
     return f"cannot {verb} {path}: {reason}" if path is not None else reason
 
@@ -144,6 +145,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    check_out(args.out)
+    if args.epochs is not None and args.epochs < 1:
+        raise ConvlensError(f"--epochs {args.epochs} is out of range; allowed: 1 or more")
     path = run_demo(args.out, args.epochs, echo=_echo)
     print(f"demo run folder: {path}")
     return 0
