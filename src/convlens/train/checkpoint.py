@@ -7,6 +7,7 @@ travels inside every checkpoint, next to the weights.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     if not path.is_file():
         raise RunError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a foreign file also draws a warning; the error below says it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated or foreign files raise many different types
         # torch's own text runs over many lines and suggests weights_only=False, which would let
         # a foreign file run code: keep its last line, the reason
