@@ -7,8 +7,12 @@ package, listed in ``PLUGINS``; a command's handler is stored as the parser defa
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 from . import __version__
 from .errors import ConvlensError
@@ -26,6 +30,53 @@ def _echo(msg: str) -> None:
     print(msg, flush=True)
 
 
+class Parser(argparse.ArgumentParser):
+    """Every mistake on the command line is one ``error:`` line (exit 2), like the API's errors."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def check_out(path: str | None, flag: str = "--out", kind: str = "folder") -> None:
+    """Refuse an output path that cannot be created: a file where a folder is wanted, a folder where
+    a file is wanted, or a file standing where a parent folder should be."""
+    if path is None:
+        return
+    p = Path(path)
+    if kind == "folder" and p.exists() and not p.is_dir():
+        raise ConvlensError(f"{flag} {path} is a file; give a folder")
+    if kind == "file" and p.is_dir():
+        raise ConvlensError(f"{flag} {path} is a folder; give the file to write, e.g. {p / 'report.html'}")
+    for parent in p.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConvlensError(f"{flag} {path}: {parent} is a file, so no folder can be created inside it")
+            break
+
+
+def check_writable(folder: str | Path) -> None:
+    """Fail before a long computation when the results could not be written into ``folder``: the
+    write is tried, since permission bits do not tell (root ignores them, read-only mounts do not)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return  # the command's own check names what is missing
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".convlens-write-test.", dir=folder)
+    except OSError as exc:
+        raise ConvlensError(f"cannot write {folder}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def os_error_line(exc: OSError) -> str:
+    """``cannot write RUN/x: Permission denied``: the path and the system's reason, no traceback."""
+    path = exc.filename2 if exc.filename2 is not None else exc.filename
+    unreadable = path is not None and os.path.isfile(path) and not os.access(path, os.R_OK)
+    verb = "read" if exc.errno == errno.ENOENT or unreadable else "write"
+    reason = exc.strerror or str(exc)
+    return f"cannot {verb} {path}: {reason}" if path is not None else reason
+
+
 # ----------------------------------------------------------------------------------------------
 # foundation commands
 
@@ -37,6 +88,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConvlensError("give either CONFIG or --resume RUN, not both")
     if not args.resume and not args.config:
         raise ConvlensError("give a CONFIG file to train from, or --resume RUN to continue a run")
+    check_out(args.out)
+    if args.resume:
+        check_writable(args.resume)
     run = train(args.config, args.out, resume=args.resume, overrides=args.set, echo=_echo)
     status = run.status
     print(f"run folder: {run.path}  (status: {status.get('status')})")
@@ -46,6 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .train import evaluate_run
 
+    check_writable(args.run)
     evaluate_run(args.run, args.checkpoint, args.tta, echo=_echo)
     return 0
 
@@ -64,6 +119,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .models import PRESETS, build_model, summarize, totals
     from .models.summary import format_table
 
+    if args.classes < 1:
+        raise ConvlensError(f"--classes {args.classes} is out of range; allowed: 1 or more")
+    if args.input and min(args.input) < 1:
+        raise ConvlensError(f"--input {' '.join(map(str, args.input))} is out of range; allowed: C H W of 1 or more each")
     if args.name:
         if args.name not in PRESETS:
             raise ConvlensError(f"unknown preset {args.name!r}; allowed: {', '.join(sorted(PRESETS))}")
@@ -86,6 +145,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    check_out(args.out)
+    if args.epochs is not None and args.epochs < 1:
+        raise ConvlensError(f"--epochs {args.epochs} is out of range; allowed: 1 or more")
     path = run_demo(args.out, args.epochs, echo=_echo)
     print(f"demo run folder: {path}")
     return 0
@@ -95,7 +157,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="convlens",
         description="Train convolutional and recurrent image classifiers, sweep them, dissect them.",
     )
@@ -129,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("demo", help="train, analyse and explain a small CNN on the bundled digits, then write its report "
-                                    "(offline, about a minute)")  # fmt: skip
+                                    "(offline, a few minutes on 2 cores)")  # fmt: skip
     p.add_argument("--out", help="run folder (default: runs/demo-<time>)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
     p.set_defaults(func=cmd_demo)
@@ -144,17 +206,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
+        print("error: give a COMMAND (listed above)", file=sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)
     except ConvlensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:  # a read-only or full disk, a file where a folder should be
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":

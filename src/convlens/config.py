@@ -389,6 +389,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not text (UTF-8 YAML): {exc.reason} at byte {exc.start}") from None
     if raw is None:  # an empty file (or only comments) would silently train the defaults
         raise ConfigError(f"config file {path} is empty: it holds no settings (it would run the defaults)")
     return raw

@@ -23,6 +23,11 @@ class RunError(ConvlensError):
     """A run folder is missing, incomplete or inconsistent."""
 
 
+class DamagedFileError(RunError, ValueError):
+    """A file a command reads is not what it should be: not JSON, cut short, not text. A
+    ``ValueError`` too, so readers that tolerate a bad file (the report) still do."""
+
+
 class LayerError(ConvlensError, KeyError):
     """A layer name or filter index does not exist in the model."""
 

@@ -84,7 +84,12 @@ def write_json(path: Path, obj: Any, indent: int | None = 1) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a hand-edited or cut-short file
+        from .errors import DamagedFileError
+
+        raise DamagedFileError(f"{path} is not valid JSON ({exc}); restore it or write it again") from None
 
 
 def usable_cores() -> int:

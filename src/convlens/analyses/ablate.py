@@ -35,14 +35,17 @@ def parse_filters(spec: str | dict[str, list[int]] | None) -> dict[str, list[int
     out: dict[str, list[int]] = {}
     for part in spec.replace(";", " ").split():
         layer, sep, idx = part.partition(":")
-        if not sep or not idx:
+        if not sep or not idx or not layer:
             raise AnalysisError(f"ablate: cannot read filters {part!r}; write LAYER:I,J,K-L, e.g. conv2:0,3,5-7")
         for item in idx.split(","):
             lo, dash, hi = item.partition("-")
             try:
                 rng = range(int(lo), int(hi) + 1) if dash else [int(lo)]
             except ValueError:
-                raise AnalysisError(f"ablate: {item!r} in {part!r} is not a filter index or range I-J") from None
+                raise AnalysisError(f"ablate: {item!r} in {part!r} is not a filter index or range I-J; "
+                                    "filters are numbered from 0") from None  # fmt: skip
+            if not rng:
+                raise AnalysisError(f"ablate: range {item!r} in {part!r} is empty; write the lower index first")
             out.setdefault(layer, []).extend(rng)
     return {k: sorted(set(v)) for k, v in out.items()}
 

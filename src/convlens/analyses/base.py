@@ -126,6 +126,10 @@ class Subject:
     echo: Callable[[str], None] | None = None
     subset: dict[str, Any] | None = None  # how ``split`` was drawn from a larger split (from_run's limit)
 
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise AnalysisError(f"batch_size={self.batch_size!r} is out of range; allowed: 1 or more images per batch")
+
     @classmethod
     def from_run(cls, run: Any, split: str = "test", checkpoint: str = "best", *, limit: int | None = None,
                  data_root: str | None = None, device: str = "cpu", **kwargs: Any) -> Subject:  # fmt: skip
@@ -140,6 +144,11 @@ class Subject:
         from ..data import load_data
         from ..run import Run
 
+        if limit is not None and limit < 1:  # checked before the data is loaded
+            raise AnalysisError(f"limit={limit} must be a positive number of images")
+        bs = kwargs.get("batch_size", 256)
+        if bs < 1:
+            raise AnalysisError(f"batch_size={bs!r} is out of range; allowed: 1 or more images per batch")
         run = run if isinstance(run, Run) else Run(run)
         cfg = run.config.data
         if data_root:

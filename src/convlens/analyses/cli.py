@@ -6,7 +6,31 @@ import argparse
 import dataclasses
 from typing import Any
 
+from ..errors import ConvlensError
 from .base import ANALYSES, comma_list
+
+
+def _argument_type(parse):
+    """An option's parser as an argparse type: its error becomes argparse's one `error:` line."""
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ConvlensError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is out of range; allowed: 1 or more")
+    return n
 
 
 def _flag_kwargs(fields: list[tuple[str, dataclasses.Field]]) -> dict[str, Any]:
@@ -22,7 +46,7 @@ def _flag_kwargs(fields: list[tuple[str, dataclasses.Field]]) -> dict[str, Any]:
         text += " (defaults: " + ", ".join(f"{o} {fl.default!r}" for o, fl in fields) + ")"
     kw: dict[str, Any] = {"dest": f.name, "default": None, "help": f"[{owners}] {text}"}
     if meta.get("parse"):
-        kw["type"] = meta["parse"]
+        kw["type"] = _argument_type(meta["parse"])
     elif kind.startswith("bool"):
         kw["action"] = argparse.BooleanOptionalAction
     elif kind.startswith("int"):
@@ -49,8 +73,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip", type=comma_list, default=[], metavar="A,B", help="analyses to leave out")
     p.add_argument("--split", default="test", help="data split: test, val or train (default test)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    p.add_argument("--batch-size", type=int, default=256, help="images per batch; changes speed and memory, not results")
-    p.add_argument("--limit", type=int, metavar="N", help="use N images of the split, stratified by class (the first images of each class in turn)")
+    p.add_argument("--batch-size", type=_positive, default=256, help="images per batch; changes speed and memory, not results")
+    p.add_argument("--limit", type=_positive, metavar="N", help="use N images of the split, stratified by class (the first images of each class in turn)")
     p.add_argument("--data-root", metavar="PATH", help="where the run's data set is, if its data.root does not resolve from here")
     p.add_argument("--no-figures", action="store_true", help="write the numbers only")
     p.add_argument("--device", default="cpu")
@@ -65,8 +89,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    from ..cli import check_writable
     from . import analyze
 
+    check_writable(args.run)
     options = {k: getattr(args, k) for k in args._analysis_options if getattr(args, k) is not None}
     analyze(args.run, args.only, skip=args.skip, split=args.split, checkpoint=args.checkpoint, batch_size=args.batch_size,
             limit=args.limit, data_root=args.data_root, figures=not args.no_figures, device=args.device,

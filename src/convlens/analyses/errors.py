@@ -28,7 +28,7 @@ class Errors(Analysis):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.examples < 0 or self.mistakes < 0:
-            raise AnalysisError("errors: examples and mistakes must be >= 0")
+            raise AnalysisError(f"errors: examples={self.examples}, mistakes={self.mistakes}: out of range; allowed: 0 or more")
 
     def compute(self, subject: Subject) -> dict[str, Any]:
         logits = [subject.model(x).float().cpu() for x, _, _ in subject.batches("errors")]

@@ -86,6 +86,11 @@ class TopK(Streaming):
         return list(dict.fromkeys(self._probe.values()))
 
     def start(self, subject: Subject) -> None:
+        n = len(subject.split)
+        self._k = min(self.k, max(n, 1))  # the running buffers never hold more than the split
+        if self.k > n:
+            subject.say(f"topk: k={self.k} is more than the {n} images of the {subject.split_name} split; "
+                        f"each filter keeps all {n}")  # fmt: skip
         self._running: dict[str, RunningTopK] = {}
         self._map_size: dict[str, tuple[int, int]] = {}
 
@@ -95,7 +100,7 @@ class TopK(Streaming):
             if self._probe[layer] != probe:
                 continue
             if layer not in self._running:
-                self._running[layer] = RunningTopK(output.shape[1], self.k)
+                self._running[layer] = RunningTopK(output.shape[1], self._k)
                 self._map_size[layer] = tuple(output.shape[2:])
             self._running[layer].update(scores, positions, output)
 

@@ -11,8 +11,10 @@ METHOD_NAMES = ("actmax", "deconv", "gradcam", "guided", "occlusion", "saliency"
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from ..cli import check_writable
     from .outputs import explain_run
 
+    check_writable(args.run)
     m = args.method
     options: dict = {}
     if m == "occlusion":

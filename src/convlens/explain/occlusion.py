@@ -97,6 +97,12 @@ class Occlusion(Explainer):
                                f"{' with padding ' + str(self.padding) if self.padding else ''}; allowed: 1 to {most}")  # fmt: skip
         if not (1 <= self.stride <= max(h, w)):
             raise ExplainError(f"stride {self.stride} is out of range; allowed: 1 to {max(h, w)}")
+        if map_size(h, self.window, self.stride, self.padding) == map_size(w, self.window, self.stride, self.padding) == 1:
+            # one position only: a single number per image, not a map (and nothing to scale)
+            largest = max(h, w) + 2 * self.padding - self.stride
+            fix = f"allowed at stride {self.stride}: windows 1 to {largest}" if largest >= 1 else "use a smaller stride"
+            raise ExplainError(f"window {self.window} at stride {self.stride} covers the whole {h}x{w} image at its only "
+                               f"position, a 1x1 map; {fix}, or more padding")  # fmt: skip
 
     # ------------------------------------------------------------------------------------------
     def attribute(self, images: torch.Tensor, target: Any = None) -> torch.Tensor:

@@ -157,6 +157,8 @@ def _occlusion(*, run, model, split, images, data_root, heatmap, options, out_di
         flat = np.concatenate([maps[k][n, classes].reshape(-1) for k in windows])
         _, joint = normalize_heatmaps(flat[None, None], **hm)
         lo, hi = joint.limits[0]
+        if not hi > lo:  # every patch left the probability where it was (e.g. saturated at 1)
+            lo, hi = lo - 0.5, hi + 0.5
         shown = {}
         for k in windows:
             shown[k], scale = normalize_heatmaps(maps[k][n], **{**hm, "scale": "fixed", "vmin": lo, "vmax": hi})

@@ -12,8 +12,11 @@ import time
 def cmd_report(args: argparse.Namespace) -> int:
     from ..run import is_run
     from ..runlock import run_lock
+    from ..cli import check_out, check_writable
     from . import build_report
 
+    check_out(args.out, kind="file")
+    check_writable(args.path)  # figures are drawn into RUN/report/ wherever the page goes
     t0 = time.perf_counter()
     # a run's report draws its figures into RUN/report/: one writer at a time
     with run_lock(args.path, "report") if is_run(args.path) else contextlib.nullcontext():

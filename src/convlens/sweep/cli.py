@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..cli import check_out, check_writable
 from ..errors import ConvlensError
 
 USAGE = """\
@@ -55,6 +56,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.path is not None:
         raise ConvlensError(f"unexpected argument {args.path!r}; did you mean `convlens sweep worker` or `table`?")
     _only(args, "run", by=args.by, threads=args.threads, index=args.index)
+    check_out(args.out)
     from .local import STORAGE_ENV, run_sweep
 
     out = run_sweep(args.target, workers=args.workers, out=args.out, storage=args.storage or os.environ.get(STORAGE_ENV))
@@ -66,6 +68,7 @@ def _worker(args: argparse.Namespace) -> int:
     if args.path is None:
         raise ConvlensError("give the sweep file: convlens sweep worker SWEEP.yaml --storage URL")
     _only(args, "worker", by=args.by, workers=args.workers if args.workers != 1 else None)
+    check_out(args.out)
     from .local import STORAGE_ENV, check_folder, write_meta
     from .spec import load_sweep
     from .study import default_storage, is_database, mask
@@ -97,6 +100,7 @@ def _table(args: argparse.Namespace) -> int:
     if args.path is None:
         raise ConvlensError("give the sweep folder: convlens sweep table SWEEP_DIR")
     _only(args, "table", threads=args.threads, index=args.index, workers=args.workers if args.workers != 1 else None)
+    check_writable(args.path)
     from .results import write_results
 
     by = [[k.strip() for k in b.split(",") if k.strip()] for b in args.by] if args.by else None

@@ -273,7 +273,8 @@ def load_sweep(source: str | Path | dict[str, Any], base_dir: str | Path | None 
         if not path.is_file():
             raise SweepError(f"sweep file {path} does not exist")
         raw, label, folder = read_yaml(path), str(path), path.resolve().parent
-        raw.setdefault("name", path.stem)
+        if isinstance(raw, dict):
+            raw.setdefault("name", path.stem)
     if not isinstance(raw, dict):
         raise SweepError(f"invalid sweep file {label}: the top level must be a mapping")
     try:
