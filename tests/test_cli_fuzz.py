@@ -87,9 +87,11 @@ def world(tmp_path_factory) -> Path:
 
 def tree(root: Path) -> dict[str, str]:
     """Every path under ``root`` and the hash of its bytes; a report's figure cache (RUN/report/,
-    drawn once and reused by the next report) is not a result and may be left behind."""
+    drawn once and reused by the next report) is not a result and may be left behind, and the run
+    folder's lock file names its last writer's PID, which is bookkeeping, not a result."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*")) if "report" not in p.relative_to(root).parts[1:2]}  # fmt: skip
+            for p in sorted(root.rglob("*"))
+            if "report" not in p.relative_to(root).parts[1:2] and p.name != ".lock"}  # fmt: skip
 
 
 def check(world: Path, argv: list[str], *needles: str) -> None:
