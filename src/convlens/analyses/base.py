@@ -82,6 +82,8 @@ class Subject:
 
     ``root`` is the run folder (files go to ``root/analysis/``); ``None`` computes and returns
     results without writing anything. ``batch_size`` never changes a result, only speed/memory.
+    ``checkpoint_epoch`` and ``checkpoint_sha256`` identify the checkpoint file the model came
+    from; every result records them, so a result of an older checkpoint can be told apart.
     """
 
     model: nn.Module
@@ -94,14 +96,17 @@ class Subject:
     figures: bool = True
     progress: bool | None = None  # None: progress bars only on a terminal
     echo: Callable[[str], None] | None = None
+    checkpoint_epoch: int | None = None
+    checkpoint_sha256: str | None = None
 
     @classmethod
-    def from_run(cls, run: Any, split: str = "test", checkpoint: str = "best", *, limit: int | None = None,
+    def from_run(cls, run: Any, split: str = "test", checkpoint: str | None = None, *, limit: int | None = None,
                  data_root: str | None = None, device: str = "cpu", **kwargs: Any) -> Subject:  # fmt: skip
         """The run's trained model and one split of its data (the splits of training).
 
         ``limit`` keeps the first N images of the split; ``data_root`` points at the data when
         the run folder's ``data.root`` does not resolve from here (a moved run, another cwd).
+        ``checkpoint`` defaults to the one eval.json evaluated (best if there is none).
         """
         from ..data import load_data
         from ..run import Run
@@ -116,8 +121,9 @@ class Subject:
             if limit < 1:
                 raise AnalysisError(f"limit={limit} must be a positive number of images")
             part = part.take(torch.arange(min(limit, len(part))))
-        model = run.load_model(checkpoint, device)
-        return cls(model, part, list(data.classes), run.path, split, checkpoint, **kwargs)
+        model, info = run.load_model_info(checkpoint, device)
+        return cls(model, part, list(data.classes), run.path, split, info["checkpoint"], **kwargs,
+                   checkpoint_epoch=info["checkpoint_epoch"], checkpoint_sha256=info["checkpoint_sha256"])  # fmt: skip
 
     @property
     def device(self) -> torch.device:
@@ -342,6 +348,8 @@ class Analysis:
             "params": self.params(),
             "split": subject.split_name,
             "checkpoint": subject.checkpoint,
+            "checkpoint_epoch": subject.checkpoint_epoch,
+            "checkpoint_sha256": subject.checkpoint_sha256,
             "n_images": len(subject.split),
             "seconds": round(seconds, 3),
             **result,
