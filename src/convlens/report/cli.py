@@ -11,7 +11,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from . import build_report
 
     t0 = time.perf_counter()
-    out = build_report(args.path, args.out, echo=print)
+    out = build_report(args.path, args.out, echo=print, checkpoint=args.checkpoint)
     print(f"report: {out}  ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
     return 0
 
@@ -34,6 +34,9 @@ def add_commands(sub) -> None:
                                    "folder or a sweep folder. Figures are drawn once into RUN/report/ and reused.")  # fmt: skip
     p.add_argument("path", metavar="RUN|SWEEP_DIR", help="run folder or sweep folder")
     p.add_argument("--out", help="HTML file to write (default: RUN/report.html)")
+    p.add_argument("--checkpoint", choices=["best", "last"],
+                   help="the checkpoint a run's report is about; analyses of other weights are marked "
+                        "(default: the one eval.json evaluated, else best)")  # fmt: skip
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("diagnose", help="plain-language findings about a run, with their evidence",
