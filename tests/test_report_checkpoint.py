@@ -75,7 +75,8 @@ def test_analyses_and_explanations_record_the_checkpoint_they_read(resumed):
     # written after one epoch, by default from the checkpoint eval.json had evaluated then (last)
     for name, doc in before.items():
         assert doc["checkpoint"] == "last" and doc["checkpoint_epoch"] == 1, name
-        assert len(doc["checkpoint_sha256"]) == 12 and doc["checkpoint_sha256"] != sha12(run_dir / "checkpoints" / "last.pt")
+        assert len(doc["checkpoint_sha256"]) == 12
+        assert doc["checkpoint_sha256"] != sha12(run_dir / "checkpoints" / "last.pt")
 
 
 def test_report_marks_analyses_of_an_older_checkpoint(resumed, tmp_path):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import ConvlensError
 from ..explain.cli import METHOD_NAMES
@@ -76,8 +76,9 @@ class Checkpoints:
     def reference_info(self) -> dict[str, Any] | None:
         return self.current(self.reference)
 
-    def of(self, doc: dict[str, Any], path: Path, rerun: str) -> Provenance:
-        """Where ``doc`` (read from ``path``) came from; ``rerun`` is the command that refreshes it."""
+    def of(self, doc: dict[str, Any], path: Path, rerun: Callable[[str], str]) -> Provenance:
+        """Where ``doc`` (read from ``path``) came from; ``rerun(name)`` is the command that
+        computes it again from checkpoint ``name``."""
         name = doc.get("checkpoint")
         if name not in CHECKPOINTS:
             return Provenance(None)
@@ -92,29 +93,31 @@ class Checkpoints:
         if prov.sha256 is not None and prov.sha256 != now["checkpoint_sha256"]:
             prov.stale = True
             prov.alerts.append(f"Stale: computed from {described} (sha256 {prov.sha256}), but {is_now}. "
-                               f"Rerun `{rerun}`.")  # fmt: skip
+                               f"Rerun `{rerun(name)}`.")  # fmt: skip
         elif prov.sha256 is None and path.stat().st_mtime < self.file(name).stat().st_mtime:
             prov.stale = True
             prov.alerts.append(f"Stale: written before {is_now} was saved, and it records no checkpoint hash. "
-                               f"Rerun `{rerun}`.")  # fmt: skip
+                               f"Rerun `{rerun(name)}`.")  # fmt: skip
         ref = self.reference_info()
-        if not prov.stale and ref is not None and name != self.reference and now["checkpoint_sha256"] != ref["checkpoint_sha256"]:
+        other = ref is not None and name != self.reference and now["checkpoint_sha256"] != ref["checkpoint_sha256"]
+        if other and not prov.stale:
             prov.alerts.append(f"Computed from {described}, not the {self.reference} checkpoint (epoch "
-                               f"{ref['checkpoint_epoch']}) that this report shows elsewhere. Rerun `{rerun} "
-                               f"--checkpoint {self.reference}` to match.")  # fmt: skip
+                               f"{ref['checkpoint_epoch']}) that this report shows elsewhere. Rerun "
+                               f"`{rerun(self.reference)}` to match.")  # fmt: skip
         return prov
 
     def of_analysis(self, name: str, doc: dict[str, Any], path: Path) -> Provenance:
-        run = str(self.run.path)
-        rerun = f"convlens explain {run} --method {name}" if name in METHOD_NAMES else f"convlens analyze {run} --only {name}"
-        return self.of(doc, path, rerun)
+        run = self.run.path
+        explained = name in METHOD_NAMES
+        base = f"convlens explain {run} --method {name}" if explained else f"convlens analyze {run} --only {name}"
+        default = self.run.eval_checkpoint  # what analyze and explain read without --checkpoint
+        return self.of(doc, path, lambda which: base + ("" if which == default else f" --checkpoint {which}"))
 
     def of_eval(self) -> Provenance | None:
-        ev = self.run.eval
-        if not ev:
+        if not self.run.eval:
             return None
-        which = ev.get("checkpoint") if ev.get("checkpoint") in CHECKPOINTS else self.reference
-        return self.of(ev, self.run.path / "eval.json", f"convlens eval {self.run.path} --checkpoint {which}")
+        run = self.run.path
+        return self.of(self.run.eval, run / "eval.json", lambda which: f"convlens eval {run} --checkpoint {which}")
 
 
 def tag_captions(doc: dict[str, Any], prov: Provenance) -> None:

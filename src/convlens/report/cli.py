@@ -40,8 +40,9 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("diagnose", help="plain-language findings about a run, with their evidence",
-                       description="Overfitting, divergence, a collapsed classifier, dead filters, training stopped too "
-                                   "early or a flat loss, and the most confused class pairs.")  # fmt: skip
+                       description="Divergence, a collapsed or unstable classifier, overfitting (told from instability, and "
+                                   "from training accuracy below validation), dead filters, training stopped too early or "
+                                   "a flat loss, and the most confused class pairs.")  # fmt: skip
     p.add_argument("run", help="run folder")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.set_defaults(func=cmd_diagnose)

@@ -438,7 +438,8 @@ def dead_filters(f: Facts) -> list[Finding]:
            for name, (d, n) in hit.items()]  # fmt: skip
     total = sum(len(d) for d, _ in hit.values())
     ev = {"dead": {k: d for k, (d, _) in hit.items()}, "filters": {k: n for k, (_, n) in layers.items()},
-          "thresholds": f.stats.get("thresholds", f.stats.get("params", {})), "split": f.stats.get("split")}  # fmt: skip
+          "thresholds": f.stats.get("thresholds", f.stats.get("params", {})), "split": f.stats.get("split"),
+          "checkpoint": f.stats.get("checkpoint"), "checkpoint_epoch": f.stats.get("checkpoint_epoch")}  # fmt: skip
     # the stats analysis also calls a filter dead when its weights are near zero; say which reason holds
     infos = f.stats.get("layers") if isinstance(f.stats.get("layers"), dict) else {}
     reasons = {r for info in infos.values() if isinstance(info, dict) and isinstance(info.get("dead_reasons"), dict)

@@ -70,7 +70,8 @@ def _config_facts(run: Run) -> list[tuple[str, str]]:
             ("seed", str(c.seed))]  # fmt: skip
 
 
-def training_section(run: Run, rows: list[dict[str, Any]], cache: FigureCache, ckpts: Checkpoints | None = None) -> Section:
+def training_section(run: Run, rows: list[dict[str, Any]], cache: FigureCache,
+                     ckpts: Checkpoints | None = None) -> Section:  # fmt: skip
     sec = Section("training", "Training", "Loss and accuracy on the training and validation splits, and the learning rate, per epoch.")
     if not rows:
         sec.notes.append("metrics.jsonl has no complete epoch yet")
@@ -79,8 +80,8 @@ def training_section(run: Run, rows: list[dict[str, Any]], cache: FigureCache, c
     saved = [f"{n} at epoch {i['checkpoint_epoch']}" for n in ("best", "last") if ckpts and (i := ckpts.current(n))]
     where = f"every epoch, not one checkpoint{'; checkpoints saved: ' + ', '.join(saved) if saved else ''}"
     p = cache.get("curves.png", [run.path / "metrics.jsonl"], lambda out: plots.curves(rows, out))
-    sec.figures.append(Figure(data_uri(p), f"Training curves: loss, accuracy (train and validation), learning rate ({where})",
-                              "report/curves.png"))  # fmt: skip
+    caption = f"Training curves: loss, accuracy (train and validation), learning rate ({where})"
+    sec.figures.append(Figure(data_uri(p), caption, "report/curves.png"))
     table = [[r.get("epoch"), r.get("train_loss"), pct(r.get("train_acc")), r.get("val_loss"), pct(r.get("val_acc")),
               r.get("lr"), r.get("epoch_seconds")] for r in rows]  # fmt: skip
     sec.tables.append(Table(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"], table,
@@ -175,7 +176,8 @@ def model_section(run: Run, summary: dict[str, Any] | None) -> Section | None:
     except ConvlensError:
         shape = "?"
     return Section("model", "Model", f"Input {shape}. Receptive field: the side of the input square one output position sees.",
-                   tables=[Table(["layer", "type", "output shape", "parameters", "MACs", "receptive field"], rows)])  # fmt: skip
+                   tables=[Table(["layer", "type", "output shape", "parameters", "MACs", "receptive field"], rows,
+                                 "Layers (summary.json): the architecture, the same for every checkpoint")])  # fmt: skip
 
 
 def config_section(run: Run) -> Section:
@@ -183,7 +185,8 @@ def config_section(run: Run) -> Section:
                    pre=(run.path / "config.yaml").read_text(encoding="utf-8"), params=_config_facts(run))  # fmt: skip
 
 
-def run_context(run: Run, echo: Callable[[str], None] = lambda s: None, checkpoint: str | None = None) -> dict[str, Any]:
+def run_context(run: Run, echo: Callable[[str], None] = lambda s: None,
+                checkpoint: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Everything the page shows for a run; figures of the report itself are drawn here if stale.
 
     ``checkpoint`` is the one the report is about (default: the one eval.json evaluated); every
@@ -205,14 +208,14 @@ def run_context(run: Run, echo: Callable[[str], None] = lambda s: None, checkpoi
     errors = next((a for a in analyses if a.name == "errors"), None)
     classes_sec = classes_section(run, classes, cache)
     examples_sec = examples_section(run, classes, cache, errors)
-    if evaluated is not None:
-        for sec in (classes_sec, examples_sec if errors is None else None):
-            if sec is not None:
-                mark(sec, evaluated, figures=True)
-    if errors is not None and examples_sec is not None:
-        mark(examples_sec, provenance["errors"])
-    sections = [s for s in (training_section(run, rows, cache, ckpts), classes_sec, examples_sec, model_section(run, summary))
-                if s is not None]  # fmt: skip
+    # the gallery comes from the errors analysis, else from predictions.csv (written with eval.json);
+    # an analysis' figure captions are tagged already
+    for sec, prov, figures in ((classes_sec, evaluated, True),
+                               (examples_sec, provenance["errors"] if errors else evaluated, errors is None)):  # fmt: skip
+        if sec is not None and prov is not None:
+            mark(sec, prov, figures)
+    sections = [training_section(run, rows, cache, ckpts)]
+    sections += [s for s in (classes_sec, examples_sec, model_section(run, summary)) if s is not None]
     for a in analyses:
         if a is not errors:
             sec = analysis_section(run.path, a, classes)
