@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from .. import __version__, plots
 from ..errors import ConvlensError
+from ..explain.cli import METHOD_NAMES
 from ..run import Run
 from ..utils import atomic_write_text, read_json
 from . import browser
@@ -224,9 +225,11 @@ def run_context(run: Run, echo: Callable[[str], None] = lambda s: None,
     alerts = [f"Test evaluation (eval.json): {x}" for x in evaluated.alerts] if evaluated is not None else []
     stale = [a.name for a in analyses if provenance[a.name].stale]
     if stale:
+        explained = [n for n in stale if n in METHOD_NAMES]
+        also = f", and `convlens explain {run.path} --method M` for {', '.join(explained)}" if explained else ""
         alerts.append(f"{len(stale)} of {len(analyses)} analyses and explanations describe older weights than the "
                       f"current checkpoints ({', '.join(stale)}); their sections say which epoch and how to refresh "
-                      f"them: `convlens analyze {run.path}`.")  # fmt: skip
+                      f"them: `convlens analyze {run.path}`{also}.")  # fmt: skip
     layer_order = [r["name"] for r in summary["layers"]] if summary and isinstance(summary.get("layers"), list) else None
     fb = browser.collect(run.path, analyses, layer_order)
     sections.append(config_section(run))
