@@ -170,7 +170,7 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
     from convlens.models import receptive_fields
 
     run = Run(run_dir)
-    model = run.load_model()
+    model, ident = run.load_model_info()  # the checkpoint eval.json evaluated, recorded as analyze does
     full_test = test = run.load_data().test
     if limit is not None and limit < len(test):  # evenly spaced: a test split may be sorted by class
         test = test.take(torch.linspace(0, len(test) - 1, limit).long())
@@ -210,7 +210,7 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
                 d["hw"] = list(z.shape[2:])
     out = run.analysis_dir
     tag = caption_tag
-    common = {"split": "test", "checkpoint": "best", "n_images": n, "seconds": 0.1}
+    common = {"split": "test", **ident, "n_images": n, "seconds": 0.1}
 
     def nf_of(total: int) -> int:
         return total if max_filters is None else min(total, max_filters)
@@ -343,7 +343,7 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
     write_json(out / "actmax.json", {"analysis": "actmax", "params": {"layer": first, "target_kind": "filter", "steps": steps, "lr": 0.05,
                                      "param": "pixel", "decorrelate": False}, "split": None,
                                      "targets": [{"filter": i, "initial": float(curve[0][i]), "final": float(curve[-1][i])} for i in range(nf)],
-                                     "optimise_seconds": 0.1, "arrays": "analysis/actmax.npz", "checkpoint": "best", "seconds": 0.1,
+                                     "optimise_seconds": 0.1, "arrays": "analysis/actmax.npz", **ident, "seconds": 0.1,
                                      "figures": figs})  # fmt: skip
 
     # ablate: silence filter 0 of the first conv block, and rank the last block's filters -------------
@@ -423,7 +423,7 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
     np.savez_compressed(out / "saliency.npz", attributions=g, targets=pred.numpy())
     images = [{**_describe(classes, i, labels[i], probs[i]), "target": int(pred[i])} for i in range(6)]
     write_json(out / "saliency.json", {"analysis": "saliency", "params": {"target": "predicted", "heatmap": {"sign": "absolute", "scale": "per_image"}},
-                                       "split": "test", "images": images, "arrays": "analysis/saliency.npz", "checkpoint": "best",
+                                       "split": "test", "images": images, "arrays": "analysis/saliency.npz", **ident,
                                        "seconds": 0.1, "figures": [_fig("analysis/saliency/images.png",
                                        f"Input images and the magnitude of the input gradient of their predicted class{tag}")]})  # fmt: skip
     return ["filters", "stats", "classnorms", "topk", "actmax", "ablate", "errors", "saliency"]

@@ -24,9 +24,10 @@ def test_analyze_writes_every_analysis(digits_run, capsys):
     printed = capsys.readouterr().out
     assert rc == 0
     analysis = digits_run / "analysis"
+    evaluated = json.loads((digits_run / "eval.json").read_text())  # analyses default to its checkpoint
     for name in ("filters", "featuremaps", "stats", "classnorms", "topk", "ablate", "errors"):
         data = json.loads((analysis / f"{name}.json").read_text())
-        assert data["analysis"] == name and data["n_images"] == 120 and data["checkpoint"] == "best"
+        assert data["analysis"] == name and data["n_images"] == 120 and data["checkpoint"] == evaluated["checkpoint"]
         assert all((digits_run / f["path"]).is_file() for f in data["figures"])
         assert f"{name}: " in printed
     topk = json.loads((analysis / "topk.json").read_text())

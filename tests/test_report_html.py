@@ -97,7 +97,7 @@ def test_hostile_text_is_escaped_everywhere(report):
     # in the JSON block the markup characters are \u-escaped, and it still parses to the caption
     data = page.browser_data()
     caps = [f["caption"] for layer in data["figures"].values() for fig in layer.values() for f in fig.values()]
-    assert any(c.endswith(HOSTILE_CAPTION) for c in caps)
+    assert any(HOSTILE_CAPTION in c and c.endswith("(checkpoint last, epoch 2)") for c in caps)
 
 
 def test_every_analysis_is_shown_with_its_figures(report):
@@ -295,7 +295,8 @@ def test_report_of_a_real_run(tmp_path_factory, tmp_path):
             else:  # every per-filter figure is in the browser under its layer, filter and kind
                 layer, index, kind = key
                 assert (layer, index) == (fig["layer"], fig["filter"]), fig["path"]
-                assert browser["figures"][layer][str(index)][kind] == {"src": uri, "caption": fig["caption"]}
+                tagged = f"{fig['caption']} (checkpoint {doc['checkpoint']}, epoch {doc['checkpoint_epoch']})"
+                assert browser["figures"][layer][str(index)][kind] == {"src": uri, "caption": tagged}
     assert "could not be read" not in text and "listed but missing" not in text
     # the browser has each conv filter's weights, class-wise norms (first and last layer) and top-k images
     kinds = [k["key"] for k in browser["kinds"]]

@@ -8,18 +8,23 @@
     <run>/metrics.jsonl        one JSON object per epoch
     <run>/checkpoints/last.pt  model + optimiser + scheduler state_dicts, epoch, config
     <run>/checkpoints/best.pt  model state_dict with the best validation accuracy
-    <run>/eval.json            test accuracy, per-class accuracy, confusion matrix, class names
+    <run>/eval.json            test accuracy, per-class accuracy, confusion matrix, class names,
+                               and the checkpoint evaluated (name, epoch, sha256)
     <run>/predictions.csv      one row per test image
     <run>/tb/                  TensorBoard event files
     <run>/status.json          running / finished / diverged / interrupted / failed / pruned
     <run>/analysis/            what `convlens analyze` and `convlens explain` write
 
 Nothing downstream reaches back into training: analyses, explanations and reports read this.
+Every result computed from a checkpoint records which one (``checkpoint``: best or last,
+``checkpoint_epoch``, ``checkpoint_sha256``: the first 12 hex digits of the file's SHA-256), so a
+result of an older checkpoint is told from one of the current file.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,16 @@ from .errors import RunError
 from .utils import read_json, write_json
 
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed", "pruned")
+CHECKPOINTS = ("best", "last")
+
+
+def file_sha256(path: Path) -> str:
+    """The first 12 hex digits of the file's SHA-256: which exact checkpoint a result came from."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
 
 
 def write_status(run_dir: Path, status: str, **extra: Any) -> None:
@@ -91,8 +106,16 @@ class Run:
     def analysis_dir(self) -> Path:
         return self.path / "analysis"
 
-    def checkpoint_path(self, which: str = "best") -> Path:
-        if which not in ("best", "last"):
+    @property
+    def eval_checkpoint(self) -> str:
+        """The checkpoint ``eval.json`` evaluated, else ``best``: what analyses, explanations and
+        the report use unless told otherwise, so every number of a run describes the same weights."""
+        name = (self.eval or {}).get("checkpoint")
+        return name if name in CHECKPOINTS else "best"
+
+    def checkpoint_path(self, which: str | None = None) -> Path:
+        which = which or self.eval_checkpoint
+        if which not in CHECKPOINTS:
             raise RunError(f"checkpoint {which!r} is not one of: best, last")
         p = self.path / "checkpoints" / f"{which}.pt"
         if which == "best" and not p.is_file():
@@ -108,8 +131,26 @@ class Run:
         d = self.dataset
         return build_model(self.config.model, tuple(d["shape"]), len(d["classes"]), d["mean"], d["std"])
 
-    def load_model(self, which: str = "best", device: str = "cpu"):
-        """The trained model in eval mode, weights loaded with ``weights_only=True``."""
+    def checkpoint_info(self, which: str | None = None, state: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``{"checkpoint": name, "checkpoint_epoch": epochs trained, "checkpoint_sha256": 12 hex}``
+        of the file ``which`` resolves to (best falls back to last when there is no best.pt)."""
+        from .train.checkpoint import load
+
+        path = self.checkpoint_path(which)
+        digest = file_sha256(path)
+        if state is None:
+            state = load(path)
+        epoch = state.get("epoch")
+        return {"checkpoint": path.stem, "checkpoint_epoch": int(epoch) if epoch is not None else None,
+                "checkpoint_sha256": digest}  # fmt: skip
+
+    def load_model(self, which: str | None = None, device: str = "cpu"):
+        """The trained model in eval mode, weights loaded with ``weights_only=True``; ``which``
+        defaults to the checkpoint eval.json evaluated (best if there is none)."""
+        return self.load_model_info(which, device)[0]
+
+    def load_model_info(self, which: str | None = None, device: str = "cpu"):
+        """``(model, checkpoint_info)``: the model as :meth:`load_model` and which file it is."""
         from .train.checkpoint import load
 
         model = self.build_model()
@@ -118,7 +159,7 @@ class Run:
             model.load_state_dict(state["model"])
         except RuntimeError as exc:
             raise RunError(f"checkpoint of {self.path} does not fit its config.yaml: {exc}") from None
-        return model.to(device).eval()
+        return model.to(device).eval(), self.checkpoint_info(which, state)
 
     def load_data(self):
         """The run's data, split exactly as in training (same seed, same mean/std)."""

@@ -52,7 +52,7 @@ def build(names: list[str], options: dict[str, Any]) -> list[Analysis]:
 
 @writes_run("analyze")
 def analyze(run: str | Path | Any, only: Iterable[str] | None = None, *, skip: Iterable[str] = (), split: str = "test",
-            checkpoint: str = "best", batch_size: int = 256, limit: int | None = None, data_root: str | None = None,
+            checkpoint: str | None = None, batch_size: int = 256, limit: int | None = None, data_root: str | None = None,
             figures: bool = True, device: str = "cpu", progress: bool | None = None,
             echo: Callable[[str], None] | None = None, **options: Any) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Run analyses on a run folder (or a ready :class:`Subject`); returns ``{name: result}``.

@@ -112,6 +112,8 @@ class Subject:
 
     ``root`` is the run folder (files go to ``root/analysis/``); ``None`` computes and returns
     results without writing anything. ``batch_size`` never changes a result, only speed/memory.
+    ``checkpoint_epoch`` and ``checkpoint_sha256`` identify the checkpoint file the model came
+    from; every result records them, so a result of an older checkpoint can be told apart.
     """
 
     model: nn.Module
@@ -125,13 +127,15 @@ class Subject:
     progress: bool | None = None  # None: progress bars only on a terminal
     echo: Callable[[str], None] | None = None
     subset: dict[str, Any] | None = None  # how ``split`` was drawn from a larger split (from_run's limit)
+    checkpoint_epoch: int | None = None
+    checkpoint_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise AnalysisError(f"batch_size={self.batch_size!r} is out of range; allowed: 1 or more images per batch")
 
     @classmethod
-    def from_run(cls, run: Any, split: str = "test", checkpoint: str = "best", *, limit: int | None = None,
+    def from_run(cls, run: Any, split: str = "test", checkpoint: str | None = None, *, limit: int | None = None,
                  data_root: str | None = None, device: str = "cpu", **kwargs: Any) -> Subject:  # fmt: skip
         """The run's trained model and one split of its data (the splits of training).
 
@@ -140,6 +144,7 @@ class Subject:
         ``subset`` records how, and every analysis JSON and caption says so. ``data_root`` points
         at the data when the run folder's ``data.root`` does not resolve from here (a moved run,
         another cwd).
+        ``checkpoint`` defaults to the one eval.json evaluated (best if there is none).
         """
         from ..data import load_data
         from ..run import Run
@@ -165,8 +170,9 @@ class Subject:
                 kwargs["subset"] = {"how": "stratified", "n": len(part), "of": whole, "split": split,
                                     "per_class": per_class.tolist(), "min_per_class": int(per_class.min()),
                                     "max_per_class": int(per_class.max())}  # fmt: skip
-        model = run.load_model(checkpoint, device)
-        return cls(model, part, list(data.classes), run.path, split, checkpoint, **kwargs)
+        model, info = run.load_model_info(checkpoint, device)
+        return cls(model, part, list(data.classes), run.path, split, info["checkpoint"], **kwargs,
+                   checkpoint_epoch=info["checkpoint_epoch"], checkpoint_sha256=info["checkpoint_sha256"])  # fmt: skip
 
     @property
     def device(self) -> torch.device:
@@ -394,6 +400,8 @@ class Analysis:
             "params": self.params(),
             "split": subject.split_name,
             "checkpoint": subject.checkpoint,
+            "checkpoint_epoch": subject.checkpoint_epoch,
+            "checkpoint_sha256": subject.checkpoint_sha256,
             "n_images": len(subject.split),
             "subset": subject.subset,
             "seconds": round(seconds, 3),

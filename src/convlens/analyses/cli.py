@@ -72,7 +72,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", type=comma_list, metavar="A,B", help="analyses to run (default: every one that applies)")
     p.add_argument("--skip", type=comma_list, default=[], metavar="A,B", help="analyses to leave out")
     p.add_argument("--split", default="test", help="data split: test, val or train (default test)")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", choices=["best", "last"],
+                   help="weights to analyse (default: the checkpoint eval.json evaluated, else best)")
     p.add_argument("--batch-size", type=_positive, default=256, help="images per batch; changes speed and memory, not results")
     p.add_argument("--limit", type=_positive, metavar="N", help="use N images of the split, stratified by class (the first images of each class in turn)")
     p.add_argument("--data-root", metavar="PATH", help="where the run's data set is, if its data.root does not resolve from here")

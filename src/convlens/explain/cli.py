@@ -64,7 +64,8 @@ def add_commands(sub) -> None:
                    "activation; gradcam: the layer whose maps are weighted); actmax without it: class logits")  # fmt: skip
     p.add_argument("--filter", type=int, nargs="+", metavar="F", help="filter index(es) of --layer (actmax default: all)")
     p.add_argument("--target", choices=["predicted", "true"], default="predicted", help="class to explain (default: predicted)")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", choices=["best", "last"],
+                   help="weights to explain (default: the checkpoint eval.json evaluated, else best)")
     p.add_argument("--data-root", help="where the run's data set is now, if it moved since training")
     g = p.add_argument_group("occlusion")
     g.add_argument("--window", type=int, nargs="+", metavar="K",

@@ -61,19 +61,23 @@ def explain_run(
     layer: str | None = None,
     filters: Sequence[int] | None = None,
     target: str = "predicted",
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     data_root: str | None = None,
     heatmap: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run one explanation method on a run folder's model; returns the JSON written."""
+    """Run one explanation method on a run folder's model; returns the JSON written.
+
+    ``checkpoint`` defaults to the one eval.json evaluated (best if there is none); the JSON
+    records the file read (``checkpoint``, ``checkpoint_epoch``, ``checkpoint_sha256``).
+    """
     if method not in METHODS:
         raise ExplainError(f"unknown method {method!r}; allowed: {', '.join(sorted(METHODS))}")
     run = run if isinstance(run, Run) else Run(run)
     if target not in ("predicted", "true"):
         raise ExplainError(f"target {target!r} is not one of: predicted, true")
-    model = run.load_model(checkpoint)
+    model, checkpoint_info = run.load_model_info(checkpoint)
     options = dict(options or {})
     heatmap = dict(heatmap or {})
     out_dir = run.analysis_dir / method
@@ -94,7 +98,7 @@ def explain_run(
             aside.rename(out_dir)
         raise
     shutil.rmtree(aside, ignore_errors=True)
-    result = {"analysis": method, **result, "checkpoint": checkpoint, "seconds": round(time.perf_counter() - t0, 2)}
+    result = {"analysis": method, **result, **checkpoint_info, "seconds": round(time.perf_counter() - t0, 2)}
     write_json(run.analysis_dir / f"{method}.json", result)
     echo(f"wrote {run.analysis_dir / f'{method}.json'} and {len(result['figures'])} figure(s) under {out_dir}")
     return result

@@ -42,7 +42,8 @@ TITLES = {
 }  # fmt: skip
 
 PER_FILTER = re.compile(r"^analysis/(?P<name>[^/]+)/(?P<layer>[^/]+)/f(?P<filter>\d+)(?:_(?P<kind>[A-Za-z0-9]+))?\.png$")
-SKIP_KEYS = {"analysis", "params", "figures", "split", "layers", "version"}
+SKIP_KEYS = {"analysis", "params", "figures", "split", "layers", "version",
+             "checkpoint", "checkpoint_epoch", "checkpoint_sha256"}  # fmt: skip
 
 
 @dataclass

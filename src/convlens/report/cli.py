@@ -20,7 +20,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     # a run's report draws its figures into RUN/report/: one writer at a time
     with run_lock(args.path, "report") if is_run(args.path) else contextlib.nullcontext():
-        out = build_report(args.path, args.out, echo=print)
+        out = build_report(args.path, args.out, echo=print, checkpoint=args.checkpoint)
     print(f"report: {out}  ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
     return 0
 
@@ -49,11 +49,15 @@ def add_commands(sub) -> None:
                                    "folder or a sweep folder. Figures are drawn once into RUN/report/ and reused.")  # fmt: skip
     p.add_argument("path", metavar="RUN|SWEEP_DIR", help="run folder or sweep folder")
     p.add_argument("--out", help="HTML file to write (default: RUN/report.html)")
+    p.add_argument("--checkpoint", choices=["best", "last"],
+                   help="the checkpoint a run's report is about; analyses of other weights are marked "
+                        "(default: the one eval.json evaluated, else best)")  # fmt: skip
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("diagnose", help="plain-language findings about a run, with their evidence",
-                       description="Overfitting, divergence, a collapsed classifier, dead filters, training stopped too "
-                                   "early or a flat loss, and the most confused class pairs.")  # fmt: skip
+                       description="Divergence, a collapsed or unstable classifier, overfitting (told from instability, and "
+                                   "from training accuracy below validation), dead filters, training stopped too early or "
+                                   "a flat loss, and the most confused class pairs.")  # fmt: skip
     p.add_argument("run", help="run folder")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.set_defaults(func=cmd_diagnose)

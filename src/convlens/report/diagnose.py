@@ -3,9 +3,12 @@
 Each check is one small function that reads the run folder (``metrics.jsonl``, ``status.json``,
 ``eval.json``, ``analysis/stats.json``) and returns findings; nothing is recomputed from the model.
 The checks are the problems the course reports found by hand: overfitting after an early peak,
-a diverged or collapsed classifier (Adam at lr 0.1: 10% accuracy, everything "airplane"), dead
-filters, training stopped while still improving, a learning rate too low to move the loss, and
-the class pairs the model mixes up (cat/dog, airplane/bird).
+a diverged or collapsed classifier (Adam at lr 0.1: 10% accuracy, everything "airplane"), an
+unstable one (a learning rate so high that the losses spike and the training accuracy stalls,
+which a train-validation gap alone would mistake for overfitting), training accuracy below
+validation accuracy (augmentation and dropout at work, not a problem), dead filters, training
+stopped while still improving, a learning rate too low to move the loss, and the class pairs the
+model mixes up (cat/dog, airplane/bird).
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ COLLAPSE_SHARE = 0.90  # one class predicted for at least this share of the test
 COLLAPSE_SHARE_AT_CHANCE = 0.50  # or for half of them while accuracy is at chance level
 CHANCE_FACTOR = 1.5  # accuracy at most this many times 1/classes counts as chance level
 EXPLODE_FACTOR = 3.0  # a later epoch's loss this many times the first epoch's loss
-FLAT_DROP = 0.10  # train loss fell by less than this fraction from the first epoch to the last
+FLAT_DROP = 0.10  # train loss fell by less than this fraction from the first epoch to the last...
+LEARNED_MARGIN = 0.10  # ...and no accuracy got this share of the way from chance to 100%
+VAL_EXPLODE = 5.0  # a validation loss this many times ln(classes) (uniform guessing) while...
+FITS_TRAIN = 0.90  # ...training accuracy is below this: unstable, not memorising
+SPIKE_FACTOR = 1.5  # an epoch's train loss this many times the lowest before it: a spike
+NEGATIVE_GAP = 0.05  # training accuracy this far below validation accuracy at the end
 IMPROVING_GAIN = 0.01  # validation accuracy still gained this much over the last epochs
 
 SEVERITIES = ("problem", "warning", "hint", "info")
@@ -197,16 +205,129 @@ def chance_level(f: Facts) -> list[Finding]:
                     "them) and that labels match images.", ev)]  # fmt: skip
 
 
+def _learned(f: Facts) -> bool:
+    """Some accuracy (training, validation or test) got clearly above guessing."""
+    chance = 1 / f.num_classes
+    accs = [v for _, v in f.known("train_acc") + f.known("val_acc")]
+    acc = _num((f.eval or {}).get("accuracy"))
+    accs += [acc] if acc is not None else []
+    return bool(accs) and max(accs) >= chance + LEARNED_MARGIN * (1 - chance)
+
+
+@check
+def unstable(f: Facts) -> list[Finding]:
+    """Spiking losses while the training accuracy stalls: a learning rate too high, not overfitting."""
+    if diverged(f) or collapsed(f):  # those name the learning rate already
+        return []
+    chance_loss = math.log(f.num_classes)
+    train_acc = dict(f.known("train_acc"))
+    exploded = [(e, v) for e, v in f.known("val_loss")
+                if v > VAL_EXPLODE * chance_loss and train_acc.get(e, 0.0) < FITS_TRAIN]  # fmt: skip
+    losses = f.known("train_loss")
+    spikes = [(losses[i][0], v, min(x for _, x in losses[:i])) for i, (_, v) in enumerate(losses) if i
+              and v > SPIKE_FACTOR * min(x for _, x in losses[:i])]  # fmt: skip
+    if not exploded and not spikes:
+        return []
+    ev: dict[str, Any] = {"learning_rate": f.lr, "optimizer": f.optimizer, "chance_loss": chance_loss}
+    parts = []
+    if exploded:
+        e, v = max(exploded, key=lambda x: x[1])
+        ev.update(val_loss_max=v, val_loss_max_epoch=e)
+        parts.append(f"the validation loss reached {v:.3g} in epoch {e}, {v / chance_loss:.0f}x the {chance_loss:.3g} "
+                     "of guessing uniformly")  # fmt: skip
+    if spikes:
+        e, v, low = max(spikes, key=lambda x: x[1] / x[2])
+        ev.update(train_loss_spike=v, train_loss_spike_epoch=e, train_loss_before=low)
+        parts.append(f"the training loss jumped to {v:.3g} in epoch {e} after having been {low:.3g}")
+    if train_acc:
+        peak_epoch, peak = max(train_acc.items(), key=lambda x: x[1])
+        ev.update(train_acc_peak=peak, train_acc_peak_epoch=peak_epoch)
+        parts.append(f"training accuracy got no higher than {_pct(peak)}")
+    gap = _last_gap(f)
+    why = ""
+    if gap is not None and gap[0] >= OVERFIT_GAP:
+        ev["gap_last"] = gap[0]
+        why = (f" The train-validation gap of {100 * gap[0]:.1f} points is not overfitting: the weights jump too "
+               "far each step to settle, on the training images as on the others.")  # fmt: skip
+    lr = f" ({f.optimizer} lr={f.lr:g})" if f.lr is not None else ""
+    return [Finding("unstable", "problem", "Unstable training",
+                    f"Training is unstable: {'; '.join(parts)}. The learning rate is too high{lr}: lower it 3-10x, "
+                    f"or add warm-up or gradient clipping (train.grad_clip).{why}", ev)]  # fmt: skip
+
+
+def _last_gap(f: Facts) -> tuple[float, int, float, float] | None:
+    """``(train - val accuracy, epoch, train, val)`` at the last validated epoch."""
+    val = f.known("val_acc")
+    train = dict(f.known("train_acc"))
+    if not val or val[-1][0] not in train:
+        return None
+    e, v = val[-1]
+    return train[e] - v, e, train[e], v
+
+
+def _harder_training(f: Facts) -> list[str]:
+    """What in the config makes training images harder than validation images."""
+    try:
+        cfg = f.run.config
+    except Exception:
+        return []
+    out = []
+    augment = [k for k, v in cfg.data.augment.model_dump().items() if v is not None]
+    if augment:
+        out.append(f"augmentation ({', '.join(augment)})")
+    drops = [layer for layer in cfg.model.layers or [] if getattr(layer, "type", "") in ("dropout", "dropout2d")]
+    p = [float(getattr(layer, "p", 0) or 0) for layer in drops]
+    p += [float(v) for k, v in (cfg.model.options or {}).items() if "dropout" in k and isinstance(v, (int, float))]
+    if any(p):
+        out.append(f"dropout (p up to {max(p):g})")
+    elif cfg.model.preset and not cfg.model.layers:
+        from ..models import build_model
+
+        try:  # a preset's default dropout is in its layers, not in the config
+            model = build_model(cfg.model, tuple(f.run.input_shape), f.num_classes)
+            p = [m.p for m in model.modules() if type(m).__name__.startswith("Dropout") and m.p > 0]
+        except Exception:
+            p = []
+        if p:
+            out.append(f"dropout (p up to {max(p):g})")
+    if cfg.train.label_smoothing:
+        out.append(f"label smoothing {cfg.train.label_smoothing:g}")
+    return out
+
+
+@check
+def train_below_val(f: Facts) -> list[Finding]:
+    """Training accuracy below validation accuracy: what makes training harder, and that it is fine."""
+    gap = _last_gap(f)
+    if gap is None or gap[0] > -NEGATIVE_GAP:
+        return []
+    g, e, tr, va = gap
+    causes = _harder_training(f)
+    ev = {"epoch": e, "train_acc": tr, "val_acc": va, "gap": g, "causes": causes}
+    if causes:
+        why = (f"The training images see {' and '.join(causes)}, which make them harder than the clean validation "
+               "images, scored in eval mode")  # fmt: skip
+    else:
+        why = "Nothing in the config makes training harder (no augmentation, dropout or label smoothing)"
+    return [Finding("train_below_val", "info", "Training accuracy below validation",
+                    f"At epoch {e} the model is right on {_pct(tr)} of its training images but {_pct(va)} of the "
+                    f"validation images, {-100 * g:.1f} points more. {why}; and training accuracy is averaged over "
+                    "the epoch while the weights still improve, validation accuracy is measured at its end. This "
+                    "is not overfitting, and no reason to regularise more.", ev)]  # fmt: skip
+
+
 @check
 def overfitting(f: Facts) -> list[Finding]:
     """A large train-validation gap at the end, or validation accuracy falling after its peak."""
     val = f.known("val_acc")
     train = dict(f.known("train_acc"))
-    if len(val) < 2:
+    if len(val) < 2 or unstable(f):  # an unstable run's gap is its instability
         return []
     peak_epoch, peak = max(val, key=lambda ev: ev[1])  # first epoch with the highest accuracy
     last_epoch, last = val[-1]
     gap = train[last_epoch] - last if last_epoch in train else None
+    if gap is not None and gap <= -NEGATIVE_GAP:  # training is harder than validation: see train_below_val
+        return []
     drop = peak - last
     vloss = f.known("val_loss")
     min_loss_epoch, min_loss = min(vloss, key=lambda ev: ev[1]) if vloss else (None, None)
@@ -240,7 +361,9 @@ def flat_loss(f: Facts) -> list[Finding]:
     if len(losses) < 3 or f.status.get("status") == "diverged":
         return []
     first, last = losses[0][1], losses[-1][1]
-    if first <= 0 or (first - last) >= FLAT_DROP * first:
+    # a loss can stay high while the model learns (label smoothing, dropout, augmentation, or most
+    # of the learning done in the first epoch): the accuracy says whether it learned
+    if first <= 0 or (first - last) >= FLAT_DROP * first or _learned(f):
         return []
     lr = f" ({f.optimizer} lr={f.lr:g})" if f.lr is not None else ""
     ev = {"first_epoch": losses[0][0], "first_loss": first, "last_epoch": losses[-1][0], "last_loss": last,
@@ -315,7 +438,8 @@ def dead_filters(f: Facts) -> list[Finding]:
            for name, (d, n) in hit.items()]  # fmt: skip
     total = sum(len(d) for d, _ in hit.values())
     ev = {"dead": {k: d for k, (d, _) in hit.items()}, "filters": {k: n for k, (_, n) in layers.items()},
-          "thresholds": f.stats.get("thresholds", f.stats.get("params", {})), "split": f.stats.get("split")}  # fmt: skip
+          "thresholds": f.stats.get("thresholds", f.stats.get("params", {})), "split": f.stats.get("split"),
+          "checkpoint": f.stats.get("checkpoint"), "checkpoint_epoch": f.stats.get("checkpoint_epoch")}  # fmt: skip
     # the stats analysis also calls a filter dead when its weights are near zero; say which reason holds
     infos = f.stats.get("layers") if isinstance(f.stats.get("layers"), dict) else {}
     reasons = {r for info in infos.values() if isinstance(info, dict) and isinstance(info.get("dead_reasons"), dict)
@@ -336,7 +460,7 @@ def dead_filters(f: Facts) -> list[Finding]:
 def confused_pairs(f: Facts, top: int = 3) -> list[Finding]:
     """The class pairs mixed up most often in the test confusion matrix (both directions)."""
     cm = (f.eval or {}).get("confusion")
-    if not isinstance(cm, list) or len(cm) < 2:
+    if not isinstance(cm, list) or len(cm) < 2 or collapsed(f) or chance_level(f):  # its mistakes are no pairs
         return []
     k = len(cm)
     names = f.classes if len(f.classes) == k else [str(i) for i in range(k)]

@@ -105,6 +105,7 @@ class Section:
     pre: str = ""  # preformatted text (config files)
     params: list[tuple[str, str]] = field(default_factory=list)
     cls: str = ""  # "analysis": figures shown pixel-exact (kernels and small images)
+    alerts: list[str] = field(default_factory=list)  # shown prominently: the section shows stale results
 
 
 @functools.cache

@@ -8,10 +8,12 @@ from typing import Any, Callable
 
 from .. import __version__, plots
 from ..errors import ConvlensError
+from ..explain.cli import METHOD_NAMES
 from ..run import Run
 from ..utils import atomic_write_text, read_json
 from . import browser
 from .analyses import Analysis, analysis_section, load_analyses
+from .checkpoints import Checkpoints, Provenance, mark, tag_captions
 from .diagnose import diagnose
 from .figures import FigureCache, draw_gallery, pick_examples, pick_mistakes, read_predictions
 from .html import Figure, Section, Table, data_uri, fmt, pct, render_page
@@ -21,13 +23,16 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v else None
 
 
-def headline(run: Run, rows: list[dict[str, Any]], summary: dict[str, Any] | None) -> list[tuple[str, str]]:
+def headline(run: Run, rows: list[dict[str, Any]], summary: dict[str, Any] | None,
+             evaluated: Provenance | None = None) -> list[tuple[str, str]]:  # fmt: skip
     """The numbers a reader looks for first."""
     st = run.status
     items = [("status", str(st.get("status", "unknown")))]
     ev = run.eval
     if ev:
         items.append(("test accuracy", pct(ev.get("accuracy"))))
+        if evaluated is not None:
+            items.append(("checkpoint evaluated", evaluated.detail + (" (stale)" if evaluated.stale else "")))
         if _num(ev.get("loss")) is not None:
             items.append(("test loss", f"{ev['loss']:.4f}"))
     val = [(r["epoch"], r["val_acc"]) for r in rows if _num(r.get("val_acc")) is not None]
@@ -66,17 +71,22 @@ def _config_facts(run: Run) -> list[tuple[str, str]]:
             ("seed", str(c.seed))]  # fmt: skip
 
 
-def training_section(run: Run, rows: list[dict[str, Any]], cache: FigureCache) -> Section:
+def training_section(run: Run, rows: list[dict[str, Any]], cache: FigureCache,
+                     ckpts: Checkpoints | None = None) -> Section:  # fmt: skip
     sec = Section("training", "Training", "Loss and accuracy on the training and validation splits, and the learning rate, per epoch.")
     if not rows:
         sec.notes.append("metrics.jsonl has no complete epoch yet")
         return sec
+    # the curves are every epoch's weights, no one checkpoint: say where the checkpoints sit on them
+    saved = [f"{n} at epoch {i['checkpoint_epoch']}" for n in ("best", "last") if ckpts and (i := ckpts.current(n))]
+    where = f"every epoch, not one checkpoint{'; checkpoints saved: ' + ', '.join(saved) if saved else ''}"
     p = cache.get("curves.png", [run.path / "metrics.jsonl"], lambda out: plots.curves(rows, out))
-    sec.figures.append(Figure(data_uri(p), "Training curves: loss, accuracy (train and validation), learning rate", "report/curves.png"))
+    caption = f"Training curves: loss, accuracy (train and validation), learning rate ({where})"
+    sec.figures.append(Figure(data_uri(p), caption, "report/curves.png"))
     table = [[r.get("epoch"), r.get("train_loss"), pct(r.get("train_acc")), r.get("val_loss"), pct(r.get("val_acc")),
               r.get("lr"), r.get("epoch_seconds")] for r in rows]  # fmt: skip
     sec.tables.append(Table(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"], table,
-                            "Every epoch (metrics.jsonl)", collapsed=len(rows) > 12))  # fmt: skip
+                            f"metrics.jsonl ({where})", collapsed=len(rows) > 12))  # fmt: skip
     return sec
 
 
@@ -86,7 +96,8 @@ def classes_section(run: Run, classes: list[str], cache: FigureCache) -> Section
         return None
     split = ev.get("split", "test")
     sec = Section("classes", "Per-class accuracy and confusion",
-                  f"On the {split} split ({fmt(ev.get('n'))} images, checkpoint {ev.get('checkpoint', '?')}).")  # fmt: skip
+                  f"On the {split} split ({fmt(ev.get('n'))} images, checkpoint {ev.get('checkpoint', '?')}"
+                  f"{', epoch ' + str(ev['epoch']) if isinstance(ev.get('epoch'), int) else ''}).")  # fmt: skip
     names = list(ev.get("classes") or classes)
     acc = ev.get("per_class_accuracy") or []
     cm = ev.get("confusion") or []
@@ -102,7 +113,8 @@ def classes_section(run: Run, classes: list[str], cache: FigureCache) -> Section
         a = acc[i] if i < len(acc) else None
         rows.append([name, {"text": pct(a), "cls": "bad" if a is not None and a < 0.5 * (ev.get("accuracy") or 0) else "num"},
                      support, worst])  # fmt: skip
-    sec.tables.append(Table(["class", "accuracy", "test images", "most often taken for"], rows))
+    sec.tables.append(Table(["class", "accuracy", "test images", "most often taken for"], rows,
+                            "Accuracy per class, and the class each is most often taken for"))  # fmt: skip
     src = [run.path / "eval.json"]
     if acc:
         p = cache.get("per_class.png", src, lambda out: plots.bars(
@@ -165,7 +177,8 @@ def model_section(run: Run, summary: dict[str, Any] | None) -> Section | None:
     except ConvlensError:
         shape = "?"
     return Section("model", "Model", f"Input {shape}. Receptive field: the side of the input square one output position sees.",
-                   tables=[Table(["layer", "type", "output shape", "parameters", "MACs", "receptive field"], rows)])  # fmt: skip
+                   tables=[Table(["layer", "type", "output shape", "parameters", "MACs", "receptive field"], rows,
+                                 "Layers (summary.json): the architecture, the same for every checkpoint")])  # fmt: skip
 
 
 def config_section(run: Run) -> Section:
@@ -173,8 +186,13 @@ def config_section(run: Run) -> Section:
                    pre=(run.path / "config.yaml").read_text(encoding="utf-8"), params=_config_facts(run))  # fmt: skip
 
 
-def run_context(run: Run, echo: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Everything the page shows for a run; figures of the report itself are drawn here if stale."""
+def run_context(run: Run, echo: Callable[[str], None] = lambda s: None,
+                checkpoint: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Everything the page shows for a run; figures of the report itself are drawn here if stale.
+
+    ``checkpoint`` is the one the report is about (default: the one eval.json evaluated); every
+    section says which checkpoint it shows, and one computed from other weights is marked.
+    """
     try:
         classes = run.classes
     except ConvlensError:
@@ -183,16 +201,35 @@ def run_context(run: Run, echo: Callable[[str], None] = lambda s: None) -> dict[
     summary = read_json(run.path / "summary.json") if (run.path / "summary.json").is_file() else None
     cache = FigureCache(run.path / "report", run.path)
     analyses, notes = load_analyses(run.path)
+    ckpts = Checkpoints(run, checkpoint)
+    evaluated = ckpts.of_eval()
+    provenance = {a.name: ckpts.of_analysis(a.name, a.doc, a.path) for a in analyses}
+    for a in analyses:  # before the browser and the sections read the captions
+        tag_captions(a.doc, provenance[a.name])
     errors = next((a for a in analyses if a.name == "errors"), None)
-    sections = [s for s in (
-        training_section(run, rows, cache),
-        classes_section(run, classes, cache),
-        examples_section(run, classes, cache, errors),
-        model_section(run, summary),
-    ) if s is not None]  # fmt: skip
+    classes_sec = classes_section(run, classes, cache)
+    examples_sec = examples_section(run, classes, cache, errors)
+    # the gallery comes from the errors analysis, else from predictions.csv (written with eval.json);
+    # an analysis' figure captions are tagged already
+    for sec, prov, figures in ((classes_sec, evaluated, True),
+                               (examples_sec, provenance["errors"] if errors else evaluated, errors is None)):  # fmt: skip
+        if sec is not None and prov is not None:
+            mark(sec, prov, figures)
+    sections = [training_section(run, rows, cache, ckpts)]
+    sections += [s for s in (classes_sec, examples_sec, model_section(run, summary)) if s is not None]
     for a in analyses:
         if a is not errors:
-            sections.append(analysis_section(run.path, a, classes))
+            sec = analysis_section(run.path, a, classes)
+            mark(sec, provenance[a.name])
+            sections.append(sec)
+    alerts = [f"Test evaluation (eval.json): {x}" for x in evaluated.alerts] if evaluated is not None else []
+    stale = [a.name for a in analyses if provenance[a.name].stale]
+    if stale:
+        explained = [n for n in stale if n in METHOD_NAMES]
+        also = f", and `convlens explain {run.path} --method M` for {', '.join(explained)}" if explained else ""
+        alerts.append(f"{len(stale)} of {len(analyses)} analyses and explanations describe older weights than the "
+                      f"current checkpoints ({', '.join(stale)}); their sections say which epoch and how to refresh "
+                      f"them: `convlens analyze {run.path}`{also}.")  # fmt: skip
     layer_order = [r["name"] for r in summary["layers"]] if summary and isinstance(summary.get("layers"), list) else None
     fb = browser.collect(run.path, analyses, layer_order)
     sections.append(config_section(run))
@@ -208,20 +245,22 @@ def run_context(run: Run, echo: Callable[[str], None] = lambda s: None) -> dict[
         "title": f"{name}: {run.path.name}",
         "subtitle": str(run.path),
         "facts": _config_facts(run),
-        "headline": headline(run, rows, summary),
+        "headline": headline(run, rows, summary, evaluated),
         "findings": [f.to_dict() for f in diagnose(run)],
         "sections": sections,
         "browser": fb,
         "notes": notes,
+        "alerts": alerts,
         "generated": time.strftime("%Y-%m-%d %H:%M"),
         "version": __version__,
     }
 
 
-def build_run_report(run: Run | str | Path, out: str | Path | None = None, echo: Callable[[str], None] = lambda s: None) -> Path:
+def build_run_report(run: Run | str | Path, out: str | Path | None = None, echo: Callable[[str], None] = lambda s: None,
+                     checkpoint: str | None = None) -> Path:  # fmt: skip
     """Write the run's ``report.html`` (default ``RUN/report.html``) and return its path."""
     run = run if isinstance(run, Run) else Run(run)
     out = Path(out) if out else run.path / "report.html"
-    html = render_page(**run_context(run, echo))
+    html = render_page(**run_context(run, echo, checkpoint))
     atomic_write_text(out, html)
     return out

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..data import Split, batches
 from ..data.augment import shift_crop
+from ..run import CHECKPOINTS, Run
 from ..utils import atomic_write_text, write_json
 from .precision import Precision, choose
 
@@ -105,6 +106,13 @@ def evaluate_split(model: nn.Module, split: Split, classes: list[str], *, batch_
 
 
 def write_eval(run_dir: Path, result: dict[str, Any], split: Split, logits: torch.Tensor) -> None:
-    """``eval.json`` and ``predictions.csv`` of the run folder."""
+    """``eval.json`` and ``predictions.csv`` of the run folder.
+
+    ``result["checkpoint"]`` names the checkpoint the logits came from (best or last); eval.json
+    records that file's identity (name, epoch, sha256), which analyses and the report compare with.
+    """
+    if result.get("checkpoint") in CHECKPOINTS:
+        info = Run(run_dir).checkpoint_info(result["checkpoint"])
+        result.update(info, epoch=info["checkpoint_epoch"])
     atomic_write_text(Path(run_dir) / "predictions.csv", predictions_csv(split, logits))
     write_json(Path(run_dir) / "eval.json", result)
