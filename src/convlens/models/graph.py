@@ -1,0 +1,310 @@
+"""Layer order and geometry of any ``nn.Module``, from one traced forward pass.
+
+``trace_graph(model, in_shape)`` runs a copy of the model once on a constant image and records,
+with forward hooks on every submodule (added and removed inside ``try/finally``):
+
+- ``order``: dotted names in the order ``forward()`` first calls them (execution order, not
+  ``named_modules()`` order: a residual block that computes its shortcut first, nested
+  containers and a module called twice all come out as they run);
+- ``shapes`` and ``calls``: each module's output shape at its first call, how often it ran;
+- ``consumers``: which modules took a module's output as their input (the data flow, used to
+  find the batch norm and activation that follow a conv);
+- ``functions``: activations and pools written as functions in a ``forward()`` (``F.relu``,
+  ``torch.relu``, ``x.relu()``), seen through a ``__torch_function__`` mode;
+- ``fields``: the exact receptive field of every module with an (N, C, H, W) output.
+
+Receptive fields are measured, not derived from layer types, so residual additions,
+concatenations and functional pools count: in the copy every weight is a positive constant,
+every activation is the identity and every max pool an average pool over the same window, which
+makes the network up to any layer a linear map with positive coefficients. The nonzero support of
+the input gradient of one output unit is then exactly the set of pixels the unit can see (no
+cancellation, no dead ReLU, no zero weight hides one). Two neighbouring units give the step
+(``jump``) and the size; the probe image grows until a unit's window lies inside it, so fields
+larger than the image are measured too. The result is cached per model structure and input shape.
+
+Limits: control flow that depends on the data may take another path on the constant image;
+reductions other than pools (``torch.max`` over positions, attention, GroupNorm/LayerNorm over
+positions) make a unit depend on every pixel and the field is then the whole input (or, where the
+window is not a translated box, ``None`` with the reason in ``unresolved``); a module called more
+than once is described by its first call.
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ..trace import StopForward
+from .summary import ReceptiveField
+
+_ACTIVATIONS = {
+    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "gelu", "silu", "sigmoid",
+    "sigmoid_", "tanh", "tanh_", "hardtanh", "hardtanh_", "softplus", "mish", "hardswish",
+    "hardsigmoid", "selu", "celu", "prelu", "rrelu", "threshold", "logsigmoid", "clamp_min",
+}  # fmt: skip
+_MAX_POOLS = {"max_pool2d", "_max_pool2d", "max_pool2d_with_indices", "adaptive_max_pool2d"}
+
+_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MAX_SIDE = 4096  # the probe image stops growing here
+
+
+def remember_shape(model: nn.Module, in_shape: tuple[int, ...]) -> None:
+    """Note the (C, H, W) input a model takes, so layer order can be traced where only the model
+    is at hand (``conv_layers``); nothing is set on the model itself."""
+    _SHAPES[model] = tuple(int(d) for d in in_shape)
+
+
+def known_shape(model: nn.Module) -> tuple[int, int, int] | None:
+    shape = _SHAPES.get(model) or getattr(model, "in_shape", None)
+    return tuple(shape) if shape is not None and len(shape) == 3 else None  # type: ignore[return-value]
+
+
+@dataclass
+class Graph:
+    order: list[str]
+    shapes: dict[str, list[int] | None]
+    calls: dict[str, int]
+    consumers: dict[str, list[str]]
+    functions: list[tuple[str, str]]  # (module whose forward() called it, function name)
+    fields: dict[str, ReceptiveField] = field(default_factory=dict)
+    unresolved: dict[str, str] = field(default_factory=dict)
+    leaves: set[str] = field(default_factory=set)
+
+    def of_type(self, kind: type[nn.Module] | tuple[type[nn.Module], ...], model: nn.Module) -> list[str]:
+        modules = dict(model.named_modules())
+        return [n for n in self.order if isinstance(modules.get(n), kind)]
+
+    def next_leaf(self, name: str) -> str | None:
+        """The first leaf module (in call order) that took ``name``'s output as its input."""
+        return next((c for c in self.consumers.get(name, []) if c in self.leaves), None)
+
+
+def _positive_copy(model: nn.Module) -> nn.Module:
+    probe = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for m in probe.modules():
+            if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats:
+                m.reset_running_stats()
+            for p in m.parameters(recurse=False):
+                fan_in = p[0].numel() if p.dim() >= 2 else 1
+                p.fill_(1.0 / fan_in)
+    probe.requires_grad_(False)
+    return probe
+
+
+def _avg_like_max(args: tuple, kwargs: dict, name: str) -> torch.Tensor:
+    """The average pool over the same windows as a max pool (every window pixel gets gradient)."""
+    import torch.nn.functional as F
+
+    x = args[0]
+    if name == "adaptive_max_pool2d":
+        size = kwargs.get("output_size", args[1] if len(args) > 1 else None)
+        return F.adaptive_avg_pool2d(x, size)
+    names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
+    given = dict(zip(names, args[1:]), **{k: v for k, v in kwargs.items() if k in names})
+    k = given["kernel_size"]
+    stride = given.get("stride") or k
+    pad, dil, ceil = given.get("padding", 0), given.get("dilation", 1), given.get("ceil_mode", False)
+    if dil in (1, (1, 1)):
+        return F.avg_pool2d(x, k, stride, pad, ceil_mode=ceil, count_include_pad=True)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    weight = torch.ones(x.shape[1], 1, kh, kw, dtype=x.dtype, device=x.device) / (kh * kw)
+    return F.conv2d(x, weight, None, stride, pad, dil, x.shape[1])
+
+
+class _Linearise(TorchFunctionMode):
+    """Activations become the identity, max pools average pools; records functional calls."""
+
+    def __init__(self, stack: list[tuple[str, bool]], functions: list[tuple[str, str]]):
+        super().__init__()
+        self.stack, self.functions = stack, functions
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        kind = "act" if name in _ACTIVATIONS else "pool" if name in _MAX_POOLS else None
+        if kind and self.stack and not self.stack[-1][1]:  # called from a container's forward()
+            self.functions.append((self.stack[-1][0], name))
+        if kind == "act" and args and isinstance(args[0], torch.Tensor):
+            return args[0].clone()
+        if kind == "pool" and "indices" not in name and not kwargs.get("return_indices"):
+            return _avg_like_max(args, kwargs, name)
+        return func(*args, **kwargs)
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _tensors(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in _tensors(o)]
+    return []
+
+
+def _pass(probe: nn.Module, hw: tuple[int, int], channels: int, wanted: set[str] | None, record: Graph | None
+          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+    """One forward pass of the probe copy on a batch of two constant images of size ``hw``;
+    returns the input and the first-call output of each 4-D module (only ``wanted`` ones if given,
+    stopping once all of them ran). ``record`` gets the order, shapes and data flow."""
+    device = next((p.device for p in probe.parameters()), torch.device("cpu"))
+    x = torch.ones(2, channels, *hw, device=device, requires_grad=True)
+    outputs: dict[str, torch.Tensor] = {}
+    owner: dict[int, str] = {}
+    keep: list[Any] = []
+    stack: list[tuple[str, bool]] = []
+    handles = []
+    leaves = {n for n, m in probe.named_modules() if not list(m.children())}
+
+    def pre(name):
+        def hook(module, inputs):
+            stack.append((name, name in leaves))
+            if record is None:
+                return
+            record.calls[name] = record.calls.get(name, 0) + 1
+            if record.calls[name] == 1:
+                record.order.append(name)
+            for t in _tensors(inputs):
+                src = owner.get(id(t))
+                if src is not None and name not in record.consumers.setdefault(src, []):
+                    record.consumers[src].append(name)
+
+        return hook
+
+    def post(name):
+        def hook(module, inputs, output):
+            stack.pop()
+            if isinstance(output, torch.Tensor):
+                # a clone goes on, so an in-place op later (out += shortcut) leaves this one intact
+                kept, output = output, output.clone()
+                keep.append(output)
+                owner[id(output)] = name
+                if record is not None and name not in record.shapes:
+                    record.shapes[name] = list(kept.shape[1:])
+                if kept.dim() == 4 and name not in outputs and (wanted is None or name in wanted):
+                    outputs[name] = kept
+            elif record is not None:
+                record.shapes.setdefault(name, None)
+            if wanted is not None and wanted <= outputs.keys():
+                raise StopForward
+            return output
+
+        return hook
+
+    try:
+        for name, m in probe.named_modules():
+            if name:
+                handles.append(m.register_forward_pre_hook(pre(name)))
+                handles.append(m.register_forward_hook(post(name)))
+        with _Linearise(stack, record.functions if record is not None else []):
+            try:
+                probe(x)
+            except StopForward:
+                pass
+    finally:
+        for h in handles:
+            h.remove()
+    return x, outputs
+
+
+def _support(grad: torch.Tensor) -> tuple[int, int, int, int] | None:
+    nz = grad.abs().sum(0).nonzero()
+    if len(nz) == 0:
+        return None
+    return int(nz[:, 0].min()), int(nz[:, 0].max()) + 1, int(nz[:, 1].min()), int(nz[:, 1].max()) + 1
+
+
+def _measure(x: torch.Tensor, y: torch.Tensor) -> ReceptiveField | str:
+    """The field of ``y``'s units from two diagonal neighbours, or why it cannot be read here
+    (``"clipped"``: the windows touch the probe image's border)."""
+    h, w = y.shape[2:]
+    if h < 2 or w < 2:
+        return "clipped"
+    i, j = (h - 1) // 2, (w - 1) // 2
+    (g,) = torch.autograd.grad(y[0, :, i, j].sum() + y[1, :, i + 1, j + 1].sum(), x, retain_graph=True)
+    a, b = _support(g[0]), _support(g[1])
+    if a is None or b is None:
+        return "no input pixel reaches it"
+    H, W = x.shape[2:]
+    if min(a[0], a[2], b[0], b[2]) <= 0 or max(a[1], b[1]) >= H or max(a[3], b[3]) >= W:
+        return "clipped"
+    size, size_x = a[1] - a[0], a[3] - a[2]
+    jump, jump_x = b[0] - a[0], b[2] - a[2]
+    if (b[1] - b[0], b[3] - b[2]) != (size, size_x) or jump < 1 or jump_x < 1:
+        return "its window is not the same box shifted by a fixed step for every unit"
+    start, start_x = a[0] - i * jump, a[2] - j * jump_x
+    if (size_x, jump_x, start_x) == (size, jump, start):
+        return ReceptiveField(size, jump, start)
+    return ReceptiveField(size, jump, start, size_x, jump_x, start_x)
+
+
+def _signature(model: nn.Module) -> tuple:
+    return tuple((n, type(m)) for n, m in model.named_modules())
+
+
+def trace_graph(model: nn.Module, in_shape: tuple[int, int, int] | None = None) -> Graph:
+    """The :class:`Graph` of ``model`` for (C, H, W) inputs (default: the shape it was noted
+    with); cached until the module structure changes. The caller's model is never run or changed:
+    everything happens on a copy."""
+    shape = tuple(in_shape) if in_shape is not None else known_shape(model)
+    if shape is None:
+        raise ValueError("trace_graph needs the input shape (C, H, W)")
+    sig = _signature(model)
+    cached = _CACHE.get(model)
+    if cached is not None and cached[0] == sig and shape in cached[1]:
+        return cached[1][shape]
+    with torch.enable_grad():  # callers often hold the model under no_grad
+        graph = _trace(model, shape)  # type: ignore[arg-type]
+    if cached is None or cached[0] != sig:
+        cached = (sig, {})
+        _CACHE[model] = cached
+    cached[1][shape] = graph
+    return graph
+
+
+def _trace(model: nn.Module, shape: tuple[int, int, int]) -> Graph:
+    probe = _positive_copy(model)
+    graph = Graph([], {}, {}, {}, [], leaves={n for n, m in model.named_modules() if n and not list(m.children())})
+    c, h, w = shape
+    x, outputs = _pass(probe, (h, w), c, None, graph)
+    todo = {}
+    for name in graph.order:
+        if name in outputs:
+            got = _measure(x, outputs[name])
+            if isinstance(got, ReceptiveField):
+                graph.fields[name] = got
+            else:
+                todo[name] = got
+    del x, outputs
+    while todo and any(v == "clipped" for v in todo.values()) and max(h, w) < _MAX_SIDE:
+        h, w = 2 * h, 2 * w
+        wanted = {n for n, why in todo.items() if why == "clipped"}
+        try:
+            x, outputs = _pass(probe, (h, w), c, wanted, None)
+        except Exception as exc:  # the model refuses larger images
+            for n in wanted:
+                todo[n] = f"larger than the image, and the model does not run on {h}x{w} inputs ({exc})"
+            break
+        for name in wanted:
+            got = _measure(x, outputs[name]) if name in outputs else "not reached"
+            if isinstance(got, ReceptiveField):
+                graph.fields[name] = got
+                del todo[name]
+            else:
+                todo[name] = got
+        del x, outputs
+    graph.unresolved = {n: ("larger than the largest probe image" if why == "clipped" else why) for n, why in todo.items()}
+    return graph
+
+
+def execution_order(model: nn.Module, in_shape: tuple[int, int, int] | None = None) -> list[str] | None:
+    """Module names in call order, or None when the input shape is unknown."""
+    shape = tuple(in_shape) if in_shape is not None else known_shape(model)
+    return None if shape is None else trace_graph(model, shape).order  # type: ignore[arg-type]
