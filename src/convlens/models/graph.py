@@ -73,9 +73,27 @@ class Graph:
     calls: dict[str, int]
     consumers: dict[str, list[str]]
     functions: list[tuple[str, str]]  # (module whose forward() called it, function name)
-    fields: dict[str, ReceptiveField] = field(default_factory=dict)
-    unresolved: dict[str, str] = field(default_factory=dict)
     leaves: set[str] = field(default_factory=set)
+    alias: dict[str, str] = field(default_factory=dict)  # same field as this module ("" the input)
+    probe: nn.Module | None = None  # the positive, linearised copy the fields are measured on
+    in_shape: tuple[int, int, int] = (0, 0, 0)
+    _fields: dict[str, ReceptiveField] | None = None
+    _unresolved: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fields(self) -> dict[str, ReceptiveField]:
+        """Receptive field of every module with an (N, C, H, W) output (measured on first use)."""
+        if self._fields is None:
+            with torch.enable_grad():
+                self._fields, self._unresolved = _fields(self)
+            self.probe = None
+        return self._fields
+
+    @property
+    def unresolved(self) -> dict[str, str]:
+        """Modules with a feature map but no receptive field, and why."""
+        self.fields
+        return self._unresolved
 
     def of_type(self, kind: type[nn.Module] | tuple[type[nn.Module], ...], model: nn.Module) -> list[str]:
         modules = dict(model.named_modules())
@@ -149,19 +167,30 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
     return []
 
 
-def _pass(probe: nn.Module, hw: tuple[int, int], channels: int, wanted: set[str] | None, record: Graph | None
-          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
-    """One forward pass of the probe copy on a batch of two constant images of size ``hw``;
-    returns the input and the first-call output of each 4-D module (only ``wanted`` ones if given,
-    stopping once all of them ran). ``record`` gets the order, shapes and data flow."""
-    device = next((p.device for p in probe.parameters()), torch.device("cpu"))
-    x = torch.ones(2, channels, *hw, device=device, requires_grad=True)
+_ELEMENTWISE = (
+    nn.modules.batchnorm._NormBase, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh,
+    nn.Sigmoid, nn.Hardtanh, nn.Softplus, nn.Mish, nn.Hardswish, nn.PReLU, nn.Dropout, nn.Dropout2d, nn.Identity,
+)  # fmt: skip
+_PIXEL_BUDGET = 1 << 17  # probe images x pixels per backward pass: bounds the memory of one probe
+
+
+def _elementwise(m: nn.Module) -> bool:
+    # Normalize and Scale (convlens.models.builder) act per pixel and channel too
+    return isinstance(m, _ELEMENTWISE) or type(m).__name__ in ("Normalize", "Scale")
+
+
+def _pass(probe: nn.Module, x: torch.Tensor, wanted: set[str] | None, record: Graph | None) -> dict[str, torch.Tensor]:
+    """One forward pass of the probe copy on ``x``; returns the first-call output of each 4-D
+    module (only ``wanted`` ones if given, stopping once all of them ran). ``record`` gets the
+    order, shapes, data flow, functional calls and ``alias`` (modules whose output field is that
+    of another module: pass-through containers and element-wise layers)."""
     outputs: dict[str, torch.Tensor] = {}
-    owner: dict[int, str] = {}
-    keep: list[Any] = []
+    owner: dict[int, str] = {id(x): ""}
+    keep: list[Any] = [x]
     stack: list[tuple[str, bool]] = []
     handles = []
-    leaves = {n for n, m in probe.named_modules() if not list(m.children())}
+    modules = dict(probe.named_modules())
+    leaves = {n for n, m in modules.items() if not list(m.children())}
 
     def pre(name):
         def hook(module, inputs):
@@ -173,7 +202,7 @@ def _pass(probe: nn.Module, hw: tuple[int, int], channels: int, wanted: set[str]
                 record.order.append(name)
             for t in _tensors(inputs):
                 src = owner.get(id(t))
-                if src is not None and name not in record.consumers.setdefault(src, []):
+                if src and name not in record.consumers.setdefault(src, []):
                     record.consumers[src].append(name)
 
         return hook
@@ -182,12 +211,18 @@ def _pass(probe: nn.Module, hw: tuple[int, int], channels: int, wanted: set[str]
         def hook(module, inputs, output):
             stack.pop()
             if isinstance(output, torch.Tensor):
+                if record is not None and name not in record.shapes:
+                    record.shapes[name] = list(output.shape[1:])
+                    ins = _tensors(inputs)
+                    if id(output) in owner:  # handed on unchanged (a container, Identity)
+                        record.alias[name] = owner[id(output)]
+                    elif (_elementwise(module) and len(ins) == 1 and id(ins[0]) in owner
+                          and ins[0].shape[2:] == output.shape[2:]):  # fmt: skip
+                        record.alias[name] = owner[id(ins[0])]
                 # a clone goes on, so an in-place op later (out += shortcut) leaves this one intact
                 kept, output = output, output.clone()
                 keep.append(output)
                 owner[id(output)] = name
-                if record is not None and name not in record.shapes:
-                    record.shapes[name] = list(kept.shape[1:])
                 if kept.dim() == 4 and name not in outputs and (wanted is None or name in wanted):
                     outputs[name] = kept
             elif record is not None:
@@ -199,7 +234,7 @@ def _pass(probe: nn.Module, hw: tuple[int, int], channels: int, wanted: set[str]
         return hook
 
     try:
-        for name, m in probe.named_modules():
+        for name, m in modules.items():
             if name:
                 handles.append(m.register_forward_pre_hook(pre(name)))
                 handles.append(m.register_forward_hook(post(name)))
@@ -211,7 +246,7 @@ def _pass(probe: nn.Module, hw: tuple[int, int], channels: int, wanted: set[str]
     finally:
         for h in handles:
             h.remove()
-    return x, outputs
+    return outputs
 
 
 def _support(grad: torch.Tensor) -> tuple[int, int, int, int] | None:
@@ -221,18 +256,13 @@ def _support(grad: torch.Tensor) -> tuple[int, int, int, int] | None:
     return int(nz[:, 0].min()), int(nz[:, 0].max()) + 1, int(nz[:, 1].min()), int(nz[:, 1].max()) + 1
 
 
-def _measure(x: torch.Tensor, y: torch.Tensor) -> ReceptiveField | str:
-    """The field of ``y``'s units from two diagonal neighbours, or why it cannot be read here
-    (``"clipped"``: the windows touch the probe image's border)."""
-    h, w = y.shape[2:]
-    if h < 2 or w < 2:
-        return "clipped"
-    i, j = (h - 1) // 2, (w - 1) // 2
-    (g,) = torch.autograd.grad(y[0, :, i, j].sum() + y[1, :, i + 1, j + 1].sum(), x, retain_graph=True)
-    a, b = _support(g[0]), _support(g[1])
+def _measure(ga: torch.Tensor, gb: torch.Tensor, i: int, j: int) -> ReceptiveField | str:
+    """The field from the input gradients of units (i, j) and (i + 1, j + 1), or why it cannot
+    be read here (``"clipped"``: a window touches the probe image's border)."""
+    a, b = _support(ga), _support(gb)
     if a is None or b is None:
         return "no input pixel reaches it"
-    H, W = x.shape[2:]
+    H, W = ga.shape[1:]
     if min(a[0], a[2], b[0], b[2]) <= 0 or max(a[1], b[1]) >= H or max(a[3], b[3]) >= W:
         return "clipped"
     size, size_x = a[1] - a[0], a[3] - a[2]
@@ -243,6 +273,35 @@ def _measure(x: torch.Tensor, y: torch.Tensor) -> ReceptiveField | str:
     if (size_x, jump_x, start_x) == (size, jump, start):
         return ReceptiveField(size, jump, start)
     return ReceptiveField(size, jump, start, size_x, jump_x, start_x)
+
+
+def _probe(probe: nn.Module, names: list[str], shape: tuple[int, int, int]) -> dict[str, ReceptiveField | str]:
+    """Fields of ``names`` (in call order) on probe images of ``shape``: two images per layer,
+    as many layers per forward/backward pass as the pixel budget allows."""
+    device = next((p.device for p in probe.parameters()), torch.device("cpu"))
+    per_pass = max(1, _PIXEL_BUDGET // (2 * shape[1] * shape[2]))
+    found: dict[str, ReceptiveField | str] = {}
+    for k in range(0, len(names), per_pass):
+        chunk = names[k : k + per_pass]
+        x = torch.ones(2 * len(chunk), *shape, device=device, requires_grad=True)
+        outputs = _pass(probe, x, set(chunk), None)
+        total, units = x.new_zeros(()), {}
+        for n, name in enumerate(chunk):
+            y = outputs.get(name)
+            if y is None:
+                found[name] = "not reached"
+            elif min(y.shape[2:]) < 2:
+                found[name] = "clipped"
+            else:
+                i, j = (y.shape[2] - 1) // 2, (y.shape[3] - 1) // 2
+                total = total + y[2 * n, :, i, j].sum() + y[2 * n + 1, :, i + 1, j + 1].sum()
+                units[name] = (n, i, j)
+        if units:
+            (g,) = torch.autograd.grad(total, x)
+            for name, (n, i, j) in units.items():
+                found[name] = _measure(g[2 * n], g[2 * n + 1], i, j)
+        del x, outputs, total
+    return found
 
 
 def _signature(model: nn.Module) -> tuple:
@@ -271,37 +330,58 @@ def trace_graph(model: nn.Module, in_shape: tuple[int, int, int] | None = None) 
 
 def _trace(model: nn.Module, shape: tuple[int, int, int]) -> Graph:
     probe = _positive_copy(model)
-    graph = Graph([], {}, {}, {}, [], leaves={n for n, m in model.named_modules() if n and not list(m.children())})
-    c, h, w = shape
-    x, outputs = _pass(probe, (h, w), c, None, graph)
-    todo = {}
-    for name in graph.order:
-        if name in outputs:
-            got = _measure(x, outputs[name])
-            if isinstance(got, ReceptiveField):
-                graph.fields[name] = got
-            else:
-                todo[name] = got
-    del x, outputs
-    while todo and any(v == "clipped" for v in todo.values()) and max(h, w) < _MAX_SIDE:
-        h, w = 2 * h, 2 * w
-        wanted = {n for n, why in todo.items() if why == "clipped"}
-        try:
-            x, outputs = _pass(probe, (h, w), c, wanted, None)
-        except Exception as exc:  # the model refuses larger images
-            for n in wanted:
-                todo[n] = f"larger than the image, and the model does not run on {h}x{w} inputs ({exc})"
-            break
-        for name in wanted:
-            got = _measure(x, outputs[name]) if name in outputs else "not reached"
-            if isinstance(got, ReceptiveField):
-                graph.fields[name] = got
-                del todo[name]
-            else:
-                todo[name] = got
-        del x, outputs
-    graph.unresolved = {n: ("larger than the largest probe image" if why == "clipped" else why) for n, why in todo.items()}
+    graph = Graph([], {}, {}, {}, [], leaves={n for n, m in model.named_modules() if n and not list(m.children())},
+                  probe=probe, in_shape=shape)  # fmt: skip
+    device = next((p.device for p in probe.parameters()), torch.device("cpu"))
+    with torch.no_grad():
+        _pass(probe, torch.ones(1, *shape, device=device), None, graph)
     return graph
+
+
+def _fields(graph: Graph) -> tuple[dict[str, ReceptiveField], dict[str, str]]:
+    probe, shape = graph.probe, graph.in_shape
+    assert probe is not None
+    fields: dict[str, ReceptiveField] = {}
+    unresolved: dict[str, str] = {}
+    spatial = [n for n in graph.order if graph.shapes.get(n) is not None and len(graph.shapes[n]) == 3]  # type: ignore[arg-type]
+    todo = [n for n in spatial if n not in graph.alias]
+    c, h, w = shape
+    reasons: dict[str, str] = {}
+    while todo:
+        for name, got in _probe_safely(probe, todo, (c, h, w), enlarged=(h, w) != shape[1:]).items():
+            if isinstance(got, ReceptiveField):
+                fields[name] = got
+                reasons.pop(name, None)
+            else:
+                reasons[name] = got
+        todo = [n for n in todo if reasons.get(n) == "clipped"]
+        if max(h, w) >= _MAX_SIDE:
+            break
+        h, w = 2 * h, 2 * w  # the field is wider than the image: grow it until a window fits
+    for name in spatial:
+        root, seen = name, set()
+        while root in graph.alias and root not in seen:
+            seen.add(root)
+            root = graph.alias[root]
+        if root == "":
+            fields[name] = ReceptiveField(1, 1, 0)
+        elif root in fields:
+            fields[name] = fields[root]
+        elif name not in fields:
+            why = reasons.get(root, "its input has no receptive field")
+            unresolved[name] = "larger than the largest probe image" if why == "clipped" else why
+    return {n: fields[n] for n in spatial if n in fields}, unresolved
+
+
+def _probe_safely(probe: nn.Module, names: list[str], shape: tuple[int, int, int],
+                  enlarged: bool) -> dict[str, ReceptiveField | str]:  # fmt: skip
+    try:
+        return _probe(probe, names, shape)
+    except Exception as exc:  # the model refuses an enlarged image
+        if not enlarged:
+            raise
+        return {n: f"larger than the image, and the model does not run on {shape[1]}x{shape[2]} inputs ({exc})"
+                for n in names}  # fmt: skip
 
 
 def execution_order(model: nn.Module, in_shape: tuple[int, int, int] | None = None) -> list[str] | None:

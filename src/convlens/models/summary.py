@@ -65,9 +65,33 @@ def receptive_fields(model: nn.Module, in_shape: tuple[int, int, int] | None = N
     from .graph import known_shape, trace_graph
 
     shape = tuple(in_shape) if in_shape is not None else known_shape(model)
-    if shape is None:
-        return analytic_receptive_fields(model)
+    if shape is None or _analytic(model):
+        return analytic_receptive_fields(model)  # exact here, and free: no probe passes
     return dict(trace_graph(model, shape).fields)  # type: ignore[arg-type]
+
+
+_ELEMENTWISE = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid,
+                nn.Dropout, nn.Dropout2d, nn.Identity)  # fmt: skip
+
+
+def _analytic(model: nn.Module) -> bool:
+    """A flat sequential model of square convs and pools, element-wise layers and a head: the
+    layer walk of :func:`analytic_receptive_fields` is exact for it."""
+    if not isinstance(model, nn.Sequential):
+        return False
+    for m in model.children():
+        if isinstance(m, (nn.Flatten, nn.Linear, nn.RNNBase)) or type(m).__name__ in ("GlobalPool", "RowReader"):
+            return True
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            geometry = [m.kernel_size, m.stride or m.kernel_size, getattr(m, "dilation", 1)]
+            geometry += [] if isinstance(m.padding, str) else [m.padding]
+            if any(not isinstance(v, int) and v[0] != v[1] for v in geometry) or getattr(m, "ceil_mode", False):
+                return False
+            if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
+                return False
+        elif not (isinstance(m, _ELEMENTWISE) or type(m).__name__ in ("Normalize", "Scale")):
+            return False
+    return True
 
 
 def analytic_receptive_fields(model: nn.Module) -> dict[str, ReceptiveField]:
