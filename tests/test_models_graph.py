@@ -11,7 +11,7 @@ from convlens.config import load_config
 from convlens.data import Split
 from convlens.errors import LayerError
 from convlens.models import PRESETS, ReceptiveField, build_model, receptive_fields
-from convlens.models.graph import trace_graph
+from convlens.models.graph import measure_fields, trace_graph
 from convlens.models.summary import analytic_receptive_fields, summarize, totals
 from convlens.trace import TraceDict, conv_layers, hook_count
 
@@ -89,6 +89,7 @@ def test_windows_equal_the_gradient_support_on_the_real_model():
     # all-positive weights: every pixel in a unit's field has a nonzero gradient (ReLUs pass all)
     model = _positive(make())
     rfs = receptive_fields(model, SHAPE)
+    assert measure_fields(model, SHAPE) == rfs
     assert rfs["body.0.conv2"] == ReceptiveField(7, 1, -3) and rfs["body.1"] == ReceptiveField(13, 2, -6)
     for layer in conv_layers(model, SHAPE) + ["body.0", "body.1"]:
         h = 8 // rfs[layer].jump
@@ -109,6 +110,24 @@ def test_rectangular_kernels_and_functional_pools():
     rfs = receptive_fields(Net(), (1, 16, 16))
     assert rfs["a"] == ReceptiveField(1, 1, 0, 3, 1, -1)
     assert rfs["b"] == ReceptiveField(6, 2, 0, 8, 2, -1)  # the pool's window counts
+    assert measure_fields(Net(), (1, 16, 16)) == rfs
+
+
+def test_ops_of_unknown_geometry_are_measured():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(2, 1, 5, 5))
+            self.after = nn.BatchNorm2d(2)
+            self.up = nn.Conv2d(2, 2, 3)
+
+        def forward(self, x):
+            x = self.after(torch.nn.functional.conv2d(x, self.w, stride=2, padding=2))  # no module to read
+            return self.up(torch.nn.functional.interpolate(x, scale_factor=2)).sum((1, 2, 3))
+
+    graph = trace_graph(Net(), (1, 16, 16))
+    assert graph.known["after"] is None and graph.fields["after"] == ReceptiveField(5, 2, -2)
+    assert "up" not in graph.fields and "fixed step" in graph.unresolved["up"]  # upsampling: not a shifted box
 
 
 def test_tracing_leaves_the_callers_model_alone():
@@ -150,7 +169,9 @@ def test_every_preset_traced_field_equals_the_analytic_one(name, request):
     else:
         options = {"width": 2} if "width" in preset.defaults() else {}
         model = build_model(load_config({"model": {"preset": name, "options": options}}).model, preset.example_input, 10)
-    traced = trace_graph(model, preset.example_input).fields  # measured, also where a walk would do
+    traced = trace_graph(model, preset.example_input).fields  # followed through each op's geometry
+    if name != "resnet20":  # measured by gradient probes alone (resnet20: test below)
+        assert measure_fields(model, preset.example_input) == traced
     if isinstance(model, nn.Sequential):
         assert traced == analytic_receptive_fields(model) == receptive_fields(model, preset.example_input)
     else:
@@ -158,9 +179,15 @@ def test_every_preset_traced_field_equals_the_analytic_one(name, request):
         assert {k: traced[k] for k in expected} == expected
 
 
+def test_resnet20_fields_measured_by_probes_alone():
+    model = build_model(load_config({"model": {"preset": "resnet20", "options": {"width": 1}}}).model, (3, 32, 32), 10)
+    assert measure_fields(model, (3, 32, 32)) == trace_graph(model, (3, 32, 32)).fields
+
+
 def test_resnet20_size_and_summary(resnet20):
     rows = summarize(resnet20, (3, 32, 32))
     assert totals(rows)["params"] == sum(p.numel() for p in resnet20.parameters()) == 272_474
-    assert len(conv_layers(resnet20, (3, 32, 32))) == 21  # 19 3x3 convs and 2 projections
+    convs = conv_layers(resnet20, (3, 32, 32))
+    assert len(convs) == 21 and convs[-1] == "layer3.2.conv2"  # 19 3x3 convs and 2 projections
     last = [r for r in rows if r.name == "layer3.2.relu2"][0]
     assert last.output_shape == [64, 8, 8] and last.receptive_field == 81

@@ -104,9 +104,12 @@ class Run:
     # -- objects --------------------------------------------------------------------------------
     def build_model(self):
         from .models import build_model
+        from .models.graph import remember_shape
 
         d = self.dataset
-        return build_model(self.config.model, tuple(d["shape"]), len(d["classes"]), d["mean"], d["std"])
+        model = build_model(self.config.model, tuple(d["shape"]), len(d["classes"]), d["mean"], d["std"])
+        remember_shape(model, tuple(d["shape"]))  # layer order and fields are traced for this input
+        return model
 
     def load_model(self, which: str = "best", device: str = "cpu"):
         """The trained model in eval mode, weights loaded with ``weights_only=True``."""

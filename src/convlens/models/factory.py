@@ -104,6 +104,7 @@ def import_run(factory: str, weights: str | Path | None, out: str | Path, data: 
     from . import build_model
     from .summary import summarize, totals
 
+    resolve(factory)  # a bad MODULE:FACTORY fails here, with one line saying why
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"{out} already exists and is not empty; choose another --out")

@@ -52,7 +52,7 @@ _MAX_POOLS = {"max_pool2d", "_max_pool2d", "max_pool2d_with_indices", "adaptive_
 
 _SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_MAX_SIDE = 4096  # the probe image stops growing here
+_GROWTH = 16  # a probe image grows up to this many times the input's side
 
 
 def remember_shape(model: nn.Module, in_shape: tuple[int, ...]) -> None:
@@ -74,7 +74,7 @@ class Graph:
     consumers: dict[str, list[str]]
     functions: list[tuple[str, str]]  # (module whose forward() called it, function name)
     leaves: set[str] = field(default_factory=set)
-    alias: dict[str, str] = field(default_factory=dict)  # same field as this module ("" the input)
+    known: dict[str, ReceptiveField | None] = field(default_factory=dict)  # from the ops' geometry
     probe: nn.Module | None = None  # the positive, linearised copy the fields are measured on
     in_shape: tuple[int, int, int] = (0, 0, 0)
     _fields: dict[str, ReceptiveField] | None = None
@@ -137,12 +137,75 @@ def _avg_like_max(args: tuple, kwargs: dict, name: str) -> torch.Tensor:
     return F.conv2d(x, weight, None, stride, pad, dil, x.shape[1])
 
 
-class _Linearise(TorchFunctionMode):
-    """Activations become the identity, max pools average pools; records functional calls."""
+_SAME_FIELD = _ACTIVATIONS | {
+    "clone", "contiguous", "to", "float", "double", "half", "batch_norm", "dropout", "dropout2d", "alpha_dropout",
+    "feature_dropout", "feature_alpha_dropout", "__neg__", "neg", "abs",
+}  # fmt: skip
+_UNION = {
+    f"{pre}{op}{post}" for op in ("add", "sub", "mul") for pre, post in (("", ""), ("", "_"), ("__", "__"), ("__r", "__"),
+                                                                          ("__i", "__"))
+} | {"cat", "concat", "concatenate", "where", "maximum", "minimum"}  # fmt: skip
 
-    def __init__(self, stack: list[tuple[str, bool]], functions: list[tuple[str, str]]):
+
+_WINDOW_FUNCTIONS = {"avg_pool2d", "max_pool2d", "_max_pool2d", "max_pool2d_with_indices"}
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))
+
+
+def _make_field(rows: tuple[int, int, int], cols: tuple[int, int, int]) -> ReceptiveField:
+    return ReceptiveField(*rows) if rows == cols else ReceptiveField(*rows, *cols)
+
+
+def _compose(f: ReceptiveField, kernel: Any, stride: Any, padding: Any, dilation: Any) -> ReceptiveField:
+    """The field after a window op (kernel, stride, padding, dilation) applied to a map with ``f``."""
+    k, st, d = _pair(kernel), _pair(stride), _pair(dilation)
+    if isinstance(padding, str):  # "same" pads (k - 1) d in total, the smaller half first; "valid" none
+        p = tuple((kk - 1) * dd // 2 if padding == "same" else 0 for kk, dd in zip(k, d))
+    else:
+        p = _pair(padding)
+    axes = [(f.size, f.jump, f.start), f.cols]
+    out = [(sz + (k[a] - 1) * d[a] * jp, jp * st[a], s0 - p[a] * jp) for a, (sz, jp, s0) in enumerate(axes)]
+    return _make_field(out[0], out[1])
+
+
+def _union(fields: list[ReceptiveField]) -> ReceptiveField | None:
+    """The box covering fields with one step (a sum of positive maps sees what either sees)."""
+    axes = []
+    for pick in (lambda f: (f.size, f.jump, f.start), lambda f: f.cols):
+        parts = [pick(f) for f in fields]
+        if len({jp for _, jp, _ in parts}) != 1:
+            return None
+        lo, hi = min(s0 for _, _, s0 in parts), max(s0 + sz for sz, _, s0 in parts)
+        axes.append((hi - lo, parts[0][1], lo))
+    return _make_field(axes[0], axes[1])
+
+
+def _window_args(module_or_args: Any, kwargs: dict | None = None) -> tuple | None:
+    """(kernel, stride, padding, dilation) of a conv or pool module, or of a functional pool call."""
+    m = module_or_args
+    if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        return m.kernel_size, m.stride or m.kernel_size, m.padding, getattr(m, "dilation", 1)
+    if isinstance(m, tuple) and kwargs is not None:
+        names = ("kernel_size", "stride", "padding", "dilation")
+        given = dict(zip(names, m[1:]), **{k: v for k, v in kwargs.items() if k in names})
+        if "kernel_size" not in given:
+            return None
+        k = given["kernel_size"]
+        return k, given.get("stride") or k, given.get("padding", 0), given.get("dilation", 1)
+    return None
+
+
+class _Linearise(TorchFunctionMode):
+    """Activations become the identity, max pools average pools; records functional calls and,
+    in ``fields`` (by tensor id), the receptive field of each tensor derived from the input where
+    the op is known (None where it is not: those get probed)."""
+
+    def __init__(self, stack: list[tuple[str, bool]], functions: list[tuple[str, str]],
+                 fields: dict[int, ReceptiveField | None] | None = None, keep: list | None = None):  # fmt: skip
         super().__init__()
-        self.stack, self.functions = stack, functions
+        self.stack, self.functions, self.fields, self.keep = stack, functions, fields, keep
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -151,10 +214,30 @@ class _Linearise(TorchFunctionMode):
         if kind and self.stack and not self.stack[-1][1]:  # called from a container's forward()
             self.functions.append((self.stack[-1][0], name))
         if kind == "act" and args and isinstance(args[0], torch.Tensor):
-            return args[0].clone()
-        if kind == "pool" and "indices" not in name and not kwargs.get("return_indices"):
-            return _avg_like_max(args, kwargs, name)
-        return func(*args, **kwargs)
+            result = args[0].clone()
+        elif kind == "pool" and "indices" not in name and not kwargs.get("return_indices"):
+            result = _avg_like_max(args, kwargs, name)
+        else:
+            result = func(*args, **kwargs)
+        if self.fields is not None:
+            self._follow(name, args, kwargs, result)
+        return result
+
+    def _follow(self, name: str, args: tuple, kwargs: dict, result: Any) -> None:
+        derived = [t for t in _tensors((args, kwargs)) if id(t) in self.fields]
+        if not derived or not isinstance(result, torch.Tensor):
+            return
+        self.keep.append(result)
+        fields = [self.fields[id(t)] for t in derived]
+        field: ReceptiveField | None = None
+        if result.dim() == 4 and all(f is not None for f in fields):
+            same = [f for t, f in zip(derived, fields) if t.dim() == 4 and t.shape[2:] == result.shape[2:]]
+            if len(same) == len(derived) and (name in _SAME_FIELD and len(same) == 1 or name in _UNION):
+                field = same[0] if len(same) == 1 else _union(same)  # type: ignore[arg-type]
+            elif len(derived) == 1 and name in _WINDOW_FUNCTIONS:
+                geometry = _window_args(args, kwargs)
+                field = None if geometry is None else _compose(fields[0], *geometry)  # type: ignore[arg-type]
+        self.fields[id(result)] = field
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
@@ -182,11 +265,13 @@ def _elementwise(m: nn.Module) -> bool:
 def _pass(probe: nn.Module, x: torch.Tensor, wanted: set[str] | None, record: Graph | None) -> dict[str, torch.Tensor]:
     """One forward pass of the probe copy on ``x``; returns the first-call output of each 4-D
     module (only ``wanted`` ones if given, stopping once all of them ran). ``record`` gets the
-    order, shapes, data flow, functional calls and ``alias`` (modules whose output field is that
-    of another module: pass-through containers and element-wise layers)."""
+    order, shapes, data flow, functional calls and ``known``: each module's field followed
+    through the geometry of the ops it ran (convs, pools, element-wise ops, sums, concatenations),
+    None where an op of unknown geometry came in between."""
     outputs: dict[str, torch.Tensor] = {}
-    owner: dict[int, str] = {id(x): ""}
+    owner: dict[int, str] = {}
     keep: list[Any] = [x]
+    fields: dict[int, ReceptiveField | None] | None = {id(x): ReceptiveField(1, 1, 0)} if record is not None else None
     stack: list[tuple[str, bool]] = []
     handles = []
     modules = dict(probe.named_modules())
@@ -211,18 +296,17 @@ def _pass(probe: nn.Module, x: torch.Tensor, wanted: set[str] | None, record: Gr
         def hook(module, inputs, output):
             stack.pop()
             if isinstance(output, torch.Tensor):
-                if record is not None and name not in record.shapes:
-                    record.shapes[name] = list(output.shape[1:])
-                    ins = _tensors(inputs)
-                    if id(output) in owner:  # handed on unchanged (a container, Identity)
-                        record.alias[name] = owner[id(output)]
-                    elif (_elementwise(module) and len(ins) == 1 and id(ins[0]) in owner
-                          and ins[0].shape[2:] == output.shape[2:]):  # fmt: skip
-                        record.alias[name] = owner[id(ins[0])]
+                if record is not None and fields is not None:
+                    field = _module_field(module, _tensors(inputs), output, fields)
+                    if name not in record.shapes:
+                        record.shapes[name] = list(output.shape[1:])
+                        record.known[name] = field
                 # a clone goes on, so an in-place op later (out += shortcut) leaves this one intact
                 kept, output = output, output.clone()
                 keep.append(output)
                 owner[id(output)] = name
+                if fields is not None:
+                    fields[id(output)] = field
                 if kept.dim() == 4 and name not in outputs and (wanted is None or name in wanted):
                     outputs[name] = kept
             elif record is not None:
@@ -238,7 +322,7 @@ def _pass(probe: nn.Module, x: torch.Tensor, wanted: set[str] | None, record: Gr
             if name:
                 handles.append(m.register_forward_pre_hook(pre(name)))
                 handles.append(m.register_forward_hook(post(name)))
-        with _Linearise(stack, record.functions if record is not None else []):
+        with _Linearise(stack, record.functions if record is not None else [], fields, keep):
             try:
                 probe(x)
             except StopForward:
@@ -247,6 +331,22 @@ def _pass(probe: nn.Module, x: torch.Tensor, wanted: set[str] | None, record: Gr
         for h in handles:
             h.remove()
     return outputs
+
+
+def _module_field(module: nn.Module, inputs: list[torch.Tensor], output: torch.Tensor,
+                  fields: dict[int, ReceptiveField | None]) -> ReceptiveField | None:  # fmt: skip
+    """A module's output field from its input's and its geometry, or what its ops left."""
+    if output.dim() != 4:
+        return None
+    derived = [t for t in inputs if id(t) in fields]
+    if len(derived) == 1 and derived[0].dim() == 4 and fields[id(derived[0])] is not None:
+        f = fields[id(derived[0])]
+        geometry = _window_args(module)
+        if geometry is not None:
+            return _compose(f, *geometry)  # type: ignore[arg-type]
+        if _elementwise(module) and derived[0].shape[2:] == output.shape[2:]:
+            return f
+    return fields.get(id(output))  # passed on unchanged, or followed through its functions
 
 
 def _support(grad: torch.Tensor) -> tuple[int, int, int, int] | None:
@@ -344,7 +444,10 @@ def _fields(graph: Graph) -> tuple[dict[str, ReceptiveField], dict[str, str]]:
     fields: dict[str, ReceptiveField] = {}
     unresolved: dict[str, str] = {}
     spatial = [n for n in graph.order if graph.shapes.get(n) is not None and len(graph.shapes[n]) == 3]  # type: ignore[arg-type]
-    todo = [n for n in spatial if n not in graph.alias]
+    for name in spatial:
+        if graph.known.get(name) is not None:
+            fields[name] = graph.known[name]  # type: ignore[assignment]
+    todo = [n for n in spatial if n not in fields]  # ops whose geometry is unknown: measured
     c, h, w = shape
     reasons: dict[str, str] = {}
     while todo:
@@ -355,21 +458,10 @@ def _fields(graph: Graph) -> tuple[dict[str, ReceptiveField], dict[str, str]]:
             else:
                 reasons[name] = got
         todo = [n for n in todo if reasons.get(n) == "clipped"]
-        if max(h, w) >= _MAX_SIDE:
+        if max(h, w) >= _GROWTH * max(shape[1:]):
             break
         h, w = 2 * h, 2 * w  # the field is wider than the image: grow it until a window fits
-    for name in spatial:
-        root, seen = name, set()
-        while root in graph.alias and root not in seen:
-            seen.add(root)
-            root = graph.alias[root]
-        if root == "":
-            fields[name] = ReceptiveField(1, 1, 0)
-        elif root in fields:
-            fields[name] = fields[root]
-        elif name not in fields:
-            why = reasons.get(root, "its input has no receptive field")
-            unresolved[name] = "larger than the largest probe image" if why == "clipped" else why
+    unresolved = {n: ("larger than the largest probe image" if why == "clipped" else why) for n, why in reasons.items()}
     return {n: fields[n] for n in spatial if n in fields}, unresolved
 
 
@@ -382,6 +474,15 @@ def _probe_safely(probe: nn.Module, names: list[str], shape: tuple[int, int, int
             raise
         return {n: f"larger than the image, and the model does not run on {shape[1]}x{shape[2]} inputs ({exc})"
                 for n in names}  # fmt: skip
+
+
+def measure_fields(model: nn.Module, in_shape: tuple[int, int, int]) -> dict[str, ReceptiveField]:
+    """Every field measured by gradient probes alone (uncached; tests check the ops' geometry
+    that :func:`trace_graph` follows against it)."""
+    graph = _trace(model, tuple(in_shape))  # type: ignore[arg-type]
+    graph.known = {}
+    with torch.enable_grad():
+        return _fields(graph)[0]
 
 
 def execution_order(model: nn.Module, in_shape: tuple[int, int, int] | None = None) -> list[str] | None:

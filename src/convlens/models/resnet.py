@@ -19,7 +19,8 @@ from .builder import GlobalPool, Normalize
 
 
 class BasicBlock(nn.Module):
-    """conv-BN-ReLU, conv-BN, plus the shortcut, then ReLU."""
+    """conv-BN-ReLU, conv-BN, plus the shortcut, then ReLU (declared in reading order; the
+    shortcut runs first, which layer lists follow: they are in execution order)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
@@ -35,8 +36,9 @@ class BasicBlock(nn.Module):
         self.relu2 = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.shortcut(x)  # first: the block's last conv to run is conv2, its deepest
         out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-        return self.relu2(out + self.shortcut(x))
+        return self.relu2(out + skip)
 
 
 class CifarResNet(nn.Module):
