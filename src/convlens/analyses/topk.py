@@ -61,6 +61,12 @@ def patch(image: np.ndarray, rf: ReceptiveField, i: int, j: int, fill: float = 0
     return out
 
 
+def _no_field(subject: Subject, layer: str) -> str:
+    from ..models.graph import trace_graph
+
+    return trace_graph(subject.model, subject.in_shape).unresolved.get(layer, "not a spatial layer")
+
+
 @register
 class TopK(Streaming):
     """The k most exciting images per filter, with the receptive-field patch of the maximum."""
@@ -110,6 +116,9 @@ class TopK(Streaming):
                 continue
             probe, (h, w) = self._probe[layer], self._map_size[layer]
             rf = rfs.get(probe) or rfs.get(layer)
+            if rf is None:
+                why = _no_field(subject, probe)
+                subject.say(f"topk: {layer} has no receptive field ({why}): no patches drawn")
             filters = []
             for f in range(run.values.shape[0]):
                 keep = run.positions[f] >= 0
