@@ -125,7 +125,8 @@ def test_ops_of_unknown_geometry_are_measured():
             x = self.after(torch.nn.functional.conv2d(x, self.w, stride=2, padding=2))  # no module to read
             return self.up(torch.nn.functional.interpolate(x, scale_factor=2)).sum((1, 2, 3))
 
-    graph = trace_graph(Net(), (1, 16, 16))
+    model = Net()
+    graph = trace_graph(model, (1, 16, 16))
     assert graph.known["after"] is None and graph.fields["after"] == ReceptiveField(5, 2, -2)
     assert "up" not in graph.fields and "fixed step" in graph.unresolved["up"]  # upsampling: not a shifted box
 
@@ -191,3 +192,19 @@ def test_resnet20_size_and_summary(resnet20):
     assert len(convs) == 21 and convs[-1] == "layer3.2.conv2"  # 19 3x3 convs and 2 projections
     last = [r for r in rows if r.name == "layer3.2.relu2"][0]
     assert last.output_shape == [64, 8, 8] and last.receptive_field == 81
+
+
+def test_no_hook_survives_an_exception():
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3)
+
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    model = Broken()
+    for fn in (lambda: summarize(model, SHAPE), lambda: trace_graph(model, SHAPE)):
+        with pytest.raises(RuntimeError, match="boom"):
+            fn()
+        assert hook_count(model) == 0

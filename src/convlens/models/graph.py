@@ -13,20 +13,23 @@ with forward hooks on every submodule (added and removed inside ``try/finally``)
   ``torch.relu``, ``x.relu()``), seen through a ``__torch_function__`` mode;
 - ``fields``: the exact receptive field of every module with an (N, C, H, W) output.
 
-Receptive fields are measured, not derived from layer types, so residual additions,
-concatenations and functional pools count: in the copy every weight is a positive constant,
-every activation is the identity and every max pool an average pool over the same window, which
-makes the network up to any layer a linear map with positive coefficients. The nonzero support of
-the input gradient of one output unit is then exactly the set of pixels the unit can see (no
-cancellation, no dead ReLU, no zero weight hides one). Two neighbouring units give the step
-(``jump``) and the size; the probe image grows until a unit's window lies inside it, so fields
-larger than the image are measured too. The result is cached per model structure and input shape.
+Receptive fields are followed through the pass op by op: convs and pools (modules or functions)
+compose their kernel, stride, padding and dilation; element-wise ops keep the field; sums,
+products and concatenations take the box covering their operands' fields. Where an op of
+unknown geometry comes in between (a functional conv, a custom op), the field is measured
+instead, on a copy in which every weight is a positive constant, every activation the identity
+and every max pool an average pool over the same window: the network up to any layer is then a
+linear map with positive coefficients, so the nonzero support of the input gradient of one
+output unit is exactly the set of pixels it can see (no cancellation, no dead ReLU, no zero
+weight hides one). Two neighbouring units give the step (``jump``) and the size; the probe
+image grows (up to 16x) until a unit's window lies inside it. Both ways agree on every preset
+(tests). The graph is cached per model structure and input shape; fields are computed on
+first use.
 
 Limits: control flow that depends on the data may take another path on the constant image;
-reductions other than pools (``torch.max`` over positions, attention, GroupNorm/LayerNorm over
-positions) make a unit depend on every pixel and the field is then the whole input (or, where the
-window is not a translated box, ``None`` with the reason in ``unresolved``); a module called more
-than once is described by its first call.
+an op whose window is not a shifted box (upsampling, attention, normalisation over positions)
+leaves a layer without a field, with the reason in ``unresolved``; a module called more than once
+is described by its first call.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class Graph:
     functions: list[tuple[str, str]]  # (module whose forward() called it, function name)
     leaves: set[str] = field(default_factory=set)
     known: dict[str, ReceptiveField | None] = field(default_factory=dict)  # from the ops' geometry
-    probe: nn.Module | None = None  # the positive, linearised copy the fields are measured on
+    model: Any = None  # a weak reference to the traced model (fields are measured on a copy)
     in_shape: tuple[int, int, int] = (0, 0, 0)
     _fields: dict[str, ReceptiveField] | None = None
     _unresolved: dict[str, str] = field(default_factory=dict)
@@ -86,7 +89,6 @@ class Graph:
         if self._fields is None:
             with torch.enable_grad():
                 self._fields, self._unresolved = _fields(self)
-            self.probe = None
         return self._fields
 
     @property
@@ -431,7 +433,7 @@ def trace_graph(model: nn.Module, in_shape: tuple[int, int, int] | None = None) 
 def _trace(model: nn.Module, shape: tuple[int, int, int]) -> Graph:
     probe = _positive_copy(model)
     graph = Graph([], {}, {}, {}, [], leaves={n for n, m in model.named_modules() if n and not list(m.children())},
-                  probe=probe, in_shape=shape)  # fmt: skip
+                  model=weakref.ref(model), in_shape=shape)  # fmt: skip
     device = next((p.device for p in probe.parameters()), torch.device("cpu"))
     with torch.no_grad():
         _pass(probe, torch.ones(1, *shape, device=device), None, graph)
@@ -439,8 +441,7 @@ def _trace(model: nn.Module, shape: tuple[int, int, int]) -> Graph:
 
 
 def _fields(graph: Graph) -> tuple[dict[str, ReceptiveField], dict[str, str]]:
-    probe, shape = graph.probe, graph.in_shape
-    assert probe is not None
+    shape = graph.in_shape
     fields: dict[str, ReceptiveField] = {}
     unresolved: dict[str, str] = {}
     spatial = [n for n in graph.order if graph.shapes.get(n) is not None and len(graph.shapes[n]) == 3]  # type: ignore[arg-type]
@@ -448,6 +449,10 @@ def _fields(graph: Graph) -> tuple[dict[str, ReceptiveField], dict[str, str]]:
         if graph.known.get(name) is not None:
             fields[name] = graph.known[name]  # type: ignore[assignment]
     todo = [n for n in spatial if n not in fields]  # ops whose geometry is unknown: measured
+    model = graph.model() if graph.model is not None else None
+    if todo and model is None:
+        return fields, {n: "the model is gone" for n in todo}
+    probe = _positive_copy(model) if todo else None
     c, h, w = shape
     reasons: dict[str, str] = {}
     while todo:
