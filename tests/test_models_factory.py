@@ -77,3 +77,28 @@ def test_weights_that_do_not_fit(tmp_path, capsys):
     torch.save(make(width=8).state_dict(), tmp_path / "w.pt")
     assert main(["import", "handmade_resnet:make", "--weights", str(tmp_path / "w.pt"), "--out", str(tmp_path / "r")]) == 2
     assert "do not fit handmade_resnet:make" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model,message", [
+    ({"factory": "handmade_resnet:make", "preset": "tiny"}, "give exactly one of `model.preset`, `model.layers` or `model.factory`"),
+    ({"preset": "tiny", "kwargs": {"width": 2}}, "`model.kwargs` goes with `model.factory`"),
+    ({"factory": "handmade_resnet:make", "options": {"width": 2}}, "a factory takes `model.kwargs`"),
+    ({"factory": "not a factory"}, "is not MODULE:FACTORY"),
+])  # fmt: skip
+def test_model_section_is_validated(model, message):
+    from convlens.config import load_config
+    from convlens.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("(", "\\(").replace(")", "\\)")):
+        load_config({"model": model})
+
+
+def test_a_factory_model_trains_from_a_config(tmp_path):
+    from conftest import tiny_config
+
+    from convlens.train import train
+
+    cfg = tiny_config(**{"model": {"factory": "handmade_resnet:make", "kwargs": {"width": 2}}, "train.epochs": 1})
+    run = train(cfg, tmp_path / "run", echo=lambda m: None)
+    assert run.status["status"] == "finished" and run.eval["n"] > 0
+    assert type(run.load_model()).__name__ == "HandResNet"
