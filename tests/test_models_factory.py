@@ -75,7 +75,9 @@ def test_bad_factory_is_one_clear_line(tmp_path, capsys, factory, message):
 
 def test_weights_that_do_not_fit(tmp_path, capsys):
     torch.save(make(width=8).state_dict(), tmp_path / "w.pt")
-    assert main(["import", "handmade_resnet:make", "--weights", str(tmp_path / "w.pt"), "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(["import", "handmade_resnet:make", "--weights", str(tmp_path / "w.pt"), "--out", str(tmp_path / "r")]) == 2
+    )
     assert "do not fit handmade_resnet:make" in capsys.readouterr().err
 
 

@@ -169,7 +169,9 @@ def test_every_preset_traced_field_equals_the_analytic_one(name, request):
         model = request.getfixturevalue("resnet20")
     else:
         options = {"width": 2} if "width" in preset.defaults() else {}
-        model = build_model(load_config({"model": {"preset": name, "options": options}}).model, preset.example_input, 10)
+        model = build_model(
+            load_config({"model": {"preset": name, "options": options}}).model, preset.example_input, 10
+        )
     traced = trace_graph(model, preset.example_input).fields  # followed through each op's geometry
     if name != "resnet20":  # measured by gradient probes alone (resnet20: test below)
         assert measure_fields(model, preset.example_input) == traced

@@ -28,15 +28,26 @@ def test_resnet8_trains_and_is_dissected(tmp_path, capsys):
     from convlens.train import train
 
     run = tmp_path / "r8"
-    cfg = tiny_config(**{"model": {"preset": "resnet8", "options": {"width": 4}}, "train.epochs": 1, "train.threads": 1})
+    cfg = tiny_config(
+        **{"model": {"preset": "resnet8", "options": {"width": 4}}, "train.epochs": 1, "train.threads": 1}
+    )
     train(cfg, run, echo=lambda m: None)
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     summary = json.loads((run / "summary.json").read_text())
     assert {r["name"]: r["receptive_field"] for r in summary["layers"]}["layer3.0.conv2"] == 25
     assert main(["analyze", str(run), "--only", "topk,classnorms,stats", "--k", "2", "--limit", "30"]) == 0
     topk = json.loads((run / "analysis" / "topk.json").read_text())
-    assert list(topk["layers"]) == ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer2.0.shortcut.0", "layer2.0.conv1",
-                                    "layer2.0.conv2", "layer3.0.shortcut.0", "layer3.0.conv1", "layer3.0.conv2"]
+    assert list(topk["layers"]) == [
+        "conv1",
+        "layer1.0.conv1",
+        "layer1.0.conv2",
+        "layer2.0.shortcut.0",
+        "layer2.0.conv1",
+        "layer2.0.conv2",
+        "layer3.0.shortcut.0",
+        "layer3.0.conv1",
+        "layer3.0.conv2",
+    ]
     assert all(info["receptive_field"] for info in topk["layers"].values())
     assert (run / "analysis" / "topk" / "layer3.0.conv2" / "f0_patches.png").is_file()
     classnorms = json.loads((run / "analysis" / "classnorms.json").read_text())

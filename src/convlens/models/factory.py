@@ -81,7 +81,9 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickled classes, truncated files: many types
-        raise RunError(f"cannot read weights {path} with weights_only=True (a state_dict of tensors is needed): {exc}") from None
+        raise RunError(
+            f"cannot read weights {path} with weights_only=True (a state_dict of tensors is needed): {exc}"
+        ) from None
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -126,7 +128,9 @@ def import_run(factory: str, weights: str | Path | None, out: str | Path, data: 
         try:
             y = model(torch.zeros(2, *bundle.shape))
         except Exception as exc:
-            raise RunError(f"{factory} does not run on {bundle.name} images of shape {list(bundle.shape)}: {exc}") from None
+            raise RunError(
+                f"{factory} does not run on {bundle.name} images of shape {list(bundle.shape)}: {exc}"
+            ) from None
     if not isinstance(y, torch.Tensor) or tuple(y.shape) != (2, bundle.num_classes):
         got = list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise RunError(f"{factory} returns {got} for a batch of 2, but {bundle.name} needs logits of shape "

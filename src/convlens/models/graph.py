@@ -44,6 +44,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..trace import StopForward
+from .fields import compose, measure, union, window_args
 from .summary import ReceptiveField
 
 _ACTIVATIONS = {
@@ -152,53 +153,6 @@ _UNION = {
 _WINDOW_FUNCTIONS = {"avg_pool2d", "max_pool2d", "_max_pool2d", "max_pool2d_with_indices"}
 
 
-def _pair(v: Any) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))
-
-
-def _make_field(rows: tuple[int, int, int], cols: tuple[int, int, int]) -> ReceptiveField:
-    return ReceptiveField(*rows) if rows == cols else ReceptiveField(*rows, *cols)
-
-
-def _compose(f: ReceptiveField, kernel: Any, stride: Any, padding: Any, dilation: Any) -> ReceptiveField:
-    """The field after a window op (kernel, stride, padding, dilation) applied to a map with ``f``."""
-    k, st, d = _pair(kernel), _pair(stride), _pair(dilation)
-    if isinstance(padding, str):  # "same" pads (k - 1) d in total, the smaller half first; "valid" none
-        p = tuple((kk - 1) * dd // 2 if padding == "same" else 0 for kk, dd in zip(k, d))
-    else:
-        p = _pair(padding)
-    axes = [(f.size, f.jump, f.start), f.cols]
-    out = [(sz + (k[a] - 1) * d[a] * jp, jp * st[a], s0 - p[a] * jp) for a, (sz, jp, s0) in enumerate(axes)]
-    return _make_field(out[0], out[1])
-
-
-def _union(fields: list[ReceptiveField]) -> ReceptiveField | None:
-    """The box covering fields with one step (a sum of positive maps sees what either sees)."""
-    axes = []
-    for pick in (lambda f: (f.size, f.jump, f.start), lambda f: f.cols):
-        parts = [pick(f) for f in fields]
-        if len({jp for _, jp, _ in parts}) != 1:
-            return None
-        lo, hi = min(s0 for _, _, s0 in parts), max(s0 + sz for sz, _, s0 in parts)
-        axes.append((hi - lo, parts[0][1], lo))
-    return _make_field(axes[0], axes[1])
-
-
-def _window_args(module_or_args: Any, kwargs: dict | None = None) -> tuple | None:
-    """(kernel, stride, padding, dilation) of a conv or pool module, or of a functional pool call."""
-    m = module_or_args
-    if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-        return m.kernel_size, m.stride or m.kernel_size, m.padding, getattr(m, "dilation", 1)
-    if isinstance(m, tuple) and kwargs is not None:
-        names = ("kernel_size", "stride", "padding", "dilation")
-        given = dict(zip(names, m[1:]), **{k: v for k, v in kwargs.items() if k in names})
-        if "kernel_size" not in given:
-            return None
-        k = given["kernel_size"]
-        return k, given.get("stride") or k, given.get("padding", 0), given.get("dilation", 1)
-    return None
-
-
 class _Linearise(TorchFunctionMode):
     """Activations become the identity, max pools average pools; records functional calls and,
     in ``fields`` (by tensor id), the receptive field of each tensor derived from the input where
@@ -235,10 +189,10 @@ class _Linearise(TorchFunctionMode):
         if result.dim() == 4 and all(f is not None for f in fields):
             same = [f for t, f in zip(derived, fields) if t.dim() == 4 and t.shape[2:] == result.shape[2:]]
             if len(same) == len(derived) and (name in _SAME_FIELD and len(same) == 1 or name in _UNION):
-                field = same[0] if len(same) == 1 else _union(same)  # type: ignore[arg-type]
+                field = same[0] if len(same) == 1 else union(same)  # type: ignore[arg-type]
             elif len(derived) == 1 and name in _WINDOW_FUNCTIONS:
-                geometry = _window_args(args, kwargs)
-                field = None if geometry is None else _compose(fields[0], *geometry)  # type: ignore[arg-type]
+                geometry = window_args(args, kwargs)
+                field = None if geometry is None else compose(fields[0], *geometry)  # type: ignore[arg-type]
         self.fields[id(result)] = field
 
 
@@ -343,38 +297,12 @@ def _module_field(module: nn.Module, inputs: list[torch.Tensor], output: torch.T
     derived = [t for t in inputs if id(t) in fields]
     if len(derived) == 1 and derived[0].dim() == 4 and fields[id(derived[0])] is not None:
         f = fields[id(derived[0])]
-        geometry = _window_args(module)
+        geometry = window_args(module)
         if geometry is not None:
-            return _compose(f, *geometry)  # type: ignore[arg-type]
+            return compose(f, *geometry)  # type: ignore[arg-type]
         if _elementwise(module) and derived[0].shape[2:] == output.shape[2:]:
             return f
     return fields.get(id(output))  # passed on unchanged, or followed through its functions
-
-
-def _support(grad: torch.Tensor) -> tuple[int, int, int, int] | None:
-    nz = grad.abs().sum(0).nonzero()
-    if len(nz) == 0:
-        return None
-    return int(nz[:, 0].min()), int(nz[:, 0].max()) + 1, int(nz[:, 1].min()), int(nz[:, 1].max()) + 1
-
-
-def _measure(ga: torch.Tensor, gb: torch.Tensor, i: int, j: int) -> ReceptiveField | str:
-    """The field from the input gradients of units (i, j) and (i + 1, j + 1), or why it cannot
-    be read here (``"clipped"``: a window touches the probe image's border)."""
-    a, b = _support(ga), _support(gb)
-    if a is None or b is None:
-        return "no input pixel reaches it"
-    H, W = ga.shape[1:]
-    if min(a[0], a[2], b[0], b[2]) <= 0 or max(a[1], b[1]) >= H or max(a[3], b[3]) >= W:
-        return "clipped"
-    size, size_x = a[1] - a[0], a[3] - a[2]
-    jump, jump_x = b[0] - a[0], b[2] - a[2]
-    if (b[1] - b[0], b[3] - b[2]) != (size, size_x) or jump < 1 or jump_x < 1:
-        return "its window is not the same box shifted by a fixed step for every unit"
-    start, start_x = a[0] - i * jump, a[2] - j * jump_x
-    if (size_x, jump_x, start_x) == (size, jump, start):
-        return ReceptiveField(size, jump, start)
-    return ReceptiveField(size, jump, start, size_x, jump_x, start_x)
 
 
 def _probe(probe: nn.Module, names: list[str], shape: tuple[int, int, int]) -> dict[str, ReceptiveField | str]:
@@ -401,7 +329,7 @@ def _probe(probe: nn.Module, names: list[str], shape: tuple[int, int, int]) -> d
         if units:
             (g,) = torch.autograd.grad(total, x)
             for name, (n, i, j) in units.items():
-                found[name] = _measure(g[2 * n], g[2 * n + 1], i, j)
+                found[name] = measure(g[2 * n], g[2 * n + 1], i, j)
         del x, outputs, total
     return found
 
