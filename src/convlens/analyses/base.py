@@ -265,7 +265,8 @@ def block(model: nn.Module, layer: str) -> Block:
 
 def resolve_layers(model: nn.Module, layers: list[str] | None, default: str, analysis: str) -> list[str]:
     """Validated layer names, or the analysis' default: ``all`` / ``first_last`` / ``first`` /
-    ``last`` conv layers. Unknown names raise a LayerError that lists the names that exist."""
+    ``last`` conv layers, in execution order (traced for the model's input shape, so "last" is
+    the last conv ``forward()`` runs). Unknown names raise a LayerError that lists the names."""
     convs = conv_layers(model)
     if layers:
         for name in layers:
