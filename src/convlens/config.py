@@ -263,7 +263,10 @@ class ExperimentConfig(Strict):
 
     # -- io ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=False)
+        out = self.model_dump(mode="json", exclude_none=False)
+        if out["model"]["factory"] is None:  # a preset or layer list: the section reads as before
+            del out["model"]["factory"], out["model"]["kwargs"]
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)
