@@ -226,7 +226,7 @@ def test_damaged_files_name_the_file(tmp_path, run, capsys):
     cut = copy_run(run, tmp_path / "cut")
     data = (cut / "checkpoints" / "best.pt").read_bytes()
     (cut / "checkpoints" / "best.pt").write_bytes(data[: len(data) // 2])
-    one_error(capsys, ["analyze", str(cut), "--only", "filters"], "cannot read checkpoint", "best.pt")
+    one_error(capsys, ["analyze", str(cut), "--only", "filters", "--checkpoint", "best"], "cannot read checkpoint", "best.pt")
     js = copy_run(run, tmp_path / "js")
     (js / "eval.json").write_text("{nope")
     one_error(capsys, ["diagnose", str(js)], "eval.json is not valid JSON")

@@ -142,6 +142,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from .config import parse_override
+    from .models.factory import import_run
+
+    kwargs = dict(parse_override(k) for k in args.kwarg)
+    out = import_run(args.factory, args.weights, args.out, args.data, kwargs, args.set, echo=_echo)
+    print(f"run folder: {out}  (analyze, explain, report and diagnose read it like a trained run)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -189,6 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=int, nargs=3, metavar=("C", "H", "W"), help="input shape (default: the preset's)")
     p.add_argument("--classes", type=int, default=10)
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("import", help="wrap any nn.Module and its weights in a run folder",
+                       description="Build MODULE:FACTORY(**kwargs), load --weights (weights_only), write a run "
+                                   "folder on --data and evaluate it on the test split.")  # fmt: skip
+    p.add_argument("factory", metavar="MODULE:FACTORY", help="function or class returning the nn.Module, e.g. pkg.models:make")
+    p.add_argument("--weights", metavar="W.pt", help="state_dict to load (default: the factory's own weights)")
+    p.add_argument("--data", default="digits", help="registered data set (`convlens datasets`; default: digits)")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder to create")
+    p.add_argument("--kwarg", action="append", default=[], metavar="KEY=VALUE", help="factory keyword argument (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set data.test_subset=500 (repeatable)")  # fmt: skip
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("demo", help="train, analyse and explain a small CNN on the bundled digits, then write its report "
                                     "(offline, a few minutes on 2 cores)")  # fmt: skip

@@ -127,6 +127,18 @@ class ModelConfig(Strict):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Preset knobs, or width/multiplier for `stage` convs"
     )
+    factory: str | None = Field(
+        None, description="Any nn.Module: MODULE:FACTORY, a function or class importable from here "
+        "(e.g. pkg.models:make) called with `kwargs`; it takes [0, 1] images",
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the factory")
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_form(cls, v: str | None) -> str | None:
+        from .models.factory import check_form
+
+        return None if v is None else check_form(v)
 
     @field_validator("layers", mode="before")
     @classmethod
@@ -135,9 +147,14 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
-        if (self.preset is None) == (self.layers is None):
-            raise ValueError("give exactly one of `model.preset` or `model.layers`")
-        if self.preset is not None:
+        if sum(x is not None for x in (self.preset, self.layers, self.factory)) != 1:
+            raise ValueError("give exactly one of `model.preset`, `model.layers` or `model.factory`")
+        if self.kwargs and self.factory is None:
+            raise ValueError("`model.kwargs` goes with `model.factory`; presets take `model.options`")
+        if self.factory is not None:
+            if self.options:
+                raise ValueError("`model.options` goes with a preset or a layer list; a factory takes `model.kwargs`")
+        elif self.preset is not None:
             from .models.registry import PRESETS, check_options
 
             if self.preset not in PRESETS:
@@ -246,7 +263,10 @@ class ExperimentConfig(Strict):
 
     # -- io ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=False)
+        out = self.model_dump(mode="json", exclude_none=False)
+        if out["model"]["factory"] is None:  # a preset or layer list: the section reads as before
+            del out["model"]["factory"], out["model"]["kwargs"]
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)

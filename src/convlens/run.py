@@ -127,9 +127,12 @@ class Run:
     # -- objects --------------------------------------------------------------------------------
     def build_model(self):
         from .models import build_model
+        from .models.graph import remember_shape
 
         d = self.dataset
-        return build_model(self.config.model, tuple(d["shape"]), len(d["classes"]), d["mean"], d["std"])
+        model = build_model(self.config.model, tuple(d["shape"]), len(d["classes"]), d["mean"], d["std"])
+        remember_shape(model, tuple(d["shape"]))  # layer order and fields are traced for this input
+        return model
 
     def checkpoint_info(self, which: str | None = None, state: dict[str, Any] | None = None) -> dict[str, Any]:
         """``{"checkpoint": name, "checkpoint_epoch": epochs trained, "checkpoint_sha256": 12 hex}``

@@ -49,8 +49,16 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     raise LayerError(f"the model has no layer {name!r}.{hint} Layers: {', '.join(names)}")
 
 
-def conv_layers(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+def conv_layers(model: nn.Module, in_shape: tuple[int, int, int] | None = None) -> list[str]:
+    """The conv layers in execution order (traced once for the (C, H, W) input shape given or
+    known for the model, see ``models.graph``); in ``named_modules()`` order when none is."""
+    from .models.graph import execution_order
+
+    order = execution_order(model, in_shape)
+    modules = dict(model.named_modules())
+    if order is None:
+        return [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+    return [n for n in order if isinstance(modules.get(n), nn.Conv2d)]
 
 
 def check_filter(model: nn.Module, layer: str, index: int) -> int:
@@ -84,8 +92,10 @@ class Trace:
         edit_output: Edit | None = None,
         rewrite: Rewrite | None = None,
         stop: bool = False,
+        after: Callable[[str], None] | None = None,
     ):
         self.model, self.layer = model, layer
+        self.after = after  # called after each of the layer's calls (TraceDict's stop rule)
         self.module = get_layer(model, layer)
         self.retain_output, self.retain_input = retain_output, retain_input
         self.detach, self.clone, self.edit_output, self.stop = detach, clone, edit_output, stop
@@ -113,6 +123,8 @@ class Trace:
             self.output = self._keep(output)
         if self.stop:
             raise StopForward
+        if self.after is not None:
+            self.after(self.layer)
         return output
 
     def __enter__(self) -> Trace:
@@ -130,19 +142,30 @@ class Trace:
 
 
 class TraceDict(OrderedDict):
-    """Several :class:`Trace`\\ s at once, keyed by layer name; ``stop`` ends after the last one
-    reached in the forward pass (the deepest, for a sequential model)."""
+    """Several :class:`Trace`\\ s at once, keyed by layer name.
+
+    ``stop`` ends the forward pass as soon as every traced layer has run once, whatever the
+    order in which ``forward()`` calls them; a forward pass that ends without reaching one of
+    them raises a LayerError naming it (a layer is never dropped silently).
+    """
 
     def __init__(self, model: nn.Module, layers: Iterable[str], *, stop: bool = False, **kwargs: Any):
         super().__init__()
         layers = list(dict.fromkeys(layers))
-        order = [n for n, _ in model.named_modules()]
         for name in layers:
             get_layer(model, name)  # fail before any hook exists
-        last = max(layers, key=order.index) if (stop and layers) else None
-        self._traces = [(name, Trace(model, name, stop=(name == last), **kwargs)) for name in layers]
+        self.stop = stop and bool(layers)
+        self.reached: set[str] = set()
+        after = self._reached if self.stop else None
+        self._traces = [(name, Trace(model, name, after=after, **kwargs)) for name in layers]
+
+    def _reached(self, name: str) -> None:
+        self.reached.add(name)
+        if len(self.reached) == len(self._traces):
+            raise StopForward
 
     def __enter__(self) -> TraceDict:
+        self.reached = set()
         try:
             for name, t in self._traces:
                 t.__enter__()
@@ -154,6 +177,10 @@ class TraceDict(OrderedDict):
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.close()
+        if exc_type is None and self.stop:
+            missing = [n for n, _ in self._traces if n not in self.reached]
+            raise LayerError(f"the forward pass ended without reaching layer(s) {', '.join(missing)}: "
+                             f"forward() does not call them for this input")  # fmt: skip
         return exc_type is not None and issubclass(exc_type, StopForward)
 
     def close(self) -> None:

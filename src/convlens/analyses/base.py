@@ -29,6 +29,7 @@ from torch import nn
 
 from ..data import Split, batches
 from ..errors import ConvlensError, LayerError
+from ..models.graph import known_shape, remember_shape, trace_graph
 from ..models.summary import receptive_fields
 from ..trace import conv_layers, get_layer
 from ..utils import interactive, write_json
@@ -133,6 +134,10 @@ class Subject:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise AnalysisError(f"batch_size={self.batch_size!r} is out of range; allowed: 1 or more images per batch")
+
+    def __post_init__(self) -> None:
+        # layer order and receptive fields are traced for this input shape (models.graph)
+        remember_shape(self.model, self.in_shape)
 
     @classmethod
     def from_run(cls, run: Any, split: str = "test", checkpoint: str | None = None, *, limit: int | None = None,
@@ -285,8 +290,21 @@ class Block:
 
 
 def block(model: nn.Module, layer: str) -> Block:
-    """The block a conv layer starts: leaf modules after it up to the next conv, pool or linear."""
+    """The block a conv layer starts: the batch norm that takes its output and the activation that
+    takes theirs, from the traced data flow when the model's input shape is known (any module
+    graph; an activation written as a function in ``forward()`` has no name to read, so ``act``
+    is then the pre-activation); else the leaf modules after it up to the next conv, pool or
+    linear in declaration order."""
     get_layer(model, layer)
+    shape = known_shape(model)
+    if shape is not None:
+        graph = trace_graph(model, shape)
+        modules = dict(model.named_modules())
+        bn = graph.next_leaf(layer)
+        bn = bn if isinstance(modules.get(bn), _NORMS) else None
+        act = graph.next_leaf(bn or layer)
+        act = act if isinstance(modules.get(act), ACTIVATIONS) else None
+        return Block(layer, bn, act)
     leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
     names = [n for n, _ in leaves]
     if layer not in names:
@@ -305,7 +323,8 @@ def block(model: nn.Module, layer: str) -> Block:
 
 def resolve_layers(model: nn.Module, layers: list[str] | None, default: str, analysis: str) -> list[str]:
     """Validated layer names, or the analysis' default: ``all`` / ``first_last`` / ``first`` /
-    ``last`` conv layers. Unknown names raise a LayerError that lists the names that exist."""
+    ``last`` conv layers, in execution order (traced for the model's input shape, so "last" is
+    the last conv ``forward()`` runs). Unknown names raise a LayerError that lists the names."""
     convs = conv_layers(model)
     if layers:
         for name in layers:
@@ -328,7 +347,7 @@ def require_conv(model: nn.Module, layer: str, analysis: str) -> nn.Conv2d:
 def check_spatial(output: Any, layer: str, analysis: str, model: nn.Module) -> None:
     if not (isinstance(output, torch.Tensor) and output.dim() == 4):
         shape = list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        spatial = [n for n in receptive_fields(model) if n != "input"]
+        spatial = [n for n in receptive_fields(model) if n != "input"]  # traced when the shape is known
         raise LayerError(f"{analysis} reads (N, C, H, W) feature maps, but layer {layer!r} outputs {shape}. "
                          f"Layers with feature maps: {', '.join(spatial) or 'none'}")  # fmt: skip
 

@@ -3,13 +3,15 @@
 Each batch is pushed through the model with a :class:`~convlens.trace.TraceDict` on the union of
 the layers the analyses read; the hooks hand each layer's output to its readers the moment it is
 computed and keep no reference, so memory holds one layer of one batch at a time, and the forward
-pass stops after the deepest layer anyone reads (the classifier head never runs).
+pass stops as soon as every layer anyone reads has run (in execution order, whatever the order in
+which the modules were declared; the classifier head never runs). A module that ``forward()``
+calls twice is read at its first call; a layer the pass never reaches is an error.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -30,10 +32,13 @@ def stream(subject: Subject, readers: Sequence[Streaming]) -> float:
             wanted.setdefault(probe, []).append(r)
     if not wanted:
         return 0.0
-    current: dict[str, torch.Tensor] = {}
+    current: dict[str, Any] = {}
     checked: set[str] = set()
 
     def hand_over(output: torch.Tensor, probe: str) -> torch.Tensor:
+        if probe in current["handed"]:  # a module called twice: its first call was read
+            return output
+        current["handed"].add(probe)
         if probe not in checked:
             check_spatial(output, probe, wanted[probe][0].name, subject.model)
             checked.add(probe)
@@ -44,7 +49,7 @@ def stream(subject: Subject, readers: Sequence[Streaming]) -> float:
     names = "+".join(dict.fromkeys(r.name for r in readers))
     t0 = time.perf_counter()
     for x, labels, positions in subject.batches(names):
-        current["labels"], current["positions"] = labels, positions
+        current["labels"], current["positions"], current["handed"] = labels, positions, set()
         # entered per batch: `stop` ends each forward pass after the deepest traced layer
         with TraceDict(subject.model, wanted, stop=True, retain_output=False, edit_output=hand_over):
             subject.model(x)

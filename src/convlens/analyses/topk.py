@@ -53,12 +53,18 @@ def patch(image: np.ndarray, rf: ReceptiveField, i: int, j: int, fill: float = 0
     """The full receptive-field window of output (i, j) cut from a (C, H, W) float image; the part
     outside the image (padding) is ``fill`` grey, so every patch of a layer has the same size."""
     c, h, w = image.shape
-    out = np.full((c, rf.size, rf.size), fill, dtype=np.float32)
-    top, left = rf.start + i * rf.jump, rf.start + j * rf.jump
-    t0, t1, l0, l1 = max(top, 0), min(top + rf.size, h), max(left, 0), min(left + rf.size, w)
+    top, bottom, left, right = rf.box(i, j)
+    out = np.full((c, bottom - top, right - left), fill, dtype=np.float32)
+    t0, t1, l0, l1 = max(top, 0), min(bottom, h), max(left, 0), min(right, w)
     if t1 > t0 and l1 > l0:
         out[:, t0 - top : t1 - top, l0 - left : l1 - left] = image[:, t0:t1, l0:l1]
     return out
+
+
+def _no_field(subject: Subject, layer: str) -> str:
+    from ..models.graph import trace_graph
+
+    return trace_graph(subject.model, subject.in_shape).unresolved.get(layer, "not a spatial layer")
 
 
 @register
@@ -105,7 +111,7 @@ class TopK(Streaming):
             self._running[layer].update(scores, positions, output)
 
     def finish(self, subject: Subject) -> dict[str, Any]:
-        rfs = receptive_fields(subject.model)
+        rfs = receptive_fields(subject.model, subject.in_shape)
         split, classes = subject.split, subject.classes
         h_in, w_in = subject.in_shape[1:]
         layers: dict[str, Any] = {}
@@ -115,6 +121,9 @@ class TopK(Streaming):
                 continue
             probe, (h, w) = self._probe[layer], self._map_size[layer]
             rf = rfs.get(probe) or rfs.get(layer)
+            if rf is None:
+                why = _no_field(subject, probe)
+                subject.say(f"topk: {layer} has no receptive field ({why}): no patches drawn")
             filters = []
             for f in range(run.values.shape[0]):
                 keep = run.positions[f] >= 0
@@ -140,7 +149,7 @@ class TopK(Streaming):
                 "measured_at": probe,
                 "channels": run.values.shape[0],
                 "map_size": [h, w],
-                "receptive_field": None if rf is None else {"size": rf.size, "jump": rf.jump, "start": rf.start},
+                "receptive_field": None if rf is None else rf.to_dict(),
                 "filters": filters,
             }
         figures = Figures(subject, self.name)
@@ -176,8 +185,8 @@ class TopK(Streaming):
                 p = plots.mosaic(patches, figures.path(layer, f"f{f}_patches.png"), layout="chw", cols=10,
                                  tile_inches=0.6,
                                  titles=[classes[c] for c in fi["labels"]],
-                                 suptitle=f"{layer} filter {f}: {rf.size}x{rf.size} input patches under the maximum")  # fmt: skip
-                figures.add(p, f"{layer} filter {f}: the {rf.size}x{rf.size} input patch (receptive field) under the "
+                                 suptitle=f"{layer} filter {f}: {rf.size}x{rf.cols[0]} input patches under the maximum")  # fmt: skip
+                figures.add(p, f"{layer} filter {f}: the {rf.size}x{rf.cols[0]} input patch (receptive field) under the "
                                "maximum of each top image (grey: padding)", layer, f)  # fmt: skip
                 if len(labels) < 64:
                     per_row = min(8, len(patches))

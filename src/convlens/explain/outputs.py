@@ -221,7 +221,7 @@ def _backprop(*, run, model, method, split, images, layer, filters, target, data
             expl = METHODS[method](model, layer=layer, **options)
             sig = expl.attribute(x, [f] * len(x))
             normed, scale = normalize_heatmaps(sig, sign="signed", reduce="none", **heatmap)
-            rf = receptive_fields(model).get(layer)
+            rf = receptive_fields(model, tuple(x.shape[1:])).get(layer)
             boxes = []
             for pos in expl.details["positions"]:
                 if rf is None or isinstance(pos, int):

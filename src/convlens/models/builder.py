@@ -231,13 +231,20 @@ def build(
 def build_model(
     cfg: Any, in_shape: tuple[int, int, int], num_classes: int,
     mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-) -> ConvlensNet:  # fmt: skip
-    """Build the model a :class:`~convlens.config.ModelConfig` describes (preset or layer list)."""
+) -> nn.Module:  # fmt: skip
+    """Build the model a :class:`~convlens.config.ModelConfig` describes: a preset (a layer list,
+    or a module class such as the residual ones), a layer list, or a factory of the caller's."""
     from .registry import PRESETS, preset_layers
 
+    if getattr(cfg, "factory", None) is not None:
+        from .factory import build_factory
+
+        return build_factory(cfg.factory, cfg.kwargs, in_shape)
     if cfg.preset is not None:
         options = {**PRESETS[cfg.preset].defaults(), **cfg.options}
         layers = preset_layers(cfg.preset, dict(cfg.options))
+        if callable(layers):  # a module class: it builds itself for this input
+            return layers(tuple(in_shape), num_classes, mean, std)
     else:
         options, layers = dict(cfg.options), list(cfg.layers)
     return build(layers, in_shape, num_classes, mean, std, options)

@@ -221,3 +221,31 @@ def fast_full(width: int = 64, multiplier: float = 4.0, whiten: bool = True, fre
               bn_momentum: float = 0.4, bn_eps: float = 1e-12, bn_learn_scale: bool = False, channels: int = 3) -> L:  # fmt: skip
     return _fast(width, multiplier, whiten, freeze_whiten, whiten_kernel, identity, act, logit_scale, bn_momentum,
                  bn_eps, bn_learn_scale, channels)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# residual networks (He et al. 2016, CIFAR layout): nn.Module classes, not layer lists
+
+
+def _resnet(depth: int, width: int):
+    from .resnet import resnet_factory
+
+    _check(width=(width, 1, 4096), depth=(depth, 8, 1202))
+    if (depth - 2) % 6:
+        raise ValueError(f"model.options.depth={depth!r} is not allowed; allowed: 6 n + 2 (8, 14, 20, 32, 44, 56, 110)")
+    return resnet_factory(depth, width)
+
+
+@register_preset(
+    "resnet20",
+    "ResNet-20 (He et al. 2016, CIFAR): 3 stages of 3 basic blocks, 16-32-64 channels, 1x1 projection shortcuts",
+    (3, 32, 32), "He et al. 2016",
+)
+def resnet20(depth: int = 20, width: int = 16):
+    # 272,474 parameters at width 16 (0.27M, as in the paper's Table 6)
+    return _resnet(depth, width)
+
+
+@register_preset("resnet8", "ResNet-8: the same layout with one basic block per stage", (3, 32, 32), "He et al. 2016")
+def resnet8(depth: int = 8, width: int = 16):
+    return _resnet(depth, width)

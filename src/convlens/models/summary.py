@@ -1,10 +1,13 @@
 """Per-layer summary: output shape, parameters, multiply-accumulates and exact receptive fields.
 
-Receptive fields are computed from the module graph (kernel, stride, padding, dilation of every
-conv and pool), not guessed from names. For a layer with receptive field ``size``, ``jump`` (its
-stride in input pixels) and ``start`` (the input coordinate of the top-left pixel seen by output
-position 0, negative inside the padding), output position ``i`` sees input pixels
-``start + i * jump`` to ``start + i * jump + size - 1`` along each axis.
+Receptive fields are measured on the traced module graph (``graph.py``) for any model whose
+input shape is known, and computed analytically from kernel, stride, padding and dilation for a
+flat sequential model (:func:`analytic_receptive_fields`, which every preset's measured field
+equals). For a layer with receptive field ``size``, ``jump`` (its stride in input pixels) and
+``start`` (the input coordinate of the top-left pixel seen by output position 0, negative inside
+the padding), output position ``i`` sees input pixels ``start + i * jump`` to
+``start + i * jump + size - 1`` along each axis (``size_x``, ``jump_x``, ``start_x`` for the
+columns when they differ from the rows).
 """
 
 from __future__ import annotations
@@ -20,19 +23,79 @@ class ReceptiveField:
     size: int
     jump: int
     start: int
+    size_x: int | None = None  # columns, when they differ from the rows
+    jump_x: int | None = None
+    start_x: int | None = None
+
+    @property
+    def cols(self) -> tuple[int, int, int]:
+        """(size, jump, start) along the columns."""
+        if self.size_x is None:
+            return self.size, self.jump, self.start
+        return self.size_x, self.jump_x, self.start_x  # type: ignore[return-value]
+
+    def box(self, i: int, j: int) -> tuple[int, int, int, int]:
+        """Input rows [top, bottom) and columns [left, right) seen by output (i, j), unclipped."""
+        size_x, jump_x, start_x = self.cols
+        top, left = self.start + i * self.jump, start_x + j * jump_x
+        return top, top + self.size, left, left + size_x
 
     def window(self, i: int, j: int, height: int, width: int) -> tuple[int, int, int, int]:
         """Input rows [top, bottom) and columns [left, right) seen by output (i, j), clipped."""
-        top, left = self.start + i * self.jump, self.start + j * self.jump
-        return max(top, 0), min(top + self.size, height), max(left, 0), min(left + self.size, width)
+        top, bottom, left, right = self.box(i, j)
+        return max(top, 0), min(bottom, height), max(left, 0), min(right, width)
+
+    def to_dict(self) -> dict[str, int]:
+        out = {"size": self.size, "jump": self.jump, "start": self.start}
+        if self.size_x is not None:
+            out.update(size_x=self.size_x, jump_x=self.jump_x, start_x=self.start_x)  # type: ignore[arg-type]
+        return out
 
 
 def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def receptive_fields(model: nn.Module) -> dict[str, ReceptiveField]:
-    """Receptive field of every spatial layer of a sequential model, by dotted name.
+def receptive_fields(model: nn.Module, in_shape: tuple[int, int, int] | None = None) -> dict[str, ReceptiveField]:
+    """Receptive field of every module with a (N, C, H, W) output, by dotted name.
+
+    Measured on the traced graph when the (C, H, W) input shape is given or known for the model
+    (any module graph); else computed analytically for a flat sequential model.
+    """
+    from .graph import known_shape, trace_graph
+
+    shape = tuple(in_shape) if in_shape is not None else known_shape(model)
+    if shape is None or _analytic(model):
+        return analytic_receptive_fields(model)  # exact here, and free: no probe passes
+    return dict(trace_graph(model, shape).fields)  # type: ignore[arg-type]
+
+
+_ELEMENTWISE = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid,
+                nn.Dropout, nn.Dropout2d, nn.Identity)  # fmt: skip
+
+
+def _analytic(model: nn.Module) -> bool:
+    """A flat sequential model of square convs and pools, element-wise layers and a head: the
+    layer walk of :func:`analytic_receptive_fields` is exact for it."""
+    if not isinstance(model, nn.Sequential):
+        return False
+    for m in model.children():
+        if isinstance(m, (nn.Flatten, nn.Linear, nn.RNNBase)) or type(m).__name__ in ("GlobalPool", "RowReader"):
+            return True
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            geometry = [m.kernel_size, m.stride or m.kernel_size, getattr(m, "dilation", 1)]
+            geometry += [] if isinstance(m.padding, str) else [m.padding]
+            if any(not isinstance(v, int) and v[0] != v[1] for v in geometry) or getattr(m, "ceil_mode", False):
+                return False
+            if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
+                return False
+        elif not (isinstance(m, _ELEMENTWISE) or type(m).__name__ in ("Normalize", "Scale")):
+            return False
+    return True
+
+
+def analytic_receptive_fields(model: nn.Module) -> dict[str, ReceptiveField]:
+    """Receptive field of every spatial layer of a flat sequential model, by dotted name.
 
     Elementwise layers (norms, activations, dropout) inherit the field of their input. The walk
     stops at the first layer that mixes all positions (flatten, global pool, linear, recurrent).
@@ -90,23 +153,52 @@ def _macs(m: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
 
 
 def summarize(model: nn.Module, in_shape: tuple[int, int, int]) -> list[LayerRow]:
-    """One row per top-level layer, from one forward pass of a single zero image."""
-    rows: list[LayerRow] = []
-    rf = receptive_fields(model)
-    x = torch.zeros(1, *in_shape, device=next(model.parameters()).device)
-    was_training = model.training
+    """One row per layer, in execution order, from one forward pass of a single zero image.
+
+    A sequential model gets one row per child; any other model one row per module that holds
+    parameters itself or has no children (so the parameter total counts each parameter once).
+    Modules that ``forward()`` never calls come last, with an empty output shape.
+    """
+    from .graph import remember_shape
+
+    remember_shape(model, in_shape)
+    if isinstance(model, nn.Sequential):
+        units = [(n, m, True) for n, m in model.named_children()]
+    else:
+        units = [(n, m, False) for n, m in model.named_modules()
+                 if n and (not list(m.children()) or any(True for _ in m.parameters(recurse=False)))]  # fmt: skip
+    rf = receptive_fields(model, in_shape)
+    seen: dict[str, LayerRow] = {}
+    handles = []
+
+    def hook(name, recurse):
+        def fn(m, inputs, output):
+            if name in seen:
+                return
+            inp = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+            shape = list(output.shape[1:]) if isinstance(output, torch.Tensor) else []
+            macs = _macs(m, inp, output) if isinstance(output, torch.Tensor) and inp is not None else 0
+            seen[name] = LayerRow(name, type(m).__name__, shape, sum(p.numel() for p in m.parameters(recurse=recurse)),
+                                  macs, rf[name].size if name in rf else None)  # fmt: skip
+
+        return fn
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
+        for name, m, recurse in units:
+            handles.append(m.register_forward_hook(hook(name, recurse)))
         with torch.no_grad():
-            for name, m in model.named_children():
-                y = m(x)
-                rows.append(LayerRow(
-                    name, type(m).__name__, list(y.shape[1:]), sum(p.numel() for p in m.parameters()),
-                    _macs(m, x, y), rf[name].size if name in rf else None,
-                ))  # fmt: skip
-                x = y
+            model(torch.zeros(1, *in_shape, device=device))
     finally:
-        model.train(was_training)
+        for h in handles:
+            h.remove()
+        for m, training in modes:
+            m.training = training
+    rows = list(seen.values())
+    rows += [LayerRow(n, type(m).__name__, [], sum(p.numel() for p in m.parameters(recurse=r)), 0, None)
+             for n, m, r in units if n not in seen]  # fmt: skip
     return rows
 
 
@@ -115,12 +207,15 @@ def totals(rows: list[LayerRow]) -> dict[str, int]:
 
 
 def format_table(rows: list[LayerRow]) -> str:
-    head = f"{'layer':<12} {'type':<12} {'output':<16} {'params':>11} {'MACs':>13} {'RF':>4}"
+    nw = max([12] + [len(r.name) for r in rows])
+    tw = max([12] + [len(r.type) for r in rows])
+    head = f"{'layer':<{nw}} {'type':<{tw}} {'output':<16} {'params':>11} {'MACs':>13} {'RF':>4}"
     lines = [head, "-" * len(head)]
     for r in rows:
         rf = "" if r.receptive_field is None else str(r.receptive_field)
-        lines.append(f"{r.name:<12} {r.type:<12} {'x'.join(map(str, r.output_shape)):<16} {r.params:>11,} {r.macs:>13,} {rf:>4}")
+        shape = "x".join(map(str, r.output_shape))
+        lines.append(f"{r.name:<{nw}} {r.type:<{tw}} {shape:<16} {r.params:>11,} {r.macs:>13,} {rf:>4}")
     t = totals(rows)
     lines.append("-" * len(head))
-    lines.append(f"{'total':<42} {t['params']:>11,} {t['macs']:>13,}")
+    lines.append(f"{'total':<{nw + tw + 18}} {t['params']:>11,} {t['macs']:>13,}")
     return "\n".join(lines)

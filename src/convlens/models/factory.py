@@ -1,0 +1,150 @@
+"""Bring your own model: any ``nn.Module`` named by ``MODULE:FACTORY`` in a run folder.
+
+``model: {factory: "pkg.models:make", kwargs: {width: 16}}`` in a config builds the model by
+importing ``pkg.models`` (from ``sys.path`` or the current folder) and calling
+``make(width=16)``. :func:`import_run` wraps a trained model and its weights (loaded with
+``torch.load(weights_only=True)``: a weights file cannot run code) into a run folder, so
+``eval``, ``analyze``, ``explain``, ``report`` and ``diagnose`` read it like a trained run.
+The factory's module is imported to rebuild the model each time a run is read: it runs code, so
+name only modules you trust.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, RunError
+
+_FORM = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+
+def check_form(spec: str) -> str:
+    if not _FORM.match(spec):
+        raise ValueError(f"model.factory={spec!r} is not MODULE:FACTORY; allowed: a dotted module path, a colon and "
+                         "a function or class in it, e.g. mypkg.models:make")  # fmt: skip
+    return spec
+
+
+def resolve(spec: str) -> Callable[..., Any]:
+    """The callable ``spec`` names, or a ConfigError saying what is missing."""
+    try:
+        check_form(spec)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # the folder convlens runs in, as `python -m` would
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"model.factory={spec!r}: cannot import module {module_name!r} ({exc}); allowed: a module "
+                          "importable from the current folder or PYTHONPATH") from None  # fmt: skip
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = sorted(n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n, None)))
+            raise ConfigError(f"model.factory={spec!r}: {module_name} has no {attr!r}; callables there: "
+                              f"{', '.join(names) or 'none'}")  # fmt: skip
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"model.factory={spec!r}: {attr} is a {type(obj).__name__}, not a function or class")
+    return obj
+
+
+def build_factory(spec: str, kwargs: dict[str, Any], in_shape: tuple[int, int, int]) -> nn.Module:
+    from .graph import remember_shape
+
+    fn = resolve(spec)
+    try:
+        model = fn(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model.factory={spec!r} with model.kwargs={kwargs!r} fails: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model.factory={spec!r} returned a {type(model).__name__}, not an nn.Module")
+    remember_shape(model, in_shape)
+    return model
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state_dict from ``path`` (bare, or under a ``model`` / ``state_dict`` key)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickled classes, truncated files: many types
+        raise RunError(
+            f"cannot read weights {path} with weights_only=True (a state_dict of tensors is needed): {exc}"
+        ) from None
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RunError(f"weights {path} hold no state_dict (a mapping of names to tensors), got {type(state).__name__}")
+    return state
+
+
+def import_run(factory: str, weights: str | Path | None, out: str | Path, data: str = "digits",
+               kwargs: dict[str, Any] | None = None, overrides: list[str] | None = None, echo=None) -> Path:  # fmt: skip
+    """Write a run folder for ``factory(**kwargs)`` with ``weights`` on data set ``data``;
+    evaluates it on the test split (eval.json, predictions.csv). Returns the folder."""
+    from .. import __version__
+    from ..config import load_config
+    from ..data import load_data
+    from ..run import write_status
+    from ..train.checkpoint import save
+    from ..train.loop import evaluate_run
+    from ..utils import write_json
+    from . import build_model
+    from .summary import summarize, totals
+
+    resolve(factory)  # a bad MODULE:FACTORY fails here, with one line saying why
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RunError(f"{out} already exists and is not empty; choose another --out")
+    cfg = load_config({"name": out.name, "data": {"name": data},
+                       "model": {"factory": factory, "kwargs": dict(kwargs or {})}}, overrides)  # fmt: skip
+    bundle = load_data(cfg.data)
+    cfg = cfg.model_copy(deep=True)
+    cfg.data.mean, cfg.data.std = list(bundle.mean), list(bundle.std)
+    if cfg.data.root and not Path(cfg.data.root).expanduser().is_absolute():
+        cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
+    model = build_model(cfg.model, bundle.shape, bundle.num_classes)
+    if weights is not None:
+        try:
+            model.load_state_dict(read_weights(weights))
+        except RuntimeError as exc:
+            raise RunError(f"weights {weights} do not fit {factory}: {exc}") from None
+    model.eval()
+    with torch.no_grad():
+        try:
+            y = model(torch.zeros(2, *bundle.shape))
+        except Exception as exc:
+            raise RunError(
+                f"{factory} does not run on {bundle.name} images of shape {list(bundle.shape)}: {exc}"
+            ) from None
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != (2, bundle.num_classes):
+        got = list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise RunError(f"{factory} returns {got} for a batch of 2, but {bundle.name} needs logits of shape "
+                       f"[2, {bundle.num_classes}]")  # fmt: skip
+    cfg.meta = {"convlens_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "command": " ".join(sys.argv), "torch": torch.__version__, "imported": str(weights)}  # fmt: skip
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.yaml")
+    write_json(out / "dataset.json", bundle.describe())
+    rows = summarize(model, bundle.shape)
+    write_json(out / "summary.json", {"layers": [r.to_dict() for r in rows], **totals(rows)})
+    state = {"model": model.state_dict(), "epoch": 0, "config": cfg.to_dict(), "version": __version__}
+    for which in ("last", "best"):
+        save(out / "checkpoints" / f"{which}.pt", state)
+    write_status(out, "finished", epoch=0, epochs=0, message=f"imported from {factory}")
+    evaluate_run(out, "last", echo=echo)
+    return out

@@ -1,0 +1,424 @@
+"""Layer order and geometry of any ``nn.Module``, from one traced forward pass.
+
+``trace_graph(model, in_shape)`` runs a copy of the model once on a constant image and records,
+with forward hooks on every submodule (added and removed inside ``try/finally``):
+
+- ``order``: dotted names in the order ``forward()`` first calls them (execution order, not
+  ``named_modules()`` order: a residual block that computes its shortcut first, nested
+  containers and a module called twice all come out as they run);
+- ``shapes`` and ``calls``: each module's output shape at its first call, how often it ran;
+- ``consumers``: which modules took a module's output as their input (the data flow, used to
+  find the batch norm and activation that follow a conv);
+- ``functions``: activations and pools written as functions in a ``forward()`` (``F.relu``,
+  ``torch.relu``, ``x.relu()``), seen through a ``__torch_function__`` mode;
+- ``fields``: the exact receptive field of every module with an (N, C, H, W) output.
+
+Receptive fields are followed through the pass op by op: convs and pools (modules or functions)
+compose their kernel, stride, padding and dilation; element-wise ops keep the field; sums,
+products and concatenations take the box covering their operands' fields. Where an op of
+unknown geometry comes in between (a functional conv, a custom op), the field is measured
+instead, on a copy in which every weight is a positive constant, every activation the identity
+and every max pool an average pool over the same window: the network up to any layer is then a
+linear map with positive coefficients, so the nonzero support of the input gradient of one
+output unit is exactly the set of pixels it can see (no cancellation, no dead ReLU, no zero
+weight hides one). Two neighbouring units give the step (``jump``) and the size; the probe
+image grows (up to 16x) until a unit's window lies inside it. Both ways agree on every preset
+(tests). The graph is cached per model structure and input shape; fields are computed on
+first use.
+
+Limits: control flow that depends on the data may take another path on the constant image;
+an op whose window is not a shifted box (upsampling, attention, normalisation over positions)
+leaves a layer without a field, with the reason in ``unresolved``; a module called more than once
+is described by its first call.
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ..trace import StopForward
+from .fields import compose, measure, union, window_args
+from .summary import ReceptiveField
+
+_ACTIVATIONS = {
+    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "gelu", "silu", "sigmoid",
+    "sigmoid_", "tanh", "tanh_", "hardtanh", "hardtanh_", "softplus", "mish", "hardswish",
+    "hardsigmoid", "selu", "celu", "prelu", "rrelu", "threshold", "logsigmoid", "clamp_min",
+}  # fmt: skip
+_MAX_POOLS = {"max_pool2d", "_max_pool2d", "max_pool2d_with_indices", "adaptive_max_pool2d"}
+
+_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_GROWTH = 16  # a probe image grows up to this many times the input's side
+
+
+def remember_shape(model: nn.Module, in_shape: tuple[int, ...]) -> None:
+    """Note the (C, H, W) input a model takes, so layer order can be traced where only the model
+    is at hand (``conv_layers``); nothing is set on the model itself."""
+    _SHAPES[model] = tuple(int(d) for d in in_shape)
+
+
+def known_shape(model: nn.Module) -> tuple[int, int, int] | None:
+    shape = _SHAPES.get(model) or getattr(model, "in_shape", None)
+    return tuple(shape) if shape is not None and len(shape) == 3 else None  # type: ignore[return-value]
+
+
+@dataclass
+class Graph:
+    order: list[str]
+    shapes: dict[str, list[int] | None]
+    calls: dict[str, int]
+    consumers: dict[str, list[str]]
+    functions: list[tuple[str, str]]  # (module whose forward() called it, function name)
+    leaves: set[str] = field(default_factory=set)
+    known: dict[str, ReceptiveField | None] = field(default_factory=dict)  # from the ops' geometry
+    model: Any = None  # a weak reference to the traced model (fields are measured on a copy)
+    in_shape: tuple[int, int, int] = (0, 0, 0)
+    _fields: dict[str, ReceptiveField] | None = None
+    _unresolved: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fields(self) -> dict[str, ReceptiveField]:
+        """Receptive field of every module with an (N, C, H, W) output (measured on first use)."""
+        if self._fields is None:
+            with torch.enable_grad():
+                self._fields, self._unresolved = _fields(self)
+        return self._fields
+
+    @property
+    def unresolved(self) -> dict[str, str]:
+        """Modules with a feature map but no receptive field, and why."""
+        self.fields
+        return self._unresolved
+
+    def of_type(self, kind: type[nn.Module] | tuple[type[nn.Module], ...], model: nn.Module) -> list[str]:
+        modules = dict(model.named_modules())
+        return [n for n in self.order if isinstance(modules.get(n), kind)]
+
+    def next_leaf(self, name: str) -> str | None:
+        """The first leaf module (in call order) that took ``name``'s output as its input."""
+        return next((c for c in self.consumers.get(name, []) if c in self.leaves), None)
+
+
+def _positive_copy(model: nn.Module) -> nn.Module:
+    probe = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for m in probe.modules():
+            if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats:
+                m.reset_running_stats()
+            for p in m.parameters(recurse=False):
+                fan_in = p[0].numel() if p.dim() >= 2 else 1
+                p.fill_(1.0 / fan_in)
+    probe.requires_grad_(False)
+    return probe
+
+
+def _avg_like_max(args: tuple, kwargs: dict, name: str) -> torch.Tensor:
+    """The average pool over the same windows as a max pool (every window pixel gets gradient)."""
+    import torch.nn.functional as F
+
+    x = args[0]
+    if name == "adaptive_max_pool2d":
+        size = kwargs.get("output_size", args[1] if len(args) > 1 else None)
+        return F.adaptive_avg_pool2d(x, size)
+    names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
+    given = dict(zip(names, args[1:]), **{k: v for k, v in kwargs.items() if k in names})
+    k = given["kernel_size"]
+    stride = given.get("stride") or k
+    pad, dil, ceil = given.get("padding", 0), given.get("dilation", 1), given.get("ceil_mode", False)
+    if dil in (1, (1, 1)):
+        return F.avg_pool2d(x, k, stride, pad, ceil_mode=ceil, count_include_pad=True)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    weight = torch.ones(x.shape[1], 1, kh, kw, dtype=x.dtype, device=x.device) / (kh * kw)
+    return F.conv2d(x, weight, None, stride, pad, dil, x.shape[1])
+
+
+_SAME_FIELD = _ACTIVATIONS | {
+    "clone", "contiguous", "to", "float", "double", "half", "batch_norm", "dropout", "dropout2d", "alpha_dropout",
+    "feature_dropout", "feature_alpha_dropout", "__neg__", "neg", "abs",
+}  # fmt: skip
+_UNION = {
+    f"{pre}{op}{post}" for op in ("add", "sub", "mul") for pre, post in (("", ""), ("", "_"), ("__", "__"), ("__r", "__"),
+                                                                          ("__i", "__"))
+} | {"cat", "concat", "concatenate", "where", "maximum", "minimum"}  # fmt: skip
+
+
+_WINDOW_FUNCTIONS = {"avg_pool2d", "max_pool2d", "_max_pool2d", "max_pool2d_with_indices"}
+
+
+class _Linearise(TorchFunctionMode):
+    """Activations become the identity, max pools average pools; records functional calls and,
+    in ``fields`` (by tensor id), the receptive field of each tensor derived from the input where
+    the op is known (None where it is not: those get probed)."""
+
+    def __init__(self, stack: list[tuple[str, bool]], functions: list[tuple[str, str]],
+                 fields: dict[int, ReceptiveField | None] | None = None, keep: list | None = None):  # fmt: skip
+        super().__init__()
+        self.stack, self.functions, self.fields, self.keep = stack, functions, fields, keep
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        kind = "act" if name in _ACTIVATIONS else "pool" if name in _MAX_POOLS else None
+        if kind and self.stack and not self.stack[-1][1]:  # called from a container's forward()
+            self.functions.append((self.stack[-1][0], name))
+        if kind == "act" and args and isinstance(args[0], torch.Tensor):
+            result = args[0].clone()
+        elif kind == "pool" and "indices" not in name and not kwargs.get("return_indices"):
+            result = _avg_like_max(args, kwargs, name)
+        else:
+            result = func(*args, **kwargs)
+        if self.fields is not None:
+            self._follow(name, args, kwargs, result)
+        return result
+
+    def _follow(self, name: str, args: tuple, kwargs: dict, result: Any) -> None:
+        derived = [t for t in _tensors((args, kwargs)) if id(t) in self.fields]
+        if not derived or not isinstance(result, torch.Tensor):
+            return
+        self.keep.append(result)
+        fields = [self.fields[id(t)] for t in derived]
+        field: ReceptiveField | None = None
+        if result.dim() == 4 and all(f is not None for f in fields):
+            same = [f for t, f in zip(derived, fields) if t.dim() == 4 and t.shape[2:] == result.shape[2:]]
+            if len(same) == len(derived) and (name in _SAME_FIELD and len(same) == 1 or name in _UNION):
+                field = same[0] if len(same) == 1 else union(same)  # type: ignore[arg-type]
+            elif len(derived) == 1 and name in _WINDOW_FUNCTIONS:
+                geometry = window_args(args, kwargs)
+                field = None if geometry is None else compose(fields[0], *geometry)  # type: ignore[arg-type]
+        self.fields[id(result)] = field
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _tensors(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in _tensors(o)]
+    return []
+
+
+_ELEMENTWISE = (
+    nn.modules.batchnorm._NormBase, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh,
+    nn.Sigmoid, nn.Hardtanh, nn.Softplus, nn.Mish, nn.Hardswish, nn.PReLU, nn.Dropout, nn.Dropout2d, nn.Identity,
+)  # fmt: skip
+_PIXEL_BUDGET = 1 << 17  # probe images x pixels per backward pass: bounds the memory of one probe
+
+
+def _elementwise(m: nn.Module) -> bool:
+    # Normalize and Scale (convlens.models.builder) act per pixel and channel too
+    return isinstance(m, _ELEMENTWISE) or type(m).__name__ in ("Normalize", "Scale")
+
+
+def _pass(probe: nn.Module, x: torch.Tensor, wanted: set[str] | None, record: Graph | None) -> dict[str, torch.Tensor]:
+    """One forward pass of the probe copy on ``x``; returns the first-call output of each 4-D
+    module (only ``wanted`` ones if given, stopping once all of them ran). ``record`` gets the
+    order, shapes, data flow, functional calls and ``known``: each module's field followed
+    through the geometry of the ops it ran (convs, pools, element-wise ops, sums, concatenations),
+    None where an op of unknown geometry came in between."""
+    outputs: dict[str, torch.Tensor] = {}
+    owner: dict[int, str] = {}
+    keep: list[Any] = [x]
+    fields: dict[int, ReceptiveField | None] | None = {id(x): ReceptiveField(1, 1, 0)} if record is not None else None
+    stack: list[tuple[str, bool]] = []
+    handles = []
+    modules = dict(probe.named_modules())
+    leaves = {n for n, m in modules.items() if not list(m.children())}
+
+    def pre(name):
+        def hook(module, inputs):
+            stack.append((name, name in leaves))
+            if record is None:
+                return
+            record.calls[name] = record.calls.get(name, 0) + 1
+            if record.calls[name] == 1:
+                record.order.append(name)
+            for t in _tensors(inputs):
+                src = owner.get(id(t))
+                if src and name not in record.consumers.setdefault(src, []):
+                    record.consumers[src].append(name)
+
+        return hook
+
+    def post(name):
+        def hook(module, inputs, output):
+            stack.pop()
+            if isinstance(output, torch.Tensor):
+                if record is not None and fields is not None:
+                    field = _module_field(module, _tensors(inputs), output, fields)
+                    if name not in record.shapes:
+                        record.shapes[name] = list(output.shape[1:])
+                        record.known[name] = field
+                # a clone goes on, so an in-place op later (out += shortcut) leaves this one intact
+                kept, output = output, output.clone()
+                keep.append(output)
+                owner[id(output)] = name
+                if fields is not None:
+                    fields[id(output)] = field
+                if kept.dim() == 4 and name not in outputs and (wanted is None or name in wanted):
+                    outputs[name] = kept
+            elif record is not None:
+                record.shapes.setdefault(name, None)
+            if wanted is not None and wanted <= outputs.keys():
+                raise StopForward
+            return output
+
+        return hook
+
+    try:
+        for name, m in modules.items():
+            if name:
+                handles.append(m.register_forward_pre_hook(pre(name)))
+                handles.append(m.register_forward_hook(post(name)))
+        with _Linearise(stack, record.functions if record is not None else [], fields, keep):
+            try:
+                probe(x)
+            except StopForward:
+                pass
+    finally:
+        for h in handles:
+            h.remove()
+    return outputs
+
+
+def _module_field(module: nn.Module, inputs: list[torch.Tensor], output: torch.Tensor,
+                  fields: dict[int, ReceptiveField | None]) -> ReceptiveField | None:  # fmt: skip
+    """A module's output field from its input's and its geometry, or what its ops left."""
+    if output.dim() != 4:
+        return None
+    derived = [t for t in inputs if id(t) in fields]
+    if len(derived) == 1 and derived[0].dim() == 4 and fields[id(derived[0])] is not None:
+        f = fields[id(derived[0])]
+        geometry = window_args(module)
+        if geometry is not None:
+            return compose(f, *geometry)  # type: ignore[arg-type]
+        if _elementwise(module) and derived[0].shape[2:] == output.shape[2:]:
+            return f
+    return fields.get(id(output))  # passed on unchanged, or followed through its functions
+
+
+def _probe(probe: nn.Module, names: list[str], shape: tuple[int, int, int]) -> dict[str, ReceptiveField | str]:
+    """Fields of ``names`` (in call order) on probe images of ``shape``: two images per layer,
+    as many layers per forward/backward pass as the pixel budget allows."""
+    device = next((p.device for p in probe.parameters()), torch.device("cpu"))
+    per_pass = max(1, _PIXEL_BUDGET // (2 * shape[1] * shape[2]))
+    found: dict[str, ReceptiveField | str] = {}
+    for k in range(0, len(names), per_pass):
+        chunk = names[k : k + per_pass]
+        x = torch.ones(2 * len(chunk), *shape, device=device, requires_grad=True)
+        outputs = _pass(probe, x, set(chunk), None)
+        total, units = x.new_zeros(()), {}
+        for n, name in enumerate(chunk):
+            y = outputs.get(name)
+            if y is None:
+                found[name] = "not reached"
+            elif min(y.shape[2:]) < 2:
+                found[name] = "clipped"
+            else:
+                i, j = (y.shape[2] - 1) // 2, (y.shape[3] - 1) // 2
+                total = total + y[2 * n, :, i, j].sum() + y[2 * n + 1, :, i + 1, j + 1].sum()
+                units[name] = (n, i, j)
+        if units:
+            (g,) = torch.autograd.grad(total, x)
+            for name, (n, i, j) in units.items():
+                found[name] = measure(g[2 * n], g[2 * n + 1], i, j)
+        del x, outputs, total
+    return found
+
+
+def _signature(model: nn.Module) -> tuple:
+    return tuple((n, type(m)) for n, m in model.named_modules())
+
+
+def trace_graph(model: nn.Module, in_shape: tuple[int, int, int] | None = None) -> Graph:
+    """The :class:`Graph` of ``model`` for (C, H, W) inputs (default: the shape it was noted
+    with); cached until the module structure changes. The caller's model is never run or changed:
+    everything happens on a copy."""
+    shape = tuple(in_shape) if in_shape is not None else known_shape(model)
+    if shape is None:
+        raise ValueError("trace_graph needs the input shape (C, H, W)")
+    sig = _signature(model)
+    cached = _CACHE.get(model)
+    if cached is not None and cached[0] == sig and shape in cached[1]:
+        return cached[1][shape]
+    with torch.enable_grad():  # callers often hold the model under no_grad
+        graph = _trace(model, shape)  # type: ignore[arg-type]
+    if cached is None or cached[0] != sig:
+        cached = (sig, {})
+        _CACHE[model] = cached
+    cached[1][shape] = graph
+    return graph
+
+
+def _trace(model: nn.Module, shape: tuple[int, int, int]) -> Graph:
+    probe = _positive_copy(model)
+    graph = Graph([], {}, {}, {}, [], leaves={n for n, m in model.named_modules() if n and not list(m.children())},
+                  model=weakref.ref(model), in_shape=shape)  # fmt: skip
+    device = next((p.device for p in probe.parameters()), torch.device("cpu"))
+    with torch.no_grad():
+        _pass(probe, torch.ones(1, *shape, device=device), None, graph)
+    return graph
+
+
+def _fields(graph: Graph) -> tuple[dict[str, ReceptiveField], dict[str, str]]:
+    shape = graph.in_shape
+    fields: dict[str, ReceptiveField] = {}
+    unresolved: dict[str, str] = {}
+    spatial = [n for n in graph.order if graph.shapes.get(n) is not None and len(graph.shapes[n]) == 3]  # type: ignore[arg-type]
+    for name in spatial:
+        if graph.known.get(name) is not None:
+            fields[name] = graph.known[name]  # type: ignore[assignment]
+    todo = [n for n in spatial if n not in fields]  # ops whose geometry is unknown: measured
+    model = graph.model() if graph.model is not None else None
+    if todo and model is None:
+        return fields, {n: "the model is gone" for n in todo}
+    probe = _positive_copy(model) if todo else None
+    c, h, w = shape
+    reasons: dict[str, str] = {}
+    while todo:
+        for name, got in _probe_safely(probe, todo, (c, h, w), enlarged=(h, w) != shape[1:]).items():
+            if isinstance(got, ReceptiveField):
+                fields[name] = got
+                reasons.pop(name, None)
+            else:
+                reasons[name] = got
+        todo = [n for n in todo if reasons.get(n) == "clipped"]
+        if max(h, w) >= _GROWTH * max(shape[1:]):
+            break
+        h, w = 2 * h, 2 * w  # the field is wider than the image: grow it until a window fits
+    unresolved = {n: ("larger than the largest probe image" if why == "clipped" else why) for n, why in reasons.items()}
+    return {n: fields[n] for n in spatial if n in fields}, unresolved
+
+
+def _probe_safely(probe: nn.Module, names: list[str], shape: tuple[int, int, int],
+                  enlarged: bool) -> dict[str, ReceptiveField | str]:  # fmt: skip
+    try:
+        return _probe(probe, names, shape)
+    except Exception as exc:  # the model refuses an enlarged image
+        if not enlarged:
+            raise
+        return {n: f"larger than the image, and the model does not run on {shape[1]}x{shape[2]} inputs ({exc})"
+                for n in names}  # fmt: skip
+
+
+def measure_fields(model: nn.Module, in_shape: tuple[int, int, int]) -> dict[str, ReceptiveField]:
+    """Every field measured by gradient probes alone (uncached; tests check the ops' geometry
+    that :func:`trace_graph` follows against it)."""
+    graph = _trace(model, tuple(in_shape))  # type: ignore[arg-type]
+    graph.known = {}
+    with torch.enable_grad():
+        return _fields(graph)[0]
+
+
+def execution_order(model: nn.Module, in_shape: tuple[int, int, int] | None = None) -> list[str] | None:
+    """Module names in call order, or None when the input shape is unknown."""
+    shape = tuple(in_shape) if in_shape is not None else known_shape(model)
+    return None if shape is None else trace_graph(model, shape).order  # type: ignore[arg-type]
