@@ -134,8 +134,6 @@ class Subject:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise AnalysisError(f"batch_size={self.batch_size!r} is out of range; allowed: 1 or more images per batch")
-
-    def __post_init__(self) -> None:
         # layer order and receptive fields are traced for this input shape (models.graph)
         remember_shape(self.model, self.in_shape)
 
