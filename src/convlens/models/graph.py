@@ -145,9 +145,10 @@ _SAME_FIELD = _ACTIVATIONS | {
     "feature_dropout", "feature_alpha_dropout", "__neg__", "neg", "abs",
 }  # fmt: skip
 _UNION = {
-    f"{pre}{op}{post}" for op in ("add", "sub", "mul") for pre, post in (("", ""), ("", "_"), ("__", "__"), ("__r", "__"),
-                                                                          ("__i", "__"))
-} | {"cat", "concat", "concatenate", "where", "maximum", "minimum"}  # fmt: skip
+    f"{pre}{op}{post}"
+    for op in ("add", "sub", "mul")
+    for pre, post in (("", ""), ("", "_"), ("__", "__"), ("__r", "__"), ("__i", "__"))
+} | {"cat", "concat", "concatenate", "where", "maximum", "minimum"}
 
 
 _WINDOW_FUNCTIONS = {"avg_pool2d", "max_pool2d", "_max_pool2d", "max_pool2d_with_indices"}

@@ -67,7 +67,8 @@ class Results:
 
     def trial_columns(self) -> list[tuple[str, str, str]]:
         return ([("trial", "trial", "int")] + [(c, c, "param") for c in self.param_columns]
-                + [("seed", "seed", "int"), ("status", "status", "text")] + TRIAL_COLUMNS + [("note", "note", "text")])  # fmt: skip
+                + [("seed", "seed", "int"), ("status", "status", "text")] + TRIAL_COLUMNS
+                + [("note", "note", "text")])  # fmt: skip
 
     def group_columns(self, g: Group) -> list[tuple[str, str, str]]:
         return [(k, k, "param") for k in g.keys] + GROUP_COLUMNS
@@ -306,7 +307,9 @@ def _cell(v: Any, kind: str) -> str:
     if kind == "pct":
         return f"{100 * v:.2f}"
     if kind == "int":
-        return f"{v:,.0f}" if isinstance(v, (int, float)) and abs(v) >= 10000 else f"{v:.0f}" if isinstance(v, float) else str(v)
+        if isinstance(v, (int, float)) and abs(v) >= 10000:
+            return f"{v:,.0f}"
+        return f"{v:.0f}" if isinstance(v, float) else str(v)
     if kind == "sec":
         return f"{v:.2f}"
     if isinstance(v, (list, dict)):

@@ -100,7 +100,8 @@ def describe(sweep: Sweep, frozen: Any) -> str:
     vals = ", ".join(f"{p.short}={_show(p.decode(frozen.params.get(p.key)))}" for p in sweep.params)
     res = frozen.user_attrs.get("result") or {}
     seed = frozen.user_attrs.get("seed")
-    state = {TS.COMPLETE: res.get("status", "finished"), TS.PRUNED: "pruned", TS.FAIL: "failed"}.get(frozen.state, frozen.state.name.lower())
+    names = {TS.COMPLETE: res.get("status", "finished"), TS.PRUNED: "pruned", TS.FAIL: "failed"}
+    state = names.get(frozen.state, frozen.state.name.lower())
     acc = res.get("best_val_acc")
     s = f"trial {frozen.number} ({vals}{', ' if vals else ''}seed {seed}): {state}"
     if acc is not None:
@@ -155,8 +156,8 @@ def _claim_loop(study, storage, sweep, out_dir, threads, echo, log, deadline) ->
         frozen, state = _run_claimed(study, storage, sweep, out_dir, threads, log, trial_id, beats)
         ran += 1
         if frozen.state != state:
-            echo(f"trial {frozen.number} was failed by another worker (no heartbeat for {sweep.spec.heartbeat.grace} s) "
-                 "and has been requeued; this run's result is not kept")  # fmt: skip
+            echo(f"trial {frozen.number} was failed by another worker (no heartbeat for "
+                 f"{sweep.spec.heartbeat.grace} s) and has been requeued; this run's result is not kept")  # fmt: skip
             continue
         echo(describe(sweep, frozen))
         if state == op.trial.TrialState.FAIL:
