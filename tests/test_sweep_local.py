@@ -90,7 +90,8 @@ def test_random_search_runs_each_point_once_per_seed(tmp_path):
     points = Counter((t.params["train.optimizer.lr"], t.params["model.options.width"]) for t in trials)
     assert sorted(points.values()) == [2, 2]  # two points, each run with both seeds
     for point in points:
-        seeds = {t.user_attrs["seed"] for t in trials if (t.params["train.optimizer.lr"], t.params["model.options.width"]) == point}
+        seeds = {t.user_attrs["seed"] for t in trials
+                 if (t.params["train.optimizer.lr"], t.params["model.options.width"]) == point}  # fmt: skip
         assert seeds == {0, 1}
     assert all(0.01 <= lr <= 0.2 for lr, _ in points)
 
