@@ -80,12 +80,14 @@ def main() -> int:
     run = Run(get_run(args.run))
     root = run.config.data.root  # relative to where the run was trained; often not resolvable from here
     data_root = None if root and Path(root).is_file() else str(cifar)
-    subject = Subject.from_run(run, "test", data_root=data_root, batch_size=args.batch_size, figures=False, progress=False)
+    subject = Subject.from_run(run, "test", data_root=data_root, batch_size=args.batch_size, figures=False,
+                               progress=False)
     subject.root = None  # measure only: never write into the run folder (the fixture is shared)
     model = subject.model
     convs = conv_layers(model)
-    print(f"run {run.path}: {run.config.model.preset} {dict(run.config.model.options)}, conv layers {', '.join(convs)}; "
-          f"{len(subject.split)} test images, batch {args.batch_size}, {torch.get_num_threads()} threads, torch {torch.__version__}")  # fmt: skip
+    print(f"run {run.path}: {run.config.model.preset} {dict(run.config.model.options)}, "
+          f"conv layers {', '.join(convs)}; {len(subject.split)} test images, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
 
     # -- 1. topk against plain inference ----------------------------------------------------------
     plain, topk = [], []

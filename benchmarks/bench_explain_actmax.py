@@ -48,8 +48,8 @@ def timed(fn):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", help="run folder with trained csci611 weights (default: the benchmark model, see _cifar.py; "
-                    "random init when it is absent and the shared CIFAR-10 copy is not here)")
+    ap.add_argument("--run", help="run folder with trained csci611 weights (default: the benchmark model, "
+                    "see _cifar.py; random init when it is absent and the shared CIFAR-10 copy is not here)")
     ap.add_argument("--layer", default="conv2")
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)

@@ -48,8 +48,8 @@ def best_of(fn, repeats: int) -> tuple[float, float, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", help="run folder with trained csci611 weights (default: the benchmark model, see _cifar.py; "
-                    "random init when it is absent and the shared CIFAR-10 copy is not here)")
+    ap.add_argument("--run", help="run folder with trained csci611 weights (default: the benchmark model, "
+                    "see _cifar.py; random init when it is absent and the shared CIFAR-10 copy is not here)")
     ap.add_argument("--width", type=int, default=None, help="csci611 width when no run folder is used (default 32)")
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--window", type=int, default=8)
@@ -98,8 +98,11 @@ def main() -> None:
     results = {}
     print(f"  {'':<52s} {'wall s':>8s} {'cpu s':>8s}")
     for ppe in args.ppe:
-        wall, cpu, attr = best_of(lambda: captum.attribute(x, sliding_window_shapes=(3, k, k), strides=(3, s, s), baselines=0.5,
-                                                           target=target, perturbations_per_eval=ppe), args.repeats)  # fmt: skip
+        wall, cpu, attr = best_of(
+            lambda: captum.attribute(x, sliding_window_shapes=(3, k, k), strides=(3, s, s), baselines=0.5,
+                                     target=target, perturbations_per_eval=ppe),
+            args.repeats,
+        )  # fmt: skip
         results[ppe] = (wall, cpu, attr)
         print(f"  {'captum Occlusion, perturbations_per_eval=' + str(ppe):<52s} {wall:8.3f} {cpu:8.3f}")
     best_wall = min(results, key=lambda p: results[p][0])
@@ -111,7 +114,8 @@ def main() -> None:
         wall, cpu, maps = best_of(lambda: occ.attribute(x, target), args.repeats)
         drop = occ.details["base"][torch.arange(len(x)), target].view(-1, 1, 1) - maps
         diff = (spread_to_pixels(drop, k, s, (32, 32)) - ref).abs().max().item()
-        print(f"  {name:<52s} {wall:8.3f} {cpu:8.3f}   {results[best_wall][0] / wall:5.1f}x wall (captum ppe={best_wall}), "
+        print(f"  {name:<52s} {wall:8.3f} {cpu:8.3f}   "
+              f"{results[best_wall][0] / wall:5.1f}x wall (captum ppe={best_wall}), "
               f"{results[best_cpu][1] / cpu:5.1f}x cpu (ppe={best_cpu}); max |diff| {diff:.1e}")  # fmt: skip
 
 

@@ -4,8 +4,8 @@
 
 RUN defaults to the benchmarks' CIFAR-10 run (`runs/bench-csci611-small`, see `_cifar.py`: csci611
 preset at width 16, conv layers of 16, 32 and 64 filters; trained once when absent). It is copied
-to a temporary folder, so the original is never written to. Into the copy, analyses following the run-folder contract are
-written first for every filter of every conv layer (weights, class-wise norms, top-k images and
+to a temporary folder, so the original is never written to. Into the copy, analyses following the
+run-folder contract are written first for every filter of every conv layer (weights, class-wise norms, top-k images and
 patches, activation maximisation of the first layer, statistics, ablation, an error gallery and a
 saliency grid, over 2,000 test images: the same writer the tests use). To measure with the real
 analyses instead, run `convlens analyze` / `convlens explain` on RUN and pass `--as-is`.
@@ -53,8 +53,10 @@ def fix_data_root(run_dir: Path, data_root: str | None) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, help="a trained run folder (default: the benchmarks' CIFAR-10 run)")
-    ap.add_argument("--data-root", help="where the run's data lives, if its config.yaml root does not resolve from here")
-    ap.add_argument("--as-is", action="store_true", help="measure with the analyses already in RUN instead of writing them")
+    ap.add_argument("--data-root",
+                    help="where the run's data lives, if its config.yaml root does not resolve from here")
+    ap.add_argument("--as-is", action="store_true",
+                    help="measure with the analyses already in RUN instead of writing them")
     args = ap.parse_args()
     import torch
 
@@ -78,7 +80,8 @@ def main() -> None:
             print(f"wrote contract analyses {', '.join(names)} for every filter in {time.perf_counter() - t0:.1f} s")
         present = sorted(p.stem for p in (run_dir / "analysis").glob("*.json"))
         n_png = len(list((run_dir / "analysis").rglob("*.png")))
-        print(f"run: {args.run} ({Run(run_dir).config.model.preset}), analyses present: {', '.join(present)}; {n_png} analysis figures")
+        print(f"run: {args.run} ({Run(run_dir).config.model.preset}), analyses present: {', '.join(present)}; "
+              f"{n_png} analysis figures")
 
         # cold: the report's own figures are drawn; warm: all reused
         lines: list[str] = []

@@ -52,7 +52,8 @@ RECIPES: dict[str, tuple[str, list[str], str]] = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=5000, help="training images timed per network")
-    ap.add_argument("--budget", type=float, default=1200, help="train the full recipe when it fits in this many seconds")
+    ap.add_argument("--budget", type=float, default=1200,
+                    help="train the full recipe when it fits in this many seconds")
     ap.add_argument("--only", nargs="+", choices=sorted(RECIPES))
     ap.add_argument("--threads", type=int, help="train.threads (default: the configs' own, all cores)")
     ap.add_argument("--root", help="the CIFAR-10 archive (default: the shared copy, see _cifar.py)")
@@ -76,15 +77,16 @@ def main() -> None:
             run = train(path, os.path.join(tmp, f"{name}-probe"), overrides=probe, echo=lambda s: None)
             sec = run.metrics()[0]["epoch_seconds"] * full_images / args.images
             total = sec * cfg.train.epochs
-            line = (f"{name:<12} batch {cfg.train.batch_size:>3}  {sec:>7.0f} s/epoch  x {cfg.train.epochs:>3} epochs = "
-                    f"{total / 3600:>5.1f} h   report: {report}")  # fmt: skip
+            line = (f"{name:<12} batch {cfg.train.batch_size:>3}  {sec:>7.0f} s/epoch  "
+                    f"x {cfg.train.epochs:>3} epochs = {total / 3600:>5.1f} h   report: {report}")  # fmt: skip
             print(line + f"   (load {os.getloadavg()[0]:.1f})", flush=True)
             acc = None
             if total <= args.budget:
                 t0 = time.perf_counter()
                 full = train(path, os.path.join(tmp, name), overrides=base, echo=lambda s: None)
                 acc = full.eval["accuracy"]
-                print(f"{'':<12} full recipe: test accuracy {100 * acc:.2f}% in {time.perf_counter() - t0:.0f} s", flush=True)
+                took = time.perf_counter() - t0
+                print(f"{'':<12} full recipe: test accuracy {100 * acc:.2f}% in {took:.0f} s", flush=True)
             rows.append((name, sec, total, acc))
             shutil.rmtree(os.path.join(tmp, f"{name}-probe"), ignore_errors=True)
     finally:

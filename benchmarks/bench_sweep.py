@@ -56,7 +56,8 @@ def grid(name: str, root: Path, epochs: int, train_subset: int, pruner: dict | N
             "model": {"preset": "net1"},
             "train": train,
         },
-        "params": {"model.options.width": [4, 8, 12], "train.optimizer.lr": [0.01, 0.05], "model.options.kernel": [3, 5]},
+        "params": {"model.options.width": [4, 8, 12], "train.optimizer.lr": [0.01, 0.05],
+                   "model.options.kernel": [3, 5]},
     }  # fmt: skip
     if pruner:
         spec["pruner"] = pruner

@@ -111,9 +111,11 @@ class Browser:
         for e in self.events:
             p = e.get("params", {})
             if e["method"] == "Runtime.exceptionThrown":
-                out.append(f"exception: {p['exceptionDetails'].get('exception', {}).get('description') or p['exceptionDetails'].get('text')}")
+                details = p["exceptionDetails"]
+                out.append(f"exception: {details.get('exception', {}).get('description') or details.get('text')}")
             elif e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+                args = p.get("args", [])
+                out.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in args))
             elif e["method"] == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
                 out.append(f"log: {p['entry'].get('text')} {p['entry'].get('url', '')}".strip())
         return out

@@ -81,7 +81,8 @@ def test_cifar_batches_folder_and_archive_agree(tmp_path):
     for name, blob in batches.items():
         (folder / name).write_bytes(blob)
     a = load_arrays(data_cfg(name="cifar10", root=str(tmp_path / "f"), download=False))
-    b = load_arrays(data_cfg(name="cifar10", root=str(write_official_tar(tmp_path / "c.tar.gz", batches)), download=False))
+    tar = write_official_tar(tmp_path / "c.tar.gz", batches)
+    b = load_arrays(data_cfg(name="cifar10", root=str(tar), download=False))
     assert a.train_x.shape == (100, 32, 32, 3) and a.test_x.shape == (20, 32, 32, 3)
     np.testing.assert_array_equal(a.train_x, b.train_x)
     # the pickled rows are channel-planar: check one pixel by hand

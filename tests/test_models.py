@@ -66,11 +66,13 @@ def test_normalisation_inside_the_model():
     [  # hand-computed receptive fields of the last layer
         ([{"type": "conv", "out": 1, "kernel": 3}], 3),
         ([{"type": "conv", "out": 1, "kernel": 3}] * 2, 5),
-        ([{"type": "conv", "out": 1, "kernel": 3}, {"type": "maxpool", "kernel": 2}, {"type": "conv", "out": 1, "kernel": 3}], 8),
+        ([{"type": "conv", "out": 1, "kernel": 3}, {"type": "maxpool", "kernel": 2},
+          {"type": "conv", "out": 1, "kernel": 3}], 8),
         ([{"type": "conv", "out": 1, "kernel": 5, "stride": 2}, {"type": "conv", "out": 1, "kernel": 3}], 9),
         ([{"type": "conv", "out": 1, "kernel": 3, "dilation": 2}], 5),
         ([{"type": "conv", "out": 1, "kernel": 3}, {"type": "maxpool", "kernel": 2},
-          {"type": "conv", "out": 1, "kernel": 3}, {"type": "maxpool", "kernel": 2}, {"type": "conv", "out": 1, "kernel": 3}], 18),
+          {"type": "conv", "out": 1, "kernel": 3}, {"type": "maxpool", "kernel": 2},
+          {"type": "conv", "out": 1, "kernel": 3}], 18),
     ],
 )
 def test_receptive_fields(layers, expected):
@@ -95,12 +97,14 @@ def test_receptive_field_window_matches_gradient():
     act[0, 0, i, j].backward()
     rows, cols = torch.nonzero(x.grad[0, 0], as_tuple=True)
     top, bottom, left, right = rf.window(i, j, 16, 16)
-    assert (rows.min().item(), rows.max().item() + 1, cols.min().item(), cols.max().item() + 1) == (top, bottom, left, right)
+    seen = (rows.min().item(), rows.max().item() + 1, cols.min().item(), cols.max().item() + 1)
+    assert seen == (top, bottom, left, right)
 
 
 def test_stage_widths():
-    m = build([{"type": "conv", "stage": 0}, {"type": "conv", "stage": 2}, "flatten", {"type": "linear", "out": "classes"}],
-              (1, 8, 8), 3, options={"width": 6, "multiplier": 1.5})  # fmt: skip
+    layers = [{"type": "conv", "stage": 0}, {"type": "conv", "stage": 2}, "flatten",
+              {"type": "linear", "out": "classes"}]  # fmt: skip
+    m = build(layers, (1, 8, 8), 3, options={"width": 6, "multiplier": 1.5})
     assert m.conv1.out_channels == 6 and m.conv2.out_channels == round(6 * 1.5**2)
 
 

@@ -82,7 +82,8 @@ def test_weights_that_do_not_fit(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("model,message", [
-    ({"factory": "handmade_resnet:make", "preset": "tiny"}, "give exactly one of `model.preset`, `model.layers` or `model.factory`"),
+    ({"factory": "handmade_resnet:make", "preset": "tiny"},
+     "give exactly one of `model.preset`, `model.layers` or `model.factory`"),
     ({"preset": "tiny", "kwargs": {"width": 2}}, "`model.kwargs` goes with `model.factory`"),
     ({"factory": "handmade_resnet:make", "options": {"width": 2}}, "a factory takes `model.kwargs`"),
     ({"factory": "not a factory"}, "is not MODULE:FACTORY"),

@@ -186,7 +186,8 @@ def rule_by_hand(model: nn.Module, x: torch.Tensor, t: torch.Tensor, rule: str) 
 def check_per_image(model: nn.Module, x: torch.Tensor, t: torch.Tensor, relu: bool) -> None:
     ours = {"saliency": Saliency(model).attribute(x, t), "guided": GuidedBackprop(model).attribute(x, t),
             "deconv": Deconvnet(model).attribute(x, t)}  # fmt: skip
-    torch.testing.assert_close(ours["saliency"], captum.Saliency(model).attribute(x.clone(), target=t, abs=False), **CLOSE)
+    ref = captum.Saliency(model).attribute(x.clone(), target=t, abs=False)
+    torch.testing.assert_close(ours["saliency"], ref, **CLOSE)
     if relu:  # Captum's rules are ReLU rules: they coincide with ours on ReLU nets only
         torch.testing.assert_close(ours["guided"], captum.GuidedBackprop(model).attribute(x.clone(), target=t), **CLOSE)
         torch.testing.assert_close(ours["deconv"], captum.Deconvolution(model).attribute(x.clone(), target=t), **CLOSE)
@@ -197,7 +198,8 @@ def check_per_image(model: nn.Module, x: torch.Tensor, t: torch.Tensor, relu: bo
 
     gc = GradCAM(model, upsample=False)  # its default layer: the last conv block's output
     cam = gc.attribute(x, t)
-    ref = captum.LayerGradCam(model, model.get_submodule(gc.layer)).attribute(x.clone(), target=t, relu_attributions=True)
+    layer_cam = captum.LayerGradCam(model, model.get_submodule(gc.layer))
+    ref = layer_cam.attribute(x.clone(), target=t, relu_attributions=True)
     torch.testing.assert_close(cam, ref[:, 0], **CLOSE)
 
     h, w = x.shape[2:]

@@ -93,8 +93,8 @@ def test_new_switches_validate(override, match):
 def test_bias_group_gets_its_own_lr_and_decay():
     from convlens.train.optim import make_optimizer
 
-    cfg = load_config({"model": {"preset": "fast"}, "train": {"optimizer": {
-        "lr": 0.5, "weight_decay": 0.01, "bias_lr_scale": 64, "bias_weight_decay": 0.01 / 64, "nesterov": True}}})  # fmt: skip
+    optimizer = {"lr": 0.5, "weight_decay": 0.01, "bias_lr_scale": 64, "bias_weight_decay": 0.01 / 64, "nesterov": True}
+    cfg = load_config({"model": {"preset": "fast"}, "train": {"optimizer": optimizer}})
     model = build_model(cfg.model, (3, 32, 32), 10)
     opt = make_optimizer(model, cfg.train.optimizer)
     main, bias = opt.param_groups

@@ -30,7 +30,8 @@ def test_grid_cells_points_and_short_names(tmp_path):
 
 def test_seed_count_starts_at_the_config_seed_and_base_file_is_relative(tmp_path):
     (tmp_path / "cfg").mkdir()
-    (tmp_path / "cfg" / "base.yaml").write_text("seed: 7\ndata: {name: digits, val_fraction: 0.2}\nmodel: {preset: tiny}\n")
+    (tmp_path / "cfg" / "base.yaml").write_text(
+        "seed: 7\ndata: {name: digits, val_fraction: 0.2}\nmodel: {preset: tiny}\n")  # fmt: skip
     (tmp_path / "cfg" / "s.yaml").write_text("base: base.yaml\nconfig: {train: {epochs: 1}}\n"
                                              "params: {train.batch_size: [32, 64]}\nseeds: 3\n")  # fmt: skip
     s = load_sweep(tmp_path / "cfg" / "s.yaml")
@@ -89,7 +90,8 @@ def test_bad_ranges_and_budgets():
     with pytest.raises(SweepError, match="the sweep varies nothing"):
         load_sweep(sweep_dict(params={}))
     with pytest.raises(SweepError, match=r"data.val_fraction: 0"):
-        load_sweep({**sweep_dict(), "config": {**sweep_dict()["config"], "data": {"name": "digits", "val_fraction": 0}}})
+        config = {**sweep_dict()["config"], "data": {"name": "digits", "val_fraction": 0}}
+        load_sweep({**sweep_dict(), "config": config})
     assert load_sweep(sweep_dict(budget={"time": "2m"})).spec.budget.time == 120
 
 
@@ -100,7 +102,8 @@ def test_unreachable_storage_fails_before_anything_runs(tmp_path, capsys):
     assert not out.exists()
     # the same through the CLI, for a worker: exit code 2 and the message, no traceback
     path = write_sweep(tmp_path)
-    rc = main(["sweep", "worker", str(path), "--storage", "postgresql://nobody:secret@127.0.0.1:1/x", "--out", str(out)])
+    url = "postgresql://nobody:secret@127.0.0.1:1/x"
+    rc = main(["sweep", "worker", str(path), "--storage", url, "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and "cannot reach the storage postgresql://nobody:***@127.0.0.1:1/x" in err and "secret" not in err
 

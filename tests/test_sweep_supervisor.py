@@ -108,8 +108,9 @@ def test_a_trial_still_running_in_a_live_worker_is_not_run_again(tmp_path):
                               env=worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         watch = Watch(path, str(out / "study.journal"))
-        first = wait_for(lambda: next((t for t in watch.trials() if t.state.name == "RUNNING" and training(out, t.number)),
-                                      None), 120, "a trial in training", [worker])  # fmt: skip
+        first = wait_for(lambda: next((t for t in watch.trials()
+                                       if t.state.name == "RUNNING" and training(out, t.number)), None),
+                         120, "a trial in training", [worker])  # fmt: skip
         messages: list[str] = []
         run_sweep(path, out=out, echo=messages.append, table=False)
         assert any(f"{first.number} (" in m and "live workers" in m for m in messages), messages

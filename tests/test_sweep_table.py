@@ -35,7 +35,8 @@ def sweep_dir(tmp_path):
     out.mkdir()
     write_meta(out, sweep, str(out / "study.journal"))
     op = optuna()
-    study = op.create_study(study_name=sweep.name, storage=open_storage(str(out / "study.journal")), direction="maximize")
+    storage = open_storage(str(out / "study.journal"))
+    study = op.create_study(study_name=sweep.name, storage=storage, direction="maximize")
     dists = {p.key: op.distributions.CategoricalDistribution(p.choices()) for p in sweep.params}
     for lr, width, seed, state, val, train, test in TRIALS:
         result = None if val is None else {

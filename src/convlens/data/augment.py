@@ -82,7 +82,8 @@ def noise(x: torch.Tensor, sigma: float, clip: bool, g: torch.Generator) -> torc
     return x.clamp_(0, 1) if clip else x
 
 
-def _boxes_mask(top: torch.Tensor, left: torch.Tensor, hh: torch.Tensor, ww: torch.Tensor, h: int, w: int) -> torch.Tensor:
+def _boxes_mask(top: torch.Tensor, left: torch.Tensor, hh: torch.Tensor, ww: torch.Tensor,
+                h: int, w: int) -> torch.Tensor:  # fmt: skip
     rows = torch.arange(h, device=top.device).view(1, h, 1)
     cols = torch.arange(w, device=top.device).view(1, 1, w)
     inside = (rows >= top.view(-1, 1, 1)) & (rows < (top + hh).view(-1, 1, 1))

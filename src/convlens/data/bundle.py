@@ -68,7 +68,8 @@ class DataBundle:
         return {
             "name": self.name, "classes": self.classes, "shape": list(self.shape),
             "mean": self.mean, "std": self.std, "source": self.source,
-            "sizes": {k: len(s) for k, s in (("train", self.train), ("val", self.val), ("test", self.test)) if s is not None},
+            "sizes": {k: len(s) for k, s in (("train", self.train), ("val", self.val), ("test", self.test))
+                      if s is not None},
         }  # fmt: skip
 
 

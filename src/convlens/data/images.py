@@ -160,35 +160,43 @@ def list_tree(root: Path) -> dict[str | None, list[tuple[str, str]]]:
     found: dict[str | None, list[tuple[str, str]]] = {}
     folders: set[PurePosixPath] = set()  # every non-hidden folder, relative to the root
     if is_archive(root):
-        with tarfile.open(root) as tar:
-            for m in tar:
-                path = PurePosixPath(m.name)
-                if not path.parts or any(p.startswith(".") for p in path.parts[:-1]):
-                    continue
-                if m.isdir() and not path.name.startswith("."):
-                    folders.add(path)
-                elif m.isfile():
-                    parent = path.parent
-                    while parent.parts and parent not in folders:  # folders implied by files
-                        folders.add(parent)
-                        parent = parent.parent
-                    key = _classify(path.parts)
-                    if key:
-                        found.setdefault(key[0], []).append((key[1], m.name))
+        _list_archive(root, found, folders)
     elif root.is_dir():
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            rel = Path(dirpath).relative_to(root)
-            folders.update(PurePosixPath(*rel.parts, d) for d in dirnames)
-            for f in filenames:
-                full = Path(dirpath) / f
-                key = _classify(full.relative_to(root).parts)
-                if key:
-                    found.setdefault(key[0], []).append((key[1], str(full)))
+        _list_folder(root, found, folders)
     if {"train", "test"} <= set(found):
         found.pop(None, None)
     _check_no_empty_class(root, found, folders)
     return {k: sorted(v) for k, v in found.items()}
+
+
+def _list_archive(root: Path, found: dict[str | None, list[tuple[str, str]]], folders: set[PurePosixPath]) -> None:
+    with tarfile.open(root) as tar:
+        for m in tar:
+            path = PurePosixPath(m.name)
+            if not path.parts or any(p.startswith(".") for p in path.parts[:-1]):
+                continue
+            if m.isdir() and not path.name.startswith("."):
+                folders.add(path)
+            elif m.isfile():
+                parent = path.parent
+                while parent.parts and parent not in folders:  # folders implied by files
+                    folders.add(parent)
+                    parent = parent.parent
+                key = _classify(path.parts)
+                if key:
+                    found.setdefault(key[0], []).append((key[1], m.name))
+
+
+def _list_folder(root: Path, found: dict[str | None, list[tuple[str, str]]], folders: set[PurePosixPath]) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = Path(dirpath).relative_to(root)
+        folders.update(PurePosixPath(*rel.parts, d) for d in dirnames)
+        for f in filenames:
+            full = Path(dirpath) / f
+            key = _classify(full.relative_to(root).parts)
+            if key:
+                found.setdefault(key[0], []).append((key[1], str(full)))
 
 
 def _check_no_empty_class(root: Path, found: dict[str | None, list[tuple[str, str]]],

@@ -93,7 +93,8 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def import_run(factory: str, weights: str | Path | None, out: str | Path, data: str = "digits",
-               kwargs: dict[str, Any] | None = None, overrides: list[str] | None = None, echo=None) -> Path:  # fmt: skip
+               kwargs: dict[str, Any] | None = None, overrides: list[str] | None = None,
+               echo=None) -> Path:  # fmt: skip
     """Write a run folder for ``factory(**kwargs)`` with ``weights`` on data set ``data``;
     evaluates it on the test split (eval.json, predictions.csv). Returns the folder."""
     from .. import __version__

@@ -145,9 +145,10 @@ _SAME_FIELD = _ACTIVATIONS | {
     "feature_dropout", "feature_alpha_dropout", "__neg__", "neg", "abs",
 }  # fmt: skip
 _UNION = {
-    f"{pre}{op}{post}" for op in ("add", "sub", "mul") for pre, post in (("", ""), ("", "_"), ("__", "__"), ("__r", "__"),
-                                                                          ("__i", "__"))
-} | {"cat", "concat", "concatenate", "where", "maximum", "minimum"}  # fmt: skip
+    f"{pre}{op}{post}"
+    for op in ("add", "sub", "mul")
+    for pre, post in (("", ""), ("", "_"), ("__", "__"), ("__r", "__"), ("__i", "__"))
+} | {"cat", "concat", "concatenate", "where", "maximum", "minimum"}
 
 
 _WINDOW_FUNCTIONS = {"avg_pool2d", "max_pool2d", "_max_pool2d", "max_pool2d_with_indices"}
@@ -224,61 +225,15 @@ def _pass(probe: nn.Module, x: torch.Tensor, wanted: set[str] | None, record: Gr
     order, shapes, data flow, functional calls and ``known``: each module's field followed
     through the geometry of the ops it ran (convs, pools, element-wise ops, sums, concatenations),
     None where an op of unknown geometry came in between."""
-    outputs: dict[str, torch.Tensor] = {}
-    owner: dict[int, str] = {}
-    keep: list[Any] = [x]
-    fields: dict[int, ReceptiveField | None] | None = {id(x): ReceptiveField(1, 1, 0)} if record is not None else None
-    stack: list[tuple[str, bool]] = []
-    handles = []
     modules = dict(probe.named_modules())
-    leaves = {n for n, m in modules.items() if not list(m.children())}
-
-    def pre(name):
-        def hook(module, inputs):
-            stack.append((name, name in leaves))
-            if record is None:
-                return
-            record.calls[name] = record.calls.get(name, 0) + 1
-            if record.calls[name] == 1:
-                record.order.append(name)
-            for t in _tensors(inputs):
-                src = owner.get(id(t))
-                if src and name not in record.consumers.setdefault(src, []):
-                    record.consumers[src].append(name)
-
-        return hook
-
-    def post(name):
-        def hook(module, inputs, output):
-            stack.pop()
-            if isinstance(output, torch.Tensor):
-                if record is not None and fields is not None:
-                    field = _module_field(module, _tensors(inputs), output, fields)
-                    if name not in record.shapes:
-                        record.shapes[name] = list(output.shape[1:])
-                        record.known[name] = field
-                # a clone goes on, so an in-place op later (out += shortcut) leaves this one intact
-                kept, output = output, output.clone()
-                keep.append(output)
-                owner[id(output)] = name
-                if fields is not None:
-                    fields[id(output)] = field
-                if kept.dim() == 4 and name not in outputs and (wanted is None or name in wanted):
-                    outputs[name] = kept
-            elif record is not None:
-                record.shapes.setdefault(name, None)
-            if wanted is not None and wanted <= outputs.keys():
-                raise StopForward
-            return output
-
-        return hook
-
+    hooks = _PassHooks(x, wanted, record, {n for n, m in modules.items() if not list(m.children())})
+    handles = []
     try:
         for name, m in modules.items():
             if name:
-                handles.append(m.register_forward_pre_hook(pre(name)))
-                handles.append(m.register_forward_hook(post(name)))
-        with _Linearise(stack, record.functions if record is not None else [], fields, keep):
+                handles.append(m.register_forward_pre_hook(hooks.pre(name)))
+                handles.append(m.register_forward_hook(hooks.post(name)))
+        with _Linearise(hooks.stack, record.functions if record is not None else [], hooks.fields, hooks.keep):
             try:
                 probe(x)
             except StopForward:
@@ -286,7 +241,70 @@ def _pass(probe: nn.Module, x: torch.Tensor, wanted: set[str] | None, record: Gr
     finally:
         for h in handles:
             h.remove()
-    return outputs
+    return hooks.outputs
+
+
+class _PassHooks:
+    """The forward (pre-)hooks of one :func:`_pass`, and what they collect."""
+
+    def __init__(self, x: torch.Tensor, wanted: set[str] | None, record: Graph | None, leaves: set[str]):
+        self.wanted, self.record, self.leaves = wanted, record, leaves
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.owner: dict[int, str] = {}
+        self.keep: list[Any] = [x]
+        self.fields: dict[int, ReceptiveField | None] | None = (
+            {id(x): ReceptiveField(1, 1, 0)} if record is not None else None
+        )
+        self.stack: list[tuple[str, bool]] = []
+
+    def pre(self, name: str):
+        def hook(module, inputs):
+            self.stack.append((name, name in self.leaves))
+            if self.record is not None:
+                self._note_call(self.record, name, inputs)
+
+        return hook
+
+    def _note_call(self, record: Graph, name: str, inputs: Any) -> None:
+        record.calls[name] = record.calls.get(name, 0) + 1
+        if record.calls[name] == 1:
+            record.order.append(name)
+        for t in _tensors(inputs):
+            src = self.owner.get(id(t))
+            if src and name not in record.consumers.setdefault(src, []):
+                record.consumers[src].append(name)
+
+    def post(self, name: str):
+        def hook(module, inputs, output):
+            self.stack.pop()
+            if isinstance(output, torch.Tensor):
+                output = self._took(name, module, inputs, output)
+            elif self.record is not None:
+                self.record.shapes.setdefault(name, None)
+            if self.wanted is not None and self.wanted <= self.outputs.keys():
+                raise StopForward
+            return output
+
+        return hook
+
+    def _took(self, name: str, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        """Record a module's tensor output; returns the clone that goes on in its place."""
+        record, fields = self.record, self.fields
+        field = None
+        if record is not None and fields is not None:
+            field = _module_field(module, _tensors(inputs), output, fields)
+            if name not in record.shapes:
+                record.shapes[name] = list(output.shape[1:])
+                record.known[name] = field
+        # a clone goes on, so an in-place op later (out += shortcut) leaves this one intact
+        kept, output = output, output.clone()
+        self.keep.append(output)
+        self.owner[id(output)] = name
+        if fields is not None:
+            fields[id(output)] = field
+        if kept.dim() == 4 and name not in self.outputs and (self.wanted is None or name in self.wanted):
+            self.outputs[name] = kept
+        return output
 
 
 def _module_field(module: nn.Module, inputs: list[torch.Tensor], output: torch.Tensor,

@@ -126,7 +126,8 @@ def net4(width: int = 64, multiplier: float = 2.0, dropout: float = 0.3) -> L:
     (3, 32, 32), "002 (CSCI-611)",
 )
 def csci611(width: int = 32, multiplier: float = 2.0, hidden: int = 256, dropout: float = 0.25) -> L:
-    _check(width=(width, 1, 4096), multiplier=(multiplier, 0.1, 16), hidden=(hidden, 1, 1 << 16), dropout=(dropout, 0, 0.99))
+    _check(width=(width, 1, 4096), multiplier=(multiplier, 0.1, 16), hidden=(hidden, 1, 1 << 16),
+           dropout=(dropout, 0, 0.99))  # fmt: skip
     return (_conv_bn(0, 3, 1) + _conv_bn(1, 3, 1) + _conv_bn(2, 3, 1)
             + [{"type": "maxpool"}, {"type": "dropout", "p": dropout}, {"type": "flatten"},
                {"type": "linear", "out": hidden}, {"type": "relu"}, {"type": "dropout", "p": dropout},
@@ -142,7 +143,8 @@ def cse849(width: int = 16, multiplier: float = 2.0, conv_dropout: float = 0.0, 
     _check(width=(width, 1, 4096), multiplier=(multiplier, 0.1, 16), conv_dropout=(conv_dropout, 0, 0.99),
            dropout_last=(dropout_last, 0, 5))  # fmt: skip
     blocks = [
-        [{"type": "conv", "stage": 0, "kernel": 7, "padding": 3}, {"type": "bn"}, {"type": "relu"}, {"type": "maxpool"}],
+        [{"type": "conv", "stage": 0, "kernel": 7, "padding": 3}, {"type": "bn"}, {"type": "relu"},
+         {"type": "maxpool"}],
         _conv_bn(1, 3, 1),
         _conv_bn(2, 3, 1) + [{"type": "maxpool"}],
         _conv_bn(2, 3, 1),
@@ -178,9 +180,11 @@ for _cell, _label in (("rnn", "vanilla RNN"), ("lstm", "LSTM"), ("gru", "GRU")):
 
 
 def _fast(width: int, multiplier: float, whiten: bool, freeze_whiten: bool, whiten_kernel: int, identity: bool,
-          act: str, logit_scale: float, bn_momentum: float, bn_eps: float, bn_learn_scale: bool, channels: int) -> L:  # fmt: skip
+          act: str, logit_scale: float, bn_momentum: float, bn_eps: float, bn_learn_scale: bool,
+          channels: int) -> L:  # fmt: skip
     _check(width=(width, 1, 4096), multiplier=(multiplier, 0.1, 64), whiten_kernel=(whiten_kernel, 1, 7),
-           channels=(channels, 1, 64), logit_scale=(logit_scale, 0, 100), bn_momentum=(bn_momentum, 1e-6, 1), bn_eps=(bn_eps, 1e-30, 1))  # fmt: skip
+           channels=(channels, 1, 64), logit_scale=(logit_scale, 0, 100), bn_momentum=(bn_momentum, 1e-6, 1),
+           bn_eps=(bn_eps, 1e-30, 1))  # fmt: skip
     if act not in ("gelu", "relu"):
         raise ValueError(f"model.options.act={act!r} is not allowed; allowed: gelu, relu")
     bn = {"type": "bn", "momentum": bn_momentum, "eps": bn_eps, "learn_scale": bn_learn_scale}
@@ -204,13 +208,15 @@ def _fast(width: int, multiplier: float, whiten: bool, freeze_whiten: bool, whit
     return layers
 
 
-_FAST_DOC = "The speed-record network (airbench94) at {}: data-whitened 2x2 conv, conv-pool-BN-GELU blocks, logits x 1/9"
+_FAST_DOC = ("The speed-record network (airbench94) at {}: data-whitened 2x2 conv, conv-pool-BN-GELU blocks, "
+             "logits x 1/9")
 
 
 @register_preset("fast", _FAST_DOC.format("CPU width 16-64-64"), (3, 32, 32), "airbench94 (CPU width)")
 def fast(width: int = 16, multiplier: float = 4.0, whiten: bool = True, freeze_whiten: bool = True,
          whiten_kernel: int = 2, identity: bool = True, act: str = "gelu", logit_scale: float = 1 / 9,
-         bn_momentum: float = 0.4, bn_eps: float = 1e-12, bn_learn_scale: bool = False, channels: int = 3) -> L:  # fmt: skip
+         bn_momentum: float = 0.4, bn_eps: float = 1e-12, bn_learn_scale: bool = False,
+         channels: int = 3) -> L:  # fmt: skip
     return _fast(width, multiplier, whiten, freeze_whiten, whiten_kernel, identity, act, logit_scale, bn_momentum,
                  bn_eps, bn_learn_scale, channels)  # fmt: skip
 
@@ -218,7 +224,8 @@ def fast(width: int = 16, multiplier: float = 4.0, whiten: bool = True, freeze_w
 @register_preset("fast_full", _FAST_DOC.format("full width 64-256-256, for GPUs"), (3, 32, 32), "airbench94")
 def fast_full(width: int = 64, multiplier: float = 4.0, whiten: bool = True, freeze_whiten: bool = True,
               whiten_kernel: int = 2, identity: bool = True, act: str = "gelu", logit_scale: float = 1 / 9,
-              bn_momentum: float = 0.4, bn_eps: float = 1e-12, bn_learn_scale: bool = False, channels: int = 3) -> L:  # fmt: skip
+              bn_momentum: float = 0.4, bn_eps: float = 1e-12, bn_learn_scale: bool = False,
+              channels: int = 3) -> L:  # fmt: skip
     return _fast(width, multiplier, whiten, freeze_whiten, whiten_kernel, identity, act, logit_scale, bn_momentum,
                  bn_eps, bn_learn_scale, channels)  # fmt: skip
 

@@ -2,8 +2,8 @@
 
 A preset is a function of keyword options (its knobs, with defaults) that returns a layer list
 for :func:`convlens.models.builder.build`, or, for a network that is not a flat sequence (the
-residual presets), a function ``(in_shape, num_classes, mean, std) -> nn.Module``. Options are checked against the signature, so
-``model.options.widht`` fails with the allowed names.
+residual presets), a function ``(in_shape, num_classes, mean, std) -> nn.Module``. Options are
+checked against the signature, so ``model.options.widht`` fails with the allowed names.
 """
 
 from __future__ import annotations

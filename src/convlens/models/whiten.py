@@ -32,7 +32,8 @@ def whiten_layers(model: nn.Module) -> list[str]:
 
 
 @torch.no_grad()
-def patch_moments(model: nn.Module, layer: str, images: torch.Tensor, chunk: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+def patch_moments(model: nn.Module, layer: str, images: torch.Tensor,
+                  chunk: int = 500) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Mean (D,) and covariance (D, D) in float64 of the patches ``layer`` sees on ``images``.
 
     ``images`` are uint8 (N, C, H, W) as stored in a split; the layer's input is traced, so any

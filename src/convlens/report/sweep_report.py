@@ -57,7 +57,8 @@ def _trial_row(run: Run) -> dict[str, Any]:
     summary = read_json(run.path / "summary.json") if (run.path / "summary.json").is_file() else {}
     ev = run.eval or {}
     findings = ", ".join(f.title.lower() for f in diagnose(run) if f.severity in ("problem", "warning"))
-    return {"findings": findings,"status": run.status.get("status", "unknown"), "best_val_acc": best, "best_epoch": best_epoch,
+    return {"findings": findings, "status": run.status.get("status", "unknown"),
+            "best_val_acc": best, "best_epoch": best_epoch,
             "train_acc": last.get("train_acc"), "gap": last.get("gap"), "test_acc": ev.get("accuracy"),
             "params": summary.get("params"), "epochs": len(rows),
             "sec_per_epoch": sum(secs) / len(secs) if secs else None, "seconds": sum(secs) if secs else None,
@@ -97,12 +98,7 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[st
     trials = trial_folders(path)
     runs = [Run(t) for t in trials]
     data = [_trial_row(r) for r in runs]
-    configs = []
-    for r in runs:
-        try:
-            configs.append(_flatten(r.config.to_dict()))
-        except Exception:
-            configs.append({})
+    configs = [_config(r) for r in runs]
     keys = sorted({k for c in configs for k in c})
     varying = [k for k in keys if not k.startswith(IGNORED_KEYS)
                and len({repr(c.get(k)) for c in configs}) > 1]  # fmt: skip
@@ -113,63 +109,16 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[st
         rep = build_run_report(r, echo=echo)
         links.append(os.path.relpath(rep, out.parent).replace(os.sep, "/"))
 
-    sections: list[Section] = []
-    order = sorted(range(len(runs)), key=lambda i: -(data[i]["best_val_acc"] if data[i]["best_val_acc"] is not None else -1))
-    rows = []
-    for i in order:
-        d = data[i]
-        rows.append([{"text": trials[i].name, "href": links[i]}, {"text": d["status"], "cls": "" if d["status"] == "finished" else "bad"}]
-                    + [configs[i].get(k) for k in varying]
-                    + [pct(d["best_val_acc"]), d["best_epoch"], pct(d["train_acc"]),
-                       "" if d["gap"] is None else f"{100 * d['gap']:.1f}", pct(d["test_acc"]), d["params"],
-                       d["sec_per_epoch"], d["seconds"], {"text": d["findings"], "cls": "wide"}])  # fmt: skip
-    sections.append(Section("trials", "Trials",
-                            f"{len(runs)} trials, best validation accuracy first. The trial name opens its own report.",
-                            tables=[Table(["trial", "status", *varying, "best val acc", "at epoch", "final train acc",
-                                           "gap (points)", "test acc", "parameters", "s/epoch", "seconds", "diagnosis"], rows)]))  # fmt: skip
-
-    own_csv = [p for p in sorted(path.rglob("*.csv")) if "trials" not in p.relative_to(path).parts[:1] and p.parts[-2] != "report"]
+    order = sorted(range(len(runs)), key=lambda i: -(_best(data[i])))
+    sections = [_trials_section(trials, data, configs, varying, links, order)]
+    own_csv = [p for p in sorted(path.rglob("*.csv"))
+               if "trials" not in p.relative_to(path).parts[:1] and p.parts[-2] != "report"]  # fmt: skip
     tables = [t for t in (_csv_table(p, path) for p in own_csv) if t is not None]
     if tables:
         sections.append(Section("tables", "Tables", "The tables written by the sweep.", tables=tables))
     elif varying:
-        grouped = []
-        for k in varying:
-            groups: dict[str, list[int]] = {}
-            for i in sorted(range(len(configs)), key=lambda i: _order(configs[i].get(k))):
-                groups.setdefault(fmt(configs[i].get(k)), []).append(i)
-            g_rows = []
-            for v, idx in groups.items():
-                accs = [data[i]["best_val_acc"] for i in idx if data[i]["best_val_acc"] is not None]
-                tests = [data[i]["test_acc"] for i in idx if data[i]["test_acc"] is not None]
-                m, s = _mean_std(accs) if accs else (None, None)
-                g_rows.append([v, len(idx), pct(m), f"{100 * s:.2f}" if len(accs) > 1 else "",
-                               pct(sum(tests) / len(tests)) if tests else ""])  # fmt: skip
-            grouped.append(Table([k, "trials", "mean best val acc", "std (points)", "mean test acc"], g_rows, f"By {k}"))
-        sections.append(Section("groups", "Group-by tables", "Mean over the trials that share each value.", tables=grouped))
-
-    own_png = [p for p in sorted(path.rglob("*.png")) if p.relative_to(path).parts[0] not in ("trials", "report")]
-    figs = [Figure(data_uri(p), p.stem.replace("_", " "), str(p.relative_to(path))) for p in own_png]
-    if not figs and any(d["curve"] for d in data):
-        cache = FigureCache(path / "report", path)
-
-        def draw(p: Path) -> None:
-            plt = plots.pyplot()
-            fig, ax = plt.subplots(figsize=(7, 3.4))
-            for t, d in zip(trials, data):
-                if d["curve"]:
-                    x, y = zip(*d["curve"])
-                    ax.plot(x, [100 * v for v in y], label=t.name, lw=1.2)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("validation accuracy (%)")
-            ax.grid(alpha=0.3)
-            if len(trials) <= 12:
-                ax.legend(fontsize=7, ncol=2)
-            plots.save(fig, p)
-
-        p = cache.get("curves.png", [t / "metrics.jsonl" for t in trials if (t / "metrics.jsonl").is_file()], draw)
-        cache.save()
-        figs.append(Figure(data_uri(p), "Validation accuracy of every trial", "report/curves.png"))
+        sections.append(_groups_section(data, configs, varying))
+    figs = _figures(path, trials, data)
     if figs:
         sections.append(Section("plots", "Plots", figures=figs))
 
@@ -190,7 +139,81 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[st
             "version": __version__}  # fmt: skip
 
 
-def build_sweep_report(path: str | Path, out: str | Path | None = None, echo: Callable[[str], None] = lambda s: None) -> Path:
+def _config(run: Run) -> dict[str, Any]:
+    try:
+        return _flatten(run.config.to_dict())
+    except Exception:
+        return {}
+
+
+def _best(d: dict[str, Any]) -> float:
+    return d["best_val_acc"] if d["best_val_acc"] is not None else -1
+
+
+def _trials_section(trials: list[Path], data: list[dict[str, Any]], configs: list[dict[str, Any]],
+                    varying: list[str], links: list[str], order: list[int]) -> Section:  # fmt: skip
+    rows = []
+    for i in order:
+        d = data[i]
+        status = {"text": d["status"], "cls": "" if d["status"] == "finished" else "bad"}
+        rows.append([{"text": trials[i].name, "href": links[i]}, status]
+                    + [configs[i].get(k) for k in varying]
+                    + [pct(d["best_val_acc"]), d["best_epoch"], pct(d["train_acc"]),
+                       "" if d["gap"] is None else f"{100 * d['gap']:.1f}", pct(d["test_acc"]), d["params"],
+                       d["sec_per_epoch"], d["seconds"], {"text": d["findings"], "cls": "wide"}])  # fmt: skip
+    head = ["trial", "status", *varying, "best val acc", "at epoch", "final train acc", "gap (points)", "test acc",
+            "parameters", "s/epoch", "seconds", "diagnosis"]  # fmt: skip
+    return Section("trials", "Trials",
+                   f"{len(trials)} trials, best validation accuracy first. The trial name opens its own report.",
+                   tables=[Table(head, rows)])  # fmt: skip
+
+
+def _groups_section(data: list[dict[str, Any]], configs: list[dict[str, Any]], varying: list[str]) -> Section:
+    grouped = []
+    for k in varying:
+        groups: dict[str, list[int]] = {}
+        for i in sorted(range(len(configs)), key=lambda i: _order(configs[i].get(k))):
+            groups.setdefault(fmt(configs[i].get(k)), []).append(i)
+        g_rows = []
+        for v, idx in groups.items():
+            accs = [data[i]["best_val_acc"] for i in idx if data[i]["best_val_acc"] is not None]
+            tests = [data[i]["test_acc"] for i in idx if data[i]["test_acc"] is not None]
+            m, s = _mean_std(accs) if accs else (None, None)
+            g_rows.append([v, len(idx), pct(m), f"{100 * s:.2f}" if len(accs) > 1 else "",
+                           pct(sum(tests) / len(tests)) if tests else ""])  # fmt: skip
+        grouped.append(Table([k, "trials", "mean best val acc", "std (points)", "mean test acc"], g_rows, f"By {k}"))
+    return Section("groups", "Group-by tables", "Mean over the trials that share each value.", tables=grouped)
+
+
+def _figures(path: Path, trials: list[Path], data: list[dict[str, Any]]) -> list[Figure]:
+    """The sweep's own figures, or else the validation curves of every trial."""
+    own_png = [p for p in sorted(path.rglob("*.png")) if p.relative_to(path).parts[0] not in ("trials", "report")]
+    figs = [Figure(data_uri(p), p.stem.replace("_", " "), str(p.relative_to(path))) for p in own_png]
+    if figs or not any(d["curve"] for d in data):
+        return figs
+    cache = FigureCache(path / "report", path)
+
+    def draw(p: Path) -> None:
+        plt = plots.pyplot()
+        fig, ax = plt.subplots(figsize=(7, 3.4))
+        for t, d in zip(trials, data):
+            if d["curve"]:
+                x, y = zip(*d["curve"])
+                ax.plot(x, [100 * v for v in y], label=t.name, lw=1.2)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(alpha=0.3)
+        if len(trials) <= 12:
+            ax.legend(fontsize=7, ncol=2)
+        plots.save(fig, p)
+
+    p = cache.get("curves.png", [t / "metrics.jsonl" for t in trials if (t / "metrics.jsonl").is_file()], draw)
+    cache.save()
+    return [Figure(data_uri(p), "Validation accuracy of every trial", "report/curves.png")]
+
+
+def build_sweep_report(path: str | Path, out: str | Path | None = None,
+                       echo: Callable[[str], None] = lambda s: None) -> Path:  # fmt: skip
     path = Path(path)
     if not is_sweep(path):
         raise RunError(f"{path} is not a sweep folder: it has no trials/<n>/ run folders")

@@ -32,7 +32,8 @@ or TPE; seeds, a budget and a pruner. Each trial is a run folder SWEEP_DIR/trial
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="sweep hyperparameters (grid, random, TPE) with Optuna; tables of results",
-                       usage=USAGE, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                       usage=USAGE, description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("target", metavar="SWEEP.yaml | worker | table", help="a sweep file, or `worker` / `table`")
     p.add_argument("path", nargs="?", help=argparse.SUPPRESS)
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1); "
@@ -59,7 +60,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     check_out(args.out)
     from .local import STORAGE_ENV, run_sweep
 
-    out = run_sweep(args.target, workers=args.workers, out=args.out, storage=args.storage or os.environ.get(STORAGE_ENV))
+    storage = args.storage or os.environ.get(STORAGE_ENV)
+    out = run_sweep(args.target, workers=args.workers, out=args.out, storage=storage)
     print(f"sweep folder: {out}")
     return 0
 

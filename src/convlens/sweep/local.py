@@ -162,8 +162,8 @@ def _supervise(sweep: Sweep, out_dir: Path, url: str, study: Any, st: Any, worke
                 owner = f"{host}:{p.pid}"
                 lost = recover_orphans(study, st, sweep.spec.retries, owner, out_dir)
                 how = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
-                echo(f"worker {k} (pid {p.pid}) stopped with {how}"
-                     + (f"; its trial {', '.join(map(str, lost))} goes back into the queue" if lost else ""))  # fmt: skip
+                back = f"; its trial {', '.join(map(str, lost))} goes back into the queue" if lost else ""
+                echo(f"worker {k} (pid {p.pid}) stopped with {how}{back}")
                 if pending(study)[0] and respawns < limit:
                     respawns += 1
                     procs[k] = spawn(k)

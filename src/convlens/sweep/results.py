@@ -67,7 +67,8 @@ class Results:
 
     def trial_columns(self) -> list[tuple[str, str, str]]:
         return ([("trial", "trial", "int")] + [(c, c, "param") for c in self.param_columns]
-                + [("seed", "seed", "int"), ("status", "status", "text")] + TRIAL_COLUMNS + [("note", "note", "text")])  # fmt: skip
+                + [("seed", "seed", "int"), ("status", "status", "text")] + TRIAL_COLUMNS
+                + [("note", "note", "text")])  # fmt: skip
 
     def group_columns(self, g: Group) -> list[tuple[str, str, str]]:
         return [(k, k, "param") for k in g.keys] + GROUP_COLUMNS
@@ -145,32 +146,37 @@ def trial_rows(sweep: Sweep, out_dir: Path, study: Any) -> list[dict[str, Any]]:
         if (run_dir / "config.yaml").is_file():  # the run folder is the record; the copy in the study
             local = summarize_run(run_dir)  # covers trials whose folder is on another machine
             res.update({k: v for k, v in local.items() if v is not None and k != "total_seconds"})
-        if t.state == TS.COMPLETE:
-            status = res.get("status") if res.get("status") in DONE else "finished"
-        elif t.state == TS.PRUNED:
-            status = "pruned"
-        elif t.state == TS.FAIL:
-            if t.user_attrs.get("error"):
-                status = "failed"
-            elif res.get("status") == "interrupted":
-                status = "interrupted"
-            else:
-                status = "killed"  # no word from its worker: it died (found by heartbeat or restart)
-        else:
-            status = t.state.name.lower()
-        row["status"] = status
+        row["status"] = _status(t, res, TS)
         for key, _, _ in TRIAL_COLUMNS:
             row[key] = res.get(key)
-        notes = []
-        if t.system_attrs.get("retry_history"):
-            notes.append(f"rerun of {t.system_attrs['retry_history'][-1]}")
-        if t.number in rerun_as:
-            notes.append(f"rerun as {rerun_as[t.number]}")
-        if t.user_attrs.get("error"):
-            notes.append(t.user_attrs["error"][:80])
-        row["note"] = "; ".join(notes)
+        row["note"] = _note(t, rerun_as)
         rows.append(row)
     return rows
+
+
+def _status(t: Any, res: dict[str, Any], TS: Any) -> str:
+    if t.state == TS.COMPLETE:
+        return res.get("status") if res.get("status") in DONE else "finished"
+    if t.state == TS.PRUNED:
+        return "pruned"
+    if t.state == TS.FAIL:
+        if t.user_attrs.get("error"):
+            return "failed"
+        if res.get("status") == "interrupted":
+            return "interrupted"
+        return "killed"  # no word from its worker: it died (found by heartbeat or restart)
+    return t.state.name.lower()
+
+
+def _note(t: Any, rerun_as: dict[int, int]) -> str:
+    notes = []
+    if t.system_attrs.get("retry_history"):
+        notes.append(f"rerun of {t.system_attrs['retry_history'][-1]}")
+    if t.number in rerun_as:
+        notes.append(f"rerun as {rerun_as[t.number]}")
+    if t.user_attrs.get("error"):
+        notes.append(t.user_attrs["error"][:80])
+    return "; ".join(notes)
 
 
 def group_rows(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
@@ -301,7 +307,9 @@ def _cell(v: Any, kind: str) -> str:
     if kind == "pct":
         return f"{100 * v:.2f}"
     if kind == "int":
-        return f"{v:,.0f}" if isinstance(v, (int, float)) and abs(v) >= 10000 else f"{v:.0f}" if isinstance(v, float) else str(v)
+        if isinstance(v, (int, float)) and abs(v) >= 10000:
+            return f"{v:,.0f}"
+        return f"{v:.0f}" if isinstance(v, float) else str(v)
     if kind == "sec":
         return f"{v:.2f}"
     if isinstance(v, (list, dict)):

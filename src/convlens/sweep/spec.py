@@ -294,7 +294,8 @@ def load_sweep(source: str | Path | dict[str, Any], base_dir: str | Path | None 
     if not spec.params and len(seeds) == 1:
         problems.append("`params`: the sweep varies nothing; give at least one key (or several seeds)")
     if "seed" in spec.params:
-        problems.append("`params.seed`: give seeds with `seeds:` (a count or a list), which runs every point once per seed")
+        problems.append("`params.seed`: give seeds with `seeds:` (a count or a list), "
+                        "which runs every point once per seed")
     if problems:
         raise SweepError(f"invalid sweep file {label}:\n" + "\n".join(f"- {p}" for p in problems))
 
@@ -383,7 +384,8 @@ def closest_keys(key: str, keys: list[str], n: int = 3) -> list[str]:
 
 def _params(spec: SweepSpec, base: ExperimentConfig, problems: list[str]) -> list[Param]:
     swept_presets = spec.params.get("model.preset")
-    keys = valid_keys(base, [p for p in swept_presets if isinstance(p, str)] if isinstance(swept_presets, list) else None)
+    presets = [p for p in swept_presets if isinstance(p, str)] if isinstance(swept_presets, list) else None
+    keys = valid_keys(base, presets)
     out = []
     for key, value in spec.params.items():
         where = f"`params.{key}`"

@@ -106,7 +106,9 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None, retries: in
         import inspect
 
         params = inspect.signature(op.storages.RDBStorage).parameters
-        cb_arg = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
+        cb_arg = "heartbeat_stale_trial_callback"
+        if cb_arg not in params:  # older Optuna
+            cb_arg = "failed_trial_callback"
         kwargs = {"heartbeat_interval": heartbeat[0], "grace_period": heartbeat[1], cb_arg: retry_callback(retries)}
     for attempt in range(6):
         try:

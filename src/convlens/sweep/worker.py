@@ -29,6 +29,7 @@ from .study import (claim, heartbeat_interval, heartbeat_path, is_database, open
 from .trial import run_trial
 
 POLL_SECONDS = 1.0
+clock = time.monotonic  # what a time budget is measured on (a test substitutes its own)
 SUPERVISOR_ENV = "CONVLENS_SWEEP_SUPERVISOR"  # set by `convlens sweep` for its workers: its PID
 PR_SET_PDEATHSIG = 1
 
@@ -99,7 +100,8 @@ def describe(sweep: Sweep, frozen: Any) -> str:
     vals = ", ".join(f"{p.short}={_show(p.decode(frozen.params.get(p.key)))}" for p in sweep.params)
     res = frozen.user_attrs.get("result") or {}
     seed = frozen.user_attrs.get("seed")
-    state = {TS.COMPLETE: res.get("status", "finished"), TS.PRUNED: "pruned", TS.FAIL: "failed"}.get(frozen.state, frozen.state.name.lower())
+    names = {TS.COMPLETE: res.get("status", "finished"), TS.PRUNED: "pruned", TS.FAIL: "failed"}
+    state = names.get(frozen.state, frozen.state.name.lower())
     acc = res.get("best_val_acc")
     s = f"trial {frozen.number} ({vals}{', ' if vals else ''}seed {seed}): {state}"
     if acc is not None:
@@ -129,7 +131,7 @@ def run_worker(sweep: Sweep, out_dir: str | Path, storage: str | Any, *, worker_
     study = open_study(storage, sweep, worker_index)
     log_path = Path(log_path or out_dir / "logs" / f"worker-{'x' if worker_index is None else worker_index}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + sweep.spec.budget.time if sweep.spec.budget.time else None
+    deadline = clock() + sweep.spec.budget.time if sweep.spec.budget.time else None
     with open(log_path, "a") as logf:
         def log(line: str) -> None:
             logf.write(line + "\n")
@@ -142,56 +144,75 @@ def run_worker(sweep: Sweep, out_dir: str | Path, storage: str | Any, *, worker_
 
 def _claim_loop(study, storage, sweep, out_dir, threads, echo, log, deadline) -> int:
     op = optuna()
-    TS = op.trial.TrialState
     beats = heartbeat_interval(storage)  # a database's heartbeats; a journal's are files
-    hb = sweep.spec.heartbeat
     retry = retry_callback(sweep.spec.retries)
     ran = 0
-    while deadline is None or time.monotonic() < deadline:
-        if beats:
-            op.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and a retry queued
-        else:
-            redo, _ = recover_stale(study, storage, out_dir, hb.grace, sweep.spec.retries)
-            for n in redo:
-                echo(f"trial {n} lost its worker; it goes back into the queue")
-        trial_id = claim(study, storage, on_claim=None if beats else lambda n: write_beat(heartbeat_path(out_dir, n)))
+    while deadline is None or clock() < deadline:
+        trial_id = _next_trial(study, storage, sweep, out_dir, beats, echo)
         if trial_id is None:
-            waiting, running = pending(study)
-            if waiting:  # another worker took the one we saw; try the next
-                time.sleep(0.05)
-                continue
-            if running:  # one of them may die, be found by its heartbeat and come back
-                time.sleep(POLL_SECONDS)
-                continue
             break
-        trial = op.trial.Trial(study, trial_id)
-        beat_file = None if beats else heartbeat_path(out_dir, trial.number)
-        value, state = None, TS.FAIL
-        with Heartbeat(storage, trial_id, beats or hb.interval, db=bool(beats), file=beat_file):
-            try:
-                value, state = run_trial(trial, sweep, out_dir, threads, log), TS.COMPLETE
-            except op.TrialPruned:
-                state = TS.PRUNED
-            except KeyboardInterrupt:
-                _requeue(study, trial.number)
-                study.tell(trial, state=TS.FAIL)
-                raise
-            except Exception as exc:
-                _record_error(trial, exc, log)
-        # skip_if_finished: a trial whose heartbeats stopped reaching the storage for longer than
-        # the grace period was failed (and requeued) by another worker; its retry stands
-        frozen = study.tell(trial, value if state == TS.COMPLETE else None, state=state, skip_if_finished=True)
-        if beat_file is not None:  # only now: a trial still RUNNING without a file may look stale
-            beat_file.unlink(missing_ok=True)
+        if trial_id is _AGAIN:
+            continue
+        frozen, state = _run_claimed(study, storage, sweep, out_dir, threads, log, trial_id, beats)
         ran += 1
         if frozen.state != state:
-            echo(f"trial {frozen.number} was failed by another worker (no heartbeat for {sweep.spec.heartbeat.grace} s) "
-                 "and has been requeued; this run's result is not kept")  # fmt: skip
+            echo(f"trial {frozen.number} was failed by another worker (no heartbeat for "
+                 f"{sweep.spec.heartbeat.grace} s) and has been requeued; this run's result is not kept")  # fmt: skip
             continue
         echo(describe(sweep, frozen))
-        if state == TS.FAIL:
+        if state == op.trial.TrialState.FAIL:
             retry(study, frozen)
     return ran
+
+
+_AGAIN = object()  # no trial claimed now, but one may come: look again
+
+
+def _next_trial(study, storage, sweep, out_dir, beats, echo):
+    """Claim a queued trial: its id, ``_AGAIN`` when one may still come, None when all are done."""
+    if beats:
+        optuna().storages.fail_stale_trials(study)  # a dead worker's trial: failed, and a retry queued
+    else:
+        redo, _ = recover_stale(study, storage, out_dir, sweep.spec.heartbeat.grace, sweep.spec.retries)
+        for n in redo:
+            echo(f"trial {n} lost its worker; it goes back into the queue")
+    trial_id = claim(study, storage, on_claim=None if beats else lambda n: write_beat(heartbeat_path(out_dir, n)))
+    if trial_id is not None:
+        return trial_id
+    waiting, running = pending(study)
+    if waiting:  # another worker took the one we saw; try the next
+        time.sleep(0.05)
+        return _AGAIN
+    if running:  # one of them may die, be found by its heartbeat and come back
+        time.sleep(POLL_SECONDS)
+        return _AGAIN
+    return None
+
+
+def _run_claimed(study, storage, sweep, out_dir, threads, log, trial_id, beats):
+    """Run a claimed trial under its heartbeat and tell the study; returns (frozen trial, state)."""
+    op = optuna()
+    TS = op.trial.TrialState
+    trial = op.trial.Trial(study, trial_id)
+    beat_file = None if beats else heartbeat_path(out_dir, trial.number)
+    value, state = None, TS.FAIL
+    with Heartbeat(storage, trial_id, beats or sweep.spec.heartbeat.interval, db=bool(beats), file=beat_file):
+        try:
+            value, state = run_trial(trial, sweep, out_dir, threads, log), TS.COMPLETE
+        except op.TrialPruned:
+            state = TS.PRUNED
+        except KeyboardInterrupt:
+            _requeue(study, trial.number)
+            study.tell(trial, state=TS.FAIL)
+            raise
+        except Exception as exc:
+            _record_error(trial, exc, log)
+    # skip_if_finished: a trial whose heartbeats stopped reaching the storage for longer than
+    # the grace period was failed (and requeued) by another worker; its retry stands
+    frozen = study.tell(trial, value if state == TS.COMPLETE else None, state=state, skip_if_finished=True)
+    if beat_file is not None:  # only now: a trial still RUNNING without a file may look stale
+        beat_file.unlink(missing_ok=True)
+    return frozen, state
 
 
 def _optimize(study, storage, sweep, out_dir, threads, echo, log, deadline) -> int:
@@ -232,7 +253,7 @@ def _optimize(study, storage, sweep, out_dir, threads, echo, log, deadline) -> i
             _record_error(trial, exc, log)
             raise
 
-    timeout = max(0.0, deadline - time.monotonic()) if deadline is not None else None
+    timeout = max(0.0, deadline - clock()) if deadline is not None else None
     study.optimize(objective, timeout=timeout, callbacks=[after, *callbacks], catch=(Exception,), gc_after_trial=False)
     return ran[0]
 
