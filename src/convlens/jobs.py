@@ -72,7 +72,7 @@ def filter_spec(spec: Any) -> dict[str, list[int]] | list[int] | None:
         return spec if not isinstance(spec, tuple) else list(spec)
     text = str(spec).replace(";", " ")
     if ":" not in text and re.fullmatch(r"[\d,\s-]+", text):
-        return _indices(text.replace(" ", ","), text)
+        return _indices(text.replace(" ", ","), text, signed=True)
     out: dict[str, list[int]] = {}
     for part in text.split():
         layer, sep, idx = part.partition(":")
@@ -82,9 +82,13 @@ def filter_spec(spec: Any) -> dict[str, list[int]] | list[int] | None:
     return {k: sorted(set(v)) for k, v in out.items()}
 
 
-def _indices(text: str, part: str) -> list[int]:
+def _indices(text: str, part: str, signed: bool = False) -> list[int]:
+    """``0,3,5-7`` -> ``[0, 3, 5, 6, 7]``; ``signed``: ``-1`` is an index (that the layer refuses)."""
     out: list[int] = []
     for item in comma_list(text):
+        if signed and re.fullmatch(r"-\d+", item):
+            out.append(int(item))
+            continue
         lo, dash, hi = item.partition("-")
         try:
             rng = range(int(lo), int(hi) + 1) if dash else [int(lo)]
