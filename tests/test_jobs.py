@@ -46,7 +46,8 @@ def test_one_registry_holds_every_analysis_and_method():
 
     assert list(ANALYSES) == list(jobs("analysis")) == ["filters", "featuremaps", "stats", "classnorms", "topk",
                                                         "ablate", "errors"]  # fmt: skip
-    assert sorted(METHODS) == sorted(jobs("method")) == ["actmax", "deconv", "gradcam", "guided", "occlusion", "saliency"]
+    methods = ["actmax", "deconv", "gradcam", "guided", "occlusion", "saliency"]
+    assert sorted(METHODS) == sorted(jobs("method")) == methods
     for name, job in JOBS.items():
         impl = job.load()
         assert issubclass(impl, job.options) or name in METHODS, name  # analyses inherit their options
@@ -77,7 +78,8 @@ def test_filter_specs_plain_and_per_layer():
 def test_help_does_not_import_torch(argv):
     code = ("import sys\nfrom convlens.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
-            "print(sorted(m for m in ('sklearn', 'scipy', 'matplotlib', 'numpy') if m in sys.modules))" % argv)  # fmt: skip
+            "print(sorted(m for m in ('sklearn', 'scipy', 'matplotlib', 'numpy') if m in sys.modules))"
+            % argv)  # fmt: skip
     env = {**os.environ, "PYTHONPATH": SRC}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.splitlines()[-2:] == ["NO-TORCH", "[]"], out[-500:]
@@ -131,7 +133,8 @@ def test_an_option_no_selected_method_takes_is_one_error(run_dir, capsys):
 
 
 def test_analyze_batch_size_and_device_flags(run_dir):
-    assert main(["analyze", str(run_dir), "--only", "stats", "--batch-size", "7", "--device", "cpu", "--limit", "20"]) == 0
+    args = ["--only", "stats", "--batch-size", "7", "--device", "cpu", "--limit", "20"]
+    assert main(["analyze", str(run_dir), *args]) == 0
     assert _json(run_dir, "stats")["n_images"] == 20
 
 

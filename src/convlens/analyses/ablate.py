@@ -25,7 +25,7 @@ from torch import nn
 from ..train.evaluate import summarize_predictions
 from ..trace import Trace, check_filter, get_layer, run_from
 from .options import AblateOptions
-from .base import (ACTIVATIONS, AnalysisError, Analysis, Figures, Subject, block, comma_list, option, per_class,
+from .base import (ACTIVATIONS, AnalysisError, Analysis, Figures, Subject, block, per_class,
                    register, require_conv, resolve_layers)  # fmt: skip
 
 

@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..data import Split, batches
-from ..errors import ConvlensError, LayerError
+from ..errors import LayerError
 from ..models.graph import known_shape, remember_shape, trace_graph
 from ..models.summary import receptive_fields
 from ..trace import borrowed, conv_layers, get_layer

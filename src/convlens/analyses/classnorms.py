@@ -25,7 +25,7 @@ from torch import nn
 
 from ..trace import get_layer
 from .options import ClassNormsOptions
-from .base import AT_HELP, AnalysisError, Figures, Streaming, Subject, block, comma_list, option, register, resolve_layers
+from .base import AnalysisError, Figures, Streaming, Subject, block, register, resolve_layers
 
 
 def selectivity(means: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,8 @@ from ..jobs import add_job_flags, comma_list, given, jobs, positive
 def add_commands(sub: argparse._SubParsersAction) -> None:
     listing = "\n".join(f"  {n:<12} {j.summary}" for n, j in jobs("analysis").items())
     p = sub.add_parser(
-        "analyze", help="dissect a trained run: filters, feature maps, statistics, class norms, top-k, ablation, errors",
+        "analyze",
+        help="dissect a trained run: filters, feature maps, statistics, class norms, top-k, ablation, errors",
         description="Run dataset-level analyses on a run folder; each writes RUN/analysis/<name>.json and its "
                     "figures under RUN/analysis/<name>/. Analyses:\n" + listing,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -19,7 +20,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder")
     p.add_argument("--only", type=comma_list, metavar="A,B", help="analyses to run (default: every one that applies)")
     p.add_argument("--skip", type=comma_list, default=[], metavar="A,B", help="analyses to leave out")
-    p.add_argument("--limit", type=positive, metavar="N", help="use N images of the split, stratified by class (the first images of each class in turn)")  # fmt: skip
+    p.add_argument("--limit", type=positive, metavar="N",
+                   help="use N images of the split, stratified by class (the first images of each class in turn)")
     p.add_argument("--no-figures", action="store_true", help="write the numbers only")
     names = add_job_flags(p, "analysis")
     p.set_defaults(func=cmd_analyze, _analysis_options=names)

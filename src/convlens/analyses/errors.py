@@ -14,7 +14,7 @@ import torch
 
 from ..train.evaluate import summarize_predictions
 from .options import ErrorsOptions
-from .base import Analysis, AnalysisError, Figures, Subject, option, per_class, register, stratified
+from .base import Analysis, AnalysisError, Figures, Subject, per_class, register, stratified
 
 
 @register

@@ -19,7 +19,7 @@ from torch import nn
 from ..data.bundle import to_grayscale
 from ..trace import TraceDict, get_layer
 from .options import FeatureMapsOptions
-from .base import Analysis, AnalysisError, Figures, Subject, block, check_spatial, comma_ints, comma_list, option, register, resolve_layers
+from .base import Analysis, AnalysisError, Figures, Subject, block, check_spatial, register, resolve_layers
 
 
 def load_image_file(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:

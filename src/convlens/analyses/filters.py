@@ -17,7 +17,7 @@ import torch
 
 from ..trace import conv_layers
 from .options import FiltersOptions
-from .base import Analysis, AnalysisError, Figures, Subject, comma_list, option, register, require_conv, resolve_layers
+from .base import Analysis, AnalysisError, Figures, Subject, register, require_conv, resolve_layers
 
 
 @register

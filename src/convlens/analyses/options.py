@@ -14,8 +14,10 @@ AT_HELP = ("where a conv filter is read: its conv output, after the batch norm t
 class FiltersOptions:
     """Conv weights as images (RGB composite and per channel for the first layer), with norms."""
 
-    layers: list[str] | None = option(None, "conv layers to draw (default: every conv layer)", parse=comma_list, metavar="A,B")
-    scale: str = option("shared", "normalise weights on one scale per layer (shared) or per filter", choices=("shared", "filter"))
+    layers: list[str] | None = option(None, "conv layers to draw (default: every conv layer)",
+                                      parse=comma_list, metavar="A,B")
+    scale: str = option("shared", "normalise weights on one scale per layer (shared) or per filter",
+                        choices=("shared", "filter"))
     per_filter: bool = option(True, "also draw one figure per filter (analysis/filters/<layer>/f<i>.png)")
     max_channels: int = option(32, "input channels drawn per filter for deep layers")
     max_filters: int = option(64, "filters (rows) in a layer's overview figure")
@@ -25,7 +27,8 @@ class FiltersOptions:
 class FeatureMapsOptions:
     """Feature maps of chosen images at chosen layers, before and after the activation."""
 
-    layers: list[str] | None = option(None, "layers to show (default: the first conv layer)", parse=comma_list, metavar="A,B")
+    layers: list[str] | None = option(None, "layers to show (default: the first conv layer)", parse=comma_list,
+                                      metavar="A,B")
     images: list[int] | None = option(None, "positions of images in the split", parse=comma_ints, metavar="I,J")
     classes: list[str] | None = option(None, "class names: the first image of each (default when no image is "
                                        "chosen: the first image of three classes)", parse=comma_list, metavar="C,D")  # fmt: skip
@@ -37,7 +40,8 @@ class FeatureMapsOptions:
 class StatsOptions:
     """Per-filter mean, std, max and active fraction over a split; dead filters flagged."""
 
-    layers: list[str] | None = option(None, "layers to summarise (default: every conv layer)", parse=comma_list, metavar="A,B")
+    layers: list[str] | None = option(None, "layers to summarise (default: every conv layer)",
+                                      parse=comma_list, metavar="A,B")
     active_threshold: float = option(0.0, "a position is active when the activation exceeds this")
     weight_threshold: float = option(1e-3, "a filter is dead by its weights when its weight norm is below this "
                                            "fraction of the median filter norm of its layer")  # fmt: skip
@@ -62,9 +66,11 @@ class ClassNormsOptions:
 class TopKOptions:
     """The k most exciting images per filter, with the receptive-field patch of the maximum."""
 
-    layers: list[str] | None = option(None, "layers to dissect (default: every conv layer)", parse=comma_list, metavar="A,B")
+    layers: list[str] | None = option(None, "layers to dissect (default: every conv layer)", parse=comma_list,
+                                      metavar="A,B")
     k: int = option(20, "images kept per filter")
-    score: str = option("max", "rank images by the max or the mean of the filter's feature map", choices=("max", "mean"))
+    score: str = option("max", "rank images by the max or the mean of the filter's feature map",
+                        choices=("max", "mean"))
     at: str = option("bn", AT_HELP, choices=("conv", "bn", "act"))
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..trace import get_layer
 from .options import StatsOptions
-from .base import AnalysisError, Figures, Streaming, Subject, block, comma_list, option, register, resolve_layers
+from .base import AnalysisError, Figures, Streaming, Subject, block, register, resolve_layers
 
 
 class Moments:

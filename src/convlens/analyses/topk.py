@@ -21,7 +21,7 @@ from torch import nn
 from ..models.summary import ReceptiveField, receptive_fields
 from ..trace import get_layer
 from .options import TopKOptions
-from .base import AT_HELP, AnalysisError, Figures, Streaming, Subject, block, comma_list, option, register, resolve_layers
+from .base import AnalysisError, Figures, Streaming, Subject, block, register, resolve_layers
 
 
 class RunningTopK:

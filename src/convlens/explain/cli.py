@@ -31,10 +31,12 @@ def build_runs(methods: list[str], options: dict[str, Any]) -> list[tuple[str, d
     fields = {m: {f.name for f in dataclasses.fields(known[m].options)} for m in methods}
     unused = [k for k in options if not any(k in fields[m] for m in methods)]
     if unused:
-        every = {k: [n for n, j in known.items() if k in {f.name for f in dataclasses.fields(j.options)}] for k in unused}
-        why = "; ".join(f"--{k.replace('_', '-')} is an option of {', '.join(v)}" if v else f"--{k} is no method's option"
+        takes = {n: {f.name for f in dataclasses.fields(j.options)} for n, j in known.items()}
+        every = {k: [n for n, names in takes.items() if k in names] for k in unused}
+        why = "; ".join(f"{k} is an option of {', '.join(v)}" if v else f"{k} is no method's option"
                         for k, v in every.items())  # fmt: skip
-        raise ConvlensError(f"option(s) {', '.join(unused)} not used by the selected methods ({', '.join(methods)}): {why}")
+        raise ConvlensError(f"option(s) {', '.join(unused)} not used by the selected methods "
+                            f"({', '.join(methods)}): {why}")  # fmt: skip
     out = []
     for m in methods:
         opts = known[m].options(**{k: v for k, v in options.items() if k in fields[m]})

@@ -22,7 +22,8 @@ def fill_value(value: Any) -> Any:
     try:
         parts = [float(v) for v in value.split(",")]
     except ValueError:
-        raise ExplainError(f"--fill {value!r} is not gray, zero, mean or numbers (e.g. 0.5 or 0.49,0.48,0.45)") from None
+        raise ExplainError(f"--fill {value!r} is not gray, zero, mean or numbers "
+                           "(e.g. 0.5 or 0.49,0.48,0.45)") from None  # fmt: skip
     return parts[0] if len(parts) == 1 else parts
 
 
@@ -64,7 +65,8 @@ class ActMaxOptions(MethodOptions):
 
     steps: int = option(256, "optimisation steps")
     lr: float | None = option(None, "Adam step size (default: 0.5 for pixel, 0.05 for fourier)")
-    param: str = option("pixel", "image basis (pixel converges on small images; see README)", choices=("pixel", "fourier"))
+    param: str = option("pixel", "image basis (pixel converges on small images; see README)",
+                        choices=("pixel", "fourier"))  # fmt: skip
     decorrelate: bool = option(True, "decorrelate colours with the data's covariance")
     jitter: float | None = option(None, "random shift in pixels per step (default: 1 per 16 pixels of image)")
     zoom: list[float] | None = option(None, "random scale range LOW,HIGH (default 0.95,1.05)", parse=comma_floats,

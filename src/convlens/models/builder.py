@@ -145,7 +145,9 @@ def _bn(layer: S.BatchNorm, shape: tuple[int, ...], *_: Any) -> nn.Module:
     return bn
 
 
-_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU}
+_ACTIVATIONS = {
+    "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU,
+}  # fmt: skip
 
 
 def _activation(layer: S.Activation, *_: Any) -> nn.Module:
@@ -175,7 +177,8 @@ def _linear(layer: S.Linear, shape: tuple[int, ...], num_classes: int, *_: Any) 
 def _recurrent(layer: S.Recurrent, shape: tuple[int, ...], *_: Any) -> nn.Module:
     if len(shape) != 3:
         raise ConfigError(f"{layer.type} reads images row by row; its input has shape {list(shape)}")
-    return RowReader(layer.type, shape[0] * shape[2], layer.hidden, layer.num_layers, layer.bidirectional, layer.dropout)
+    return RowReader(layer.type, shape[0] * shape[2], layer.hidden, layer.num_layers, layer.bidirectional,
+                     layer.dropout)  # fmt: skip
 
 
 # the builder's dispatch: one maker per spec class of the table of layer kinds

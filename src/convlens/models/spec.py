@@ -138,7 +138,9 @@ class Recurrent(_Layer):
 LAYER_CLASSES: tuple[type[_Layer], ...] = (Conv, BatchNorm, Activation, Pool, GlobalPool, Dropout, Flatten, Linear,
                                            Scale, Recurrent)  # fmt: skip
 
-KINDS: dict[str, type[_Layer]] = {tag: cls for cls in LAYER_CLASSES for tag in get_args(cls.model_fields["type"].annotation)}
+KINDS: dict[str, type[_Layer]] = {
+    tag: cls for cls in LAYER_CLASSES for tag in get_args(cls.model_fields["type"].annotation)
+}
 
 LayerSpec = Annotated[Union[LAYER_CLASSES], Field(discriminator="type")]  # type: ignore[valid-type]
 
