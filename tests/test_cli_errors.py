@@ -169,7 +169,7 @@ def test_models_with_impossible_shapes(capsys):
 
 @pytest.mark.parametrize("window,stride", [(8, 2), (7, 2), (4, 8)])
 def test_occlusion_window_with_one_position_is_refused(run, window, stride, capsys):
-    line = one_error(capsys, ["explain", str(run), "--method", "occlusion", "--images", "0", "1",
+    line = one_error(capsys, ["explain", str(run), "--method", "occlusion", "--images", "0,1",
                               "--window", str(window), "--stride", str(stride)], f"window {window}", "1x1 map")  # fmt: skip
     assert "allowed at stride 2: windows 1 to 6" in line if stride == 2 else "smaller stride" in line
 
@@ -185,7 +185,7 @@ def test_occlusion_of_a_model_blind_to_its_input_draws_flat_maps(tmp_path, run):
             model["fc1.weight"].zero_()
             model["fc1.bias"].zero_()
             torch.save(state, p)
-    assert main(["explain", str(r), "--method", "occlusion", "--images", "0", "1", "--window", "4"]) == 0
+    assert main(["explain", str(r), "--method", "occlusion", "--images", "0,1", "--window", "4"]) == 0
     from convlens.utils import read_json
 
     doc = read_json(r / "analysis" / "occlusion.json")
@@ -211,7 +211,7 @@ def test_k_beyond_the_split_keeps_every_image_and_says_so(tmp_path, run, capsys)
 
 def test_nonsense_layer_names_list_the_layers(run, capsys):
     one_error(capsys, ["analyze", str(run), "--only", "stats", "--layers", "conv1,nonsense"], "'nonsense'", "conv1, bn1")
-    one_error(capsys, ["explain", str(run), "--method", "gradcam", "--layer", "nonsense"], "'nonsense'", "conv2")
+    one_error(capsys, ["explain", str(run), "--method", "gradcam", "--layers", "nonsense"], "'nonsense'", "conv2")
 
 
 # ----------------------------------------------------------------------------------------------

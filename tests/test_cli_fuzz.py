@@ -213,27 +213,27 @@ def bad_explain(draw) -> tuple[list[str], str]:
         w = draw(st.integers(max_value=0) | st.integers(min_value=7, max_value=10**4))
         return ["--method", "occlusion", "--images", "0", "--window", str(w)], f"window {w}"
     if kind == "occlusion":
-        flag, value = draw(st.sampled_from([("--stride", st.integers(max_value=0)), ("--chunk", st.integers(max_value=0)),
+        flag, value = draw(st.sampled_from([("--stride", st.integers(max_value=0)), ("--batch-size", st.integers(max_value=0)),
                                             ("--padding", st.integers(max_value=-1)), ("--fill", st.from_regex(r"\A[a-z]{2,5}\Z")
                                             .filter(lambda s: s not in ("gray", "zero", "mean")))]))  # fmt: skip
         v = str(draw(value))
         return ["--method", "occlusion", "--images", "0", flag, v], v
     if kind == "images":
         i = draw(st.integers(max_value=-1) | st.integers(min_value=TEST_IMAGES))
-        return ["--method", "saliency", "--images", "0", str(i)], f"image {i}"
+        return ["--method", "saliency", "--images", f"0,{i}"], f"image {i}"
     if kind == "layer":
         bad = draw(name)
-        method = draw(st.sampled_from([["gradcam"], ["deconv", "--filter", "0"], ["actmax", "--steps", "1"]]))
-        return ["--method", *method, "--layer", bad], f"'{bad}'"
+        method = draw(st.sampled_from([["gradcam"], ["deconv", "--filters", "0"], ["actmax", "--steps", "1"]]))
+        return ["--method", *method, "--layers", bad], f"'{bad}'"
     if kind == "filter":
         f = draw(st.integers(max_value=-1) | st.integers(min_value=4))  # conv1 has 4 filters
-        return ["--method", "guided", "--images", "0", "--layer", "conv1", "--filter", str(f)], f"filter {f}"
+        return ["--method", "guided", "--images", "0", "--layers", "conv1", "--filters", str(f)], f"filter {f}"
     if kind == "actmax":
         flag, value = draw(st.sampled_from([("--steps", st.integers(max_value=0)), ("--lr", st.floats(max_value=0, allow_nan=False,
                                             allow_infinity=False))]))  # fmt: skip
         v = str(draw(value))
         few = [] if flag == "--steps" else ["--steps", "1"]
-        return ["--method", "actmax", "--layer", "conv1", *few, flag, v], flag.strip("-")
+        return ["--method", "actmax", "--layers", "conv1", *few, flag, v], flag.strip("-")
     flag, value = draw(st.sampled_from([
         ("--percentile", st.floats(max_value=0, allow_nan=False, allow_infinity=False) | st.floats(min_value=100.01, max_value=1e9)),
         ("--samples", st.integers(max_value=-1)), ("--split", name),

@@ -11,6 +11,7 @@ from conftest import tiny_config
 from convlens.cli import main
 from convlens.explain import METHODS
 from convlens.explain.cli import METHOD_NAMES
+from convlens.jobs import JOBS
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +41,11 @@ def _check_contract(run_dir, d, name):
 
 
 def test_method_names_match_the_registry():
-    assert sorted(METHOD_NAMES) == sorted(METHODS)
+    assert sorted(METHOD_NAMES) == sorted(METHODS) == sorted(n for n, j in JOBS.items() if j.kind == "method")
 
 
 def test_occlusion_several_windows(run_dir, capsys):
-    assert main(["explain", str(run_dir), "--method", "occlusion", "--window", "2", "4", "--stride", "1", "--images", "0", "5"]) == 0
+    assert main(["explain", str(run_dir), "--method", "occlusion", "--window", "2,4", "--stride", "1", "--images", "0,5"]) == 0
     d = _json(run_dir, "occlusion")
     _check_contract(run_dir, d, "occlusion")
     assert d["params"]["map_shapes"] == {"2": [7, 7], "4": [5, 5]} and d["split"] == "test"
@@ -55,7 +56,7 @@ def test_occlusion_several_windows(run_dir, capsys):
 
 @pytest.mark.parametrize("method", ["saliency", "guided", "deconv", "gradcam"])
 def test_per_image_methods(run_dir, method):
-    assert main(["explain", str(run_dir), "--method", method, "--images", "1", "2", "3"]) == 0
+    assert main(["explain", str(run_dir), "--method", method, "--images", "1,2,3"]) == 0
     d = _json(run_dir, method)
     _check_contract(run_dir, d, method)
     assert len(d["images"]) == 3 and all("target" in i for i in d["images"])
@@ -69,7 +70,7 @@ def test_default_images_are_one_per_class(run_dir):
 
 
 def test_deconv_of_a_filter_names_its_figure_by_layer_and_filter(run_dir):
-    assert main(["explain", str(run_dir), "--method", "deconv", "--layer", "conv2", "--filter", "1", "3", "--images", "0", "4"]) == 0
+    assert main(["explain", str(run_dir), "--method", "deconv", "--layers", "conv2", "--filters", "1,3", "--images", "0,4"]) == 0
     d = _json(run_dir, "deconv")
     assert [(f["layer"], f["filter"], f["path"]) for f in d["figures"]] == [
         ("conv2", 1, "analysis/deconv/conv2/f1.png"), ("conv2", 3, "analysis/deconv/conv2/f3.png")]  # fmt: skip
@@ -77,7 +78,7 @@ def test_deconv_of_a_filter_names_its_figure_by_layer_and_filter(run_dir):
 
 
 def test_actmax_writes_one_image_per_filter(run_dir):
-    assert main(["explain", str(run_dir), "--method", "actmax", "--layer", "conv2", "--steps", "6"]) == 0
+    assert main(["explain", str(run_dir), "--method", "actmax", "--layers", "conv2", "--steps", "6"]) == 0
     d = _json(run_dir, "actmax")
     _check_contract(run_dir, d, "actmax")
     per_filter = [f for f in d["figures"] if "filter" in f]
@@ -91,7 +92,7 @@ def test_actmax_writes_one_image_per_filter(run_dir):
         best = t["best_image"]
         assert best["split"] == "test" and best["value"] is not None and 0 <= best["position"]
         assert "best of " in f["caption"] and f"{best['value']:.3g}" in f["caption"]
-    assert main(["explain", str(run_dir), "--method", "actmax", "--steps", "3", "--filter", "2", "--param", "fourier"]) == 0
+    assert main(["explain", str(run_dir), "--method", "actmax", "--steps", "3", "--filters", "2", "--param", "fourier"]) == 0
     d = _json(run_dir, "actmax")
     assert d["params"]["target_kind"] == "class" and d["figures"][0]["path"] == "analysis/actmax/fc1/f2.png"
 
@@ -99,8 +100,8 @@ def test_actmax_writes_one_image_per_filter(run_dir):
 @pytest.mark.parametrize("args,message", [
     (["--method", "occlusion", "--window", "9"], "window 9 does not fit the 8x8 image; allowed: 1 to 8"),
     (["--method", "occlusion", "--stride", "0", "--window", "2"], "stride 0 is out of range; allowed: 1 to 8"),
-    (["--method", "deconv", "--layer", "conv2", "--filter", "8"], "filter 8 is out of range for layer 'conv2', which has 8 channels; allowed: 0 to 7"),
-    (["--method", "actmax", "--layer", "conv9"], "no layer 'conv9'"),
+    (["--method", "deconv", "--layers", "conv2", "--filters", "8"], "filter 8 is out of range for layer 'conv2', which has 8 channels; allowed: 0 to 7"),
+    (["--method", "actmax", "--layers", "conv9"], "no layer 'conv9'"),
     (["--method", "saliency", "--images", "100000"], "image 100000 is out of range for the test split; allowed: 0 to"),
 ])  # fmt: skip
 def test_bad_input_is_reported_without_a_traceback(run_dir, capsys, args, message):
@@ -119,11 +120,11 @@ def test_occlusion_default_windows_fit_small_images(run_dir):
 
 
 def test_a_rerun_replaces_the_methods_figures_and_a_failed_one_keeps_them(run_dir):
-    assert main(["explain", str(run_dir), "--method", "deconv", "--layer", "conv2", "--filter", "0", "2", "--images", "0"]) == 0
+    assert main(["explain", str(run_dir), "--method", "deconv", "--layers", "conv2", "--filters", "0,2", "--images", "0"]) == 0
     folder = run_dir / "analysis" / "deconv"
     assert (folder / "conv2" / "f2.png").is_file()
-    assert main(["explain", str(run_dir), "--method", "deconv", "--layer", "conv2", "--filter", "1", "--images", "0"]) == 0
+    assert main(["explain", str(run_dir), "--method", "deconv", "--layers", "conv2", "--filters", "1", "--images", "0"]) == 0
     assert sorted(p.name for p in (folder / "conv2").iterdir()) == ["f1.png"]  # nothing stale
-    assert main(["explain", str(run_dir), "--method", "deconv", "--layer", "conv2", "--filter", "999", "--images", "0"]) != 0
+    assert main(["explain", str(run_dir), "--method", "deconv", "--layers", "conv2", "--filters", "999", "--images", "0"]) != 0
     assert sorted(p.name for p in (folder / "conv2").iterdir()) == ["f1.png"]  # the failed rerun kept them
     assert not (run_dir / "analysis" / ".deconv.previous").exists()

@@ -123,3 +123,19 @@ def test_recurrent_reads_rows():
     seq = x.permute(0, 2, 1, 3).reshape(2, 28, 28)
     out, _ = m.gru1.rnn((seq - m.input.mean.view(1, 1, 1)) / m.input.std.view(1, 1, 1))
     torch.testing.assert_close(m(x), m.fc1(out[:, -1]))
+
+
+def test_one_table_of_layer_kinds():
+    """Spec, config and builder derive from models/spec.py's LAYER_CLASSES: every tag validates,
+    has a default name prefix and a maker."""
+    from convlens.models import builder
+    from convlens.models import spec as S
+
+    assert set(S.KINDS) == set(S.LAYER_TYPES) and set(builder.MAKERS) == set(S.LAYER_CLASSES)
+    assert set(builder.PREFIX) == set(S.LAYER_TYPES) and builder.PREFIX["linear"] == "fc"
+    assert S.layer_fields("leaky_relu") == ["name", "type", "slope"] and S.layer_fields("nope") == []
+    layers = [{"type": "conv", "out": 2, "padding": 1}, "bn", "leaky_relu", "gelu", "dropout2d", "maxpool",
+              {"type": "scale", "factor": 2.0}, "globalpool", {"type": "linear", "out": 3}]  # fmt: skip
+    model = builder.build(layers, (1, 8, 8), 3)
+    assert [n for n, _ in model.named_children()] == ["input", "conv1", "bn1", "leaky_relu1", "gelu1", "drop1", "pool1",
+                                                      "scale1", "gpool1", "fc1"]  # fmt: skip

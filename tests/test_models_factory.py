@@ -53,7 +53,7 @@ def test_analyze_explain_report_diagnose(imported, capsys):
             assert (cut == -1).sum() == cut.size - images[pos][:, t:b, l:r].size
     classnorms = json.loads((imported / "analysis" / "classnorms.json").read_text())
     assert list(classnorms["layers"]) == ["stem", "body.1.conv2"]
-    assert main(["explain", str(imported), "--method", "gradcam", "--images", "0", "1"]) == 0
+    assert main(["explain", str(imported), "--method", "gradcam", "--images", "0,1"]) == 0
     assert main(["report", str(imported)]) == 0
     html = (imported / "report.html").read_text()
     assert "body.1.conv2" in html and "handmade_resnet:make" in html

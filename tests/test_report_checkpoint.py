@@ -48,7 +48,7 @@ def resumed(tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt") / "run"
     train(tiny_config(**{"train.epochs": 1}), out, echo=lambda s: None)
     assert main(["analyze", str(out), "--only", "stats,errors", "--examples", "4", "--mistakes", "4"]) == 0
-    assert main(["explain", str(out), "--method", "saliency", "--images", "0", "1"]) == 0
+    assert main(["explain", str(out), "--method", "saliency", "--images", "0,1"]) == 0
     before = {n: read_json(out / "analysis" / f"{n}.json") for n in ("stats", "errors", "saliency")}
     train(resume=out, overrides=["train.epochs=3"], echo=lambda s: None)
     return out, before
@@ -103,7 +103,7 @@ def test_report_marks_analyses_of_an_older_checkpoint(resumed, tmp_path):
 
     # refreshed: nothing is stale, every caption names the current checkpoint
     assert main(["analyze", str(run_dir), "--only", "stats,errors", "--examples", "4", "--mistakes", "4"]) == 0
-    assert main(["explain", str(run_dir), "--method", "saliency", "--images", "0", "1"]) == 0
+    assert main(["explain", str(run_dir), "--method", "saliency", "--images", "0,1"]) == 0
     page = build_report(run_dir).read_text()
     assert not alerts(page)
     for sid in ("analysis-stats", "examples", "analysis-saliency"):

@@ -274,8 +274,8 @@ def test_report_of_a_real_run(tmp_path_factory, tmp_path):
     """Every real analysis and a real explanation end up in the report, figures and captions."""
     run = copy_run(healthy(tmp_path_factory), tmp_path / "real")
     assert main(["analyze", str(run), "--k", "4", "--examples", "10", "--mistakes", "6"]) == 0
-    for method in (["occlusion", "--window", "2", "4", "--stride", "2"], ["deconv", "--layer", "conv2", "--filter", "1"]):
-        assert main(["explain", str(run), "--images", "0", "1", "--method", *method]) == 0
+    for method in (["occlusion", "--window", "2,4", "--stride", "2"], ["deconv", "--layers", "conv2", "--filters", "1"]):
+        assert main(["explain", str(run), "--images", "0,1", "--method", *method]) == 0
     text = build_report(run).read_text(encoding="utf-8")
     page = Page(text)
     ids, browser = page.section_ids(), page.browser_data()

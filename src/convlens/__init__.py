@@ -7,4 +7,7 @@ The package import stays light (no torch); import the parts you use::
     from convlens.run import Run
 """
 
+import time as _time
+
 __version__ = "0.1.0"
+STARTED = _time.perf_counter()  # start-up breakdowns (`--verbose`) count from here

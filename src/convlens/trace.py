@@ -24,9 +24,10 @@ cut the forward pass short).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections import OrderedDict
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -215,3 +216,34 @@ def run_from(model: nn.Module, layer: str, value: torch.Tensor, until: str | Non
     for name in names[names.index(layer) + 1 : stop]:
         value = model._modules[name](value)
     return value
+
+
+def _hook_ids(model: nn.Module) -> list[tuple[dict, set]]:
+    dicts = []
+    for m in model.modules():
+        for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            d = getattr(m, name, None)
+            if d is not None:
+                dicts.append((d, set(d)))
+    return dicts
+
+
+@contextlib.contextmanager
+def borrowed(model: nn.Module, *, grad: bool = True) -> Iterator[nn.Module]:
+    """Borrow ``model`` for a computation: eval mode inside; afterwards every submodule's own
+    training flag is restored (a caller may have frozen some batch norms) and every hook added
+    inside is removed, however the block ends. ``grad=False`` also turns gradients off."""
+    flags = [(m, m.training) for m in model.modules()]
+    hooks = _hook_ids(model)
+    model.eval()
+    try:
+        with contextlib.ExitStack() as stack:
+            if not grad:
+                stack.enter_context(torch.no_grad())
+            yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+        for d, before in hooks:
+            for key in [k for k in d if k not in before]:
+                del d[key]

@@ -7,23 +7,38 @@
     analyze("runs/a", only=["topk", "classnorms"], layers=["conv1", "conv3"])   # like the CLI
     TopK(k=10)(Subject.from_run("runs/a"))                                      # one analysis
 
-Each writes ``RUN/analysis/<name>.json`` and figures under ``RUN/analysis/<name>/``.
+Each writes ``RUN/analysis/<name>.json`` and figures under ``RUN/analysis/<name>/``. An analysis
+is a job of :mod:`convlens.jobs`: its options class in ``options.py``, its implementation in one
+file. Names are imported on first use, so that ``convlens analyze --help`` does not import torch.
 """
 
-from .base import ANALYSES, Analysis, AnalysisError, Block, Streaming, Subject, block, inference, register
+from __future__ import annotations
 
-# The registry: importing a module registers its analysis (in this order on the command line).
-from .filters import Filters
-from .featuremaps import FeatureMaps
-from .stats import Stats
-from .classnorms import ClassNorms
-from .topk import TopK
-from .ablate import Ablate, silenced
-from .errors import Errors
+import importlib
+from typing import Any
 
-from .analyze import analyze  # noqa: E402  (after the registry is filled)
+_WHERE = {
+    "ANALYSES": "base", "Analysis": "base", "AnalysisError": "base", "Block": "base", "Streaming": "base",
+    "Subject": "base", "block": "base", "inference": "base", "register": "base", "Filters": "filters",
+    "FeatureMaps": "featuremaps", "Stats": "stats", "ClassNorms": "classnorms", "TopK": "topk", "Ablate": "ablate",
+    "silenced": "ablate", "Errors": "errors", "analyze": "analyze",
+}  # fmt: skip
 
-__all__ = [
-    "ANALYSES", "Ablate", "Analysis", "AnalysisError", "Block", "ClassNorms", "Errors", "FeatureMaps", "Filters",
-    "Stats", "Streaming", "Subject", "TopK", "analyze", "block", "inference", "register", "silenced",
-]  # fmt: skip
+__all__ = sorted(_WHERE)
+
+
+def load_all() -> None:
+    """Import every analysis' implementation: the registry is complete afterwards."""
+    from ..jobs import jobs
+
+    for j in jobs("analysis").values():
+        j.load()
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    load_all()
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

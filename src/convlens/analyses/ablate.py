@@ -24,7 +24,8 @@ from torch import nn
 
 from ..train.evaluate import summarize_predictions
 from ..trace import Trace, check_filter, get_layer, run_from
-from .base import (ACTIVATIONS, AnalysisError, Analysis, Figures, Subject, block, comma_list, option, per_class,
+from .options import AblateOptions
+from .base import (ACTIVATIONS, AnalysisError, Analysis, Figures, Subject, block, per_class,
                    register, require_conv, resolve_layers)  # fmt: skip
 
 
@@ -226,21 +227,18 @@ def _logits(subject: Subject) -> torch.Tensor:
 
 
 @register
-class Ablate(Analysis):
+class Ablate(Analysis, AblateOptions):
     """Silence filters: per-class accuracy and confusion before/after; rank filters one by one."""
 
     name = "ablate"
-    filters: dict[str, list[int]] | None = option(None, "filters to silence together, e.g. 'conv1:0,1 conv3:5-7' "
-                                                  "(default: the --top filters that carry most accuracy in the first "
-                                                  "ranked layer)", parse=parse_filters, metavar="SPEC")  # fmt: skip
-    layers: list[str] | None = option(None, "layers whose filters are ranked one by one (default: the last conv layer)",
-                                      parse=comma_list, metavar="A,B")  # fmt: skip
-    rank: bool = option(True, "rank each filter of the layers by the accuracy it carries")
-    top: int = option(3, "filters silenced together when --filters is not given")
-    changed: int = option(40, "changed images shown in the figure")
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if isinstance(self.filters, (list, tuple)):  # indices of the given layers
+            if not self.layers:
+                raise AnalysisError(f"ablate: filters {list(self.filters)} need layers (--layers conv2), "
+                                    "or name them per layer: 'conv2:0,3'")  # fmt: skip
+            self.filters = {layer: sorted(set(self.filters)) for layer in self.layers}
         self.filters = parse_filters(self.filters)
         if self.filters is None and not self.rank:
             raise AnalysisError("ablate: with rank off, give the filters to silence (filters='conv2:0,3')")

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..runlock import writes_run
+from . import load_all
 from .base import ANALYSES, Analysis, AnalysisError, Streaming, Subject, inference, subset_note
 from .stream import stream
+
+load_all()  # every analysis registered before the registry is read
 
 
 def option_owners(names: Iterable[str]) -> dict[str, list[str]]:
@@ -54,12 +57,14 @@ def build(names: list[str], options: dict[str, Any]) -> list[Analysis]:
 def analyze(run: str | Path | Any, only: Iterable[str] | None = None, *, skip: Iterable[str] = (), split: str = "test",
             checkpoint: str | None = None, batch_size: int = 256, limit: int | None = None, data_root: str | None = None,
             figures: bool = True, device: str = "cpu", progress: bool | None = None,
-            echo: Callable[[str], None] | None = None, **options: Any) -> dict[str, dict[str, Any]]:  # fmt: skip
+            echo: Callable[[str], None] | None = None, clock: Callable[[str], None] | None = None,
+            **options: Any) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Run analyses on a run folder (or a ready :class:`Subject`); returns ``{name: result}``.
 
     Without ``only``, every analysis that applies to the model runs (the conv analyses are
     skipped, with a note, for recurrent models); a name in ``only`` that does not apply is an
-    error that lists those that do.
+    error that lists those that do. ``clock(step)``, if given, is told when the data and model are
+    loaded (``--verbose``'s start-up breakdown).
     """
     names = select(only, skip)
     analyses = build(names, options)  # bad options fail before any data is loaded
@@ -68,6 +73,8 @@ def analyze(run: str | Path | Any, only: Iterable[str] | None = None, *, skip: I
     else:
         subject = Subject.from_run(run, split, checkpoint, limit=limit, data_root=data_root, device=device,
                                    batch_size=batch_size, figures=figures, progress=progress, echo=echo)  # fmt: skip
+    if clock is not None:
+        clock("data and model")
     say = subject.say
     chosen = []
     for a in analyses:

@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
@@ -28,49 +28,34 @@ import torch
 from torch import nn
 
 from ..data import Split, batches
-from ..errors import ConvlensError, LayerError
+from ..errors import LayerError
 from ..models.graph import known_shape, remember_shape, trace_graph
 from ..models.summary import receptive_fields
-from ..trace import conv_layers, get_layer
+from ..trace import borrowed, conv_layers, get_layer
 from ..utils import interactive, write_json
+from ..jobs import JOBS, AnalysisError, comma_ints, comma_list, option  # noqa: F401  (re-exported)
+from .options import AT_HELP  # noqa: F401  (re-exported)
 
+
+# the implementations of the analyses registered in convlens.jobs.JOBS, in its order
 ANALYSES: dict[str, type[Analysis]] = {}
 
 
 def register(cls: type[Analysis]) -> type[Analysis]:
-    """Class decorator: make the class a dataclass (its fields are its options) and available by
-    its ``name`` to :func:`~convlens.analyses.analyze` and ``convlens analyze``."""
+    """Class decorator: make the class a dataclass (its fields are its options, inherited from its
+    options class in ``options.py``) and link it to its job in :data:`convlens.jobs.JOBS`, for
+    :func:`~convlens.analyses.analyze` and ``convlens analyze``."""
     cls = dataclass(cls)
+    known = JOBS.get(cls.name)
+    if known is None or known.kind != "analysis":
+        raise AnalysisError(f"analysis {cls.name!r} has no options class: declare it in analyses/options.py with @job")
     ANALYSES[cls.name] = cls
+    # registration order follows the options module, whatever order the modules are imported in
+    order = [n for n, j in JOBS.items() if n in ANALYSES]
+    items = {n: ANALYSES[n] for n in order}
+    ANALYSES.clear()
+    ANALYSES.update(items)
     return cls
-
-
-class AnalysisError(ConvlensError):
-    """An analysis cannot run on this model or with these options."""
-
-
-def option(default: Any, help: str, *, choices: tuple[Any, ...] | None = None,
-           parse: Callable[[str], Any] | None = None, metavar: str | None = None) -> Any:  # fmt: skip
-    """A dataclass field that is also a command-line option (``--name``)."""
-    meta = {"help": help, "choices": choices, "parse": parse, "metavar": metavar}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-AT_HELP = ("where a conv filter is read: its conv output, after the batch norm that follows (bn: the "
-           "pre-activation; the conv output if there is none) or after the activation (act: what the next layer sees)")
-
-
-def comma_list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def comma_ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in comma_list(text)]
-    except ValueError:
-        raise AnalysisError(f"expected comma-separated integers, got {text!r}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,14 +233,8 @@ class Figures(list):
 @contextlib.contextmanager
 def inference(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and no gradients inside; every submodule's own training flag restored after."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        for m, training in modes:
-            m.training = training
+    with borrowed(model, grad=False):
+        yield model
 
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.ReLU6, nn.PReLU, nn.Softplus)

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from ..trace import get_layer
-from .base import AT_HELP, AnalysisError, Figures, Streaming, Subject, block, comma_list, option, register, resolve_layers
+from .options import ClassNormsOptions
+from .base import AnalysisError, Figures, Streaming, Subject, block, register, resolve_layers
 
 
 def selectivity(means: torch.Tensor) -> torch.Tensor:
@@ -41,19 +42,10 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 @register
-class ClassNorms(Streaming):
+class ClassNorms(Streaming, ClassNormsOptions):
     """Per-class average feature-map norm of each filter, variance across classes, expert ranking."""
 
     name = "classnorms"
-    layers: list[str] | None = option(None, "layers to measure (default: the first and the last conv layer)",
-                                      parse=comma_list, metavar="A,B")  # fmt: skip
-    norm: str = option("l2", "norm of a feature map", choices=("l1", "l2"))
-    at: str = option("act", AT_HELP, choices=("conv", "bn", "act"))
-    bars: list[str] | None = option(None, "layers that get a bar plot per filter (default: the first and the last "
-                                    "of the measured layers)", parse=comma_list, metavar="A,B")  # fmt: skip
-    experts: int = option(10, "most class-selective filters listed in the ranking")
-    min_response: float = option(0.01, "filters whose mean norm is below this fraction of their layer's average are "
-                                       "left out of the ranking: a nearly silent filter's selectivity is noise")  # fmt: skip
 
     def probes(self, subject: Subject) -> list[str]:
         model = subject.model

@@ -13,17 +13,16 @@ from typing import Any
 import torch
 
 from ..train.evaluate import summarize_predictions
-from .base import Analysis, AnalysisError, Figures, Subject, option, per_class, register, stratified
+from .options import ErrorsOptions
+from .base import Analysis, AnalysisError, Figures, Subject, per_class, register, stratified
 
 
 @register
-class Errors(Analysis):
+class Errors(Analysis, ErrorsOptions):
     """Example classifications and the most confident mistakes, with true and predicted labels."""
 
     name = "errors"
     needs_conv = False
-    examples: int = option(20, "example images, taking the classes in turn")
-    mistakes: int = option(20, "most confident mistakes shown")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -18,7 +18,8 @@ from torch import nn
 
 from ..data.bundle import to_grayscale
 from ..trace import TraceDict, get_layer
-from .base import Analysis, AnalysisError, Figures, Subject, block, check_spatial, comma_ints, comma_list, option, register, resolve_layers
+from .options import FeatureMapsOptions
+from .base import Analysis, AnalysisError, Figures, Subject, block, check_spatial, register, resolve_layers
 
 
 def load_image_file(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -40,16 +41,10 @@ def load_image_file(path: str | Path, shape: tuple[int, int, int]) -> torch.Tens
 
 
 @register
-class FeatureMaps(Analysis):
+class FeatureMaps(Analysis, FeatureMapsOptions):
     """Feature maps of chosen images at chosen layers, before and after the activation."""
 
     name = "featuremaps"
-    layers: list[str] | None = option(None, "layers to show (default: the first conv layer)", parse=comma_list, metavar="A,B")
-    images: list[int] | None = option(None, "positions of images in the split", parse=comma_ints, metavar="I,J")
-    classes: list[str] | None = option(None, "class names: the first image of each (default when no image is "
-                                       "chosen: the first image of three classes)", parse=comma_list, metavar="C,D")  # fmt: skip
-    file: str | None = option(None, "an image file to show (resized to the model's input)", metavar="PATH")
-    max_maps: int = option(32, "feature maps (channels) drawn per figure")
 
     def _pick(self, subject: Subject) -> list[dict[str, Any]]:
         split, classes = subject.split, subject.classes

@@ -16,19 +16,15 @@ import numpy as np
 import torch
 
 from ..trace import conv_layers
-from .base import Analysis, AnalysisError, Figures, Subject, comma_list, option, register, require_conv, resolve_layers
+from .options import FiltersOptions
+from .base import Analysis, AnalysisError, Figures, Subject, register, require_conv, resolve_layers
 
 
 @register
-class Filters(Analysis):
+class Filters(Analysis, FiltersOptions):
     """Conv weights as images (RGB composite and per channel for the first layer), with norms."""
 
     name = "filters"
-    layers: list[str] | None = option(None, "conv layers to draw (default: every conv layer)", parse=comma_list, metavar="A,B")
-    scale: str = option("shared", "normalise weights on one scale per layer (shared) or per filter", choices=("shared", "filter"))
-    per_filter: bool = option(True, "also draw one figure per filter (analysis/filters/<layer>/f<i>.png)")
-    max_channels: int = option(32, "input channels drawn per filter for deep layers")
-    max_filters: int = option(64, "filters (rows) in a layer's overview figure")
 
     def compute(self, subject: Subject) -> dict[str, Any]:
         model = subject.model

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ..trace import get_layer
-from .base import AnalysisError, Figures, Streaming, Subject, block, comma_list, option, register, resolve_layers
+from .options import StatsOptions
+from .base import AnalysisError, Figures, Streaming, Subject, block, register, resolve_layers
 
 
 class Moments:
@@ -78,14 +79,10 @@ class Activity:
 
 
 @register
-class Stats(Streaming):
+class Stats(Streaming, StatsOptions):
     """Per-filter mean, std, max and active fraction over a split; dead filters flagged."""
 
     name = "stats"
-    layers: list[str] | None = option(None, "layers to summarise (default: every conv layer)", parse=comma_list, metavar="A,B")
-    active_threshold: float = option(0.0, "a position is active when the activation exceeds this")
-    weight_threshold: float = option(1e-3, "a filter is dead by its weights when its weight norm is below this "
-                                           "fraction of the median filter norm of its layer")  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -20,7 +20,8 @@ from torch import nn
 
 from ..models.summary import ReceptiveField, receptive_fields
 from ..trace import get_layer
-from .base import AT_HELP, AnalysisError, Figures, Streaming, Subject, block, comma_list, option, register, resolve_layers
+from .options import TopKOptions
+from .base import AnalysisError, Figures, Streaming, Subject, block, register, resolve_layers
 
 
 class RunningTopK:
@@ -68,14 +69,10 @@ def _no_field(subject: Subject, layer: str) -> str:
 
 
 @register
-class TopK(Streaming):
+class TopK(Streaming, TopKOptions):
     """The k most exciting images per filter, with the receptive-field patch of the maximum."""
 
     name = "topk"
-    layers: list[str] | None = option(None, "layers to dissect (default: every conv layer)", parse=comma_list, metavar="A,B")
-    k: int = option(20, "images kept per filter")
-    score: str = option("max", "rank images by the max or the mean of the filter's feature map", choices=("max", "mean"))
-    at: str = option("bn", AT_HELP, choices=("conv", "bn", "act"))
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -21,7 +21,6 @@ _WHERE = {
     "HeatmapScale": "heatmap", "normalize_heatmaps": "heatmap", "colour_covariance": "imageparam",
     "explain_run": "outputs",
 }  # fmt: skip
-_METHOD_MODULES = ("actmax", "deconv", "gradcam", "guided", "occlusion", "saliency")
 
 __all__ = sorted(_WHERE)
 
@@ -30,8 +29,10 @@ def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if name == "METHODS":  # the registry is complete once every method's module has run
-        for mod in _METHOD_MODULES:
-            importlib.import_module(f"{__name__}.{mod}")
+        from ..jobs import jobs
+
+        for j in jobs("method").values():
+            j.load()
     value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
     globals()[name] = value
     return value

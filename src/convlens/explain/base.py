@@ -20,19 +20,20 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..errors import ConvlensError
+from ..jobs import JOBS, ExplainError
 
+# the implementations of the methods registered in convlens.jobs.JOBS
 METHODS: dict[str, type[Explainer]] = {}
 
 
-class ExplainError(ConvlensError, ValueError):
-    """Bad input to an explanation method: the message names the value and what is allowed."""
-
-
 def register(name: str):
-    """Class decorator: make a method available to ``convlens explain --method NAME``."""
+    """Class decorator: link a method's implementation to its job (its options class, declared in
+    ``explain/options.py``), for ``convlens explain --method NAME``."""
 
     def deco(cls: type[Explainer]) -> type[Explainer]:
+        known = JOBS.get(name)
+        if known is None or known.kind != "method":
+            raise ExplainError(f"method {name!r} has no options class: declare it in explain/options.py with @job")
         cls.name = name
         METHODS[name] = cls
         return cls
@@ -44,13 +45,10 @@ def register(name: str):
 def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode for the block; restore each submodule's own flag afterwards
     (a caller may have frozen some BatchNorm layers while training the rest)."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    from ..trace import borrowed
+
+    with borrowed(model):
         yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def model_device(model: nn.Module) -> torch.device:

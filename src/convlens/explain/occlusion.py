@@ -26,6 +26,7 @@ from torch import nn
 
 from .base import ExplainError, Explainer, check_images, evaluating, expected_shape, register
 from .geometry import compile_plan
+from .options import OcclusionOptions
 from .incremental import IncrementalOcclusion, chunks
 
 FILLS = ("gray", "zero", "mean")
@@ -74,7 +75,7 @@ class Occlusion(Explainer):
     ``target`` may also be (N, T): T classes per image, giving (N, T, h, w) from one pass.
     """
 
-    def __init__(self, model: nn.Module, window: int = 8, stride: int = 1, *, fill: str | float | Sequence[float] = "gray",
+    def __init__(self, model: nn.Module, window: int = 8, stride: int = OcclusionOptions.stride, *, fill: str | float | Sequence[float] = "gray",
                  padding: int = 0, chunk: int = 256, incremental: bool | str = "auto"):  # fmt: skip
         super().__init__(model)
         self.window, self.stride, self.padding, self.chunk = int(window), int(stride), int(padding), int(chunk)

@@ -66,18 +66,23 @@ def explain_run(
     heatmap: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
     echo: Callable[[str], None] = print,
+    device: str = "cpu",
+    clock: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run one explanation method on a run folder's model; returns the JSON written.
 
     ``checkpoint`` defaults to the one eval.json evaluated (best if there is none); the JSON
     records the file read (``checkpoint``, ``checkpoint_epoch``, ``checkpoint_sha256``).
+    ``device`` is where the model runs; ``clock(step)``, if given, is told when the model is loaded.
     """
     if method not in METHODS:
         raise ExplainError(f"unknown method {method!r}; allowed: {', '.join(sorted(METHODS))}")
     run = run if isinstance(run, Run) else Run(run)
     if target not in ("predicted", "true"):
         raise ExplainError(f"target {target!r} is not one of: predicted, true")
-    model, checkpoint_info = run.load_model_info(checkpoint)
+    model, checkpoint_info = run.load_model_info(checkpoint, device)
+    if clock is not None:
+        clock("model")
     options = dict(options or {})
     heatmap = dict(heatmap or {})
     out_dir = run.analysis_dir / method

@@ -1,11 +1,27 @@
-"""Models: a spec-driven builder, a registry of presets, summaries with receptive fields."""
+"""Models: a spec-driven builder, a registry of presets, summaries with receptive fields.
 
-from . import presets  # noqa: F401  (register the presets)
-from .builder import ConvlensNet, build, build_model
-from .registry import PRESETS, register_preset
-from .summary import ReceptiveField, receptive_fields, summarize, totals
+Names are imported on first use: ``convlens.models.spec`` (which the config reads) and
+``convlens --help`` do not import torch.
+"""
 
-__all__ = [
-    "PRESETS", "ConvlensNet", "ReceptiveField", "build", "build_model", "receptive_fields",
-    "register_preset", "summarize", "totals",
-]  # fmt: skip
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "PRESETS": "registry", "register_preset": "registry", "ConvlensNet": "builder", "build": "builder",
+    "build_model": "builder", "ReceptiveField": "summary", "receptive_fields": "summary", "summarize": "summary",
+    "totals": "summary",
+}  # fmt: skip
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    importlib.import_module(f"{__name__}.presets")  # register the presets
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -17,11 +17,8 @@ from torch import nn
 from ..errors import ConfigError
 from . import spec as S
 
-PREFIX = {
-    "conv": "conv", "bn": "bn", "maxpool": "pool", "avgpool": "pool", "globalpool": "gpool",
-    "dropout": "drop", "dropout2d": "drop", "flatten": "flatten", "linear": "fc", "scale": "scale",
-    "rnn": "rnn", "lstm": "lstm", "gru": "gru",
-}  # fmt: skip
+# default module names per layer type, from the one table of layer kinds (models/spec.py)
+PREFIX = {tag: S.name_prefix(tag) for tag in S.LAYER_TYPES}
 
 
 class Normalize(nn.Module):
@@ -117,68 +114,85 @@ def _identity_init(conv: nn.Conv2d) -> None:
             conv.weight[i, i, c[0], c[1]] = 1.0
 
 
+def _conv(layer: S.Conv, shape: tuple[int, ...], num_classes: int, options: dict[str, Any]) -> nn.Module:
+    if len(shape) != 3:
+        raise ConfigError(f"conv layer needs an image input, but its input has shape {list(shape)}")
+    pad = layer.padding if layer.padding != "same" else (layer.kernel - 1) // 2 * layer.dilation
+    if layer.padding == "same" and layer.stride != 1:
+        raise ConfigError("padding: same needs stride 1")
+    conv = nn.Conv2d(shape[0], conv_channels(layer, options), layer.kernel, layer.stride, pad,
+                     layer.dilation, layer.groups, layer.bias)  # fmt: skip
+    if layer.init == "identity":
+        _identity_init(conv)
+    if layer.init == "whiten":
+        dims = shape[0] * layer.kernel * layer.kernel
+        if conv.out_channels > 2 * dims:
+            raise ConfigError(
+                f"init: whiten gives at most {2 * dims} filters here ({dims} patch dimensions of a "
+                f"{layer.kernel}x{layer.kernel} kernel on {shape[0]} channels, and their negatives); got out={conv.out_channels}"
+            )
+        # the weights are set from the training data by models.whiten.init_whitening
+    if layer.freeze:
+        conv.weight.requires_grad_(False)
+    return conv
+
+
+def _bn(layer: S.BatchNorm, shape: tuple[int, ...], *_: Any) -> nn.Module:
+    cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+    bn = cls(shape[0], eps=layer.eps, momentum=layer.momentum, affine=layer.affine)
+    if layer.affine and not layer.learn_scale:
+        bn.weight.requires_grad_(False)  # stays at its initial 1
+    return bn
+
+
+_ACTIVATIONS = {
+    "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU,
+}  # fmt: skip
+
+
+def _activation(layer: S.Activation, *_: Any) -> nn.Module:
+    return nn.LeakyReLU(layer.slope) if layer.type == "leaky_relu" else _ACTIVATIONS[layer.type]()
+
+
+def _pool(layer: S.Pool, shape: tuple[int, ...], *_: Any) -> nn.Module:
+    if len(shape) != 3:
+        raise ConfigError(f"{layer.type} needs an image input, but its input has shape {list(shape)}")
+    cls = nn.MaxPool2d if layer.type == "maxpool" else nn.AvgPool2d
+    return cls(layer.kernel, layer.stride or layer.kernel, layer.padding)
+
+
+def _dropout(layer: S.Dropout, shape: tuple[int, ...], *_: Any) -> nn.Module:
+    return nn.Dropout2d(layer.p) if layer.type == "dropout2d" and len(shape) == 3 else nn.Dropout(layer.p)
+
+
+def _linear(layer: S.Linear, shape: tuple[int, ...], num_classes: int, *_: Any) -> nn.Module:
+    n_in = 1
+    for d in shape:
+        n_in *= d
+    if len(shape) != 1:
+        raise ConfigError(f"linear layer input has shape {list(shape)}; put a `flatten` or `globalpool` before it")
+    return nn.Linear(n_in, num_classes if layer.out == "classes" else layer.out, layer.bias)
+
+
+def _recurrent(layer: S.Recurrent, shape: tuple[int, ...], *_: Any) -> nn.Module:
+    if len(shape) != 3:
+        raise ConfigError(f"{layer.type} reads images row by row; its input has shape {list(shape)}")
+    return RowReader(layer.type, shape[0] * shape[2], layer.hidden, layer.num_layers, layer.bidirectional,
+                     layer.dropout)  # fmt: skip
+
+
+# the builder's dispatch: one maker per spec class of the table of layer kinds
+MAKERS: dict[type, Any] = {
+    S.Conv: _conv, S.BatchNorm: _bn, S.Activation: _activation, S.Pool: _pool,
+    S.GlobalPool: lambda layer, *_: GlobalPool(layer.mode), S.Dropout: _dropout, S.Flatten: lambda *_: nn.Flatten(),
+    S.Linear: _linear, S.Scale: lambda layer, *_: Scale(layer.factor), S.Recurrent: _recurrent,
+}  # fmt: skip
+if set(MAKERS) != set(S.LAYER_CLASSES):  # a new kind in spec.py needs its maker here
+    raise ImportError(f"layer kinds without a maker: {set(S.LAYER_CLASSES) - set(MAKERS)}")
+
+
 def _make(layer: Any, shape: tuple[int, ...], num_classes: int, options: dict[str, Any]) -> nn.Module:
-    t = layer.type
-    spatial = len(shape) == 3
-    if t == "conv":
-        if not spatial:
-            raise ConfigError(f"conv layer needs an image input, but its input has shape {list(shape)}")
-        pad = layer.padding if layer.padding != "same" else (layer.kernel - 1) // 2 * layer.dilation
-        if layer.padding == "same" and layer.stride != 1:
-            raise ConfigError("padding: same needs stride 1")
-        conv = nn.Conv2d(shape[0], conv_channels(layer, options), layer.kernel, layer.stride, pad,
-                         layer.dilation, layer.groups, layer.bias)  # fmt: skip
-        if layer.init == "identity":
-            _identity_init(conv)
-        if layer.init == "whiten":
-            dims = shape[0] * layer.kernel * layer.kernel
-            if conv.out_channels > 2 * dims:
-                raise ConfigError(
-                    f"init: whiten gives at most {2 * dims} filters here ({dims} patch dimensions of a "
-                    f"{layer.kernel}x{layer.kernel} kernel on {shape[0]} channels, and their negatives); got out={conv.out_channels}"
-                )
-            # the weights are set from the training data by models.whiten.init_whitening
-        if layer.freeze:
-            conv.weight.requires_grad_(False)
-        return conv
-    if t == "bn":
-        cls = nn.BatchNorm2d if spatial else nn.BatchNorm1d
-        bn = cls(shape[0], eps=layer.eps, momentum=layer.momentum, affine=layer.affine)
-        if layer.affine and not layer.learn_scale:
-            bn.weight.requires_grad_(False)  # stays at its initial 1
-        return bn
-    if t in ("relu", "gelu", "elu", "tanh", "sigmoid", "silu"):
-        return {"relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
-                "silu": nn.SiLU}[t]()  # fmt: skip
-    if t == "leaky_relu":
-        return nn.LeakyReLU(layer.slope)
-    if t in ("maxpool", "avgpool"):
-        if not spatial:
-            raise ConfigError(f"{t} needs an image input, but its input has shape {list(shape)}")
-        cls = nn.MaxPool2d if t == "maxpool" else nn.AvgPool2d
-        return cls(layer.kernel, layer.stride or layer.kernel, layer.padding)
-    if t == "globalpool":
-        return GlobalPool(layer.mode)
-    if t == "dropout":
-        return nn.Dropout(layer.p)
-    if t == "dropout2d":
-        return nn.Dropout2d(layer.p) if spatial else nn.Dropout(layer.p)
-    if t == "flatten":
-        return nn.Flatten()
-    if t == "linear":
-        n_in = 1
-        for d in shape:
-            n_in *= d
-        if len(shape) != 1:
-            raise ConfigError(f"linear layer input has shape {list(shape)}; put a `flatten` or `globalpool` before it")
-        return nn.Linear(n_in, num_classes if layer.out == "classes" else layer.out, layer.bias)
-    if t == "scale":
-        return Scale(layer.factor)
-    if t in ("rnn", "lstm", "gru"):
-        if not spatial:
-            raise ConfigError(f"{t} reads images row by row; its input has shape {list(shape)}")
-        return RowReader(t, shape[0] * shape[2], layer.hidden, layer.num_layers, layer.bidirectional, layer.dropout)
-    raise ConfigError(f"unknown layer type {t!r}")  # unreachable: the spec validated it
+    return MAKERS[S.KINDS[layer.type]](layer, shape, num_classes, options)
 
 
 def build(
@@ -202,7 +216,7 @@ def build(
     probe = torch.zeros(2, *in_shape)
     shape: tuple[int, ...] = tuple(in_shape)
     for i, layer in enumerate(specs):
-        prefix = PREFIX.get(layer.type, layer.type)
+        prefix = PREFIX[layer.type]
         counters[prefix] = counters.get(prefix, 0) + 1
         name = layer.name or (prefix if prefix == "flatten" and counters[prefix] == 1 else f"{prefix}{counters[prefix]}")
         if name in modules or "." in name or not name.isidentifier():

@@ -16,18 +16,20 @@ be validated before torch loads.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Layer(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    prefix: ClassVar[str | None] = None  # default module names: prefix plus a counter (None: the type)
     name: str | None = Field(None, description="Module name; default: type plus a counter")
 
 
 class Conv(_Layer):
     type: Literal["conv"]
+    prefix = "conv"
     out: int | None = Field(None, gt=0, description="Output channels")
     stage: int | None = Field(
         None, ge=0, description="Channels = round(width * multiplier ** stage), from the model options"
@@ -63,6 +65,7 @@ class Conv(_Layer):
 
 class BatchNorm(_Layer):
     type: Literal["bn"]
+    prefix = "bn"
     momentum: float = Field(0.1, gt=0, le=1)
     eps: float = Field(1e-5, gt=0)
     affine: bool = True
@@ -78,6 +81,7 @@ class Activation(_Layer):
 
 class Pool(_Layer):
     type: Literal["maxpool", "avgpool"]
+    prefix = "pool"
     kernel: int = Field(2, gt=0)
     stride: int | None = Field(None, gt=0, description="Default: the kernel size")
     padding: int = Field(0, ge=0)
@@ -85,20 +89,24 @@ class Pool(_Layer):
 
 class GlobalPool(_Layer):
     type: Literal["globalpool"]
+    prefix = "gpool"
     mode: Literal["max", "avg"] = "max"
 
 
 class Dropout(_Layer):
     type: Literal["dropout", "dropout2d"]
+    prefix = "drop"
     p: float = Field(0.5, ge=0, lt=1)
 
 
 class Flatten(_Layer):
     type: Literal["flatten"]
+    prefix = "flatten"
 
 
 class Linear(_Layer):
     type: Literal["linear"]
+    prefix = "fc"
     out: int | Literal["classes"] = "classes"
     bias: bool = True
 
@@ -111,6 +119,7 @@ class Linear(_Layer):
 
 class Scale(_Layer):
     type: Literal["scale"]
+    prefix = "scale"
     factor: float
 
 
@@ -124,16 +133,23 @@ class Recurrent(_Layer):
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
-LayerSpec = Annotated[
-    Union[Conv, BatchNorm, Activation, Pool, GlobalPool, Dropout, Flatten, Linear, Scale, Recurrent],
-    Field(discriminator="type"),
-]
+# The one table of layer kinds: the spec classes above. The config's layer type, the valid tags,
+# the default module names and the builder's dispatch (models/builder.py) all derive from it.
+LAYER_CLASSES: tuple[type[_Layer], ...] = (Conv, BatchNorm, Activation, Pool, GlobalPool, Dropout, Flatten, Linear,
+                                           Scale, Recurrent)  # fmt: skip
 
-LAYER_TYPES: tuple[str, ...] = (
-    "conv", "bn", "relu", "gelu", "elu", "tanh", "sigmoid", "silu", "leaky_relu", "maxpool",
-    "avgpool", "globalpool", "dropout", "dropout2d", "flatten", "linear", "scale", "rnn", "lstm",
-    "gru",
-)  # fmt: skip
+KINDS: dict[str, type[_Layer]] = {
+    tag: cls for cls in LAYER_CLASSES for tag in get_args(cls.model_fields["type"].annotation)
+}
+
+LayerSpec = Annotated[Union[LAYER_CLASSES], Field(discriminator="type")]  # type: ignore[valid-type]
+
+LAYER_TYPES: tuple[str, ...] = tuple(KINDS)
+
+
+def name_prefix(tag: str) -> str:
+    """Default module names of a layer type: ``conv1``, ``bn1``, ``pool1``, ``fc1``, ``relu1``..."""
+    return KINDS[tag].prefix or tag
 
 
 def expand_shorthand(layer: Any) -> Any:
@@ -145,7 +161,4 @@ def expand_shorthand(layer: Any) -> Any:
 
 def layer_fields(tag: str) -> list[str]:
     """The keys a layer of type ``tag`` accepts (for error messages)."""
-    for cls in LayerSpec.__origin__.__args__ if hasattr(LayerSpec, "__origin__") else ():
-        if tag in cls.model_fields["type"].annotation.__args__:
-            return list(cls.model_fields)
-    return []
+    return list(KINDS[tag].model_fields) if tag in KINDS else []

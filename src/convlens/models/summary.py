@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..trace import borrowed
+
 
 @dataclass(frozen=True)
 class ReceptiveField:
@@ -169,7 +171,6 @@ def summarize(model: nn.Module, in_shape: tuple[int, int, int]) -> list[LayerRow
                  if n and (not list(m.children()) or any(True for _ in m.parameters(recurse=False)))]  # fmt: skip
     rf = receptive_fields(model, in_shape)
     seen: dict[str, LayerRow] = {}
-    handles = []
 
     def hook(name, recurse):
         def fn(m, inputs, output):
@@ -184,18 +185,10 @@ def summarize(model: nn.Module, in_shape: tuple[int, int, int]) -> list[LayerRow
         return fn
 
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with borrowed(model, grad=False):  # the hooks go with it
         for name, m, recurse in units:
-            handles.append(m.register_forward_hook(hook(name, recurse)))
-        with torch.no_grad():
-            model(torch.zeros(1, *in_shape, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-        for m, training in modes:
-            m.training = training
+            m.register_forward_hook(hook(name, recurse))
+        model(torch.zeros(1, *in_shape, device=device))
     rows = list(seen.values())
     rows += [LayerRow(n, type(m).__name__, [], sum(p.numel() for p in m.parameters(recurse=r)), 0, None)
              for n, m, r in units if n not in seen]  # fmt: skip

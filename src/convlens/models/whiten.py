@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..trace import Trace
+from ..trace import Trace, borrowed
 
 #: Images used to estimate the patch covariance (airbench uses 5,000 as well: enough for a
 #: 12 x 12 covariance to be stable; more only costs time).
@@ -78,14 +78,11 @@ def init_whitening(model: nn.Module, images: torch.Tensor, max_images: int = WHI
     names = whiten_layers(model)
     if not names:
         return names
-    was_training = model.training
-    model.eval()  # batch norm before a whitening layer must not update its running statistics
-    try:
+    # eval mode: batch norm before a whitening layer must not update its running statistics
+    with borrowed(model):
         eps_of = {name: layer.get("whiten_eps", 5e-4) for name, layer in
                   zip([n for n, _ in model.named_children()][1:], model.spec)}  # fmt: skip
         for name in names:
             mean, cov = patch_moments(model, name, images[:max_images])
             set_whitening(dict(model.named_children())[name], mean, cov, eps_of[name])
-    finally:
-        model.train(was_training)
     return names

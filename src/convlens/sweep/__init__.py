@@ -15,11 +15,22 @@
 - ``results``, ``figures``: tables, plots, best.yaml
 """
 
-from .local import run_sweep
-from .results import build_results, write_results
-from .spec import Sweep, SweepError, load_sweep
-from .study import StorageError
-from .worker import run_worker
+import importlib
+from typing import Any
+
+_WHERE = {
+    "run_sweep": "local", "build_results": "results", "write_results": "results", "Sweep": "spec",
+    "SweepError": "spec", "load_sweep": "spec", "StorageError": "study", "run_worker": "worker",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:  # imported on first use: `convlens --help` stays light
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["StorageError", "Sweep", "SweepError", "build_results", "load_sweep", "run_sweep", "run_worker",
            "write_results"]

@@ -15,6 +15,7 @@ from torch import nn
 from ..data import Split, batches
 from ..data.augment import shift_crop
 from ..run import CHECKPOINTS, Run
+from ..trace import borrowed
 from ..utils import atomic_write_text, write_json
 from .precision import Precision, choose
 
@@ -41,10 +42,8 @@ def predict(model: nn.Module, split: Split, batch_size: int = 500, tta: str = "n
     """Float32 logits (N, classes) of the whole split, in eval mode; the model's mode is restored."""
     prec = precision or choose("cpu" if next(model.parameters()).device.type == "cpu" else "cuda",
                                "fp32", "off", torch.get_num_threads())  # fmt: skip
-    was_training = model.training
-    model.eval()
     out = []
-    try:
+    with borrowed(model):
         it = batches(split, batch_size, device=prec.device, channels_last=prec.channels_last)
         if progress:
             from tqdm.auto import tqdm
@@ -57,8 +56,6 @@ def predict(model: nn.Module, split: Split, batch_size: int = 500, tta: str = "n
                     y = model(v).float()
                 logits = w * y if logits is None else logits + w * y
             out.append(logits.cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
