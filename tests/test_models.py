@@ -24,6 +24,18 @@ def test_report_parameter_counts(name, options, params):
     assert sum(p.numel() for p in m.parameters()) == params
 
 
+def test_net2_grid_gives_the_report_mean_parameter_counts():
+    # CS7015 Net 2: widths 18, 32, 64 x kernels 3, 5, 7 (multiplier 2); the report gives only the
+    # mean parameter count per width and per kernel, which fixes the kernel 7 counts
+    counts = {(w, k): sum(p.numel() for p in preset("net2", width=w, kernel=k).parameters())
+              for w in (18, 32, 64) for k in (3, 5, 7)}  # fmt: skip
+    assert [counts[w, 7] for w in (18, 32, 64)] == [698_122, 2_154_430, 8_512_510]
+    per_width = {w: sum(counts[w, k] for k in (3, 5, 7)) / 3 for w in (18, 32, 64)}
+    per_kernel = {k: sum(counts[w, k] for w in (18, 32, 64)) / 3 for k in (3, 5, 7)}
+    assert per_width == {18: 654_346, 32: 1_675_198, 64: 5_719_038}
+    assert per_kernel == {3: 2_011_954, 5: 2_248_274, 7: 3_788_354}
+
+
 def test_net4_has_1280_conv_filters():
     m = preset("net4")
     assert sum(mod.out_channels for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)) == 1280
