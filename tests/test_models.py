@@ -135,3 +135,18 @@ def test_recurrent_reads_rows():
     seq = x.permute(0, 2, 1, 3).reshape(2, 28, 28)
     out, _ = m.gru1.rnn((seq - m.input.mean.view(1, 1, 1)) / m.input.std.view(1, 1, 1))
     torch.testing.assert_close(m(x), m.fc1(out[:, -1]))
+
+
+def test_models_shows_a_preset_with_options(capsys):
+    from convlens.cli import main
+
+    assert main(["models", "net2", "--set", "options.kernel=7", "--set", "model.options.width=64"]) == 0
+    out = capsys.readouterr().out
+    assert "'width': 64" in out and "'kernel': 7" in out
+    total = [line for line in out.splitlines() if line.startswith("total")][0].split()
+    assert total[1] == "8,512,510"  # the report's kernel 7, width 64 network
+    conv1 = [line for line in out.splitlines() if line.startswith("conv1 ")][0].split()
+    assert conv1[2:] == ["64x28x28", "9,472", "7,375,872", "7"]  # shape, params, MACs, receptive field
+    for bad, says in ((["--set", "options.kernl=7"], "has no option 'kernl'"),
+                      (["--set", "train.epochs=3"], "preset options only")):  # fmt: skip
+        assert main(["models", "net2", *bad]) == 2 and says in capsys.readouterr().err
