@@ -24,7 +24,7 @@ def test_unstated_defaults_name_what_the_optimiser_and_schedule_use():
 def test_the_run_log_lists_them_and_config_yaml_holds_every_default(tmp_path):
     lines = []
     run = train(tiny_config(**{"train.epochs": 1}), tmp_path / "r", echo=lines.append)
-    note = [line for line in lines if line.startswith("defaults (not set in the config): ")]
+    note = [line for msg in lines for line in msg.splitlines() if line.startswith("defaults (not set in the config): ")]
     assert len(note) == 1 and "train.optimizer.momentum=0.9" in note[0]
     assert "train.schedule.name=constant" in note[0] and "train.optimizer.lr" not in note[0]
     saved = yaml.safe_load((run.path / "config.yaml").read_text())["train"]

@@ -466,3 +466,9 @@ def unstated_defaults(cfg: ExperimentConfig) -> list[str]:
                 value = getattr(section, name)
                 out.append(f"{prefix}.{name}={list(value) if isinstance(value, tuple) else value}")
     return out
+
+
+def defaults_note(cfg: ExperimentConfig) -> str:
+    """A second line for the start of a run's log naming :func:`unstated_defaults` ("" if none)."""
+    defaults = unstated_defaults(cfg)
+    return f"\ndefaults (not set in the config): {', '.join(defaults)}" if defaults else ""
