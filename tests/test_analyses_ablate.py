@@ -177,7 +177,8 @@ def test_default_silences_the_top_ranked_filters():
     assert hook_count(model) == 0
 
 
-def test_ranking_without_a_flat_sequence_masks_one_filter_per_pass():
+@pytest.mark.parametrize("mode", ["channel", "weights"])
+def test_ranking_without_a_flat_sequence_masks_one_filter_per_pass(mode):
     class Wrapped(nn.Module):
         def __init__(self, inner):
             super().__init__()
@@ -189,7 +190,7 @@ def test_ranking_without_a_flat_sequence_masks_one_filter_per_pass():
     model, split = random_net(seed=3), random_split(24)
     fit_head(model, split)
     with inference(model):
-        wrapped = rank_layer(subject(Wrapped(model), split), "net.conv2")
-        flat = rank_layer(subject(model, split), "conv2")
+        wrapped = rank_layer(subject(Wrapped(model), split), "net.conv2", mode)
+        flat = rank_layer(subject(model, split), "conv2", mode)
     assert wrapped["accuracy"] == pytest.approx(flat["accuracy"]) and wrapped["silenced_at"] == "net.bn2"
     assert wrapped["method"] == "masked forward per filter" and len(set(flat["accuracy"])) > 1

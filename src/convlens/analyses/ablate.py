@@ -10,8 +10,9 @@ after and their difference, and the images whose prediction changed.
 Rank mode: silence each filter of a layer alone and rank filters by the accuracy they carry. Its
 evaluations are batched: per data batch, the activations up to the silenced layer are computed
 once; for the last conv layer all filters are then evaluated together through the linear layer
-that follows, elsewhere only the rest of the network runs again per filter. Masking the channel
-after the batch norm is exactly what zeroing the weights does (the test suite checks they agree).
+that follows, elsewhere only the rest of the network runs again per filter. Setting the channel
+after the batch norm to what a silenced filter leaves there (0; in weights mode its bias through
+the batch norm) is exactly what zeroing the weights does (the test suite checks they agree).
 """
 
 from __future__ import annotations
