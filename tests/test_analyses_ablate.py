@@ -6,7 +6,7 @@ from analyses_models import fit_head, one_thread, random_net, random_split, subj
 from torch import nn
 
 from convlens.analyses import Ablate, AnalysisError, inference, silenced
-from convlens.analyses.ablate import parse_filters, rank_layer
+from convlens.analyses.ablate import parse_filters, rank_layer, silent_value
 from convlens.errors import LayerError
 from convlens.trace import Trace, hook_count
 
@@ -30,6 +30,47 @@ def test_silenced_channel_is_zero_after_the_batch_norm_and_weights_come_back_exa
         assert (t2.output[:, 0] == 0).all()
     assert same(before, snapshot(model))
     assert all(p is params[n] for n, p in model.named_parameters())  # the same Parameter objects
+
+
+@pytest.mark.parametrize("mode,expected", [("channel", 0.0), ("weights", 2 * (0.5 - 0.1) / 0.4 + 0.3)])
+def test_both_modes_against_a_hand_computation(mode, expected):
+    # conv1 filter 1 has bias 0.5; bn1 channel 1: running mean 0.1, std 0.4, weight 2, bias 0.3. Zeroing
+    # the conv weights leaves 0.5 everywhere, which the batch norm maps to 2 * (0.5 - 0.1) / 0.4 + 0.3
+    # = 2.3; silencing the channel leaves 0
+    model, split = random_net(), random_split(6)
+    with torch.no_grad():
+        model.conv1.bias[1], model.bn1.running_mean[1] = 0.5, 0.1
+        model.bn1.running_var[1] = 0.4**2 - model.bn1.eps
+        model.bn1.weight[1], model.bn1.bias[1] = 2.0, 0.3
+    before = snapshot(model)
+    with torch.no_grad(), silenced(model, {"conv1": [1]}, mode):
+        assert float(model.conv1.weight[1].abs().sum()) == 0.0
+        assert float(model.conv1.bias[1]) == (0.5 if mode == "weights" else 0.0)
+        assert float(model.bn1.weight[1]) == (2.0 if mode == "weights" else 0.0)
+        with Trace(model, "bn1") as t:
+            model(split.images.float() / 255)
+        assert torch.allclose(t.output[:, 1], torch.full_like(t.output[:, 1], expected), atol=1e-5)
+        assert (t.output[:, 0] != t.output[0, 0, 0, 0]).any()  # the other channels still see the image
+    assert same(before, snapshot(model))
+    assert float(silent_value(model, "conv1", mode)[1]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_set_mode_names_its_mode_in_the_json_and_every_caption(tmp_path):
+    model, split = random_net(seed=5), random_split(24, seed=2)
+    fit_head(model, split)
+    for mode in ("weights", "channel"):
+        out = Ablate(filters="conv2:0,1", rank=False, mode=mode)(subject(model, split))
+        assert out["mode"] == mode
+        with torch.no_grad(), silenced(model, {"conv2": [0, 1]}, mode):
+            pa = model(split.images.float() / 255).argmax(1)
+        assert out["set"]["after"]["accuracy"] == pytest.approx(float((pa == split.labels).double().mean()))
+    with pytest.raises(AnalysisError, match="mode='both' is not allowed; allowed: channel, weights"):
+        Ablate(filters="conv2:0", rank=False, mode="both")
+    out = Ablate(top=1, mode="weights")(subject(model, split, root=tmp_path))
+    assert out["rank"]["conv2"]["mode"] == "weights"
+    captions = [f["caption"] for f in out["figures"]]
+    assert captions and all("conv weights zeroed" in c for c in captions)
+    assert all("weights" in line for line in Ablate(mode="weights").lines(out))
 
 
 def test_silenced_restores_after_an_exception():
@@ -76,22 +117,23 @@ class Count(nn.Module):
     ("conv2", "globalpool", 1, "effects added at fc1"),
     ("conv2", "flatten", 1, "effects added at fc1"),
 ])  # fmt: skip
-def test_batched_ranking_equals_silencing_each_filter_alone(layer, head, groups, method):
+@pytest.mark.parametrize("mode", ["channel", "weights"])
+def test_batched_ranking_equals_silencing_each_filter_alone(layer, head, groups, method, mode):
     model, split = random_net(seed=3, head=head, groups=groups), random_split(40, seed=1)
     fit_head(model, split)
     counter = Count()
     model.input = nn.Sequential(counter, model.input)
     s = subject(model, split, batch_size=16)
     with inference(model):
-        r = rank_layer(s, layer)
-        assert counter.calls == 3  # the layers before the silenced one ran once per batch, not per filter
+        r = rank_layer(s, layer, mode)
+        assert counter.calls == 3 and r["mode"] == mode  # the layers before the silenced one ran once per batch, not per filter
         labels = split.labels
         x = split.images.float() / 255
         base = (model(x).argmax(1) == labels).double().mean()
         changed = 0
         assert r["baseline"] == pytest.approx(float(base))
         for f in range(model.get_submodule(layer).out_channels):
-            with silenced(model, {layer: [f]}):
+            with silenced(model, {layer: [f]}, mode):
                 pred = model(x).argmax(1)
             assert r["accuracy"][f] == pytest.approx(float((pred == labels).double().mean()))
             changed += int((pred != model(x).argmax(1)).sum())
@@ -135,7 +177,8 @@ def test_default_silences_the_top_ranked_filters():
     assert hook_count(model) == 0
 
 
-def test_ranking_without_a_flat_sequence_masks_one_filter_per_pass():
+@pytest.mark.parametrize("mode", ["channel", "weights"])
+def test_ranking_without_a_flat_sequence_masks_one_filter_per_pass(mode):
     class Wrapped(nn.Module):
         def __init__(self, inner):
             super().__init__()
@@ -147,7 +190,7 @@ def test_ranking_without_a_flat_sequence_masks_one_filter_per_pass():
     model, split = random_net(seed=3), random_split(24)
     fit_head(model, split)
     with inference(model):
-        wrapped = rank_layer(subject(Wrapped(model), split), "net.conv2")
-        flat = rank_layer(subject(model, split), "conv2")
+        wrapped = rank_layer(subject(Wrapped(model), split), "net.conv2", mode)
+        flat = rank_layer(subject(model, split), "conv2", mode)
     assert wrapped["accuracy"] == pytest.approx(flat["accuracy"]) and wrapped["silenced_at"] == "net.bn2"
     assert wrapped["method"] == "masked forward per filter" and len(set(flat["accuracy"])) > 1

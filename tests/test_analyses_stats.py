@@ -48,9 +48,30 @@ def test_stats_do_not_depend_on_the_batch_size():
     for bs in (1, 7):
         b = Stats()(subject(model, split, batch_size=bs))["layers"]
         for layer in a:
-            for key in ("mean", "std", "min", "max", "active_fraction", "images_active", "post_mean", "post_max"):
+            for key in ("mean", "std", "min", "max", "active_fraction", "images_active", "post_mean", "post_std",
+                        "post_max"):
                 assert b[layer][key] == pytest.approx(a[layer][key], rel=1e-6, abs=1e-6), (layer, key)
             assert b[layer]["dead"] == a[layer]["dead"]
+
+
+def test_post_activation_mean_and_std_equal_a_plain_loop():
+    from convlens.trace import Trace
+
+    model, split = random_net(seed=2), random_split(23)
+    out = Stats(layers=["conv1", "conv2"])(subject(model, split, batch_size=4))["layers"]
+    x = split.images.float() / 255
+    for layer, post in (("conv1", "relu1"), ("conv2", "relu2")):
+        with torch.no_grad(), Trace(model, post) as t:
+            model(x)
+        a = t.output.double()
+        for c in range(a.shape[1]):
+            values = [float(v) for img in a[:, c] for v in img.flatten()]  # every image and position
+            mean = sum(values) / len(values)
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+            assert out[layer]["measured_at"]["post"] == post
+            assert out[layer]["post_mean"][c] == pytest.approx(mean, rel=1e-6, abs=1e-9)  # float32 sums per image
+            assert out[layer]["post_std"][c] == pytest.approx(std, rel=1e-6, abs=1e-9)
+        assert any(s > 0 for s in out[layer]["post_std"])
 
 
 def test_class_norms_by_hand():

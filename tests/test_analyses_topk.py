@@ -74,18 +74,25 @@ def test_hand_model_results_do_not_depend_on_the_batch_size(bs):
     assert out["layers"] == ref["layers"]
 
 
-def test_random_model_matches_brute_force_for_every_batch_size():
+@pytest.mark.parametrize("score", ["max", "mean", "sum"])
+def test_random_model_matches_brute_force_for_every_batch_size(score):
     model, split = random_net(), random_split(60)
     x = split.images.float() / 255
     with torch.no_grad():
         fmap = model.bn2(model.conv2(model.pool1(model.relu1(model.bn1(model.conv1(model.input(x)))))))
-    scores = fmap.amax((2, 3))  # (N, C)
-    results = [TopK(k=7, layers=["conv2"])(subject(model, split, batch_size=bs))["layers"]["conv2"] for bs in (1, 8, 13, 60)]
+    scores = torch.zeros(fmap.shape[:2])  # (N, C), one image and filter at a time
+    for n in range(fmap.shape[0]):
+        for c in range(fmap.shape[1]):
+            values = [float(v) for v in fmap[n, c].flatten()]
+            scores[n, c] = {"max": max(values), "mean": sum(values) / len(values), "sum": sum(values)}[score]
+    outs = [TopK(k=7, layers=["conv2"], score=score)(subject(model, split, batch_size=bs)) for bs in (1, 8, 13, 60)]
+    assert all(o["score"] == score for o in outs)
+    results = [o["layers"]["conv2"] for o in outs]
     for f in range(fmap.shape[1]):
         expected = sorted(range(60), key=lambda n: (-float(scores[n, f]), n))[:7]
         for r in results:
             assert r["filters"][f]["positions"] == expected
-            assert r["filters"][f]["scores"] == pytest.approx([float(scores[n, f]) for n in expected], rel=1e-5)
+            assert r["filters"][f]["scores"] == pytest.approx([float(scores[n, f]) for n in expected], rel=1e-5, abs=1e-6)
             assert r["filters"][f]["locations"] == results[0]["filters"][f]["locations"]
 
 

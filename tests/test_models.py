@@ -24,6 +24,18 @@ def test_report_parameter_counts(name, options, params):
     assert sum(p.numel() for p in m.parameters()) == params
 
 
+def test_net2_grid_gives_the_report_mean_parameter_counts():
+    # CS7015 Net 2: widths 18, 32, 64 x kernels 3, 5, 7 (multiplier 2); the report gives only the
+    # mean parameter count per width and per kernel, which fixes the kernel 7 counts
+    counts = {(w, k): sum(p.numel() for p in preset("net2", width=w, kernel=k).parameters())
+              for w in (18, 32, 64) for k in (3, 5, 7)}  # fmt: skip
+    assert [counts[w, 7] for w in (18, 32, 64)] == [698_122, 2_154_430, 8_512_510]
+    per_width = {w: sum(counts[w, k] for k in (3, 5, 7)) / 3 for w in (18, 32, 64)}
+    per_kernel = {k: sum(counts[w, k] for w in (18, 32, 64)) / 3 for k in (3, 5, 7)}
+    assert per_width == {18: 654_346, 32: 1_675_198, 64: 5_719_038}
+    assert per_kernel == {3: 2_011_954, 5: 2_248_274, 7: 3_788_354}
+
+
 def test_net4_has_1280_conv_filters():
     m = preset("net4")
     assert sum(mod.out_channels for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)) == 1280
@@ -139,3 +151,18 @@ def test_one_table_of_layer_kinds():
     model = builder.build(layers, (1, 8, 8), 3)
     assert [n for n, _ in model.named_children()] == ["input", "conv1", "bn1", "leaky_relu1", "gelu1", "drop1", "pool1",
                                                       "scale1", "gpool1", "fc1"]  # fmt: skip
+
+
+def test_models_shows_a_preset_with_options(capsys):
+    from convlens.cli import main
+
+    assert main(["models", "net2", "--set", "options.kernel=7", "--set", "model.options.width=64"]) == 0
+    out = capsys.readouterr().out
+    assert "'width': 64" in out and "'kernel': 7" in out
+    total = [line for line in out.splitlines() if line.startswith("total")][0].split()
+    assert total[1] == "8,512,510"  # the report's kernel 7, width 64 network
+    conv1 = [line for line in out.splitlines() if line.startswith("conv1 ")][0].split()
+    assert conv1[2:] == ["64x28x28", "9,472", "7,375,872", "7"]  # shape, params, MACs, receptive field
+    for bad, says in ((["--set", "options.kernl=7"], "has no option 'kernl'"),
+                      (["--set", "train.epochs=3"], "preset options only")):  # fmt: skip
+        assert main(["models", "net2", *bad]) == 2 and says in capsys.readouterr().err

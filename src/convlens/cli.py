@@ -108,9 +108,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data import DATASETS
 
+    if args.action == "preview":
+        return _preview(args)
+    if args.config or args.out:
+        raise ConvlensError("a CONFIG and --out go with `convlens datasets preview CONFIG --out fig.png`")
     for name, info in sorted(DATASETS.items()):
         print(f"{name:<14} {info.description}")
         print(f"{'':<14} offline: {info.offline}")
+    return 0
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .data.preview import write_preview
+
+    if not args.config:
+        raise ConvlensError("datasets preview needs a CONFIG (YAML) whose data.augment it draws")
+    if not args.out or not args.out.lower().endswith(".png"):
+        raise ConvlensError(f"--out {args.out!r}: give the PNG to write, e.g. --out augment.png")
+    check_out(args.out, kind="file")
+    for flag, value in (("--count", args.count), ("--copies", args.copies)):
+        if not 1 <= value <= 64:
+            raise ConvlensError(f"{flag} {value} is out of range; allowed: 1 to 64")
+    path = write_preview(load_config(args.config, args.set), args.out, args.count, args.copies, args.seed)
+    print(f"{path}: {args.count} training images (rows), the original then {args.copies} augmented copies; "
+          f"tiles described in {path.with_suffix('.json')}")  # fmt: skip
     return 0
 
 
@@ -128,9 +150,15 @@ def cmd_models(args: argparse.Namespace) -> int:
             raise ConvlensError(f"unknown preset {args.name!r}; allowed: {', '.join(sorted(PRESETS))}")
         p = PRESETS[args.name]
         shape = tuple(args.input) if args.input else p.example_input
-        model = build_model(load_config({"model": {"preset": p.name}}).model, shape, args.classes)
+        # --set options.kernel=7 (or model.options.kernel=7): the keys of the config's model section
+        sets = [s[len("model."):] if s.startswith("model.") else s for s in args.set]
+        bad = [s for s in sets if not s.startswith("options.")]
+        if bad:
+            raise ConvlensError(f"--set {bad[0]!r}: models takes preset options only, e.g. --set options.kernel=7")
+        cfg = load_config({"model": {"preset": p.name}}, [f"model.{s}" for s in sets]).model
+        model = build_model(cfg, shape, args.classes)
         print(f"{p.name}: {p.description}\ninput {'x'.join(map(str, shape))}, {args.classes} classes, "
-              f"options {p.defaults()}\n")  # fmt: skip
+              f"options {({**p.defaults(), **cfg.options})}\n")  # fmt: skip
         print(format_table(summarize(model, shape)))
         return 0
     print(f"{'preset':<9} {'input':<9} {'params':>11} {'MACs/image':>13}  description")
@@ -190,7 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", choices=["none", "flip", "flip_shift"], help="test-time augmentation (default: the config's)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("datasets", help="list the data sets and how to provide them offline")
+    p = sub.add_parser("datasets", help="list the data sets and how to provide them offline",
+                       description="List the data sets, or `datasets preview CONFIG --out fig.png`: a picture of "
+                                   "training images and augmented copies drawn by the config's data.augment.")  # fmt: skip
+    p.add_argument("action", nargs="?", choices=["preview"], help="preview: draw the config's augmentation")
+    p.add_argument("config", nargs="?", help="experiment config (YAML), for preview")
+    p.add_argument("--out", metavar="FIG.png", help="the PNG to write (its description goes to FIG.json)")
+    p.add_argument("--count", type=int, default=8, help="training images, one per row (default 8)")
+    p.add_argument("--copies", type=int, default=4, help="augmented copies per image (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the augmentation draws (default 0)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set data.augment.flip.p=1 (repeatable)")  # fmt: skip
     p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser("models", help="list model presets with parameters and MACs per image",
@@ -198,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="a preset to show in detail")
     p.add_argument("--input", type=int, nargs=3, metavar=("C", "H", "W"), help="input shape (default: the preset's)")
     p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--set", action="append", default=[], metavar="options.KEY=VALUE",
+                   help="a preset option, e.g. --set options.kernel=7 (repeatable)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("import", help="wrap any nn.Module and its weights in a run folder",

@@ -441,3 +441,34 @@ def load_config(
     for key, value in items:
         set_dotted(raw, key, value)
     return validate(raw, label)
+
+
+# What each optimiser and schedule reads (train/optim.py); the others are shown only when set.
+_OPTIMIZER_USES = {"sgd": ("momentum", "nesterov"), "adam": ("betas", "eps"), "adamw": ("betas", "eps")}
+_SCHEDULE_USES = {"constant": (), "step": ("step_epochs", "gamma"), "cosine": ("min_lr",),
+                  "warmup_cosine": ("warmup_epochs", "start_factor", "min_lr"),
+                  "onecycle": ("start_factor", "pct_start", "final_factor")}  # fmt: skip
+
+
+def unstated_defaults(cfg: ExperimentConfig) -> list[str]:
+    """``key=value`` for the training settings a run depends on that its config left to defaults
+    (e.g. ``train.optimizer.momentum=0.9`` for a plain ``optimizer: {name: sgd, lr: 0.01}``): the
+    epochs, batch size, optimiser and schedule. A report that does not state them can be checked
+    against what the run really used."""
+    t, out = cfg.train, []
+    common = ("lr", "weight_decay", "bias_lr_scale", "bias_weight_decay")
+    sections = (("train", t, ("epochs", "batch_size")),
+                ("train.optimizer", t.optimizer, ("name", *common, *_OPTIMIZER_USES[t.optimizer.name])),
+                ("train.schedule", t.schedule, ("name", *_SCHEDULE_USES[t.schedule.name])))  # fmt: skip
+    for prefix, section, names in sections:
+        for name in names:
+            if name not in section.model_fields_set:
+                value = getattr(section, name)
+                out.append(f"{prefix}.{name}={list(value) if isinstance(value, tuple) else value}")
+    return out
+
+
+def defaults_note(cfg: ExperimentConfig) -> str:
+    """A second line for the start of a run's log naming :func:`unstated_defaults` ("" if none)."""
+    defaults = unstated_defaults(cfg)
+    return f"\ndefaults (not set in the config): {', '.join(defaults)}" if defaults else ""

@@ -1,15 +1,18 @@
 """ablate: silence filters and measure what the network loses (the CS7015 report's Part 2.2.2).
 
-Set mode: zero a set of filters' whole outgoing effect (conv weight and bias, and the weight and
-bias of the batch norm that follows, so the channel is really silent rather than a constant),
-evaluate, restore the exact weights. Outputs per-class accuracy and confusion matrices before,
+Set mode: zero a set of filters, evaluate, restore the exact weights. ``mode: channel`` (the
+default) zeroes a filter's whole outgoing effect (conv weight and bias, and the weight and bias of
+the batch norm that follows, so the channel is really silent rather than a constant); ``mode:
+weights`` zeroes the conv weights only, as the CS7015 report did (the channel then carries its
+bias, normalised by the batch norm, everywhere). Outputs per-class accuracy and confusion matrices before,
 after and their difference, and the images whose prediction changed.
 
 Rank mode: silence each filter of a layer alone and rank filters by the accuracy they carry. Its
 evaluations are batched: per data batch, the activations up to the silenced layer are computed
 once; for the last conv layer all filters are then evaluated together through the linear layer
-that follows, elsewhere only the rest of the network runs again per filter. Masking the channel
-after the batch norm is exactly what zeroing the weights does (the test suite checks they agree).
+that follows, elsewhere only the rest of the network runs again per filter. Setting the channel
+after the batch norm to what a silenced filter leaves there (0; in weights mode its bias through
+the batch norm) is exactly what zeroing the weights does (the test suite checks they agree).
 """
 
 from __future__ import annotations
@@ -60,22 +63,29 @@ def _check(model: nn.Module, filters: dict[str, list[int]]) -> None:
             check_filter(model, layer, i)
 
 
-@contextlib.contextmanager
-def silenced(model: nn.Module, filters: dict[str, list[int]]) -> Iterator[nn.Module]:
-    """Zero the filters' outgoing effect inside; the exact weights are back afterwards, whatever happens.
+MODES = ("channel", "weights")
+MODE_WORDS = {"channel": "channels silenced (conv and batch norm zeroed)", "weights": "conv weights zeroed"}
 
-    For each conv filter: its weights and bias, and in the batch norm that follows, its weight and
-    bias (its running mean when the norm has no affine part), so the channel outputs exactly 0.
+
+@contextlib.contextmanager
+def silenced(model: nn.Module, filters: dict[str, list[int]], mode: str = "channel") -> Iterator[nn.Module]:
+    """Zero the filters inside; the exact weights are back afterwards, whatever happens.
+
+    ``mode="channel"``: for each conv filter, its weights and bias, and in the batch norm that
+    follows, its weight and bias (its running mean when the norm has no affine part), so the
+    channel outputs exactly 0. ``mode="weights"``: the conv filter's weights only.
     """
+    if mode not in MODES:
+        raise AnalysisError(f"ablate: mode={mode!r} is not allowed; allowed: {', '.join(MODES)}")
     _check(model, filters)
     saved: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:
         with torch.no_grad():
             for layer, idx in filters.items():
                 conv = get_layer(model, layer)
-                tensors = [conv.weight, conv.bias]
+                tensors = [conv.weight, conv.bias] if mode == "channel" else [conv.weight]
                 bn_name = block(model, layer).bn
-                if bn_name:
+                if bn_name and mode == "channel":
                     bn = get_layer(model, bn_name)
                     tensors += [bn.weight, bn.bias] if bn.affine else [bn.running_mean]
                 for t in tensors:
@@ -111,7 +121,34 @@ def mixing_after(model: nn.Module, point: str) -> tuple[str, str] | None:
     return None
 
 
-def _through_mixing(model: nn.Module, point: str, last: str, mix: str, h: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+def silent_value(model: nn.Module, layer: str, mode: str = "channel") -> torch.Tensor:
+    """Per channel, the value a silenced filter leaves where ablation masks it (``block.pre``).
+
+    0 in channel mode; in weights mode the conv outputs its bias everywhere, which the batch norm
+    that follows (in eval mode) maps to ``weight * (bias - running_mean) / sqrt(running_var + eps)
+    + bias_bn``.
+    """
+    conv = get_layer(model, layer)
+    value = torch.zeros(conv.out_channels, device=conv.weight.device)
+    if mode == "channel":
+        return value
+    with torch.no_grad():
+        if conv.bias is not None:
+            value = conv.bias.detach().float().clone()
+        bn_name = block(model, layer).bn
+        if bn_name:
+            bn = get_layer(model, bn_name)
+            if bn.running_mean is not None:
+                value = (value - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)
+            else:  # normalised by batch statistics: a constant map becomes 0
+                value = torch.zeros_like(value)
+            if bn.affine:
+                value = value * bn.weight + bn.bias
+    return value
+
+
+def _through_mixing(model: nn.Module, point: str, last: str, mix: str, h: torch.Tensor,
+                    fill: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:  # fmt: skip
     """Logits of every variant (row 0: nothing silenced, row f + 1: filter f) of a batch whose
     activation at ``point`` is ``h``, in chunks ``(first row, logits (rows, B, classes))``.
 
@@ -124,7 +161,8 @@ def _through_mixing(model: nn.Module, point: str, last: str, mix: str, h: torch.
     run = (lambda v: run_from(model, point, v, until=last)) if last != point else (lambda v: v)
     z = run(h)
     b, c = h.shape[:2]
-    delta = run(torch.zeros_like(h[:1])) - z  # a silenced channel's value there, minus the actual one
+    silent = fill.to(h.dtype).view(1, -1, *([1] * (h.dim() - 2))).expand_as(h[:1]).contiguous()
+    delta = run(silent) - z  # a silenced channel's value there, minus the actual one
     if isinstance(m, nn.Linear):
         y0 = m(z.reshape(b, -1))
         w, d = m.weight.view(m.out_features, c, -1), delta.reshape(b, c, -1)
@@ -149,7 +187,7 @@ def _through_mixing(model: nn.Module, point: str, last: str, mix: str, h: torch.
         yield c0 + 1, logits.view(-1, b, logits.shape[-1])
 
 
-def rank_layer(subject: Subject, layer: str) -> dict[str, Any]:
+def rank_layer(subject: Subject, layer: str, mode: str = "channel") -> dict[str, Any]:
     """Accuracy with each filter of ``layer`` silenced alone (and with none: the baseline).
 
     Per data batch the network runs once up to the silencing point. When only channel-wise
@@ -161,6 +199,7 @@ def rank_layer(subject: Subject, layer: str) -> dict[str, Any]:
     model = subject.model
     conv = require_conv(model, layer, "ablate")
     point = block(model, layer).pre  # where the channel is masked: after the batch norm, if any
+    fill = silent_value(model, layer, mode)  # what a silenced channel holds there
     n_filters, n_classes = conv.out_channels, len(subject.classes)
     correct = torch.zeros(n_filters + 1, n_classes, dtype=torch.long)  # row 0: nothing silenced
     totals = torch.zeros(n_classes, dtype=torch.long)
@@ -185,20 +224,21 @@ def rank_layer(subject: Subject, layer: str) -> dict[str, Any]:
             for f in range(n_filters):
                 keep = torch.ones(n_filters, device=x.device)
                 keep[f] = 0
-                with Trace(model, point, edit_output=lambda out, _: out * keep.view(1, -1, 1, 1)):
+                put = (fill.to(x.device) * (1 - keep)).view(1, -1, 1, 1)
+                with Trace(model, point, edit_output=lambda out, _: out * keep.view(1, -1, 1, 1) + put):
                     score(f + 1, model(x).unsqueeze(0))
             continue
         with Trace(model, point, stop=True) as t:
             model(x)
         h = t.output
         if via:
-            for row, logits in _through_mixing(model, point, *via, h):
+            for row, logits in _through_mixing(model, point, *via, h, fill):
                 score(row, logits)
             continue
         score(0, run_from(model, point, h.clone() if shield else h).unsqueeze(0))
         for f in range(n_filters):
             saved = h[:, f].clone()
-            h[:, f] = 0
+            h[:, f] = fill[f]
             score(f + 1, run_from(model, point, h.clone() if shield else h).unsqueeze(0))
             h[:, f] = saved
     seconds = time.perf_counter() - t0
@@ -209,6 +249,7 @@ def rank_layer(subject: Subject, layer: str) -> dict[str, Any]:
     drop = acc[0] - acc[1:]
     order = torch.argsort(drop, descending=True, stable=True)
     return {
+        "mode": mode,
         "silenced_at": point,
         "method": method,
         "baseline": float(acc[0]),
@@ -219,6 +260,11 @@ def rank_layer(subject: Subject, layer: str) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "seconds_per_filter": round(seconds / n_filters, 4),
     }
+
+
+def _what(filters: dict[str, list[int]], mode: str) -> str:
+    spec = " ".join(f"{k}:{','.join(map(str, v))}" for k, v in filters.items())
+    return f"{spec} ({MODE_WORDS[mode]})"
 
 
 def _logits(subject: Subject) -> torch.Tensor:
@@ -253,14 +299,14 @@ class Ablate(Analysis, AblateOptions):
         ranked: dict[str, Any] = {}
         if self.rank:
             for layer in resolve_layers(model, self.layers, "last", self.name):
-                ranked[layer] = rank_layer(subject, layer)
+                ranked[layer] = rank_layer(subject, layer, self.mode)
         chosen_by = "given"
         filters = self.filters
         if filters is None:
             layer, r = next(iter(ranked.items()))
             filters, chosen_by = {layer: sorted(r["order"][: self.top])}, f"the {self.top} filters of {layer} carrying most accuracy"
         before = _logits(subject)
-        with silenced(model, filters):
+        with silenced(model, filters, self.mode):
             after = _logits(subject)
         labels = subject.split.labels
         b, a = summarize_predictions(before, labels, subject.classes), summarize_predictions(after, labels, subject.classes)
@@ -274,6 +320,8 @@ class Ablate(Analysis, AblateOptions):
         keep = ("accuracy", "loss", "per_class_accuracy", "confusion", "prediction_counts")
         result = {
             "classes": subject.classes,
+            "mode": self.mode,
+            "mode_means": MODE_WORDS[self.mode],
             "rank": ranked,
             "set": {
                 "filters": filters,
@@ -301,14 +349,14 @@ class Ablate(Analysis, AblateOptions):
         from .. import plots
 
         classes, s = subject.classes, result["set"]
-        what = " ".join(f"{k}:{','.join(map(str, v))}" for k, v in s["filters"].items())
+        what = _what(s["filters"], result["mode"])
         pct = lambda values: [float("nan") if v is None else 100 * v for v in values]  # noqa: E731 (absent: no bar)
         p = plots.grouped_bars({"before": pct(s["before"]["per_class_accuracy"]),
                                 "after": pct(s["after"]["per_class_accuracy"])}, classes,
                                figures.path("per_class.png"), ylabel="accuracy (%)", ylim=(0, 100),
                                title=f"silencing {what}: {100 * s['before']['accuracy']:.1f}% -> {100 * s['after']['accuracy']:.1f}%")  # fmt: skip
         figures.add(p, f"Per-class {subject.split_name} accuracy before and after silencing {what}")
-        for key, title, diverging in (("before", "before", False), ("after", f"after silencing {what}", False)):
+        for key, title, diverging in (("before", f"before silencing {what}", False), ("after", f"after silencing {what}", False)):
             p = plots.confusion(s[key]["confusion"], classes, figures.path(f"confusion_{key}.png"), title=f"Confusion {title}")
             figures.add(p, f"Confusion matrix on the {subject.split_name} split {title} (rows: true class)")
         p = plots.confusion(s["diff"]["confusion"], classes, figures.path("confusion_diff.png"), diverging=True,
@@ -333,16 +381,17 @@ class Ablate(Analysis, AblateOptions):
                              xlabel="filter", highlight=r["order"][: self.top], highlight_label=f"top {self.top}",
                              title=f"{layer}: accuracy lost when each filter is silenced alone (baseline "
                                    f"{100 * r['baseline']:.1f}%)")  # fmt: skip
-            figures.add(p, f"{layer}: {subject.split_name} accuracy lost when each filter is silenced alone", layer)
+            figures.add(p, f"{layer}: {subject.split_name} accuracy lost when each filter is silenced alone "
+                           f"({MODE_WORDS[result['mode']]})", layer)  # fmt: skip
 
     def lines(self, result: dict[str, Any]) -> list[str]:
         out = []
         for layer, r in result["rank"].items():
             best = ", ".join(f"f{f} ({-100 * r['drop'][f]:+.1f})" for f in r["order"][:5])
-            out.append(f"rank {layer}: baseline {100 * r['baseline']:.1f}%; most accuracy carried by {best} points; "
+            out.append(f"rank {layer} ({result['mode']} mode): baseline {100 * r['baseline']:.1f}%; most accuracy carried by {best} points; "
                        f"{r['seconds_per_filter']:.3f} s per filter")  # fmt: skip
         s = result["set"]
-        what = " ".join(f"{k}:{','.join(map(str, v))}" for k, v in s["filters"].items())
+        what = _what(s["filters"], result["mode"])
         diffs = s["diff"]["per_class_accuracy"]
         present = [i for i, d in enumerate(diffs) if d is not None]
         worst = min(present, key=lambda i: diffs[i]) if present else None

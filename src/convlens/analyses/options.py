@@ -69,8 +69,8 @@ class TopKOptions:
     layers: list[str] | None = option(None, "layers to dissect (default: every conv layer)", parse=comma_list,
                                       metavar="A,B")
     k: int = option(20, "images kept per filter")
-    score: str = option("max", "rank images by the max or the mean of the filter's feature map",
-                        choices=("max", "mean"))
+    score: str = option("max", "rank images by the max, the mean or the sum of the filter's feature map (the "
+                        "CS7015 report's pixel-wise sum)", choices=("max", "mean", "sum"))
     at: str = option("bn", AT_HELP, choices=("conv", "bn", "act"))
 
 
@@ -86,6 +86,9 @@ class AblateOptions:
     rank: bool = option(True, "rank each filter of the layers by the accuracy it carries")
     top: int = option(3, "filters silenced together when --filters is not given")
     changed: int = option(40, "changed images shown in the figure")
+    mode: str = option("channel", "channel: zero the conv filter and the batch norm channel after it (the channel "
+                       "outputs 0); weights: zero the conv weights only, as the CS7015 report did",
+                       choices=("channel", "weights"))
 
 
 @job("analysis", "errors", "convlens.analyses.errors:Errors")

@@ -2,7 +2,8 @@
 
 For a conv layer, the pre-activation response (after its batch norm, if any) gives the mean, std,
 min and max over all images and positions; the activation that follows gives the fraction of
-positions (and of images) where the filter is active and its largest output. A filter is dead
+positions (and of images) where the filter is active, its mean and std (the Rice report's Table 1
+of activations after the ReLU) and its largest output. A filter is dead
 when it is never active on the whole split (the dying-ReLU case of the CS7015 report) or when its
 weight norm is near zero (the CSE849 report's blank first-layer filters); both thresholds are
 recorded in the result.
@@ -57,7 +58,7 @@ class Moments:
 
 
 class Activity:
-    """Per-channel count of active positions, of images active anywhere, sum and max."""
+    """Per-channel count of active positions, of images active anywhere, and max."""
 
     def __init__(self, channels: int, threshold: float):
         self.threshold = threshold
@@ -65,7 +66,6 @@ class Activity:
         self.positions = 0
         self.active = torch.zeros(channels, dtype=torch.long)
         self.active_images = torch.zeros(channels, dtype=torch.long)
-        self.sum = torch.zeros(channels, dtype=torch.float64)
         self.max = torch.full((channels,), -torch.inf, dtype=torch.float64)
 
     def update(self, x: torch.Tensor) -> None:
@@ -74,7 +74,6 @@ class Activity:
         self.positions += x.shape[0] * x.shape[2] * x.shape[3]
         self.active += (x > self.threshold).sum((0, 2, 3), dtype=torch.int32).cpu()
         self.active_images += (peak > self.threshold).sum(0).cpu()
-        self.sum += x.sum((0, 2, 3)).double().cpu()
         self.max = torch.maximum(self.max, peak.amax(0).double().cpu())
 
 
@@ -104,6 +103,7 @@ class Stats(Streaming, StatsOptions):
     def start(self, subject: Subject) -> None:
         self._moments: dict[str, Moments] = {}
         self._activity: dict[str, Activity] = {}
+        self._post: dict[str, Moments] = {}
 
     def observe(self, probe: str, output: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor) -> None:
         pres = {pre for pre, _ in self._where.values()}
@@ -112,6 +112,7 @@ class Stats(Streaming, StatsOptions):
             self._moments.setdefault(probe, Moments(output.shape[1])).update(output)
         if probe in posts:
             self._activity.setdefault(probe, Activity(output.shape[1], self.active_threshold)).update(output)
+            self._post.setdefault(probe, Moments(output.shape[1])).update(output)
 
     def finish(self, subject: Subject) -> dict[str, Any]:
         layers: dict[str, Any] = {}
@@ -132,7 +133,8 @@ class Stats(Streaming, StatsOptions):
                 "mean": mom.mean.tolist(), "std": mom.std.tolist(), "min": mom.min.tolist(), "max": mom.max.tolist(),
                 "active_fraction": (act.active.double() / max(act.positions, 1)).tolist(),
                 "images_active": (act.active_images.double() / max(act.images, 1)).tolist(),
-                "post_mean": (act.sum / max(act.positions, 1)).tolist(),
+                "post_mean": self._post[post].mean.tolist(),
+                "post_std": self._post[post].std.tolist(),
                 "post_max": act.max.tolist(),
                 "weight_norm": norms.tolist() if norms is not None else None,
                 "dead": [i for i, r in enumerate(reasons) if r],
@@ -145,16 +147,18 @@ class Stats(Streaming, StatsOptions):
             from .. import plots
 
             for layer, s in layers.items():
-                series = {"pre-activation\nmean ± std": s["mean"], "active\nfraction": s["active_fraction"],
+                series = {"pre-activation\nmean ± std": s["mean"], "post-activation\nmean ± std": s["post_mean"],
+                          "active\nfraction": s["active_fraction"],
                           f"max of\n{s['measured_at']['post']}": s["post_max"]}  # fmt: skip
                 if s["weight_norm"] is not None:
                     series["weight\nnorm"] = s["weight_norm"]
                 p = plots.panels(series, figures.path(f"{layer}.png"), xlabel="filter",
-                                 errors={"pre-activation\nmean ± std": s["std"]}, highlight=s["dead"],
+                                 errors={"pre-activation\nmean ± std": s["std"],
+                                         "post-activation\nmean ± std": s["post_std"]}, highlight=s["dead"],
                                  highlight_label="dead", title=f"{layer}: per-filter statistics on "
                                  f"{len(subject.split)} {subject.split_name} images ({len(s['dead'])} dead)")  # fmt: skip
                 figures.add(p, f"{layer}: per filter, the pre-activation mean and std ({s['measured_at']['pre']}), the "
-                               f"fraction of positions active after {s['measured_at']['post']}, its maximum and the "
+                               f"mean and std after {s['measured_at']['post']}, the fraction of positions active after {s['measured_at']['post']}, its maximum and the "
                                "weight norm; dead filters in red", layer)  # fmt: skip
         return {"layers": layers, "figures": figures}
 

@@ -1,7 +1,8 @@
 """topk: the images of a split that excite each filter most, and the input patch that did it.
 
 For every filter of every chosen layer, in ONE streaming pass for all layers: the k images with
-the highest response (the max or the mean of the filter's feature map), where in the map the
+the highest response (the max, the mean or the sum of the filter's feature map; the CS7015
+report ranks by the sum), where in the map the
 maximum was, and the input patch under that position, from the layer's exact receptive field
 (computed from the module graph: kernels, strides, paddings, dilations, pools). Per filter also
 the class histogram of its top k, their mean and max response.
@@ -98,7 +99,8 @@ class TopK(Streaming, TopKOptions):
         self._map_size: dict[str, tuple[int, int]] = {}
 
     def observe(self, probe: str, output: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor) -> None:
-        scores = output.amax((2, 3)) if self.score == "max" else output.mean((2, 3))
+        reduce = {"max": torch.amax, "mean": torch.mean, "sum": torch.sum}[self.score]
+        scores = reduce(output, (2, 3))
         for layer in self._layers:
             if self._probe[layer] != probe:
                 continue

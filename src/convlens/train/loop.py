@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..config import ExperimentConfig, load_config
+from ..config import ExperimentConfig, defaults_note, load_config
 from ..data import Augment, DataBundle, batches, load_data, num_batches
 from ..errors import RunError
 from ..models import build_model, summarize, totals
@@ -271,7 +271,8 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
     epochs = t.epochs
     echo(f"run {run_dir}: {cfg.model.preset or 'custom'} on {data.name} ({len(data.train)} train"
          f"{f', {len(data.val)} val' if data.val is not None else ''}, {len(data.test)} test), "
-         f"{totals(summarize(trainer.model, data.shape))['params']:,} parameters, {prec.describe()}")  # fmt: skip
+         f"{totals(summarize(trainer.model, data.shape))['params']:,} parameters, {prec.describe()}"
+         f"{defaults_note(cfg)}")  # fmt: skip
     if t.batch_size > len(data.train):
         echo(f"note: train.batch_size={t.batch_size} is larger than the {len(data.train)} training images: "
              "every step uses the whole training set, one step per epoch")  # fmt: skip
