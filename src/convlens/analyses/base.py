@@ -32,7 +32,7 @@ from ..errors import ConvlensError, LayerError
 from ..models.graph import known_shape, remember_shape, trace_graph
 from ..models.summary import receptive_fields
 from ..trace import conv_layers, get_layer
-from ..utils import interactive, write_json
+from ..utils import interactive
 
 ANALYSES: dict[str, type[Analysis]] = {}
 
@@ -211,8 +211,10 @@ class Subject:
         yield from it
 
     # -- output --------------------------------------------------------------------------------
-    def folder(self, name: str) -> Path | None:
-        return None if self.root is None else Path(self.root) / "analysis" / name
+    def folder(self, name: str, key: str | None = None) -> Path | None:
+        from ..run import Layout
+
+        return None if self.root is None else Layout(self.root).artifact(name, key).folder
 
     def rel(self, path: Path) -> str:
         return Path(path).relative_to(self.root).as_posix()
@@ -426,7 +428,9 @@ class Analysis:
         }
         out.setdefault("figures", [])
         if subject.root is not None:
-            write_json(Path(subject.root) / "analysis" / f"{self.name}.json", out)
+            from ..run import Layout
+
+            Layout(subject.root).artifact(self.name).write(out)
         return out
 
     def lines(self, result: dict[str, Any]) -> list[str]:

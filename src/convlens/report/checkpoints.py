@@ -59,7 +59,7 @@ class Checkpoints:
         self._files: dict[str, dict[str, Any] | None] = {}
 
     def file(self, name: str) -> Path:
-        return self.run.path / "checkpoints" / f"{name}.pt"
+        return self.run.checkpoint_file(name)
 
     def current(self, name: str) -> dict[str, Any] | None:
         """``checkpoint_info`` of ``checkpoints/<name>.pt`` now, or None if there is no such file."""
@@ -117,7 +117,7 @@ class Checkpoints:
         if not self.run.eval:
             return None
         run = self.run.path
-        return self.of(self.run.eval, run / "eval.json", lambda which: f"convlens eval {run} --checkpoint {which}")
+        return self.of(self.run.eval, self.run.eval_file, lambda which: f"convlens eval {run} --checkpoint {which}")
 
 
 def tag_captions(doc: dict[str, Any], prov: Provenance) -> None:

@@ -19,8 +19,9 @@ from typing import Any, Callable
 
 from .. import __version__, plots
 from ..errors import RunError
-from ..run import Run, is_run
-from ..utils import atomic_write_text, read_json
+from ..run import Layout, Run, is_run
+from ..run.layout import REPORT_DIR
+from ..utils import atomic_write_text
 from .diagnose import diagnose
 from .figures import FigureCache
 from .html import Figure, Section, Table, data_uri, fmt, pct, render_page
@@ -54,7 +55,7 @@ def _trial_row(run: Run) -> dict[str, Any]:
     best_epoch, best = max(val, key=lambda x: x[1]) if val else (None, None)
     last = rows[-1] if rows else {}
     secs = [r["epoch_seconds"] for r in rows if isinstance(r.get("epoch_seconds"), (int, float))]
-    summary = read_json(run.path / "summary.json") if (run.path / "summary.json").is_file() else {}
+    summary = run.summary or {}
     ev = run.eval or {}
     findings = ", ".join(f.title.lower() for f in diagnose(run) if f.severity in ("problem", "warning"))
     return {"findings": findings,"status": run.status.get("status", "unknown"), "best_val_acc": best, "best_epoch": best_epoch,
@@ -128,7 +129,7 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[st
                             tables=[Table(["trial", "status", *varying, "best val acc", "at epoch", "final train acc",
                                            "gap (points)", "test acc", "parameters", "s/epoch", "seconds", "diagnosis"], rows)]))  # fmt: skip
 
-    own_csv = [p for p in sorted(path.rglob("*.csv")) if "trials" not in p.relative_to(path).parts[:1] and p.parts[-2] != "report"]
+    own_csv = [p for p in sorted(path.rglob("*.csv")) if "trials" not in p.relative_to(path).parts[:1] and p.parts[-2] != REPORT_DIR]
     tables = [t for t in (_csv_table(p, path) for p in own_csv) if t is not None]
     if tables:
         sections.append(Section("tables", "Tables", "The tables written by the sweep.", tables=tables))
@@ -148,10 +149,10 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[st
             grouped.append(Table([k, "trials", "mean best val acc", "std (points)", "mean test acc"], g_rows, f"By {k}"))
         sections.append(Section("groups", "Group-by tables", "Mean over the trials that share each value.", tables=grouped))
 
-    own_png = [p for p in sorted(path.rglob("*.png")) if p.relative_to(path).parts[0] not in ("trials", "report")]
+    own_png = [p for p in sorted(path.rglob("*.png")) if p.relative_to(path).parts[0] not in ("trials", REPORT_DIR)]
     figs = [Figure(data_uri(p), p.stem.replace("_", " "), str(p.relative_to(path))) for p in own_png]
     if not figs and any(d["curve"] for d in data):
-        cache = FigureCache(path / "report", path)
+        cache = FigureCache(Layout(path).report_dir, path)
 
         def draw(p: Path) -> None:
             plt = plots.pyplot()
@@ -167,9 +168,9 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[st
                 ax.legend(fontsize=7, ncol=2)
             plots.save(fig, p)
 
-        p = cache.get("curves.png", [t / "metrics.jsonl" for t in trials if (t / "metrics.jsonl").is_file()], draw)
+        p = cache.get("curves.png", [m for t in trials if (m := Layout(t).metrics_file).is_file()], draw)
         cache.save()
-        figs.append(Figure(data_uri(p), "Validation accuracy of every trial", "report/curves.png"))
+        figs.append(Figure(data_uri(p), "Validation accuracy of every trial", p.relative_to(path).as_posix()))
     if figs:
         sections.append(Section("plots", "Plots", figures=figs))
 
@@ -194,6 +195,6 @@ def build_sweep_report(path: str | Path, out: str | Path | None = None, echo: Ca
     path = Path(path)
     if not is_sweep(path):
         raise RunError(f"{path} is not a sweep folder: it has no trials/<n>/ run folders")
-    out = Path(out) if out else path / "report.html"
+    out = Path(out) if out else Layout(path).report_file
     atomic_write_text(out, render_page(**sweep_context(path, out, echo)))
     return out

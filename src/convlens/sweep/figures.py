@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from ..plots import pyplot, save
+from ..run.layout import Layout
 from ..train.metrics import read_metrics
 from .results import DONE, Results
 from .trial import trial_dir
@@ -37,7 +38,7 @@ def learning_curves(res: Results) -> list[dict[str, Any]]:
     reported to Optuna (a trial that ran on another machine)."""
     out = []
     for r in res.rows:
-        rows = read_metrics(trial_dir(res.out_dir, r["trial"]) / "metrics.jsonl")
+        rows = read_metrics(Layout(trial_dir(res.out_dir, r["trial"])).metrics_file)
         pts = [(m["epoch"], m["val_acc"]) for m in rows if m.get("val_acc") is not None]
         pts = pts or sorted(res.reported.get(r["trial"], {}).items())
         if pts:

@@ -31,7 +31,10 @@ class MetricsLog:
     """Appends epoch rows; on resume, drops rows after the epoch the checkpoint holds."""
 
     def __init__(self, run_dir: Path, resume_epoch: int = 0, tensorboard: bool = True):
-        self.path = Path(run_dir) / "metrics.jsonl"
+        from ..run.layout import Layout
+
+        layout = Layout(run_dir)
+        self.path = layout.metrics_file
         kept = [r for r in read_metrics(self.path) if r.get("epoch", 0) <= resume_epoch]
         self.path.write_text("".join(to_json(r, None) + "\n" for r in kept))
         self.tb = None
@@ -39,7 +42,7 @@ class MetricsLog:
             from torch.utils.tensorboard import SummaryWriter
 
             # purge_step drops events a killed run wrote after its last checkpoint
-            self.tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_epoch + 1 if resume_epoch else None)
+            self.tb = SummaryWriter(str(layout.tb_dir), purge_step=resume_epoch + 1 if resume_epoch else None)
 
     def write(self, row: dict[str, Any]) -> None:
         with open(self.path, "a") as f:
