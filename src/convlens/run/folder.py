@@ -12,12 +12,14 @@ import functools
 import hashlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import ExperimentConfig, load_config
 from ..errors import RunError
 from ..utils import read_json, write_json
 from .layout import CONFIG, DATASET, Layout
+
+if TYPE_CHECKING:
+    from ..config import ExperimentConfig
 
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed", "pruned")
 CHECKPOINTS = ("best", "last")
@@ -56,6 +58,8 @@ class Run(Layout):
     # -- files ----------------------------------------------------------------------------------
     @functools.cached_property
     def config(self) -> ExperimentConfig:
+        from ..config import load_config  # imports torch: only when the config is read
+
         return load_config(self.config_file)
 
     @property
