@@ -101,3 +101,48 @@ def test_the_run_package_imports_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(SRC.parent), "PATH": ""})  # fmt: skip
     assert out.stdout.strip() == "False"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from conftest import tiny_config
+
+    from convlens.train import train
+
+    path = tmp_path_factory.mktemp("layout") / "run"
+    train(tiny_config(), path, echo=lambda s: None)
+    return path
+
+
+def test_the_report_is_drawn_from_the_run_folder_alone(trained, tmp_path, monkeypatch):
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    import convlens.data
+    from convlens.report import build_report
+    from convlens.run import Run
+
+    run = Run(shutil.copytree(trained, tmp_path / "run"))
+    kept = run.examples()
+    test = run.load_data().test
+    assert kept["images"].dtype == np.uint8 and kept["split"] == "test"
+    assert np.array_equal(kept["images"], test.images[kept["indices"]].numpy())  # the very test images
+
+    def gallery() -> np.ndarray:
+        shutil.rmtree(run.report_dir, ignore_errors=True)
+        html = build_report(run.path).read_text()
+        assert "could not be loaded" not in html
+        return np.asarray(Image.open(run.report_dir / "examples.png").convert("RGB"))
+
+    saved = run.examples_file.read_bytes()
+    run.examples_file.unlink()  # a folder written before the images were stored: drawn from the data
+    from_data = gallery()
+    run.examples_file.write_bytes(saved)
+
+    def no_data(*_, **__):
+        raise AssertionError("the report loaded the data set")
+
+    monkeypatch.setattr(convlens.data, "load_data", no_data)
+    assert np.array_equal(gallery(), from_data)  # the same pixels, from the run folder alone

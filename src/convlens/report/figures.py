@@ -101,6 +101,7 @@ def mosaic(images: list[np.ndarray], cols: int, pad: int = 2, min_side: int = 32
     return out, side, pitch
 
 
+@plots.styled
 def draw_gallery(images, picked: list[dict[str, Any]], classes: list[str], path: Path, title: str, mistakes: bool,
                  cols: int = 8) -> None:  # fmt: skip
     def cname(i: int) -> str:

@@ -154,6 +154,7 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[st
     if not figs and any(d["curve"] for d in data):
         cache = FigureCache(Layout(path).report_dir, path)
 
+        @plots.styled
         def draw(p: Path) -> None:
             plt = plots.pyplot()
             fig, ax = plt.subplots(figsize=(7, 3.4))
