@@ -146,3 +146,24 @@ def test_the_report_is_drawn_from_the_run_folder_alone(trained, tmp_path, monkey
 
     monkeypatch.setattr(convlens.data, "load_data", no_data)
     assert np.array_equal(gallery(), from_data)  # the same pixels, from the run folder alone
+
+
+def test_what_a_run_writes_has_the_fields_its_schema_promises(trained, tmp_path):
+    import shutil
+
+    from convlens.analyses import Stats, Subject
+    from convlens.report.diagnose import dead_filters_by_layer
+    from convlens.run import Run, schema
+    from convlens.utils import read_json
+
+    run = Run(shutil.copytree(trained, tmp_path / "run"))
+    docs = {schema.Status: run.status, schema.Dataset: run.dataset, schema.Summary: run.summary,
+            schema.Eval: run.eval, schema.EpochRow: run.metrics()[0]}  # fmt: skip
+    for kind, doc in docs.items():
+        assert kind.__required_keys__ <= set(doc), (kind.__name__, kind.__required_keys__ - set(doc))
+    Stats()(Subject.from_run(run, limit=50, figures=False))
+    stats = read_json(run.artifact("stats").json)
+    assert schema.Stats.__required_keys__ <= set(stats)
+    for info in stats["layers"].values():
+        assert schema.LayerStats.__required_keys__ <= set(info)
+    assert set(dead_filters_by_layer(stats)) == set(stats["layers"])  # every layer is read

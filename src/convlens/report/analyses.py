@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..run.layout import ANALYSIS_DIR, Layout
+from ..run.schema import ArtifactDoc
 from ..utils import read_json
 from .html import Figure, Section, Table, data_uri, fmt, pct
 
@@ -51,7 +52,7 @@ SKIP_KEYS = {"analysis", "params", "figures", "split", "layers", "version",
 @dataclass
 class Analysis:
     name: str
-    doc: dict[str, Any]
+    doc: ArtifactDoc
     path: Path
 
     @property

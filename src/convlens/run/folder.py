@@ -20,6 +20,7 @@ from .layout import CONFIG, DATASET, Layout
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
+    from .schema import Dataset, Eval, Status, Summary
 
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed", "pruned")
 CHECKPOINTS = ("best", "last")
@@ -63,7 +64,7 @@ class Run(Layout):
         return load_config(self.config_file)
 
     @property
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         p = self.status_file
         return read_json(p) if p.is_file() else {"status": "unknown"}
 
@@ -73,12 +74,12 @@ class Run(Layout):
         return read_metrics(self.metrics_file)
 
     @property
-    def eval(self) -> dict[str, Any] | None:
+    def eval(self) -> Eval | None:
         p = self.eval_file
         return read_json(p) if p.is_file() else None
 
     @functools.cached_property
-    def dataset(self) -> dict[str, Any]:
+    def dataset(self) -> Dataset:
         p = self.dataset_file
         if not p.is_file():
             raise RunError(f"{self.path} has no {DATASET}: the run never got past loading its data")
@@ -161,7 +162,7 @@ class Run(Layout):
         return self.artifact(name, key).write(obj)
 
     @property
-    def summary(self) -> dict[str, Any] | None:
+    def summary(self) -> Summary | None:
         p = self.summary_file
         return read_json(p) if p.is_file() else None
 

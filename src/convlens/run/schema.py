@@ -1,17 +1,13 @@
 """The documents of a run folder, field by field: what writers produce and readers may rely on.
 
 ``report`` and ``diagnose`` import these instead of guessing layouts. A field marked
-``NotRequired`` may be missing in folders written by older versions; every other field is there.
+``NotRequired`` is written only in some cases (a message with a status, a checkpoint's identity
+once it exists); every other field is always there.
+(No ``from __future__ import annotations`` here: TypedDict reads ``NotRequired`` from evaluated
+annotations.)
 """
 
-from __future__ import annotations
-
-from typing import Any, TypedDict
-
-try:  # Python 3.11+
-    from typing import NotRequired
-except ImportError:  # pragma: no cover
-    from typing_extensions import NotRequired
+from typing import Any, NotRequired, TypedDict
 
 
 class Status(TypedDict):
@@ -28,10 +24,21 @@ class Status(TypedDict):
 class Dataset(TypedDict):
     """``dataset.json``."""
 
+    name: str
     classes: list[str]
     shape: list[int]  # C, H, W
     mean: list[float]
     std: list[float]
+    source: str
+    sizes: dict[str, int]  # split -> images
+
+
+class Summary(TypedDict):
+    """``summary.json``: one row per layer, and the totals."""
+
+    layers: list[dict[str, Any]]  # name, type, output_shape, params, macs, receptive_field
+    params: int
+    macs: int
 
 
 class EpochRow(TypedDict):
@@ -55,16 +62,23 @@ class Checkpointed(TypedDict):
 
 
 class Eval(TypedDict):
-    """``eval.json`` (``predictions.csv`` beside it holds one row per image)."""
+    """``eval.json`` (``predictions.csv`` beside it holds one row per image, ``examples.npz`` the
+    images the report shows)."""
 
-    accuracy: float
     n: int
+    accuracy: float
+    loss: float
     classes: list[str]
-    per_class: NotRequired[list[float]]
-    confusion: NotRequired[list[list[int]]]
+    per_class_accuracy: list[float]
+    confusion: list[list[int]]  # rows: true class, columns: predicted
+    prediction_counts: list[int]
+    tta: str
+    seconds: float
     split: str
-    checkpoint: str
-    epoch: NotRequired[int]
+    checkpoint: str  # best or last
+    checkpoint_epoch: NotRequired[int | None]
+    checkpoint_sha256: NotRequired[str]
+    epoch: NotRequired[int | None]
 
 
 class FigureEntry(TypedDict):
