@@ -133,3 +133,17 @@ print("ok")
     assert a.shape == b.shape and np.array_equal(a, b)
     s = pixels(tmp_path / "s.png")
     assert (np.abs(s - 127.5) < 1).all(-1).sum() > 1000  # the grey image is shown
+
+
+def test_a_figure_that_fails_half_way_leaves_the_old_png(tmp_path):
+    p = plots.bars([10.0, 80.0], ["cat", "dog"], tmp_path / "bars.png")
+    before = p.read_bytes()
+
+    class Broken:
+        def savefig(self, f, **_):
+            f.write(b"\x89PNG half")
+            raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError):
+        plots.save(Broken(), p)
+    assert p.read_bytes() == before and [q.name for q in tmp_path.iterdir()] == ["bars.png"]

@@ -72,14 +72,19 @@ def pyplot() -> _Figures:
 
 
 def save(fig: Any, path: str | Path) -> Path:
-    """Save a figure as PNG; parent folders are created."""
+    """Save a figure (PNG unless the name says otherwise), atomically (a reader never sees half an image); parent folders are
+    created."""
+    import io
+
     import matplotlib
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .utils import atomic_write
+
+    buf = io.BytesIO()
     with matplotlib.rc_context({"savefig.dpi": STYLE["savefig.dpi"]}):
-        fig.savefig(path, bbox_inches="tight")
-    return path
+        fig.savefig(buf, format=Path(path).suffix[1:] or "png", bbox_inches="tight")
+    atomic_write(Path(path), lambda f: f.write(buf.getvalue()), mode="wb")
+    return Path(path)
 
 
 LAYOUTS = ("chw", "hwc", "hw")

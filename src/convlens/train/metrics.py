@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..utils import to_json
+from ..utils import atomic_write_text, to_json
 
 TB_TAGS = {
     "train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
@@ -36,7 +36,7 @@ class MetricsLog:
         layout = Layout(run_dir)
         self.path = layout.metrics_file
         kept = [r for r in read_metrics(self.path) if r.get("epoch", 0) <= resume_epoch]
-        self.path.write_text("".join(to_json(r, None) + "\n" for r in kept))
+        atomic_write_text(self.path, "".join(to_json(r, None) + "\n" for r in kept))  # appended to below
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
