@@ -157,3 +157,14 @@ def test_two_actmax_runs_with_different_targets_both_survive(run_dir):
         assert all((run_dir / f["path"]).is_file() for f in d["figures"])
     html = build_report(run_dir).read_text()
     assert 'id="analysis-actmax"' in html and 'id="analysis-actmax-conv1"' in html
+    # a stale keyed artifact is refreshed by asking for the same targets again
+    from convlens.report.checkpoints import Checkpoints
+    from convlens.run import Run
+
+    run = Run(run_dir)
+    assert main(["explain", str(run_dir), "--method", "actmax", "--filter", "2", "--steps", "1"]) == 0
+    assert main(["explain", str(run_dir), "--method", "actmax", "--layer", "conv2", "--filter", "0", "1", "--steps", "1"]) == 0
+    for key, flags in (("conv1", " --layer conv1"), ("f2", " --filter 2"), ("conv2-f0-1", " --layer conv2 --filter 0 1")):
+        doc = {**_json(run_dir, "actmax", key), "checkpoint_sha256": "000000000000"}
+        prov = Checkpoints(run).of_analysis("actmax", doc, run.artifact("actmax", key).json)
+        assert f"--method actmax{flags}`" in " ".join(prov.alerts), (key, prov.alerts)
