@@ -86,7 +86,8 @@ def test_actmax_writes_one_image_per_filter(run_dir):
     _check_contract(run_dir, d, "actmax", "conv2")
     per_filter = [f for f in d["figures"] if "filter" in f]
     assert [f["filter"] for f in per_filter] == list(range(8))  # width 4 x multiplier 2
-    assert all(f["path"] == f"analysis/actmax-conv2/conv2/f{f['filter']}.png" and f["layer"] == "conv2" for f in per_filter)
+    assert all(f["path"] == f"analysis/actmax-conv2/conv2/f{f['filter']}.png" and f["layer"] == "conv2"
+               for f in per_filter)  # fmt: skip
     assert d["params"]["decorrelate"] and len(d["params"]["colour_covariance"]) == 1  # grayscale: 1x1
     assert all(t["final"] > t["initial"] for t in d["targets"])
     # the objective reached is stated against the best test image's value, in JSON and captions
@@ -163,8 +164,10 @@ def test_two_actmax_runs_with_different_targets_both_survive(run_dir):
 
     run = Run(run_dir)
     assert main(["explain", str(run_dir), "--method", "actmax", "--filter", "2", "--steps", "1"]) == 0
-    assert main(["explain", str(run_dir), "--method", "actmax", "--layer", "conv2", "--filter", "0", "1", "--steps", "1"]) == 0
-    for key, flags in (("conv1", " --layer conv1"), ("f2", " --filter 2"), ("conv2-f0-1", " --layer conv2 --filter 0 1")):
+    assert main(["explain", str(run_dir), "--method", "actmax", "--layer", "conv2", "--filter", "0", "1",
+                 "--steps", "1"]) == 0  # fmt: skip
+    stale = (("conv1", " --layer conv1"), ("f2", " --filter 2"), ("conv2-f0-1", " --layer conv2 --filter 0 1"))
+    for key, flags in stale:
         doc = {**_json(run_dir, "actmax", key), "checkpoint_sha256": "000000000000"}
         prov = Checkpoints(run).of_analysis("actmax", doc, run.artifact("actmax", key).json)
         assert f"--method actmax{flags}`" in " ".join(prov.alerts), (key, prov.alerts)

@@ -54,7 +54,8 @@ class _Figures:
                  width_ratios: Any = None, height_ratios: Any = None, **fig_kw: Any) -> tuple[Any, Any]:  # fmt: skip
         fig = self._figure(**fig_kw)
         axes = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=squeeze, subplot_kw=subplot_kw,
-                            gridspec_kw=gridspec_kw, width_ratios=width_ratios, height_ratios=height_ratios)  # fmt: skip
+                            gridspec_kw=gridspec_kw, width_ratios=width_ratios,
+                            height_ratios=height_ratios)  # fmt: skip
         return fig, axes
 
     def get_cmap(self, name: str) -> Any:
@@ -72,8 +73,8 @@ def pyplot() -> _Figures:
 
 
 def save(fig: Any, path: str | Path) -> Path:
-    """Save a figure (PNG unless the name says otherwise), atomically (a reader never sees half an image); parent folders are
-    created."""
+    """Save a figure (PNG unless the name says otherwise) atomically: a reader never sees half an
+    image. Parent folders are created."""
     import io
 
     import matplotlib

@@ -89,7 +89,8 @@ class Checkpoints:
         if now is None:
             return prov
         described = f"checkpoint {name}" + (f" of epoch {prov.epoch}" if prov.epoch is not None else "")
-        is_now = f"{self.run.rel(self.file(name))} is now epoch {now['checkpoint_epoch']} (sha256 {now['checkpoint_sha256']})"
+        is_now = (f"{self.run.rel(self.file(name))} is now epoch {now['checkpoint_epoch']} "
+                  f"(sha256 {now['checkpoint_sha256']})")  # fmt: skip
         if prov.sha256 is not None and prov.sha256 != now["checkpoint_sha256"]:
             prov.stale = True
             prov.alerts.append(f"Stale: computed from {described} (sha256 {prov.sha256}), but {is_now}. "

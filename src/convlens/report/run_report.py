@@ -123,7 +123,8 @@ def classes_section(run: Run, classes: list[str], cache: FigureCache) -> Section
     if cm:
         p = cache.get("confusion.png", src, lambda out: plots.confusion(cm, names, out, normalize=True,
                       title="Confusion matrix (counts; colour: share of the true class)"))  # fmt: skip
-        sec.figures.append(Figure(data_uri(p), "Confusion matrix: rows are true classes, columns predictions", run.rel(p)))
+        sec.figures.append(Figure(data_uri(p), "Confusion matrix: rows are true classes, columns predictions",
+                                  run.rel(p)))  # fmt: skip
     return sec
 
 
@@ -220,7 +221,8 @@ def run_context(run: Run, echo: Callable[[str], None] = lambda s: None,
     # the gallery comes from the errors analysis, else from predictions.csv (written with eval.json);
     # an analysis' figure captions are tagged already
     for sec, prov, figures in ((classes_sec, evaluated, True),
-                               (examples_sec, provenance[errors.stem] if errors else evaluated, errors is None)):  # fmt: skip
+                               (examples_sec, provenance[errors.stem] if errors else evaluated,
+                                errors is None)):  # fmt: skip
         if sec is not None and prov is not None:
             mark(sec, prov, figures)
     sections = [training_section(run, rows, cache, ckpts)]

@@ -129,7 +129,8 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[st
                             tables=[Table(["trial", "status", *varying, "best val acc", "at epoch", "final train acc",
                                            "gap (points)", "test acc", "parameters", "s/epoch", "seconds", "diagnosis"], rows)]))  # fmt: skip
 
-    own_csv = [p for p in sorted(path.rglob("*.csv")) if "trials" not in p.relative_to(path).parts[:1] and p.parts[-2] != REPORT_DIR]
+    own_csv = [p for p in sorted(path.rglob("*.csv"))
+               if "trials" not in p.relative_to(path).parts[:1] and p.parts[-2] != REPORT_DIR]  # fmt: skip
     tables = [t for t in (_csv_table(p, path) for p in own_csv) if t is not None]
     if tables:
         sections.append(Section("tables", "Tables", "The tables written by the sweep.", tables=tables))
