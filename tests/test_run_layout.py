@@ -69,18 +69,21 @@ def test_artifact_writes_are_atomic_and_a_failed_rewrite_keeps_the_old_figures(t
     import numpy as np
 
     a = Layout(tmp_path).artifact("saliency", "conv1")
-    assert a.save_arrays(x=np.arange(3)) == "analysis/saliency-conv1.npz"
-    with np.load(a.npz) as z:
-        assert z["x"].tolist() == [0, 1, 2]
-    a.write({"analysis": "saliency", "figures": []})
-    with a.replacing() as folder:
+    with a.replacing() as folder:  # a first run: figures, arrays, then the JSON
         (folder / "old.png").parent.mkdir(parents=True)
         (folder / "old.png").write_bytes(b"1")
+        assert a.save_arrays(x=np.arange(3)) == "analysis/saliency-conv1.npz"
+    a.write({"analysis": "saliency", "figures": []})
+    with np.load(a.npz) as z:
+        assert z["x"].tolist() == [0, 1, 2]
     with pytest.raises(RuntimeError), a.replacing() as folder:
         folder.mkdir(parents=True)
         (folder / "new.png").write_bytes(b"2")
+        a.save_arrays(x=np.arange(5))
         raise RuntimeError("drawing failed")
     assert sorted(p.name for p in a.folder.iterdir()) == ["old.png"]
+    with np.load(a.npz) as z:  # the arrays still match the JSON and the figures
+        assert z["x"].tolist() == [0, 1, 2]
     assert sorted(p.name for p in (tmp_path / "analysis").iterdir()) == ["saliency-conv1", "saliency-conv1.json",
                                                                          "saliency-conv1.npz"]  # fmt: skip
     # a crash while writing leaves the old file, never half of a new one

@@ -125,28 +125,37 @@ class Artifact:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def replacing(self) -> "_Replacing":
-        """``with artifact.replacing():`` the old figures are kept aside until the block succeeds,
-        then dropped; on an error the new ones are dropped and the old ones come back."""
-        return _Replacing(self.folder)
+        """``with artifact.replacing():`` the old figures and arrays are kept aside until the block
+        succeeds, then dropped; on an error the new ones are dropped and the old ones come back, so
+        they still match the JSON (written after the block)."""
+        return _Replacing([self.folder, self.npz])
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
 
 
 class _Replacing:
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.aside = folder.with_name(f".{folder.name}.previous")
+    def __init__(self, paths: list[Path]):
+        self.pairs = [(p, p.with_name(f".{p.name}.previous")) for p in paths]
 
     def __enter__(self) -> Path:
-        shutil.rmtree(self.aside, ignore_errors=True)
-        if self.folder.is_dir():
-            self.folder.rename(self.aside)
-        return self.folder
+        for p, aside in self.pairs:
+            _remove(aside)
+            if p.exists():
+                p.rename(aside)
+        return self.pairs[0][0]
 
     def __exit__(self, kind, *_: Any) -> None:
-        if kind is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            if self.aside.is_dir():
-                self.aside.rename(self.folder)
-        shutil.rmtree(self.aside, ignore_errors=True)
+        for p, aside in self.pairs:
+            if kind is not None:
+                _remove(p)
+                if aside.exists():
+                    aside.rename(p)
+            _remove(aside)
 
 
 class Layout:
