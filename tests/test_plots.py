@@ -97,3 +97,53 @@ def test_topk_patches_of_a_3x3_receptive_field_keep_their_colour(tmp_path):
     assert f["positions"] == [2]
     a = pixels(tmp_path / "analysis" / "topk" / "conv1" / "f0_patches.png")
     assert count_red(a) > 50  # the 3x3 patch is drawn red (HWC reading: a white row over black)
+
+
+def test_drawing_leaves_the_backend_and_rcparams_as_they_were(tmp_path):
+    """A notebook's backend and settings survive importing convlens and drawing; the figures still
+    get the house style: the same pixels as drawn with that style set globally through pyplot."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = f"""
+import sys, matplotlib
+matplotlib.use("svg")
+matplotlib.rcParams["font.size"] = 13.0
+before = dict(matplotlib.rcParams)
+import numpy as np
+from convlens import plots
+from convlens.explain.figures import single_image
+plots.bars([10.0, 80.0], ["cat", "dog"], {str(tmp_path / "a.png")!r}, title="accuracy")
+single_image(np.ones((3, 4, 4), dtype=np.float32) * 0.5, {str(tmp_path / "s.png")!r}, "grey")
+assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+assert "matplotlib.pyplot" not in sys.modules
+changed = [k for k, v in matplotlib.rcParams.items() if before[k] != v]
+assert not changed, changed
+import matplotlib.pyplot as plt
+plt.switch_backend("Agg")
+plt.rcParams.update(plots.STYLE)
+plots.bars([10.0, 80.0], ["cat", "dog"], {str(tmp_path / "b.png")!r}, title="accuracy")
+print("ok")
+"""
+    src = Path(__file__).resolve().parents[1] / "src"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(src)})
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+    a, b = pixels(tmp_path / "a.png"), pixels(tmp_path / "b.png")
+    assert a.shape == b.shape and np.array_equal(a, b)
+    s = pixels(tmp_path / "s.png")
+    assert (np.abs(s - 127.5) < 1).all(-1).sum() > 1000  # the grey image is shown
+
+
+def test_a_figure_that_fails_half_way_leaves_the_old_png(tmp_path):
+    p = plots.bars([10.0, 80.0], ["cat", "dog"], tmp_path / "bars.png")
+    before = p.read_bytes()
+
+    class Broken:
+        def savefig(self, f, **_):
+            f.write(b"\x89PNG half")
+            raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError):
+        plots.save(Broken(), p)
+    assert p.read_bytes() == before and [q.name for q in tmp_path.iterdir()] == ["bars.png"]

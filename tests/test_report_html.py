@@ -264,10 +264,10 @@ def test_demo_ends_with_its_report(tmp_path, monkeypatch):
     assert lines[-1] == f"report: {path / 'report.html'}"
     # trained, analysed, explained, then reported: every analysis has its section
     ids = Page((path / "report.html").read_text(encoding="utf-8")).section_ids()
-    for name in ("filters", "featuremaps", "stats", "classnorms", "topk", "ablate", "occlusion", "actmax"):
+    for name in ("filters", "featuremaps", "stats", "classnorms", "topk", "ablate", "occlusion", "actmax-conv1"):
         assert f"analysis-{name}" in ids and (path / "analysis" / f"{name}.json").is_file(), name
     assert {"examples", "filter-browser"} <= set(ids)
-    assert (path / "analysis" / "actmax" / "conv1" / "f0.png").is_file()
+    assert (path / "analysis" / "actmax-conv1" / "conv1" / "f0.png").is_file()
 
 
 def test_report_of_a_real_run(tmp_path_factory, tmp_path):
@@ -282,10 +282,11 @@ def test_report_of_a_real_run(tmp_path_factory, tmp_path):
     srcs = {a["src"] for a in page.all("img") if "src" in a}
     shown = "".join(page.text)
     names = {p.stem for p in (run / "analysis").glob("*.json")}
-    assert names == {"filters", "featuremaps", "stats", "classnorms", "topk", "ablate", "errors", "occlusion", "deconv"}
-    for name in names:
-        doc = read_json(run / "analysis" / f"{name}.json")
-        assert ("examples" if name == "errors" else f"analysis-{name}") in ids, name
+    assert names == {"filters", "featuremaps", "stats", "classnorms", "topk", "ablate", "errors", "occlusion",
+                     "deconv-conv2-f1"}  # fmt: skip
+    for stem in names:
+        doc, name = read_json(run / "analysis" / f"{stem}.json"), stem.partition("-")[0]
+        assert ("examples" if name == "errors" else f"analysis-{stem}") in ids, name
         assert doc["figures"], name
         for fig in doc["figures"]:
             uri = data_uri(run / fig["path"])
@@ -305,7 +306,7 @@ def test_report_of_a_real_run(tmp_path_factory, tmp_path):
     assert set(browser["figures"]["conv3"]["15"]) == {"filters", "classnorms", "topk", "topk_patches"}
     assert set(browser["figures"]["conv2"]["1"]) == {"filters", "topk", "topk_patches", "deconv"}
     # a deconvnet projection has only per-filter figures: its section shows them too
-    assert data_uri(run / "analysis" / "deconv" / "conv2" / "f1.png") in srcs
+    assert data_uri(run / "analysis" / "deconv-conv2-f1" / "conv2" / "f1.png") in srcs
     assert data_uri(run / "analysis" / "occlusion" / "test0.png") in srcs
     # the tables read the real numbers
     abl = read_json(run / "analysis" / "ablate.json")

@@ -46,7 +46,9 @@ def check_out(path: str | None, flag: str = "--out", kind: str = "folder") -> No
     if kind == "folder" and p.exists() and not p.is_dir():
         raise ConvlensError(f"{flag} {path} is a file; give a folder")
     if kind == "file" and p.is_dir():
-        raise ConvlensError(f"{flag} {path} is a folder; give the file to write, e.g. {p / 'report.html'}")
+        from .run.layout import REPORT_HTML
+
+        raise ConvlensError(f"{flag} {path} is a folder; give the file to write, e.g. {p / REPORT_HTML}")
     for parent in p.absolute().parents:
         if parent.exists():
             if not parent.is_dir():

@@ -1,39 +1,91 @@
 """Figures shared by training, analyses, explanations and reports.
 
-matplotlib is imported lazily (inside :func:`pyplot`) with the non-interactive Agg backend, so
-training never pays for it. Every function takes plain numbers/arrays (as read back from the run
-folder's JSON) and writes a PNG; nothing here computes results.
+matplotlib is imported lazily, so training never pays for it, and no global state of it is
+touched: figures are ``matplotlib.figure.Figure`` objects that belong to no backend (a notebook's
+backend stays as it is, and pyplot is never imported), and the house style (:data:`STYLE`) holds
+only inside :func:`styled` drawing functions, through ``matplotlib.rc_context``. Every function
+takes plain numbers/arrays (as read back from the run folder's JSON) and writes a PNG; nothing
+here computes results.
 """
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
+STYLE = {"figure.dpi": 100, "savefig.dpi": 110, "font.size": 9, "axes.titlesize": 9,
+         "axes.spines.top": False, "axes.spines.right": False}  # fmt: skip
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def styled(fn: F) -> F:
+    """Run a drawing function with :data:`STYLE` in force, and the caller's rcParams after it."""
+
+    @functools.wraps(fn)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        with matplotlib.rc_context(STYLE):
+            return fn(*args, **kwargs)
+
+    return inner  # type: ignore[return-value]
+
+
+class _Figures:
+    """The part of pyplot the drawing code uses, without pyplot's figure manager or backend:
+    ``subplots`` and ``figure`` make plain ``Figure`` objects, which are saved (through the Agg
+    canvas PNG needs) and then dropped; nothing outlives them."""
+
+    def __init__(self) -> None:
+        from matplotlib import colormaps, patches
+        from matplotlib.figure import Figure
+
+        self._figure, self._colormaps, self.Rectangle = Figure, colormaps, patches.Rectangle
+
+    def figure(self, **fig_kw: Any) -> Any:
+        return self._figure(**fig_kw)
+
+    def subplots(self, nrows: int = 1, ncols: int = 1, *, sharex: Any = False, sharey: Any = False,
+                 squeeze: bool = True, subplot_kw: dict | None = None, gridspec_kw: dict | None = None,
+                 width_ratios: Any = None, height_ratios: Any = None, **fig_kw: Any) -> tuple[Any, Any]:  # fmt: skip
+        fig = self._figure(**fig_kw)
+        axes = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=squeeze, subplot_kw=subplot_kw,
+                            gridspec_kw=gridspec_kw, width_ratios=width_ratios,
+                            height_ratios=height_ratios)  # fmt: skip
+        return fig, axes
+
+    def get_cmap(self, name: str) -> Any:
+        return self._colormaps[name]
+
+    def close(self, fig: Any) -> None:
+        """Nothing to release: no figure manager holds the figure."""
+
 
 @functools.cache
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "font.size": 9, "axes.titlesize": 9,
-                         "axes.spines.top": False, "axes.spines.right": False})  # fmt: skip
-    return plt
+def pyplot() -> _Figures:
+    """A pyplot-like factory of figures that changes no global matplotlib state (see :class:`_Figures`);
+    draw inside a :func:`styled` function to get the house style."""
+    return _Figures()
 
 
 def save(fig: Any, path: str | Path) -> Path:
-    """Save and close a figure; parent folders are created."""
-    plt = pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    """Save a figure (PNG unless the name says otherwise) atomically: a reader never sees half an
+    image. Parent folders are created."""
+    import io
+
+    import matplotlib
+
+    from .utils import atomic_write
+
+    buf = io.BytesIO()
+    with matplotlib.rc_context({"savefig.dpi": STYLE["savefig.dpi"]}):
+        fig.savefig(buf, format=Path(path).suffix[1:] or "png", bbox_inches="tight")
+    atomic_write(Path(path), lambda f: f.write(buf.getvalue()), mode="wb")
+    return Path(path)
 
 
 LAYOUTS = ("chw", "hwc", "hw")
@@ -73,6 +125,7 @@ def _layouts(layout: str | Sequence[str], n: int) -> list[str]:
     return layouts
 
 
+@styled
 def image_grid(images: Sequence[np.ndarray], path: str | Path, *, layout: str | Sequence[str],
                titles: Sequence[str] | None = None,
                cols: int = 8, scale: float = 1.2, suptitle: str | None = None, cmap: str = "gray",
@@ -97,6 +150,7 @@ def image_grid(images: Sequence[np.ndarray], path: str | Path, *, layout: str | 
     return save(fig, path)
 
 
+@styled
 def confusion(matrix: Sequence[Sequence[float]], classes: Sequence[str], path: str | Path, *,
               title: str = "Confusion matrix", diverging: bool = False, normalize: bool = False) -> Path:  # fmt: skip
     """Rows are true classes, columns predicted ones; ``diverging`` for before/after differences."""
@@ -127,6 +181,7 @@ def confusion(matrix: Sequence[Sequence[float]], classes: Sequence[str], path: s
     return save(fig, path)
 
 
+@styled
 def curves(metrics: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Loss, accuracy (train and validation) and learning rate against epochs."""
     plt = pyplot()
@@ -157,6 +212,7 @@ def curves(metrics: Sequence[dict[str, Any]], path: str | Path, title: str = "")
     return save(fig, path)
 
 
+@styled
 def bars(values: Sequence[float], labels: Sequence[str], path: str | Path, *, title: str = "",
          ylabel: str = "", errors: Sequence[float] | None = None, highlight: int | Sequence[int] | None = None,
          ylim: tuple[float, float] | None = None) -> Path:  # fmt: skip
@@ -213,6 +269,7 @@ def _canvas(tiles: Sequence[np.ndarray], layouts: Sequence[str], cols: int, scal
     return canvas, origins, shown, px, band
 
 
+@styled
 def mosaic(tiles: Sequence[np.ndarray], path: str | Path, *, layout: str | Sequence[str], cols: int = 10,
            titles: Sequence[str] | None = None,
            title_colors: Sequence[str] | None = None, boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
@@ -265,6 +322,7 @@ def mosaic(tiles: Sequence[np.ndarray], path: str | Path, *, layout: str | Seque
     return save(fig, path)
 
 
+@styled
 def image_with_maps(image: np.ndarray, maps: Sequence[np.ndarray], path: str | Path, *, layout: str,
                     titles: Sequence[str],
                     vmin: float, vmax: float, cmap: str, suptitle: str, colorbar: str, cols: int = 8) -> Path:  # fmt: skip
@@ -291,6 +349,7 @@ def image_with_maps(image: np.ndarray, maps: Sequence[np.ndarray], path: str | P
     return save(fig, path)
 
 
+@styled
 def heatmap(matrix: Sequence[Sequence[float]], rows: Sequence[str], cols: Sequence[str], path: str | Path, *,
             title: str = "", xlabel: str = "", ylabel: str = "", cmap: str = "viridis", colorbar: str = "",
             vmin: float | None = None, vmax: float | None = None) -> Path:  # fmt: skip
@@ -310,6 +369,7 @@ def heatmap(matrix: Sequence[Sequence[float]], rows: Sequence[str], cols: Sequen
     return save(fig, path)
 
 
+@styled
 def strip(groups: dict[str, Sequence[float]], path: str | Path, *, title: str = "", ylabel: str = "") -> Path:
     """One column of dots per group (e.g. each filter's selectivity, per layer), with the median."""
     plt = pyplot()
@@ -327,6 +387,7 @@ def strip(groups: dict[str, Sequence[float]], path: str | Path, *, title: str = 
     return save(fig, path)
 
 
+@styled
 def panels(series: dict[str, Sequence[float]], path: str | Path, *, xlabel: str = "", title: str = "",
            errors: dict[str, Sequence[float]] | None = None, highlight: Sequence[int] = (),
            highlight_label: str = "") -> Path:  # fmt: skip
@@ -354,6 +415,7 @@ def panels(series: dict[str, Sequence[float]], path: str | Path, *, xlabel: str 
     return save(fig, path)
 
 
+@styled
 def grouped_bars(series: dict[str, Sequence[float]], labels: Sequence[str], path: str | Path, *,
                  title: str = "", ylabel: str = "", ylim: tuple[float, float] | None = None) -> Path:  # fmt: skip
     """Side-by-side bars per label, one colour per series (e.g. per-class accuracy before/after)."""

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ..run.layout import Layout
 from ..runlock import writes_run
 from . import load_all
 from .base import ANALYSES, Analysis, AnalysisError, Streaming, Subject, inference, subset_note
@@ -115,7 +116,7 @@ def _shared_pass(subject: Subject, readers: list[Streaming]) -> dict[str, dict[s
 
 
 def _report(subject: Subject, a: Analysis, result: dict[str, Any]) -> None:
-    where = f" -> {Path(subject.root) / 'analysis' / (a.name + '.json')}" if subject.root is not None else ""
+    where = f" -> {Layout(subject.root).artifact(a.name).json}" if subject.root is not None else ""
     subject.say(f"{a.name}: {result['seconds']:.1f} s, {len(result['figures'])} figures{where}")
     for line in a.lines(result):
         subject.say(f"  {line}")

@@ -32,7 +32,7 @@ from ..errors import LayerError
 from ..models.graph import known_shape, remember_shape, trace_graph
 from ..models.summary import receptive_fields
 from ..trace import borrowed, conv_layers, get_layer
-from ..utils import interactive, write_json
+from ..utils import interactive
 from ..jobs import JOBS, AnalysisError, comma_ints, comma_list, option  # noqa: F401  (re-exported)
 from .options import AT_HELP  # noqa: F401  (re-exported)
 
@@ -196,8 +196,10 @@ class Subject:
         yield from it
 
     # -- output --------------------------------------------------------------------------------
-    def folder(self, name: str) -> Path | None:
-        return None if self.root is None else Path(self.root) / "analysis" / name
+    def folder(self, name: str, key: str | None = None) -> Path | None:
+        from ..run import Layout
+
+        return None if self.root is None else Layout(self.root).artifact(name, key).folder
 
     def rel(self, path: Path) -> str:
         return Path(path).relative_to(self.root).as_posix()
@@ -405,7 +407,9 @@ class Analysis:
         }
         out.setdefault("figures", [])
         if subject.root is not None:
-            write_json(Path(subject.root) / "analysis" / f"{self.name}.json", out)
+            from ..run import Layout
+
+            Layout(subject.root).artifact(self.name).write(out)
         return out
 
     def lines(self, result: dict[str, Any]) -> list[str]:

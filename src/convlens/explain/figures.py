@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..plots import pyplot, save, to_display
+from ..plots import pyplot, save, styled, to_display
 from .heatmap import HeatmapScale
 
 HEAT = "inferno"
@@ -69,6 +69,7 @@ def signal_as_image(signal: np.ndarray) -> np.ndarray:
     return np.clip(0.5 + 0.5 * signal, 0, 1)
 
 
+@styled
 def attribution_grid(images: np.ndarray, heat: np.ndarray, scale: HeatmapScale, titles: Sequence[str],
                      path: str | Path, *, title: str, signal: np.ndarray | None = None) -> Path:  # fmt: skip
     """One row per image: the image, the heat map, the heat map over the image (and the signal
@@ -99,6 +100,7 @@ def attribution_grid(images: np.ndarray, heat: np.ndarray, scale: HeatmapScale, 
     return save(fig, path)
 
 
+@styled
 def occlusion_figure(image: np.ndarray, maps: dict[int, np.ndarray], rows: Sequence[tuple[str, int]],
                      stride: int, padding: int, path: str | Path, *, title: str, scale: HeatmapScale,
                      label: str | None = None) -> Path:  # fmt: skip
@@ -126,6 +128,7 @@ def occlusion_figure(image: np.ndarray, maps: dict[int, np.ndarray], rows: Seque
     return save(fig, path)
 
 
+@styled
 def filter_projection(images: np.ndarray, signal: np.ndarray, boxes: Sequence[tuple[int, int, int, int]],
                       titles: Sequence[str], path: str | Path, *, title: str, scale: HeatmapScale) -> Path:  # fmt: skip
     """Per image: the image with the strongest unit's receptive field boxed, its projection to
@@ -149,6 +152,7 @@ def filter_projection(images: np.ndarray, signal: np.ndarray, boxes: Sequence[tu
     return save(fig, path)
 
 
+@styled
 def single_image(img: np.ndarray, path: str | Path, title: str = "") -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.6, 1.75 if title else 1.6))
@@ -158,6 +162,7 @@ def single_image(img: np.ndarray, path: str | Path, title: str = "") -> Path:
     return save(fig, path)
 
 
+@styled
 def objective_curves(curves: np.ndarray, labels: Sequence[str], path: str | Path, *, title: str) -> Path:
     """Objective per step for each image (steps, N); many images are drawn thin, with the median."""
     plt = pyplot()

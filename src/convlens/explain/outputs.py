@@ -1,15 +1,15 @@
 """Explanations of a run folder's model, written by the run-folder contract.
 
 ``explain_run(run, method, ...)`` loads the model and the chosen images, runs one method, and
-writes ``RUN/analysis/<method>.json`` (parameters, per-image results, a caption for every figure),
-``RUN/analysis/<method>.npz`` (the raw arrays) and the figures under ``RUN/analysis/<method>/``.
-Per-filter figures follow the filter browser's naming: ``analysis/actmax/<layer>/f<index>.png``
-and, for a deconvnet / guided-backprop projection of one filter, ``.../<layer>/f<index>.png``.
+writes its artifact (:meth:`convlens.run.Run.artifact`, keyed by the layer and the filters or
+classes asked for, so a run for other targets never replaces this one): ``<artifact>.json``
+(parameters, per-image results, a caption for every figure), ``<artifact>.npz`` (the raw arrays)
+and the figures in the artifact's folder. Per-filter figures follow the filter browser's naming:
+``<artifact>/<layer>/f<index>.png``.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from ..errors import ConvlensError
-from ..run import Run
+from ..run import Run, artifact_key
 from ..runlock import writes_run
-from ..utils import write_json
 from . import actmax, deconv, gradcam, guided, occlusion, saliency  # noqa: F401  (fill the registry)
 from .base import METHODS, ExplainError
 
@@ -85,27 +84,20 @@ def explain_run(
         clock("model")
     options = dict(options or {})
     heatmap = dict(heatmap or {})
-    out_dir = run.analysis_dir / method
+    artifact = run.artifact(method, artifact_key(layer, filters))
+    out_dir = artifact.folder
     t0 = time.perf_counter()
     writer = {"occlusion": _occlusion, "actmax": _actmax, "gradcam": _gradcam}.get(method, _backprop)
     ctx = dict(run=run, model=model, method=method, split=split, images=images, layer=layer, filters=filters,
-               target=target, data_root=data_root, heatmap=heatmap, options=options, out_dir=out_dir, echo=echo)  # fmt: skip
-    # a rerun replaces the method's figures: the old ones are kept aside until the new ones are written
-    aside = out_dir.with_name(f".{method}.previous")
-    shutil.rmtree(aside, ignore_errors=True)
-    if out_dir.is_dir():
-        out_dir.rename(aside)
-    try:
+               target=target, data_root=data_root, heatmap=heatmap, options=options, out_dir=out_dir, echo=echo,
+               artifact=artifact)  # fmt: skip
+    # a rerun for the same targets replaces their figures: the old ones are kept aside until the new
+    # ones are written
+    with artifact.replacing():
         result = writer(**ctx)
-    except BaseException:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        if aside.is_dir():
-            aside.rename(out_dir)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
     result = {"analysis": method, **result, **checkpoint_info, "seconds": round(time.perf_counter() - t0, 2)}
-    write_json(run.analysis_dir / f"{method}.json", result)
-    echo(f"wrote {run.analysis_dir / f'{method}.json'} and {len(result['figures'])} figure(s) under {out_dir}")
+    artifact.write(result)
+    echo(f"wrote {artifact.json} and {len(result['figures'])} figure(s) under {out_dir}")
     return result
 
 
@@ -131,7 +123,8 @@ def default_windows(side: int) -> list[int]:
     return fit or sorted({max(1, side // 4), max(1, side // 2)})
 
 
-def _occlusion(*, run, model, split, images, data_root, heatmap, options, out_dir, echo, **_: Any) -> dict[str, Any]:
+def _occlusion(*, run, model, split, images, data_root, heatmap, options, out_dir, echo, artifact,
+               **_: Any) -> dict[str, Any]:  # fmt: skip
     from .figures import occlusion_figure
     from .heatmap import normalize_heatmaps
     from .occlusion import Occlusion
@@ -182,11 +175,11 @@ def _occlusion(*, run, model, split, images, data_root, heatmap, options, out_di
                         f"{label}."})  # fmt: skip
         d["min_true_probability"] = {str(k): float(maps[k][n, d["label"]].min()) for k in windows}
         d["mean_true_probability"] = {str(k): float(maps[k][n, d["label"]].mean()) for k in windows}
-    np.savez_compressed(run.analysis_dir / "occlusion.npz", indices=np.array(idx), labels=labels.numpy(),
-                        base=base.numpy(), **{f"probabilities_k{k}": maps[k] for k in windows})  # fmt: skip
+    arrays = artifact.save_arrays(indices=np.array(idx), labels=labels.numpy(), base=base.numpy(),
+                                  **{f"probabilities_k{k}": maps[k] for k in windows})  # fmt: skip
     params = {"windows": windows, "stride": stride, "fill": options.get("fill", "gray"), "padding": options.get("padding", 0),
               "map_shapes": {str(k): list(maps[k].shape[-2:]) for k in windows}, "seconds_per_window": {str(k): v for k, v in timing.items()}}  # fmt: skip
-    return {"params": params, "split": split, "images": described, "arrays": "analysis/occlusion.npz", "figures": figures}
+    return {"params": params, "split": split, "images": described, "arrays": arrays, "figures": figures}
 
 
 def _targets(model, x, labels, target: str) -> torch.Tensor:
@@ -207,7 +200,7 @@ def _probs(model, x) -> torch.Tensor:
 
 
 def _backprop(*, run, model, method, split, images, layer, filters, target, data_root, heatmap, options, out_dir,
-              echo, **_: Any) -> dict[str, Any]:  # fmt: skip
+              echo, artifact, **_: Any) -> dict[str, Any]:  # fmt: skip
     from ..models import receptive_fields
     from .figures import attribution_grid, filter_projection
     from .heatmap import normalize_heatmaps
@@ -218,10 +211,10 @@ def _backprop(*, run, model, method, split, images, layer, filters, target, data
     figures: list[dict[str, Any]] = []
     arrays: dict[str, np.ndarray] = {"indices": np.array(idx), "labels": labels.numpy()}
     if layer is None and filters:
-        raise ExplainError("--filter needs --layer: which layer's filter to project")
+        raise ExplainError("--filters needs --layers: which layer's filters to project")
     if layer is not None:
         if not filters:
-            raise ExplainError(f"give --filter F with --layer {layer}: the filter whose strongest activation is projected")
+            raise ExplainError(f"give --filters F with --layers {layer}: the filters whose strongest activations are projected")
         for f in filters:
             expl = METHODS[method](model, layer=layer, **options)
             sig = expl.attribute(x, [f] * len(x))
@@ -263,15 +256,16 @@ def _backprop(*, run, model, method, split, images, layer, filters, target, data
         arrays["attributions"] = sig.numpy()
         arrays["targets"] = t.numpy()
         params = {"target": target, "heatmap": {k: v for k, v in hm.items()}, **options}
-    np.savez_compressed(run.analysis_dir / f"{method}.npz", **arrays)
-    return {"params": params, "split": split, "images": described, "arrays": f"analysis/{method}.npz", "figures": figures}
+    saved = artifact.save_arrays(**arrays)
+    return {"params": params, "split": split, "images": described, "arrays": saved, "figures": figures}
 
 
 _NAMES = {"saliency": "Saliency (input gradient)", "guided": "Guided backprop", "deconv": "Deconvnet projection",
           "gradcam": "Grad-CAM"}  # fmt: skip
 
 
-def _gradcam(*, run, model, split, images, layer, target, data_root, heatmap, options, out_dir, **_: Any) -> dict[str, Any]:
+def _gradcam(*, run, model, split, images, layer, target, data_root, heatmap, options, out_dir, artifact,
+             **_: Any) -> dict[str, Any]:  # fmt: skip
     from .figures import attribution_grid
     from .gradcam import GradCAM
     from .heatmap import normalize_heatmaps
@@ -285,17 +279,18 @@ def _gradcam(*, run, model, split, images, layer, target, data_root, heatmap, op
     normed, scale = normalize_heatmaps(maps, **hm)
     for d, c in zip(described, t.tolist()):
         d["target"] = int(c)
-    path = attribution_grid(x.numpy(), normed, scale, [_title(d) for d in described], run.analysis_dir / "gradcam" / "images.png",
+    path = attribution_grid(x.numpy(), normed, scale, [_title(d) for d in described], out_dir / "images.png",
                             title=f"Grad-CAM on {cam.layer} for the {target} class")  # fmt: skip
-    np.savez_compressed(run.analysis_dir / "gradcam.npz", indices=np.array(idx), labels=labels.numpy(), maps=maps.numpy(),
-                        layer_maps=cam.details["maps"].numpy(), targets=t.numpy())  # fmt: skip
+    arrays = artifact.save_arrays(indices=np.array(idx), labels=labels.numpy(), maps=maps.numpy(),
+                                  layer_maps=cam.details["maps"].numpy(), targets=t.numpy())  # fmt: skip
     return {"params": {"layer": cam.layer, "target": target, "heatmap": hm, **options}, "split": split, "images": described,
-            "arrays": "analysis/gradcam.npz",
+            "arrays": arrays,
             "figures": [{"path": _rel(run, path), "caption": f"Grad-CAM on {cam.layer} for the {target} class of "
                          f"{len(x)} {split} images; {scale.label}."}]}  # fmt: skip
 
 
-def _actmax(*, run, model, layer, filters, split, data_root, options, out_dir, echo, **_: Any) -> dict[str, Any]:
+def _actmax(*, run, model, layer, filters, split, data_root, options, out_dir, echo, artifact,
+            **_: Any) -> dict[str, Any]:  # fmt: skip
     from ..data import load_data
     from .actmax import ActMax
     from .base import channel_count
@@ -365,7 +360,7 @@ def _actmax(*, run, model, layer, filters, split, data_root, options, out_dir, e
                              title=f"actmax {name}: objective per step")  # fmt: skip
     figures.append({"path": _rel(run, curve), "caption": f"Objective per step of each {what} of {name} (on the transformed "
                     f"image each step optimised)."})  # fmt: skip
-    np.savez_compressed(run.analysis_dir / "actmax.npz", images=imgs.numpy(), targets=np.array(targets), objective=curves)
+    arrays = artifact.save_arrays(images=imgs.numpy(), targets=np.array(targets), objective=curves)
     params = {"layer": name, "target_kind": what, "steps": am.steps, "lr": am.lr, "param": am.param,
               "decorrelate": cov is not None, "colour_covariance": cov.tolist() if cov is not None else None,
               "jitter": am.jitter, "scale": list(am.scale), "rotate": am.rotate, "l2": am.l2, "tv": am.tv,
@@ -375,4 +370,4 @@ def _actmax(*, run, model, layer, filters, split, data_root, options, out_dir, e
                                                      "index": int(data_split.indices[where[j]]), "split": split}}
            for j, (k, a, b) in enumerate(zip(targets, am.details["initial"], am.details["final"]))]  # fmt: skip
     return {"params": params, "split": "train" if cov is not None else None, "targets": per,
-            "optimise_seconds": round(seconds, 2), "arrays": "analysis/actmax.npz", "figures": figures}
+            "optimise_seconds": round(seconds, 2), "arrays": arrays, "figures": figures}

@@ -100,10 +100,8 @@ def import_run(factory: str, weights: str | Path | None, out: str | Path, data: 
     from .. import __version__
     from ..config import load_config
     from ..data import load_data
-    from ..run import write_status
-    from ..train.checkpoint import save
+    from ..run import Layout, write_status
     from ..train.loop import evaluate_run
-    from ..utils import write_json
     from . import build_model
     from .summary import summarize, totals
 
@@ -138,14 +136,15 @@ def import_run(factory: str, weights: str | Path | None, out: str | Path, data: 
                        f"[2, {bundle.num_classes}]")  # fmt: skip
     cfg.meta = {"convlens_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "command": " ".join(sys.argv), "torch": torch.__version__, "imported": str(weights)}  # fmt: skip
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
-    write_json(out / "dataset.json", bundle.describe())
+    layout = Layout(out)
+    layout.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    layout.write_config(cfg)
+    layout.write_dataset(bundle.describe())
     rows = summarize(model, bundle.shape)
-    write_json(out / "summary.json", {"layers": [r.to_dict() for r in rows], **totals(rows)})
+    layout.write_summary({"layers": [r.to_dict() for r in rows], **totals(rows)})
     state = {"model": model.state_dict(), "epoch": 0, "config": cfg.to_dict(), "version": __version__}
     for which in ("last", "best"):
-        save(out / "checkpoints" / f"{which}.pt", state)
+        layout.save_checkpoint(which, state)
     write_status(out, "finished", epoch=0, epochs=0, message=f"imported from {factory}")
     evaluate_run(out, "last", echo=echo)
     return out

@@ -1,4 +1,4 @@
-"""One report section per ``RUN/analysis/<name>.json``, whatever wrote it.
+"""One report section per artifact ``RUN/analysis/<name>[-<key>].json``, whatever wrote it.
 
 Every analysis and explanation following the run-folder contract is shown generically: its
 parameters (an option left at its default shows as "default"), the data split, its scalar results
@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..run.layout import ANALYSIS_DIR, Layout
+from ..run.schema import ArtifactDoc
 from ..utils import read_json
 from .html import Figure, Section, Table, data_uri, fmt, pct
 
@@ -41,7 +43,8 @@ TITLES = {
     "gradcam": ("Grad-CAM", "Class-weighted feature maps of a convolution layer, upsampled onto the image."),
 }  # fmt: skip
 
-PER_FILTER = re.compile(r"^analysis/(?P<name>[^/]+)/(?P<layer>[^/]+)/f(?P<filter>\d+)(?:_(?P<kind>[A-Za-z0-9]+))?\.png$")
+PER_FILTER = re.compile(rf"^{ANALYSIS_DIR}/(?P<name>[^/-]+)(?:-[^/]*)?/(?P<layer>[^/]+)/f(?P<filter>\d+)"
+                        r"(?:_(?P<kind>[A-Za-z0-9]+))?\.png$")  # fmt: skip
 SKIP_KEYS = {"analysis", "params", "figures", "split", "layers", "version",
              "checkpoint", "checkpoint_epoch", "checkpoint_sha256"}  # fmt: skip
 
@@ -49,15 +52,19 @@ SKIP_KEYS = {"analysis", "params", "figures", "split", "layers", "version",
 @dataclass
 class Analysis:
     name: str
-    doc: dict[str, Any]
+    doc: ArtifactDoc
     path: Path
+
+    @property
+    def stem(self) -> str:
+        """``<name>`` or ``<name>-<key>``: which artifact of the analysis this is."""
+        return self.path.stem
 
 
 def load_analyses(run_dir: Path) -> tuple[list[Analysis], list[str]]:
-    """Every readable ``analysis/*.json`` (in report order) and notes about unreadable ones."""
+    """Every readable artifact JSON (in report order) and notes about unreadable ones."""
     found, notes = [], []
-    folder = Path(run_dir) / "analysis"
-    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    for p in Layout(run_dir).artifacts():
         try:
             doc = read_json(p)
         except (ValueError, OSError) as exc:
@@ -68,7 +75,7 @@ def load_analyses(run_dir: Path) -> tuple[list[Analysis], list[str]]:
             continue
         found.append(Analysis(str(doc.get("analysis") or p.stem), doc, p))
     rank = {n: i for i, n in enumerate(ORDER)}
-    found.sort(key=lambda a: (rank.get(a.name, len(ORDER)), a.name))
+    found.sort(key=lambda a: (rank.get(a.name, len(ORDER)), a.name, a.stem))
     return found, notes
 
 
@@ -488,7 +495,9 @@ SECTION_FILTER_FIGURES = 24
 
 def analysis_section(run_dir: Path, a: Analysis, classes: list[str]) -> Section:
     title, intro = TITLES.get(a.name, (a.name, ""))
-    sec = Section(id=f"analysis-{a.name}", title=title, intro=intro, cls="analysis")
+    if a.stem != a.name:  # one of several artifacts of the analysis: say which
+        title = f"{title} ({a.stem[len(a.name) + 1:]})"
+    sec = Section(id=f"analysis-{a.stem}", title=title, intro=intro, cls="analysis")
     params = a.doc.get("params")
     if isinstance(params, dict):  # None is an option left at its default
         sec.params = [(str(k), "default" if v is None else fmt(v)) for k, v in params.items()]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..run.layout import Layout
 from .analyses import Analysis, figure_entries, per_filter_key
 from .html import data_uri
 
@@ -47,7 +48,7 @@ def collect(run_dir: Path, analyses: list[Analysis], layer_order: list[str] | No
             p = run_dir / e["path"]
             if key and p.is_file():
                 found.setdefault(key, (p, str(e.get("caption") or "")))
-    folder = run_dir / "analysis"
+    folder = Layout(run_dir).analysis_dir
     for p in sorted(folder.glob("*/*/f*.png")) if folder.is_dir() else []:
         key = per_filter_key({"path": p.relative_to(run_dir).as_posix()}, "")
         if key:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from ..errors import ConvlensError
 from ..explain.cli import METHOD_NAMES
-from ..run import CHECKPOINTS, Run
+from ..run import CHECKPOINTS, Run, artifact_key
 from .html import Section
 
 
@@ -59,7 +59,7 @@ class Checkpoints:
         self._files: dict[str, dict[str, Any] | None] = {}
 
     def file(self, name: str) -> Path:
-        return self.run.path / "checkpoints" / f"{name}.pt"
+        return self.run.checkpoint_file(name)
 
     def current(self, name: str) -> dict[str, Any] | None:
         """``checkpoint_info`` of ``checkpoints/<name>.pt`` now, or None if there is no such file."""
@@ -89,7 +89,8 @@ class Checkpoints:
         if now is None:
             return prov
         described = f"checkpoint {name}" + (f" of epoch {prov.epoch}" if prov.epoch is not None else "")
-        is_now = f"checkpoints/{name}.pt is now epoch {now['checkpoint_epoch']} (sha256 {now['checkpoint_sha256']})"
+        is_now = (f"{self.run.rel(self.file(name))} is now epoch {now['checkpoint_epoch']} "
+                  f"(sha256 {now['checkpoint_sha256']})")  # fmt: skip
         if prov.sha256 is not None and prov.sha256 != now["checkpoint_sha256"]:
             prov.stale = True
             prov.alerts.append(f"Stale: computed from {described} (sha256 {prov.sha256}), but {is_now}. "
@@ -110,6 +111,8 @@ class Checkpoints:
         run = self.run.path
         explained = name in METHOD_NAMES
         base = f"convlens explain {run} --method {name}" if explained else f"convlens analyze {run} --only {name}"
+        if explained and path.stem != name:  # a keyed artifact: the rerun asks for the same targets
+            base += _target_flags(doc, path.stem[len(name) + 1:])
         default = self.run.eval_checkpoint  # what analyze and explain read without --checkpoint
         return self.of(doc, path, lambda which: base + ("" if which == default else f" --checkpoint {which}"))
 
@@ -117,7 +120,20 @@ class Checkpoints:
         if not self.run.eval:
             return None
         run = self.run.path
-        return self.of(self.run.eval, run / "eval.json", lambda which: f"convlens eval {run} --checkpoint {which}")
+        return self.of(self.run.eval, self.run.eval_file, lambda which: f"convlens eval {run} --checkpoint {which}")
+
+
+def _target_flags(doc: dict[str, Any], key: str) -> str:
+    """The ``--layer`` / ``--filter`` flags whose :func:`~convlens.run.artifact_key` is ``key``."""
+    params = doc.get("params") if isinstance(doc.get("params"), dict) else {}
+    layer = params.get("layer") if isinstance(params.get("layer"), str) else None
+    filters = params.get("filters") or [t.get("filter") for t in doc.get("targets") or [] if isinstance(t, dict)]
+    filters = [int(f) for f in filters if isinstance(f, int)] if isinstance(filters, list) else []
+    for lay in (layer, None):
+        for fs in (None, filters):
+            if artifact_key(lay, fs) == key:
+                return (f" --layers {lay}" if lay else "") + (f" --filters {','.join(map(str, fs))}" if fs else "")
+    return ""
 
 
 def tag_captions(doc: dict[str, Any], prov: Provenance) -> None:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from ..run import Run
+from ..run import schema
 
 # Thresholds, in one place so the report can state them.
 OVERFIT_GAP = 0.10  # train minus validation accuracy at the end
@@ -78,8 +79,8 @@ class Facts:
             self.classes = run.classes
         except Exception:  # a run that never loaded its data: the eval file may still name them
             self.classes = list((self.eval or {}).get("classes", []))
-        stats = run.analysis_dir / "stats.json"
-        self.stats: dict | None = None
+        stats = run.artifact("stats").json
+        self.stats: schema.Stats | None = None
         if stats.is_file():
             from ..utils import read_json
 
@@ -391,39 +392,10 @@ def still_improving(f: Facts) -> list[Finding]:
                     "still at its best in the last epoch: training longer should help.", ev)]  # fmt: skip
 
 
-def dead_filters_by_layer(stats: dict) -> dict[str, tuple[list[int], int | None]]:
-    """``{layer: (dead filter indices, number of filters)}`` from the stats analysis.
-
-    Written against the layouts the analysis may use: ``layers`` as a mapping or a list of
-    per-layer records; dead filters as indices, as per-filter booleans, or as a ``dead`` flag in
-    per-filter records.
-    """
-    layers = stats.get("layers")
-    if isinstance(layers, list):
-        layers = {str(r.get("layer", r.get("name", i))): r for i, r in enumerate(layers) if isinstance(r, dict)}
-    out: dict[str, tuple[list[int], int | None]] = {}
-    if isinstance(layers, dict):
-        for name, info in layers.items():
-            if not isinstance(info, dict):
-                continue
-            dead = info.get("dead", info.get("dead_filters"))
-            filters = info.get("filters") if isinstance(info.get("filters"), list) else None
-            total = next((int(info[k]) for k in ("channels", "num_filters", "n_filters", "count")
-                          if isinstance(info.get(k), int)), None)  # fmt: skip
-            if dead is None and filters and all(isinstance(r, dict) for r in filters):
-                dead = [int(r.get("filter", r.get("index", i))) for i, r in enumerate(filters) if r.get("dead")]
-            if isinstance(dead, list) and dead and all(isinstance(d, bool) for d in dead):
-                total = total or len(dead)
-                dead = [i for i, d in enumerate(dead) if d]
-            if total is None:
-                total = len(filters) if filters else next((len(info[k]) for k in ("mean", "active", "max")
-                                                            if isinstance(info.get(k), list)), None)  # fmt: skip
-            if isinstance(dead, list):
-                out[str(name)] = (sorted(int(d) for d in dead), total)
-    for key in ("dead", "dead_filters"):
-        if not out and isinstance(stats.get(key), dict):
-            out = {str(k): (sorted(int(d) for d in v), None) for k, v in stats[key].items() if isinstance(v, list)}
-    return out
+def dead_filters_by_layer(stats: schema.Stats) -> dict[str, tuple[list[int], int]]:
+    """``{layer: (dead filter indices, number of filters)}`` from the stats analysis, read through
+    its schema (:class:`convlens.run.schema.Stats`); a layer in another layout is left out."""
+    return schema.dead_filters(stats)
 
 
 @check

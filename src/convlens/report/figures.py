@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import plots
+from ..run.examples import pick_examples, pick_mistakes  # noqa: F401  (the report's picks)
 from ..utils import read_json, write_json
 
 # Bump when a drawing function changes, so cached figures are redrawn once.
@@ -70,19 +71,6 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def pick_examples(rows: list[dict[str, Any]], n: int = 24) -> list[dict[str, Any]]:
-    """Evenly spaced over the test split: a fixed, unbiased sample with its share of mistakes."""
-    if len(rows) <= n:
-        return rows
-    step = len(rows) / n
-    return [rows[int(i * step)] for i in range(n)]
-
-
-def pick_mistakes(rows: list[dict[str, Any]], n: int = 16) -> list[dict[str, Any]]:
-    wrong = [r for r in rows if not r["correct"]]
-    return sorted(wrong, key=lambda r: (-r["confidence"], r["position"]))[:n]
-
-
 def _short(name: str, limit: int = 14) -> str:
     # matplotlib treats $...$ as math; a class name is plain text
     name = name.replace("$", r"\$")
@@ -113,13 +101,14 @@ def mosaic(images: list[np.ndarray], cols: int, pad: int = 2, min_side: int = 32
     return out, side, pitch
 
 
+@plots.styled
 def draw_gallery(images, picked: list[dict[str, Any]], classes: list[str], path: Path, title: str, mistakes: bool,
                  cols: int = 8) -> None:  # fmt: skip
     def cname(i: int) -> str:
         return _short(classes[i]) if 0 <= i < len(classes) else str(i)
 
     plt = plots.pyplot()
-    grid, side, pitch = mosaic([images[r["position"]].numpy() for r in picked], cols, band=0.5)
+    grid, side, pitch = mosaic([np.asarray(images[r["position"]]) for r in picked], cols, band=0.5)
     cols = min(cols, len(picked))
     rows = -(-len(picked) // cols)
     fig, ax = plt.subplots(figsize=(1.2 * cols, 1.2 * rows * pitch / side + 0.35))

@@ -10,7 +10,7 @@ from .. import __version__, plots
 from ..errors import ConvlensError
 from ..explain.cli import METHOD_NAMES
 from ..run import Run
-from ..utils import atomic_write_text, read_json
+from ..utils import atomic_write_text
 from . import browser
 from .analyses import Analysis, analysis_section, load_analyses
 from .checkpoints import Checkpoints, Provenance, mark, tag_captions
@@ -80,9 +80,9 @@ def training_section(run: Run, rows: list[dict[str, Any]], cache: FigureCache,
     # the curves are every epoch's weights, no one checkpoint: say where the checkpoints sit on them
     saved = [f"{n} at epoch {i['checkpoint_epoch']}" for n in ("best", "last") if ckpts and (i := ckpts.current(n))]
     where = f"every epoch, not one checkpoint{'; checkpoints saved: ' + ', '.join(saved) if saved else ''}"
-    p = cache.get("curves.png", [run.path / "metrics.jsonl"], lambda out: plots.curves(rows, out))
+    p = cache.get("curves.png", [run.metrics_file], lambda out: plots.curves(rows, out))
     caption = f"Training curves: loss, accuracy (train and validation), learning rate ({where})"
-    sec.figures.append(Figure(data_uri(p), caption, "report/curves.png"))
+    sec.figures.append(Figure(data_uri(p), caption, run.rel(p)))
     table = [[r.get("epoch"), r.get("train_loss"), pct(r.get("train_acc")), r.get("val_loss"), pct(r.get("val_acc")),
               r.get("lr"), r.get("epoch_seconds")] for r in rows]  # fmt: skip
     sec.tables.append(Table(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"], table,
@@ -115,15 +115,16 @@ def classes_section(run: Run, classes: list[str], cache: FigureCache) -> Section
                      support, worst])  # fmt: skip
     sec.tables.append(Table(["class", "accuracy", "test images", "most often taken for"], rows,
                             "Accuracy per class, and the class each is most often taken for"))  # fmt: skip
-    src = [run.path / "eval.json"]
+    src = [run.eval_file]
     if acc:
         p = cache.get("per_class.png", src, lambda out: plots.bars(
             [100 * a for a in acc], names, out, title="Per-class accuracy", ylabel="accuracy (%)", ylim=(0, 100)))
-        sec.figures.append(Figure(data_uri(p), "Per-class accuracy", "report/per_class.png"))
+        sec.figures.append(Figure(data_uri(p), "Per-class accuracy", run.rel(p)))
     if cm:
         p = cache.get("confusion.png", src, lambda out: plots.confusion(cm, names, out, normalize=True,
                       title="Confusion matrix (counts; colour: share of the true class)"))  # fmt: skip
-        sec.figures.append(Figure(data_uri(p), "Confusion matrix: rows are true classes, columns predictions", "report/confusion.png"))
+        sec.figures.append(Figure(data_uri(p), "Confusion matrix: rows are true classes, columns predictions",
+                                  run.rel(p)))  # fmt: skip
     return sec
 
 
@@ -132,33 +133,41 @@ def examples_section(run: Run, classes: list[str], cache: FigureCache, errors: A
         sec = analysis_section(run.path, errors, classes)
         sec.id = "examples"
         return sec
-    pred = run.path / "predictions.csv"
+    pred = run.predictions_file
     if not pred.is_file():
         return None
     sec = Section("examples", "Example classifications",
                   "Test images with the predicted class and its probability (green: right, red: wrong), and the "
                   "mistakes the model made with the most confidence.")  # fmt: skip
     rows = read_predictions(pred)
+    sources = [pred] + ([run.examples_file] if run.examples_file.is_file() else [])
     examples, mistakes = pick_examples(rows), pick_mistakes(rows)
     data: dict[str, Any] = {}
 
     def images():
-        # the run's own split (as Run.load_data), but a report never downloads anything
+        # the test images evaluation stored in the run folder; a folder written before they were
+        # stored falls back to the run's own split (as Run.load_data), never downloading anything
         if "test" not in data:
-            from ..data import load_data
+            kept = run.examples()
+            wanted = {r["position"] for r in examples + mistakes}
+            if kept is not None and wanted <= set(kept["indices"]):
+                data["test"] = dict(zip(kept["indices"], kept["images"]))
+            else:
+                from ..data import load_data
 
-            data["test"] = load_data(run.config.data.model_copy(update={"download": False})).test.images
+                data["test"] = load_data(run.config.data.model_copy(update={"download": False})).test.images
         return data["test"]
 
     try:
-        p = cache.get("examples.png", [pred], lambda out: draw_gallery(
+        p = cache.get("examples.png", sources, lambda out: draw_gallery(
             images(), examples, classes, out, "Example classifications", mistakes=False))  # fmt: skip
-        sec.figures.append(Figure(data_uri(p), "Evenly spaced test images: predicted class and probability", "report/examples.png"))
+        sec.figures.append(Figure(data_uri(p), "Evenly spaced test images: predicted class and probability",
+                                  run.rel(p)))  # fmt: skip
         if mistakes:
-            p = cache.get("mistakes.png", [pred], lambda out: draw_gallery(
+            p = cache.get("mistakes.png", sources, lambda out: draw_gallery(
                 images(), mistakes, classes, out, "Most confident mistakes (true \u2192 predicted)", mistakes=True))  # fmt: skip
             sec.figures.append(Figure(data_uri(p), "The most confident mistakes: true class \u2192 prediction, probability",
-                                      "report/mistakes.png"))  # fmt: skip
+                                      run.rel(p)))  # fmt: skip
         else:
             sec.notes.append("no test image is misclassified")
     except ConvlensError as exc:
@@ -183,7 +192,7 @@ def model_section(run: Run, summary: dict[str, Any] | None) -> Section | None:
 
 def config_section(run: Run) -> Section:
     return Section("config", "Config", "The resolved config the run was trained with (config.yaml).",
-                   pre=(run.path / "config.yaml").read_text(encoding="utf-8"), params=_config_facts(run))  # fmt: skip
+                   pre=run.config_file.read_text(encoding="utf-8"), params=_config_facts(run))  # fmt: skip
 
 
 def run_context(run: Run, echo: Callable[[str], None] = lambda s: None,
@@ -198,21 +207,22 @@ def run_context(run: Run, echo: Callable[[str], None] = lambda s: None,
     except ConvlensError:
         classes = list((run.eval or {}).get("classes", []))
     rows = run.metrics()
-    summary = read_json(run.path / "summary.json") if (run.path / "summary.json").is_file() else None
-    cache = FigureCache(run.path / "report", run.path)
+    summary = run.summary
+    cache = FigureCache(run.report_dir, run.path)
     analyses, notes = load_analyses(run.path)
     ckpts = Checkpoints(run, checkpoint)
     evaluated = ckpts.of_eval()
-    provenance = {a.name: ckpts.of_analysis(a.name, a.doc, a.path) for a in analyses}
+    provenance = {a.stem: ckpts.of_analysis(a.name, a.doc, a.path) for a in analyses}
     for a in analyses:  # before the browser and the sections read the captions
-        tag_captions(a.doc, provenance[a.name])
+        tag_captions(a.doc, provenance[a.stem])
     errors = next((a for a in analyses if a.name == "errors"), None)
     classes_sec = classes_section(run, classes, cache)
     examples_sec = examples_section(run, classes, cache, errors)
     # the gallery comes from the errors analysis, else from predictions.csv (written with eval.json);
     # an analysis' figure captions are tagged already
     for sec, prov, figures in ((classes_sec, evaluated, True),
-                               (examples_sec, provenance["errors"] if errors else evaluated, errors is None)):  # fmt: skip
+                               (examples_sec, provenance[errors.stem] if errors else evaluated,
+                                errors is None)):  # fmt: skip
         if sec is not None and prov is not None:
             mark(sec, prov, figures)
     sections = [training_section(run, rows, cache, ckpts)]
@@ -220,12 +230,12 @@ def run_context(run: Run, echo: Callable[[str], None] = lambda s: None,
     for a in analyses:
         if a is not errors:
             sec = analysis_section(run.path, a, classes)
-            mark(sec, provenance[a.name])
+            mark(sec, provenance[a.stem])
             sections.append(sec)
     alerts = [f"Test evaluation (eval.json): {x}" for x in evaluated.alerts] if evaluated is not None else []
-    stale = [a.name for a in analyses if provenance[a.name].stale]
+    stale = [a.stem for a in analyses if provenance[a.stem].stale]
     if stale:
-        explained = [n for n in stale if n in METHOD_NAMES]
+        explained = list(dict.fromkeys(a.name for a in analyses if provenance[a.stem].stale and a.name in METHOD_NAMES))
         also = f", and `convlens explain {run.path} --method M` for {', '.join(explained)}" if explained else ""
         alerts.append(f"{len(stale)} of {len(analyses)} analyses and explanations describe older weights than the "
                       f"current checkpoints ({', '.join(stale)}); their sections say which epoch and how to refresh "
@@ -260,7 +270,7 @@ def build_run_report(run: Run | str | Path, out: str | Path | None = None, echo:
                      checkpoint: str | None = None) -> Path:  # fmt: skip
     """Write the run's ``report.html`` (default ``RUN/report.html``) and return its path."""
     run = run if isinstance(run, Run) else Run(run)
-    out = Path(out) if out else run.path / "report.html"
+    out = Path(out) if out else run.report_file
     html = render_page(**run_context(run, echo, checkpoint))
     atomic_write_text(out, html)
     return out

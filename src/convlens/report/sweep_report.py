@@ -19,8 +19,9 @@ from typing import Any, Callable
 
 from .. import __version__, plots
 from ..errors import RunError
-from ..run import Run, is_run
-from ..utils import atomic_write_text, read_json
+from ..run import Layout, Run, is_run
+from ..run.layout import REPORT_DIR
+from ..utils import atomic_write_text
 from .diagnose import diagnose
 from .figures import FigureCache
 from .html import Figure, Section, Table, data_uri, fmt, pct, render_page
@@ -54,7 +55,7 @@ def _trial_row(run: Run) -> dict[str, Any]:
     best_epoch, best = max(val, key=lambda x: x[1]) if val else (None, None)
     last = rows[-1] if rows else {}
     secs = [r["epoch_seconds"] for r in rows if isinstance(r.get("epoch_seconds"), (int, float))]
-    summary = read_json(run.path / "summary.json") if (run.path / "summary.json").is_file() else {}
+    summary = run.summary or {}
     ev = run.eval or {}
     findings = ", ".join(f.title.lower() for f in diagnose(run) if f.severity in ("problem", "warning"))
     return {"findings": findings, "status": run.status.get("status", "unknown"),
@@ -112,7 +113,7 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[st
     order = sorted(range(len(runs)), key=lambda i: -(_best(data[i])))
     sections = [_trials_section(trials, data, configs, varying, links, order)]
     own_csv = [p for p in sorted(path.rglob("*.csv"))
-               if "trials" not in p.relative_to(path).parts[:1] and p.parts[-2] != "report"]  # fmt: skip
+               if "trials" not in p.relative_to(path).parts[:1] and p.parts[-2] != REPORT_DIR]  # fmt: skip
     tables = [t for t in (_csv_table(p, path) for p in own_csv) if t is not None]
     if tables:
         sections.append(Section("tables", "Tables", "The tables written by the sweep.", tables=tables))
@@ -187,12 +188,13 @@ def _groups_section(data: list[dict[str, Any]], configs: list[dict[str, Any]], v
 
 def _figures(path: Path, trials: list[Path], data: list[dict[str, Any]]) -> list[Figure]:
     """The sweep's own figures, or else the validation curves of every trial."""
-    own_png = [p for p in sorted(path.rglob("*.png")) if p.relative_to(path).parts[0] not in ("trials", "report")]
+    own_png = [p for p in sorted(path.rglob("*.png")) if p.relative_to(path).parts[0] not in ("trials", REPORT_DIR)]
     figs = [Figure(data_uri(p), p.stem.replace("_", " "), str(p.relative_to(path))) for p in own_png]
     if figs or not any(d["curve"] for d in data):
         return figs
-    cache = FigureCache(path / "report", path)
+    cache = FigureCache(Layout(path).report_dir, path)
 
+    @plots.styled
     def draw(p: Path) -> None:
         plt = plots.pyplot()
         fig, ax = plt.subplots(figsize=(7, 3.4))
@@ -207,9 +209,9 @@ def _figures(path: Path, trials: list[Path], data: list[dict[str, Any]]) -> list
             ax.legend(fontsize=7, ncol=2)
         plots.save(fig, p)
 
-    p = cache.get("curves.png", [t / "metrics.jsonl" for t in trials if (t / "metrics.jsonl").is_file()], draw)
+    p = cache.get("curves.png", [m for t in trials if (m := Layout(t).metrics_file).is_file()], draw)
     cache.save()
-    return [Figure(data_uri(p), "Validation accuracy of every trial", "report/curves.png")]
+    return [Figure(data_uri(p), "Validation accuracy of every trial", p.relative_to(path).as_posix())]
 
 
 def build_sweep_report(path: str | Path, out: str | Path | None = None,
@@ -217,6 +219,6 @@ def build_sweep_report(path: str | Path, out: str | Path | None = None,
     path = Path(path)
     if not is_sweep(path):
         raise RunError(f"{path} is not a sweep folder: it has no trials/<n>/ run folders")
-    out = Path(out) if out else path / "report.html"
+    out = Path(out) if out else Layout(path).report_file
     atomic_write_text(out, render_page(**sweep_context(path, out, echo)))
     return out

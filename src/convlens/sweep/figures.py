@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..plots import pyplot, save
+from ..plots import pyplot, save, styled
+from ..run.layout import Layout
 from ..train.metrics import read_metrics
 from .results import DONE, Results
 from .trial import trial_dir
@@ -37,7 +38,7 @@ def learning_curves(res: Results) -> list[dict[str, Any]]:
     reported to Optuna (a trial that ran on another machine)."""
     out = []
     for r in res.rows:
-        rows = read_metrics(trial_dir(res.out_dir, r["trial"]) / "metrics.jsonl")
+        rows = read_metrics(Layout(trial_dir(res.out_dir, r["trial"])).metrics_file)
         pts = [(m["epoch"], m["val_acc"]) for m in rows if m.get("val_acc") is not None]
         pts = pts or sorted(res.reported.get(r["trial"], {}).items())
         if pts:
@@ -53,6 +54,7 @@ def _numeric(values: list[Any]) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
+@styled
 def accuracy_vs(rows: list[dict[str, Any]], key: str, path, title: str = ""):
     plt = pyplot()
     shown = [r for r in rows if r.get("best_val_acc") is not None and (r["status"] in DONE or r["status"] == "pruned")]
@@ -95,6 +97,7 @@ def accuracy_vs(rows: list[dict[str, Any]], key: str, path, title: str = ""):
     return save(fig, path)
 
 
+@styled
 def overlay(curves: list[dict[str, Any]], path, title: str = "", best: int | None = None):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.4))

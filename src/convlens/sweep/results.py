@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConvlensError
+from ..run import is_run
 from ..utils import atomic_write_text, read_json, write_json
 from .spec import Sweep, load_sweep
 from .study import is_database, open_storage, optuna
@@ -143,7 +144,7 @@ def trial_rows(sweep: Sweep, out_dir: Path, study: Any) -> list[dict[str, Any]]:
         row["seed"] = t.user_attrs.get("seed")
         res = dict(t.user_attrs.get("result") or {})
         run_dir = trial_dir(out_dir, t.number)
-        if (run_dir / "config.yaml").is_file():  # the run folder is the record; the copy in the study
+        if is_run(run_dir):  # the run folder is the record; the copy in the study
             local = summarize_run(run_dir)  # covers trials whose folder is on another machine
             res.update({k: v for k, v in local.items() if v is not None and k != "total_seconds"})
         row["status"] = _status(t, res, TS)

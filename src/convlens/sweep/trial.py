@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..run import Run
-from ..utils import read_json
+from ..run import Run, is_run
 from .spec import Sweep
 from .study import optuna, worker_id
 
@@ -74,12 +73,12 @@ def run_trial(trial: Any, sweep: Sweep, out_dir: Path, threads: int | None,
 def summarize_run(run_dir: Path, seconds: float | None = None) -> dict[str, Any]:
     """The per-trial numbers of the tables, read from a run folder (complete or not)."""
     run_dir = Path(run_dir)
-    run = Run(run_dir) if (run_dir / "config.yaml").is_file() else None
+    run = Run(run_dir) if is_run(run_dir) else None
     rows = run.metrics() if run else []
     vals = [(r["val_acc"], -r["epoch"]) for r in rows if r.get("val_acc") is not None]
     best = max(vals) if vals else None  # ties go to the earlier epoch
     last = rows[-1] if rows else {}
-    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    summary = (run.summary if run else None) or {}
     ev = run.eval if run else None
     secs = [r["epoch_seconds"] for r in rows if r.get("epoch_seconds") is not None]
     return {

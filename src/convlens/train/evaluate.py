@@ -14,9 +14,8 @@ from torch import nn
 
 from ..data import Split, batches
 from ..data.augment import shift_crop
-from ..run import CHECKPOINTS, Run
+from ..run import CHECKPOINTS, Layout, Run
 from ..trace import borrowed
-from ..utils import atomic_write_text, write_json
 from .precision import Precision, choose
 
 
@@ -111,5 +110,17 @@ def write_eval(run_dir: Path, result: dict[str, Any], split: Split, logits: torc
     if result.get("checkpoint") in CHECKPOINTS:
         info = Run(run_dir).checkpoint_info(result["checkpoint"])
         result.update(info, epoch=info["checkpoint_epoch"])
-    atomic_write_text(Path(run_dir) / "predictions.csv", predictions_csv(split, logits))
-    write_json(Path(run_dir) / "eval.json", result)
+    Layout(run_dir).write_eval(result, predictions_csv(split, logits))
+    write_examples(run_dir, split, logits)
+
+
+def write_examples(run_dir: Path, split: Split, logits: torch.Tensor) -> None:
+    """The test images the report shows (``examples.npz``), so it never reloads the data set."""
+    from ..run.examples import kept_positions
+
+    conf, pred = logits.float().softmax(1).max(1)
+    labels = split.labels.to(pred.device)
+    rows = [{"position": i, "label": int(y), "pred": int(p), "confidence": float(c), "correct": int(p) == int(y)}
+            for i, (y, p, c) in enumerate(zip(labels.tolist(), pred.tolist(), conf.tolist()))]  # fmt: skip
+    keep = kept_positions(rows)
+    Layout(run_dir).write_examples(split.images[keep].cpu().numpy(), keep, "test")

@@ -25,9 +25,9 @@ from ..data import Augment, DataBundle, batches, load_data, num_batches
 from ..errors import RunError
 from ..models import build_model, summarize, totals
 from ..models.whiten import init_whitening
-from ..run import Run, write_status
+from ..run import Layout, Run, write_status
 from ..runlock import LOCK, RunBusy, holder, run_lock, writes_run
-from ..utils import interactive, write_json
+from ..utils import interactive
 from . import checkpoint
 from .averaging import WeightAverage
 from .evaluate import evaluate_split, write_eval
@@ -176,7 +176,7 @@ def _leftovers_only(run_dir: Path) -> bool:
     """True for a folder holding nothing but what a run killed before writing its config leaves
     (the lock file, an empty checkpoints folder): it is started afresh, not refused."""
     for p in run_dir.iterdir():
-        if p.name == LOCK or (p.name == "checkpoints" and p.is_dir() and not any(p.iterdir())):
+        if p.name == LOCK or (p == Layout(run_dir).checkpoint_dir and p.is_dir() and not any(p.iterdir())):
             continue
         return False
     return True
@@ -191,7 +191,7 @@ def _prepare_dir(run_dir: Path) -> None:
             f"{run_dir} already exists and is not empty; choose another --out, or continue it with "
             f"`convlens train --resume {run_dir}`"
         )
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    Layout(run_dir).checkpoint_dir.mkdir(parents=True, exist_ok=True)
 
 
 def train(
@@ -216,7 +216,7 @@ def train(
 def _train(config, out, resume, overrides, echo, callback, held: contextlib.ExitStack) -> Run:
     if resume is not None:
         run_dir = Path(resume)
-        if run_dir.is_dir() and not (run_dir / "config.yaml").is_file() and _leftovers_only(run_dir):
+        if run_dir.is_dir() and not Layout(run_dir).config_file.is_file() and _leftovers_only(run_dir):
             raise RunError(f"{run_dir} was stopped before training began (it has no config.yaml); start it "
                            f"again with `convlens train CONFIG --out {run_dir}`")  # fmt: skip
         prior = Run(run_dir)
@@ -244,7 +244,8 @@ def _train(config, out, resume, overrides, echo, callback, held: contextlib.Exit
     cfg.meta = {"convlens_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "command": " ".join(sys.argv), "torch": torch.__version__, "precision": prec.describe()}  # fmt: skip
     trainer = Trainer(cfg, run_dir, data, prec, echo, callback)
-    last = run_dir / "checkpoints" / "last.pt"
+    layout = Layout(run_dir)
+    last = layout.checkpoint_file("last")
     if resume is not None and last.is_file():
         trainer.restore(checkpoint.load(last, map_location=prec.device))
         if prior.status.get("status") == "finished" and trainer.start_epoch >= cfg.train.epochs:
@@ -253,16 +254,16 @@ def _train(config, out, resume, overrides, echo, callback, held: contextlib.Exit
     elif resume is not None:
         # killed before its first checkpoint: the same seed trains it from the start, as if new
         echo(f"{run_dir} has no checkpoint yet: training it from the first epoch")
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
-        (run_dir / "checkpoints" / "best.pt").unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "tb", ignore_errors=True)
+        layout.checkpoint_dir.mkdir(exist_ok=True)
+        layout.checkpoint_file("best").unlink(missing_ok=True)
+        shutil.rmtree(layout.tb_dir, ignore_errors=True)
     else:
         _prepare_dir(run_dir)
         held.enter_context(run_lock(run_dir, "train"))
-    cfg.save(run_dir / "config.yaml")
-    write_json(run_dir / "dataset.json", data.describe())
+    layout.write_config(cfg)
+    layout.write_dataset(data.describe())
     rows = summarize(trainer.model, data.shape)
-    write_json(run_dir / "summary.json", {"layers": [r.to_dict() for r in rows], **totals(rows)})
+    layout.write_summary({"layers": [r.to_dict() for r in rows], **totals(rows)})
     return _run(trainer, cfg, run_dir, data, prec, echo)
 
 
@@ -308,11 +309,11 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
             # last.pt is written last: it commits the epoch. Killed before it, a resume redoes the
             # epoch from the previous last.pt, drops its metrics row and rewrites the same best.pt.
             if improved:
-                checkpoint.save(run_dir / "checkpoints" / "best.pt", {
+                Layout(run_dir).save_checkpoint("best", {
                     "model": trainer.eval_weights(), "epoch": epoch + 1, "val_acc": row["val_acc"],
                     "config": cfg.to_dict(), "version": __version__})  # fmt: skip
             log.write(row)
-            checkpoint.save(run_dir / "checkpoints" / "last.pt", trainer.state(epoch + 1))
+            Layout(run_dir).save_checkpoint("last", trainer.state(epoch + 1))
             write_status(run_dir, "running", epoch=epoch + 1, epochs=epochs)
             echo(_fmt_row(row, epochs))
             if trainer.callback is not None:
@@ -340,8 +341,9 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
 
 def _final_eval(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundle, prec: Precision, echo) -> None:
     which = cfg.eval.checkpoint
-    if which == "best" and (run_dir / "checkpoints" / "best.pt").is_file():
-        trainer.model.load_state_dict(checkpoint.load(run_dir / "checkpoints" / "best.pt", prec.device)["model"])
+    best = Layout(run_dir).checkpoint_file("best")
+    if which == "best" and best.is_file():
+        trainer.model.load_state_dict(checkpoint.load(best, prec.device)["model"])
     test = trainer._to_device(data.test)
     result, logits = evaluate_split(trainer.model, test, data.classes, batch_size=cfg.eval.batch_size,
                                     tta=cfg.eval.tta, precision=prec)  # fmt: skip

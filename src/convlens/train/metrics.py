@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..utils import to_json
+from ..utils import atomic_write_text, to_json
 
 TB_TAGS = {
     "train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
@@ -31,15 +31,18 @@ class MetricsLog:
     """Appends epoch rows; on resume, drops rows after the epoch the checkpoint holds."""
 
     def __init__(self, run_dir: Path, resume_epoch: int = 0, tensorboard: bool = True):
-        self.path = Path(run_dir) / "metrics.jsonl"
+        from ..run.layout import Layout
+
+        layout = Layout(run_dir)
+        self.path = layout.metrics_file
         kept = [r for r in read_metrics(self.path) if r.get("epoch", 0) <= resume_epoch]
-        self.path.write_text("".join(to_json(r, None) + "\n" for r in kept))
+        atomic_write_text(self.path, "".join(to_json(r, None) + "\n" for r in kept))  # appended to below
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             # purge_step drops events a killed run wrote after its last checkpoint
-            self.tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_epoch + 1 if resume_epoch else None)
+            self.tb = SummaryWriter(str(layout.tb_dir), purge_step=resume_epoch + 1 if resume_epoch else None)
 
     def write(self, row: dict[str, Any]) -> None:
         with open(self.path, "a") as f:

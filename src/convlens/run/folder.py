@@ -1,37 +1,26 @@
-"""The run folder: the contract between training and everything that reads its results.
+"""Read access to a run folder: the contract between training and everything that reads it.
 
-::
-
-    <run>/config.yaml          resolved config (data mean/std filled in), version, seed
-    <run>/dataset.json         class names, input shape, split sizes, mean/std, source
-    <run>/summary.json         layers: output shape, parameters, MACs, receptive field
-    <run>/metrics.jsonl        one JSON object per epoch
-    <run>/checkpoints/last.pt  model + optimiser + scheduler state_dicts, epoch, config
-    <run>/checkpoints/best.pt  model state_dict with the best validation accuracy
-    <run>/eval.json            test accuracy, per-class accuracy, confusion matrix, class names,
-                               and the checkpoint evaluated (name, epoch, sha256)
-    <run>/predictions.csv      one row per test image
-    <run>/tb/                  TensorBoard event files
-    <run>/status.json          running / finished / diverged / interrupted / failed / pruned
-    <run>/analysis/            what `convlens analyze` and `convlens explain` write
-
-Nothing downstream reaches back into training: analyses, explanations and reports read this.
-Every result computed from a checkpoint records which one (``checkpoint``: best or last,
-``checkpoint_epoch``, ``checkpoint_sha256``: the first 12 hex digits of the file's SHA-256), so a
-result of an older checkpoint is told from one of the current file.
+The layout (which file holds what) is :mod:`convlens.run.layout`; the documents' fields are
+:mod:`convlens.run.schema`. Nothing downstream reaches back into training: analyses,
+explanations and reports read this. Every result computed from a checkpoint records which one
+(``checkpoint``: best or last, ``checkpoint_epoch``, ``checkpoint_sha256``: the first 12 hex digits
+of the file's SHA-256), so a result of an older checkpoint is told from one of the current file.
 """
-
 from __future__ import annotations
 
 import functools
 import hashlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import ExperimentConfig, load_config
-from .errors import RunError
-from .utils import read_json, write_json
+from ..errors import RunError
+from ..utils import read_json, write_json
+from .layout import CONFIG, DATASET, Layout
+
+if TYPE_CHECKING:
+    from ..config import ExperimentConfig
+    from .schema import Dataset, Eval, Status, Summary
 
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed", "pruned")
 CHECKPOINTS = ("best", "last")
@@ -48,10 +37,10 @@ def file_sha256(path: Path) -> str:
 
 def write_status(run_dir: Path, status: str, **extra: Any) -> None:
     assert status in STATUSES, status
-    write_json(Path(run_dir) / "status.json", {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
+    write_json(Layout(run_dir).status_file, {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
 
 
-class Run:
+class Run(Layout):
     """Read access to a run folder.
 
     >>> run = Run("runs/demo")                     # doctest: +SKIP
@@ -60,9 +49,9 @@ class Run:
     """
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not (self.path / "config.yaml").is_file():
-            raise RunError(f"{self.path} is not a run folder: it has no config.yaml")
+        super().__init__(path)
+        if not self.config_file.is_file():
+            raise RunError(f"{self.path} is not a run folder: it has no {CONFIG}")
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -70,28 +59,30 @@ class Run:
     # -- files ----------------------------------------------------------------------------------
     @functools.cached_property
     def config(self) -> ExperimentConfig:
-        return load_config(self.path / "config.yaml")
+        from ..config import load_config  # imports torch: only when the config is read
+
+        return load_config(self.config_file)
 
     @property
-    def status(self) -> dict[str, Any]:
-        p = self.path / "status.json"
+    def status(self) -> Status:
+        p = self.status_file
         return read_json(p) if p.is_file() else {"status": "unknown"}
 
     def metrics(self) -> list[dict[str, Any]]:
-        from .train.metrics import read_metrics
+        from ..train.metrics import read_metrics
 
-        return read_metrics(self.path / "metrics.jsonl")
+        return read_metrics(self.metrics_file)
 
     @property
-    def eval(self) -> dict[str, Any] | None:
-        p = self.path / "eval.json"
+    def eval(self) -> Eval | None:
+        p = self.eval_file
         return read_json(p) if p.is_file() else None
 
     @functools.cached_property
-    def dataset(self) -> dict[str, Any]:
-        p = self.path / "dataset.json"
+    def dataset(self) -> Dataset:
+        p = self.dataset_file
         if not p.is_file():
-            raise RunError(f"{self.path} has no dataset.json: the run never got past loading its data")
+            raise RunError(f"{self.path} has no {DATASET}: the run never got past loading its data")
         return read_json(p)
 
     @property
@@ -101,10 +92,6 @@ class Run:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.dataset["shape"])  # type: ignore[return-value]
-
-    @property
-    def analysis_dir(self) -> Path:
-        return self.path / "analysis"
 
     @property
     def eval_checkpoint(self) -> str:
@@ -117,17 +104,17 @@ class Run:
         which = which or self.eval_checkpoint
         if which not in CHECKPOINTS:
             raise RunError(f"checkpoint {which!r} is not one of: best, last")
-        p = self.path / "checkpoints" / f"{which}.pt"
+        p = self.checkpoint_file(which)
         if which == "best" and not p.is_file():
-            p = self.path / "checkpoints" / "last.pt"
+            p = self.checkpoint_file("last")
         if not p.is_file():
-            raise RunError(f"{self.path} has no checkpoint yet (looked for checkpoints/{which}.pt)")
+            raise RunError(f"{self.path} has no checkpoint yet (looked for {self.rel(self.checkpoint_file(which))})")
         return p
 
     # -- objects --------------------------------------------------------------------------------
     def build_model(self):
-        from .models import build_model
-        from .models.graph import remember_shape
+        from ..models import build_model
+        from ..models.graph import remember_shape
 
         d = self.dataset
         model = build_model(self.config.model, tuple(d["shape"]), len(d["classes"]), d["mean"], d["std"])
@@ -137,7 +124,7 @@ class Run:
     def checkpoint_info(self, which: str | None = None, state: dict[str, Any] | None = None) -> dict[str, Any]:
         """``{"checkpoint": name, "checkpoint_epoch": epochs trained, "checkpoint_sha256": 12 hex}``
         of the file ``which`` resolves to (best falls back to last when there is no best.pt)."""
-        from .train.checkpoint import load
+        from ..train.checkpoint import load
 
         path = self.checkpoint_path(which)
         digest = file_sha256(path)
@@ -154,7 +141,7 @@ class Run:
 
     def load_model_info(self, which: str | None = None, device: str = "cpu"):
         """``(model, checkpoint_info)``: the model as :meth:`load_model` and which file it is."""
-        from .train.checkpoint import load
+        from ..train.checkpoint import load
 
         model = self.build_model()
         state = load(self.checkpoint_path(which), map_location=device)
@@ -166,15 +153,29 @@ class Run:
 
     def load_data(self):
         """The run's data, split exactly as in training (same seed, same mean/std)."""
-        from .data import load_data
+        from ..data import load_data
 
         return load_data(self.config.data)
 
-    def write_analysis(self, name: str, obj: Any) -> Path:
-        p = self.analysis_dir / f"{name}.json"
-        write_json(p, obj)
-        return p
+    def write_analysis(self, name: str, obj: Any, key: str | None = None) -> Path:
+        """Write ``analysis/<name>[-<key>].json``; returns its path."""
+        return self.artifact(name, key).write(obj)
+
+    @property
+    def summary(self) -> Summary | None:
+        p = self.summary_file
+        return read_json(p) if p.is_file() else None
+
+    def examples(self) -> dict[str, Any] | None:
+        """The test images stored for the report: ``{"images": uint8 NCHW, "indices": [...]}``."""
+        p = self.examples_file
+        if not p.is_file():
+            return None
+        import numpy as np
+
+        with np.load(p) as z:
+            return {"images": z["images"], "indices": z["indices"].tolist(), "split": str(z["split"])}
 
 
 def is_run(path: str | Path) -> bool:
-    return (Path(path) / "config.yaml").is_file()
+    return Layout(path).config_file.is_file()

@@ -1,0 +1,265 @@
+"""Where everything of a run folder lives: the only module that spells its file names.
+
+::
+
+    <run>/config.yaml          resolved config (data mean/std filled in), version, seed
+    <run>/dataset.json         class names, input shape, split sizes, mean/std, source
+    <run>/summary.json         layers: output shape, parameters, MACs, receptive field
+    <run>/metrics.jsonl        one JSON object per epoch
+    <run>/checkpoints/last.pt  model + optimiser + scheduler state_dicts, epoch, config
+    <run>/checkpoints/best.pt  model state_dict with the best validation accuracy
+    <run>/eval.json            test accuracy, per-class accuracy, confusion matrix, class names,
+                               and the checkpoint evaluated (name, epoch, sha256)
+    <run>/predictions.csv      one row per test image
+    <run>/examples.npz         the test images the report shows (uint8), with their indices
+    <run>/tb/                  TensorBoard event files
+    <run>/status.json          running / finished / diverged / interrupted / failed / pruned
+    <run>/analysis/            one artifact per producer: <name>[-<key>].json, .npz and folder
+    <run>/report/              the report's figure cache; <run>/report.html the report
+
+Every write goes through here and is atomic (a temp file beside the target, then ``os.replace``):
+a reader or a crash sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from ..utils import atomic_write, atomic_write_text, write_json
+
+CONFIG = "config.yaml"
+DATASET = "dataset.json"
+SUMMARY = "summary.json"
+METRICS = "metrics.jsonl"
+EVAL = "eval.json"
+PREDICTIONS = "predictions.csv"
+EXAMPLES = "examples.npz"
+STATUS = "status.json"
+CHECKPOINTS_DIR = "checkpoints"
+TB_DIR = "tb"
+ANALYSIS_DIR = "analysis"
+REPORT_DIR = "report"
+REPORT_HTML = "report.html"
+
+_KEY_PART = re.compile(r"[^A-Za-z0-9_.]+")
+
+
+def _compact(ints: Sequence[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``0-2_5_7-8``: runs of consecutive numbers as ranges."""
+    vals = sorted({int(i) for i in ints})
+    parts, start = [], None
+    for j, v in enumerate(vals):
+        if start is None:
+            start = v
+        if j + 1 == len(vals) or vals[j + 1] != v + 1:
+            parts.append(str(v) if v == start else f"{start}-{v}")
+            start = None
+    return "_".join(parts)
+
+
+def artifact_key(layers: Sequence[str] | str | None = None, targets: Sequence[int] | None = None) -> str | None:
+    """The key of an artifact produced for ``layers`` and a ``targets`` subset (filters, classes);
+    None for the defaults (every layer, every target), whose artifact is plain ``<name>``.
+
+    >>> artifact_key(["conv1"], [0, 1, 2, 7])
+    'conv1-f0-2_7'
+    >>> artifact_key("features.0") , artifact_key() is None
+    ('features.0', True)
+    """
+    if isinstance(layers, str):
+        layers = [layers]
+    parts = ["+".join(_KEY_PART.sub("_", str(layer)) for layer in layers)] if layers else []
+    if targets:
+        parts.append("f" + _compact(targets))
+    return "-".join(parts) or None
+
+
+class Artifact:
+    """One producer's results: ``analysis/<stem>.json``, ``analysis/<stem>.npz`` and the figures
+    under ``analysis/<stem>/``, where ``stem`` is ``<name>`` or ``<name>-<key>``."""
+
+    def __init__(self, root: Path, name: str, key: str | None = None):
+        if not name or "/" in name or "-" in name:
+            raise ValueError(f"artifact name {name!r} must be a plain word (no '/' or '-')")
+        self.root, self.name, self.key = Path(root), name, key
+        self.stem = name if not key else f"{name}-{key}"
+
+    def __repr__(self) -> str:
+        return f"Artifact({self.stem!r})"
+
+    @property
+    def json(self) -> Path:
+        return self.root / ANALYSIS_DIR / f"{self.stem}.json"
+
+    @property
+    def npz(self) -> Path:
+        return self.root / ANALYSIS_DIR / f"{self.stem}.npz"
+
+    @property
+    def folder(self) -> Path:
+        return self.root / ANALYSIS_DIR / self.stem
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the run folder, as the JSON records it."""
+        return Path(path).relative_to(self.root).as_posix()
+
+    def write(self, doc: dict[str, Any]) -> Path:
+        write_json(self.json, doc)
+        return self.json
+
+    def save_arrays(self, **arrays: Any) -> str:
+        """Write the raw arrays (compressed .npz, atomically); returns the path the JSON records."""
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write(self.npz, lambda f: f.write(buf.getvalue()), mode="wb")
+        return self.rel(self.npz)
+
+    def clear(self) -> None:
+        """Remove this artifact's figures of an earlier run, so the folder matches the new JSON."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def replacing(self) -> "_Replacing":
+        """``with artifact.replacing():`` the old figures and arrays are kept aside until the block
+        succeeds, then dropped; on an error the new ones are dropped and the old ones come back, so
+        they still match the JSON (written after the block)."""
+        return _Replacing([self.folder, self.npz])
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
+
+
+class _Replacing:
+    def __init__(self, paths: list[Path]):
+        self.pairs = [(p, p.with_name(f".{p.name}.previous")) for p in paths]
+
+    def __enter__(self) -> Path:
+        for p, aside in self.pairs:
+            _remove(aside)
+            if p.exists():
+                p.rename(aside)
+        return self.pairs[0][0]
+
+    def __exit__(self, kind, *_: Any) -> None:
+        for p, aside in self.pairs:
+            if kind is not None:
+                _remove(p)
+                if aside.exists():
+                    aside.rename(p)
+            _remove(aside)
+
+
+class Layout:
+    """The paths of a run folder and its writes; usable before the folder holds a config
+    (training creates it through this)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # -- paths ----------------------------------------------------------------------------------
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def dataset_file(self) -> Path:
+        return self.path / DATASET
+
+    @property
+    def summary_file(self) -> Path:
+        return self.path / SUMMARY
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def eval_file(self) -> Path:
+        return self.path / EVAL
+
+    @property
+    def predictions_file(self) -> Path:
+        return self.path / PREDICTIONS
+
+    @property
+    def examples_file(self) -> Path:
+        return self.path / EXAMPLES
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / STATUS
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINTS_DIR
+
+    def checkpoint_file(self, name: str) -> Path:
+        return self.checkpoint_dir / f"{name}.pt"
+
+    @property
+    def tb_dir(self) -> Path:
+        return self.path / TB_DIR
+
+    @property
+    def analysis_dir(self) -> Path:
+        return self.path / ANALYSIS_DIR
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / REPORT_DIR
+
+    @property
+    def report_file(self) -> Path:
+        return self.path / REPORT_HTML
+
+    def artifact(self, name: str, key: str | None = None) -> Artifact:
+        """The artifact ``name`` produced with ``key`` (see :func:`artifact_key`)."""
+        return Artifact(self.path, name, key)
+
+    def artifacts(self) -> Iterator[Path]:
+        """Every ``analysis/*.json``, sorted by name."""
+        folder = self.analysis_dir
+        yield from sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+    def rel(self, path: Path) -> str:
+        return Path(path).relative_to(self.path).as_posix()
+
+    # -- writes ---------------------------------------------------------------------------------
+    def write_config(self, cfg: Any) -> None:
+        cfg.save(self.config_file)
+
+    def write_dataset(self, doc: dict[str, Any]) -> None:
+        write_json(self.dataset_file, doc)
+
+    def write_summary(self, doc: dict[str, Any]) -> None:
+        write_json(self.summary_file, doc)
+
+    def write_eval(self, doc: dict[str, Any], predictions_csv: str | None = None) -> None:
+        if predictions_csv is not None:
+            atomic_write_text(self.predictions_file, predictions_csv)
+        write_json(self.eval_file, doc)
+
+    def write_examples(self, images: Any, indices: Any, split: str = "test") -> None:
+        """The images the report draws (uint8, NCHW) and their positions in ``split``."""
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, images=np.asarray(images, dtype=np.uint8), indices=np.asarray(indices, dtype=np.int64),
+                            split=np.array(split))  # fmt: skip
+        atomic_write(self.examples_file, lambda f: f.write(buf.getvalue()), mode="wb")
+
+    def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
+        from ..train import checkpoint
+
+        p = self.checkpoint_file(name)
+        checkpoint.save(p, state)
+        return p
