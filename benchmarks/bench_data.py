@@ -42,23 +42,23 @@ def per_image(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     for i in range(len(x)):
         img = torch.nn.functional.pad(x[i], (4, 4, 4, 4))
         dy, dx = torch.randint(0, 9, (2,), generator=g).tolist()
-        img = img[:, dy:dy + h, dx:dx + w]
+        img = img[:, dy : dy + h, dx : dx + w]
         if torch.rand((), generator=g) < 0.5:
             img = img.flip(-1)
         b, c, s = (1 + (torch.rand(3, generator=g) * 2 - 1) * 0.2).tolist()
         img = (img * b).clamp(0, 1)
-        gray = (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2])
+        gray = 0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]
         img = ((img - gray.mean()) * c + gray.mean()).clamp(0, 1)
-        gray = (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2])
+        gray = 0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]
         img = ((img - gray) * s + gray).clamp(0, 1)
         if torch.rand((), generator=g) < 0.5:
             area = h * w * float(torch.empty(()).uniform_(0.02, 0.33, generator=g))
-            eh = max(1, min(h, int(round(area ** 0.5))))
+            eh = max(1, min(h, int(round(area**0.5))))
             ew = max(1, min(w, int(round(area / eh))))
             top = int(torch.randint(0, h - eh + 1, (), generator=g))
             left = int(torch.randint(0, w - ew + 1, (), generator=g))
             img = img.clone()
-            img[:, top:top + eh, left:left + ew] = 0.5
+            img[:, top : top + eh, left : left + ew] = 0.5
         out[i] = img
     return out
 
@@ -91,8 +91,10 @@ def main() -> None:
             cached = min(cached, time.perf_counter() - t0)
         assert (a.train_x == b.train_x).all()
     print(f"CIFAR-10 ({len(a.train_x)} train + {len(a.test_x)} test images) from {os.path.basename(root)}:")
-    print(f"  first load (decode + write cache) {first:.1f} s; cached load {cached:.2f} s; "
-          f"first / cached = {first / cached:.0f}x")
+    print(
+        f"  first load (decode + write cache) {first:.1f} s; cached load {cached:.2f} s; "
+        f"first / cached = {first / cached:.0f}x"
+    )
 
     from convlens.data.images import tree_signature
 
@@ -119,22 +121,35 @@ def main() -> None:
 
     n = args.images
     x = torch.from_numpy(a.train_x[:n]).permute(0, 3, 1, 2).float().div_(255)
-    aug = Augment(DataConfig.model_validate({"name": "cifar10", "augment": {
-        "crop": {"padding": 4}, "flip": {"p": 0.5}, "jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2},
-        "erase": {"p": 0.5, "value": 0.5}}}).augment, [0.5, 0.5, 0.5])  # fmt: skip
+    aug = Augment(
+        DataConfig.model_validate(
+            {
+                "name": "cifar10",
+                "augment": {
+                    "crop": {"padding": 4},
+                    "flip": {"p": 0.5},
+                    "jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2},
+                    "erase": {"p": 0.5, "value": 0.5},
+                },
+            }
+        ).augment,
+        [0.5, 0.5, 0.5],
+    )
     best_b = best_p = float("inf")
     for r in range(args.repeats):
         g = torch.Generator().manual_seed(r)
         t0 = time.perf_counter()
         for i in range(0, n, 512):
-            aug(x[i:i + 512], g)
+            aug(x[i : i + 512], g)
         best_b = min(best_b, time.perf_counter() - t0)
         t0 = time.perf_counter()
         per_image(x[: n // 5], g)  # a fifth of the images: the loop is slow; scaled below
         best_p = min(best_p, (time.perf_counter() - t0) * 5)
     print(f"augmentation of {n} images 3x32x32 (crop 4, flip, jitter 0.2, erase p=0.5):")
-    print(f"  batched (512 per call) {best_b:.2f} s = {n / best_b:,.0f} images/s; per image {best_p:.2f} s = "
-          f"{n / best_p:,.0f} images/s; per image / batched = {best_p / best_b:.1f}x")
+    print(
+        f"  batched (512 per call) {best_b:.2f} s = {n / best_b:,.0f} images/s; per image {best_p:.2f} s = "
+        f"{n / best_p:,.0f} images/s; per image / batched = {best_p / best_b:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -67,8 +67,10 @@ def main() -> int:
 
     cifar = shared_cifar()
     if cifar is None:
-        print("skipped: the shared CIFAR-10 copy (cifar10-jpeg.tar.gz) is not on this machine "
-              "(set CONVLENS_SHARED_DATA to its folder)")  # fmt: skip
+        print(
+            "skipped: the shared CIFAR-10 copy (cifar10-jpeg.tar.gz) is not on this machine "
+            "(set CONVLENS_SHARED_DATA to its folder)"
+        )
         return 0
     from convlens.analyses import Subject, TopK, analyze, inference, silenced
     from convlens.analyses.ablate import rank_layer
@@ -80,14 +82,17 @@ def main() -> int:
     run = Run(get_run(args.run))
     root = run.config.data.root  # relative to where the run was trained; often not resolvable from here
     data_root = None if root and Path(root).is_file() else str(cifar)
-    subject = Subject.from_run(run, "test", data_root=data_root, batch_size=args.batch_size, figures=False,
-                               progress=False)
+    subject = Subject.from_run(
+        run, "test", data_root=data_root, batch_size=args.batch_size, figures=False, progress=False
+    )
     subject.root = None  # measure only: never write into the run folder (the fixture is shared)
     model = subject.model
     convs = conv_layers(model)
-    print(f"run {run.path}: {run.config.model.preset} {dict(run.config.model.options)}, "
-          f"conv layers {', '.join(convs)}; {len(subject.split)} test images, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"run {run.path}: {run.config.model.preset} {dict(run.config.model.options)}, "
+        f"conv layers {', '.join(convs)}; {len(subject.split)} test images, batch {args.batch_size}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
 
     # -- 1. topk against plain inference ----------------------------------------------------------
     plain, topk = [], []
@@ -96,8 +101,10 @@ def main() -> int:
         t0 = time.perf_counter()
         result = TopK(k=20)(subject)
         topk.append(time.perf_counter() - t0)
-        print(f"  round {r + 1}: plain inference {plain[-1]:.2f} s, topk (k=20, {len(convs)} layers, "
-              f"{sum(v['channels'] for v in result['layers'].values())} filters) {topk[-1]:.2f} s")  # fmt: skip
+        print(
+            f"  round {r + 1}: plain inference {plain[-1]:.2f} s, topk (k=20, {len(convs)} layers, "
+            f"{sum(v['channels'] for v in result['layers'].values())} filters) {topk[-1]:.2f} s"
+        )
     # for reference: plain NCHW inputs, as evaluate.predict feeds them (the baseline above is the faster one)
     print(f"  plain inference with contiguous (NCHW) inputs instead: {plain_pass(subject, channels_last=False):.2f} s")
     ratio = min(topk) / min(plain)
@@ -105,8 +112,10 @@ def main() -> int:
     t0 = time.perf_counter()
     analyze(subject, ["stats", "classnorms", "topk"])
     shared = time.perf_counter() - t0
-    print(f"stats + classnorms + topk in one shared pass / plain inference = {shared:.2f} s / {min(plain):.2f} s "
-          f"= {shared / min(plain):.2f}x")  # fmt: skip
+    print(
+        f"stats + classnorms + topk in one shared pass / plain inference = {shared:.2f} s / {min(plain):.2f} s "
+        f"= {shared / min(plain):.2f}x"
+    )
 
     # -- 2. ablation ranking: batched against naive -------------------------------------------------
     part = subject.split.take(torch.arange(min(args.ablate_images, len(subject.split))))
@@ -126,8 +135,10 @@ def main() -> int:
                 r = rank_layer(small, layer)
             batched.append(r["seconds"] / n)
         per = min(naive)
-        print(f"  {layer} ({n} filters, {r['method']}): batched {min(batched):.3f} s per filter; naive {per:.3f} s "
-              f"per filter; naive / batched = {per / min(batched):.1f}x")  # fmt: skip
+        print(
+            f"  {layer} ({n} filters, {r['method']}): batched {min(batched):.3f} s per filter; naive {per:.3f} s "
+            f"per filter; naive / batched = {per / min(batched):.1f}x"
+        )
     return 0
 
 

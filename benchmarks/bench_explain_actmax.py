@@ -34,6 +34,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _cifar import trained_run  # noqa: E402
+
 # CIFAR-10's pixel colour covariance on the [0, 1] scale (colour_covariance of the fixture's
 # training split), so the benchmark needs no data set; `convlens explain` computes it from the
 # run's own training data
@@ -48,8 +49,11 @@ def timed(fn):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", help="run folder with trained csci611 weights (default: the benchmark model, "
-                    "see _cifar.py; random init when it is absent and the shared CIFAR-10 copy is not here)")
+    ap.add_argument(
+        "--run",
+        help="run folder with trained csci611 weights (default: the benchmark model, "
+        "see _cifar.py; random init when it is absent and the shared CIFAR-10 copy is not here)",
+    )
     ap.add_argument("--layer", default="conv2")
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
@@ -83,17 +87,21 @@ def main() -> None:
     n = channel_count(model, args.layer)
     am = ActMax(model, args.layer, steps=args.steps, param=args.param, colour_cov=torch.tensor(CIFAR_COV))
     am.attribute(None, [0])  # warm-up (first-call allocations, FFT plans)
-    print(f"csci611 ({source}); actmax of all {n} filters of {args.layer}, 3x32x32, {args.steps} steps, "
-          f"{args.param} parameterisation, float32, {args.threads} thread(s), "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")  # fmt: skip
+    print(
+        f"csci611 ({source}); actmax of all {n} filters of {args.layer}, 3x32x32, {args.steps} steps, "
+        f"{args.param} parameterisation, float32, {args.threads} thread(s), "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+    )
 
     wall_b, cpu_b, _ = timed(lambda: am.attribute(None, range(n)))
     rose = bool((am.details["final"] > am.details["initial"]).all())
     wall_1, cpu_1, _ = timed(lambda: [am.attribute(None, [k]) for k in range(n)])
     print(f"  {'':<30s} {'wall s/filter':>14s} {'cpu s/filter':>13s}")
     print(f"  {'one by one (' + str(n) + ' runs)':<30s} {wall_1 / n:14.3f} {cpu_1 / n:13.3f}")
-    print(f"  {'batched (one run)':<30s} {wall_b / n:14.3f} {cpu_b / n:13.3f}   {wall_1 / wall_b:5.1f}x wall, "
-          f"{cpu_1 / cpu_b:5.1f}x cpu; objective rose for every filter: {rose}")  # fmt: skip
+    print(
+        f"  {'batched (one run)':<30s} {wall_b / n:14.3f} {cpu_b / n:13.3f}   {wall_1 / wall_b:5.1f}x wall, "
+        f"{cpu_1 / cpu_b:5.1f}x cpu; objective rose for every filter: {rose}"
+    )
 
 
 def analytic_optimum(am, targets: torch.Tensor) -> torch.Tensor:
@@ -113,8 +121,10 @@ def converge(model, source: str, args) -> None:
     test = load_data(Run(args.run).config.data).test if is_run(args.run) else None
     cov = torch.tensor(CIFAR_COV)
     settings = {"defaults (pixel, lr 0.5)": {}, "fourier, lr 0.05": {"param": "fourier"}}
-    print(f"csci611 ({source}); actmax, {steps} steps, colours decorrelated, default transforms; "
-          f"best image over {len(test) if test is not None else 0} test images")  # fmt: skip
+    print(
+        f"csci611 ({source}); actmax, {steps} steps, colours decorrelated, default transforms; "
+        f"best image over {len(test) if test is not None else 0} test images"
+    )
     for layer in args.converge_layers.split(","):
         t = torch.arange(min(args.filters, channel_count(model, layer)))
         probe = ActMax(model, layer, steps=1)

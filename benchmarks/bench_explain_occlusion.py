@@ -48,8 +48,11 @@ def best_of(fn, repeats: int) -> tuple[float, float, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", help="run folder with trained csci611 weights (default: the benchmark model, "
-                    "see _cifar.py; random init when it is absent and the shared CIFAR-10 copy is not here)")
+    ap.add_argument(
+        "--run",
+        help="run folder with trained csci611 weights (default: the benchmark model, "
+        "see _cifar.py; random init when it is absent and the shared CIFAR-10 copy is not here)",
+    )
     ap.add_argument("--width", type=int, default=None, help="csci611 width when no run folder is used (default 32)")
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--window", type=int, default=8)
@@ -87,9 +90,11 @@ def main() -> None:
         target = model(x).argmax(1)
     k, s = args.window, args.stride
     n_pos = ((32 - k) // s + 1) ** 2
-    print(f"csci611 ({source}); {args.images} images 3x32x32, window {k}, stride {s} ({n_pos} positions), "
-          f"gray fill, probability of the predicted class, float32, {args.threads} thread(s), "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")  # fmt: skip
+    print(
+        f"csci611 ({source}); {args.images} images 3x32x32, window {k}, stride {s} ({n_pos} positions), "
+        f"gray fill, probability of the predicted class, float32, {args.threads} thread(s), "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+    )
 
     def prob(inp: torch.Tensor) -> torch.Tensor:
         return torch.softmax(model(inp), 1)
@@ -99,10 +104,16 @@ def main() -> None:
     print(f"  {'':<52s} {'wall s':>8s} {'cpu s':>8s}")
     for ppe in args.ppe:
         wall, cpu, attr = best_of(
-            lambda: captum.attribute(x, sliding_window_shapes=(3, k, k), strides=(3, s, s), baselines=0.5,
-                                     target=target, perturbations_per_eval=ppe),
+            lambda: captum.attribute(
+                x,
+                sliding_window_shapes=(3, k, k),
+                strides=(3, s, s),
+                baselines=0.5,
+                target=target,
+                perturbations_per_eval=ppe,
+            ),
             args.repeats,
-        )  # fmt: skip
+        )
         results[ppe] = (wall, cpu, attr)
         print(f"  {'captum Occlusion, perturbations_per_eval=' + str(ppe):<52s} {wall:8.3f} {cpu:8.3f}")
     best_wall = min(results, key=lambda p: results[p][0])
@@ -114,9 +125,11 @@ def main() -> None:
         wall, cpu, maps = best_of(lambda: occ.attribute(x, target), args.repeats)
         drop = occ.details["base"][torch.arange(len(x)), target].view(-1, 1, 1) - maps
         diff = (spread_to_pixels(drop, k, s, (32, 32)) - ref).abs().max().item()
-        print(f"  {name:<52s} {wall:8.3f} {cpu:8.3f}   "
-              f"{results[best_wall][0] / wall:5.1f}x wall (captum ppe={best_wall}), "
-              f"{results[best_cpu][1] / cpu:5.1f}x cpu (ppe={best_cpu}); max |diff| {diff:.1e}")  # fmt: skip
+        print(
+            f"  {name:<52s} {wall:8.3f} {cpu:8.3f}   "
+            f"{results[best_wall][0] / wall:5.1f}x wall (captum ppe={best_wall}), "
+            f"{results[best_cpu][1] / cpu:5.1f}x cpu (ppe={best_cpu}); max |diff| {diff:.1e}"
+        )
 
 
 if __name__ == "__main__":

@@ -53,10 +53,12 @@ def fix_data_root(run_dir: Path, data_root: str | None) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, help="a trained run folder (default: the benchmarks' CIFAR-10 run)")
-    ap.add_argument("--data-root",
-                    help="where the run's data lives, if its config.yaml root does not resolve from here")
-    ap.add_argument("--as-is", action="store_true",
-                    help="measure with the analyses already in RUN instead of writing them")
+    ap.add_argument(
+        "--data-root", help="where the run's data lives, if its config.yaml root does not resolve from here"
+    )
+    ap.add_argument(
+        "--as-is", action="store_true", help="measure with the analyses already in RUN instead of writing them"
+    )
     args = ap.parse_args()
     import torch
 
@@ -80,8 +82,10 @@ def main() -> None:
             print(f"wrote contract analyses {', '.join(names)} for every filter in {time.perf_counter() - t0:.1f} s")
         present = sorted(p.stem for p in (run_dir / "analysis").glob("*.json"))
         n_png = len(list((run_dir / "analysis").rglob("*.png")))
-        print(f"run: {args.run} ({Run(run_dir).config.model.preset}), analyses present: {', '.join(present)}; "
-              f"{n_png} analysis figures")
+        print(
+            f"run: {args.run} ({Run(run_dir).config.model.preset}), analyses present: {', '.join(present)}; "
+            f"{n_png} analysis figures"
+        )
 
         # cold: the report's own figures are drawn; warm: all reused
         lines: list[str] = []
@@ -94,8 +98,10 @@ def main() -> None:
         html = out.read_text()
         print(f"cold build {cold:.2f} s ({'; '.join(lines) or 'nothing drawn'})")
         print(f"warm build {warm:.2f} s")
-        print(f"report.html {len(html) / 1e6:.1f} MB, {html.count('data:image/')} embedded images; target < 20 s: "
-              f"{'met' if cold < 20 else 'MISSED'}")  # fmt: skip
+        print(
+            f"report.html {len(html) / 1e6:.1f} MB, {html.count('data:image/')} embedded images; target < 20 s: "
+            f"{'met' if cold < 20 else 'MISSED'}"
+        )
 
         # without an errors analysis the report draws its own galleries from the test images
         errors = run_dir / "analysis" / "errors.json"
@@ -104,8 +110,10 @@ def main() -> None:
             lines.clear()
             t0 = time.perf_counter()
             build_report(run_dir, echo=lines.append)
-            print(f"cold build with the report's own galleries (no errors analysis) {time.perf_counter() - t0:.2f} s "
-                  f"({'; '.join(lines) or 'nothing drawn'})")  # fmt: skip
+            print(
+                f"cold build with the report's own galleries (no errors analysis) {time.perf_counter() - t0:.2f} s "
+                f"({'; '.join(lines) or 'nothing drawn'})"
+            )
 
         # galleries: one mosaic against one subplot per image
         from convlens import plots
@@ -122,11 +130,19 @@ def main() -> None:
             draw_gallery(images, rows, classes, tmp / f"m{i}.png", "Examples", False)
             t_mosaic.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            plots.image_grid([images[r["position"]].numpy() for r in rows], tmp / f"g{i}.png", layout="chw",
-                             titles=[classes[r["pred"]] for r in rows], cols=8, suptitle="Examples")  # fmt: skip
+            plots.image_grid(
+                [images[r["position"]].numpy() for r in rows],
+                tmp / f"g{i}.png",
+                layout="chw",
+                titles=[classes[r["pred"]] for r in rows],
+                cols=8,
+                suptitle="Examples",
+            )
             t_grid.append(time.perf_counter() - t0)
-        print(f"gallery of 24 images: mosaic {min(t_mosaic):.2f} s, one subplot per image {min(t_grid):.2f} s "
-              f"(best of 3): {min(t_grid) / min(t_mosaic):.1f}x faster")  # fmt: skip
+        print(
+            f"gallery of 24 images: mosaic {min(t_mosaic):.2f} s, one subplot per image {min(t_grid):.2f} s "
+            f"(best of 3): {min(t_grid) / min(t_mosaic):.1f}x faster"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -44,8 +44,15 @@ ROOT = os.path.join(HERE, "..")
 
 
 def recipe(root: str, subset: int, width: int, test: int) -> list[str]:
-    return [f"data.root={root}", "data.val_fraction=0", f"data.train_subset={subset}", f"data.test_subset={test}",
-            "train.epochs=1", f"model.options.width={width}", "eval.tta=none"]  # fmt: skip
+    return [
+        f"data.root={root}",
+        "data.val_fraction=0",
+        f"data.train_subset={subset}",
+        f"data.test_subset={test}",
+        "train.epochs=1",
+        f"model.options.width={width}",
+        "eval.tta=none",
+    ]
 
 
 def bare(cfg, out_note: dict) -> tuple[float, float]:
@@ -61,9 +68,12 @@ def bare(cfg, out_note: dict) -> tuple[float, float]:
     params = [p for p in model.parameters() if p.requires_grad]
     weights = [p for p in params if p.ndim > 1]
     biases = [p for p in params if p.ndim <= 1]
-    opt = torch.optim.SGD([{"params": weights, "weight_decay": o.weight_decay},
-                           {"params": biases, "weight_decay": o.bias_weight_decay}],
-                          lr=o.lr, momentum=o.momentum, nesterov=True)  # fmt: skip
+    opt = torch.optim.SGD(
+        [{"params": weights, "weight_decay": o.weight_decay}, {"params": biases, "weight_decay": o.bias_weight_decay}],
+        lr=o.lr,
+        momentum=o.momentum,
+        nesterov=True,
+    )
     scales = [1.0, o.bias_lr_scale]
     slow = [p.detach().clone() for p in model.state_dict().values() if p.is_floating_point()]
     images, labels = data.train.images, data.train.labels
@@ -144,8 +154,11 @@ def main() -> None:
     cfg = load_config(args.config, overrides)
     tmp = tempfile.mkdtemp(prefix="bench-overhead-")
     load_data(cfg.data)  # fill the uint8 cache first, so neither side pays for decoding
-    print(f"fast preset width {args.width}, one epoch of {args.subset} CIFAR-10 images, batch {cfg.train.batch_size}, "
-          f"{args.threads} threads, load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    print(
+        f"fast preset width {args.width}, one epoch of {args.subset} CIFAR-10 images, batch {cfg.train.batch_size}, "
+        f"{args.threads} threads, load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     # warm-up, not timed: oneDNN builds its kernels and the allocator grows on the first steps
     bare(load_config(args.config, recipe(args.root, 1024, args.width, 100)), {})
     b_ep, b_all, c_ep, c_all = [], [], [], []
@@ -158,8 +171,11 @@ def main() -> None:
             e, w = with_convlens(args.config, overrides, os.path.join(tmp, f"run{r}"))
             c_ep.append(e)
             c_all.append(w)
-            print(f"  repeat {r + 1}: bare epoch {b_ep[-1]:.1f}s (whole {b_all[-1]:.1f}s, test acc {note['acc']:.3f}); "
-                  f"convlens epoch {c_ep[-1]:.1f}s (whole {c_all[-1]:.1f}s)", flush=True)  # fmt: skip
+            print(
+                f"  repeat {r + 1}: bare epoch {b_ep[-1]:.1f}s (whole {b_all[-1]:.1f}s, test acc {note['acc']:.3f}); "
+                f"convlens epoch {c_ep[-1]:.1f}s (whole {c_all[-1]:.1f}s)",
+                flush=True,
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nepoch only:  convlens {min(c_ep):.1f}s / bare {min(b_ep):.1f}s = {min(c_ep) / min(b_ep):.3f}")

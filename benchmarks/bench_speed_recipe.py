@@ -67,8 +67,19 @@ def run_time(config: str, seeds: list[int], sets: list[str], keep: str | None) -
         for seed in seeds:
             out = os.path.join(out_root, f"seed{seed}")
             shutil.rmtree(out, ignore_errors=True)
-            cmd = [sys.executable, "-m", "convlens.cli", "train", config, "--out", out, "--set", f"seed={seed}",
-                   "--set", f"data.root={cifar_root()}"]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "convlens.cli",
+                "train",
+                config,
+                "--out",
+                out,
+                "--set",
+                f"seed={seed}",
+                "--set",
+                f"data.root={cifar_root()}",
+            ]
             for s in sets:
                 cmd += ["--set", s]
             env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")}
@@ -82,20 +93,36 @@ def run_time(config: str, seeds: list[int], sets: list[str], keep: str | None) -
             ev = json.load(open(os.path.join(out, "eval.json")))
             metrics = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
             train_s = sum(m["epoch_seconds"] for m in metrics)
-            rows.append({"seed": seed, "acc": 100 * ev["accuracy"], "wall": wall, "cpu": cpu, "train_s": train_s,
-                         "eval_s": ev["seconds"], "load": (load0, os.getloadavg()[0])})  # fmt: skip
+            rows.append(
+                {
+                    "seed": seed,
+                    "acc": 100 * ev["accuracy"],
+                    "wall": wall,
+                    "cpu": cpu,
+                    "train_s": train_s,
+                    "eval_s": ev["seconds"],
+                    "load": (load0, os.getloadavg()[0]),
+                }
+            )
             r = rows[-1]
-            print(f"  seed {seed}: test {r['acc']:.2f}%  wall {wall:.0f}s (training {train_s:.0f}s, evaluation "
-                  f"{r['eval_s']:.0f}s)  cpu {cpu:.0f}s  load {load0:.1f}->{r['load'][1]:.1f}", flush=True)  # fmt: skip
+            print(
+                f"  seed {seed}: test {r['acc']:.2f}%  wall {wall:.0f}s (training {train_s:.0f}s, evaluation "
+                f"{r['eval_s']:.0f}s)  cpu {cpu:.0f}s  load {load0:.1f}->{r['load'][1]:.1f}",
+                flush=True,
+            )
     finally:
         if keep is None:
             shutil.rmtree(out_root, ignore_errors=True)
     accs, walls = [r["acc"] for r in rows], [r["wall"] for r in rows]
     print(f"\n{config} {' '.join(sets)}")
-    print(f"test accuracy: median {statistics.median(accs):.2f}%, mean {statistics.mean(accs):.2f}%, "
-          f"range {min(accs):.2f}-{max(accs):.2f} ({len(accs)} seeds)")  # fmt: skip
-    print(f"wall seconds:  median {statistics.median(walls):.0f}, range {min(walls):.0f}-{max(walls):.0f}; "
-          f"cpu seconds median {statistics.median(r['cpu'] for r in rows):.0f}")  # fmt: skip
+    print(
+        f"test accuracy: median {statistics.median(accs):.2f}%, mean {statistics.mean(accs):.2f}%, "
+        f"range {min(accs):.2f}-{max(accs):.2f} ({len(accs)} seeds)"
+    )
+    print(
+        f"wall seconds:  median {statistics.median(walls):.0f}, range {min(walls):.0f}-{max(walls):.0f}; "
+        f"cpu seconds median {statistics.median(r['cpu'] for r in rows):.0f}"
+    )
 
 
 def run_ablate(config: str, seeds: list[int], sets: list[str], only: list[str] | None) -> None:
@@ -124,8 +151,11 @@ def run_ablate(config: str, seeds: list[int], sets: list[str], only: list[str] |
                 data = run.load_data()
                 res, _ = evaluate_split(run.load_model("last"), data.val, data.classes, tta=tta)
                 results.setdefault(name, []).append(100 * res["accuracy"])
-                print(f"  {name:<16} seed {seed}: val {results[name][-1]:.2f}%  ({time.perf_counter() - t0:.0f}s, "
-                      f"load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
+                print(
+                    f"  {name:<16} seed {seed}: val {results[name][-1]:.2f}%  ({time.perf_counter() - t0:.0f}s, "
+                    f"load {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
                 if extra:
                     shutil.rmtree(os.path.join(tmp, f"{name}-{seed}"), ignore_errors=True)
     finally:

@@ -37,23 +37,45 @@ NO_AUG = ["data.augment.crop=null", "data.augment.flip=null", "data.augment.jitt
 
 #: name -> (config file, overrides, what the report reached)
 RECIPES: dict[str, tuple[str, list[str], str]] = {
-    "net1": (NET4, ["name=net1", "model.preset=net1", "model.options={width: 18, multiplier: 2, kernel: 3, stride: 1}",
-                    "train.epochs=30", *NO_AUG], "67.0% after 30 epochs (CS7015)"),
-    "net2": (NET4, ["name=net2", "model.preset=net2", "model.options={width: 64, multiplier: 2, kernel: 5}",
-                    "train.epochs=30", *NO_AUG], "75.0% after 30 epochs (CS7015)"),
-    "net3": (NET4, ["name=net3", "model.preset=net3", "model.options={width: 96, dropout: 0.1}", "train.epochs=60"],
-             "87.5% after 60 epochs (CS7015)"),
+    "net1": (
+        NET4,
+        [
+            "name=net1",
+            "model.preset=net1",
+            "model.options={width: 18, multiplier: 2, kernel: 3, stride: 1}",
+            "train.epochs=30",
+            *NO_AUG,
+        ],
+        "67.0% after 30 epochs (CS7015)",
+    ),
+    "net2": (
+        NET4,
+        [
+            "name=net2",
+            "model.preset=net2",
+            "model.options={width: 64, multiplier: 2, kernel: 5}",
+            "train.epochs=30",
+            *NO_AUG,
+        ],
+        "75.0% after 30 epochs (CS7015)",
+    ),
+    "net3": (
+        NET4,
+        ["name=net3", "model.preset=net3", "model.options={width: 96, dropout: 0.1}", "train.epochs=60"],
+        "87.5% after 60 epochs (CS7015)",
+    ),
     "net4": (NET4, [], "88.7% after 100 epochs, 8,562 s on a GPU (CS7015)"),
     "csci611": (os.path.join(EX, "csci611.yaml"), [], "83% after 50 epochs at batch 20 (CSCI-611)"),
     "lenet5-gray": (os.path.join(EX, "lenet5-gray.yaml"), [], "61.1% after 10 epochs (Rice)"),
-}  # fmt: skip
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=5000, help="training images timed per network")
-    ap.add_argument("--budget", type=float, default=1200,
-                    help="train the full recipe when it fits in this many seconds")
+    ap.add_argument(
+        "--budget", type=float, default=1200, help="train the full recipe when it fits in this many seconds"
+    )
     ap.add_argument("--only", nargs="+", choices=sorted(RECIPES))
     ap.add_argument("--threads", type=int, help="train.threads (default: the configs' own, all cores)")
     ap.add_argument("--root", help="the CIFAR-10 archive (default: the shared copy, see _cifar.py)")
@@ -72,13 +94,20 @@ def main() -> None:
                 continue
             base = [f"data.root={args.root}", *sets] + ([f"train.threads={args.threads}"] if args.threads else [])
             cfg = load_config(path, base)
-            probe = base + ["data.val_fraction=0", f"data.train_subset={args.images}", "data.test_subset=100",
-                            "train.epochs=1", "eval.tta=none"]  # fmt: skip
+            probe = base + [
+                "data.val_fraction=0",
+                f"data.train_subset={args.images}",
+                "data.test_subset=100",
+                "train.epochs=1",
+                "eval.tta=none",
+            ]
             run = train(path, os.path.join(tmp, f"{name}-probe"), overrides=probe, echo=lambda s: None)
             sec = run.metrics()[0]["epoch_seconds"] * full_images / args.images
             total = sec * cfg.train.epochs
-            line = (f"{name:<12} batch {cfg.train.batch_size:>3}  {sec:>7.0f} s/epoch  "
-                    f"x {cfg.train.epochs:>3} epochs = {total / 3600:>5.1f} h   report: {report}")  # fmt: skip
+            line = (
+                f"{name:<12} batch {cfg.train.batch_size:>3}  {sec:>7.0f} s/epoch  "
+                f"x {cfg.train.epochs:>3} epochs = {total / 3600:>5.1f} h   report: {report}"
+            )
             print(line + f"   (load {os.getloadavg()[0]:.1f})", flush=True)
             acc = None
             if total <= args.budget:

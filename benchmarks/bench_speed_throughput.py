@@ -103,16 +103,22 @@ def main() -> None:
         print(f"  repeat {r + 1}/{args.repeats} done, fp32 matmul {peaks[-1]:.0f} GFLOP/s", flush=True)
     peaks.append(matmul_gflops(2048, torch.float32))
     peak = statistics.median(peaks)
-    print(f"\nfp32 matmul peak (2048^2, median of {len(peaks)}): {peak:.1f} GFLOP/s "
-          f"(range {min(peaks):.0f}-{max(peaks):.0f})")  # fmt: skip
-    print(f"\n{'width':>6} {'MFLOP/img':>10} {'train img/s':>12} {'GFLOP/s':>8} {'of peak':>8} "
-          f"{'infer img/s':>12} {'GFLOP/s':>8} {'of peak':>8}")  # fmt: skip
+    print(
+        f"\nfp32 matmul peak (2048^2, median of {len(peaks)}): {peak:.1f} GFLOP/s "
+        f"(range {min(peaks):.0f}-{max(peaks):.0f})"
+    )
+    print(
+        f"\n{'width':>6} {'MFLOP/img':>10} {'train img/s':>12} {'GFLOP/s':>8} {'of peak':>8} "
+        f"{'infer img/s':>12} {'GFLOP/s':>8} {'of peak':>8}"
+    )
     for w, (m, macs) in models.items():
         tr, inf = statistics.median(rows[w]["train"]), statistics.median(rows[w]["infer"])
         fwd = 2 * macs / 1e9
         tg, ig = tr * 3 * fwd, inf * fwd
-        print(f"{w:>6} {fwd * 1e3:>10.1f} {tr:>12.0f} {tg:>8.1f} {tg / peak:>8.1%} "
-              f"{inf:>12.0f} {ig:>8.1f} {ig / peak:>8.1%}")
+        print(
+            f"{w:>6} {fwd * 1e3:>10.1f} {tr:>12.0f} {tg:>8.1f} {tg / peak:>8.1%} "
+            f"{inf:>12.0f} {ig:>8.1f} {ig / peak:>8.1%}"
+        )
     if not args.no_bf16:
         bpeak = matmul_gflops(512, torch.bfloat16, reps=2)
         w = args.widths[0]
@@ -121,9 +127,11 @@ def main() -> None:
         fr = train_rate(m, 64, 1)
         bg = br * 3 * 2 * macs / 1e9
         print(f"\nbf16 matmul peak (512^2): {bpeak:.2f} GFLOP/s ({bpeak / peak:.1%} of fp32)")
-        print(f"bf16 autocast training, width {w}, batch 64: {br:.0f} img/s ({bg:.1f} GFLOP/s, "
-              f"{bg / bpeak:.0%} of the bf16 matmul peak) vs float32 {fr:.0f} img/s: "
-              f"bf16/fp32 = {br / fr:.2f}")  # fmt: skip
+        print(
+            f"bf16 autocast training, width {w}, batch 64: {br:.0f} img/s ({bg:.1f} GFLOP/s, "
+            f"{bg / bpeak:.0%} of the bf16 matmul peak) vs float32 {fr:.0f} img/s: "
+            f"bf16/fp32 = {br / fr:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -51,14 +51,22 @@ def grid(name: str, root: Path, epochs: int, train_subset: int, pruner: dict | N
     spec = {
         "name": name,
         "config": {
-            "data": {"name": "cifar10", "root": str(root), "train_subset": train_subset, "test_subset": 1000,
-                     "val_fraction": 0.2},
+            "data": {
+                "name": "cifar10",
+                "root": str(root),
+                "train_subset": train_subset,
+                "test_subset": 1000,
+                "val_fraction": 0.2,
+            },
             "model": {"preset": "net1"},
             "train": train,
         },
-        "params": {"model.options.width": [4, 8, 12], "train.optimizer.lr": [0.01, 0.05],
-                   "model.options.kernel": [3, 5]},
-    }  # fmt: skip
+        "params": {
+            "model.options.width": [4, 8, 12],
+            "train.optimizer.lr": [0.01, 0.05],
+            "model.options.kernel": [3, 5],
+        },
+    }
     if pruner:
         spec["pruner"] = pruner
     return spec
@@ -72,8 +80,12 @@ def run(spec: dict, tmp: Path, workers: int) -> tuple[float, float, Path]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "convlens.cli", "sweep", str(path), "--workers", str(workers),
-                    "--out", str(out)], env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "convlens.cli", "sweep", str(path), "--workers", str(workers), "--out", str(out)],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -105,8 +117,10 @@ def main() -> int:
     from convlens.data import load_data
 
     load_data(load_config(grid("warm", root, 1, subset)["config"]).data)  # decode once: timed runs hit the cache
-    print(f"12-point grid (net1 width 4/8/12 x lr 0.01/0.05 x kernel 3/5), CIFAR-10 {subset} train images "
-          f"(80% train / 20% val), {cores} cores, load average {os.getloadavg()[0]:.1f} before the start")  # fmt: skip
+    print(
+        f"12-point grid (net1 width 4/8/12 x lr 0.01/0.05 x kernel 3/5), CIFAR-10 {subset} train images "
+        f"(80% train / 20% val), {cores} cores, load average {os.getloadavg()[0]:.1f} before the start"
+    )
     with tempfile.TemporaryDirectory() as d:
         if args.part in (None, "speed"):
             speed(root, Path(d), e_speed, subset, cores)
@@ -123,10 +137,14 @@ def speed(root: Path, tmp: Path, epochs: int, subset: int, cores: int) -> None:
         wall, cpu, out = run(grid(name, root, epochs, subset, threads=threads), tmp, workers)
         walls[label] = wall
         best, _, n, _ = summary(out)
-        print(f"   {label:<20} {wall:7.1f} s wall  CPU utilisation {100 * cpu / (wall * cores):5.1f}%  "
-              f"({n} trials, best val acc {100 * best:.2f}%)")  # fmt: skip
-    print(f"   wall-time ratio 1 worker / 2 workers: {walls['1 worker'] / walls['2 workers']:.2f}x  "
-          f"(1 worker on 1 thread / 2 workers: {walls['1 worker, 1 thread'] / walls['2 workers']:.2f}x)")
+        print(
+            f"   {label:<20} {wall:7.1f} s wall  CPU utilisation {100 * cpu / (wall * cores):5.1f}%  "
+            f"({n} trials, best val acc {100 * best:.2f}%)"
+        )
+    print(
+        f"   wall-time ratio 1 worker / 2 workers: {walls['1 worker'] / walls['2 workers']:.2f}x  "
+        f"(1 worker on 1 thread / 2 workers: {walls['1 worker, 1 thread'] / walls['2 workers']:.2f}x)"
+    )
 
 
 def prune(root: Path, tmp: Path, epochs: int, subset: int) -> None:
@@ -134,14 +152,18 @@ def prune(root: Path, tmp: Path, epochs: int, subset: int) -> None:
     wall, _, out = run(grid("full", root, epochs, subset, threads=1), tmp, 1)
     full_best, full_epochs, n, _ = summary(out)
     print(f"   no pruner            {wall:7.1f} s  best val acc {100 * full_best:.2f}%  {full_epochs} epochs")
-    pruners = [("median", {"name": "median", "startup_trials": 4, "warmup_epochs": 2}),
-               ("successive halving", {"name": "halving", "min_epochs": 2, "reduction": 3})]  # fmt: skip
+    pruners = [
+        ("median", {"name": "median", "startup_trials": 4, "warmup_epochs": 2}),
+        ("successive halving", {"name": "halving", "min_epochs": 2, "reduction": 3}),
+    ]
     for label, pruner in pruners:
         wall, _, out = run(grid(pruner["name"], root, epochs, subset, pruner=pruner, threads=1), tmp, 1)
         best, used, n, pruned = summary(out)
         verdict = "within 1 point" if 100 * (full_best - best) <= 1 else "MORE than 1 point below"
-        print(f"   {label:<20} {wall:7.1f} s  best val acc {100 * best:.2f}% ({verdict} of the grid's best)  "
-              f"{used} epochs = {used / full_epochs:.2f} of the grid's, {pruned}/{n} trials pruned")  # fmt: skip
+        print(
+            f"   {label:<20} {wall:7.1f} s  best val acc {100 * best:.2f}% ({verdict} of the grid's best)  "
+            f"{used} epochs = {used / full_epochs:.2f} of the grid's, {pruned}/{n} trials pruned"
+        )
 
 
 if __name__ == "__main__":

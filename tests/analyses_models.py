@@ -47,9 +47,13 @@ def dot_net(bn: bool = False):
     """
     torch.manual_seed(0)
     norm = [{"type": "bn"}] if bn else []
-    layers = ([{"type": "conv", "out": 2, "kernel": 3, "padding": 1}] + norm + ["relu", {"type": "maxpool"},
-              {"type": "conv", "out": 2, "kernel": 3, "padding": 1}] + norm + ["relu",
-              {"type": "globalpool", "mode": "max"}, {"type": "linear", "out": "classes"}])  # fmt: skip
+    layers = (
+        [{"type": "conv", "out": 2, "kernel": 3, "padding": 1}]
+        + norm
+        + ["relu", {"type": "maxpool"}, {"type": "conv", "out": 2, "kernel": 3, "padding": 1}]
+        + norm
+        + ["relu", {"type": "globalpool", "mode": "max"}, {"type": "linear", "out": "classes"}]
+    )
     model = build(layers, (1, 6, 6), len(CLASSES))
     with torch.no_grad():
         for conv in (model.conv1, model.conv2):
@@ -72,11 +76,25 @@ def random_net(seed: int = 0, channels: int = 3, head: str = "globalpool", group
     torch.manual_seed(seed)
     heads = {
         "globalpool": [{"type": "globalpool", "mode": "avg"}, {"type": "linear", "out": "classes"}],
-        "flatten": [{"type": "maxpool"}, {"type": "dropout", "p": 0.3}, "flatten", {"type": "linear", "out": 16},
-                    "relu", {"type": "dropout", "p": 0.3}, {"type": "linear", "out": "classes"}],
-    }  # fmt: skip
-    layers = [{"type": "conv", "out": 4, "kernel": 3, "padding": 1}, "bn", "relu", {"type": "maxpool"},
-              {"type": "conv", "out": 6, "kernel": 3, "padding": 1, "groups": groups}, "bn", "relu"] + heads[head]  # fmt: skip
+        "flatten": [
+            {"type": "maxpool"},
+            {"type": "dropout", "p": 0.3},
+            "flatten",
+            {"type": "linear", "out": 16},
+            "relu",
+            {"type": "dropout", "p": 0.3},
+            {"type": "linear", "out": "classes"},
+        ],
+    }
+    layers = [
+        {"type": "conv", "out": 4, "kernel": 3, "padding": 1},
+        "bn",
+        "relu",
+        {"type": "maxpool"},
+        {"type": "conv", "out": 6, "kernel": 3, "padding": 1, "groups": groups},
+        "bn",
+        "relu",
+    ] + heads[head]
     model = build(layers, (channels, 8, 8), 4)
     with torch.no_grad():
         for m in model.modules():
@@ -102,7 +120,9 @@ def fit_head(model, split: Split):
     target = torch.nn.functional.one_hot(split.labels, head.out_features).double()
     # ridge regression: well posed even when ReLUs leave the features rank-deficient (lstsq's
     # answer is then not unique and changes from run to run)
-    sol = torch.linalg.solve(feats.t() @ feats + 1e-3 * torch.eye(feats.shape[1], dtype=feats.dtype), feats.t() @ target)
+    sol = torch.linalg.solve(
+        feats.t() @ feats + 1e-3 * torch.eye(feats.shape[1], dtype=feats.dtype), feats.t() @ target
+    )
     sol = sol.float()  # (features + 1, classes)
     with torch.no_grad():
         head.weight.copy_(sol[:-1].t())

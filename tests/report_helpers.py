@@ -48,7 +48,11 @@ def trained(tmp_path_factory, key: str, **overrides) -> Path:
 
 # Strings that would run if the report forgot to escape them anywhere.
 HOSTILE_NAME = "<script>window.__pwned = 'config'</script>"
-HOSTILE_CLASSES = ["<script>window.__pwned = 'class'</script>", "<img src=x onerror=\"window.__pwned='img'\">", "cat & dog"]
+HOSTILE_CLASSES = [
+    "<script>window.__pwned = 'class'</script>",
+    "<img src=x onerror=\"window.__pwned='img'\">",
+    "cat & dog",
+]
 HOSTILE_CAPTION = " <script>window.__pwned = 'caption'</script>"
 
 
@@ -80,7 +84,7 @@ def analysed(tmp_path_factory) -> Path:
             mp.setenv("CONVLENS_CACHE", str(tmp_path_factory.getbasetemp() / "array-cache"))
             write_analyses(dst, k=6, max_filters=3, caption_tag=HOSTILE_CAPTION)
         names = read_json(dst / "dataset.json")["classes"]
-        rename_classes(dst, HOSTILE_CLASSES + names[len(HOSTILE_CLASSES):])
+        rename_classes(dst, HOSTILE_CLASSES + names[len(HOSTILE_CLASSES) :])
         _RUNS["analysed"] = dst
     return _RUNS["analysed"]
 
@@ -137,7 +141,10 @@ def _bars_png(values, path: Path, highlight: int) -> None:
     top = max(max(values), 1e-9)  # bars of negative values (a filter never above zero) stay empty
     for i, v in enumerate(values):
         x = 4 + 12 * i
-        draw.rectangle([x, h - 4 - int((h - 8) * max(v, 0) / top), x + bw - 1, h - 4], fill="#dd8452" if i == highlight else "#4c72b0")
+        draw.rectangle(
+            [x, h - 4 - int((h - 8) * max(v, 0) / top), x + bw - 1, h - 4],
+            fill="#dd8452" if i == highlight else "#4c72b0",
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     im.save(path)
 
@@ -156,13 +163,21 @@ def _fig(rel: str, caption: str, layer: str | None = None, index: int | None = N
 def _describe(classes, index, label, probs) -> dict:
     """One explained image, as ``convlens explain`` describes it."""
     pred = int(probs.argmax())
-    return {"index": int(index), "label": int(label), "label_name": classes[int(label)], "predicted": pred,
-            "predicted_name": classes[pred], "probability": float(probs[pred]), "true_probability": float(probs[int(label)]),
-            "split": "test"}  # fmt: skip
+    return {
+        "index": int(index),
+        "label": int(label),
+        "label_name": classes[int(label)],
+        "predicted": pred,
+        "predicted_name": classes[pred],
+        "probability": float(probs[pred]),
+        "true_probability": float(probs[int(label)]),
+        "split": "test",
+    }
 
 
-def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, caption_tag: str = "",
-                   limit: int | None = None) -> list[str]:  # fmt: skip
+def write_analyses(
+    run_dir: Path, k: int = 6, max_filters: int | None = None, caption_tag: str = "", limit: int | None = None
+) -> list[str]:
     """Write filters, stats, classnorms, topk, actmax, ablate, errors and saliency analyses
     (over ``limit`` evenly spaced test images, or all); ``max_filters`` caps the per-filter
     figures of each layer."""
@@ -191,8 +206,22 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
             for c, (pre, post) in where.items():
                 a, z = td[post].output.flatten(2), td[pre].output  # (B, F, HW), (B, F, H, W)
                 mx, arg = z.flatten(2).max(2)
-                d = acc.setdefault(c, {"max": [], "arg": [], "sum": 0, "sq": 0, "min": None, "zmax": None, "active": 0,
-                                       "img_active": 0, "post_sum": 0, "post_max": None, "norm": []})  # fmt: skip
+                d = acc.setdefault(
+                    c,
+                    {
+                        "max": [],
+                        "arg": [],
+                        "sum": 0,
+                        "sq": 0,
+                        "min": None,
+                        "zmax": None,
+                        "active": 0,
+                        "img_active": 0,
+                        "post_sum": 0,
+                        "post_max": None,
+                        "norm": [],
+                    },
+                )
                 d["max"].append(mx)
                 d["arg"].append(arg)
                 zf = z.flatten(2).double()
@@ -220,18 +249,35 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
     for c in convs:
         w = model.get_submodule(c).weight.detach()
         flat = w.flatten(1)
-        layers[c] = {"shape": list(w.shape), "l2": flat.norm(dim=1).tolist(), "l1": flat.abs().sum(1).tolist(),
-                     "min": flat.min(1).values.tolist(), "max": flat.max(1).values.tolist(),
-                     "bias": model.get_submodule(c).bias.tolist() if model.get_submodule(c).bias is not None else None,
-                     "max_abs": float(flat.abs().max())}  # fmt: skip
-        kern = [(w[i].mean(0) - w[i].mean(0).min()) / (w[i].mean(0).max() - w[i].mean(0).min() + 1e-9) for i in range(w.shape[0])]
+        layers[c] = {
+            "shape": list(w.shape),
+            "l2": flat.norm(dim=1).tolist(),
+            "l1": flat.abs().sum(1).tolist(),
+            "min": flat.min(1).values.tolist(),
+            "max": flat.max(1).values.tolist(),
+            "bias": model.get_submodule(c).bias.tolist() if model.get_submodule(c).bias is not None else None,
+            "max_abs": float(flat.abs().max()),
+        }
+        kern = [
+            (w[i].mean(0) - w[i].mean(0).min()) / (w[i].mean(0).max() - w[i].mean(0).min() + 1e-9)
+            for i in range(w.shape[0])
+        ]
         _png([t.numpy() for t in kern], out / "filters" / f"{c}.png", 32, "hw")
         figs.append(_fig(f"analysis/filters/{c}.png", f"{c}: all filters, each on its own scale{tag}", c))
         for i in range(nf_of(w.shape[0])):
             _png([kern[i].numpy()], out / "filters" / c / f"f{i}.png", 64, "hw")
             figs.append(_fig(f"analysis/filters/{c}/f{i}.png", f"{c} filter {i}: weights{tag}", c, i))
-    write_json(out / "filters.json", {"analysis": "filters", "params": {"layers": None, "scale": "filter", "per_filter": True},
-                                      **common, "layers": layers, "scale": "filter", "figures": figs})  # fmt: skip
+    write_json(
+        out / "filters.json",
+        {
+            "analysis": "filters",
+            "params": {"layers": None, "scale": "filter", "per_filter": True},
+            **common,
+            "layers": layers,
+            "scale": "filter",
+            "figures": figs,
+        },
+    )
 
     # stats -------------------------------------------------------------------------------------
     layers, figs = {}, []
@@ -242,16 +288,34 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
         active = d["active"] / positions
         wn = model.get_submodule(c).weight.detach().flatten(1).norm(dim=1)
         dead = [i for i in range(len(mean)) if active[i] == 0]
-        layers[c] = {"measured_at": {"pre": where[c][0], "post": where[c][1]}, "channels": len(mean), "mean": mean.tolist(),
-                     "std": std.tolist(), "min": d["min"].tolist(), "max": d["zmax"].tolist(), "active_fraction": active.tolist(),
-                     "images_active": (d["img_active"] / n).tolist(), "post_mean": (d["post_sum"] / positions).tolist(),
-                     "post_max": d["post_max"].tolist(), "weight_norm": wn.tolist(), "dead": dead,
-                     "dead_reasons": {str(i): ["never active"] for i in dead},
-                     "thresholds": {"active": 0.0, "weight_relative": 0.001, "weight_norm": float(wn.median()) * 0.001}}  # fmt: skip
+        layers[c] = {
+            "measured_at": {"pre": where[c][0], "post": where[c][1]},
+            "channels": len(mean),
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "min": d["min"].tolist(),
+            "max": d["zmax"].tolist(),
+            "active_fraction": active.tolist(),
+            "images_active": (d["img_active"] / n).tolist(),
+            "post_mean": (d["post_sum"] / positions).tolist(),
+            "post_max": d["post_max"].tolist(),
+            "weight_norm": wn.tolist(),
+            "dead": dead,
+            "dead_reasons": {str(i): ["never active"] for i in dead},
+            "thresholds": {"active": 0.0, "weight_relative": 0.001, "weight_norm": float(wn.median()) * 0.001},
+        }
         _bars_png(active.tolist(), out / "stats" / f"{c}.png", -1)
         figs.append(_fig(f"analysis/stats/{c}.png", f"{c}: how often each filter is active{tag}", c))
-    write_json(out / "stats.json", {"analysis": "stats", "params": {"layers": None, "active_threshold": 0.0, "weight_threshold": 0.001},
-                                    **common, "layers": layers, "figures": figs})  # fmt: skip
+    write_json(
+        out / "stats.json",
+        {
+            "analysis": "stats",
+            "params": {"layers": None, "active_threshold": 0.0, "weight_threshold": 0.001},
+            **common,
+            "layers": layers,
+            "figures": figs,
+        },
+    )
 
     # classnorms: bars per filter for the first and the last conv layer, as the analysis' default ----
     layers, figs, ranking = {}, [], []
@@ -267,22 +331,46 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
         pref = means.argmax(1)
         quiet = [i for i in range(len(overall)) if overall[i] < 0.01 * overall.mean()]
         order = [int(f) for f in torch.argsort(sel, descending=True, stable=True) if int(f) not in quiet]
-        layers[c] = {"measured_at": where[c][1], "channels": means.shape[0], "class_means": means.tolist(),
-                     "mean": overall.tolist(), "variance": var.tolist(), "cv": cv.tolist(), "selectivity": sel.tolist(),
-                     "preferred_class": [classes[int(j)] for j in pref], "quiet": quiet,
-                     "quiet_threshold": float(0.01 * overall.mean()), "experts": order[:10]}  # fmt: skip
-        ranking += [{"layer": c, "filter": f, "selectivity": float(sel[f]), "class": classes[int(pref[f])], "cv": float(cv[f])}
-                    for f in order]  # fmt: skip
+        layers[c] = {
+            "measured_at": where[c][1],
+            "channels": means.shape[0],
+            "class_means": means.tolist(),
+            "mean": overall.tolist(),
+            "variance": var.tolist(),
+            "cv": cv.tolist(),
+            "selectivity": sel.tolist(),
+            "preferred_class": [classes[int(j)] for j in pref],
+            "quiet": quiet,
+            "quiet_threshold": float(0.01 * overall.mean()),
+            "experts": order[:10],
+        }
+        ranking += [
+            {"layer": c, "filter": f, "selectivity": float(sel[f]), "class": classes[int(pref[f])], "cv": float(cv[f])}
+            for f in order
+        ]
         _bars_png(sel.tolist(), out / "classnorms" / f"{c}.png", -1)
         figs.append(_fig(f"analysis/classnorms/{c}.png", f"{c}: selectivity of each filter{tag}", c))
         for i in range(nf_of(means.shape[0])):
             _bars_png(means[i].tolist(), out / "classnorms" / c / f"f{i}.png", int(pref[i]))
-            figs.append(_fig(f"analysis/classnorms/{c}/f{i}.png", f"{c} filter {i}: class-wise average norm{tag}", c, i))
+            figs.append(
+                _fig(f"analysis/classnorms/{c}/f{i}.png", f"{c} filter {i}: class-wise average norm{tag}", c, i)
+            )
     ranking.sort(key=lambda r: -r["selectivity"])
-    write_json(out / "classnorms.json", {"analysis": "classnorms", "params": {"layers": None, "norm": "l2", "at": "act", "experts": 10},
-                                         **common, "norm": "l2", "scale": "L2 / sqrt(positions)", "classes": classes,
-                                         "class_counts": counts.tolist(), "layers": layers, "experts": ranking[:10],
-                                         "figures": figs})  # fmt: skip
+    write_json(
+        out / "classnorms.json",
+        {
+            "analysis": "classnorms",
+            "params": {"layers": None, "norm": "l2", "at": "act", "experts": 10},
+            **common,
+            "norm": "l2",
+            "scale": "L2 / sqrt(positions)",
+            "classes": classes,
+            "class_counts": counts.tolist(),
+            "layers": layers,
+            "experts": ranking[:10],
+            "figures": figs,
+        },
+    )
 
     # topk ----------------------------------------------------------------------------------------
     layers, figs = {}, []
@@ -296,22 +384,51 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
             hist = torch.bincount(labels[top], minlength=nclass).tolist()
             locs = [list(divmod(int(arg[t, i]), w)) for t in top.tolist()]
             windows = [list(field.window(pi, pj, x_all.shape[2], x_all.shape[3])) for pi, pj in locs]
-            recs.append({"filter": i, "positions": top.tolist(), "indices": top.tolist(), "labels": labels[top].tolist(),
-                         "scores": mx[top, i].tolist(), "locations": locs, "windows": windows, "class_histogram": hist,
-                         "top_class": classes[max(range(nclass), key=hist.__getitem__)], "mean": float(mx[top, i].mean()),
-                         "max": float(mx[top[0], i])})  # fmt: skip
+            recs.append(
+                {
+                    "filter": i,
+                    "positions": top.tolist(),
+                    "indices": top.tolist(),
+                    "labels": labels[top].tolist(),
+                    "scores": mx[top, i].tolist(),
+                    "locations": locs,
+                    "windows": windows,
+                    "class_histogram": hist,
+                    "top_class": classes[max(range(nclass), key=hist.__getitem__)],
+                    "mean": float(mx[top, i].mean()),
+                    "max": float(mx[top[0], i]),
+                }
+            )
             if i < nf_of(mx.shape[1]):
-                patches = [test.images[t, :, a0:a1, b0:b1].numpy() for t, (a0, a1, b0, b1) in zip(top.tolist(), windows)]
+                patches = [
+                    test.images[t, :, a0:a1, b0:b1].numpy() for t, (a0, a1, b0, b1) in zip(top.tolist(), windows)
+                ]
                 _png([test.images[t].numpy() for t in top.tolist()], out / "topk" / c / f"f{i}.png")
                 _png(patches, out / "topk" / c / f"f{i}_patches.png")
                 figs.append(_fig(f"analysis/topk/{c}/f{i}.png", f"{c} filter {i}: top-{k} test images{tag}", c, i))
-                figs.append(_fig(f"analysis/topk/{c}/f{i}_patches.png", f"{c} filter {i}: receptive-field patches{tag}", c, i))
+                figs.append(
+                    _fig(f"analysis/topk/{c}/f{i}_patches.png", f"{c} filter {i}: receptive-field patches{tag}", c, i)
+                )
         _bars_png([r["max"] for r in recs], out / "topk" / f"{c}.png", -1)
         figs.append(_fig(f"analysis/topk/{c}.png", f"{c}: the largest response of each filter{tag}", c))
-        layers[c] = {"measured_at": where[c][0], "channels": mx.shape[1], "map_size": [h, w],
-                     "receptive_field": {"size": field.size, "jump": field.jump, "start": field.start}, "filters": recs}  # fmt: skip
-    write_json(out / "topk.json", {"analysis": "topk", "params": {"layers": None, "k": k, "score": "max", "at": "bn"}, **common,
-                                   "layers": layers, "score": "max", "figures": figs})  # fmt: skip
+        layers[c] = {
+            "measured_at": where[c][0],
+            "channels": mx.shape[1],
+            "map_size": [h, w],
+            "receptive_field": {"size": field.size, "jump": field.jump, "start": field.start},
+            "filters": recs,
+        }
+    write_json(
+        out / "topk.json",
+        {
+            "analysis": "topk",
+            "params": {"layers": None, "k": k, "score": "max", "at": "bn"},
+            **common,
+            "layers": layers,
+            "score": "max",
+            "figures": figs,
+        },
+    )
 
     # actmax: a few steps of gradient ascent on each filter's mean activation, all filters at once,
     # written as `convlens explain --method actmax --layer <first conv>` writes it
@@ -334,17 +451,37 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
             img.data += 0.05 * grad.sign()  # signed gradient ascent
     for i in range(nf):
         _png([img[i].detach().clamp(0, 1).numpy()], out / "actmax" / first / f"f{i}.png", 64)
-        figs.append(_fig(f"analysis/actmax/{first}/f{i}.png", f"{first} filter {i}: activation maximisation{tag}", first, i))
+        figs.append(
+            _fig(f"analysis/actmax/{first}/f{i}.png", f"{first} filter {i}: activation maximisation{tag}", first, i)
+        )
     _png([img[i].detach().clamp(0, 1).numpy() for i in range(nf)], out / "actmax" / first / "grid.png", 48)
     figs.append(_fig(f"analysis/actmax/{first}/grid.png", f"Activation maximisation of {nf} filter(s) of {first}{tag}"))
     _bars_png(curve[-1].tolist(), out / "actmax" / first / "objective.png", -1)
     figs.append(_fig(f"analysis/actmax/{first}/objective.png", f"Objective of each filter of {first} at the end{tag}"))
-    np.savez_compressed(out / "actmax.npz", images=img.detach().numpy(), targets=np.arange(nf), objective=torch.stack(curve).numpy())
-    write_json(out / "actmax.json", {"analysis": "actmax", "params": {"layer": first, "target_kind": "filter", "steps": steps, "lr": 0.05,
-                                     "param": "pixel", "decorrelate": False}, "split": None,
-                                     "targets": [{"filter": i, "initial": float(curve[0][i]), "final": float(curve[-1][i])} for i in range(nf)],
-                                     "optimise_seconds": 0.1, "arrays": "analysis/actmax.npz", **ident, "seconds": 0.1,
-                                     "figures": figs})  # fmt: skip
+    np.savez_compressed(
+        out / "actmax.npz", images=img.detach().numpy(), targets=np.arange(nf), objective=torch.stack(curve).numpy()
+    )
+    write_json(
+        out / "actmax.json",
+        {
+            "analysis": "actmax",
+            "params": {
+                "layer": first,
+                "target_kind": "filter",
+                "steps": steps,
+                "lr": 0.05,
+                "param": "pixel",
+                "decorrelate": False,
+            },
+            "split": None,
+            "targets": [{"filter": i, "initial": float(curve[0][i]), "final": float(curve[-1][i])} for i in range(nf)],
+            "optimise_seconds": 0.1,
+            "arrays": "analysis/actmax.npz",
+            **ident,
+            "seconds": 0.1,
+            "figures": figs,
+        },
+    )
 
     # ablate: silence filter 0 of the first conv block, and rank the last block's filters -------------
     def evaluate(layer=None, f=None):
@@ -353,13 +490,20 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
             o[:, f] = 0
             return o
 
-        with torch.no_grad(), TraceDict(model, [where[layer][0]] if layer else [], edit_output=silence if layer else None):
+        with (
+            torch.no_grad(),
+            TraceDict(model, [where[layer][0]] if layer else [], edit_output=silence if layer else None),
+        ):
             logits = model(x_all)
         pred = logits.argmax(1)
         cm = torch.bincount(labels * nclass + pred, minlength=nclass**2).view(nclass, nclass)
-        return {"accuracy": float((pred == labels).double().mean()), "loss": float(torch.nn.functional.cross_entropy(logits, labels)),
-                "per_class_accuracy": (cm.diag().double() / cm.sum(1).clamp(min=1)).tolist(), "confusion": cm.tolist(),
-                "prediction_counts": cm.sum(0).tolist()}, pred  # fmt: skip
+        return {
+            "accuracy": float((pred == labels).double().mean()),
+            "loss": float(torch.nn.functional.cross_entropy(logits, labels)),
+            "per_class_accuracy": (cm.diag().double() / cm.sum(1).clamp(min=1)).tolist(),
+            "confusion": cm.tolist(),
+            "prediction_counts": cm.sum(0).tolist(),
+        }, pred
 
     (b, pb), (a, pa) = evaluate(), evaluate(first, 0)
     last = convs[-1]
@@ -370,24 +514,63 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
     switched = torch.nonzero((pb != labels) & (pa != labels) & (pa != pb)).flatten()
     both = torch.cat([broken, fixed, switched])
     figs = []
-    for nm, m, div in (("before", torch.tensor(b["confusion"]), False), ("diff", torch.tensor(a["confusion"]) - torch.tensor(b["confusion"]), True)):
-        plots.confusion(m.tolist(), classes, out / "ablate" / f"confusion_{nm}.png", title=f"confusion {nm}", diverging=div)
-        figs.append(_fig(f"analysis/ablate/confusion_{nm}.png", f"Confusion matrix {nm} ablating {first} filter 0{tag}"))
+    for nm, m, div in (
+        ("before", torch.tensor(b["confusion"]), False),
+        ("diff", torch.tensor(a["confusion"]) - torch.tensor(b["confusion"]), True),
+    ):
+        plots.confusion(
+            m.tolist(), classes, out / "ablate" / f"confusion_{nm}.png", title=f"confusion {nm}", diverging=div
+        )
+        figs.append(
+            _fig(f"analysis/ablate/confusion_{nm}.png", f"Confusion matrix {nm} ablating {first} filter 0{tag}")
+        )
     _bars_png([max(x, 0) for x in drop], out / "ablate" / f"{last}_rank.png", -1)
-    figs.append(_fig(f"analysis/ablate/{last}_rank.png", f"{last}: accuracy lost when each filter is silenced alone{tag}", last))
-    write_json(out / "ablate.json", {
-        "analysis": "ablate", "params": {"filters": {first: [0]}, "layers": None, "rank": True, "top": 3}, **common, "classes": classes,
-        "rank": {last: {"silenced_at": where[last][0], "method": "masked forward per filter", "baseline": b["accuracy"],
-                        "accuracy": [r["accuracy"] for r in ranked], "drop": drop,
-                        "per_class_drop": [[x - y for x, y in zip(b["per_class_accuracy"], r["per_class_accuracy"])] for r in ranked],
-                        "order": sorted(range(len(drop)), key=lambda f: -drop[f]), "seconds": 0.1, "seconds_per_filter": 0.01}},
-        "set": {"filters": {first: [0]}, "chosen_by": "given", "before": b, "after": a,
-                "diff": {"accuracy": a["accuracy"] - b["accuracy"],
-                         "per_class_accuracy": [y - x for x, y in zip(b["per_class_accuracy"], a["per_class_accuracy"])],
-                         "confusion": (torch.tensor(a["confusion"]) - torch.tensor(b["confusion"])).tolist()},
-                "changed": {"broken": broken.tolist(), "fixed": fixed.tolist(), "switched": switched.tolist(),
-                            "before": pb[both].tolist(), "after": pa[both].tolist()}},
-        "figures": figs})  # fmt: skip
+    figs.append(
+        _fig(f"analysis/ablate/{last}_rank.png", f"{last}: accuracy lost when each filter is silenced alone{tag}", last)
+    )
+    write_json(
+        out / "ablate.json",
+        {
+            "analysis": "ablate",
+            "params": {"filters": {first: [0]}, "layers": None, "rank": True, "top": 3},
+            **common,
+            "classes": classes,
+            "rank": {
+                last: {
+                    "silenced_at": where[last][0],
+                    "method": "masked forward per filter",
+                    "baseline": b["accuracy"],
+                    "accuracy": [r["accuracy"] for r in ranked],
+                    "drop": drop,
+                    "per_class_drop": [
+                        [x - y for x, y in zip(b["per_class_accuracy"], r["per_class_accuracy"])] for r in ranked
+                    ],
+                    "order": sorted(range(len(drop)), key=lambda f: -drop[f]),
+                    "seconds": 0.1,
+                    "seconds_per_filter": 0.01,
+                }
+            },
+            "set": {
+                "filters": {first: [0]},
+                "chosen_by": "given",
+                "before": b,
+                "after": a,
+                "diff": {
+                    "accuracy": a["accuracy"] - b["accuracy"],
+                    "per_class_accuracy": [y - x for x, y in zip(b["per_class_accuracy"], a["per_class_accuracy"])],
+                    "confusion": (torch.tensor(a["confusion"]) - torch.tensor(b["confusion"])).tolist(),
+                },
+                "changed": {
+                    "broken": broken.tolist(),
+                    "fixed": fixed.tolist(),
+                    "switched": switched.tolist(),
+                    "before": pb[both].tolist(),
+                    "after": pa[both].tolist(),
+                },
+            },
+            "figures": figs,
+        },
+    )
 
     # errors --------------------------------------------------------------------------------------
     from convlens.report.figures import pick_examples, pick_mistakes, read_predictions
@@ -398,17 +581,39 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
     _png([full_test.images[r["position"]].numpy() for r in pick_examples(rows, 16)], out / "errors" / "examples.png")
     _png([full_test.images[r["position"]].numpy() for r in mistakes], out / "errors" / "mistakes.png")
     cm = ev["confusion"]
-    pairs = sorted(((cm[i][j], i, j) for i in range(nclass) for j in range(nclass) if i != j and cm[i][j]), reverse=True)
-    write_json(out / "errors.json", {"analysis": "errors", "params": {"examples": 16, "mistakes": 8}, **common,
-                                     "accuracy": ev["accuracy"], "per_class_accuracy": ev["per_class_accuracy"], "confusion": cm,
-                                     "prediction_counts": [sum(r[j] for r in cm) for j in range(nclass)], "classes": classes,
-                                     "n_wrong": sum(not r["correct"] for r in rows),
-                                     "mistakes": [{"position": r["position"], "index": r["position"], "label": classes[r["label"]],
-                                                   "predicted": classes[r["pred"]], "confidence": r["confidence"], "correct": False}
-                                                  for r in mistakes],
-                                     "confused_pairs": [{"true": classes[i], "predicted": classes[j], "count": c} for c, i, j in pairs[:5]],
-                                     "figures": [_fig("analysis/errors/examples.png", f"Example classifications{tag}"),
-                                                 _fig("analysis/errors/mistakes.png", f"Most confident mistakes{tag}")]})  # fmt: skip
+    pairs = sorted(
+        ((cm[i][j], i, j) for i in range(nclass) for j in range(nclass) if i != j and cm[i][j]), reverse=True
+    )
+    write_json(
+        out / "errors.json",
+        {
+            "analysis": "errors",
+            "params": {"examples": 16, "mistakes": 8},
+            **common,
+            "accuracy": ev["accuracy"],
+            "per_class_accuracy": ev["per_class_accuracy"],
+            "confusion": cm,
+            "prediction_counts": [sum(r[j] for r in cm) for j in range(nclass)],
+            "classes": classes,
+            "n_wrong": sum(not r["correct"] for r in rows),
+            "mistakes": [
+                {
+                    "position": r["position"],
+                    "index": r["position"],
+                    "label": classes[r["label"]],
+                    "predicted": classes[r["pred"]],
+                    "confidence": r["confidence"],
+                    "correct": False,
+                }
+                for r in mistakes
+            ],
+            "confused_pairs": [{"true": classes[i], "predicted": classes[j], "count": c} for c, i, j in pairs[:5]],
+            "figures": [
+                _fig("analysis/errors/examples.png", f"Example classifications{tag}"),
+                _fig("analysis/errors/mistakes.png", f"Most confident mistakes{tag}"),
+            ],
+        },
+    )
 
     # saliency: input gradient of the predicted class for a few images, as `convlens explain --method saliency`
     xs = x_all[:6].clone().requires_grad_(True)
@@ -422,8 +627,22 @@ def write_analyses(run_dir: Path, k: int = 6, max_filters: int | None = None, ca
     _png(list(x_all[:6].numpy()) + list(g), out / "saliency" / "images.png", layout=["chw"] * 6 + ["hw"] * len(g))
     np.savez_compressed(out / "saliency.npz", attributions=g, targets=pred.numpy())
     images = [{**_describe(classes, i, labels[i], probs[i]), "target": int(pred[i])} for i in range(6)]
-    write_json(out / "saliency.json", {"analysis": "saliency", "params": {"target": "predicted", "heatmap": {"sign": "absolute", "scale": "per_image"}},
-                                       "split": "test", "images": images, "arrays": "analysis/saliency.npz", **ident,
-                                       "seconds": 0.1, "figures": [_fig("analysis/saliency/images.png",
-                                       f"Input images and the magnitude of the input gradient of their predicted class{tag}")]})  # fmt: skip
+    write_json(
+        out / "saliency.json",
+        {
+            "analysis": "saliency",
+            "params": {"target": "predicted", "heatmap": {"sign": "absolute", "scale": "per_image"}},
+            "split": "test",
+            "images": images,
+            "arrays": "analysis/saliency.npz",
+            **ident,
+            "seconds": 0.1,
+            "figures": [
+                _fig(
+                    "analysis/saliency/images.png",
+                    f"Input images and the magnitude of the input gradient of their predicted class{tag}",
+                )
+            ],
+        },
+    )
     return ["filters", "stats", "classnorms", "topk", "actmax", "ablate", "errors", "saliency"]

@@ -111,12 +111,15 @@ class Count(nn.Module):
         return x
 
 
-@pytest.mark.parametrize("layer,head,groups,method", [
-    ("conv1", "globalpool", 1, "effects added at conv2"),  # relu1 and pool1 act per channel
-    ("conv1", "globalpool", 2, "rest of the network per filter"),
-    ("conv2", "globalpool", 1, "effects added at fc1"),
-    ("conv2", "flatten", 1, "effects added at fc1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "layer,head,groups,method",
+    [
+        ("conv1", "globalpool", 1, "effects added at conv2"),  # relu1 and pool1 act per channel
+        ("conv1", "globalpool", 2, "rest of the network per filter"),
+        ("conv2", "globalpool", 1, "effects added at fc1"),
+        ("conv2", "flatten", 1, "effects added at fc1"),
+    ],
+)
 @pytest.mark.parametrize("mode", ["channel", "weights"])
 def test_batched_ranking_equals_silencing_each_filter_alone(layer, head, groups, method, mode):
     model, split = random_net(seed=3, head=head, groups=groups), random_split(40, seed=1)
@@ -126,7 +129,9 @@ def test_batched_ranking_equals_silencing_each_filter_alone(layer, head, groups,
     s = subject(model, split, batch_size=16)
     with inference(model):
         r = rank_layer(s, layer, mode)
-        assert counter.calls == 3 and r["mode"] == mode  # the layers before the silenced one ran once per batch, not per filter
+        assert (
+            counter.calls == 3 and r["mode"] == mode
+        )  # the layers before the silenced one ran once per batch, not per filter
         labels = split.labels
         x = split.images.float() / 255
         base = (model(x).argmax(1) == labels).double().mean()
@@ -159,7 +164,10 @@ def test_set_mode_before_after_and_changed_images():
     assert s["filters"] == {"conv2": [0, 1, 2]} and s["chosen_by"] == "given"
     assert s["before"]["accuracy"] == pytest.approx(float((pb == labels).double().mean()))
     assert s["after"]["accuracy"] == pytest.approx(float((pa == labels).double().mean()))
-    assert s["diff"]["confusion"] == (torch.tensor(s["after"]["confusion"]) - torch.tensor(s["before"]["confusion"])).tolist()
+    assert (
+        s["diff"]["confusion"]
+        == (torch.tensor(s["after"]["confusion"]) - torch.tensor(s["before"]["confusion"])).tolist()
+    )
     broken = ((pb == labels) & (pa != labels)).nonzero().flatten().tolist()
     fixed = ((pb != labels) & (pa == labels)).nonzero().flatten().tolist()
     assert s["changed"]["broken"] == broken and s["changed"]["fixed"] == fixed

@@ -94,8 +94,10 @@ def test_unknown_layer_lists_the_layers():
 def test_conv_analyses_on_a_recurrent_model_say_which_apply(tmp_path):
     rnn = build([{"type": "gru", "hidden": 8}, {"type": "linear", "out": "classes"}], (1, 6, 6), 3).eval()
     s = subject(rnn, dot_split(), root=tmp_path)
-    with pytest.raises(AnalysisError, match="topk does not apply: the model has no conv layers. "
-                                            "Analyses that apply to this model: errors"):  # fmt: skip
+    with pytest.raises(
+        AnalysisError,
+        match="topk does not apply: the model has no conv layers. Analyses that apply to this model: errors",
+    ):
         TopK()(s)
     with pytest.raises(AnalysisError, match="Analyses that apply to this model: errors"):
         analyze(s, ["filters"])
@@ -125,7 +127,8 @@ def test_featuremaps_by_position_class_and_file(tmp_path):
     img[2:4, 8:10] = 255  # a bright square, read back at 6x6 as a bright pixel near (1, 4)
     Image.fromarray(img).save(tmp_path / "dot.png")
     out = FeatureMaps(images=[3], classes=["b"], file=str(tmp_path / "dot.png"), layers=["conv1", "conv2"])(
-        subject(dot_net(), dot_split(), root=tmp_path))  # fmt: skip
+        subject(dot_net(), dot_split(), root=tmp_path)
+    )
     imgs = out["images"]
     assert [i.get("position") for i in imgs] == [3, 1, None] and imgs[2]["file"].endswith("dot.png")
     assert imgs[0]["class"] == "a" and imgs[1]["class"] == "b"
@@ -148,7 +151,9 @@ def test_filters_numbers():
     w = model.conv2.weight.detach().flatten(1)
     info = out["layers"]["conv2"]
     assert info["shape"] == [6, 4, 3, 3]
-    assert info["l2"] == pytest.approx(w.norm(dim=1).tolist()) and info["max_abs"] == pytest.approx(float(w.abs().max()))
+    assert info["l2"] == pytest.approx(w.norm(dim=1).tolist()) and info["max_abs"] == pytest.approx(
+        float(w.abs().max())
+    )
     with pytest.raises(LayerError, match="'relu1' is a ReLU"):
         Filters(layers=["relu1"])(subject(model, random_split(4)))
 

@@ -19,8 +19,21 @@ def digits_run(tmp_path_factory):
 
 
 def test_analyze_writes_every_analysis(digits_run, capsys):
-    rc = main(["analyze", str(digits_run), "--limit", "120", "--k", "4", "--examples", "6", "--mistakes", "6",
-               "--no-per-filter"])  # per-filter weight figures are covered by test_analyses_base
+    rc = main(
+        [
+            "analyze",
+            str(digits_run),
+            "--limit",
+            "120",
+            "--k",
+            "4",
+            "--examples",
+            "6",
+            "--mistakes",
+            "6",
+            "--no-per-filter",
+        ]
+    )  # per-filter weight figures are covered by test_analyses_base
     printed = capsys.readouterr().out
     assert rc == 0
     analysis = digits_run / "analysis"
@@ -34,15 +47,34 @@ def test_analyze_writes_every_analysis(digits_run, capsys):
     assert list(topk["layers"]) == ["conv1", "conv2", "conv3"] and topk["params"]["k"] == 4
     assert [topk["layers"][c]["receptive_field"]["size"] for c in ("conv1", "conv2", "conv3")] == [3, 5, 10]
     assert (analysis / "topk" / "conv3" / "f15_patches.png").is_file()  # width 4: conv3 has 16 filters
-    assert (analysis / "classnorms" / "conv1" / "f0.png").is_file() and (analysis / "classnorms" / "conv3" / "f15.png").is_file()
+    assert (analysis / "classnorms" / "conv1" / "f0.png").is_file() and (
+        analysis / "classnorms" / "conv3" / "f15.png"
+    ).is_file()
     assert "stats+classnorms+topk: one pass over 120 test images" in printed
-    assert "data: stratified subset: 120 of " in printed and json.loads((analysis / "errors.json").read_text())["subset"]["n"] == 120
+    assert (
+        "data: stratified subset: 120 of " in printed
+        and json.loads((analysis / "errors.json").read_text())["subset"]["n"] == 120
+    )
     assert list(json.loads((analysis / "ablate.json").read_text())["rank"]) == ["conv3"]
 
 
 def test_analyze_options_and_bad_input(digits_run, capsys):
-    rc = main(["analyze", str(digits_run), "--only", "ablate,stats", "--filters", "conv1:0,2", "--no-rank",
-               "--split", "val", "--limit", "50", "--no-figures"])  # fmt: skip
+    rc = main(
+        [
+            "analyze",
+            str(digits_run),
+            "--only",
+            "ablate,stats",
+            "--filters",
+            "conv1:0,2",
+            "--no-rank",
+            "--split",
+            "val",
+            "--limit",
+            "50",
+            "--no-figures",
+        ]
+    )
     assert rc == 0
     ablate = json.loads((digits_run / "analysis" / "ablate.json").read_text())
     assert ablate["split"] == "val" and ablate["set"]["filters"] == {"conv1": [0, 2]} and ablate["figures"] == []

@@ -10,17 +10,20 @@ C3 = {"type": "conv", "out": 1, "kernel": 3}
 POOL2 = {"type": "maxpool", "kernel": 2}
 
 
-@pytest.mark.parametrize("layers,size,jump", [
-    ([C3], 3, 1),                                                   # conv3 s1
-    ([C3, C3], 5, 1),                                               # two conv3
-    ([C3, POOL2, C3], 8, 2),                                        # conv3 + pool2 + conv3
-    ([C3, C3, C3], 7, 1),
-    ([{**C3, "kernel": 5}], 5, 1),
-    ([{**C3, "stride": 2}, C3], 7, 2),                              # a stride-2 conv doubles later steps
-    ([{**C3, "dilation": 2}], 5, 1),                                # dilation 2: 3 taps spread over 5 pixels
-    ([C3, POOL2, C3, POOL2, C3], 18, 4),
-    ([{**C3, "kernel": 7, "padding": 3}, POOL2, C3], 12, 2),        # the CSE849 first block
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "layers,size,jump",
+    [
+        ([C3], 3, 1),  # conv3 s1
+        ([C3, C3], 5, 1),  # two conv3
+        ([C3, POOL2, C3], 8, 2),  # conv3 + pool2 + conv3
+        ([C3, C3, C3], 7, 1),
+        ([{**C3, "kernel": 5}], 5, 1),
+        ([{**C3, "stride": 2}, C3], 7, 2),  # a stride-2 conv doubles later steps
+        ([{**C3, "dilation": 2}], 5, 1),  # dilation 2: 3 taps spread over 5 pixels
+        ([C3, POOL2, C3, POOL2, C3], 18, 4),
+        ([{**C3, "kernel": 7, "padding": 3}, POOL2, C3], 12, 2),  # the CSE849 first block
+    ],
+)
 def test_hand_computed_table(layers, size, jump):
     model = build(layers + [{"type": "flatten"}, {"type": "linear", "out": 2}], (1, 32, 32), 2)
     last = [n for n, _ in model.named_children()][len(layers)]
@@ -52,11 +55,14 @@ def _support(model: nn.Module, layer_index: int, i: int, j: int, shape) -> tuple
     return int(nz[:, 0].min()), int(nz[:, 0].max()) + 1, int(nz[:, 1].min()), int(nz[:, 1].max()) + 1
 
 
-@pytest.mark.parametrize("spec", [
-    [(3, 1, 1, 1), "avg2", (3, 1, 1, 1)],
-    [(5, 2, 2, 1), (3, 1, 0, 2), "avg3s2p1", (3, 1, 1, 1)],
-    [(3, 1, 0, 1), (3, 2, 1, 1), "avg2", (1, 1, 0, 1)],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "spec",
+    [
+        [(3, 1, 1, 1), "avg2", (3, 1, 1, 1)],
+        [(5, 2, 2, 1), (3, 1, 0, 2), "avg3s2p1", (3, 1, 1, 1)],
+        [(3, 1, 0, 1), (3, 2, 1, 1), "avg2", (1, 1, 0, 1)],
+    ],
+)
 def test_window_matches_the_gradient_support(spec):
     # all-positive weights and average pools: every input pixel in the field has a nonzero gradient
     mods = []

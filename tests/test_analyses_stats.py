@@ -48,8 +48,17 @@ def test_stats_do_not_depend_on_the_batch_size():
     for bs in (1, 7):
         b = Stats()(subject(model, split, batch_size=bs))["layers"]
         for layer in a:
-            for key in ("mean", "std", "min", "max", "active_fraction", "images_active", "post_mean", "post_std",
-                        "post_max"):
+            for key in (
+                "mean",
+                "std",
+                "min",
+                "max",
+                "active_fraction",
+                "images_active",
+                "post_mean",
+                "post_std",
+                "post_max",
+            ):
                 assert b[layer][key] == pytest.approx(a[layer][key], rel=1e-6, abs=1e-6), (layer, key)
             assert b[layer]["dead"] == a[layer]["dead"]
 
@@ -92,8 +101,13 @@ def test_class_norms_by_hand():
         assert info["class_means"][1] == [0.0, 0.0, 0.0] and info["selectivity"][1] == 0.0 and info["cv"][1] == 0.0
         assert info["quiet"] == [1] and info["experts"] == [0]  # silent filters are not experts
         assert out["class_counts"] == [4, 4, 4]
-        assert out["experts"][0] == {"layer": "conv1", "filter": 0, "selectivity": pytest.approx(info["selectivity"][0]),
-                                     "class": info["preferred_class"][0], "cv": pytest.approx(info["cv"][0])}  # fmt: skip
+        assert out["experts"][0] == {
+            "layer": "conv1",
+            "filter": 0,
+            "selectivity": pytest.approx(info["selectivity"][0]),
+            "class": info["preferred_class"][0],
+            "cv": pytest.approx(info["cv"][0]),
+        }
 
 
 def test_selectivity_index():

@@ -92,7 +92,9 @@ def test_random_model_matches_brute_force_for_every_batch_size(score):
         expected = sorted(range(60), key=lambda n: (-float(scores[n, f]), n))[:7]
         for r in results:
             assert r["filters"][f]["positions"] == expected
-            assert r["filters"][f]["scores"] == pytest.approx([float(scores[n, f]) for n in expected], rel=1e-5, abs=1e-6)
+            assert r["filters"][f]["scores"] == pytest.approx(
+                [float(scores[n, f]) for n in expected], rel=1e-5, abs=1e-6
+            )
             assert r["filters"][f]["locations"] == results[0]["filters"][f]["locations"]
 
 

@@ -46,13 +46,24 @@ def _run_for(cmd: list[str], seconds: float) -> int | None:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_training_killed_at_random_moments_ends_as_an_uninterrupted_run(tmp_path):
-    cfg = tiny_config(**{"train.epochs": 6, "train.batch_size": 16, "train.threads": 1,
-                         "model.options": {"width": 12}, "data.augment": {"flip": {"p": 0.5}}})  # fmt: skip
+    cfg = tiny_config(
+        **{
+            "train.epochs": 6,
+            "train.batch_size": 16,
+            "train.threads": 1,
+            "model.options": {"width": 12},
+            "data.augment": {"flip": {"p": 0.5}},
+        }
+    )
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     t0 = time.monotonic()
-    ref = subprocess.Popen(cli("train", str(cfg_path), "--out", str(tmp_path / "ref")), env=worker_env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    ref = subprocess.Popen(
+        cli("train", str(cfg_path), "--out", str(tmp_path / "ref")),
+        env=worker_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first = tmp_path / "ref" / "metrics.jsonl"
     while ref.poll() is None and not (first.is_file() and first.read_text()):
         time.sleep(0.02)
@@ -64,8 +75,11 @@ def test_training_killed_at_random_moments_ends_as_an_uninterrupted_run(tmp_path
     rng = random.Random(7)
     saved = []  # epochs in last.pt after each kill, to see where the kills landed
     for _ in range(4):
-        cmd = (cli("train", "--resume", str(run_dir)) if (run_dir / "config.yaml").is_file()
-               else cli("train", str(cfg_path), "--out", str(run_dir)))  # fmt: skip
+        cmd = (
+            cli("train", "--resume", str(run_dir))
+            if (run_dir / "config.yaml").is_file()
+            else cli("train", str(cfg_path), "--out", str(run_dir))
+        )
         # anywhere from the last moments of start-up (before any checkpoint) to the final evaluation
         if _run_for(cmd, rng.uniform(0.7 * start, whole)) is not None:
             break
@@ -73,12 +87,16 @@ def test_training_killed_at_random_moments_ends_as_an_uninterrupted_run(tmp_path
         saved.append(checkpoint.load(last)["epoch"] if last.is_file() else None)
     print(f"killed {len(saved)} time(s); epochs saved at each kill: {saved}")
     if not (run_dir / "status.json").is_file() or Run(run_dir).status["status"] != "finished":
-        cmd = (cli("train", "--resume", str(run_dir)) if (run_dir / "config.yaml").is_file()
-               else cli("train", str(cfg_path), "--out", str(run_dir)))  # fmt: skip
+        cmd = (
+            cli("train", "--resume", str(run_dir))
+            if (run_dir / "config.yaml").is_file()
+            else cli("train", str(cfg_path), "--out", str(run_dir))
+        )
         assert _run_for(cmd, 300) == 0
     a, b = Run(tmp_path / "ref"), Run(run_dir)
-    assert [{k: v for k, v in r.items() if k not in TIMELESS} for r in a.metrics()] == \
-        [{k: v for k, v in r.items() if k not in TIMELESS} for r in b.metrics()]  # fmt: skip
+    assert [{k: v for k, v in r.items() if k not in TIMELESS} for r in a.metrics()] == [
+        {k: v for k, v in r.items() if k not in TIMELESS} for r in b.metrics()
+    ]
     for which in ("last", "best"):
         wa, wb = (checkpoint.load(r.path / "checkpoints" / f"{which}.pt") for r in (a, b))
         assert wa["epoch"] == wb["epoch"] and all(torch.equal(wa["model"][k], wb["model"][k]) for k in wa["model"])
@@ -96,8 +114,9 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_sweep_killed_at_random_moments_finishes_every_cell_exactly_once(tmp_path):
-    spec = sweep_dict(epochs=3, params={"train.optimizer.lr": [0.05, 0.1], "model.options.width": [4, 6]},
-                      retries=20)  # every kill is a retry: let none give a cell up
+    spec = sweep_dict(
+        epochs=3, params={"train.optimizer.lr": [0.05, 0.1], "model.options.width": [4, 6]}, retries=20
+    )  # every kill is a retry: let none give a cell up
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     out = tmp_path / "out"
@@ -138,4 +157,5 @@ def test_a_sweep_killed_at_random_moments_finishes_every_cell_exactly_once(tmp_p
         rows = [r for r in csv.DictReader(f) if r["status"] == "finished"]
     assert Counter((r["lr"], r["width"], r["seed"]) for r in rows) == {
         (str(c["params"]["train.optimizer.lr"]), str(c["params"]["model.options.width"]), str(c["seed"])): 1
-        for c in sweep.cells()}  # fmt: skip
+        for c in sweep.cells()
+    }

@@ -23,8 +23,10 @@ def run(tmp_path_factory) -> Path:
 
 
 def tree_hash(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def one_error(capsys, argv: list[str], *needles: str) -> str:
@@ -105,9 +107,14 @@ def test_read_only_run_folder(tmp_path, run, read_only, capsys):
     (sweep_dir / "sweep.yaml").write_text("base: c.yaml\nparams:\n  train.epochs: [1]\n")
     reason = read_only(ro)
     before = tree_hash(ro)
-    for argv in (["train", "--resume", str(ro)], ["analyze", str(ro), "--only", "filters"],
-                 ["explain", str(ro), "--method", "saliency", "--images", "0"], ["eval", str(ro)],
-                 ["report", str(ro)], ["report", str(ro), "--out", str(tmp_path / "elsewhere.html")]):  # fmt: skip
+    for argv in (
+        ["train", "--resume", str(ro)],
+        ["analyze", str(ro), "--only", "filters"],
+        ["explain", str(ro), "--method", "saliency", "--images", "0"],
+        ["eval", str(ro)],
+        ["report", str(ro)],
+        ["report", str(ro), "--out", str(tmp_path / "elsewhere.html")],
+    ):
         one_error(capsys, argv, f"cannot write {ro}", reason)
     assert tree_hash(ro) == before
     reason = read_only(sweep_dir)
@@ -129,12 +136,15 @@ def test_a_write_failing_midway_is_one_error_line(tmp_path, run, monkeypatch, ca
 # values that argparse reads: one `error:` line, not argparse's usage block nor a traceback
 
 
-@pytest.mark.parametrize("spec,needle", [
-    ("conv1:-1", "'-1' in 'conv1:-1' is not a filter index"),
-    ("conv1:abc", "'abc' in 'conv1:abc' is not a filter index"),
-    ("conv1", "cannot read filters 'conv1'"),
-    ("conv1:3-1", "range '3-1' in 'conv1:3-1' is empty"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "spec,needle",
+    [
+        ("conv1:-1", "'-1' in 'conv1:-1' is not a filter index"),
+        ("conv1:abc", "'abc' in 'conv1:abc' is not a filter index"),
+        ("conv1", "cannot read filters 'conv1'"),
+        ("conv1:3-1", "range '3-1' in 'conv1:3-1' is empty"),
+    ],
+)
 def test_bad_filter_specs(run, spec, needle, capsys):
     one_error(capsys, ["analyze", str(run), "--only", "ablate", "--filters", spec], "--filters", needle)
 
@@ -169,8 +179,23 @@ def test_models_with_impossible_shapes(capsys):
 
 @pytest.mark.parametrize("window,stride", [(8, 2), (7, 2), (4, 8)])
 def test_occlusion_window_with_one_position_is_refused(run, window, stride, capsys):
-    line = one_error(capsys, ["explain", str(run), "--method", "occlusion", "--images", "0,1",
-                              "--window", str(window), "--stride", str(stride)], f"window {window}", "1x1 map")  # fmt: skip
+    line = one_error(
+        capsys,
+        [
+            "explain",
+            str(run),
+            "--method",
+            "occlusion",
+            "--images",
+            "0,1",
+            "--window",
+            str(window),
+            "--stride",
+            str(stride),
+        ],
+        f"window {window}",
+        "1x1 map",
+    )
     assert "allowed at stride 2: windows 1 to 6" in line if stride == 2 else "smaller stride" in line
 
 
@@ -210,7 +235,9 @@ def test_k_beyond_the_split_keeps_every_image_and_says_so(tmp_path, run, capsys)
 
 
 def test_nonsense_layer_names_list_the_layers(run, capsys):
-    one_error(capsys, ["analyze", str(run), "--only", "stats", "--layers", "conv1,nonsense"], "'nonsense'", "conv1, bn1")
+    one_error(
+        capsys, ["analyze", str(run), "--only", "stats", "--layers", "conv1,nonsense"], "'nonsense'", "conv1, bn1"
+    )
     one_error(capsys, ["explain", str(run), "--method", "gradcam", "--layers", "nonsense"], "'nonsense'", "conv2")
 
 
@@ -226,7 +253,9 @@ def test_damaged_files_name_the_file(tmp_path, run, capsys):
     cut = copy_run(run, tmp_path / "cut")
     data = (cut / "checkpoints" / "best.pt").read_bytes()
     (cut / "checkpoints" / "best.pt").write_bytes(data[: len(data) // 2])
-    one_error(capsys, ["analyze", str(cut), "--only", "filters", "--checkpoint", "best"], "cannot read checkpoint", "best.pt")
+    one_error(
+        capsys, ["analyze", str(cut), "--only", "filters", "--checkpoint", "best"], "cannot read checkpoint", "best.pt"
+    )
     js = copy_run(run, tmp_path / "js")
     (js / "eval.json").write_text("{nope")
     one_error(capsys, ["diagnose", str(js)], "eval.json is not valid JSON")
@@ -237,4 +266,3 @@ def test_damaged_files_name_the_file(tmp_path, run, capsys):
     lst.write_text("- 1\n")
     one_error(capsys, ["sweep", str(lst)], "top level must be a mapping")
     assert not (tmp_path / "n").exists()
-

@@ -26,8 +26,13 @@ from convlens.cli import main
 from convlens.config import ExperimentConfig
 from convlens.models import PRESETS
 
-SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 FEW = settings(SETTINGS, max_examples=25)  # the ones that load the run's model and data first
 
 LAYERS = ["input", "conv1", "bn1", "relu1", "conv2", "bn2", "relu2", "pool1", "conv3", "bn3", "relu3", "gpool1", "fc1"]
@@ -63,17 +68,21 @@ def world(tmp_path_factory) -> Path:
     (w / "a_file").write_text("not a folder")
     damaged = {
         "ckpt_garbage": lambda r: [(r / "checkpoints" / f).write_bytes(b"\x80garbage") for f in ("best.pt", "last.pt")],
-        "ckpt_cut": lambda r: [(r / "checkpoints" / f).write_bytes((run / "checkpoints" / f).read_bytes()[:999])
-                               for f in ("best.pt", "last.pt")],
+        "ckpt_cut": lambda r: [
+            (r / "checkpoints" / f).write_bytes((run / "checkpoints" / f).read_bytes()[:999])
+            for f in ("best.pt", "last.pt")
+        ],
         "ckpt_empty": lambda r: [(r / "checkpoints" / f).write_bytes(b"") for f in ("best.pt", "last.pt")],
         "ckpt_none": lambda r: shutil.rmtree(r / "checkpoints"),
-        "ckpt_dirs": lambda r: [((r / "checkpoints" / f).unlink(), (r / "checkpoints" / f).mkdir()) for f in ("best.pt", "last.pt")],
+        "ckpt_dirs": lambda r: [
+            ((r / "checkpoints" / f).unlink(), (r / "checkpoints" / f).mkdir()) for f in ("best.pt", "last.pt")
+        ],
         "config_bad": lambda r: (r / "config.yaml").write_text("model: [[[\n"),
         "config_dir": lambda r: ((r / "config.yaml").unlink(), (r / "config.yaml").mkdir()),
         "dataset_bad": lambda r: (r / "dataset.json").write_text("{not json"),
         "dataset_none": lambda r: (r / "dataset.json").unlink(),
         "eval_bad": lambda r: (r / "eval.json").write_bytes(b"\xff\xfe{"),
-    }  # fmt: skip
+    }
     for name, damage in damaged.items():
         damage(copy_run(run, w / name))
     pics = w / "pics"
@@ -89,9 +98,11 @@ def tree(root: Path) -> dict[str, str]:
     """Every path under ``root`` and the hash of its bytes; a report's figure cache (RUN/report/,
     drawn once and reused by the next report) is not a result and may be left behind, and the run
     folder's lock file names its last writer's PID, which is bookkeeping, not a result."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))
-            if "report" not in p.relative_to(root).parts[1:2] and p.name != ".lock"}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+        if "report" not in p.relative_to(root).parts[1:2] and p.name != ".lock"
+    }
 
 
 def check(world: Path, argv: list[str], *needles: str) -> None:
@@ -121,14 +132,19 @@ OUT_OF_RANGE = {
     "train.epochs": st.integers(max_value=0) | st.integers(min_value=100001),
     "train.batch_size": st.integers(max_value=0),
     "seed": st.integers(max_value=-1),
-    "train.optimizer.lr": st.floats(max_value=0, allow_nan=False, allow_infinity=False) | st.floats(min_value=100.5, max_value=1e9),
+    "train.optimizer.lr": st.floats(max_value=0, allow_nan=False, allow_infinity=False)
+    | st.floats(min_value=100.5, max_value=1e9),
     "train.optimizer.momentum": st.floats(min_value=1, max_value=1e6) | st.floats(max_value=-1e-3, min_value=-1e6),
     "data.val_fraction": st.floats(min_value=1, max_value=1e6) | st.floats(max_value=-1e-3, min_value=-1e6),
     "train.label_smoothing": st.floats(min_value=1, max_value=10),
     "data.train_subset": st.integers(max_value=0),
-}  # fmt: skip
-NOT_AN_INT = (st.from_regex(r"\A[a-z]{3,6}[0-9]\Z") | st.just("[1, 2]") | st.just("{a: 1}")
-              | st.floats(min_value=0.01, max_value=1e4).filter(lambda f: f != int(f)).map(str))  # fmt: skip
+}
+NOT_AN_INT = (
+    st.from_regex(r"\A[a-z]{3,6}[0-9]\Z")
+    | st.just("[1, 2]")
+    | st.just("{a: 1}")
+    | st.floats(min_value=0.01, max_value=1e4).filter(lambda f: f != int(f)).map(str)
+)
 
 
 @st.composite
@@ -160,9 +176,12 @@ def test_train_with_bad_overrides(world, override):
 # analyze: layer and filter specs, numbers out of range
 
 name = st.from_regex(r"\A[a-z][a-z0-9_]{0,8}\Z").filter(lambda s: s not in KNOWN)
-bad_index = (st.integers(max_value=-1).map(str) | st.from_regex(r"\A[a-z]{1,4}\Z")
-             | st.tuples(st.integers(1, 50), st.integers(0, 49)).filter(lambda t: t[0] > t[1]).map(lambda t: f"{t[0]}-{t[1]}")
-             | st.integers(min_value=16, max_value=10**6).map(str))  # conv layers here have 4, 8, 16 filters  # fmt: skip
+bad_index = (
+    st.integers(max_value=-1).map(str)
+    | st.from_regex(r"\A[a-z]{1,4}\Z")
+    | st.tuples(st.integers(1, 50), st.integers(0, 49)).filter(lambda t: t[0] > t[1]).map(lambda t: f"{t[0]}-{t[1]}")
+    | st.integers(min_value=16, max_value=10**6).map(str)
+)  # conv layers here have 4, 8, 16 filters
 
 
 @st.composite
@@ -183,11 +202,18 @@ def bad_analyze(draw) -> tuple[list[str], str]:
         bad = draw(st.sampled_from(["conv1", "conv1:", ":3", "conv1,conv2"]))
         return ["--only", "ablate", "--filters", bad], f"'{bad}'"
     if kind == "number":
-        flag, value, only = draw(st.sampled_from([
-            ("--batch-size", st.integers(max_value=0), None), ("--limit", st.integers(max_value=0), None),
-            ("--k", st.integers(max_value=0), "topk"), ("--examples", st.integers(max_value=-1), "errors"),
-            ("--batch-size", NOT_AN_INT, None), ("--k", NOT_AN_INT, "topk"),
-        ]))  # fmt: skip
+        flag, value, only = draw(
+            st.sampled_from(
+                [
+                    ("--batch-size", st.integers(max_value=0), None),
+                    ("--limit", st.integers(max_value=0), None),
+                    ("--k", st.integers(max_value=0), "topk"),
+                    ("--examples", st.integers(max_value=-1), "errors"),
+                    ("--batch-size", NOT_AN_INT, None),
+                    ("--k", NOT_AN_INT, "topk"),
+                ]
+            )
+        )
         v = str(draw(value))
         return [*(["--only", only] if only else []), flag, v], v
     bad = draw(name)
@@ -213,9 +239,16 @@ def bad_explain(draw) -> tuple[list[str], str]:
         w = draw(st.integers(max_value=0) | st.integers(min_value=7, max_value=10**4))
         return ["--method", "occlusion", "--images", "0", "--window", str(w)], f"window {w}"
     if kind == "occlusion":
-        flag, value = draw(st.sampled_from([("--stride", st.integers(max_value=0)), ("--batch-size", st.integers(max_value=0)),
-                                            ("--padding", st.integers(max_value=-1)), ("--fill", st.from_regex(r"\A[a-z]{2,5}\Z")
-                                            .filter(lambda s: s not in ("gray", "zero", "mean")))]))  # fmt: skip
+        flag, value = draw(
+            st.sampled_from(
+                [
+                    ("--stride", st.integers(max_value=0)),
+                    ("--batch-size", st.integers(max_value=0)),
+                    ("--padding", st.integers(max_value=-1)),
+                    ("--fill", st.from_regex(r"\A[a-z]{2,5}\Z").filter(lambda s: s not in ("gray", "zero", "mean"))),
+                ]
+            )
+        )
         v = str(draw(value))
         return ["--method", "occlusion", "--images", "0", flag, v], v
     if kind == "images":
@@ -229,17 +262,40 @@ def bad_explain(draw) -> tuple[list[str], str]:
         f = draw(st.integers(max_value=-1) | st.integers(min_value=4))  # conv1 has 4 filters
         return ["--method", "guided", "--images", "0", "--layers", "conv1", "--filters", str(f)], f"filter {f}"
     if kind == "actmax":
-        flag, value = draw(st.sampled_from([("--steps", st.integers(max_value=0)), ("--lr", st.floats(max_value=0, allow_nan=False,
-                                            allow_infinity=False))]))  # fmt: skip
+        flag, value = draw(
+            st.sampled_from(
+                [
+                    ("--steps", st.integers(max_value=0)),
+                    ("--lr", st.floats(max_value=0, allow_nan=False, allow_infinity=False)),
+                ]
+            )
+        )
         v = str(draw(value))
         few = [] if flag == "--steps" else ["--steps", "1"]
         return ["--method", "actmax", "--layers", "conv1", *few, flag, v], flag.strip("-")
-    flag, value = draw(st.sampled_from([
-        ("--percentile", st.floats(max_value=0, allow_nan=False, allow_infinity=False) | st.floats(min_value=100.01, max_value=1e9)),
-        ("--samples", st.integers(max_value=-1)), ("--split", name),
-    ]))  # fmt: skip
+    flag, value = draw(
+        st.sampled_from(
+            [
+                (
+                    "--percentile",
+                    st.floats(max_value=0, allow_nan=False, allow_infinity=False)
+                    | st.floats(min_value=100.01, max_value=1e9),
+                ),
+                ("--samples", st.integers(max_value=-1)),
+                ("--split", name),
+            ]
+        )
+    )
     v = str(draw(value))
-    return ["--method", "saliency", "--images", "0", flag, v, *(["--samples", "2"] if flag != "--samples" else [])], flag.strip("-")
+    return [
+        "--method",
+        "saliency",
+        "--images",
+        "0",
+        flag,
+        v,
+        *(["--samples", "2"] if flag != "--samples" else []),
+    ], flag.strip("-")
 
 
 @FEW
@@ -253,16 +309,32 @@ def test_explain_with_bad_options(world, case):
 # paths: missing, empty, unreadable, damaged runs and files, corrupt images and checkpoints
 
 RUN_COMMANDS = {
-    "eval": (["eval", "{P}"], ["ckpt_garbage", "ckpt_cut", "ckpt_empty", "ckpt_none", "ckpt_dirs", "config_bad",
-                                "config_dir", "dataset_bad", "dataset_none"]),
-    "analyze": (["analyze", "{P}", "--only", "filters", "--no-figures"], ["ckpt_garbage", "ckpt_cut", "ckpt_empty", "ckpt_none",
-                                                                           "ckpt_dirs", "config_bad", "config_dir", "dataset_bad"]),
-    "explain": (["explain", "{P}", "--method", "saliency", "--images", "0"], ["ckpt_garbage", "ckpt_cut", "ckpt_none",
-                                                                              "config_bad", "config_dir", "dataset_bad"]),
+    "eval": (
+        ["eval", "{P}"],
+        [
+            "ckpt_garbage",
+            "ckpt_cut",
+            "ckpt_empty",
+            "ckpt_none",
+            "ckpt_dirs",
+            "config_bad",
+            "config_dir",
+            "dataset_bad",
+            "dataset_none",
+        ],
+    ),
+    "analyze": (
+        ["analyze", "{P}", "--only", "filters", "--no-figures"],
+        ["ckpt_garbage", "ckpt_cut", "ckpt_empty", "ckpt_none", "ckpt_dirs", "config_bad", "config_dir", "dataset_bad"],
+    ),
+    "explain": (
+        ["explain", "{P}", "--method", "saliency", "--images", "0"],
+        ["ckpt_garbage", "ckpt_cut", "ckpt_none", "config_bad", "config_dir", "dataset_bad"],
+    ),
     "resume": (["train", "--resume", "{P}"], ["ckpt_garbage", "ckpt_cut", "ckpt_none", "config_bad", "config_dir"]),
     "report": (["report", "{P}", "--out", "{W}/never.html"], ["config_dir", "eval_bad"]),
     "diagnose": (["diagnose", "{P}"], ["config_dir", "eval_bad"]),
-}  # fmt: skip
+}
 NOT_A_RUN = ["missing", "empty_dir", "empty_file", "a_file", "garbage.yaml", "a_file/below"]
 FILE_COMMANDS = {
     "train": ["train", "{P}", "--out", "{W}/new"],
@@ -288,10 +360,21 @@ def bad_path(draw) -> tuple[list[str], str]:
         p = draw(st.sampled_from(NOT_A_CONFIG))
         return [a.replace("{P}", "{W}/" + p) for a in argv], p.split("/")[0]
     if kind == "out":
-        argv = draw(st.sampled_from([["train", "{W}/cfg.yaml", "--out"], ["sweep", "{W}/sweep.yaml", "--out"],
-                                     ["report", "{W}/run", "--out"]]))  # fmt: skip
-        p = draw(st.sampled_from(["a_file/below", "a_file/below/deeper", "run/config.yaml/x"] +
-                                 (["a_file", "cfg.yaml"] if argv[0] != "report" else ["empty_dir", "run"])))  # fmt: skip
+        argv = draw(
+            st.sampled_from(
+                [
+                    ["train", "{W}/cfg.yaml", "--out"],
+                    ["sweep", "{W}/sweep.yaml", "--out"],
+                    ["report", "{W}/run", "--out"],
+                ]
+            )
+        )
+        p = draw(
+            st.sampled_from(
+                ["a_file/below", "a_file/below/deeper", "run/config.yaml/x"]
+                + (["a_file", "cfg.yaml"] if argv[0] != "report" else ["empty_dir", "run"])
+            )
+        )
         return [*argv, "{W}/" + p], p.split("/")[0]
     if kind == "images":
         return ["train", "{W}/pics.yaml", "--out", "{W}/new"], "cannot read image"
@@ -329,8 +412,9 @@ def bad_misc(draw) -> tuple[list[str], str]:
         n = draw(st.integers(max_value=0))
         return ["sweep", "{W}/sweep.yaml", "--workers", str(n), "--out", "{W}/new"], "--workers"
     if kind == "mode":
-        args, flag = draw(st.sampled_from([(["--threads", "2"], "--threads"), (["--by", "seed"], "--by"),
-                                           (["{W}/extra"], "extra")]))  # fmt: skip
+        args, flag = draw(
+            st.sampled_from([(["--threads", "2"], "--threads"), (["--by", "seed"], "--by"), (["{W}/extra"], "extra")])
+        )
         return ["sweep", "{W}/sweep.yaml", *args, "--out", "{W}/new"], flag
     if kind == "demo":
         if draw(st.booleans()):

@@ -37,6 +37,7 @@ def _py2_str(b: bytes) -> bytes:
 def official_pickle(data: np.ndarray, labels: list[int], batch_label: bytes = b"training batch 1 of 5") -> bytes:
     """A batch pickled the way the official files are: Python 2's cPickle, protocol 2, numpy 1.x
     (byte strings as SHORT_BINSTRING, the array rebuilt by numpy.core.multiarray._reconstruct)."""
+
     def global_(module: str, name: str) -> bytes:
         return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
 
@@ -44,14 +45,47 @@ def official_pickle(data: np.ndarray, labels: list[int], batch_label: bytes = b"
         return b"K" + bytes([v]) if 0 <= v < 256 else b"J" + struct.pack("<i", v)
 
     h, w = data.shape
-    array = (global_("numpy.core.multiarray", "_reconstruct") + global_("numpy", "ndarray")
-             + int_(0) + b"\x85" + _py2_str(b"b") + b"\x87R"  # _reconstruct(ndarray, (0,), 'b')
-             + b"(" + int_(1) + b"(" + int_(h) + b"M" + struct.pack("<H", w) + b"t"
-             + global_("numpy", "dtype") + _py2_str(b"u1") + int_(0) + int_(1) + b"\x87R"
-             + b"(" + int_(3) + _py2_str(b"|") + b"NNN" + int_(-1) + int_(-1) + int_(0) + b"tb"
-             + b"\x89" + _py2_str(data.tobytes()) + b"tb")  # fmt: skip
-    items = (_py2_str(b"data") + array + _py2_str(b"labels") + b"](" + b"".join(int_(v) for v in labels)
-             + b"e" + _py2_str(b"batch_label") + _py2_str(batch_label))  # fmt: skip
+    array = (
+        global_("numpy.core.multiarray", "_reconstruct")
+        + global_("numpy", "ndarray")
+        + int_(0)
+        + b"\x85"
+        + _py2_str(b"b")
+        + b"\x87R"  # _reconstruct(ndarray, (0,), 'b')
+        + b"("
+        + int_(1)
+        + b"("
+        + int_(h)
+        + b"M"
+        + struct.pack("<H", w)
+        + b"t"
+        + global_("numpy", "dtype")
+        + _py2_str(b"u1")
+        + int_(0)
+        + int_(1)
+        + b"\x87R"
+        + b"("
+        + int_(3)
+        + _py2_str(b"|")
+        + b"NNN"
+        + int_(-1)
+        + int_(-1)
+        + int_(0)
+        + b"tb"
+        + b"\x89"
+        + _py2_str(data.tobytes())
+        + b"tb"
+    )
+    items = (
+        _py2_str(b"data")
+        + array
+        + _py2_str(b"labels")
+        + b"]("
+        + b"".join(int_(v) for v in labels)
+        + b"e"
+        + _py2_str(b"batch_label")
+        + _py2_str(batch_label)
+    )
     return b"\x80\x02}(" + items + b"u."
 
 
@@ -136,8 +170,11 @@ def test_cifar_batch_that_would_run_code_is_refused(tmp_path, kind, packed):
         "system": _Hostile(os.system, f"touch {marker}"),
         "eval": _Hostile(builtins.eval, f"open({str(marker)!r}, 'w').close()"),
         # hidden inside an otherwise well-formed batch
-        "nested": {b"data": np.zeros((20, 3072), np.uint8), b"labels": [0] * 20,
-                   b"x": _Hostile(os.system, f"touch {marker}")},
+        "nested": {
+            b"data": np.zeros((20, 3072), np.uint8),
+            b"labels": [0] * 20,
+            b"x": _Hostile(os.system, f"touch {marker}"),
+        },
     }[kind]
     batches = fake_batches()
     batches["data_batch_3"] = pickle.dumps(payload, protocol=2 if kind != "nested" else 5)
@@ -329,8 +366,12 @@ def test_imagefolder_missing_root(tmp_path):
 def write_idx(folder: Path, n=12, gz=True):
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
-    for stem, shape in (("train-images-idx3-ubyte", (n, 28, 28)), ("t10k-images-idx3-ubyte", (n // 2, 28, 28)),
-                        ("train-labels-idx1-ubyte", (n,)), ("t10k-labels-idx1-ubyte", (n // 2,))):
+    for stem, shape in (
+        ("train-images-idx3-ubyte", (n, 28, 28)),
+        ("t10k-images-idx3-ubyte", (n // 2, 28, 28)),
+        ("train-labels-idx1-ubyte", (n,)),
+        ("t10k-labels-idx1-ubyte", (n // 2,)),
+    ):
         data = rng.integers(0, 10 if len(shape) == 1 else 256, shape, dtype=np.uint8)
         raw = struct.pack(">HBB", 0, 8, len(shape)) + struct.pack(f">{len(shape)}I", *shape) + data.tobytes()
         (folder / (stem + (".gz" if gz else ""))).write_bytes(gzip.compress(raw) if gz else raw)

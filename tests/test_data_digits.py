@@ -12,9 +12,16 @@ from convlens.data import digits
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "convlens"
 # the first image of the UCI set, a zero, in its original 0..16 values
-FIRST = [[0, 0, 5, 13, 9, 1, 0, 0], [0, 0, 13, 15, 10, 15, 5, 0], [0, 3, 15, 2, 0, 11, 8, 0],
-         [0, 4, 12, 0, 0, 8, 8, 0], [0, 5, 8, 0, 0, 9, 8, 0], [0, 4, 11, 0, 1, 12, 7, 0],
-         [0, 2, 14, 5, 10, 12, 0, 0], [0, 0, 6, 13, 10, 0, 0, 0]]  # fmt: skip
+FIRST = [
+    [0, 0, 5, 13, 9, 1, 0, 0],
+    [0, 0, 13, 15, 10, 15, 5, 0],
+    [0, 3, 15, 2, 0, 11, 8, 0],
+    [0, 4, 12, 0, 0, 8, 8, 0],
+    [0, 5, 8, 0, 0, 9, 8, 0],
+    [0, 4, 11, 0, 1, 12, 7, 0],
+    [0, 2, 14, 5, 10, 12, 0, 0],
+    [0, 0, 6, 13, 10, 0, 0, 0],
+]
 PER_CLASS = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
 
 
@@ -39,9 +46,11 @@ def test_loader_stretches_to_0_255_and_holds_out_a_fifth_of_each_class():
 
 
 def test_loading_digits_imports_neither_scikit_learn_nor_scipy():
-    code = ("import sys; from convlens.config import load_config; from convlens.data import load_data; "
-            "load_data(load_config({'data': {'name': 'digits'}}).data); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))")
+    code = (
+        "import sys; from convlens.config import load_config; from convlens.data import load_data; "
+        "load_data(load_config({'data': {'name': 'digits'}}).data); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC.parent), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "[]"

@@ -15,8 +15,9 @@ def tiles(png, rows, cols, h, w):
     th, tw = h * s, w * s
     assert px.shape == (rows * (th + GAP) + GAP, cols * (tw + GAP) + GAP, 3)
     # every tile, sampled once per source pixel
-    return [[px[GAP + i * (th + GAP):][:th:s, GAP + j * (tw + GAP):][:, :tw:s] for j in range(cols)]
-            for i in range(rows)]
+    return [
+        [px[GAP + i * (th + GAP) :][:th:s, GAP + j * (tw + GAP) :][:, :tw:s] for j in range(cols)] for i in range(rows)
+    ]
 
 
 def write_config(tmp_path, augment):
@@ -27,8 +28,22 @@ def write_config(tmp_path, augment):
 
 def test_flip_with_p_1_shows_the_mirrored_original(tmp_path, capsys):
     out = tmp_path / "fig" / "aug.png"
-    assert main(["datasets", "preview", str(write_config(tmp_path, "{flip: {p: 1}}")), "--out", str(out),
-                 "--count", "3", "--copies", "2"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "datasets",
+                "preview",
+                str(write_config(tmp_path, "{flip: {p: 1}}")),
+                "--out",
+                str(out),
+                "--count",
+                "3",
+                "--copies",
+                "2",
+            ]
+        )
+        == 0
+    )
     grid = tiles(out, 3, 3, 8, 8)
     from convlens.data import load_data
     from convlens.config import load_config
@@ -47,14 +62,30 @@ def test_flip_with_p_1_shows_the_mirrored_original(tmp_path, capsys):
 
 def test_flip_with_p_0_leaves_every_copy_unchanged_and_errors_are_one_line(tmp_path, capsys):
     out = tmp_path / "aug.png"
-    assert main(["datasets", "preview", str(write_config(tmp_path, "{flip: {p: 0}}")), "--out", str(out),
-                 "--count", "2", "--copies", "3"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "datasets",
+                "preview",
+                str(write_config(tmp_path, "{flip: {p: 0}}")),
+                "--out",
+                str(out),
+                "--count",
+                "2",
+                "--copies",
+                "3",
+            ]
+        )
+        == 0
+    )
     grid = tiles(out, 2, 4, 8, 8)
     assert all((row[j] == row[0]).all() for row in grid for j in (1, 2, 3))
     capsys.readouterr()
-    for args, says in (([str(write_config(tmp_path, "{}")), "--out", str(out)], "data.augment is empty"),
-                       ([str(tmp_path / "c.yaml"), "--out", str(tmp_path / "x.jpg")], "give the PNG"),
-                       ([str(tmp_path / "c.yaml"), "--out", str(out), "--copies", "0"], "--copies 0 is out of range")):
+    for args, says in (
+        ([str(write_config(tmp_path, "{}")), "--out", str(out)], "data.augment is empty"),
+        ([str(tmp_path / "c.yaml"), "--out", str(tmp_path / "x.jpg")], "give the PNG"),
+        ([str(tmp_path / "c.yaml"), "--out", str(out), "--copies", "0"], "--copies 0 is out of range"),
+    ):
         assert main(["datasets", "preview", *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and says in err

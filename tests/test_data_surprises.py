@@ -97,10 +97,16 @@ def test_batch_larger_than_the_training_set_is_noted(tmp_path):
     from convlens.train import train
 
     lines = []
-    train(tiny_config(**{"data.train_subset": 40, "data.val_fraction": 0.25, "train.epochs": 1,
-                         "train.batch_size": 64}), tmp_path / "r", echo=lines.append)  # fmt: skip
+    train(
+        tiny_config(**{"data.train_subset": 40, "data.val_fraction": 0.25, "train.epochs": 1, "train.batch_size": 64}),
+        tmp_path / "r",
+        echo=lines.append,
+    )
     assert any("train.batch_size=64 is larger than the 30 training images" in s for s in lines)
     lines.clear()
-    train(tiny_config(**{"data.train_subset": 40, "data.val_fraction": 0.25, "train.epochs": 1,
-                         "train.batch_size": 30}), tmp_path / "s", echo=lines.append)  # fmt: skip
+    train(
+        tiny_config(**{"data.train_subset": 40, "data.val_fraction": 0.25, "train.epochs": 1, "train.batch_size": 30}),
+        tmp_path / "s",
+        echo=lines.append,
+    )
     assert not any("larger than" in s for s in lines)

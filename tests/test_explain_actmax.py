@@ -20,23 +20,53 @@ def _one_thread():
 def lenet_gray() -> nn.Module:
     """LeNet-5's layout on 28x28 grayscale, narrow."""
     torch.manual_seed(0)
-    return build([{"type": "conv", "out": 4, "kernel": 5, "padding": 2}, "relu", {"type": "maxpool"},
-                  {"type": "conv", "out": 6, "kernel": 5, "padding": 2}, "relu", {"type": "maxpool"},
-                  "flatten", {"type": "linear", "out": 16}, "relu", {"type": "linear", "out": "classes"}],
-                 (1, 28, 28), 10, [0.45], [0.25]).eval()  # fmt: skip
+    return build(
+        [
+            {"type": "conv", "out": 4, "kernel": 5, "padding": 2},
+            "relu",
+            {"type": "maxpool"},
+            {"type": "conv", "out": 6, "kernel": 5, "padding": 2},
+            "relu",
+            {"type": "maxpool"},
+            "flatten",
+            {"type": "linear", "out": 16},
+            "relu",
+            {"type": "linear", "out": "classes"},
+        ],
+        (1, 28, 28),
+        10,
+        [0.45],
+        [0.25],
+    ).eval()
 
 
 def colour_net() -> nn.Module:
     torch.manual_seed(1)
-    return build([{"type": "conv", "out": 4, "kernel": 3, "padding": 1}, "bn", "relu", {"type": "maxpool"},
-                  {"type": "conv", "out": 8, "kernel": 3, "padding": 1}, "bn", "relu", "flatten",
-                  {"type": "linear", "out": "classes"}], (3, 32, 32), 10, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]).eval()  # fmt: skip
+    return build(
+        [
+            {"type": "conv", "out": 4, "kernel": 3, "padding": 1},
+            "bn",
+            "relu",
+            {"type": "maxpool"},
+            {"type": "conv", "out": 8, "kernel": 3, "padding": 1},
+            "bn",
+            "relu",
+            "flatten",
+            {"type": "linear", "out": "classes"},
+        ],
+        (3, 32, 32),
+        10,
+        [0.49, 0.48, 0.45],
+        [0.25, 0.24, 0.26],
+    ).eval()
 
 
 STEPS = 25
 
 
-@pytest.mark.parametrize("make,layer", [(lenet_gray, "conv2"), (lenet_gray, None), (colour_net, "conv2"), (colour_net, None)])
+@pytest.mark.parametrize(
+    "make,layer", [(lenet_gray, "conv2"), (lenet_gray, None), (colour_net, "conv2"), (colour_net, None)]
+)
 @pytest.mark.parametrize("param", ["fourier", "pixel"])
 def test_objective_rises_in_a_fixed_number_of_steps(make, layer, param):
     m = make()
@@ -130,9 +160,13 @@ def test_caller_model_is_unchanged():
 
 def test_bad_input_names_value_and_range():
     m = lenet_gray()
-    with pytest.raises(ExplainError, match=r"filter 6 is out of range for layer 'conv2', which has 6 channels; allowed: 0 to 5"):
+    with pytest.raises(
+        ExplainError, match=r"filter 6 is out of range for layer 'conv2', which has 6 channels; allowed: 0 to 5"
+    ):
         ActMax(m, "conv2", steps=2).attribute(None, [0, 6])
-    with pytest.raises(ExplainError, match=r"target class 10 is out of range; the model has 10 classes; allowed: 0 to 9"):
+    with pytest.raises(
+        ExplainError, match=r"target class 10 is out of range; the model has 10 classes; allowed: 0 to 9"
+    ):
         ActMax(m, None, steps=2).attribute(None, [10])
     with pytest.raises(ExplainError, match="param 'wavelet' is not one of: fourier, pixel"):
         ActMax(m, "conv1", param="wavelet")

@@ -23,9 +23,22 @@ def _one_thread():
 
 def small_model() -> nn.Module:
     torch.manual_seed(0)
-    m = build([{"type": "conv", "out": 4, "kernel": 3, "padding": 1}, "bn", "relu", "maxpool",
-               {"type": "conv", "out": 6, "kernel": 3}, "relu", "flatten", {"type": "linear", "out": "classes"}],
-              (3, 8, 8), 5, [0.4, 0.5, 0.6], [0.2, 0.3, 0.25])  # fmt: skip
+    m = build(
+        [
+            {"type": "conv", "out": 4, "kernel": 3, "padding": 1},
+            "bn",
+            "relu",
+            "maxpool",
+            {"type": "conv", "out": 6, "kernel": 3},
+            "relu",
+            "flatten",
+            {"type": "linear", "out": "classes"},
+        ],
+        (3, 8, 8),
+        5,
+        [0.4, 0.5, 0.6],
+        [0.2, 0.3, 0.25],
+    )
     m.bn1.running_mean.uniform_(-0.3, 0.3)
     m.bn1.running_var.uniform_(0.5, 2.0)
     return m.eval()
@@ -35,9 +48,14 @@ X = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
 T = torch.tensor([0, 3, 4, 1])
 
 
-@pytest.mark.parametrize("ours,theirs,kw", [
-    (Saliency, "Saliency", {"abs": False}), (GuidedBackprop, "GuidedBackprop", {}), (Deconvnet, "Deconvolution", {}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "ours,theirs,kw",
+    [
+        (Saliency, "Saliency", {"abs": False}),
+        (GuidedBackprop, "GuidedBackprop", {}),
+        (Deconvnet, "Deconvolution", {}),
+    ],
+)
 def test_class_targets_agree_with_captum(ours, theirs, kw):
     m = small_model()
     ref = getattr(captum, theirs)(m).attribute(X.clone(), target=T, **kw)
@@ -85,7 +103,9 @@ def test_smoothgrad_is_the_mean_gradient_and_does_not_depend_on_chunking():
     two = Saliency(m, samples=6, noise=0.1, seed=0).attribute(X, T)[2:3]
     torch.testing.assert_close(one, two, atol=1e-6, rtol=0)
     # with no noise every copy is the image itself: SmoothGrad equals the plain gradient
-    torch.testing.assert_close(Saliency(m, samples=3, noise=0.0).attribute(X, T), Saliency(m).attribute(X, T), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        Saliency(m, samples=3, noise=0.0).attribute(X, T), Saliency(m).attribute(X, T), atol=1e-6, rtol=0
+    )
 
 
 class Boom(nn.Module):
@@ -93,9 +113,14 @@ class Boom(nn.Module):
         raise RuntimeError("boom")
 
 
-@pytest.mark.parametrize("make", [
-    lambda m: GuidedBackprop(m), lambda m: Deconvnet(m, layer="conv2"), lambda m: GradCAM(m, "relu1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: GuidedBackprop(m),
+        lambda m: Deconvnet(m, layer="conv2"),
+        lambda m: GradCAM(m, "relu1"),
+    ],
+)
 def test_no_hook_survives_an_exception(make):
     m = small_model()
     m.pool1 = Boom()  # fails after relu1 (hooked by all three) has run
@@ -119,7 +144,9 @@ def test_caller_model_is_unchanged():
 
 def test_bad_input_names_value_and_range():
     m = small_model()
-    with pytest.raises(ExplainError, match=r"filter 9 is out of range for layer 'conv2', which has 6 channels; allowed: 0 to 5"):
+    with pytest.raises(
+        ExplainError, match=r"filter 9 is out of range for layer 'conv2', which has 6 channels; allowed: 0 to 5"
+    ):
         Deconvnet(m, "conv2").attribute(X, 9)
     with pytest.raises(LayerError, match="no layer 'conv9'"):
         GuidedBackprop(m, "conv9")
@@ -137,8 +164,11 @@ def test_bad_input_names_value_and_range():
 def act_model(act) -> nn.Module:
     """(normalize ->) conv 3x3 (4 filters) -> activation -> flatten -> linear: the rules by hand are short."""
     torch.manual_seed(2)
-    return build([{"type": "conv", "out": 4, "kernel": 3, "padding": 1}, act, "flatten",
-                  {"type": "linear", "out": "classes"}], (3, 5, 5), 3).eval()  # fmt: skip
+    return build(
+        [{"type": "conv", "out": 4, "kernel": 3, "padding": 1}, act, "flatten", {"type": "linear", "out": "classes"}],
+        (3, 5, 5),
+        3,
+    ).eval()
 
 
 def by_hand(m: nn.Module, x: torch.Tensor, t: torch.Tensor, rule: str) -> torch.Tensor:
@@ -184,15 +214,23 @@ class FunctionalNet(nn.Module):
         return self.fc(self.block(x).flatten(1))
 
 
-@pytest.mark.parametrize("fn,name", [
-    (torch.nn.functional.relu, "relu"), (lambda x: x.relu(), "relu"), (torch.nn.functional.gelu, "gelu"),
-    (torch.sigmoid, "sigmoid"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "fn,name",
+    [
+        (torch.nn.functional.relu, "relu"),
+        (lambda x: x.relu(), "relu"),
+        (torch.nn.functional.gelu, "gelu"),
+        (torch.sigmoid, "sigmoid"),
+    ],
+)
 def test_functional_activations_are_refused_by_name(fn, name):
     m = FunctionalNet(fn).eval()
     for cls in (GuidedBackprop, Deconvnet):
-        with pytest.raises(ExplainError, match=rf"cannot rewrite the activation {name}\(\) called as a function in "
-                                               r"the model's own forward"):  # fmt: skip
+        with pytest.raises(
+            ExplainError,
+            match=rf"cannot rewrite the activation {name}\(\) called as a function in "
+            r"the model's own forward",
+        ):
             cls(m).attribute(X5, T5)
         assert hook_count(m) == 0
     assert Saliency(m).attribute(X5, T5).abs().sum() > 0  # the plain gradient needs no rule

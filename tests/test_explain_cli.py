@@ -48,7 +48,10 @@ def test_method_names_match_the_registry():
 
 
 def test_occlusion_several_windows(run_dir, capsys):
-    assert main(["explain", str(run_dir), "--method", "occlusion", "--window", "2,4", "--stride", "1", "--images", "0,5"]) == 0
+    assert (
+        main(["explain", str(run_dir), "--method", "occlusion", "--window", "2,4", "--stride", "1", "--images", "0,5"])
+        == 0
+    )
     d = _json(run_dir, "occlusion")
     _check_contract(run_dir, d, "occlusion")
     assert d["params"]["map_shapes"] == {"2": [7, 7], "4": [5, 5]} and d["split"] == "test"
@@ -73,11 +76,17 @@ def test_default_images_are_one_per_class(run_dir):
 
 
 def test_deconv_of_a_filter_names_its_figure_by_layer_and_filter(run_dir):
-    assert main(["explain", str(run_dir), "--method", "deconv", "--layers", "conv2", "--filters", "1,3", "--images", "0,4"]) == 0
+    assert (
+        main(
+            ["explain", str(run_dir), "--method", "deconv", "--layers", "conv2", "--filters", "1,3", "--images", "0,4"]
+        )
+        == 0
+    )
     d = _json(run_dir, "deconv", "conv2-f1_3")
     assert [(f["layer"], f["filter"], f["path"]) for f in d["figures"]] == [
         ("conv2", 1, "analysis/deconv-conv2-f1_3/conv2/f1.png"),
-        ("conv2", 3, "analysis/deconv-conv2-f1_3/conv2/f3.png")]  # fmt: skip
+        ("conv2", 3, "analysis/deconv-conv2-f1_3/conv2/f3.png"),
+    ]
     assert len(d["images"][0]["projections"]) == 2
 
 
@@ -87,8 +96,9 @@ def test_actmax_writes_one_image_per_filter(run_dir):
     _check_contract(run_dir, d, "actmax", "conv2")
     per_filter = [f for f in d["figures"] if "filter" in f]
     assert [f["filter"] for f in per_filter] == list(range(8))  # width 4 x multiplier 2
-    assert all(f["path"] == f"analysis/actmax-conv2/conv2/f{f['filter']}.png" and f["layer"] == "conv2"
-               for f in per_filter)  # fmt: skip
+    assert all(
+        f["path"] == f"analysis/actmax-conv2/conv2/f{f['filter']}.png" and f["layer"] == "conv2" for f in per_filter
+    )
     assert d["params"]["decorrelate"] and len(d["params"]["colour_covariance"]) == 1  # grayscale: 1x1
     assert all(t["final"] > t["initial"] for t in d["targets"])
     # the objective reached is stated against the best test image's value, in JSON and captions
@@ -97,18 +107,30 @@ def test_actmax_writes_one_image_per_filter(run_dir):
         best = t["best_image"]
         assert best["split"] == "test" and best["value"] is not None and 0 <= best["position"]
         assert "best of " in f["caption"] and f"{best['value']:.3g}" in f["caption"]
-    assert main(["explain", str(run_dir), "--method", "actmax", "--steps", "3", "--filters", "2", "--param", "fourier"]) == 0
+    assert (
+        main(["explain", str(run_dir), "--method", "actmax", "--steps", "3", "--filters", "2", "--param", "fourier"])
+        == 0
+    )
     d = _json(run_dir, "actmax", "f2")
     assert d["params"]["target_kind"] == "class" and d["figures"][0]["path"] == "analysis/actmax-f2/fc1/f2.png"
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--method", "occlusion", "--window", "9"], "window 9 does not fit the 8x8 image; allowed: 1 to 8"),
-    (["--method", "occlusion", "--stride", "0", "--window", "2"], "stride 0 is out of range; allowed: 1 to 8"),
-    (["--method", "deconv", "--layers", "conv2", "--filters", "8"], "filter 8 is out of range for layer 'conv2', which has 8 channels; allowed: 0 to 7"),
-    (["--method", "actmax", "--layers", "conv9"], "no layer 'conv9'"),
-    (["--method", "saliency", "--images", "100000"], "image 100000 is out of range for the test split; allowed: 0 to"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--method", "occlusion", "--window", "9"], "window 9 does not fit the 8x8 image; allowed: 1 to 8"),
+        (["--method", "occlusion", "--stride", "0", "--window", "2"], "stride 0 is out of range; allowed: 1 to 8"),
+        (
+            ["--method", "deconv", "--layers", "conv2", "--filters", "8"],
+            "filter 8 is out of range for layer 'conv2', which has 8 channels; allowed: 0 to 7",
+        ),
+        (["--method", "actmax", "--layers", "conv9"], "no layer 'conv9'"),
+        (
+            ["--method", "saliency", "--images", "100000"],
+            "image 100000 is out of range for the test split; allowed: 0 to",
+        ),
+    ],
+)
 def test_bad_input_is_reported_without_a_traceback(run_dir, capsys, args, message):
     assert main(["explain", str(run_dir), *args]) == 2
     err = capsys.readouterr().err
@@ -165,8 +187,10 @@ def test_two_actmax_runs_with_different_targets_both_survive(run_dir):
 
     run = Run(run_dir)
     assert main(["explain", str(run_dir), "--method", "actmax", "--filters", "2", "--steps", "1"]) == 0
-    assert main(["explain", str(run_dir), "--method", "actmax", "--layers", "conv2", "--filters", "0,1",
-                 "--steps", "1"]) == 0  # fmt: skip
+    assert (
+        main(["explain", str(run_dir), "--method", "actmax", "--layers", "conv2", "--filters", "0,1", "--steps", "1"])
+        == 0
+    )
     stale = (("conv1", " --layers conv1"), ("f2", " --filters 2"), ("conv2-f0-1", " --layers conv2 --filters 0,1"))
     for key, flags in stale:
         doc = {**_json(run_dir, "actmax", key), "checkpoint_sha256": "000000000000"}

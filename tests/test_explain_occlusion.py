@@ -18,8 +18,9 @@ from convlens.trace import hook_count
 def hand_set_model(conv_first: bool) -> nn.Module:
     """1x3x3 images -> logits (sum of pixels, 0); optionally through a 1x1 identity conv first."""
     layers = ([{"type": "conv", "out": 1, "kernel": 1, "bias": False}] if conv_first else []) + [
-        {"type": "flatten"}, {"type": "linear", "out": "classes", "bias": False},
-    ]  # fmt: skip
+        {"type": "flatten"},
+        {"type": "linear", "out": "classes", "bias": False},
+    ]
     m = build(layers, (1, 3, 3), 2)
     with torch.no_grad():
         if conv_first:
@@ -55,7 +56,16 @@ def test_known_map_on_hand_set_model(conv_first, incremental):
 
 
 def test_map_shape_follows_the_reports():
-    m = build([{"type": "conv", "out": 2, "kernel": 3, "padding": 1}, "relu", "flatten", {"type": "linear", "out": "classes"}], (3, 32, 32), 3)
+    m = build(
+        [
+            {"type": "conv", "out": 2, "kernel": 3, "padding": 1},
+            "relu",
+            "flatten",
+            {"type": "linear", "out": "classes"},
+        ],
+        (3, 32, 32),
+        3,
+    )
     for k, s in ((8, 2), (4, 3), (12, 4)):
         maps = Occlusion(m, k, s).attribute(torch.rand(2, 3, 32, 32))
         assert maps.shape == (2, (32 - k) // s + 1, (32 - k) // s + 1)
@@ -64,21 +74,52 @@ def test_map_shape_follows_the_reports():
 
 ARCHS = {
     # conv-bn-relu x3 and a pool before fc: the CSCI-611 shape (linear-update path)
-    "csci611": ([{"type": "conv", "out": 4, "kernel": 3, "padding": 1}, "bn", "relu",
-                 {"type": "conv", "out": 6, "kernel": 3, "padding": 1}, "bn", "relu", {"type": "maxpool"},
-                 {"type": "dropout", "p": 0.3}, "flatten", {"type": "linear", "out": 16}, "relu",
-                 {"type": "linear", "out": "classes"}], (3, 16, 16)),
+    "csci611": (
+        [
+            {"type": "conv", "out": 4, "kernel": 3, "padding": 1},
+            "bn",
+            "relu",
+            {"type": "conv", "out": 6, "kernel": 3, "padding": 1},
+            "bn",
+            "relu",
+            {"type": "maxpool"},
+            {"type": "dropout", "p": 0.3},
+            "flatten",
+            {"type": "linear", "out": 16},
+            "relu",
+            {"type": "linear", "out": "classes"},
+        ],
+        (3, 16, 16),
+    ),
     # LeNet-5 on grayscale: same-padded 5x5 convs and two pools
-    "lenet": ([{"type": "conv", "out": 4, "kernel": 5, "padding": 2}, "relu", {"type": "maxpool"},
-               {"type": "conv", "out": 6, "kernel": 5, "padding": 2}, "relu", {"type": "maxpool"},
-               "flatten", {"type": "linear", "out": "classes"}], (1, 16, 16)),
+    "lenet": (
+        [
+            {"type": "conv", "out": 4, "kernel": 5, "padding": 2},
+            "relu",
+            {"type": "maxpool"},
+            {"type": "conv", "out": 6, "kernel": 5, "padding": 2},
+            "relu",
+            {"type": "maxpool"},
+            "flatten",
+            {"type": "linear", "out": "classes"},
+        ],
+        (1, 16, 16),
+    ),
     # strided, dilated, unpadded convs, padded max-pool and avg-pool, global pool head (assembly path)
-    "odd": ([{"type": "conv", "out": 3, "kernel": 3, "stride": 2, "padding": 1}, "relu",
-             {"type": "conv", "out": 4, "kernel": 3, "dilation": 2, "padding": 0}, "leaky_relu",
-             {"type": "maxpool", "kernel": 3, "stride": 1, "padding": 1},
-             {"type": "avgpool", "kernel": 2, "stride": 1}, {"type": "globalpool", "mode": "max"},
-             {"type": "linear", "out": "classes"}], (2, 17, 15)),
-}  # fmt: skip
+    "odd": (
+        [
+            {"type": "conv", "out": 3, "kernel": 3, "stride": 2, "padding": 1},
+            "relu",
+            {"type": "conv", "out": 4, "kernel": 3, "dilation": 2, "padding": 0},
+            "leaky_relu",
+            {"type": "maxpool", "kernel": 3, "stride": 1, "padding": 1},
+            {"type": "avgpool", "kernel": 2, "stride": 1},
+            {"type": "globalpool", "mode": "max"},
+            {"type": "linear", "out": "classes"},
+        ],
+        (2, 17, 15),
+    ),
+}
 
 
 def _model(name: str) -> nn.Module:
@@ -94,7 +135,9 @@ def _model(name: str) -> nn.Module:
 
 
 @pytest.mark.parametrize("name", sorted(ARCHS))
-@pytest.mark.parametrize("window,stride,padding,fill", [(4, 2, 0, "gray"), (5, 3, 2, "mean"), (3, 1, 0, [0.1, 0.9, 0.5])])
+@pytest.mark.parametrize(
+    "window,stride,padding,fill", [(4, 2, 0, "gray"), (5, 3, 2, "mean"), (3, 1, 0, [0.1, 0.9, 0.5])]
+)
 def test_incremental_equals_naive(name, window, stride, padding, fill):
     m = _model(name)
     c = ARCHS[name][1][0]
@@ -147,8 +190,13 @@ def test_agrees_with_captum_occlusion():
     drop = occ.details["base"][[0, 1], [0, 3]].view(-1, 1, 1) - maps
     ours = spread_to_pixels(drop, 4, 2, (16, 16))
     ref = captum.Occlusion(lambda v: torch.softmax(m(v), 1)).attribute(
-        x, sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), baselines=0.5, target=torch.tensor([0, 3]),
-        perturbations_per_eval=8)  # fmt: skip
+        x,
+        sliding_window_shapes=(3, 4, 4),
+        strides=(3, 2, 2),
+        baselines=0.5,
+        target=torch.tensor([0, 3]),
+        perturbations_per_eval=8,
+    )
     torch.testing.assert_close(ours, ref.sum(1) / 3, atol=1e-5, rtol=0)
 
 

@@ -44,8 +44,11 @@ def test_one_registry_holds_every_analysis_and_method():
     from convlens.analyses import ANALYSES
     from convlens.explain import METHODS
 
-    assert list(ANALYSES) == list(jobs("analysis")) == ["filters", "featuremaps", "stats", "classnorms", "topk",
-                                                        "ablate", "errors"]  # fmt: skip
+    assert (
+        list(ANALYSES)
+        == list(jobs("analysis"))
+        == ["filters", "featuremaps", "stats", "classnorms", "topk", "ablate", "errors"]
+    )
     methods = ["actmax", "deconv", "gradcam", "guided", "occlusion", "saliency"]
     assert sorted(METHODS) == sorted(jobs("method")) == methods
     for name, job in JOBS.items():
@@ -73,13 +76,24 @@ def test_filter_specs_plain_and_per_layer():
 # --help without torch
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["analyze", "--help"], ["explain", "--help"], ["sweep", "--help"],
-                                  ["report", "--help"], ["diagnose", "--help"], ["train", "--help"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["analyze", "--help"],
+        ["explain", "--help"],
+        ["sweep", "--help"],
+        ["report", "--help"],
+        ["diagnose", "--help"],
+        ["train", "--help"],
+    ],
+)
 def test_help_does_not_import_torch(argv):
-    code = ("import sys\nfrom convlens.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
-            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
-            "print(sorted(m for m in ('sklearn', 'scipy', 'matplotlib', 'numpy') if m in sys.modules))"
-            % argv)  # fmt: skip
+    code = (
+        "import sys\nfrom convlens.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
+        "print(sorted(m for m in ('sklearn', 'scipy', 'matplotlib', 'numpy') if m in sys.modules))" % argv
+    )
     env = {**os.environ, "PYTHONPATH": SRC}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.splitlines()[-2:] == ["NO-TORCH", "[]"], out[-500:]
@@ -89,8 +103,19 @@ def test_explain_help_lists_the_shared_flags_and_every_methods_options(capsys):
     with pytest.raises(SystemExit):
         main(["explain", "--help"])
     text = capsys.readouterr().out
-    for flag in ("--images", "--layers", "--filters", "--device", "--batch-size", "--split", "--checkpoint",
-                 "--verbose", "--window", "--steps", "--samples"):  # fmt: skip
+    for flag in (
+        "--images",
+        "--layers",
+        "--filters",
+        "--device",
+        "--batch-size",
+        "--split",
+        "--checkpoint",
+        "--verbose",
+        "--window",
+        "--steps",
+        "--samples",
+    ):
         assert flag in text, flag
     assert "[occlusion] patch step in pixels (default 2)" in " ".join(text.split())
 
@@ -119,8 +144,25 @@ def test_several_methods_in_one_call(run_dir):
 
 
 def test_space_separated_lists_and_old_flag_spellings_still_work(run_dir):
-    assert main(["explain", str(run_dir), "--method", "deconv", "--layer", "conv2", "--filter", "1", "3",
-                 "--images", "0", "4"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "explain",
+                str(run_dir),
+                "--method",
+                "deconv",
+                "--layer",
+                "conv2",
+                "--filter",
+                "1",
+                "3",
+                "--images",
+                "0",
+                "4",
+            ]
+        )
+        == 0
+    )
     d = _json(run_dir, "deconv")
     assert [(f["layer"], f["filter"]) for f in d["figures"]] == [("conv2", 1), ("conv2", 3)]
     assert [i["index"] for i in d["images"]] == [0, 4]

@@ -27,8 +27,11 @@ def test_report_parameter_counts(name, options, params):
 def test_net2_grid_gives_the_report_mean_parameter_counts():
     # CS7015 Net 2: widths 18, 32, 64 x kernels 3, 5, 7 (multiplier 2); the report gives only the
     # mean parameter count per width and per kernel, which fixes the kernel 7 counts
-    counts = {(w, k): sum(p.numel() for p in preset("net2", width=w, kernel=k).parameters())
-              for w in (18, 32, 64) for k in (3, 5, 7)}  # fmt: skip
+    counts = {
+        (w, k): sum(p.numel() for p in preset("net2", width=w, kernel=k).parameters())
+        for w in (18, 32, 64)
+        for k in (3, 5, 7)
+    }
     assert [counts[w, 7] for w in (18, 32, 64)] == [698_122, 2_154_430, 8_512_510]
     per_width = {w: sum(counts[w, k] for k in (3, 5, 7)) / 3 for w in (18, 32, 64)}
     per_kernel = {k: sum(counts[w, k] for w in (18, 32, 64)) / 3 for k in (3, 5, 7)}
@@ -78,13 +81,26 @@ def test_normalisation_inside_the_model():
     [  # hand-computed receptive fields of the last layer
         ([{"type": "conv", "out": 1, "kernel": 3}], 3),
         ([{"type": "conv", "out": 1, "kernel": 3}] * 2, 5),
-        ([{"type": "conv", "out": 1, "kernel": 3}, {"type": "maxpool", "kernel": 2},
-          {"type": "conv", "out": 1, "kernel": 3}], 8),
+        (
+            [
+                {"type": "conv", "out": 1, "kernel": 3},
+                {"type": "maxpool", "kernel": 2},
+                {"type": "conv", "out": 1, "kernel": 3},
+            ],
+            8,
+        ),
         ([{"type": "conv", "out": 1, "kernel": 5, "stride": 2}, {"type": "conv", "out": 1, "kernel": 3}], 9),
         ([{"type": "conv", "out": 1, "kernel": 3, "dilation": 2}], 5),
-        ([{"type": "conv", "out": 1, "kernel": 3}, {"type": "maxpool", "kernel": 2},
-          {"type": "conv", "out": 1, "kernel": 3}, {"type": "maxpool", "kernel": 2},
-          {"type": "conv", "out": 1, "kernel": 3}], 18),
+        (
+            [
+                {"type": "conv", "out": 1, "kernel": 3},
+                {"type": "maxpool", "kernel": 2},
+                {"type": "conv", "out": 1, "kernel": 3},
+                {"type": "maxpool", "kernel": 2},
+                {"type": "conv", "out": 1, "kernel": 3},
+            ],
+            18,
+        ),
     ],
 )
 def test_receptive_fields(layers, expected):
@@ -97,9 +113,17 @@ def test_receptive_fields(layers, expected):
 def test_receptive_field_window_matches_gradient():
     # the input patch a unit sees is exactly where its gradient is non-zero (average pooling and
     # positive weights, so every pixel of the field contributes)
-    m = build([{"type": "conv", "out": 1, "kernel": 3, "padding": 1}, {"type": "avgpool", "kernel": 2},
-               {"type": "conv", "out": 1, "kernel": 3, "stride": 2}, "flatten", {"type": "linear", "out": "classes"}],
-              (1, 16, 16), 2)  # fmt: skip
+    m = build(
+        [
+            {"type": "conv", "out": 1, "kernel": 3, "padding": 1},
+            {"type": "avgpool", "kernel": 2},
+            {"type": "conv", "out": 1, "kernel": 3, "stride": 2},
+            "flatten",
+            {"type": "linear", "out": "classes"},
+        ],
+        (1, 16, 16),
+        2,
+    )
     for p in m.parameters():
         torch.nn.init.constant_(p, 0.1)
     rf = receptive_fields(m)["conv2"]
@@ -114,8 +138,12 @@ def test_receptive_field_window_matches_gradient():
 
 
 def test_stage_widths():
-    layers = [{"type": "conv", "stage": 0}, {"type": "conv", "stage": 2}, "flatten",
-              {"type": "linear", "out": "classes"}]  # fmt: skip
+    layers = [
+        {"type": "conv", "stage": 0},
+        {"type": "conv", "stage": 2},
+        "flatten",
+        {"type": "linear", "out": "classes"},
+    ]
     m = build(layers, (1, 8, 8), 3, options={"width": 6, "multiplier": 1.5})
     assert m.conv1.out_channels == 6 and m.conv2.out_channels == round(6 * 1.5**2)
 
@@ -146,11 +174,30 @@ def test_one_table_of_layer_kinds():
     assert set(S.KINDS) == set(S.LAYER_TYPES) and set(builder.MAKERS) == set(S.LAYER_CLASSES)
     assert set(builder.PREFIX) == set(S.LAYER_TYPES) and builder.PREFIX["linear"] == "fc"
     assert S.layer_fields("leaky_relu") == ["name", "type", "slope"] and S.layer_fields("nope") == []
-    layers = [{"type": "conv", "out": 2, "padding": 1}, "bn", "leaky_relu", "gelu", "dropout2d", "maxpool",
-              {"type": "scale", "factor": 2.0}, "globalpool", {"type": "linear", "out": 3}]  # fmt: skip
+    layers = [
+        {"type": "conv", "out": 2, "padding": 1},
+        "bn",
+        "leaky_relu",
+        "gelu",
+        "dropout2d",
+        "maxpool",
+        {"type": "scale", "factor": 2.0},
+        "globalpool",
+        {"type": "linear", "out": 3},
+    ]
     model = builder.build(layers, (1, 8, 8), 3)
-    assert [n for n, _ in model.named_children()] == ["input", "conv1", "bn1", "leaky_relu1", "gelu1", "drop1", "pool1",
-                                                      "scale1", "gpool1", "fc1"]  # fmt: skip
+    assert [n for n, _ in model.named_children()] == [
+        "input",
+        "conv1",
+        "bn1",
+        "leaky_relu1",
+        "gelu1",
+        "drop1",
+        "pool1",
+        "scale1",
+        "gpool1",
+        "fc1",
+    ]
 
 
 def test_models_shows_a_preset_with_options(capsys):
@@ -163,6 +210,8 @@ def test_models_shows_a_preset_with_options(capsys):
     assert total[1] == "8,512,510"  # the report's kernel 7, width 64 network
     conv1 = [line for line in out.splitlines() if line.startswith("conv1 ")][0].split()
     assert conv1[2:] == ["64x28x28", "9,472", "7,375,872", "7"]  # shape, params, MACs, receptive field
-    for bad, says in ((["--set", "options.kernl=7"], "has no option 'kernl'"),
-                      (["--set", "train.epochs=3"], "preset options only")):  # fmt: skip
+    for bad, says in (
+        (["--set", "options.kernl=7"], "has no option 'kernl'"),
+        (["--set", "train.epochs=3"], "preset options only"),
+    ):
         assert main(["models", "net2", *bad]) == 2 and says in capsys.readouterr().err

@@ -20,8 +20,25 @@ CONVS = ["stem", "body.0.conv1", "body.0.conv2", "body.1.proj", "body.1.conv1", 
 def imported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("import")
     torch.save(make(width=4).state_dict(), tmp / "w.pt")
-    assert main(["import", "handmade_resnet:make", "--weights", str(tmp / "w.pt"), "--data", "digits",
-                 "--out", str(tmp / "run"), "--kwarg", "width=4", "--set", "data.test_subset=60"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "import",
+                "handmade_resnet:make",
+                "--weights",
+                str(tmp / "w.pt"),
+                "--data",
+                "digits",
+                "--out",
+                str(tmp / "run"),
+                "--kwarg",
+                "width=4",
+                "--set",
+                "data.test_subset=60",
+            ]
+        )
+        == 0
+    )
     return tmp / "run"
 
 
@@ -61,11 +78,17 @@ def test_analyze_explain_report_diagnose(imported, capsys):
     capsys.readouterr()
 
 
-@pytest.mark.parametrize("factory,message", [
-    ("handmade_resnet:nope", "model.factory='handmade_resnet:nope': handmade_resnet has no 'nope'; callables there: "),
-    ("no_such_module:make", "model.factory='no_such_module:make': cannot import module 'no_such_module'"),
-    ("handmade_resnet.make", "model.factory='handmade_resnet.make' is not MODULE:FACTORY"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "factory,message",
+    [
+        (
+            "handmade_resnet:nope",
+            "model.factory='handmade_resnet:nope': handmade_resnet has no 'nope'; callables there: ",
+        ),
+        ("no_such_module:make", "model.factory='no_such_module:make': cannot import module 'no_such_module'"),
+        ("handmade_resnet.make", "model.factory='handmade_resnet.make' is not MODULE:FACTORY"),
+    ],
+)
 def test_bad_factory_is_one_clear_line(tmp_path, capsys, factory, message):
     assert main(["import", factory, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
@@ -81,13 +104,18 @@ def test_weights_that_do_not_fit(tmp_path, capsys):
     assert "do not fit handmade_resnet:make" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model,message", [
-    ({"factory": "handmade_resnet:make", "preset": "tiny"},
-     "give exactly one of `model.preset`, `model.layers` or `model.factory`"),
-    ({"preset": "tiny", "kwargs": {"width": 2}}, "`model.kwargs` goes with `model.factory`"),
-    ({"factory": "handmade_resnet:make", "options": {"width": 2}}, "a factory takes `model.kwargs`"),
-    ({"factory": "not a factory"}, "is not MODULE:FACTORY"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "model,message",
+    [
+        (
+            {"factory": "handmade_resnet:make", "preset": "tiny"},
+            "give exactly one of `model.preset`, `model.layers` or `model.factory`",
+        ),
+        ({"preset": "tiny", "kwargs": {"width": 2}}, "`model.kwargs` goes with `model.factory`"),
+        ({"factory": "handmade_resnet:make", "options": {"width": 2}}, "a factory takes `model.kwargs`"),
+        ({"factory": "not a factory"}, "is not MODULE:FACTORY"),
+    ],
+)
 def test_model_section_is_validated(model, message):
     from convlens.config import load_config
     from convlens.errors import ConfigError

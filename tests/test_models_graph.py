@@ -64,8 +64,9 @@ def test_a_layer_the_pass_never_reaches_is_an_error():
 def test_a_module_called_twice_is_read_once_per_batch():
     result = TopK(layers=["act"], k=3)(_subject(make(), n=5))
     assert result["layers"]["act"]["map_size"] == [8, 8]  # the first call: the stem's map
-    assert sorted(result["layers"]["act"]["filters"][0]["positions"]) == sorted(set(
-        result["layers"]["act"]["filters"][0]["positions"]))  # fmt: skip
+    assert sorted(result["layers"]["act"]["filters"][0]["positions"]) == sorted(
+        set(result["layers"]["act"]["filters"][0]["positions"])
+    )
 
 
 def _positive(model):

@@ -61,8 +61,16 @@ def test_mosaic_and_grid_draw_a_red_chw_patch_red(tmp_path):
 
 
 def test_first_layer_rgb_composites_of_3x3_filters_keep_their_colour(tmp_path):
-    model = build([{"type": "conv", "out": 2, "kernel": 3, "padding": 1}, "relu",
-                   {"type": "globalpool", "mode": "avg"}, {"type": "linear", "out": "classes"}], (3, 8, 8), 4)  # fmt: skip
+    model = build(
+        [
+            {"type": "conv", "out": 2, "kernel": 3, "padding": 1},
+            "relu",
+            {"type": "globalpool", "mode": "avg"},
+            {"type": "linear", "out": "classes"},
+        ],
+        (3, 8, 8),
+        4,
+    )
     with torch.no_grad():
         model.conv1.weight.zero_()
         model.conv1.weight[0, 0] = 1.0  # filter 0: pure red (all other weights 0, drawn grey)
@@ -82,8 +90,16 @@ def test_topk_patches_of_a_3x3_receptive_field_keep_their_colour(tmp_path):
     from convlens.analyses import TopK
     from convlens.data import Split
 
-    model = build([{"type": "conv", "out": 1, "kernel": 3, "padding": 1}, "relu",
-                   {"type": "globalpool", "mode": "avg"}, {"type": "linear", "out": "classes"}], (3, 8, 8), 4)  # fmt: skip
+    model = build(
+        [
+            {"type": "conv", "out": 1, "kernel": 3, "padding": 1},
+            "relu",
+            {"type": "globalpool", "mode": "avg"},
+            {"type": "linear", "out": "classes"},
+        ],
+        (3, 8, 8),
+        4,
+    )
     with torch.no_grad():
         model.conv1.weight.zero_()
         model.conv1.bias.zero_()

@@ -35,9 +35,21 @@ CLOSE = dict(atol=1e-6, rtol=1e-5)  # float32 gradients and scores
 def tiny(act: str) -> nn.Module:
     """conv-bn-act-pool, conv-bn-act, global average, linear: 3x8x8 in, 4 classes out."""
     torch.manual_seed(5)
-    m = build([{"type": "conv", "out": 4, "kernel": 3, "padding": 1}, "bn", act, {"type": "maxpool"},
-               {"type": "conv", "out": 6, "kernel": 3, "padding": 1}, "bn", act,
-               {"type": "globalpool", "mode": "avg"}, {"type": "linear", "out": "classes"}], (3, 8, 8), 4)  # fmt: skip
+    m = build(
+        [
+            {"type": "conv", "out": 4, "kernel": 3, "padding": 1},
+            "bn",
+            act,
+            {"type": "maxpool"},
+            {"type": "conv", "out": 6, "kernel": 3, "padding": 1},
+            "bn",
+            act,
+            {"type": "globalpool", "mode": "avg"},
+            {"type": "linear", "out": "classes"},
+        ],
+        (3, 8, 8),
+        4,
+    )
     with torch.no_grad():
         for mod in m.modules():
             if isinstance(mod, nn.BatchNorm2d):
@@ -110,8 +122,9 @@ def check_dataset_analyses(s: Subject) -> None:
         _, out = forward_hooked(model, x, [pre, post])
         a, z = out[pre].double(), out[post].double()
         torch.testing.assert_close(f64(info["mean"]), a.mean((0, 2, 3)), rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(f64(info["std"]), a.permute(1, 0, 2, 3).flatten(1).std(1, correction=0),
-                                   rtol=1e-4, atol=1e-6)  # fmt: skip
+        torch.testing.assert_close(
+            f64(info["std"]), a.permute(1, 0, 2, 3).flatten(1).std(1, correction=0), rtol=1e-4, atol=1e-6
+        )
         torch.testing.assert_close(f64(info["max"]), a.amax((0, 2, 3)), rtol=1e-6, atol=0)
         torch.testing.assert_close(f64(info["min"]), a.amin((0, 2, 3)), rtol=1e-6, atol=0)
         torch.testing.assert_close(f64(info["active_fraction"]), (z > 0).double().mean((0, 2, 3)))
@@ -123,10 +136,16 @@ def check_dataset_analyses(s: Subject) -> None:
         _, out = forward_hooked(model, x, [info["measured_at"]])
         o = out[info["measured_at"]].double()
         norms = o.flatten(2).norm(dim=2) / (o.shape[2] * o.shape[3]) ** 0.5  # (N, C)
-        ref = torch.stack([norms[labels == c].mean(0) if (labels == c).any() else torch.full((o.shape[1],), torch.nan)
-                           for c in range(k)], 1)  # fmt: skip
-        torch.testing.assert_close(torch.tensor(info["class_means"], dtype=torch.float64), ref, rtol=1e-5, atol=1e-7,
-                                   equal_nan=True)  # fmt: skip
+        ref = torch.stack(
+            [
+                norms[labels == c].mean(0) if (labels == c).any() else torch.full((o.shape[1],), torch.nan)
+                for c in range(k)
+            ],
+            1,
+        )
+        torch.testing.assert_close(
+            torch.tensor(info["class_means"], dtype=torch.float64), ref, rtol=1e-5, atol=1e-7, equal_nan=True
+        )
 
     # ablate: silencing = the channel is 0 after its batch norm (and so after the activation)
     bn = {n: convs[i].replace("conv", "bn") for i, n in enumerate(convs)}
@@ -147,8 +166,9 @@ def check_dataset_analyses(s: Subject) -> None:
         assert ab["set"][when]["confusion"] == cm
         got = ab["set"][when]["per_class_accuracy"]
         assert [g is None for g in got] == [a is None for a in acc]
-        torch.testing.assert_close(torch.tensor([g or 0.0 for g in got]), torch.tensor([a or 0.0 for a in acc]),
-                                   atol=1e-6, rtol=0)  # fmt: skip
+        torch.testing.assert_close(
+            torch.tensor([g or 0.0 for g in got]), torch.tensor([a or 0.0 for a in acc]), atol=1e-6, rtol=0
+        )
     r = ab["rank"][last]
     n = len(labels)
     for f in range(model.get_submodule(last).out_channels):
@@ -184,8 +204,11 @@ def rule_by_hand(model: nn.Module, x: torch.Tensor, t: torch.Tensor, rule: str) 
 
 
 def check_per_image(model: nn.Module, x: torch.Tensor, t: torch.Tensor, relu: bool) -> None:
-    ours = {"saliency": Saliency(model).attribute(x, t), "guided": GuidedBackprop(model).attribute(x, t),
-            "deconv": Deconvnet(model).attribute(x, t)}  # fmt: skip
+    ours = {
+        "saliency": Saliency(model).attribute(x, t),
+        "guided": GuidedBackprop(model).attribute(x, t),
+        "deconv": Deconvnet(model).attribute(x, t),
+    }
     ref = captum.Saliency(model).attribute(x.clone(), target=t, abs=False)
     torch.testing.assert_close(ours["saliency"], ref, **CLOSE)
     if relu:  # Captum's rules are ReLU rules: they coincide with ours on ReLU nets only
@@ -208,8 +231,13 @@ def check_per_image(model: nn.Module, x: torch.Tensor, t: torch.Tensor, relu: bo
     maps = occ.attribute(x, t)
     drop = occ.details["base"][torch.arange(len(t)), t].view(-1, 1, 1) - maps
     ref = captum.Occlusion(lambda v: torch.softmax(model(v), 1)).attribute(
-        x.clone(), sliding_window_shapes=(x.shape[1], win, win), strides=(x.shape[1], stride, stride), baselines=0.5,
-        target=t, perturbations_per_eval=16)  # fmt: skip
+        x.clone(),
+        sliding_window_shapes=(x.shape[1], win, win),
+        strides=(x.shape[1], stride, stride),
+        baselines=0.5,
+        target=t,
+        perturbations_per_eval=16,
+    )
     torch.testing.assert_close(spread_to_pixels(drop, win, stride, (h, w)), ref.sum(1) / x.shape[1], atol=1e-5, rtol=0)
 
 
@@ -239,12 +267,18 @@ def cifar_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("runs") / "csci611"
     cfg = {
-        "name": "ref", "seed": 0,
-        "data": {"name": "cifar10", "root": str(CIFAR_TAR), "train_subset": 2000, "test_subset": 1000,
-                 "val_fraction": 0.1},
+        "name": "ref",
+        "seed": 0,
+        "data": {
+            "name": "cifar10",
+            "root": str(CIFAR_TAR),
+            "train_subset": 2000,
+            "test_subset": 1000,
+            "val_fraction": 0.1,
+        },
         "model": {"preset": "csci611", "options": {"width": 8, "hidden": 32}},
         "train": {"epochs": 1, "batch_size": 100, "threads": 2, "optimizer": {"name": "sgd", "lr": 0.05}},
-    }  # fmt: skip
+    }
     train(cfg, out, echo=lambda m: None)
     return out
 

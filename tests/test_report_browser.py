@@ -31,9 +31,13 @@ SELECTED = "[document.getElementById('fb-layer').value, document.getElementById(
 def pick(browser: Browser, layer: str | None = None, filter_: int | None = None) -> None:
     """Choose in the selects the way a person does: set the value, fire `change`."""
     if layer is not None:
-        browser.eval(f"(s => {{ s.value = {layer!r}; s.dispatchEvent(new Event('change')); }})(document.getElementById('fb-layer'))")
+        browser.eval(
+            f"(s => {{ s.value = {layer!r}; s.dispatchEvent(new Event('change')); }})(document.getElementById('fb-layer'))"
+        )
     if filter_ is not None:
-        browser.eval(f"(s => {{ s.value = '{filter_}'; s.dispatchEvent(new Event('change')); }})(document.getElementById('fb-filter'))")
+        browser.eval(
+            f"(s => {{ s.value = '{filter_}'; s.dispatchEvent(new Event('change')); }})(document.getElementById('fb-filter'))"
+        )
 
 
 @pytest.fixture(scope="module")

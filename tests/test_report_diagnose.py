@@ -79,8 +79,16 @@ def test_tiny_learning_rate_is_diagnosed_as_flat_loss(tmp_path_factory):
 
 
 def test_small_training_set_is_diagnosed_as_overfitting(tmp_path_factory):
-    run = trained(tmp_path_factory, "overfit", **{"data.train_subset": 40, "train.epochs": 12, "model.options.width": 8,
-                                                  "train.optimizer": {"name": "adam", "lr": 0.01}})  # fmt: skip
+    run = trained(
+        tmp_path_factory,
+        "overfit",
+        **{
+            "data.train_subset": 40,
+            "train.epochs": 12,
+            "model.options.width": 8,
+            "train.optimizer": {"name": "adam", "lr": 0.01},
+        },
+    )
     f = codes(run)["overfitting"]
     rows = Run(run).metrics()
     val = [r["val_acc"] for r in rows]
@@ -107,14 +115,30 @@ def test_high_adam_learning_rate_is_unstable_not_overfitting(tmp_path_factory):
 
 
 AUGMENT = {"translate": {"pixels": 2}, "noise": {}, "erase": {}}
-DROPOUT_NET = [{"type": "conv", "out": 16, "kernel": 3, "padding": 1}, "relu", "maxpool", "flatten",
-               {"type": "dropout", "p": 0.5}, {"type": "linear", "out": 64}, "relu", {"type": "dropout", "p": 0.5},
-               {"type": "linear", "out": "classes"}]  # fmt: skip
+DROPOUT_NET = [
+    {"type": "conv", "out": 16, "kernel": 3, "padding": 1},
+    "relu",
+    "maxpool",
+    "flatten",
+    {"type": "dropout", "p": 0.5},
+    {"type": "linear", "out": 64},
+    "relu",
+    {"type": "dropout", "p": 0.5},
+    {"type": "linear", "out": "classes"},
+]
 
 
 def test_training_below_validation_under_augmentation_and_dropout_is_explained(tmp_path_factory):
-    run = trained(tmp_path_factory, "augmented", **{"model": {"layers": DROPOUT_NET}, "data.augment": AUGMENT,
-                                                    "train.optimizer": {"name": "adam", "lr": 3e-3}, "train.epochs": 4})  # fmt: skip
+    run = trained(
+        tmp_path_factory,
+        "augmented",
+        **{
+            "model": {"layers": DROPOUT_NET},
+            "data.augment": AUGMENT,
+            "train.optimizer": {"name": "adam", "lr": 3e-3},
+            "train.epochs": 4,
+        },
+    )
     found = codes(run)
     last = Run(run).metrics()[-1]
     assert last["gap"] <= -0.05 and last["val_acc"] >= 0.25  # learning, and harder on the training images
@@ -130,9 +154,17 @@ def test_training_below_validation_under_augmentation_and_dropout_is_explained(t
 def test_a_learning_run_with_a_high_loss_floor_is_not_flat(tmp_path_factory):
     """Label smoothing keeps the loss high: 3 epochs of Adam 1e-3 lower it by under 10% while
     accuracy reaches 90% and more."""
-    run = trained(tmp_path_factory, "smoothed", **{"train.optimizer": {"name": "adam", "lr": 1e-3}, "train.epochs": 3,
-                                                   "train.label_smoothing": 0.6, "train.batch_size": 32,
-                                                   "model.options.width": 16})  # fmt: skip
+    run = trained(
+        tmp_path_factory,
+        "smoothed",
+        **{
+            "train.optimizer": {"name": "adam", "lr": 1e-3},
+            "train.epochs": 3,
+            "train.label_smoothing": 0.6,
+            "train.batch_size": 32,
+            "model.options.width": 16,
+        },
+    )
     rows = Run(run).metrics()
     assert rows[-1]["train_loss"] > 0.9 * rows[0]["train_loss"] and rows[-1]["val_acc"] > 0.9
     assert not {"flat_loss", "collapsed", "chance_level", "unstable"} & set(codes(run))
@@ -163,8 +195,13 @@ def test_a_training_loss_spike_is_instability(healthy, tmp_path):
     run = copy_run(healthy, tmp_path / "spike")
     r = Run(run).metrics()[-1]
     losses, accs = [1.6, 0.8, 1.6, 0.5], [0.5, 0.75, 0.6, 0.9]
-    _rewrite_metrics(run, [{**r, "epoch": e, "train_loss": loss, "train_acc": acc, "val_acc": 0.7, "gap": acc - 0.7}
-                           for e, (loss, acc) in enumerate(zip(losses, accs), 1)])  # fmt: skip
+    _rewrite_metrics(
+        run,
+        [
+            {**r, "epoch": e, "train_loss": loss, "train_acc": acc, "val_acc": 0.7, "gap": acc - 0.7}
+            for e, (loss, acc) in enumerate(zip(losses, accs), 1)
+        ],
+    )
     found = codes(run)
     f = found["unstable"]
     ev = f.evidence
@@ -176,8 +213,10 @@ def test_a_model_that_memorises_its_training_set_is_overfitting_even_with_a_huge
     """Hand-made: 100% on the training images and a validation loss many times that of guessing."""
     run = copy_run(healthy, tmp_path / "memorised")
     rows = Run(run).metrics()
-    memo = [{**rows[0], "epoch": e, "train_loss": 1.0 / e, "train_acc": 0.5 + e * 0.1, "val_loss": e * e, "val_acc": 0.6}
-            for e in range(1, 6)]  # fmt: skip
+    memo = [
+        {**rows[0], "epoch": e, "train_loss": 1.0 / e, "train_acc": 0.5 + e * 0.1, "val_loss": e * e, "val_acc": 0.6}
+        for e in range(1, 6)
+    ]
     _rewrite_metrics(run, memo)
     found = codes(run)
     assert found["overfitting"].evidence["gap_last"] == pytest.approx(0.4) and "unstable" not in found
@@ -197,8 +236,10 @@ def test_no_flat_loss_claim_on_a_run_that_learned(healthy, tmp_path):
     """Hand-made: the loss drops 5% over three epochs, accuracy is 80%; then 11%, a flat run."""
     run = copy_run(healthy, tmp_path / "learned")
     r = Run(run).metrics()[-1]
-    rows = [{**r, "epoch": e, "train_loss": 1.0 - 0.025 * e, "train_acc": 0.8, "val_acc": 0.8, "gap": 0.0}
-            for e in (1, 2, 3)]  # fmt: skip
+    rows = [
+        {**r, "epoch": e, "train_loss": 1.0 - 0.025 * e, "train_acc": 0.8, "val_acc": 0.8, "gap": 0.0}
+        for e in (1, 2, 3)
+    ]
     _rewrite_metrics(run, rows)
     assert "flat_loss" not in codes(run)
     ev = read_json(run / "eval.json")
@@ -227,17 +268,24 @@ def test_chance_level_without_a_dominant_class(healthy, tmp_path):
 def test_most_confused_pairs_count_both_directions(healthy, tmp_path):
     run = copy_run(healthy, tmp_path / "pairs")
     names = ["airplane", "bird", "cat", "dog"]
-    cm = [[80, 12, 0, 0],
-          [6, 90, 3, 1],
-          [0, 2, 70, 28],
-          [0, 1, 19, 80]]  # fmt: skip
+    cm = [[80, 12, 0, 0], [6, 90, 3, 1], [0, 2, 70, 28], [0, 1, 19, 80]]
     ev = read_json(run / "eval.json")
-    ev.update(confusion=cm, prediction_counts=[sum(r[j] for r in cm) for j in range(4)], per_class_accuracy=[0.8, 0.9, 0.7, 0.8])
+    ev.update(
+        confusion=cm,
+        prediction_counts=[sum(r[j] for r in cm) for j in range(4)],
+        per_class_accuracy=[0.8, 0.9, 0.7, 0.8],
+    )
     write_json(run / "eval.json", ev)
     rename_classes(run, names)
     f = codes(run)["confused_pairs"]
     pairs = f.evidence["pairs"]
-    assert (pairs[0]["a"], pairs[0]["b"], pairs[0]["a_as_b"], pairs[0]["b_as_a"], pairs[0]["total"]) == ("cat", "dog", 28, 19, 47)
+    assert (pairs[0]["a"], pairs[0]["b"], pairs[0]["a_as_b"], pairs[0]["b_as_a"], pairs[0]["total"]) == (
+        "cat",
+        "dog",
+        28,
+        19,
+        47,
+    )
     assert (pairs[1]["a"], pairs[1]["b"], pairs[1]["total"]) == ("airplane", "bird", 18)
     assert f.evidence["errors"] == 72
     assert "cat/dog" in f.text and "airplane/bird" in f.text
@@ -253,11 +301,21 @@ def test_dead_filters_come_from_the_stats_analysis_schema(healthy, tmp_path, lay
     elif layout == "booleans":
         layers = {k: {"dead": [i in dead.get(k, []) for i in range(n)]} for k, n in sizes.items()}
     elif layout == "records":
-        layers = {k: {"filters": [{"filter": i, "active": 0.0 if i in dead.get(k, []) else 0.4, "dead": i in dead.get(k, [])}
-                                  for i in range(n)]} for k, n in sizes.items()}  # fmt: skip
+        layers = {
+            k: {
+                "filters": [
+                    {"filter": i, "active": 0.0 if i in dead.get(k, []) else 0.4, "dead": i in dead.get(k, [])}
+                    for i in range(n)
+                ]
+            }
+            for k, n in sizes.items()
+        }
     else:
         layers = [{"layer": k, "mean": [0.1] * n, "dead": dead.get(k, [])} for k, n in sizes.items()]
-    write_json(run / "analysis" / "stats.json", {"analysis": "stats", "params": {}, "split": "test", "layers": layers, "figures": []})
+    write_json(
+        run / "analysis" / "stats.json",
+        {"analysis": "stats", "params": {}, "split": "test", "layers": layers, "figures": []},
+    )
     table = dead_filters_by_layer(read_json(run / "analysis" / "stats.json"))
     if layout != "indices":  # only the layout the stats analysis writes (run.schema.Stats) is read
         assert table == {} and "dead_filters" not in codes(run)
@@ -271,8 +329,10 @@ def test_dead_filters_come_from_the_stats_analysis_schema(healthy, tmp_path, lay
 
 def test_dead_filters_say_why_they_are_dead(healthy, tmp_path):
     run = copy_run(healthy, tmp_path / "why")
-    layers = {"conv1": {"channels": 4, "dead": [2], "dead_reasons": {"2": ["weights near zero"]}},
-              "conv2": {"channels": 8, "dead": [], "dead_reasons": {}}}  # fmt: skip
+    layers = {
+        "conv1": {"channels": 4, "dead": [2], "dead_reasons": {"2": ["weights near zero"]}},
+        "conv2": {"channels": 8, "dead": [], "dead_reasons": {}},
+    }
     write_json(run / "analysis" / "stats.json", {"analysis": "stats", "split": "test", "layers": layers, "figures": []})
     f = codes(run)["dead_filters"]
     assert "1 filter is dead on the test split (weights near zero)" in f.text and "conv1: 1 of 4 (2)" in f.text

@@ -162,7 +162,9 @@ def test_browser_lists_every_layer_and_filter(report):
 def test_figures_are_drawn_once_and_redrawn_when_their_source_changes(healthy_copy):
     lines: list[str] = []
     build_report(healthy_copy, echo=lines.append)
-    assert lines and all(n in lines[0] for n in ("curves.png", "per_class.png", "confusion.png", "examples.png", "mistakes.png"))
+    assert lines and all(
+        n in lines[0] for n in ("curves.png", "per_class.png", "confusion.png", "examples.png", "mistakes.png")
+    )
     stamp = {p.name: p.stat().st_mtime_ns for p in (healthy_copy / "report").glob("*.png")}
     lines.clear()
     build_report(healthy_copy, echo=lines.append)
@@ -194,13 +196,28 @@ def test_unreadable_analyses_leave_notes_not_failures(built_copy):
     a = built_copy / "analysis"
     a.mkdir()
     (a / "broken.json").write_text("{not json")
-    write_json(a / "stats.json", {"analysis": "stats", "layers": {"conv1": {"filters": [{"filter": "x"}]}},
-                                  "figures": [{"path": "analysis/stats/missing.png", "caption": "gone"}]})  # fmt: skip
-    write_json(a / "ablate.json", {"analysis": "ablate", "before": "oops", "after": 3, "ranking": [1, 2], "figures": []})
+    write_json(
+        a / "stats.json",
+        {
+            "analysis": "stats",
+            "layers": {"conv1": {"filters": [{"filter": "x"}]}},
+            "figures": [{"path": "analysis/stats/missing.png", "caption": "gone"}],
+        },
+    )
+    write_json(
+        a / "ablate.json", {"analysis": "ablate", "before": "oops", "after": 3, "ranking": [1, 2], "figures": []}
+    )
     (a / "custom").mkdir()
     Image.new("RGB", (8, 8), "red").save(a / "custom" / "x.png")
-    write_json(a / "custom.json", {"analysis": "custom", "params": {"alpha": 0.5}, "answer": 42,
-                                   "figures": [{"path": "analysis/custom/x.png", "caption": "a custom figure"}]})  # fmt: skip
+    write_json(
+        a / "custom.json",
+        {
+            "analysis": "custom",
+            "params": {"alpha": 0.5},
+            "answer": 42,
+            "figures": [{"path": "analysis/custom/x.png", "caption": "a custom figure"}],
+        },
+    )
     text = build_report(built_copy).read_text()
     assert "broken.json could not be read" in text
     assert "the tables of stats.json could not be read (ValueError" in text
@@ -221,7 +238,9 @@ def test_report_of_a_diverged_run(tmp_path_factory, tmp_path):
 def test_sweep_report_links_every_trial(tmp_path_factory, tmp_path):
     sweep = tmp_path / "sweep"
     copy_run(built(tmp_path_factory), sweep / "trials" / "0")
-    copy_run(trained(tmp_path_factory, "flat", **{"train.optimizer.lr": 1e-5, "train.epochs": 3}), sweep / "trials" / "1")
+    copy_run(
+        trained(tmp_path_factory, "flat", **{"train.optimizer.lr": 1e-5, "train.epochs": 3}), sweep / "trials" / "1"
+    )
     (sweep / "sweep.yaml").write_text("base: tiny.yaml\nparams:\n  train.optimizer.lr: [0.05, 1.0e-5]\n")
     out = build_report(sweep)
     text = out.read_text()
@@ -243,7 +262,8 @@ def test_sweep_report_links_every_trial(tmp_path_factory, tmp_path):
     assert "&lt;script&gt;x&lt;/script&gt;" in text and "<script>x" not in text
     assert "accuracy vs lr" in text
     assert [a["href"] for a in page.all("a") if a.get("href", "").endswith("report.html")] == [
-        os.path.relpath(sweep / "trials" / t / "report.html", tmp_path / "elsewhere") for t in ("0", "1")]
+        os.path.relpath(sweep / "trials" / t / "report.html", tmp_path / "elsewhere") for t in ("0", "1")
+    ]
 
 
 def test_report_command(built_copy, tmp_path, capsys):
@@ -274,7 +294,10 @@ def test_report_of_a_real_run(tmp_path_factory, tmp_path):
     """Every real analysis and a real explanation end up in the report, figures and captions."""
     run = copy_run(healthy(tmp_path_factory), tmp_path / "real")
     assert main(["analyze", str(run), "--k", "4", "--examples", "10", "--mistakes", "6"]) == 0
-    for method in (["occlusion", "--window", "2,4", "--stride", "2"], ["deconv", "--layers", "conv2", "--filters", "1"]):
+    for method in (
+        ["occlusion", "--window", "2,4", "--stride", "2"],
+        ["deconv", "--layers", "conv2", "--filters", "1"],
+    ):
         assert main(["explain", str(run), "--images", "0,1", "--method", *method]) == 0
     text = build_report(run).read_text(encoding="utf-8")
     page = Page(text)
@@ -282,8 +305,17 @@ def test_report_of_a_real_run(tmp_path_factory, tmp_path):
     srcs = {a["src"] for a in page.all("img") if "src" in a}
     shown = "".join(page.text)
     names = {p.stem for p in (run / "analysis").glob("*.json")}
-    assert names == {"filters", "featuremaps", "stats", "classnorms", "topk", "ablate", "errors", "occlusion",
-                     "deconv-conv2-f1"}  # fmt: skip
+    assert names == {
+        "filters",
+        "featuremaps",
+        "stats",
+        "classnorms",
+        "topk",
+        "ablate",
+        "errors",
+        "occlusion",
+        "deconv-conv2-f1",
+    }
     for stem in names:
         doc, name = read_json(run / "analysis" / f"{stem}.json"), stem.partition("-")[0]
         assert ("examples" if name == "errors" else f"analysis-{stem}") in ids, name

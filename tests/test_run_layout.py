@@ -13,8 +13,19 @@ from convlens.run import Layout, artifact_key
 from convlens.run import layout as L
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "convlens"
-FILES = {L.CONFIG, L.DATASET, L.SUMMARY, L.METRICS, L.EVAL, L.PREDICTIONS, L.EXAMPLES, L.STATUS, L.REPORT_HTML,
-         "last.pt", "best.pt"}  # fmt: skip
+FILES = {
+    L.CONFIG,
+    L.DATASET,
+    L.SUMMARY,
+    L.METRICS,
+    L.EVAL,
+    L.PREDICTIONS,
+    L.EXAMPLES,
+    L.STATUS,
+    L.REPORT_HTML,
+    "last.pt",
+    "best.pt",
+}
 FOLDERS = {L.CHECKPOINTS_DIR, L.TB_DIR, L.ANALYSIS_DIR, L.REPORT_DIR}
 PREFIX = re.compile(rf"^({'|'.join(sorted(FOLDERS))})/")
 
@@ -22,9 +33,14 @@ PREFIX = re.compile(rf"^({'|'.join(sorted(FOLDERS))})/")
 def _literals(tree: ast.AST) -> list[tuple[int, str]]:
     """String constants used as run-folder paths: a file name of the folder anywhere, a folder
     name joined with ``/`` onto a path, or a relative path that starts with a folder name."""
-    docs = {id(n.body[0].value) for n in ast.walk(tree)
-            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-            and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}  # fmt: skip
+    docs = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
     found = []
     for n in ast.walk(tree):
         if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div):
@@ -58,8 +74,11 @@ def test_artifact_keys_name_layers_and_targets():
     assert artifact_key(None, [2]) == "f2"
     assert artifact_key("a/b c") == "a_b_c"  # never a path separator in a file name
     a = Layout("/r").artifact("actmax", "conv1")
-    assert (a.json, a.npz, a.folder) == (Path("/r/analysis/actmax-conv1.json"), Path("/r/analysis/actmax-conv1.npz"),
-                                         Path("/r/analysis/actmax-conv1"))  # fmt: skip
+    assert (a.json, a.npz, a.folder) == (
+        Path("/r/analysis/actmax-conv1.json"),
+        Path("/r/analysis/actmax-conv1.npz"),
+        Path("/r/analysis/actmax-conv1"),
+    )
     assert Layout("/r").artifact("stats").json == Path("/r/analysis/stats.json")
     with pytest.raises(ValueError):
         Layout("/r").artifact("act-max")
@@ -84,8 +103,11 @@ def test_artifact_writes_are_atomic_and_a_failed_rewrite_keeps_the_old_figures(t
     assert sorted(p.name for p in a.folder.iterdir()) == ["old.png"]
     with np.load(a.npz) as z:  # the arrays still match the JSON and the figures
         assert z["x"].tolist() == [0, 1, 2]
-    assert sorted(p.name for p in (tmp_path / "analysis").iterdir()) == ["saliency-conv1", "saliency-conv1.json",
-                                                                         "saliency-conv1.npz"]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "analysis").iterdir()) == [
+        "saliency-conv1",
+        "saliency-conv1.json",
+        "saliency-conv1.npz",
+    ]
     # a crash while writing leaves the old file, never half of a new one
     import convlens.utils as utils
 
@@ -101,8 +123,13 @@ def test_the_run_package_imports_without_torch():
     import sys
 
     code = "import sys, convlens.run; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(SRC.parent), "PATH": ""})  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(SRC.parent), "PATH": ""},
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -160,8 +187,13 @@ def test_what_a_run_writes_has_the_fields_its_schema_promises(trained, tmp_path)
     from convlens.utils import read_json
 
     run = Run(shutil.copytree(trained, tmp_path / "run"))
-    docs = {schema.Status: run.status, schema.Dataset: run.dataset, schema.Summary: run.summary,
-            schema.Eval: run.eval, schema.EpochRow: run.metrics()[0]}  # fmt: skip
+    docs = {
+        schema.Status: run.status,
+        schema.Dataset: run.dataset,
+        schema.Summary: run.summary,
+        schema.Eval: run.eval,
+        schema.EpochRow: run.metrics()[0],
+    }
     for kind, doc in docs.items():
         assert kind.__required_keys__ <= set(doc), (kind.__name__, kind.__required_keys__ - set(doc))
     Stats()(Subject.from_run(run, limit=50, figures=False))

@@ -44,8 +44,13 @@ def test_a_second_writer_is_refused_while_a_run_trains(tmp_path, capsys):
     cfg_path.write_text(yaml.safe_dump(cfg))
     run_dir = tmp_path / "r"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "convlens.cli", "train", str(cfg_path), "--out", str(run_dir)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "convlens.cli", "train", str(cfg_path), "--out", str(run_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         _wait_rows(run_dir, 1, proc)
         assert holder(run_dir) == f"process {proc.pid} (convlens train)"
@@ -55,9 +60,13 @@ def test_a_second_writer_is_refused_while_a_run_trains(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and f"process {proc.pid} " in err[0], err
         # so is every other writer
-        for write in (lambda: train(resume=run_dir, echo=quiet), lambda: train(cfg, run_dir, echo=quiet),
-                      lambda: evaluate_run(run_dir), lambda: analyze(run_dir, ["filters"], figures=False),
-                      lambda: explain_run(Run(run_dir), "saliency", images=[0])):  # fmt: skip
+        for write in (
+            lambda: train(resume=run_dir, echo=quiet),
+            lambda: train(cfg, run_dir, echo=quiet),
+            lambda: evaluate_run(run_dir),
+            lambda: analyze(run_dir, ["filters"], figures=False),
+            lambda: explain_run(Run(run_dir), "saliency", images=[0]),
+        ):
             with pytest.raises(RunBusy, match=f"in use by process {proc.pid} "):
                 write()
         assert main(["report", str(run_dir)]) == 2 and str(proc.pid) in capsys.readouterr().err

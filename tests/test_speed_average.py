@@ -111,12 +111,15 @@ def test_averaging_smooths_noisy_sgd_on_a_quadratic():
     assert avg_err < 0.5 * raw_err
 
 
-@pytest.mark.parametrize("bad,match", [
-    ({"kind": "swa"}, "train.average.kind"),
-    ({"decay": 1.0}, "train.average.decay"),
-    ({"every": 0}, "train.average.every"),
-    ({"power": -1}, "train.average.power"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"kind": "swa"}, "train.average.kind"),
+        ({"decay": 1.0}, "train.average.decay"),
+        ({"every": 0}, "train.average.every"),
+        ({"power": -1}, "train.average.power"),
+    ],
+)
 def test_average_config_is_validated(bad, match):
     with pytest.raises(ConfigError, match=match):
         load_config({"train": {"average": bad}})
@@ -127,8 +130,13 @@ def test_training_with_averaging_resumes_exactly(tmp_path, kind):
     from convlens.train import train
     from convlens.train.checkpoint import load
 
-    cfg = tiny_config(**{"train.epochs": 3, "train.threads": 1,  # see test_fast_preset_trains_a_few_steps
-                         "train.average": {"kind": kind, "decay": 0.8, "every": 2, "power": 1}})
+    cfg = tiny_config(
+        **{
+            "train.epochs": 3,
+            "train.threads": 1,  # see test_fast_preset_trains_a_few_steps
+            "train.average": {"kind": kind, "decay": 0.8, "every": 2, "power": 1},
+        }
+    )
     whole = train(cfg, tmp_path / "whole", echo=lambda s: None)
 
     def interrupt(row):

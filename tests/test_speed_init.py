@@ -23,8 +23,11 @@ def _correlated_images(n: int = 400, seed: int = 0) -> torch.Tensor:
 
 
 def _whiten_net(out: int = 24, eps: float = 1e-9, **conv):
-    layers = [{"type": "conv", "out": out, "kernel": 2, "init": "whiten", "whiten_eps": eps, **conv},
-              {"type": "globalpool", "mode": "avg"}, {"type": "linear", "out": "classes"}]  # fmt: skip
+    layers = [
+        {"type": "conv", "out": out, "kernel": 2, "init": "whiten", "whiten_eps": eps, **conv},
+        {"type": "globalpool", "mode": "avg"},
+        {"type": "linear", "out": "classes"},
+    ]
     return build(layers, (3, 8, 8), 4, mean=[0.4, 0.3, 0.1], std=[0.2, 0.2, 0.1])
 
 
@@ -108,17 +111,30 @@ def test_whiten_config_errors():
     from convlens.config import load_config
 
     with pytest.raises(ConfigError, match="even `out`"):
-        load_config({"model": {"layers": [{"type": "conv", "out": 5, "init": "whiten"}, "flatten",
-                                          {"type": "linear"}]}})  # fmt: skip
+        load_config(
+            {"model": {"layers": [{"type": "conv", "out": 5, "init": "whiten"}, "flatten", {"type": "linear"}]}}
+        )
     with pytest.raises(ConfigError, match="whiten_eps"):
-        load_config({"model": {"layers": [{"type": "conv", "out": 4, "init": "whiten", "whiten_eps": 0},
-                                          "flatten", {"type": "linear"}]}})  # fmt: skip
+        load_config(
+            {
+                "model": {
+                    "layers": [
+                        {"type": "conv", "out": 4, "init": "whiten", "whiten_eps": 0},
+                        "flatten",
+                        {"type": "linear"},
+                    ]
+                }
+            }
+        )
 
 
 @pytest.mark.parametrize("in_ch,out_ch", [(4, 4), (3, 5)])
 def test_identity_init_is_an_identity_map(in_ch, out_ch):
-    layers = [{"type": "conv", "out": out_ch, "kernel": 3, "padding": 1, "bias": False, "init": "identity"},
-              "flatten", {"type": "linear", "out": "classes"}]  # fmt: skip
+    layers = [
+        {"type": "conv", "out": out_ch, "kernel": 3, "padding": 1, "bias": False, "init": "identity"},
+        "flatten",
+        {"type": "linear", "out": "classes"},
+    ]
     model = build(layers, (in_ch, 6, 6), 2)
     x = torch.randn(2, in_ch, 6, 6)
     with torch.no_grad():
@@ -129,8 +145,13 @@ def test_identity_init_is_an_identity_map(in_ch, out_ch):
 
 
 def test_batchnorm_learn_scale_off_keeps_scale_at_one():
-    layers = [{"type": "conv", "out": 4, "padding": 1}, {"type": "bn", "learn_scale": False}, "relu",
-              "flatten", {"type": "linear", "out": "classes"}]  # fmt: skip
+    layers = [
+        {"type": "conv", "out": 4, "padding": 1},
+        {"type": "bn", "learn_scale": False},
+        "relu",
+        "flatten",
+        {"type": "linear", "out": "classes"},
+    ]
     model = build(layers, (1, 4, 4), 2)
     assert not model.bn1.weight.requires_grad and model.bn1.bias.requires_grad
     assert torch.equal(model.bn1.weight, torch.ones(4))

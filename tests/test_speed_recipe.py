@@ -29,11 +29,14 @@ def fast_params(width: int, wide: int, classes: int = 10, channels: int = 3, k: 
     return n + wide * classes  # linear without bias
 
 
-@pytest.mark.parametrize("preset,options,width,wide", [
-    ("fast", {}, 16, 64),
-    ("fast_full", {}, 64, 256),
-    ("fast", {"width": 24, "multiplier": 4}, 24, 96),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "preset,options,width,wide",
+    [
+        ("fast", {}, 16, 64),
+        ("fast_full", {}, 64, 256),
+        ("fast", {"width": 24, "multiplier": 4}, 24, 96),
+    ],
+)
 def test_fast_presets_build_with_expected_parameter_count(preset, options, width, wide):
     cfg = load_config({"model": {"preset": preset, "options": options}})
     model = build_model(cfg.model, (3, 32, 32), 10, [0.5] * 3, [0.25] * 3)
@@ -55,8 +58,16 @@ def test_fast_full_is_airbench94_sized():
 
 
 def test_every_trick_is_a_model_option():
-    base = {"whiten": False, "freeze_whiten": False, "identity": False, "act": "relu", "logit_scale": 1,
-            "bn_momentum": 0.1, "bn_eps": 1e-5, "bn_learn_scale": True}  # fmt: skip
+    base = {
+        "whiten": False,
+        "freeze_whiten": False,
+        "identity": False,
+        "act": "relu",
+        "logit_scale": 1,
+        "bn_momentum": 0.1,
+        "bn_eps": 1e-5,
+        "bn_learn_scale": True,
+    }
     cfg = load_config({"model": {"preset": "fast", "options": base}})
     model = build_model(cfg.model, (3, 32, 32), 10)
     names = [n for n, _ in model.named_children()]
@@ -65,25 +76,31 @@ def test_every_trick_is_a_model_option():
     assert model.spec[0]["init"] == "default" and model.spec[2]["init"] == "default"
 
 
-@pytest.mark.parametrize("options,match", [
-    ({"act": "tanh"}, "act='tanh' is not allowed"),
-    ({"width": 0}, "width=0 is out of range"),
-    ({"whiten_kernel": 9}, "whiten_kernel=9 is out of range"),
-    ({"widht": 8}, "no option 'widht'"),
-    ({"whiten": "maybe"}, "whiten"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        ({"act": "tanh"}, "act='tanh' is not allowed"),
+        ({"width": 0}, "width=0 is out of range"),
+        ({"whiten_kernel": 9}, "whiten_kernel=9 is out of range"),
+        ({"widht": 8}, "no option 'widht'"),
+        ({"whiten": "maybe"}, "whiten"),
+    ],
+)
 def test_fast_options_are_validated(options, match):
     with pytest.raises(ConfigError, match=match):
         load_config({"model": {"preset": "fast", "options": options}})
 
 
-@pytest.mark.parametrize("override,match", [
-    ("train.optimizer.bias_weight_decay=-1", "bias_weight_decay"),
-    ("model.layers=[{type: conv, out: 4, freeze: maybe}, flatten, {type: linear}]", "freeze"),
-    ("model.layers=[{type: bn, learn_scale: 3}, flatten, {type: linear}]", "learn_scale"),
-    ("data.augment.flip.alternate=often", "alternate"),
-    ("eval.tta=flip_crop", "flip_shift"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("train.optimizer.bias_weight_decay=-1", "bias_weight_decay"),
+        ("model.layers=[{type: conv, out: 4, freeze: maybe}, flatten, {type: linear}]", "freeze"),
+        ("model.layers=[{type: bn, learn_scale: 3}, flatten, {type: linear}]", "learn_scale"),
+        ("data.augment.flip.alternate=often", "alternate"),
+        ("eval.tta=flip_crop", "flip_shift"),
+    ],
+)
 def test_new_switches_validate(override, match):
     overrides = [override] + (["model.preset=null"] if override.startswith("model.layers") else [])
     with pytest.raises(ConfigError, match=match):
@@ -167,14 +184,25 @@ def test_flip_phase_is_not_the_index_parity():
 def test_fast_preset_trains_a_few_steps(tmp_path):
     from convlens.train import train
 
-    cfg = load_config(EXAMPLES / "fast-cpu.yaml", [
-        "data.name=digits", "data.root=null", "data.resize=32", "data.val_fraction=0.25", "data.train_subset=600",
-        "data.test_subset=100", "model.options.channels=1", "model.options.width=8", "train.epochs=2",
-        "train.batch_size=32", "train.optimizer.lr=0.2",
-        # one thread: on a shared, busy 2-core machine tiny batches run ~15x faster without the
-        # second thread's barriers (measured 39 s vs 2.3 s per epoch here); results are identical
-        "train.threads=1",
-    ])  # fmt: skip
+    cfg = load_config(
+        EXAMPLES / "fast-cpu.yaml",
+        [
+            "data.name=digits",
+            "data.root=null",
+            "data.resize=32",
+            "data.val_fraction=0.25",
+            "data.train_subset=600",
+            "data.test_subset=100",
+            "model.options.channels=1",
+            "model.options.width=8",
+            "train.epochs=2",
+            "train.batch_size=32",
+            "train.optimizer.lr=0.2",
+            # one thread: on a shared, busy 2-core machine tiny batches run ~15x faster without the
+            # second thread's barriers (measured 39 s vs 2.3 s per epoch here); results are identical
+            "train.threads=1",
+        ],
+    )
     run = train(cfg, tmp_path / "run", echo=lambda s: None)
     rows = run.metrics()
     assert run.status["status"] == "finished"

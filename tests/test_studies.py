@@ -20,8 +20,13 @@ def is_sweep(path: Path) -> bool:
 
 def test_every_study_has_a_readme_and_files():
     folders = sorted(p for p in STUDIES.iterdir() if p.is_dir())
-    assert [p.name for p in folders] == ["cs7015-cnn-design", "csci611-optimizers", "cse849-filters",
-                                         "cse849-regularisation", "rice-lenet-rnn"]  # fmt: skip
+    assert [p.name for p in folders] == [
+        "cs7015-cnn-design",
+        "csci611-optimizers",
+        "cse849-filters",
+        "cse849-regularisation",
+        "rice-lenet-rnn",
+    ]
     for folder in folders:
         readme = (folder / "README.md").read_text()
         assert readme.startswith("# ") and list(folder.glob("*.yaml")), folder

@@ -34,7 +34,10 @@ def test_grid_runs_every_cell_exactly_once_and_writes_results(tmp_path):
         run = Run(out / "trials" / str(t.number))
         assert run.status["status"] == "finished"
         assert (run.config.train.optimizer.lr, run.config.model.options["width"], run.config.seed) == (
-            cell["params"]["train.optimizer.lr"], cell["params"]["model.options.width"], cell["seed"])
+            cell["params"]["train.optimizer.lr"],
+            cell["params"]["model.options.width"],
+            cell["seed"],
+        )
         assert t.value == max(r["val_acc"] for r in run.metrics())
 
     # the same command again: everything is finished, nothing runs twice
@@ -50,15 +53,23 @@ def test_grid_runs_every_cell_exactly_once_and_writes_results(tmp_path):
     assert best["best_val_acc"] == max(r["best_val_acc"] for r in res["trials"])
     cfg = load_config(out / "best.yaml")  # ready to train: the best point and seed, nothing else changed
     assert (cfg.train.optimizer.lr, cfg.model.options["width"], cfg.seed) == (
-        best["values"]["train.optimizer.lr"], best["values"]["model.options.width"], best["seed"])
+        best["values"]["train.optimizer.lr"],
+        best["values"]["model.options.width"],
+        best["seed"],
+    )
     assert cfg.train.epochs == 2 and cfg.data.name == "digits"
 
 
 def test_pruned_trials_are_marked_in_tables(tmp_path, capsys):
     # lr 1e-4 learns nothing in an epoch: once both lr 0.1 trials are done, the median pruner
     # stops both lr 1e-4 trials after their first epoch
-    path = write_sweep(tmp_path, epochs=3, params={"train.optimizer.lr": [0.1, 0.0001]}, seeds=2,
-                       pruner={"name": "median", "startup_trials": 2, "warmup_epochs": 0})  # fmt: skip
+    path = write_sweep(
+        tmp_path,
+        epochs=3,
+        params={"train.optimizer.lr": [0.1, 0.0001]},
+        seeds=2,
+        pruner={"name": "median", "startup_trials": 2, "warmup_epochs": 0},
+    )
     out = run_sweep(path, out=tmp_path / "out", echo=lambda s: None, table=False)
     _, trials = load_trials(path, str(out / "study.journal"))
     assert _states(trials) == {"COMPLETE": 2, "PRUNED": 2}
@@ -81,17 +92,25 @@ def test_pruned_trials_are_marked_in_tables(tmp_path, capsys):
 
 
 def test_random_search_runs_each_point_once_per_seed(tmp_path):
-    path = write_sweep(tmp_path, method="random", seeds=2, budget={"trials": 2}, epochs=1,
-                       params={"train.optimizer.lr": {"low": 0.01, "high": 0.2, "log": True},
-                               "model.options.width": [4, 6]})  # fmt: skip
+    path = write_sweep(
+        tmp_path,
+        method="random",
+        seeds=2,
+        budget={"trials": 2},
+        epochs=1,
+        params={"train.optimizer.lr": {"low": 0.01, "high": 0.2, "log": True}, "model.options.width": [4, 6]},
+    )
     out = run_sweep(path, out=tmp_path / "out", echo=lambda s: None, table=False)
     _, trials = load_trials(path, str(out / "study.journal"))
     assert _states(trials) == {"COMPLETE": 4}
     points = Counter((t.params["train.optimizer.lr"], t.params["model.options.width"]) for t in trials)
     assert sorted(points.values()) == [2, 2]  # two points, each run with both seeds
     for point in points:
-        seeds = {t.user_attrs["seed"] for t in trials
-                 if (t.params["train.optimizer.lr"], t.params["model.options.width"]) == point}  # fmt: skip
+        seeds = {
+            t.user_attrs["seed"]
+            for t in trials
+            if (t.params["train.optimizer.lr"], t.params["model.options.width"]) == point
+        }
         assert seeds == {0, 1}
     assert all(0.01 <= lr <= 0.2 for lr, _ in points)
 
@@ -103,8 +122,13 @@ def test_a_killed_worker_and_a_crashed_sweep_lose_nothing(tmp_path):
     path = write_sweep(tmp_path, epochs=5, params={"train.optimizer.lr": [0.05, 0.1], "model.options.width": [4, 5, 6]})
     out = tmp_path / "out"
     journal = str(out / "study.journal")
-    parent = subprocess.Popen(cli("sweep", str(path), "--workers", "2", "--out", str(out)), env=worker_env(),
-                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    parent = subprocess.Popen(
+        cli("sweep", str(path), "--workers", "2", "--out", str(out)),
+        env=worker_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         watch = Watch(path, journal)
 
@@ -116,8 +140,12 @@ def test_a_killed_worker_and_a_crashed_sweep_lose_nothing(tmp_path):
 
         first = wait_for(running_trial, 120, "a trial in training", [parent])
         os.kill(int(first.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
-        wait_for(lambda: any(t.system_attrs.get("retry_history") == [first.number] for t in watch.trials()),
-                 60, "the killed trial to be requeued", [parent])  # fmt: skip
+        wait_for(
+            lambda: any(t.system_attrs.get("retry_history") == [first.number] for t in watch.trials()),
+            60,
+            "the killed trial to be requeued",
+            [parent],
+        )
 
         def done_and_running():
             return any(t.state.name == "COMPLETE" for t in watch.trials()) and running_trial(exclude=[first.number])
@@ -127,8 +155,11 @@ def test_a_killed_worker_and_a_crashed_sweep_lose_nothing(tmp_path):
         os.killpg(parent.pid, signal.SIGKILL)  # the machine "crashes": the sweep and its workers die at once
         parent.wait()
     _, before = load_trials(path, journal)
-    kept = {t.number: os.stat(out / "trials" / str(t.number) / "metrics.jsonl").st_mtime_ns
-            for t in before if t.state.name == "COMPLETE"}  # fmt: skip
+    kept = {
+        t.number: os.stat(out / "trials" / str(t.number) / "metrics.jsonl").st_mtime_ns
+        for t in before
+        if t.state.name == "COMPLETE"
+    }
     orphans = [t.number for t in before if t.state.name == "RUNNING"]
     assert kept and orphans
 

@@ -25,14 +25,24 @@ pytestmark = [
 
 def test_two_workers_share_a_grid_and_a_killed_trial_is_retried(tmp_path, capsys):
     name = f"pg-{uuid.uuid4().hex[:10]}"  # a fresh study in a database other runs may share
-    path = write_sweep(tmp_path, name=name, epochs=4, heartbeat={"interval": 1, "grace": 2},
-                       params={"train.optimizer.lr": [0.05, 0.1], "model.options.width": [4, 5, 6]})  # fmt: skip
+    path = write_sweep(
+        tmp_path,
+        name=name,
+        epochs=4,
+        heartbeat={"interval": 1, "grace": 2},
+        params={"train.optimizer.lr": [0.05, 0.1], "model.options.width": [4, 5, 6]},
+    )
     out = tmp_path / "out"
     watch = Watch(path, PG)
 
     def worker():
-        return subprocess.Popen(cli("sweep", "worker", str(path), "--storage", PG, "--out", str(out)), env=worker_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        return subprocess.Popen(
+            cli("sweep", "worker", str(path), "--storage", PG, "--out", str(out)),
+            env=worker_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     def owner(t):
         return int(t.user_attrs.get("worker", ":0").rsplit(":", 1)[1])
@@ -41,8 +51,9 @@ def test_two_workers_share_a_grid_and_a_killed_trial_is_retried(tmp_path, capsys
         trials = watch.trials()
         if not any(t.state.name in ("RUNNING", "COMPLETE") and owner(t) == b.pid for t in trials):
             return None
-        return next((t for t in trials if t.state.name == "RUNNING" and owner(t) == a.pid
-                     and training(out, t.number)), None)  # fmt: skip
+        return next(
+            (t for t in trials if t.state.name == "RUNNING" and owner(t) == a.pid and training(out, t.number)), None
+        )
 
     a, b = worker(), worker()
     try:

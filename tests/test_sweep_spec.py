@@ -15,25 +15,32 @@ def test_grid_cells_points_and_short_names(tmp_path):
     assert [p.short for p in s.params] == ["lr", "width"]
     # RunBuilder order: the first key varies slowest; every point once per seed
     assert s.points() == [
-        {"train.optimizer.lr": 0.05, "model.options.width": 4}, {"train.optimizer.lr": 0.05, "model.options.width": 6},
-        {"train.optimizer.lr": 0.1, "model.options.width": 4}, {"train.optimizer.lr": 0.1, "model.options.width": 6},
-    ]  # fmt: skip
+        {"train.optimizer.lr": 0.05, "model.options.width": 4},
+        {"train.optimizer.lr": 0.05, "model.options.width": 6},
+        {"train.optimizer.lr": 0.1, "model.options.width": 4},
+        {"train.optimizer.lr": 0.1, "model.options.width": 6},
+    ]
     cells = s.cells()
     assert len(cells) == 8 and [c["seed"] for c in cells[:2]] == [3, 5] and cells[7]["point"] == 3
     cfg = s.trial_config(s.points()[3], seed=5, threads=2)
     assert (cfg.train.optimizer.lr, cfg.model.options["width"], cfg.seed) == (0.1, 6, 5)
     assert cfg.train.threads == 1  # the base config set it: a sweep does not override it
     assert short_names(["data.augment.flip.p", "data.augment.erase.p", "train.optimizer.lr", "train.epochs"]) == {
-        "data.augment.flip.p": "flip.p", "data.augment.erase.p": "erase.p", "train.optimizer.lr": "lr",
-        "train.epochs": "train.epochs"}  # `epochs` is a column of the tables already  # fmt: skip
+        "data.augment.flip.p": "flip.p",
+        "data.augment.erase.p": "erase.p",
+        "train.optimizer.lr": "lr",
+        "train.epochs": "train.epochs",
+    }  # `epochs` is a column of the tables already
 
 
 def test_seed_count_starts_at_the_config_seed_and_base_file_is_relative(tmp_path):
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg" / "base.yaml").write_text(
-        "seed: 7\ndata: {name: digits, val_fraction: 0.2}\nmodel: {preset: tiny}\n")  # fmt: skip
-    (tmp_path / "cfg" / "s.yaml").write_text("base: base.yaml\nconfig: {train: {epochs: 1}}\n"
-                                             "params: {train.batch_size: [32, 64]}\nseeds: 3\n")  # fmt: skip
+        "seed: 7\ndata: {name: digits, val_fraction: 0.2}\nmodel: {preset: tiny}\n"
+    )
+    (tmp_path / "cfg" / "s.yaml").write_text(
+        "base: base.yaml\nconfig: {train: {epochs: 1}}\nparams: {train.batch_size: [32, 64]}\nseeds: 3\n"
+    )
     s = load_sweep(tmp_path / "cfg" / "s.yaml")
     assert s.name == "s" and s.seeds == [7, 8, 9] and s.base["train"]["epochs"] == 1
 
@@ -55,16 +62,19 @@ def test_resolved_sweep_file_keeps_the_fingerprint(tmp_path):
     assert load_sweep(sweep_dict(seeds=3)).fingerprint() != s.fingerprint()
 
 
-@pytest.mark.parametrize("params, expect", [
-    ({"train.optimiser.lr": [0.1]}, ["`params.train.optimiser.lr`: no such config key", "train.optimizer.lr"]),
-    ({"model.options.widht": [4]}, ["`params.model.options.widht`", "model.options.width"]),
-    ({"lr": [0.1, 0.2]}, ["`params.lr`: no such config key", "closest valid keys: train.optimizer.lr"]),
-    ({"train.optimizer.lr": []}, ["`params.train.optimizer.lr`: an empty list"]),
-    ({"train.optimizer.lr": {"low": 0.1, "high": 0.5}}, ["method grid needs a list of values"]),
-    ({"train.batch_size": 64}, ["give a list of values or a range"]),
-    ({"train.batch_size": [64, 0]}, ["grid point 1 (train.batch_size=0)", "`train.batch_size`", "greater than 0"]),
-    ({"model.options.width": [4, 0]}, ["grid point 1", "model.options.width=0 is out of range"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "params, expect",
+    [
+        ({"train.optimiser.lr": [0.1]}, ["`params.train.optimiser.lr`: no such config key", "train.optimizer.lr"]),
+        ({"model.options.widht": [4]}, ["`params.model.options.widht`", "model.options.width"]),
+        ({"lr": [0.1, 0.2]}, ["`params.lr`: no such config key", "closest valid keys: train.optimizer.lr"]),
+        ({"train.optimizer.lr": []}, ["`params.train.optimizer.lr`: an empty list"]),
+        ({"train.optimizer.lr": {"low": 0.1, "high": 0.5}}, ["method grid needs a list of values"]),
+        ({"train.batch_size": 64}, ["give a list of values or a range"]),
+        ({"train.batch_size": [64, 0]}, ["grid point 1 (train.batch_size=0)", "`train.batch_size`", "greater than 0"]),
+        ({"model.options.width": [4, 0]}, ["grid point 1", "model.options.width=0 is out of range"]),
+    ],
+)
 def test_bad_grid_names_the_key_and_what_is_allowed(params, expect):
     with pytest.raises(SweepError) as e:
         load_sweep(sweep_dict(params=params))
@@ -74,11 +84,15 @@ def test_bad_grid_names_the_key_and_what_is_allowed(params, expect):
 
 def test_bad_ranges_and_budgets():
     with pytest.raises(SweepError, match=r"`params.train.optimizer.lr`: low > high \(0.5 > 0.1\)"):
-        load_sweep(sweep_dict(method="random", budget={"trials": 2},
-                              params={"train.optimizer.lr": {"low": 0.5, "high": 0.1}}))  # fmt: skip
+        load_sweep(
+            sweep_dict(method="random", budget={"trials": 2}, params={"train.optimizer.lr": {"low": 0.5, "high": 0.1}})
+        )
     with pytest.raises(SweepError, match="log: true needs low > 0"):
-        load_sweep(sweep_dict(method="tpe", budget={"trials": 2},
-                              params={"train.optimizer.lr": {"low": 0, "high": 0.1, "log": True}}))  # fmt: skip
+        load_sweep(
+            sweep_dict(
+                method="tpe", budget={"trials": 2}, params={"train.optimizer.lr": {"low": 0, "high": 0.1, "log": True}}
+            )
+        )
     with pytest.raises(SweepError, match="method random needs budget.trials"):
         load_sweep(sweep_dict(method="random", params={"train.optimizer.lr": {"low": 0.01, "high": 0.1}}))
     with pytest.raises(SweepError, match="a grid runs every combination once"):

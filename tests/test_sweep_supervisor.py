@@ -15,8 +15,16 @@ import pytest
 from sweep_common import Watch, cli, load_trials, training, wait_for, worker_env, write_sweep
 
 from convlens.sweep import load_sweep, run_sweep
-from convlens.sweep.study import (claim, heartbeat_path, open_storage, open_study, optuna, pid_alive, recover_stale,
-                                  write_beat)  # fmt: skip
+from convlens.sweep.study import (
+    claim,
+    heartbeat_path,
+    open_storage,
+    open_study,
+    optuna,
+    pid_alive,
+    recover_stale,
+    write_beat,
+)
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -71,13 +79,21 @@ def test_killing_the_supervisor_kills_its_workers_and_a_rerun_runs_each_cell_onc
     with it, and the same command again finishes every cell exactly once."""
     path = write_sweep(tmp_path, epochs=8, params={"train.optimizer.lr": [0.05, 0.1], "model.options.width": [4, 6]})
     out = tmp_path / "out"
-    sup = subprocess.Popen(cli("sweep", str(path), "--workers", "2", "--out", str(out)), env=worker_env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    sup = subprocess.Popen(
+        cli("sweep", str(path), "--workers", "2", "--out", str(out)),
+        env=worker_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     workers: list[int] = []
     try:
         watch = Watch(path, str(out / "study.journal"))
-        wait_for(lambda: any(t.state.name == "RUNNING" and training(out, t.number) for t in watch.trials()),
-                 120, "a trial in training", [sup])  # fmt: skip
+        wait_for(
+            lambda: any(t.state.name == "RUNNING" and training(out, t.number) for t in watch.trials()),
+            120,
+            "a trial in training",
+            [sup],
+        )
         workers = children(sup.pid)
         assert len(workers) == 2
         sup.send_signal(signal.SIGKILL)
@@ -104,13 +120,20 @@ def test_a_trial_still_running_in_a_live_worker_is_not_run_again(tmp_path):
     that trial to it and waits for it; no cell runs twice."""
     path = write_sweep(tmp_path, epochs=6, params={"train.optimizer.lr": [0.05, 0.1]})
     out = tmp_path / "out"
-    worker = subprocess.Popen(cli("sweep", "worker", str(path), "--out", str(out), "--index", "5", "--threads", "1"),
-                              env=worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    worker = subprocess.Popen(
+        cli("sweep", "worker", str(path), "--out", str(out), "--index", "5", "--threads", "1"),
+        env=worker_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         watch = Watch(path, str(out / "study.journal"))
-        first = wait_for(lambda: next((t for t in watch.trials()
-                                       if t.state.name == "RUNNING" and training(out, t.number)), None),
-                         120, "a trial in training", [worker])  # fmt: skip
+        first = wait_for(
+            lambda: next((t for t in watch.trials() if t.state.name == "RUNNING" and training(out, t.number)), None),
+            120,
+            "a trial in training",
+            [worker],
+        )
         messages: list[str] = []
         run_sweep(path, out=out, echo=messages.append, table=False)
         assert any(f"{first.number} (" in m and "live workers" in m for m in messages), messages

@@ -20,12 +20,12 @@ TRIALS = [
     (0.1, 4, 0, "COMPLETE", 0.50, 0.60, 0.48),
     (0.1, 4, 1, "COMPLETE", 0.70, 0.80, 0.66),
     (0.1, 8, 0, "COMPLETE", 0.80, 0.90, 0.78),
-    (0.1, 8, 1, "PRUNED", 0.30, 0.35, None),   # stopped early: counted, never averaged
+    (0.1, 8, 1, "PRUNED", 0.30, 0.35, None),  # stopped early: counted, never averaged
     (0.01, 4, 0, "COMPLETE", 0.40, 0.45, 0.38),
     (0.01, 4, 1, "COMPLETE", 0.44, 0.49, 0.40),
     (0.01, 8, 0, "COMPLETE", 0.60, 0.70, 0.58),
-    (0.01, 8, 1, "FAIL", None, None, None),     # killed: no result at all
-]  # fmt: skip
+    (0.01, 8, 1, "FAIL", None, None, None),  # killed: no result at all
+]
 
 
 @pytest.fixture
@@ -39,15 +39,32 @@ def sweep_dir(tmp_path):
     study = op.create_study(study_name=sweep.name, storage=storage, direction="maximize")
     dists = {p.key: op.distributions.CategoricalDistribution(p.choices()) for p in sweep.params}
     for lr, width, seed, state, val, train, test in TRIALS:
-        result = None if val is None else {
-            "status": "pruned" if state == "PRUNED" else "finished", "best_val_acc": val, "best_epoch": 2,
-            "epochs": 1 if state == "PRUNED" else 3, "final_train_acc": train, "gap": train - val, "test_acc": test,
-            "params": 100 * width, "sec_per_epoch": 0.5, "total_seconds": 2.0}  # fmt: skip
-        study.add_trial(op.trial.create_trial(
-            state=getattr(op.trial.TrialState, state), value=val if state == "COMPLETE" else None,
-            params={"train.optimizer.lr": lr, "model.options.width": width}, distributions=dists,
-            user_attrs={"seed": seed, **({"result": result} if result else {})},
-            intermediate_values={1: val} if val is not None else {}))  # fmt: skip
+        result = (
+            None
+            if val is None
+            else {
+                "status": "pruned" if state == "PRUNED" else "finished",
+                "best_val_acc": val,
+                "best_epoch": 2,
+                "epochs": 1 if state == "PRUNED" else 3,
+                "final_train_acc": train,
+                "gap": train - val,
+                "test_acc": test,
+                "params": 100 * width,
+                "sec_per_epoch": 0.5,
+                "total_seconds": 2.0,
+            }
+        )
+        study.add_trial(
+            op.trial.create_trial(
+                state=getattr(op.trial.TrialState, state),
+                value=val if state == "COMPLETE" else None,
+                params={"train.optimizer.lr": lr, "model.options.width": width},
+                distributions=dists,
+                user_attrs={"seed": seed, **({"result": result} if result else {})},
+                intermediate_values={1: val} if val is not None else {},
+            )
+        )
     return out
 
 

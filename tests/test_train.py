@@ -29,8 +29,17 @@ def quiet(msg: str) -> None:
 def test_run_folder_contract(tmp_path):
     run = train(tiny_config(), tmp_path / "r", echo=quiet)
     p = run.path
-    for f in ("config.yaml", "dataset.json", "summary.json", "metrics.jsonl", "checkpoints/last.pt",
-              "checkpoints/best.pt", "eval.json", "predictions.csv", "status.json"):
+    for f in (
+        "config.yaml",
+        "dataset.json",
+        "summary.json",
+        "metrics.jsonl",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "eval.json",
+        "predictions.csv",
+        "status.json",
+    ):
         assert (p / f).is_file(), f
     assert any((p / "tb").glob("events.out.tfevents.*"))
     assert run.status["status"] == "finished"
@@ -86,8 +95,11 @@ def test_divergence_stops_with_message(tmp_path):
 
 def test_bad_input_leaves_no_run_folder(tmp_path):
     with pytest.raises(DataError):
-        train(tiny_config(**{"data.name": "cifar10", "data.root": str(tmp_path / "none"), "data.download": False}),
-              tmp_path / "r", echo=quiet)  # fmt: skip
+        train(
+            tiny_config(**{"data.name": "cifar10", "data.root": str(tmp_path / "none"), "data.download": False}),
+            tmp_path / "r",
+            echo=quiet,
+        )
     assert not (tmp_path / "r").exists()
 
 
@@ -119,15 +131,30 @@ def _default_sigint() -> None:
 
 def _cli(*args, **kw):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "convlens.cli", *args], env=env, cwd=ROOT, preexec_fn=_default_sigint,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "convlens.cli", *args],
+        env=env,
+        cwd=ROOT,
+        preexec_fn=_default_sigint,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)  # three training processes; minutes on 2 cores shared with other work
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
-    cfg = tiny_config(**{"train.epochs": 6, "train.batch_size": 16, "train.threads": 1,
-                         "model.options": {"width": 24}, "data.augment": {"flip": {"p": 0.5}}})  # fmt: skip
+    cfg = tiny_config(
+        **{
+            "train.epochs": 6,
+            "train.batch_size": 16,
+            "train.threads": 1,
+            "model.options": {"width": 24},
+            "data.augment": {"flip": {"p": 0.5}},
+        }
+    )
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     ref = _cli("train", str(cfg_path), "--out", str(tmp_path / "ref"))
@@ -205,12 +232,23 @@ def test_recurrent_model_trains(tmp_path):
 def test_real_cifar10_small_run(tmp_path):
     # 10,000 training images, 3 epochs of a small BN net: well above chance (10%)
     cfg = {
-        "data": {"name": "cifar10", "root": str(CIFAR_TAR), "train_subset": 10000, "test_subset": 2000,
-                 "val_fraction": 0.1, "augment": {"flip": {"p": 0.5}}},
+        "data": {
+            "name": "cifar10",
+            "root": str(CIFAR_TAR),
+            "train_subset": 10000,
+            "test_subset": 2000,
+            "val_fraction": 0.1,
+            "augment": {"flip": {"p": 0.5}},
+        },
         "model": {"preset": "tiny", "options": {"width": 32}},
-        "train": {"epochs": 3, "batch_size": 128, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True},
-                  "schedule": {"name": "onecycle", "pct_start": 0.3}, "label_smoothing": 0.1},
-    }  # fmt: skip
+        "train": {
+            "epochs": 3,
+            "batch_size": 128,
+            "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True},
+            "schedule": {"name": "onecycle", "pct_start": 0.3},
+            "label_smoothing": 0.1,
+        },
+    }
     run = train(cfg, tmp_path / "c", echo=quiet)
     assert run.eval["accuracy"] > 0.40, run.eval["accuracy"]
 
@@ -221,13 +259,27 @@ def test_real_cifar10_small_run(tmp_path):
 def test_fashion_mnist_beats_85_percent(tmp_path):
     cfg = {
         "data": {"name": "fashion-mnist", "val_fraction": 0.05},
-        "model": {"layers": [
-            {"type": "conv", "out": 16, "kernel": 3, "padding": 1}, "bn", "relu", {"type": "maxpool"},
-            {"type": "conv", "out": 32, "kernel": 3, "padding": 1}, "bn", "relu", {"type": "maxpool"},
-            "flatten", {"type": "linear", "out": "classes"}]},
-        "train": {"epochs": 2, "batch_size": 128, "optimizer": {"name": "adam", "lr": 0.003},
-                  "schedule": {"name": "cosine"}},
-    }  # fmt: skip
+        "model": {
+            "layers": [
+                {"type": "conv", "out": 16, "kernel": 3, "padding": 1},
+                "bn",
+                "relu",
+                {"type": "maxpool"},
+                {"type": "conv", "out": 32, "kernel": 3, "padding": 1},
+                "bn",
+                "relu",
+                {"type": "maxpool"},
+                "flatten",
+                {"type": "linear", "out": "classes"},
+            ]
+        },
+        "train": {
+            "epochs": 2,
+            "batch_size": 128,
+            "optimizer": {"name": "adam", "lr": 0.003},
+            "schedule": {"name": "cosine"},
+        },
+    }
     run = train(cfg, tmp_path / "f", echo=quiet)
     assert run.eval["accuracy"] > 0.85, run.eval["accuracy"]
 
@@ -239,8 +291,7 @@ def test_relative_data_root_is_kept_absolute(tmp_path, monkeypatch):
 
     write_tree(tmp_path / "pets", size=(8, 8), per_class=4)
     monkeypatch.chdir(tmp_path)
-    cfg = tiny_config(**{"data.name": "imagefolder", "data.root": "pets", "data.val_fraction": 0.0,
-                         "train.epochs": 1})  # fmt: skip
+    cfg = tiny_config(**{"data.name": "imagefolder", "data.root": "pets", "data.val_fraction": 0.0, "train.epochs": 1})
     run = train(cfg, tmp_path / "r", echo=quiet)
     assert run.config.data.root == str(tmp_path / "pets")
     monkeypatch.chdir("/")

@@ -133,8 +133,10 @@ def _preview(args: argparse.Namespace) -> int:
         if not 1 <= value <= 64:
             raise ConvlensError(f"{flag} {value} is out of range; allowed: 1 to 64")
     path = write_preview(load_config(args.config, args.set), args.out, args.count, args.copies, args.seed)
-    print(f"{path}: {args.count} training images (rows), the original then {args.copies} augmented copies; "
-          f"tiles described in {path.with_suffix('.json')}")  # fmt: skip
+    print(
+        f"{path}: {args.count} training images (rows), the original then {args.copies} augmented copies; "
+        f"tiles described in {path.with_suffix('.json')}"
+    )
     return 0
 
 
@@ -146,28 +148,34 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.classes < 1:
         raise ConvlensError(f"--classes {args.classes} is out of range; allowed: 1 or more")
     if args.input and min(args.input) < 1:
-        raise ConvlensError(f"--input {' '.join(map(str, args.input))} is out of range; allowed: C H W of 1 or more each")
+        raise ConvlensError(
+            f"--input {' '.join(map(str, args.input))} is out of range; allowed: C H W of 1 or more each"
+        )
     if args.name:
         if args.name not in PRESETS:
             raise ConvlensError(f"unknown preset {args.name!r}; allowed: {', '.join(sorted(PRESETS))}")
         p = PRESETS[args.name]
         shape = tuple(args.input) if args.input else p.example_input
         # --set options.kernel=7 (or model.options.kernel=7): the keys of the config's model section
-        sets = [s[len("model."):] if s.startswith("model.") else s for s in args.set]
+        sets = [s[len("model.") :] if s.startswith("model.") else s for s in args.set]
         bad = [s for s in sets if not s.startswith("options.")]
         if bad:
             raise ConvlensError(f"--set {bad[0]!r}: models takes preset options only, e.g. --set options.kernel=7")
         cfg = load_config({"model": {"preset": p.name}}, [f"model.{s}" for s in sets]).model
         model = build_model(cfg, shape, args.classes)
-        print(f"{p.name}: {p.description}\ninput {'x'.join(map(str, shape))}, {args.classes} classes, "
-              f"options {({**p.defaults(), **cfg.options})}\n")  # fmt: skip
+        print(
+            f"{p.name}: {p.description}\ninput {'x'.join(map(str, shape))}, {args.classes} classes, "
+            f"options { ({**p.defaults(), **cfg.options}) }\n"
+        )
         print(format_table(summarize(model, shape)))
         return 0
     print(f"{'preset':<9} {'input':<9} {'params':>11} {'MACs/image':>13}  description")
     for name, p in PRESETS.items():
         model = build_model(load_config({"model": {"preset": name}}).model, p.example_input, args.classes)
         t = totals(summarize(model, p.example_input))
-        print(f"{name:<9} {'x'.join(map(str, p.example_input)):<9} {t['params']:>11,} {t['macs']:>13,}  {p.description}")
+        print(
+            f"{name:<9} {'x'.join(map(str, p.example_input)):<9} {t['params']:>11,} {t['macs']:>13,}  {p.description}"
+        )
     print("\n`convlens models NAME` shows one preset layer by layer (output shapes, receptive fields).")
     return 0
 
@@ -204,58 +212,102 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"convlens {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a model from a config file into a run folder",
-                       description="Train from CONFIG (YAML) into a run folder, or continue one with --resume.")  # fmt: skip
+    p = sub.add_parser(
+        "train",
+        help="train a model from a config file into a run folder",
+        description="Train from CONFIG (YAML) into a run folder, or continue one with --resume.",
+    )
     p.add_argument("config", nargs="?", help="experiment config (YAML)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.optimizer.lr=0.1 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.optimizer.lr=0.1 (repeatable)",
+    )
     p.add_argument("--out", help="run folder to create (default: runs/<name>-<time>)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a run's checkpoint on its test split",
-                       description="Rewrite RUN/eval.json and RUN/predictions.csv from a checkpoint.")  # fmt: skip
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a run's checkpoint on its test split",
+        description="Rewrite RUN/eval.json and RUN/predictions.csv from a checkpoint.",
+    )
     p.add_argument("run", help="run folder")
     p.add_argument("--checkpoint", choices=["last", "best"], default="last")
-    p.add_argument("--tta", choices=["none", "flip", "flip_shift"], help="test-time augmentation (default: the config's)")
+    p.add_argument(
+        "--tta", choices=["none", "flip", "flip_shift"], help="test-time augmentation (default: the config's)"
+    )
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("datasets", help="list the data sets and how to provide them offline",
-                       description="List the data sets, or `datasets preview CONFIG --out fig.png`: a picture of "
-                                   "training images and augmented copies drawn by the config's data.augment.")  # fmt: skip
+    p = sub.add_parser(
+        "datasets",
+        help="list the data sets and how to provide them offline",
+        description="List the data sets, or `datasets preview CONFIG --out fig.png`: a picture of "
+        "training images and augmented copies drawn by the config's data.augment.",
+    )
     p.add_argument("action", nargs="?", choices=["preview"], help="preview: draw the config's augmentation")
     p.add_argument("config", nargs="?", help="experiment config (YAML), for preview")
     p.add_argument("--out", metavar="FIG.png", help="the PNG to write (its description goes to FIG.json)")
     p.add_argument("--count", type=int, default=8, help="training images, one per row (default 8)")
     p.add_argument("--copies", type=int, default=4, help="augmented copies per image (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the augmentation draws (default 0)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set data.augment.flip.p=1 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set data.augment.flip.p=1 (repeatable)",
+    )
     p.set_defaults(func=cmd_datasets)
 
-    p = sub.add_parser("models", help="list model presets with parameters and MACs per image",
-                       description="List presets, or show one layer by layer.")  # fmt: skip
+    p = sub.add_parser(
+        "models",
+        help="list model presets with parameters and MACs per image",
+        description="List presets, or show one layer by layer.",
+    )
     p.add_argument("name", nargs="?", help="a preset to show in detail")
     p.add_argument("--input", type=int, nargs=3, metavar=("C", "H", "W"), help="input shape (default: the preset's)")
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--set", action="append", default=[], metavar="options.KEY=VALUE",
-                   help="a preset option, e.g. --set options.kernel=7 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="options.KEY=VALUE",
+        help="a preset option, e.g. --set options.kernel=7 (repeatable)",
+    )
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("import", help="wrap any nn.Module and its weights in a run folder",
-                       description="Build MODULE:FACTORY(**kwargs), load --weights (weights_only), write a run "
-                                   "folder on --data and evaluate it on the test split.")  # fmt: skip
-    p.add_argument("factory", metavar="MODULE:FACTORY", help="function or class returning the nn.Module, e.g. pkg.models:make")
+    p = sub.add_parser(
+        "import",
+        help="wrap any nn.Module and its weights in a run folder",
+        description="Build MODULE:FACTORY(**kwargs), load --weights (weights_only), write a run "
+        "folder on --data and evaluate it on the test split.",
+    )
+    p.add_argument(
+        "factory", metavar="MODULE:FACTORY", help="function or class returning the nn.Module, e.g. pkg.models:make"
+    )
     p.add_argument("--weights", metavar="W.pt", help="state_dict to load (default: the factory's own weights)")
     p.add_argument("--data", default="digits", help="registered data set (`convlens datasets`; default: digits)")
     p.add_argument("--out", required=True, metavar="RUN", help="run folder to create")
-    p.add_argument("--kwarg", action="append", default=[], metavar="KEY=VALUE", help="factory keyword argument (repeatable)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set data.test_subset=500 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--kwarg", action="append", default=[], metavar="KEY=VALUE", help="factory keyword argument (repeatable)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set data.test_subset=500 (repeatable)",
+    )
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("demo", help="train, analyse and explain a small CNN on the bundled digits, then write its report "
-                                    "(offline, a few minutes on 2 cores)")  # fmt: skip
+    p = sub.add_parser(
+        "demo",
+        help="train, analyse and explain a small CNN on the bundled digits, then write its report "
+        "(offline, a few minutes on 2 cores)",
+    )
     p.add_argument("--out", help="run folder (default: runs/demo-<time>)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
     p.set_defaults(func=cmd_demo)

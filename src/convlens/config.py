@@ -34,9 +34,7 @@ class Crop(Strict):
 
 class Flip(Strict):
     p: float = Field(0.5, ge=0, le=1)
-    alternate: bool = Field(
-        False, description="Derandomised flips: each image is flipped on every other epoch"
-    )
+    alternate: bool = Field(False, description="Derandomised flips: each image is flipped on every other epoch")
 
 
 class Jitter(Strict):
@@ -128,7 +126,8 @@ class ModelConfig(Strict):
         default_factory=dict, description="Preset knobs, or width/multiplier for `stage` convs"
     )
     factory: str | None = Field(
-        None, description="Any nn.Module: MODULE:FACTORY, a function or class importable from here "
+        None,
+        description="Any nn.Module: MODULE:FACTORY, a function or class importable from here "
         "(e.g. pkg.models:make) called with `kwargs`; it takes [0, 1] images",
     )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the factory")
@@ -158,16 +157,12 @@ class ModelConfig(Strict):
             from .models.registry import PRESETS, check_options
 
             if self.preset not in PRESETS:
-                raise ValueError(
-                    f"unknown preset {self.preset!r}; allowed: {', '.join(sorted(PRESETS))}"
-                )
+                raise ValueError(f"unknown preset {self.preset!r}; allowed: {', '.join(sorted(PRESETS))}")
             check_options(self.preset, self.options)
         else:
             bad = set(self.options) - {"width", "multiplier"}
             if bad:
-                raise ValueError(
-                    f"unknown model option(s) {sorted(bad)} for a layer list; allowed: width, multiplier"
-                )
+                raise ValueError(f"unknown model option(s) {sorted(bad)} for a layer list; allowed: width, multiplier")
         return self
 
 
@@ -185,7 +180,9 @@ class OptimConfig(Strict):
     eps: float = Field(1e-8, gt=0)
     bias_lr_scale: float = Field(1.0, gt=0, description="Biases (and norm weights) get lr times this")
     bias_weight_decay: float | None = Field(
-        None, ge=0, description="Weight decay of the biases and norm weights; default: weight_decay. The speed "
+        None,
+        ge=0,
+        description="Weight decay of the biases and norm weights; default: weight_decay. The speed "
         "records use weight_decay / bias_lr_scale, so both groups decay by the same amount per step",
     )
 
@@ -211,13 +208,16 @@ class AverageConfig(Strict):
     """Weight averaging: the evaluated (and saved) weights are an average over recent steps."""
 
     kind: Literal["ema", "lookahead"] = Field(
-        "lookahead", description="ema: a running average kept beside the weights; lookahead: the weights are "
+        "lookahead",
+        description="ema: a running average kept beside the weights; lookahead: the weights are "
         "pulled back to the running average at every update, which training then continues from",
     )
     decay: float = Field(0.95**5, gt=0, lt=1, description="Share of the old average kept at each update")
     every: int = Field(5, gt=0, description="Update the average every this many optimiser steps")
     power: float = Field(
-        3.0, ge=0, description="At step t of T the decay is decay * (t / T) ** power: averaging ramps in as "
+        3.0,
+        ge=0,
+        description="At step t of T the decay is decay * (t / T) ** power: averaging ramps in as "
         "the learning rate falls (0: constant decay)",
     )
 
@@ -305,8 +305,11 @@ def _format_errors(err: ValidationError, source: str) -> str:
         raw_loc = [str(p) for p in e["loc"]]
         # drop what pydantic inserts into locations: the union tag after a list index
         # (model.layers.0.conv.out) and validator wrappers (function-after[...])
-        loc = [p for i, p in enumerate(raw_loc)
-               if not p.startswith("function-") and not (p in _TAGS and i > 0 and raw_loc[i - 1].isdigit())]
+        loc = [
+            p
+            for i, p in enumerate(raw_loc)
+            if not p.startswith("function-") and not (p in _TAGS and i > 0 and raw_loc[i - 1].isdigit())
+        ]
         key = ".".join(loc) or "(top level)"
         if e["type"] == "extra_forbidden" and len(raw_loc) >= 4 and raw_loc[:2] == ["model", "layers"]:
             fields = layer_fields(raw_loc[3])
@@ -331,10 +334,33 @@ def _format_errors(err: ValidationError, source: str) -> str:
 
 
 _TAGS = {
-    "conv", "bn", "relu", "gelu", "elu", "tanh", "sigmoid", "silu", "leaky_relu", "maxpool",
-    "avgpool", "globalpool", "dropout", "dropout2d", "flatten", "linear", "scale", "rnn", "lstm",
-    "gru", "int", "str", "float", "literal['same']", "literal['classes']", "literal['random','mean']",
-}  # fmt: skip
+    "conv",
+    "bn",
+    "relu",
+    "gelu",
+    "elu",
+    "tanh",
+    "sigmoid",
+    "silu",
+    "leaky_relu",
+    "maxpool",
+    "avgpool",
+    "globalpool",
+    "dropout",
+    "dropout2d",
+    "flatten",
+    "linear",
+    "scale",
+    "rnn",
+    "lstm",
+    "gru",
+    "int",
+    "str",
+    "float",
+    "literal['same']",
+    "literal['classes']",
+    "literal['random','mean']",
+}
 
 
 def validate(raw: dict[str, Any], source: str = "") -> ExperimentConfig:
@@ -374,7 +400,7 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
         if nxt is None:
             nxt = node[part] = {}
         elif not isinstance(nxt, (dict, list)):
-            raise ConfigError(f"cannot set `{key}`: `{'.'.join(parts[:i + 1])}` is {nxt!r}, not a mapping")
+            raise ConfigError(f"cannot set `{key}`: `{'.'.join(parts[: i + 1])}` is {nxt!r}, not a mapping")
         node = nxt
     last = parts[-1]
     if isinstance(node, list):
@@ -389,9 +415,7 @@ def _index(node: list, part: str, parts: list[str]) -> int:
         node[i]
         return i
     except (ValueError, IndexError):
-        raise ConfigError(
-            f"`{'.'.join(parts)}`: {part!r} is not an index of a list of {len(node)} items"
-        ) from None
+        raise ConfigError(f"`{'.'.join(parts)}`: {part!r} is not an index of a list of {len(node)} items") from None
 
 
 def get_dotted(raw: dict[str, Any], key: str) -> Any:
@@ -445,9 +469,13 @@ def load_config(
 
 # What each optimiser and schedule reads (train/optim.py); the others are shown only when set.
 _OPTIMIZER_USES = {"sgd": ("momentum", "nesterov"), "adam": ("betas", "eps"), "adamw": ("betas", "eps")}
-_SCHEDULE_USES = {"constant": (), "step": ("step_epochs", "gamma"), "cosine": ("min_lr",),
-                  "warmup_cosine": ("warmup_epochs", "start_factor", "min_lr"),
-                  "onecycle": ("start_factor", "pct_start", "final_factor")}  # fmt: skip
+_SCHEDULE_USES = {
+    "constant": (),
+    "step": ("step_epochs", "gamma"),
+    "cosine": ("min_lr",),
+    "warmup_cosine": ("warmup_epochs", "start_factor", "min_lr"),
+    "onecycle": ("start_factor", "pct_start", "final_factor"),
+}
 
 
 def unstated_defaults(cfg: ExperimentConfig) -> list[str]:
@@ -457,9 +485,11 @@ def unstated_defaults(cfg: ExperimentConfig) -> list[str]:
     against what the run really used."""
     t, out = cfg.train, []
     common = ("lr", "weight_decay", "bias_lr_scale", "bias_weight_decay")
-    sections = (("train", t, ("epochs", "batch_size")),
-                ("train.optimizer", t.optimizer, ("name", *common, *_OPTIMIZER_USES[t.optimizer.name])),
-                ("train.schedule", t.schedule, ("name", *_SCHEDULE_USES[t.schedule.name])))  # fmt: skip
+    sections = (
+        ("train", t, ("epochs", "batch_size")),
+        ("train.optimizer", t.optimizer, ("name", *common, *_OPTIMIZER_USES[t.optimizer.name])),
+        ("train.schedule", t.schedule, ("name", *_SCHEDULE_USES[t.schedule.name])),
+    )
     for prefix, section, names in sections:
         for name in names:
             if name not in section.model_fields_set:

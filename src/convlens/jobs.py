@@ -38,8 +38,14 @@ KINDS = {"analysis": AnalysisError, "method": ExplainError}
 # options
 
 
-def option(default: Any, help: str, *, choices: tuple[Any, ...] | None = None,
-           parse: Callable[[str], Any] | None = None, metavar: str | None = None) -> Any:  # fmt: skip
+def option(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[Any, ...] | None = None,
+    parse: Callable[[str], Any] | None = None,
+    metavar: str | None = None,
+) -> Any:
     """A dataclass field that is also a command-line option (``--name``)."""
     meta = {"help": help, "choices": choices, "parse": parse, "metavar": metavar}
     if isinstance(default, (list, dict)):
@@ -93,8 +99,9 @@ def _indices(text: str, part: str, signed: bool = False) -> list[int]:
         try:
             rng = range(int(lo), int(hi) + 1) if dash else [int(lo)]
         except ValueError:
-            raise AnalysisError(f"{item!r} in {part!r} is not a filter index or range I-J; "
-                                "filters are numbered from 0") from None  # fmt: skip
+            raise AnalysisError(
+                f"{item!r} in {part!r} is not a filter index or range I-J; filters are numbered from 0"
+            ) from None
         if not rng:
             raise AnalysisError(f"range {item!r} in {part!r} is empty; write the lower index first")
         out.extend(rng)
@@ -230,10 +237,15 @@ def _default(f: dataclasses.Field) -> Any:
 # the flags both commands share: the same names, list syntax and meaning
 SHARED = {
     "images": option(None, "image positions in the split, e.g. 0,12,40", parse=comma_ints, metavar="I,J"),
-    "layers": option(None, "layers by name, e.g. conv1,conv3 (`convlens models` lists them)", parse=comma_list,
-                     metavar="A,B"),  # fmt: skip
-    "filters": option(None, "filter indices of --layers (0,3,5-7) or per layer ('conv1:0,1 conv3:5-7')",
-                      parse=filter_spec, metavar="SPEC"),  # fmt: skip
+    "layers": option(
+        None, "layers by name, e.g. conv1,conv3 (`convlens models` lists them)", parse=comma_list, metavar="A,B"
+    ),
+    "filters": option(
+        None,
+        "filter indices of --layers (0,3,5-7) or per layer ('conv1:0,1 conv3:5-7')",
+        parse=filter_spec,
+        metavar="SPEC",
+    ),
 }
 for _name, _f in SHARED.items():
     _f.name, _f.type = _name, "list[str] | None"
@@ -242,13 +254,21 @@ for _name, _f in SHARED.items():
 def add_job_flags(p: argparse.ArgumentParser, kind: str) -> list[str]:
     """Add the shared flags and every job option of ``kind`` to ``p``; returns the option names."""
     p.add_argument("--split", default="test", help="data split: test, val or train (default test)")
-    p.add_argument("--checkpoint", choices=["best", "last"],
-                   help="weights to use (default: the checkpoint eval.json evaluated, else best)")  # fmt: skip
+    p.add_argument(
+        "--checkpoint",
+        choices=["best", "last"],
+        help="weights to use (default: the checkpoint eval.json evaluated, else best)",
+    )
     p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, mps")
-    p.add_argument("--batch-size", type=positive, metavar="N",
-                   help="images per batch; changes speed and memory, not results (default 256)")  # fmt: skip
-    p.add_argument("--data-root", metavar="PATH", help="where the run's data set is, if its data.root does not resolve "
-                   "from here")  # fmt: skip
+    p.add_argument(
+        "--batch-size",
+        type=positive,
+        metavar="N",
+        help="images per batch; changes speed and memory, not results (default 256)",
+    )
+    p.add_argument(
+        "--data-root", metavar="PATH", help="where the run's data set is, if its data.root does not resolve from here"
+    )
     p.add_argument("--verbose", action="store_true", help="print where the start-up time goes")
     registered = jobs(kind)
     by_name: dict[str, list[tuple[str, dataclasses.Field]]] = {}

@@ -16,8 +16,14 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
-STYLE = {"figure.dpi": 100, "savefig.dpi": 110, "font.size": 9, "axes.titlesize": 9,
-         "axes.spines.top": False, "axes.spines.right": False}  # fmt: skip
+STYLE = {
+    "figure.dpi": 100,
+    "savefig.dpi": 110,
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,13 +55,32 @@ class _Figures:
     def figure(self, **fig_kw: Any) -> Any:
         return self._figure(**fig_kw)
 
-    def subplots(self, nrows: int = 1, ncols: int = 1, *, sharex: Any = False, sharey: Any = False,
-                 squeeze: bool = True, subplot_kw: dict | None = None, gridspec_kw: dict | None = None,
-                 width_ratios: Any = None, height_ratios: Any = None, **fig_kw: Any) -> tuple[Any, Any]:  # fmt: skip
+    def subplots(
+        self,
+        nrows: int = 1,
+        ncols: int = 1,
+        *,
+        sharex: Any = False,
+        sharey: Any = False,
+        squeeze: bool = True,
+        subplot_kw: dict | None = None,
+        gridspec_kw: dict | None = None,
+        width_ratios: Any = None,
+        height_ratios: Any = None,
+        **fig_kw: Any,
+    ) -> tuple[Any, Any]:
         fig = self._figure(**fig_kw)
-        axes = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=squeeze, subplot_kw=subplot_kw,
-                            gridspec_kw=gridspec_kw, width_ratios=width_ratios,
-                            height_ratios=height_ratios)  # fmt: skip
+        axes = fig.subplots(
+            nrows,
+            ncols,
+            sharex=sharex,
+            sharey=sharey,
+            squeeze=squeeze,
+            subplot_kw=subplot_kw,
+            gridspec_kw=gridspec_kw,
+            width_ratios=width_ratios,
+            height_ratios=height_ratios,
+        )
         return fig, axes
 
     def get_cmap(self, name: str) -> Any:
@@ -126,10 +151,18 @@ def _layouts(layout: str | Sequence[str], n: int) -> list[str]:
 
 
 @styled
-def image_grid(images: Sequence[np.ndarray], path: str | Path, *, layout: str | Sequence[str],
-               titles: Sequence[str] | None = None,
-               cols: int = 8, scale: float = 1.2, suptitle: str | None = None, cmap: str = "gray",
-               title_colors: Sequence[str] | None = None) -> Path:  # fmt: skip
+def image_grid(
+    images: Sequence[np.ndarray],
+    path: str | Path,
+    *,
+    layout: str | Sequence[str],
+    titles: Sequence[str] | None = None,
+    cols: int = 8,
+    scale: float = 1.2,
+    suptitle: str | None = None,
+    cmap: str = "gray",
+    title_colors: Sequence[str] | None = None,
+) -> Path:
     """A grid of images with optional titles. Pixels are shown unsmoothed (nearest neighbour),
     so 3x3 or 7x7 kernels stay legible. ``layout``: see :func:`to_display` (one, or one per image)."""
     plt = pyplot()
@@ -151,8 +184,15 @@ def image_grid(images: Sequence[np.ndarray], path: str | Path, *, layout: str | 
 
 
 @styled
-def confusion(matrix: Sequence[Sequence[float]], classes: Sequence[str], path: str | Path, *,
-              title: str = "Confusion matrix", diverging: bool = False, normalize: bool = False) -> Path:  # fmt: skip
+def confusion(
+    matrix: Sequence[Sequence[float]],
+    classes: Sequence[str],
+    path: str | Path,
+    *,
+    title: str = "Confusion matrix",
+    diverging: bool = False,
+    normalize: bool = False,
+) -> Path:
     """Rows are true classes, columns predicted ones; ``diverging`` for before/after differences."""
     plt = pyplot()
     m = np.asarray(matrix, dtype=np.float64)
@@ -176,8 +216,15 @@ def confusion(matrix: Sequence[Sequence[float]], classes: Sequence[str], path: s
             for j in range(k):
                 v = m[i, j]
                 txt = f"{v:.0f}" if float(v).is_integer() else f"{v:.2f}"
-                ax.text(j, i, txt, ha="center", va="center", fontsize=6,
-                        color="white" if abs(shown[i, j]) > thresh else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    txt,
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if abs(shown[i, j]) > thresh else "black",
+                )
     return save(fig, path)
 
 
@@ -213,9 +260,17 @@ def curves(metrics: Sequence[dict[str, Any]], path: str | Path, title: str = "")
 
 
 @styled
-def bars(values: Sequence[float], labels: Sequence[str], path: str | Path, *, title: str = "",
-         ylabel: str = "", errors: Sequence[float] | None = None, highlight: int | Sequence[int] | None = None,
-         ylim: tuple[float, float] | None = None) -> Path:  # fmt: skip
+def bars(
+    values: Sequence[float],
+    labels: Sequence[str],
+    path: str | Path,
+    *,
+    title: str = "",
+    ylabel: str = "",
+    errors: Sequence[float] | None = None,
+    highlight: int | Sequence[int] | None = None,
+    ylim: tuple[float, float] | None = None,
+) -> Path:
     """One bar per label (e.g. per class), optional error bars and highlighted bars."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(3.0, 0.35 * len(labels) + 1.2), 2.4))
@@ -243,8 +298,9 @@ def _plane(t: np.ndarray, layout: str) -> np.ndarray:
     raise ValueError(f"a map drawn on a colour scale is one plane; got shape {a.shape} with layout {layout!r}")
 
 
-def _canvas(tiles: Sequence[np.ndarray], layouts: Sequence[str], cols: int, scalar: bool, titled: bool,
-            tile_inches: float):  # fmt: skip
+def _canvas(
+    tiles: Sequence[np.ndarray], layouts: Sequence[str], cols: int, scalar: bool, titled: bool, tile_inches: float
+):
     """Tiles pasted on one array, a blank band above each row for titles; returns the canvas, each
     tile's top-left pixel, the tiles as shown, inches per pixel and the band height."""
     shown = [_plane(t, lay) if scalar else to_display(t, lay) for t, lay in zip(tiles, layouts)]
@@ -270,12 +326,23 @@ def _canvas(tiles: Sequence[np.ndarray], layouts: Sequence[str], cols: int, scal
 
 
 @styled
-def mosaic(tiles: Sequence[np.ndarray], path: str | Path, *, layout: str | Sequence[str], cols: int = 10,
-           titles: Sequence[str] | None = None,
-           title_colors: Sequence[str] | None = None, boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
-           row_labels: Sequence[str] | None = None, suptitle: str | None = None, cmap: str = "gray",
-           vmin: float | None = None, vmax: float | None = None, colorbar: str | None = None,
-           tile_inches: float = 0.9) -> Path:  # fmt: skip
+def mosaic(
+    tiles: Sequence[np.ndarray],
+    path: str | Path,
+    *,
+    layout: str | Sequence[str],
+    cols: int = 10,
+    titles: Sequence[str] | None = None,
+    title_colors: Sequence[str] | None = None,
+    boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
+    row_labels: Sequence[str] | None = None,
+    suptitle: str | None = None,
+    cmap: str = "gray",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colorbar: str | None = None,
+    tile_inches: float = 0.9,
+) -> Path:
     """Many small images as ONE picture (one ``imshow``): ten times faster than a subplot per
     image (0.1 s against 0.7 s for 20 tiles), which matters for hundreds of per-filter figures.
 
@@ -288,8 +355,9 @@ def mosaic(tiles: Sequence[np.ndarray], path: str | Path, *, layout: str | Seque
     """
     plt = pyplot()
     scalar = vmin is not None or vmax is not None
-    canvas, origins, shown, px, band = _canvas(tiles, _layouts(layout, len(tiles)), cols, scalar, titles is not None,
-                                               tile_inches)  # fmt: skip
+    canvas, origins, shown, px, band = _canvas(
+        tiles, _layouts(layout, len(tiles)), cols, scalar, titles is not None, tile_inches
+    )
     H, W = canvas.shape[:2]
     rgb = canvas.ndim == 3
     fig = plt.figure(figsize=(W * px, H * px))
@@ -308,12 +376,28 @@ def mosaic(tiles: Sequence[np.ndarray], path: str | Path, *, layout: str | Seque
 
     for k, (y0, x0) in enumerate(origins):
         if titles is not None and k < len(titles):
-            ax.text(x0 + shown[k].shape[1] / 2 - 0.5, y0 - 0.6, titles[k], ha="center", va="bottom", fontsize=6,
-                    color=title_colors[k] if title_colors else "black", clip_on=False)  # fmt: skip
+            ax.text(
+                x0 + shown[k].shape[1] / 2 - 0.5,
+                y0 - 0.6,
+                titles[k],
+                ha="center",
+                va="bottom",
+                fontsize=6,
+                color=title_colors[k] if title_colors else "black",
+                clip_on=False,
+            )
         if boxes is not None and k < len(boxes) and boxes[k] is not None:
             top, bottom, left, right = boxes[k]
-            ax.add_patch(Rectangle((x0 + left - 0.5, y0 + top - 0.5), right - left, bottom - top,
-                                   fill=False, edgecolor="#ff2d2d", linewidth=1.0))  # fmt: skip
+            ax.add_patch(
+                Rectangle(
+                    (x0 + left - 0.5, y0 + top - 0.5),
+                    right - left,
+                    bottom - top,
+                    fill=False,
+                    edgecolor="#ff2d2d",
+                    linewidth=1.0,
+                )
+            )
     if row_labels is not None:
         for label, (y0, _) in zip(row_labels, origins[:: max(1, min(cols, len(origins)))]):
             ax.text(-0.8, y0 + shown[0].shape[0] / 2 - 0.5, label, ha="right", va="center", fontsize=6, clip_on=False)
@@ -323,16 +407,28 @@ def mosaic(tiles: Sequence[np.ndarray], path: str | Path, *, layout: str | Seque
 
 
 @styled
-def image_with_maps(image: np.ndarray, maps: Sequence[np.ndarray], path: str | Path, *, layout: str,
-                    titles: Sequence[str],
-                    vmin: float, vmax: float, cmap: str, suptitle: str, colorbar: str, cols: int = 8) -> Path:  # fmt: skip
+def image_with_maps(
+    image: np.ndarray,
+    maps: Sequence[np.ndarray],
+    path: str | Path,
+    *,
+    layout: str,
+    titles: Sequence[str],
+    vmin: float,
+    vmax: float,
+    cmap: str,
+    suptitle: str,
+    colorbar: str,
+    cols: int = 8,
+) -> Path:
     """An input image (in ``layout``, see :func:`to_display`) beside a grid of its (H, W) feature
     maps, all maps on one shared colour scale."""
     plt = pyplot()
     canvas, origins, shown, px, band = _canvas(maps, ["hw"] * len(maps), cols, True, True, 0.8)
     H, W = canvas.shape
-    fig, (ax, grid) = plt.subplots(1, 2, figsize=(1.6 + W * px + 0.9, max(1.6, H * px) + 0.5),
-                                   gridspec_kw={"width_ratios": [1.6, W * px]})  # fmt: skip
+    fig, (ax, grid) = plt.subplots(
+        1, 2, figsize=(1.6 + W * px + 0.9, max(1.6, H * px) + 0.5), gridspec_kw={"width_ratios": [1.6, W * px]}
+    )
     a = to_display(image, layout)
     ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
     ax.set_title("input", fontsize=7)
@@ -350,9 +446,20 @@ def image_with_maps(image: np.ndarray, maps: Sequence[np.ndarray], path: str | P
 
 
 @styled
-def heatmap(matrix: Sequence[Sequence[float]], rows: Sequence[str], cols: Sequence[str], path: str | Path, *,
-            title: str = "", xlabel: str = "", ylabel: str = "", cmap: str = "viridis", colorbar: str = "",
-            vmin: float | None = None, vmax: float | None = None) -> Path:  # fmt: skip
+def heatmap(
+    matrix: Sequence[Sequence[float]],
+    rows: Sequence[str],
+    cols: Sequence[str],
+    path: str | Path,
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    cmap: str = "viridis",
+    colorbar: str = "",
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Path:
     """A labelled matrix (e.g. filters x classes)."""
     plt = pyplot()
     m = np.asarray(matrix, dtype=np.float64)
@@ -388,14 +495,22 @@ def strip(groups: dict[str, Sequence[float]], path: str | Path, *, title: str = 
 
 
 @styled
-def panels(series: dict[str, Sequence[float]], path: str | Path, *, xlabel: str = "", title: str = "",
-           errors: dict[str, Sequence[float]] | None = None, highlight: Sequence[int] = (),
-           highlight_label: str = "") -> Path:  # fmt: skip
+def panels(
+    series: dict[str, Sequence[float]],
+    path: str | Path,
+    *,
+    xlabel: str = "",
+    title: str = "",
+    errors: dict[str, Sequence[float]] | None = None,
+    highlight: Sequence[int] = (),
+    highlight_label: str = "",
+) -> Path:
     """Stacked bar panels sharing one x axis (e.g. per-filter statistics of a layer)."""
     plt = pyplot()
     n = max((len(v) for v in series.values()), default=0)
-    fig, axes = plt.subplots(len(series), 1, figsize=(max(4.0, 0.12 * n + 1.5), 1.7 * len(series) + 0.4),
-                             sharex=True, squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(series), 1, figsize=(max(4.0, 0.12 * n + 1.5), 1.7 * len(series) + 0.4), sharex=True, squeeze=False
+    )
     marked = set(highlight)
     colors = ["#c44e52" if i in marked else "#4c72b0" for i in range(n)]
     for ax, (label, values) in zip(axes[:, 0], series.items()):
@@ -416,8 +531,15 @@ def panels(series: dict[str, Sequence[float]], path: str | Path, *, xlabel: str 
 
 
 @styled
-def grouped_bars(series: dict[str, Sequence[float]], labels: Sequence[str], path: str | Path, *,
-                 title: str = "", ylabel: str = "", ylim: tuple[float, float] | None = None) -> Path:  # fmt: skip
+def grouped_bars(
+    series: dict[str, Sequence[float]],
+    labels: Sequence[str],
+    path: str | Path,
+    *,
+    title: str = "",
+    ylabel: str = "",
+    ylim: tuple[float, float] | None = None,
+) -> Path:
     """Side-by-side bars per label, one colour per series (e.g. per-class accuracy before/after)."""
     plt = pyplot()
     k = max(1, len(series))

@@ -67,9 +67,13 @@ def check_filter(model: nn.Module, layer: str, index: int) -> int:
     m = get_layer(model, layer)
     channels = getattr(m, "out_channels", None) or getattr(m, "num_features", None) or getattr(m, "out_features", None)
     if channels is None:
-        raise LayerError(f"layer {layer!r} ({type(m).__name__}) has no filters; pick a conv, batch-norm or linear layer")
+        raise LayerError(
+            f"layer {layer!r} ({type(m).__name__}) has no filters; pick a conv, batch-norm or linear layer"
+        )
     if not (0 <= index < channels):
-        raise LayerError(f"filter {index} is out of range for layer {layer!r}, which has {channels} channels (0 to {channels - 1})")
+        raise LayerError(
+            f"filter {index} is out of range for layer {layer!r}, which has {channels} channels (0 to {channels - 1})"
+        )
     return channels
 
 
@@ -180,8 +184,10 @@ class TraceDict(OrderedDict):
         self.close()
         if exc_type is None and self.stop:
             missing = [n for n, _ in self._traces if n not in self.reached]
-            raise LayerError(f"the forward pass ended without reaching layer(s) {', '.join(missing)}: "
-                             f"forward() does not call them for this input")  # fmt: skip
+            raise LayerError(
+                f"the forward pass ended without reaching layer(s) {', '.join(missing)}: "
+                f"forward() does not call them for this input"
+            )
         return exc_type is not None and issubclass(exc_type, StopForward)
 
     def close(self) -> None:
@@ -210,8 +216,10 @@ def run_from(model: nn.Module, layer: str, value: torch.Tensor, until: str | Non
     for name in (layer, until):
         if name is not None and name not in names:
             get_layer(model, name)
-            raise LayerError(f"run_from needs a flat sequential model and its top-level layers; "
-                             f"{name!r} is not a top-level layer of this {type(model).__name__}")  # fmt: skip
+            raise LayerError(
+                f"run_from needs a flat sequential model and its top-level layers; "
+                f"{name!r} is not a top-level layer of this {type(model).__name__}"
+            )
     stop = names.index(until) + 1 if until is not None else len(names)
     for name in names[names.index(layer) + 1 : stop]:
         value = model._modules[name](value)

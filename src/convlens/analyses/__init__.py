@@ -18,11 +18,25 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "ANALYSES": "base", "Analysis": "base", "AnalysisError": "base", "Block": "base", "Streaming": "base",
-    "Subject": "base", "block": "base", "inference": "base", "register": "base", "Filters": "filters",
-    "FeatureMaps": "featuremaps", "Stats": "stats", "ClassNorms": "classnorms", "TopK": "topk", "Ablate": "ablate",
-    "silenced": "ablate", "Errors": "errors", "analyze": "analyze",
-}  # fmt: skip
+    "ANALYSES": "base",
+    "Analysis": "base",
+    "AnalysisError": "base",
+    "Block": "base",
+    "Streaming": "base",
+    "Subject": "base",
+    "block": "base",
+    "inference": "base",
+    "register": "base",
+    "Filters": "filters",
+    "FeatureMaps": "featuremaps",
+    "Stats": "stats",
+    "ClassNorms": "classnorms",
+    "TopK": "topk",
+    "Ablate": "ablate",
+    "silenced": "ablate",
+    "Errors": "errors",
+    "analyze": "analyze",
+}
 
 __all__ = sorted(_WHERE)
 

@@ -28,8 +28,18 @@ from torch import nn
 from ..train.evaluate import summarize_predictions
 from ..trace import Trace, check_filter, get_layer, run_from
 from .options import AblateOptions
-from .base import (ACTIVATIONS, AnalysisError, Analysis, Figures, Subject, block, per_class,
-                   register, require_conv, resolve_layers)  # fmt: skip
+from .base import (
+    ACTIVATIONS,
+    AnalysisError,
+    Analysis,
+    Figures,
+    Subject,
+    block,
+    per_class,
+    register,
+    require_conv,
+    resolve_layers,
+)
 
 
 def parse_filters(spec: str | dict[str, list[int]] | None) -> dict[str, list[int]] | None:
@@ -46,8 +56,9 @@ def parse_filters(spec: str | dict[str, list[int]] | None) -> dict[str, list[int
             try:
                 rng = range(int(lo), int(hi) + 1) if dash else [int(lo)]
             except ValueError:
-                raise AnalysisError(f"ablate: {item!r} in {part!r} is not a filter index or range I-J; "
-                                    "filters are numbered from 0") from None  # fmt: skip
+                raise AnalysisError(
+                    f"ablate: {item!r} in {part!r} is not a filter index or range I-J; filters are numbered from 0"
+                ) from None
             if not rng:
                 raise AnalysisError(f"ablate: range {item!r} in {part!r} is empty; write the lower index first")
             out.setdefault(layer, []).extend(rng)
@@ -111,7 +122,9 @@ def mixing_after(model: nn.Module, point: str) -> tuple[str, str] | None:
     last, flattened = point, False
     for name in names[names.index(point) + 1 :]:
         m = model._modules[name]
-        if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros" and not flattened):
+        if isinstance(m, nn.Linear) or (
+            isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros" and not flattened
+        ):
             return last, name
         flat = isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1
         if not (flat or isinstance(m, CHANNELWISE) or type(m).__name__ == "GlobalPool"):
@@ -147,8 +160,9 @@ def silent_value(model: nn.Module, layer: str, mode: str = "channel") -> torch.T
     return value
 
 
-def _through_mixing(model: nn.Module, point: str, last: str, mix: str, h: torch.Tensor,
-                    fill: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:  # fmt: skip
+def _through_mixing(
+    model: nn.Module, point: str, last: str, mix: str, h: torch.Tensor, fill: torch.Tensor
+) -> Iterator[tuple[int, torch.Tensor]]:
     """Logits of every variant (row 0: nothing silenced, row f + 1: filter f) of a batch whose
     activation at ``point`` is ``h``, in chunks ``(first row, logits (rows, B, classes))``.
 
@@ -242,7 +256,13 @@ def rank_layer(subject: Subject, layer: str, mode: str = "channel") -> dict[str,
             score(f + 1, run_from(model, point, h.clone() if shield else h).unsqueeze(0))
             h[:, f] = saved
     seconds = time.perf_counter() - t0
-    method = f"effects added at {via[1]}" if via else "rest of the network per filter" if flat else "masked forward per filter"
+    method = (
+        f"effects added at {via[1]}"
+        if via
+        else "rest of the network per filter"
+        if flat
+        else "masked forward per filter"
+    )
     n = max(int(totals.sum()), 1)
     acc = correct.sum(1).double() / n
     class_acc = correct.double() / totals.clamp(min=1).double()
@@ -282,8 +302,10 @@ class Ablate(Analysis, AblateOptions):
         super().__post_init__()
         if isinstance(self.filters, (list, tuple)):  # indices of the given layers
             if not self.layers:
-                raise AnalysisError(f"ablate: filters {list(self.filters)} need layers (--layers conv2), "
-                                    "or name them per layer: 'conv2:0,3'")  # fmt: skip
+                raise AnalysisError(
+                    f"ablate: filters {list(self.filters)} need layers (--layers conv2), "
+                    "or name them per layer: 'conv2:0,3'"
+                )
             self.filters = {layer: sorted(set(self.filters)) for layer in self.layers}
         self.filters = parse_filters(self.filters)
         if self.filters is None and not self.rank:
@@ -304,12 +326,18 @@ class Ablate(Analysis, AblateOptions):
         filters = self.filters
         if filters is None:
             layer, r = next(iter(ranked.items()))
-            filters, chosen_by = {layer: sorted(r["order"][: self.top])}, f"the {self.top} filters of {layer} carrying most accuracy"
+            filters, chosen_by = (
+                {layer: sorted(r["order"][: self.top])},
+                f"the {self.top} filters of {layer} carrying most accuracy",
+            )
         before = _logits(subject)
         with silenced(model, filters, self.mode):
             after = _logits(subject)
         labels = subject.split.labels
-        b, a = summarize_predictions(before, labels, subject.classes), summarize_predictions(after, labels, subject.classes)
+        b, a = (
+            summarize_predictions(before, labels, subject.classes),
+            summarize_predictions(after, labels, subject.classes),
+        )
         counts = torch.bincount(labels, minlength=len(subject.classes))
         for s in (b, a):  # a class without images has no accuracy (not 0)
             s["per_class_accuracy"] = per_class(s["per_class_accuracy"], counts)
@@ -330,13 +358,18 @@ class Ablate(Analysis, AblateOptions):
                 "after": {k: a[k] for k in keep},
                 "diff": {
                     "accuracy": a["accuracy"] - b["accuracy"],
-                    "per_class_accuracy": [None if x is None else y - x
-                                           for x, y in zip(b["per_class_accuracy"], a["per_class_accuracy"])],
+                    "per_class_accuracy": [
+                        None if x is None else y - x for x, y in zip(b["per_class_accuracy"], a["per_class_accuracy"])
+                    ],
                     "confusion": (torch.tensor(a["confusion"]) - torch.tensor(b["confusion"])).tolist(),
                 },
-                "changed": {"broken": broken.tolist(), "fixed": fixed.tolist(), "switched": switched.tolist(),
-                            "before": pb[torch.cat([broken, fixed, switched])].tolist(),
-                            "after": pa[torch.cat([broken, fixed, switched])].tolist()},  # fmt: skip
+                "changed": {
+                    "broken": broken.tolist(),
+                    "fixed": fixed.tolist(),
+                    "switched": switched.tolist(),
+                    "before": pb[torch.cat([broken, fixed, switched])].tolist(),
+                    "after": pa[torch.cat([broken, fixed, switched])].tolist(),
+                },
             },
         }
         figures = Figures(subject, self.name)
@@ -345,22 +378,38 @@ class Ablate(Analysis, AblateOptions):
         result["figures"] = figures
         return result
 
-    def _draw(self, subject: Subject, result: dict[str, Any], pb: torch.Tensor, pa: torch.Tensor, figures: Figures) -> None:
+    def _draw(
+        self, subject: Subject, result: dict[str, Any], pb: torch.Tensor, pa: torch.Tensor, figures: Figures
+    ) -> None:
         from .. import plots
 
         classes, s = subject.classes, result["set"]
         what = _what(s["filters"], result["mode"])
         pct = lambda values: [float("nan") if v is None else 100 * v for v in values]  # noqa: E731 (absent: no bar)
-        p = plots.grouped_bars({"before": pct(s["before"]["per_class_accuracy"]),
-                                "after": pct(s["after"]["per_class_accuracy"])}, classes,
-                               figures.path("per_class.png"), ylabel="accuracy (%)", ylim=(0, 100),
-                               title=f"silencing {what}: {100 * s['before']['accuracy']:.1f}% -> {100 * s['after']['accuracy']:.1f}%")  # fmt: skip
+        p = plots.grouped_bars(
+            {"before": pct(s["before"]["per_class_accuracy"]), "after": pct(s["after"]["per_class_accuracy"])},
+            classes,
+            figures.path("per_class.png"),
+            ylabel="accuracy (%)",
+            ylim=(0, 100),
+            title=f"silencing {what}: {100 * s['before']['accuracy']:.1f}% -> {100 * s['after']['accuracy']:.1f}%",
+        )
         figures.add(p, f"Per-class {subject.split_name} accuracy before and after silencing {what}")
-        for key, title, diverging in (("before", f"before silencing {what}", False), ("after", f"after silencing {what}", False)):
-            p = plots.confusion(s[key]["confusion"], classes, figures.path(f"confusion_{key}.png"), title=f"Confusion {title}")
+        for key, title, diverging in (
+            ("before", f"before silencing {what}", False),
+            ("after", f"after silencing {what}", False),
+        ):
+            p = plots.confusion(
+                s[key]["confusion"], classes, figures.path(f"confusion_{key}.png"), title=f"Confusion {title}"
+            )
             figures.add(p, f"Confusion matrix on the {subject.split_name} split {title} (rows: true class)")
-        p = plots.confusion(s["diff"]["confusion"], classes, figures.path("confusion_diff.png"), diverging=True,
-                            title=f"After minus before (silencing {what})")  # fmt: skip
+        p = plots.confusion(
+            s["diff"]["confusion"],
+            classes,
+            figures.path("confusion_diff.png"),
+            diverging=True,
+            title=f"After minus before (silencing {what})",
+        )
         figures.add(p, f"Change of the confusion matrix when silencing {what} (red: more images, blue: fewer)")
         ch = s["changed"]
         n_fixed = min(len(ch["fixed"]), self.changed // 4)  # show both directions when both happen
@@ -370,26 +419,47 @@ class Ablate(Analysis, AblateOptions):
             labels = subject.split.labels[shown].tolist()
             titles = [f"{classes[y]}: {classes[int(pb[i])]}>{classes[int(pa[i])]}" for i, y in zip(shown, labels)]
             colors = ["#c44e52" if int(pa[i]) != y else "#2a9d3a" for i, y in zip(shown, labels)]
-            p = plots.mosaic(list(imgs), figures.path("changed.png"), layout="chw", cols=10, titles=titles, title_colors=colors,
-                             suptitle=f"predictions changed by silencing {what} (true: before>after; red: now wrong, "
-                                      "green: now right)")  # fmt: skip
-            figures.add(p, f"{subject.split_name} images whose prediction changed when silencing {what}: "
-                           f"{len(ch['broken'])} now wrong, {len(ch['fixed'])} now right, {len(ch['switched'])} "
-                           "wrong either way (first ones shown)")  # fmt: skip
+            p = plots.mosaic(
+                list(imgs),
+                figures.path("changed.png"),
+                layout="chw",
+                cols=10,
+                titles=titles,
+                title_colors=colors,
+                suptitle=f"predictions changed by silencing {what} (true: before>after; red: now wrong, "
+                "green: now right)",
+            )
+            figures.add(
+                p,
+                f"{subject.split_name} images whose prediction changed when silencing {what}: "
+                f"{len(ch['broken'])} now wrong, {len(ch['fixed'])} now right, {len(ch['switched'])} "
+                "wrong either way (first ones shown)",
+            )
         for layer, r in result["rank"].items():
-            p = plots.panels({"accuracy drop\n(points)": [100 * d for d in r["drop"]]}, figures.path(f"{layer}_rank.png"),
-                             xlabel="filter", highlight=r["order"][: self.top], highlight_label=f"top {self.top}",
-                             title=f"{layer}: accuracy lost when each filter is silenced alone (baseline "
-                                   f"{100 * r['baseline']:.1f}%)")  # fmt: skip
-            figures.add(p, f"{layer}: {subject.split_name} accuracy lost when each filter is silenced alone "
-                           f"({MODE_WORDS[result['mode']]})", layer)  # fmt: skip
+            p = plots.panels(
+                {"accuracy drop\n(points)": [100 * d for d in r["drop"]]},
+                figures.path(f"{layer}_rank.png"),
+                xlabel="filter",
+                highlight=r["order"][: self.top],
+                highlight_label=f"top {self.top}",
+                title=f"{layer}: accuracy lost when each filter is silenced alone (baseline "
+                f"{100 * r['baseline']:.1f}%)",
+            )
+            figures.add(
+                p,
+                f"{layer}: {subject.split_name} accuracy lost when each filter is silenced alone "
+                f"({MODE_WORDS[result['mode']]})",
+                layer,
+            )
 
     def lines(self, result: dict[str, Any]) -> list[str]:
         out = []
         for layer, r in result["rank"].items():
             best = ", ".join(f"f{f} ({-100 * r['drop'][f]:+.1f})" for f in r["order"][:5])
-            out.append(f"rank {layer} ({result['mode']} mode): baseline {100 * r['baseline']:.1f}%; most accuracy carried by {best} points; "
-                       f"{r['seconds_per_filter']:.3f} s per filter")  # fmt: skip
+            out.append(
+                f"rank {layer} ({result['mode']} mode): baseline {100 * r['baseline']:.1f}%; most accuracy carried by {best} points; "
+                f"{r['seconds_per_filter']:.3f} s per filter"
+            )
         s = result["set"]
         what = _what(s["filters"], result["mode"])
         diffs = s["diff"]["per_class_accuracy"]

@@ -44,8 +44,13 @@ def build(names: list[str], options: dict[str, Any]) -> list[Analysis]:
     unused = [k for k, v in options.items() if v is not None and k not in owners]
     if unused:
         every = option_owners(ANALYSES)
-        why = "; ".join(f"{k} is an option of {', '.join(every[k])}" if k in every else f"{k} is no analysis' option" for k in unused)
-        raise AnalysisError(f"option(s) {', '.join(unused)} not used by the selected analyses ({', '.join(names)}): {why}")
+        why = "; ".join(
+            f"{k} is an option of {', '.join(every[k])}" if k in every else f"{k} is no analysis' option"
+            for k in unused
+        )
+        raise AnalysisError(
+            f"option(s) {', '.join(unused)} not used by the selected analyses ({', '.join(names)}): {why}"
+        )
     out = []
     for n in names:
         cls = ANALYSES[n]
@@ -55,11 +60,23 @@ def build(names: list[str], options: dict[str, Any]) -> list[Analysis]:
 
 
 @writes_run("analyze")
-def analyze(run: str | Path | Any, only: Iterable[str] | None = None, *, skip: Iterable[str] = (), split: str = "test",
-            checkpoint: str | None = None, batch_size: int = 256, limit: int | None = None, data_root: str | None = None,
-            figures: bool = True, device: str = "cpu", progress: bool | None = None,
-            echo: Callable[[str], None] | None = None, clock: Callable[[str], None] | None = None,
-            **options: Any) -> dict[str, dict[str, Any]]:  # fmt: skip
+def analyze(
+    run: str | Path | Any,
+    only: Iterable[str] | None = None,
+    *,
+    skip: Iterable[str] = (),
+    split: str = "test",
+    checkpoint: str | None = None,
+    batch_size: int = 256,
+    limit: int | None = None,
+    data_root: str | None = None,
+    figures: bool = True,
+    device: str = "cpu",
+    progress: bool | None = None,
+    echo: Callable[[str], None] | None = None,
+    clock: Callable[[str], None] | None = None,
+    **options: Any,
+) -> dict[str, dict[str, Any]]:
     """Run analyses on a run folder (or a ready :class:`Subject`); returns ``{name: result}``.
 
     Without ``only``, every analysis that applies to the model runs (the conv analyses are
@@ -72,8 +89,18 @@ def analyze(run: str | Path | Any, only: Iterable[str] | None = None, *, skip: I
     if isinstance(run, Subject):
         subject = run
     else:
-        subject = Subject.from_run(run, split, checkpoint, limit=limit, data_root=data_root, device=device,
-                                   batch_size=batch_size, figures=figures, progress=progress, echo=echo)  # fmt: skip
+        subject = Subject.from_run(
+            run,
+            split,
+            checkpoint,
+            limit=limit,
+            data_root=data_root,
+            device=device,
+            batch_size=batch_size,
+            figures=figures,
+            progress=progress,
+            echo=echo,
+        )
     if clock is not None:
         clock("data and model")
     say = subject.say

@@ -88,8 +88,10 @@ def subset_note(subset: dict[str, Any] | None) -> str:
     """How a subset was drawn, for captions ("" for the whole split)."""
     if not subset:
         return ""
-    return (f"{subset['how']} subset: {subset['n']} of {subset['of']} {subset['split']} images, "
-            f"{subset['min_per_class']}-{subset['max_per_class']} per class")  # fmt: skip
+    return (
+        f"{subset['how']} subset: {subset['n']} of {subset['of']} {subset['split']} images, "
+        f"{subset['min_per_class']}-{subset['max_per_class']} per class"
+    )
 
 
 @dataclass
@@ -123,8 +125,17 @@ class Subject:
         remember_shape(self.model, self.in_shape)
 
     @classmethod
-    def from_run(cls, run: Any, split: str = "test", checkpoint: str | None = None, *, limit: int | None = None,
-                 data_root: str | None = None, device: str = "cpu", **kwargs: Any) -> Subject:  # fmt: skip
+    def from_run(
+        cls,
+        run: Any,
+        split: str = "test",
+        checkpoint: str | None = None,
+        *,
+        limit: int | None = None,
+        data_root: str | None = None,
+        device: str = "cpu",
+        **kwargs: Any,
+    ) -> Subject:
         """The run's trained model and one split of its data (the splits of training).
 
         ``limit`` keeps N images of the split, stratified by class (:func:`stratified`: the first
@@ -155,12 +166,27 @@ class Subject:
                 whole = len(part)
                 part = part.take(stratified(part.labels, limit))
                 per_class = torch.bincount(part.labels, minlength=len(data.classes))
-                kwargs["subset"] = {"how": "stratified", "n": len(part), "of": whole, "split": split,
-                                    "per_class": per_class.tolist(), "min_per_class": int(per_class.min()),
-                                    "max_per_class": int(per_class.max())}  # fmt: skip
+                kwargs["subset"] = {
+                    "how": "stratified",
+                    "n": len(part),
+                    "of": whole,
+                    "split": split,
+                    "per_class": per_class.tolist(),
+                    "min_per_class": int(per_class.min()),
+                    "max_per_class": int(per_class.max()),
+                }
         model, info = run.load_model_info(checkpoint, device)
-        return cls(model, part, list(data.classes), run.path, split, info["checkpoint"], **kwargs,
-                   checkpoint_epoch=info["checkpoint_epoch"], checkpoint_sha256=info["checkpoint_sha256"])  # fmt: skip
+        return cls(
+            model,
+            part,
+            list(data.classes),
+            run.path,
+            split,
+            info["checkpoint"],
+            **kwargs,
+            checkpoint_epoch=info["checkpoint_epoch"],
+            checkpoint_sha256=info["checkpoint_sha256"],
+        )
 
     @property
     def device(self) -> torch.device:
@@ -179,7 +205,9 @@ class Subject:
         if self.echo:
             self.echo(msg)
 
-    def batches(self, desc: str, split: Split | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, desc: str, split: Split | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """``(images, labels, positions)`` in split order; a progress bar on a terminal.
 
         Conv models get channels_last inputs: oneDNN then runs the convolutions in that format
@@ -241,7 +269,16 @@ def inference(model: nn.Module) -> Iterator[nn.Module]:
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.ReLU6, nn.PReLU, nn.Softplus)
 _NORMS = (nn.BatchNorm2d,)
-_BOUNDARY = (nn.Conv2d, nn.Linear, nn.Flatten, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.RNNBase)
+_BOUNDARY = (
+    nn.Conv2d,
+    nn.Linear,
+    nn.Flatten,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.RNNBase,
+)
 
 
 @dataclass(frozen=True)
@@ -311,15 +348,22 @@ def resolve_layers(model: nn.Module, layers: list[str] | None, default: str, ana
         return list(dict.fromkeys(layers))
     if not convs:
         raise AnalysisError(f"{analysis} needs conv layers and this model has none")
-    pick = {"all": convs, "first": convs[:1], "last": convs[-1:], "first_last": list(dict.fromkeys([convs[0], convs[-1]]))}
+    pick = {
+        "all": convs,
+        "first": convs[:1],
+        "last": convs[-1:],
+        "first_last": list(dict.fromkeys([convs[0], convs[-1]])),
+    }
     return pick[default]
 
 
 def require_conv(model: nn.Module, layer: str, analysis: str) -> nn.Conv2d:
     m = get_layer(model, layer)
     if not isinstance(m, nn.Conv2d):
-        raise LayerError(f"{analysis} needs conv layers; {layer!r} is a {type(m).__name__}. "
-                         f"Conv layers: {', '.join(conv_layers(model)) or 'none'}")  # fmt: skip
+        raise LayerError(
+            f"{analysis} needs conv layers; {layer!r} is a {type(m).__name__}. "
+            f"Conv layers: {', '.join(conv_layers(model)) or 'none'}"
+        )
     return m
 
 
@@ -327,8 +371,10 @@ def check_spatial(output: Any, layer: str, analysis: str, model: nn.Module) -> N
     if not (isinstance(output, torch.Tensor) and output.dim() == 4):
         shape = list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         spatial = [n for n in receptive_fields(model) if n != "input"]  # traced when the shape is known
-        raise LayerError(f"{analysis} reads (N, C, H, W) feature maps, but layer {layer!r} outputs {shape}. "
-                         f"Layers with feature maps: {', '.join(spatial) or 'none'}")  # fmt: skip
+        raise LayerError(
+            f"{analysis} reads (N, C, H, W) feature maps, but layer {layer!r} outputs {shape}. "
+            f"Layers with feature maps: {', '.join(spatial) or 'none'}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,7 +393,9 @@ class Analysis:
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if choices and value not in choices:
-                raise AnalysisError(f"{self.name}: {f.name}={value!r} is not allowed; allowed: {', '.join(map(str, choices))}")
+                raise AnalysisError(
+                    f"{self.name}: {f.name}={value!r} is not allowed; allowed: {', '.join(map(str, choices))}"
+                )
 
     @classmethod
     def describe(cls) -> str:
@@ -366,7 +414,9 @@ class Analysis:
         why = self.applies(subject)
         if why:
             ok = [n for n, cls in ANALYSES.items() if cls().applies(subject) is None]
-            raise AnalysisError(f"{self.name} does not apply: {why}. Analyses that apply to this model: {', '.join(ok) or 'none'}")
+            raise AnalysisError(
+                f"{self.name} does not apply: {why}. Analyses that apply to this model: {', '.join(ok) or 'none'}"
+            )
 
     def validate(self, subject: Subject) -> None:
         """Fail on bad layer names (or filters) before any long computation starts."""

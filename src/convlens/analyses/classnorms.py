@@ -52,8 +52,9 @@ class ClassNorms(Streaming, ClassNormsOptions):
         self._layers = resolve_layers(model, self.layers, "first_last", self.name)
         for name in self.bars or []:
             if name not in self._layers:
-                raise AnalysisError(f"classnorms: bars layer {name!r} is not among the measured layers "
-                                    f"({', '.join(self._layers)})")  # fmt: skip
+                raise AnalysisError(
+                    f"classnorms: bars layer {name!r} is not among the measured layers ({', '.join(self._layers)})"
+                )
         self._probe = {
             layer: block(model, layer).at(self.at) if isinstance(get_layer(model, layer), nn.Conv2d) else layer
             for layer in self._layers
@@ -111,10 +112,20 @@ class ClassNorms(Streaming, ClassNormsOptions):
                 "quiet": torch.nonzero(quiet).flatten().tolist(),
                 "quiet_threshold": float(self.min_response * overall.mean()),
             }
-            order = [int(f) for f in torch.argsort(si, descending=True, stable=True) if not quiet[f] and not si[f].isnan()]
+            order = [
+                int(f) for f in torch.argsort(si, descending=True, stable=True) if not quiet[f] and not si[f].isnan()
+            ]
             layers[layer]["experts"] = order[: self.experts]
-            ranking += [{"layer": layer, "filter": f, "selectivity": float(si[f]), "class": classes[int(pref_idx[f])],
-                         "cv": float(cv[f])} for f in order]  # fmt: skip
+            ranking += [
+                {
+                    "layer": layer,
+                    "filter": f,
+                    "selectivity": float(si[f]),
+                    "class": classes[int(pref_idx[f])],
+                    "cv": float(cv[f]),
+                }
+                for f in order
+            ]
         ranking.sort(key=lambda r: -r["selectivity"])  # stable: ties keep layer and filter order
         figures = Figures(subject, self.name)
         if figures.on:
@@ -142,25 +153,57 @@ class ClassNorms(Streaming, ClassNormsOptions):
                 pref = None if info["preferred_class"][f] is None else classes.index(info["preferred_class"][f])
                 var, si = _fmt(info["variance"][f], ".3g"), _fmt(info["selectivity"][f], ".2f")
                 # an absent class (NaN) gets no bar, not a bar of height 0
-                p = plots.bars([math.nan if v is None else v for v in values], classes, figures.path(layer, f"f{f}.png"),
-                               title=f"{layer} filter {f}: var {var}, SI {si}" + (" (nearly silent)" if f in info["quiet"] else ""),
-                               ylabel=f"mean {norm} norm", highlight=pref)  # fmt: skip
-                figures.add(p, f"{layer} filter {f}: average {norm} norm of its feature map ({info['measured_at']}) per "
-                               f"class; variance across classes {var}, selectivity {si}, preferred class "
-                               f"{classes[pref] if pref is not None else 'n/a'} (orange)", layer, f)  # fmt: skip
+                p = plots.bars(
+                    [math.nan if v is None else v for v in values],
+                    classes,
+                    figures.path(layer, f"f{f}.png"),
+                    title=f"{layer} filter {f}: var {var}, SI {si}"
+                    + (" (nearly silent)" if f in info["quiet"] else ""),
+                    ylabel=f"mean {norm} norm",
+                    highlight=pref,
+                )
+                figures.add(
+                    p,
+                    f"{layer} filter {f}: average {norm} norm of its feature map ({info['measured_at']}) per "
+                    f"class; variance across classes {var}, selectivity {si}, preferred class "
+                    f"{classes[pref] if pref is not None else 'n/a'} (orange)",
+                    layer,
+                    f,
+                )
         for layer, info in layers.items():
-            rel = torch.tensor([[math.nan if v is None else v for v in row] for row in info["class_means"]], dtype=torch.float64)
+            rel = torch.tensor(
+                [[math.nan if v is None else v for v in row] for row in info["class_means"]], dtype=torch.float64
+            )
             rel = rel / rel.nanmean(1, keepdim=True).clamp(min=1e-30)
-            p = plots.heatmap(rel.tolist(), [f"f{i}" for i in range(len(rel))], classes, figures.path(f"{layer}.png"),
-                              title=f"{layer}: class means / filter mean ({norm})", xlabel="class", ylabel="filter",
-                              colorbar="relative norm", cmap="magma")  # fmt: skip
-            figures.add(p, f"{layer}: each filter's per-class average {norm} norm divided by its mean over classes "
-                           "(bright: the classes it prefers)", layer)  # fmt: skip
+            p = plots.heatmap(
+                rel.tolist(),
+                [f"f{i}" for i in range(len(rel))],
+                classes,
+                figures.path(f"{layer}.png"),
+                title=f"{layer}: class means / filter mean ({norm})",
+                xlabel="class",
+                ylabel="filter",
+                colorbar="relative norm",
+                cmap="magma",
+            )
+            figures.add(
+                p,
+                f"{layer}: each filter's per-class average {norm} norm divided by its mean over classes "
+                "(bright: the classes it prefers)",
+                layer,
+            )
         if layers:
-            p = plots.strip({k: v["selectivity"] for k, v in layers.items()}, figures.path("selectivity.png"),
-                            title="class selectivity of each filter, per layer", ylabel="selectivity index")  # fmt: skip
-            figures.add(p, "Class selectivity index of every filter, per layer (bar: median); deeper layers usually "
-                           "hold more class-specific filters")  # fmt: skip
+            p = plots.strip(
+                {k: v["selectivity"] for k, v in layers.items()},
+                figures.path("selectivity.png"),
+                title="class selectivity of each filter, per layer",
+                ylabel="selectivity index",
+            )
+            figures.add(
+                p,
+                "Class selectivity index of every filter, per layer (bar: median); deeper layers usually "
+                "hold more class-specific filters",
+            )
 
     def lines(self, result: dict[str, Any]) -> list[str]:
         out = []
@@ -170,9 +213,13 @@ class ClassNorms(Streaming, ClassNormsOptions):
                 out.append(f"{layer}: fewer than two classes in the split: no selectivity or variance across classes")
                 continue
             var = [v for v in info["variance"] if v is not None and v == v]
-            out.append(f"{layer}: median selectivity {sorted(si)[len(si) // 2]:.2f}, mean variance across classes "
-                       f"{sum(var) / len(var):.3g}")  # fmt: skip
-        top = ", ".join(f"{e['layer']} f{e['filter']} ({e['class']}, SI {e['selectivity']:.2f})" for e in result["experts"][:5])
+            out.append(
+                f"{layer}: median selectivity {sorted(si)[len(si) // 2]:.2f}, mean variance across classes "
+                f"{sum(var) / len(var):.3g}"
+            )
+        top = ", ".join(
+            f"{e['layer']} f{e['filter']} ({e['class']}, SI {e['selectivity']:.2f})" for e in result["experts"][:5]
+        )
         if top:
             out.append(f"experts: {top}")
         return out

@@ -14,14 +14,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "analyze",
         help="dissect a trained run: filters, feature maps, statistics, class norms, top-k, ablation, errors",
         description="Run dataset-level analyses on a run folder; each writes RUN/analysis/<name>.json and its "
-                    "figures under RUN/analysis/<name>/. Analyses:\n" + listing,
+        "figures under RUN/analysis/<name>/. Analyses:\n" + listing,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     p.add_argument("run", help="run folder")
     p.add_argument("--only", type=comma_list, metavar="A,B", help="analyses to run (default: every one that applies)")
     p.add_argument("--skip", type=comma_list, default=[], metavar="A,B", help="analyses to leave out")
-    p.add_argument("--limit", type=positive, metavar="N",
-                   help="use N images of the split, stratified by class (the first images of each class in turn)")
+    p.add_argument(
+        "--limit",
+        type=positive,
+        metavar="N",
+        help="use N images of the split, stratified by class (the first images of each class in turn)",
+    )
     p.add_argument("--no-figures", action="store_true", help="write the numbers only")
     names = add_job_flags(p, "analysis")
     p.set_defaults(func=cmd_analyze, _analysis_options=names)
@@ -40,8 +44,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     options = given(args, args._analysis_options)
     if args.batch_size is not None:
         options["batch_size"] = args.batch_size
-    analyze(args.run, args.only, skip=args.skip, split=args.split, checkpoint=args.checkpoint, limit=args.limit,
-            data_root=args.data_root, figures=not args.no_figures, device=args.device,
-            echo=lambda m: print(m, flush=True), clock=clock, **options)  # fmt: skip
+    analyze(
+        args.run,
+        args.only,
+        skip=args.skip,
+        split=args.split,
+        checkpoint=args.checkpoint,
+        limit=args.limit,
+        data_root=args.data_root,
+        figures=not args.no_figures,
+        device=args.device,
+        echo=lambda m: print(m, flush=True),
+        clock=clock,
+        **options,
+    )
     print(f"analysis folder: {args.run.rstrip('/')}/analysis")
     return 0

@@ -27,7 +27,9 @@ class Errors(Analysis, ErrorsOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.examples < 0 or self.mistakes < 0:
-            raise AnalysisError(f"errors: examples={self.examples}, mistakes={self.mistakes}: out of range; allowed: 0 or more")
+            raise AnalysisError(
+                f"errors: examples={self.examples}, mistakes={self.mistakes}: out of range; allowed: 0 or more"
+            )
 
     def compute(self, subject: Subject) -> dict[str, Any]:
         logits = [subject.model(x).float().cpu() for x, _, _ in subject.batches("errors")]
@@ -42,13 +44,22 @@ class Errors(Analysis, ErrorsOptions):
         worst = wrong[torch.argsort(conf[wrong], descending=True, stable=True)][: self.mistakes]
 
         def row(p: int) -> dict[str, Any]:
-            return {"position": p, "index": int(split.indices[p]), "label": classes[int(labels[p])],
-                    "predicted": classes[int(pred[p])], "confidence": float(conf[p]),
-                    "p_label": float(probs[p, labels[p]]), "correct": bool(pred[p] == labels[p])}  # fmt: skip
+            return {
+                "position": p,
+                "index": int(split.indices[p]),
+                "label": classes[int(labels[p])],
+                "predicted": classes[int(pred[p])],
+                "confidence": float(conf[p]),
+                "p_label": float(probs[p, labels[p]]),
+                "correct": bool(pred[p] == labels[p]),
+            }
 
         cm = torch.tensor(summary["confusion"])
         off = cm.clone().fill_diagonal_(0)
-        pairs = [(int(off.flatten()[i]), *divmod(int(i), len(classes))) for i in torch.argsort(off.flatten(), descending=True, stable=True)]
+        pairs = [
+            (int(off.flatten()[i]), *divmod(int(i), len(classes)))
+            for i in torch.argsort(off.flatten(), descending=True, stable=True)
+        ]
         confused = [{"true": classes[t], "predicted": classes[p], "count": n} for n, t, p in pairs[:10] if n > 0]
         result = {
             "accuracy": summary["accuracy"],
@@ -78,13 +89,27 @@ class Errors(Analysis, ErrorsOptions):
             imgs = subject.split.images[[r["position"] for r in rows]].float().div(255).numpy()
             titles = [f"{r['label']}>{r['predicted']} {r['confidence']:.2f}" for r in rows]
             colors = ["#2a9d3a" if r["correct"] else "#c44e52" for r in rows]
-            p = plots.mosaic(list(imgs), figures.path(f"{key}.png"), layout="chw", cols=10, titles=titles, title_colors=colors,
-                             suptitle=f"{title} on {n} {subject.split_name} images (true>predicted confidence; "
-                                      "green right, red wrong)")  # fmt: skip
-            figures.add(p, f"{title.capitalize()} on the {subject.split_name} split: true and predicted class and the "
-                           "predicted class's probability (green: right, red: wrong)")  # fmt: skip
-        p = plots.confusion(result["confusion"], result["classes"], figures.path("confusion.png"),
-                            title=f"Confusion on {subject.split_name} ({100 * result['accuracy']:.1f}%)")  # fmt: skip
+            p = plots.mosaic(
+                list(imgs),
+                figures.path(f"{key}.png"),
+                layout="chw",
+                cols=10,
+                titles=titles,
+                title_colors=colors,
+                suptitle=f"{title} on {n} {subject.split_name} images (true>predicted confidence; "
+                "green right, red wrong)",
+            )
+            figures.add(
+                p,
+                f"{title.capitalize()} on the {subject.split_name} split: true and predicted class and the "
+                "predicted class's probability (green: right, red: wrong)",
+            )
+        p = plots.confusion(
+            result["confusion"],
+            result["classes"],
+            figures.path("confusion.png"),
+            title=f"Confusion on {subject.split_name} ({100 * result['accuracy']:.1f}%)",
+        )
         figures.add(p, f"Confusion matrix on the {subject.split_name} split (rows: true class, columns: predicted)")
 
     def lines(self, result: dict[str, Any]) -> list[str]:

@@ -51,8 +51,10 @@ class FeatureMaps(Analysis, FeatureMapsOptions):
         chosen: list[dict[str, Any]] = []
         for p in self.images or []:
             if not 0 <= p < len(split):
-                raise AnalysisError(f"featuremaps: image {p} is out of range; the {subject.split_name} split has "
-                                    f"{len(split)} images (0 to {len(split) - 1})")  # fmt: skip
+                raise AnalysisError(
+                    f"featuremaps: image {p} is out of range; the {subject.split_name} split has "
+                    f"{len(split)} images (0 to {len(split) - 1})"
+                )
             chosen.append({"position": p})
         names = self.classes
         if names is None and not chosen and not self.file:
@@ -71,8 +73,13 @@ class FeatureMaps(Analysis, FeatureMapsOptions):
             c["image"] = split.images[p].float().div(255)
             c["tag"] = f"img{p}"
         if self.file:
-            chosen.append({"file": str(self.file), "image": load_image_file(self.file, subject.in_shape),
-                           "tag": "file-" + "".join(ch if ch.isalnum() else "_" for ch in Path(self.file).stem)})  # fmt: skip
+            chosen.append(
+                {
+                    "file": str(self.file),
+                    "image": load_image_file(self.file, subject.in_shape),
+                    "tag": "file-" + "".join(ch if ch.isalnum() else "_" for ch in Path(self.file).stem),
+                }
+            )
         return chosen
 
     def compute(self, subject: Subject) -> dict[str, Any]:
@@ -103,17 +110,35 @@ class FeatureMaps(Analysis, FeatureMapsOptions):
                 check_spatial(t, probe, self.name, model)
             a, z = a.float().cpu(), z.float().cpu()
             layers[layer] = {
-                "pre": pre, "post": post, "channels": a.shape[1], "map_size": list(a.shape[2:]),
-                "maps": [{"pre_mean": a[i].mean((1, 2)).tolist(), "pre_max": a[i].amax((1, 2)).tolist(),
-                          "post_mean": z[i].mean((1, 2)).tolist(),
-                          "active_fraction": (z[i] > 0).float().mean((1, 2)).tolist()} for i in range(len(chosen))],
-            }  # fmt: skip
+                "pre": pre,
+                "post": post,
+                "channels": a.shape[1],
+                "map_size": list(a.shape[2:]),
+                "maps": [
+                    {
+                        "pre_mean": a[i].mean((1, 2)).tolist(),
+                        "pre_max": a[i].amax((1, 2)).tolist(),
+                        "post_mean": z[i].mean((1, 2)).tolist(),
+                        "active_fraction": (z[i] > 0).float().mean((1, 2)).tolist(),
+                    }
+                    for i in range(len(chosen))
+                ],
+            }
             if figures.on:
                 self._draw(layer, pre, post, a, z, chosen, images, figures)
         return {"images": images, "layers": layers, "figures": figures}
 
-    def _draw(self, layer: str, pre: str, post: str, a: torch.Tensor, z: torch.Tensor, chosen: list[dict[str, Any]],
-              images: list[dict[str, Any]], figures: Figures) -> None:  # fmt: skip
+    def _draw(
+        self,
+        layer: str,
+        pre: str,
+        post: str,
+        a: torch.Tensor,
+        z: torch.Tensor,
+        chosen: list[dict[str, Any]],
+        images: list[dict[str, Any]],
+        figures: Figures,
+    ) -> None:
         from .. import plots
 
         n = min(a.shape[1], self.max_maps)
@@ -125,12 +150,22 @@ class FeatureMaps(Analysis, FeatureMapsOptions):
                 m = maps[i, :n]
                 top = float(m.abs().max()) or 1.0
                 lo, hi = (-top, top) if diverging else (0.0, top)
-                p = plots.image_with_maps(c["image"].numpy(), list(m.numpy()), figures.path(layer, f"{c['tag']}_{kind}.png"),
-                                          layout="chw", titles=[f"f{j}" for j in range(n)], vmin=lo, vmax=hi, cmap=cmap,
-                                          suptitle=f"{layer}, output of {module}: {who}; {shown}, one shared scale",
-                                          colorbar=f"{module} output")  # fmt: skip
+                p = plots.image_with_maps(
+                    c["image"].numpy(),
+                    list(m.numpy()),
+                    figures.path(layer, f"{c['tag']}_{kind}.png"),
+                    layout="chw",
+                    titles=[f"f{j}" for j in range(n)],
+                    vmin=lo,
+                    vmax=hi,
+                    cmap=cmap,
+                    suptitle=f"{layer}, output of {module}: {who}; {shown}, one shared scale",
+                    colorbar=f"{module} output",
+                )
                 when = "before the activation" if kind == "pre" else "after the activation"
-                figures.add(p, f"{layer} feature maps {when} ({module}) of {who}; {shown} on one shared colour scale", layer)
+                figures.add(
+                    p, f"{layer} feature maps {when} ({module}) of {who}; {shown} on one shared colour scale", layer
+                )
 
     def lines(self, result: dict[str, Any]) -> list[str]:
         shown = ", ".join(f"{i.get('class', i.get('file'))}->{i['predicted']}" for i in result["images"])

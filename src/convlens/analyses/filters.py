@@ -68,18 +68,35 @@ class Filters(Analysis, FiltersOptions):
         shown = (0.5 + 0.5 * w / m.clamp(min=1e-12).view(-1, 1, 1, 1)).clamp(0, 1).numpy()
         k = f"{w.shape[2]}x{w.shape[3]}"
         if rgb:
-            p = plots.mosaic([s for s in shown], figures.path(f"{layer}.png"), layout="chw", cols=16, titles=[f"f{i}" for i in range(n)],
-                             tile_inches=0.55, suptitle=f"{layer}: {n} {k} filters as RGB ({how})")  # fmt: skip
+            p = plots.mosaic(
+                [s for s in shown],
+                figures.path(f"{layer}.png"),
+                layout="chw",
+                cols=16,
+                titles=[f"f{i}" for i in range(n)],
+                tile_inches=0.55,
+                suptitle=f"{layer}: {n} {k} filters as RGB ({how})",
+            )
             figures.add(p, f"{layer}: every filter as an RGB image ({how})", layer)
         rows = min(n, self.max_filters)
         cols = c if rgb else min(c, self.max_channels)
         tiles = [shown[i, j] for i in range(rows) for j in range(cols)]
         what = "RGB channels" if rgb else (f"input channels 0-{cols - 1} of {c}" if cols < c else "input channels")
-        p = plots.mosaic(tiles, figures.path(f"{layer}_channels.png" if rgb else f"{layer}.png"), layout="hw", cols=cols,
-                         row_labels=[f"f{i}" for i in range(rows)], tile_inches=0.3 if cols > 8 else 0.45,
-                         suptitle=f"{layer}: filters {0}-{rows - 1} of {n} (rows) x {what} (columns), {k}; {how}")  # fmt: skip
-        figures.add(p, f"{layer}: the {k} kernel of each filter (rows) for each {what[:-1] if not rgb else 'colour channel'} "
-                       f"(columns); {how}", layer)  # fmt: skip
+        p = plots.mosaic(
+            tiles,
+            figures.path(f"{layer}_channels.png" if rgb else f"{layer}.png"),
+            layout="hw",
+            cols=cols,
+            row_labels=[f"f{i}" for i in range(rows)],
+            tile_inches=0.3 if cols > 8 else 0.45,
+            suptitle=f"{layer}: filters {0}-{rows - 1} of {n} (rows) x {what} (columns), {k}; {how}",
+        )
+        figures.add(
+            p,
+            f"{layer}: the {k} kernel of each filter (rows) for each {what[:-1] if not rgb else 'colour channel'} "
+            f"(columns); {how}",
+            layer,
+        )
         if not self.per_filter:
             return
         for i in range(n):
@@ -90,14 +107,23 @@ class Filters(Analysis, FiltersOptions):
                 cols = min(c, self.max_channels)
                 tiles, titles = [shown[i, j] for j in range(cols)], [f"in {j}" for j in range(cols)]
                 layouts = ["hw"] * cols
-            p = plots.mosaic(tiles, figures.path(layer, f"f{i}.png"), layout=layouts, cols=min(8, len(tiles)), titles=titles,
-                             tile_inches=0.6, suptitle=f"{layer} filter {i} ({k}); {how}")  # fmt: skip
+            p = plots.mosaic(
+                tiles,
+                figures.path(layer, f"f{i}.png"),
+                layout=layouts,
+                cols=min(8, len(tiles)),
+                titles=titles,
+                tile_inches=0.6,
+                suptitle=f"{layer} filter {i} ({k}); {how}",
+            )
             figures.add(p, f"{layer} filter {i}: its weights per input channel ({how})", layer, i)
 
     def lines(self, result: dict[str, Any]) -> list[str]:
         out = []
         for layer, info in result["layers"].items():
             l2 = np.asarray(info["l2"])
-            out.append(f"{layer}: {info['shape'][0]} filters of {info['shape'][1]}x{info['shape'][2]}x{info['shape'][3]}, "
-                       f"weight norm {l2.min():.3g} to {l2.max():.3g} (median {np.median(l2):.3g})")  # fmt: skip
+            out.append(
+                f"{layer}: {info['shape'][0]} filters of {info['shape'][1]}x{info['shape'][2]}x{info['shape'][3]}, "
+                f"weight norm {l2.min():.3g} to {l2.max():.3g} (median {np.median(l2):.3g})"
+            )
         return out

@@ -6,18 +6,22 @@ from __future__ import annotations
 
 from ..jobs import comma_ints, comma_list, filter_spec, job, option
 
-AT_HELP = ("where a conv filter is read: its conv output, after the batch norm that follows (bn: the "
-           "pre-activation; the conv output if there is none) or after the activation (act: what the next layer sees)")
+AT_HELP = (
+    "where a conv filter is read: its conv output, after the batch norm that follows (bn: the "
+    "pre-activation; the conv output if there is none) or after the activation (act: what the next layer sees)"
+)
 
 
 @job("analysis", "filters", "convlens.analyses.filters:Filters")
 class FiltersOptions:
     """Conv weights as images (RGB composite and per channel for the first layer), with norms."""
 
-    layers: list[str] | None = option(None, "conv layers to draw (default: every conv layer)",
-                                      parse=comma_list, metavar="A,B")
-    scale: str = option("shared", "normalise weights on one scale per layer (shared) or per filter",
-                        choices=("shared", "filter"))
+    layers: list[str] | None = option(
+        None, "conv layers to draw (default: every conv layer)", parse=comma_list, metavar="A,B"
+    )
+    scale: str = option(
+        "shared", "normalise weights on one scale per layer (shared) or per filter", choices=("shared", "filter")
+    )
     per_filter: bool = option(True, "also draw one figure per filter (analysis/filters/<layer>/f<i>.png)")
     max_channels: int = option(32, "input channels drawn per filter for deep layers")
     max_filters: int = option(64, "filters (rows) in a layer's overview figure")
@@ -27,11 +31,16 @@ class FiltersOptions:
 class FeatureMapsOptions:
     """Feature maps of chosen images at chosen layers, before and after the activation."""
 
-    layers: list[str] | None = option(None, "layers to show (default: the first conv layer)", parse=comma_list,
-                                      metavar="A,B")
+    layers: list[str] | None = option(
+        None, "layers to show (default: the first conv layer)", parse=comma_list, metavar="A,B"
+    )
     images: list[int] | None = option(None, "positions of images in the split", parse=comma_ints, metavar="I,J")
-    classes: list[str] | None = option(None, "class names: the first image of each (default when no image is "
-                                       "chosen: the first image of three classes)", parse=comma_list, metavar="C,D")  # fmt: skip
+    classes: list[str] | None = option(
+        None,
+        "class names: the first image of each (default when no image is chosen: the first image of three classes)",
+        parse=comma_list,
+        metavar="C,D",
+    )
     file: str | None = option(None, "an image file to show (resized to the model's input)", metavar="PATH")
     max_maps: int = option(32, "feature maps (channels) drawn per figure")
 
@@ -40,37 +49,53 @@ class FeatureMapsOptions:
 class StatsOptions:
     """Per-filter mean, std, max and active fraction over a split; dead filters flagged."""
 
-    layers: list[str] | None = option(None, "layers to summarise (default: every conv layer)",
-                                      parse=comma_list, metavar="A,B")
+    layers: list[str] | None = option(
+        None, "layers to summarise (default: every conv layer)", parse=comma_list, metavar="A,B"
+    )
     active_threshold: float = option(0.0, "a position is active when the activation exceeds this")
-    weight_threshold: float = option(1e-3, "a filter is dead by its weights when its weight norm is below this "
-                                           "fraction of the median filter norm of its layer")  # fmt: skip
+    weight_threshold: float = option(
+        1e-3,
+        "a filter is dead by its weights when its weight norm is below this "
+        "fraction of the median filter norm of its layer",
+    )
 
 
 @job("analysis", "classnorms", "convlens.analyses.classnorms:ClassNorms")
 class ClassNormsOptions:
     """Per-class average feature-map norm of each filter, variance across classes, expert ranking."""
 
-    layers: list[str] | None = option(None, "layers to measure (default: the first and the last conv layer)",
-                                      parse=comma_list, metavar="A,B")  # fmt: skip
+    layers: list[str] | None = option(
+        None, "layers to measure (default: the first and the last conv layer)", parse=comma_list, metavar="A,B"
+    )
     norm: str = option("l2", "norm of a feature map", choices=("l1", "l2"))
     at: str = option("act", AT_HELP, choices=("conv", "bn", "act"))
-    bars: list[str] | None = option(None, "layers that get a bar plot per filter (default: the first and the last "
-                                    "of the measured layers)", parse=comma_list, metavar="A,B")  # fmt: skip
+    bars: list[str] | None = option(
+        None,
+        "layers that get a bar plot per filter (default: the first and the last of the measured layers)",
+        parse=comma_list,
+        metavar="A,B",
+    )
     experts: int = option(10, "most class-selective filters listed in the ranking")
-    min_response: float = option(0.01, "filters whose mean norm is below this fraction of their layer's average are "
-                                       "left out of the ranking: a nearly silent filter's selectivity is noise")  # fmt: skip
+    min_response: float = option(
+        0.01,
+        "filters whose mean norm is below this fraction of their layer's average are "
+        "left out of the ranking: a nearly silent filter's selectivity is noise",
+    )
 
 
 @job("analysis", "topk", "convlens.analyses.topk:TopK")
 class TopKOptions:
     """The k most exciting images per filter, with the receptive-field patch of the maximum."""
 
-    layers: list[str] | None = option(None, "layers to dissect (default: every conv layer)", parse=comma_list,
-                                      metavar="A,B")
+    layers: list[str] | None = option(
+        None, "layers to dissect (default: every conv layer)", parse=comma_list, metavar="A,B"
+    )
     k: int = option(20, "images kept per filter")
-    score: str = option("max", "rank images by the max, the mean or the sum of the filter's feature map (the "
-                        "CS7015 report's pixel-wise sum)", choices=("max", "mean", "sum"))
+    score: str = option(
+        "max",
+        "rank images by the max, the mean or the sum of the filter's feature map (the CS7015 report's pixel-wise sum)",
+        choices=("max", "mean", "sum"),
+    )
     at: str = option("bn", AT_HELP, choices=("conv", "bn", "act"))
 
 
@@ -78,17 +103,29 @@ class TopKOptions:
 class AblateOptions:
     """Silence filters: per-class accuracy and confusion before/after; rank filters one by one."""
 
-    filters: dict[str, list[int]] | None = option(None, "filters to silence together, e.g. 'conv1:0,1 conv3:5-7' "
-                                                  "(default: the --top filters that carry most accuracy in the first "
-                                                  "ranked layer)", parse=filter_spec, metavar="SPEC")  # fmt: skip
-    layers: list[str] | None = option(None, "layers whose filters are ranked one by one (default: the last conv layer)",
-                                      parse=comma_list, metavar="A,B")  # fmt: skip
+    filters: dict[str, list[int]] | None = option(
+        None,
+        "filters to silence together, e.g. 'conv1:0,1 conv3:5-7' "
+        "(default: the --top filters that carry most accuracy in the first "
+        "ranked layer)",
+        parse=filter_spec,
+        metavar="SPEC",
+    )
+    layers: list[str] | None = option(
+        None,
+        "layers whose filters are ranked one by one (default: the last conv layer)",
+        parse=comma_list,
+        metavar="A,B",
+    )
     rank: bool = option(True, "rank each filter of the layers by the accuracy it carries")
     top: int = option(3, "filters silenced together when --filters is not given")
     changed: int = option(40, "changed images shown in the figure")
-    mode: str = option("channel", "channel: zero the conv filter and the batch norm channel after it (the channel "
-                       "outputs 0); weights: zero the conv weights only, as the CS7015 report did",
-                       choices=("channel", "weights"))
+    mode: str = option(
+        "channel",
+        "channel: zero the conv filter and the batch norm channel after it (the channel "
+        "outputs 0); weights: zero the conv weights only, as the CS7015 report did",
+        choices=("channel", "weights"),
+    )
 
 
 @job("analysis", "errors", "convlens.analyses.errors:Errors")

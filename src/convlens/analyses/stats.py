@@ -126,11 +126,16 @@ class Stats(Streaming, StatsOptions):
             weight_cut = float(norms.quantile(0.5)) * self.weight_threshold if norms is not None else None
             never = (act.active == 0).tolist()
             blank = (norms < weight_cut).tolist() if norms is not None else [False] * len(never)
-            reasons = [[r for r, hit in (("never active", n), ("weights near zero", b)) if hit] for n, b in zip(never, blank)]
+            reasons = [
+                [r for r, hit in (("never active", n), ("weights near zero", b)) if hit] for n, b in zip(never, blank)
+            ]
             layers[layer] = {
                 "measured_at": {"pre": pre, "post": post},
                 "channels": len(never),
-                "mean": mom.mean.tolist(), "std": mom.std.tolist(), "min": mom.min.tolist(), "max": mom.max.tolist(),
+                "mean": mom.mean.tolist(),
+                "std": mom.std.tolist(),
+                "min": mom.min.tolist(),
+                "max": mom.max.tolist(),
                 "active_fraction": (act.active.double() / max(act.positions, 1)).tolist(),
                 "images_active": (act.active_images.double() / max(act.images, 1)).tolist(),
                 "post_mean": self._post[post].mean.tolist(),
@@ -139,27 +144,42 @@ class Stats(Streaming, StatsOptions):
                 "weight_norm": norms.tolist() if norms is not None else None,
                 "dead": [i for i, r in enumerate(reasons) if r],
                 "dead_reasons": {str(i): r for i, r in enumerate(reasons) if r},
-                "thresholds": {"active": self.active_threshold, "weight_relative": self.weight_threshold,
-                               "weight_norm": weight_cut},
-            }  # fmt: skip
+                "thresholds": {
+                    "active": self.active_threshold,
+                    "weight_relative": self.weight_threshold,
+                    "weight_norm": weight_cut,
+                },
+            }
         figures = Figures(subject, self.name)
         if figures.on:
             from .. import plots
 
             for layer, s in layers.items():
-                series = {"pre-activation\nmean ± std": s["mean"], "post-activation\nmean ± std": s["post_mean"],
-                          "active\nfraction": s["active_fraction"],
-                          f"max of\n{s['measured_at']['post']}": s["post_max"]}  # fmt: skip
+                series = {
+                    "pre-activation\nmean ± std": s["mean"],
+                    "post-activation\nmean ± std": s["post_mean"],
+                    "active\nfraction": s["active_fraction"],
+                    f"max of\n{s['measured_at']['post']}": s["post_max"],
+                }
                 if s["weight_norm"] is not None:
                     series["weight\nnorm"] = s["weight_norm"]
-                p = plots.panels(series, figures.path(f"{layer}.png"), xlabel="filter",
-                                 errors={"pre-activation\nmean ± std": s["std"],
-                                         "post-activation\nmean ± std": s["post_std"]}, highlight=s["dead"],
-                                 highlight_label="dead", title=f"{layer}: per-filter statistics on "
-                                 f"{len(subject.split)} {subject.split_name} images ({len(s['dead'])} dead)")  # fmt: skip
-                figures.add(p, f"{layer}: per filter, the pre-activation mean and std ({s['measured_at']['pre']}), the "
-                               f"mean and std after {s['measured_at']['post']}, the fraction of positions active after {s['measured_at']['post']}, its maximum and the "
-                               "weight norm; dead filters in red", layer)  # fmt: skip
+                p = plots.panels(
+                    series,
+                    figures.path(f"{layer}.png"),
+                    xlabel="filter",
+                    errors={"pre-activation\nmean ± std": s["std"], "post-activation\nmean ± std": s["post_std"]},
+                    highlight=s["dead"],
+                    highlight_label="dead",
+                    title=f"{layer}: per-filter statistics on "
+                    f"{len(subject.split)} {subject.split_name} images ({len(s['dead'])} dead)",
+                )
+                figures.add(
+                    p,
+                    f"{layer}: per filter, the pre-activation mean and std ({s['measured_at']['pre']}), the "
+                    f"mean and std after {s['measured_at']['post']}, the fraction of positions active after {s['measured_at']['post']}, its maximum and the "
+                    "weight norm; dead filters in red",
+                    layer,
+                )
         return {"layers": layers, "figures": figures}
 
     def lines(self, result: dict[str, Any]) -> list[str]:
@@ -168,6 +188,8 @@ class Stats(Streaming, StatsOptions):
             dead = ", ".join(f"f{i} ({' and '.join(s['dead_reasons'][str(i)])})" for i in s["dead"][:6])
             more = f" and {len(s['dead']) - 6} more" if len(s["dead"]) > 6 else ""
             frac = sum(s["active_fraction"]) / max(1, len(s["active_fraction"]))
-            out.append(f"{layer}: {s['channels']} filters, active on {100 * frac:.0f}% of positions on average, "
-                       f"{len(s['dead'])} dead{': ' + dead + more if dead else ''}")  # fmt: skip
+            out.append(
+                f"{layer}: {s['channels']} filters, active on {100 * frac:.0f}% of positions on average, "
+                f"{len(s['dead'])} dead{': ' + dead + more if dead else ''}"
+            )
         return out

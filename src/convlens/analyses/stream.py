@@ -54,6 +54,8 @@ def stream(subject: Subject, readers: Sequence[Streaming]) -> float:
         with TraceDict(subject.model, wanted, stop=True, retain_output=False, edit_output=hand_over):
             subject.model(x)
     seconds = time.perf_counter() - t0
-    subject.say(f"{names}: one pass over {len(subject.split)} {subject.split_name} images, "
-                f"{len(wanted)} layers read, {seconds:.1f} s")  # fmt: skip
+    subject.say(
+        f"{names}: one pass over {len(subject.split)} {subject.split_name} images, "
+        f"{len(wanted)} layers read, {seconds:.1f} s"
+    )
     return seconds

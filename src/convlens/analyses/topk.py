@@ -93,8 +93,10 @@ class TopK(Streaming, TopKOptions):
         n = len(subject.split)
         self._k = min(self.k, max(n, 1))  # the running buffers never hold more than the split
         if self.k > n:
-            subject.say(f"topk: k={self.k} is more than the {n} images of the {subject.split_name} split; "
-                        f"each filter keeps all {n}")  # fmt: skip
+            subject.say(
+                f"topk: k={self.k} is more than the {n} images of the {subject.split_name} split; "
+                f"each filter keeps all {n}"
+            )
         self._running: dict[str, RunningTopK] = {}
         self._map_size: dict[str, tuple[int, int]] = {}
 
@@ -131,19 +133,21 @@ class TopK(Streaming, TopKOptions):
                 locs = [divmod(int(v), w) for v in run.locations[f][keep]]
                 labels = split.labels[pos]
                 hist = torch.bincount(labels, minlength=len(classes))
-                filters.append({
-                    "filter": f,
-                    "positions": pos.tolist(),
-                    "indices": split.indices[pos].tolist(),
-                    "labels": labels.tolist(),
-                    "scores": scores.tolist(),
-                    "locations": [list(ij) for ij in locs],
-                    "windows": [list(rf.window(i, j, h_in, w_in)) for i, j in locs] if rf else None,
-                    "class_histogram": hist.tolist(),
-                    "top_class": classes[int(hist.argmax())] if len(pos) else None,
-                    "mean": float(scores.mean()) if len(pos) else None,
-                    "max": float(scores.max()) if len(pos) else None,
-                })  # fmt: skip
+                filters.append(
+                    {
+                        "filter": f,
+                        "positions": pos.tolist(),
+                        "indices": split.indices[pos].tolist(),
+                        "labels": labels.tolist(),
+                        "scores": scores.tolist(),
+                        "locations": [list(ij) for ij in locs],
+                        "windows": [list(rf.window(i, j, h_in, w_in)) for i, j in locs] if rf else None,
+                        "class_histogram": hist.tolist(),
+                        "top_class": classes[int(hist.argmax())] if len(pos) else None,
+                        "mean": float(scores.mean()) if len(pos) else None,
+                        "max": float(scores.max()) if len(pos) else None,
+                    }
+                )
             layers[layer] = {
                 "measured_at": probe,
                 "channels": run.values.shape[0],
@@ -172,30 +176,61 @@ class TopK(Streaming, TopKOptions):
                 imgs = images[pos].float().div(255).numpy()
                 titles = [f"{classes[c]} {s:.3g}" for c, s in zip(fi["labels"], fi["scores"])]
                 where = f"{self.score} of {info['measured_at']}"
-                p = plots.mosaic(list(imgs), figures.path(layer, f"f{f}.png"), layout="chw", cols=10, titles=titles,
-                                 boxes=[tuple(w) for w in fi["windows"]] if fi["windows"] else None,
-                                 suptitle=f"{layer} filter {f}: top {len(pos)} {subject.split_name} images ({where}); "
-                                          "box: receptive field of the maximum")  # fmt: skip
-                figures.add(p, f"{layer} filter {f}: the {len(pos)} {subject.split_name} images with the highest "
-                               f"{where}, boxed where the maximum was", layer, f)  # fmt: skip
+                p = plots.mosaic(
+                    list(imgs),
+                    figures.path(layer, f"f{f}.png"),
+                    layout="chw",
+                    cols=10,
+                    titles=titles,
+                    boxes=[tuple(w) for w in fi["windows"]] if fi["windows"] else None,
+                    suptitle=f"{layer} filter {f}: top {len(pos)} {subject.split_name} images ({where}); "
+                    "box: receptive field of the maximum",
+                )
+                figures.add(
+                    p,
+                    f"{layer} filter {f}: the {len(pos)} {subject.split_name} images with the highest "
+                    f"{where}, boxed where the maximum was",
+                    layer,
+                    f,
+                )
                 if rf is None:
                     continue
                 patches = [patch(imgs[n], rf, *ij) for n, ij in enumerate(fi["locations"])]
-                p = plots.mosaic(patches, figures.path(layer, f"f{f}_patches.png"), layout="chw", cols=10,
-                                 tile_inches=0.6,
-                                 titles=[classes[c] for c in fi["labels"]],
-                                 suptitle=f"{layer} filter {f}: {rf.size}x{rf.cols[0]} input patches under the maximum")  # fmt: skip
-                figures.add(p, f"{layer} filter {f}: the {rf.size}x{rf.cols[0]} input patch (receptive field) under the "
-                               "maximum of each top image (grey: padding)", layer, f)  # fmt: skip
+                p = plots.mosaic(
+                    patches,
+                    figures.path(layer, f"f{f}_patches.png"),
+                    layout="chw",
+                    cols=10,
+                    tile_inches=0.6,
+                    titles=[classes[c] for c in fi["labels"]],
+                    suptitle=f"{layer} filter {f}: {rf.size}x{rf.cols[0]} input patches under the maximum",
+                )
+                figures.add(
+                    p,
+                    f"{layer} filter {f}: the {rf.size}x{rf.cols[0]} input patch (receptive field) under the "
+                    "maximum of each top image (grey: padding)",
+                    layer,
+                    f,
+                )
                 if len(labels) < 64:
                     per_row = min(8, len(patches))
                     overview += patches[:per_row] + [np.ones_like(patches[0])] * (8 - per_row)
                     labels.append(f"f{f}")
             if overview:
-                p = plots.mosaic(overview, figures.path(f"{layer}.png"), layout="chw", cols=8, row_labels=labels,
-                                 tile_inches=0.45,
-                                 suptitle=f"{layer}: top patches per filter (rows; first {len(labels)} filters)")  # fmt: skip
-                figures.add(p, f"{layer}: the receptive-field patches of the top images of each filter, one row per filter", layer)
+                p = plots.mosaic(
+                    overview,
+                    figures.path(f"{layer}.png"),
+                    layout="chw",
+                    cols=8,
+                    row_labels=labels,
+                    tile_inches=0.45,
+                    suptitle=f"{layer}: top patches per filter (rows; first {len(labels)} filters)",
+                )
+                figures.add(
+                    p,
+                    f"{layer}: the receptive-field patches of the top images of each filter, one row per filter",
+                    layer,
+                )
 
     def lines(self, result: dict[str, Any]) -> list[str]:
         out = []
@@ -203,7 +238,8 @@ class TopK(Streaming, TopKOptions):
             rf = info["receptive_field"]
             tops = [fi["top_class"] for fi in info["filters"] if fi["top_class"]]
             common = max(set(tops), key=tops.count) if tops else "-"
-            out.append(f"{layer}: {info['channels']} filters, receptive field {rf['size'] if rf else '?'} px, "
-                       f"most frequent top class {common}")  # fmt: skip
+            out.append(
+                f"{layer}: {info['channels']} filters, receptive field {rf['size'] if rf else '?'} px, "
+                f"most frequent top class {common}"
+            )
         return out
-

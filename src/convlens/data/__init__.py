@@ -11,6 +11,14 @@ from .loader import batches, num_batches
 from .registry import DATASETS, Arrays, register_dataset
 
 __all__ = [
-    "DATASETS", "Arrays", "Augment", "DataBundle", "Split", "batches", "load_arrays", "load_data",
-    "num_batches", "register_dataset",
-]  # fmt: skip
+    "DATASETS",
+    "Arrays",
+    "Augment",
+    "DataBundle",
+    "Split",
+    "batches",
+    "load_arrays",
+    "load_data",
+    "num_batches",
+    "register_dataset",
+]

@@ -82,16 +82,23 @@ def noise(x: torch.Tensor, sigma: float, clip: bool, g: torch.Generator) -> torc
     return x.clamp_(0, 1) if clip else x
 
 
-def _boxes_mask(top: torch.Tensor, left: torch.Tensor, hh: torch.Tensor, ww: torch.Tensor,
-                h: int, w: int) -> torch.Tensor:  # fmt: skip
+def _boxes_mask(
+    top: torch.Tensor, left: torch.Tensor, hh: torch.Tensor, ww: torch.Tensor, h: int, w: int
+) -> torch.Tensor:
     rows = torch.arange(h, device=top.device).view(1, h, 1)
     cols = torch.arange(w, device=top.device).view(1, 1, w)
     inside = (rows >= top.view(-1, 1, 1)) & (rows < (top + hh).view(-1, 1, 1))
     return inside & (cols >= left.view(-1, 1, 1)) & (cols < (left + ww).view(-1, 1, 1))
 
 
-def erase(x: torch.Tensor, p: float, scale: tuple[float, float], ratio: tuple[float, float],
-          value: torch.Tensor | None, g: torch.Generator) -> torch.Tensor:  # fmt: skip
+def erase(
+    x: torch.Tensor,
+    p: float,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    value: torch.Tensor | None,
+    g: torch.Generator,
+) -> torch.Tensor:
     """Random erasing (Zhong et al.): a rectangle of random area and aspect ratio per image."""
     n, c, h, w = x.shape
     dev = x.device
@@ -149,8 +156,9 @@ class Augment:
     def __bool__(self) -> bool:
         return any(getattr(self.cfg, k) is not None for k in type(self.cfg).model_fields)
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator, epoch: int = 0,
-                 indices: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def __call__(
+        self, x: torch.Tensor, g: torch.Generator, epoch: int = 0, indices: torch.Tensor | None = None
+    ) -> torch.Tensor:
         cfg = self.cfg
         if cfg.crop is not None:
             x = random_crop(x, cfg.crop.padding, cfg.crop.fill, g)
@@ -172,8 +180,11 @@ class Augment:
         if cfg.noise is not None and cfg.noise.sigma > 0:
             x = noise(x, cfg.noise.sigma, cfg.noise.clip, g)
         if cfg.erase is not None:
-            value = None if cfg.erase.value == "random" else (
-                self.mean if cfg.erase.value == "mean" else torch.full_like(self.mean, float(cfg.erase.value)))
+            value = (
+                None
+                if cfg.erase.value == "random"
+                else (self.mean if cfg.erase.value == "mean" else torch.full_like(self.mean, float(cfg.erase.value)))
+            )
             x = erase(x, cfg.erase.p, cfg.erase.scale, cfg.erase.ratio, value, g)
         if cfg.cutout is not None:
             x = cutout(x, cfg.cutout.size, cfg.cutout.p, self.mean, g)

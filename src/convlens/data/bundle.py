@@ -66,11 +66,16 @@ class DataBundle:
 
     def describe(self) -> dict:
         return {
-            "name": self.name, "classes": self.classes, "shape": list(self.shape),
-            "mean": self.mean, "std": self.std, "source": self.source,
-            "sizes": {k: len(s) for k, s in (("train", self.train), ("val", self.val), ("test", self.test))
-                      if s is not None},
-        }  # fmt: skip
+            "name": self.name,
+            "classes": self.classes,
+            "shape": list(self.shape),
+            "mean": self.mean,
+            "std": self.std,
+            "source": self.source,
+            "sizes": {
+                k: len(s) for k, s in (("train", self.train), ("val", self.val), ("test", self.test)) if s is not None
+            },
+        }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,8 +241,12 @@ def load_data(cfg: DataConfig) -> DataBundle:
             f"data.mean / data.std have {len(mean)} / {len(std)} values; the images have {channels} channel(s)"
         )
     return DataBundle(
-        name=cfg.name, classes=list(a.classes), mean=mean, std=std, source=a.source,
+        name=cfg.name,
+        classes=list(a.classes),
+        mean=mean,
+        std=std,
+        source=a.source,
         train=_to_split(a.train_x, a.train_y, train_idx),
         val=_to_split(a.train_x, a.train_y, val_idx) if len(val_idx) else None,
         test=_to_split(a.test_x, a.test_y, test_idx),
-    )  # fmt: skip
+    )

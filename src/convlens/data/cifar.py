@@ -59,6 +59,7 @@ def safe_unpickle(blob: bytes) -> object:
 
 def _from_batches(batches: dict[str, bytes], source: str) -> Arrays:
     """``batches`` maps member names (data_batch_1..5, test_batch) to pickled bytes."""
+
     def load(name: str) -> tuple[np.ndarray, np.ndarray]:
         if name not in batches:
             raise DataError(f"{source} lacks {name}: not a complete CIFAR-10 python folder")
@@ -73,8 +74,14 @@ def _from_batches(batches: dict[str, bytes], source: str) -> Arrays:
 
     train = [load(f"data_batch_{i}") for i in range(1, 6)]
     test_x, test_y = load("test_batch")
-    return Arrays(np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train]),
-                  test_x, test_y, list(CLASSES), source)  # fmt: skip
+    return Arrays(
+        np.concatenate([t[0] for t in train]),
+        np.concatenate([t[1] for t in train]),
+        test_x,
+        test_y,
+        list(CLASSES),
+        source,
+    )
 
 
 def _read_batches_dir(folder: Path) -> Arrays:
@@ -174,4 +181,3 @@ def load_cifar10(root: str | None, download_ok: bool, size: int | None) -> Array
     if kind == "batches":
         return _read_batches_archive(path)
     return _from_tree(path)
-

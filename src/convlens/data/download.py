@@ -55,8 +55,9 @@ def download(url: str, dest: Path, md5: str | None, what: str, offline_hint: str
 
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}",
-                      disable=not interactive()) as bar:  # fmt: skip
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", disable=not interactive()
+            ) as bar:
                 while block := resp.read(1 << 16):
                     out.write(block)
                     bar.update(len(block))
@@ -71,9 +72,7 @@ def download(url: str, dest: Path, md5: str | None, what: str, offline_hint: str
         created = []
         return dest
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise DataError(
-            f"cannot download {what} from {url} ({exc}). {offline_hint}"
-        ) from None
+        raise DataError(f"cannot download {what} from {url} ({exc}). {offline_hint}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -40,8 +40,18 @@ SOURCES = {
             "test_x": "bef4ecab320f06d8554ea6380940ec79",
             "test_y": "bb300cfdad3c16e7a12a480ee83cd310",
         },
-        "classes": ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
-                    "sneaker", "bag", "ankle boot"],  # fmt: skip
+        "classes": [
+            "t-shirt/top",
+            "trouser",
+            "pullover",
+            "dress",
+            "coat",
+            "sandal",
+            "shirt",
+            "sneaker",
+            "bag",
+            "ankle boot",
+        ],
         # Debian's dataset-fashion-mnist package installs the four files here
         "system": Path("/usr/share/datasets/fashion-mnist"),
     },
@@ -87,10 +97,10 @@ def _default_root(name: str, root: str | None) -> Path:
 
 def _make_loader(name: str):
     src = SOURCES[name]
-    offline = (
-        f"Give data.root: a folder with the four IDX files ({', '.join(v + '.gz' for v in FILES.values())})"
-        + ("; on Debian, `apt-get install dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist."
-           if src["system"] else ".")  # fmt: skip
+    offline = f"Give data.root: a folder with the four IDX files ({', '.join(v + '.gz' for v in FILES.values())})" + (
+        "; on Debian, `apt-get install dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist."
+        if src["system"]
+        else "."
     )
 
     def load(root: str | None, download_ok: bool, size: int | None) -> Arrays:
@@ -108,16 +118,26 @@ def _make_loader(name: str):
             target = base if _writable(base) else data_home() / name
             for k, p in paths.items():
                 if p is None:
-                    paths[k] = download(src["url"] + FILES[k] + ".gz", target / (FILES[k] + ".gz"),
-                                        src["md5"][k], f"{name} {FILES[k]}", offline)  # fmt: skip
+                    paths[k] = download(
+                        src["url"] + FILES[k] + ".gz",
+                        target / (FILES[k] + ".gz"),
+                        src["md5"][k],
+                        f"{name} {FILES[k]}",
+                        offline,
+                    )
         arrays = {k: read_idx(p) for k, p in paths.items()}
         for split in ("train", "test"):
             x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
             if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
                 raise DataError(f"{name}: {split} images {x.shape} and labels {y.shape} do not match")
-        return Arrays(arrays["train_x"][..., None].copy(), arrays["train_y"].astype(np.int64),
-                      arrays["test_x"][..., None].copy(), arrays["test_y"].astype(np.int64),
-                      list(src["classes"]), str(base))  # fmt: skip
+        return Arrays(
+            arrays["train_x"][..., None].copy(),
+            arrays["train_y"].astype(np.int64),
+            arrays["test_x"][..., None].copy(),
+            arrays["test_y"].astype(np.int64),
+            list(src["classes"]),
+            str(base),
+        )
 
     return load, offline
 

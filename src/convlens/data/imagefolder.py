@@ -21,8 +21,9 @@ def _cache_key(root: str | None) -> str | None:
     return f"imagefolder|{tree_signature(Path(root).expanduser())}"
 
 
-@register_dataset("imagefolder", "Your own images: class subfolders, optional train/ and test/", OFFLINE,
-                  cache_key=_cache_key)  # fmt: skip
+@register_dataset(
+    "imagefolder", "Your own images: class subfolders, optional train/ and test/", OFFLINE, cache_key=_cache_key
+)
 def load_imagefolder(root: str | None, download_ok: bool, size: int | None) -> Arrays:
     if not root:
         raise DataError(f"data.name=imagefolder needs data.root. {OFFLINE}")

@@ -94,8 +94,7 @@ def _announce(total: int) -> None:
     print(f"decoding {total:,} images{note}", file=sys.stderr, flush=True)
 
 
-def decode_all(items: list[tuple[str, bytes | None]], size: int | None = None,
-               bar: Any = None) -> np.ndarray:  # fmt: skip
+def decode_all(items: list[tuple[str, bytes | None]], size: int | None = None, bar: Any = None) -> np.ndarray:
     """Decode ``(name, bytes-or-None)`` pairs into one uint8 (N, H, W, C) array; ``bar`` is a
     progress bar advanced as images are done."""
     if not items:
@@ -199,15 +198,18 @@ def _list_folder(root: Path, found: dict[str | None, list[tuple[str, str]]], fol
                 found.setdefault(key[0], []).append((key[1], str(full)))
 
 
-def _check_no_empty_class(root: Path, found: dict[str | None, list[tuple[str, str]]],
-                          folders: set[PurePosixPath]) -> None:  # fmt: skip
+def _check_no_empty_class(
+    root: Path, found: dict[str | None, list[tuple[str, str]]], folders: set[PurePosixPath]
+) -> None:
     archive = is_archive(root)
 
     def rel(name: str) -> PurePosixPath:
         return PurePosixPath(name) if archive else PurePosixPath(*Path(name).relative_to(root).parts)
 
-    class_dirs = {rel(d) for d in {posixpath.dirname(n) if archive else os.path.dirname(n)
-                                   for items in found.values() for _, n in items}}  # fmt: skip
+    class_dirs = {
+        rel(d)
+        for d in {posixpath.dirname(n) if archive else os.path.dirname(n) for items in found.values() for _, n in items}
+    }
     parents = {d.parent for d in class_dirs}
     empty = sorted(d for d in folders if d.parent in parents and d not in class_dirs)
     if empty:
@@ -246,8 +248,9 @@ def read_tree(root: Path, size: int | None = None) -> tuple[dict[str, tuple[np.n
     from tqdm.auto import tqdm
 
     out = {}
-    with tqdm(total=total, unit="img", desc="decode", file=sys.stderr,
-              disable=total < NOTICE_MIN or not interactive()) as bar:  # fmt: skip
+    with tqdm(
+        total=total, unit="img", desc="decode", file=sys.stderr, disable=total < NOTICE_MIN or not interactive()
+    ) as bar:
         for split, items in listing.items():
             x = decode_all([(name, blobs.get(name)) for _, name in items], size, bar)
             y = np.array([index[c] for c, _ in items], dtype=np.int64)

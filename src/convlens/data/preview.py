@@ -24,8 +24,7 @@ from .bundle import load_data
 GAP = 2  # white pixels between tiles
 
 
-def augmented_samples(cfg: ExperimentConfig, count: int = 8, copies: int = 4,
-                      seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def augmented_samples(cfg: ExperimentConfig, count: int = 8, copies: int = 4, seed: int = 0) -> dict[str, Any]:
     """The first ``count`` training images as floats in [0, 1] (N, C, H, W) and ``copies``
     augmentations of each (N, copies, C, H, W), drawn from a generator seeded with ``seed``."""
     augment_cfg = cfg.data.augment
@@ -37,8 +36,13 @@ def augmented_samples(cfg: ExperimentConfig, count: int = 8, copies: int = 4,
     x = split.images.float() / 255
     g = torch.Generator().manual_seed(seed)
     out = torch.stack([augment(x, g, epoch=e, indices=split.indices) for e in range(copies)], 1)
-    return {"images": x, "augmented": out.clamp(0, 1), "labels": split.labels.tolist(),
-            "indices": split.indices.tolist(), "classes": data.classes}  # fmt: skip
+    return {
+        "images": x,
+        "augmented": out.clamp(0, 1),
+        "labels": split.labels.tolist(),
+        "indices": split.indices.tolist(),
+        "classes": data.classes,
+    }
 
 
 def tile_scale(height: int) -> int:
@@ -60,8 +64,7 @@ def grid(images: torch.Tensor, augmented: torch.Tensor, scale: int) -> np.ndarra
     return canvas
 
 
-def write_preview(cfg: ExperimentConfig, out: str | Path, count: int = 8, copies: int = 4,
-                  seed: int = 0) -> Path:  # fmt: skip
+def write_preview(cfg: ExperimentConfig, out: str | Path, count: int = 8, copies: int = 4, seed: int = 0) -> Path:
     """Write the augmentation picture to ``out`` (PNG) and its description to ``out`` .json."""
     from PIL import Image
 
@@ -72,9 +75,13 @@ def write_preview(cfg: ExperimentConfig, out: str | Path, count: int = 8, copies
     Image.fromarray(grid(s["images"], s["augmented"], scale)).save(out)
     meta = {
         "what": "rows: training images; column 0: the original, columns 1..: augmented copies (copy e as on epoch e)",
-        "data": cfg.data.name, "augment": cfg.data.augment.model_dump(exclude_none=True), "seed": seed,
-        "scale": scale, "gap": GAP, "indices": s["indices"],
+        "data": cfg.data.name,
+        "augment": cfg.data.augment.model_dump(exclude_none=True),
+        "seed": seed,
+        "scale": scale,
+        "gap": GAP,
+        "indices": s["indices"],
         "labels": [s["classes"][y] for y in s["labels"]],
-    }  # fmt: skip
+    }
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
     return out

@@ -15,12 +15,22 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "ActMax": "actmax", "Deconvnet": "deconv", "GradCAM": "gradcam", "GuidedBackprop": "guided",
-    "Occlusion": "occlusion", "spread_to_pixels": "occlusion", "Saliency": "saliency",
-    "METHODS": "base", "ExplainError": "base", "Explainer": "base", "evaluating": "base",
-    "HeatmapScale": "heatmap", "normalize_heatmaps": "heatmap", "colour_covariance": "imageparam",
+    "ActMax": "actmax",
+    "Deconvnet": "deconv",
+    "GradCAM": "gradcam",
+    "GuidedBackprop": "guided",
+    "Occlusion": "occlusion",
+    "spread_to_pixels": "occlusion",
+    "Saliency": "saliency",
+    "METHODS": "base",
+    "ExplainError": "base",
+    "Explainer": "base",
+    "evaluating": "base",
+    "HeatmapScale": "heatmap",
+    "normalize_heatmaps": "heatmap",
+    "colour_covariance": "imageparam",
     "explain_run": "outputs",
-}  # fmt: skip
+}
 
 __all__ = sorted(_WHERE)
 

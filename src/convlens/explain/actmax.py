@@ -40,8 +40,17 @@ import torch
 from torch import nn
 
 from ..trace import Trace, get_layer
-from .base import (ExplainError, Explainer, as_index_tensor, channel_count, check_images, evaluating, expected_shape,
-                   model_device, register)
+from .base import (
+    ExplainError,
+    Explainer,
+    as_index_tensor,
+    channel_count,
+    check_images,
+    evaluating,
+    expected_shape,
+    model_device,
+    register,
+)
 from .imageparam import PARAMS, colour_matrix, make_param, param_shape, random_affine, total_variation, transform
 
 OBJECTIVES = ("mean", "center")
@@ -104,7 +113,12 @@ class ActMax(Explainer):
         if not (0 < scale[0] <= scale[1]):
             raise ExplainError(f"scale {scale} must be (low, high) with 0 < low <= high")
         self.steps, self.lr, self.param, self.objective = int(steps), float(lr), param, objective
-        self.scale, self.rotate, self.l2, self.tv = (float(scale[0]), float(scale[1])), float(rotate), float(l2), float(tv)
+        self.scale, self.rotate, self.l2, self.tv = (
+            (float(scale[0]), float(scale[1])),
+            float(rotate),
+            float(l2),
+            float(tv),
+        )
         self.seed, self.chunk = int(seed), int(chunk)
         self.colour = colour_matrix(colour_cov, c)
 
@@ -153,14 +167,22 @@ class ActMax(Explainer):
                 best[better], where[better] = v[better], p[better] + i
         return best, where
 
-    def attribute(self, images: torch.Tensor | None = None, target: Sequence[int] | torch.Tensor | Any = None) -> torch.Tensor:
+    def attribute(
+        self, images: torch.Tensor | None = None, target: Sequence[int] | torch.Tensor | Any = None
+    ) -> torch.Tensor:
         """Optimise one image per target; ``images`` (optional) are the starting points."""
         if target is None:
             raise ExplainError("give the filters (or classes) to maximise as target, e.g. target=range(16)")
         device = model_device(self.model)
-        t = torch.as_tensor(list(target) if not isinstance(target, torch.Tensor) else target, dtype=torch.long).flatten()
+        t = torch.as_tensor(
+            list(target) if not isinstance(target, torch.Tensor) else target, dtype=torch.long
+        ).flatten()
         limit = self._limit()
-        where = f" for layer {self.layer!r}, which has {limit} channels" if self.layer else f"; the model has {limit} classes"
+        where = (
+            f" for layer {self.layer!r}, which has {limit} channels"
+            if self.layer
+            else f"; the model has {limit} classes"
+        )
         t = as_index_tensor(t, len(t), "filter" if self.layer else "target class", limit, device, where)
         start = check_images(self.model, images) if images is not None else None
         if start is not None and len(start) != len(t):
@@ -172,9 +194,12 @@ class ActMax(Explainer):
                 img, curve, a, b = self._optimise(t[sl], None if start is None else start[sl], device)
                 results.append(img), curves.append(curve), first.append(a), last.append(b)
         self.details = {
-            "target": t.tolist(), "layer": self.layer, "objective": torch.cat(curves, 1),
-            "initial": torch.cat(first), "final": torch.cat(last),
-        }  # fmt: skip
+            "target": t.tolist(),
+            "layer": self.layer,
+            "objective": torch.cat(curves, 1),
+            "initial": torch.cat(first),
+            "final": torch.cat(last),
+        }
         return torch.cat(results)
 
     def _optimise(self, t: torch.Tensor, start: torch.Tensor | None, device: torch.device):

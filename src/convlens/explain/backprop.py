@@ -51,12 +51,56 @@ from .base import ExplainError, Explainer, as_index_tensor, channel_count, check
 
 # element-wise activation modules: each output depends on its own input only, so a rule on the
 # gradient of each element is well defined
-ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
-               nn.Mish, nn.Softplus, nn.Hardswish, nn.Hardtanh, nn.Hardsigmoid, nn.Tanh, nn.Sigmoid)  # fmt: skip
+ELEMENTWISE = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Softplus,
+    nn.Hardswish,
+    nn.Hardtanh,
+    nn.Hardsigmoid,
+    nn.Tanh,
+    nn.Sigmoid,
+)
 # activations as functions or tensor methods (names as a TorchFunctionMode sees them)
-FUNCTIONAL = {"relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "prelu", "rrelu", "rrelu_", "elu", "elu_",
-              "celu", "celu_", "selu", "selu_", "gelu", "silu", "mish", "softplus", "hardswish", "hardtanh",
-              "hardtanh_", "hardsigmoid", "sigmoid", "sigmoid_", "tanh", "tanh_", "threshold", "threshold_"}  # fmt: skip
+FUNCTIONAL = {
+    "relu",
+    "relu_",
+    "relu6",
+    "leaky_relu",
+    "leaky_relu_",
+    "prelu",
+    "rrelu",
+    "rrelu_",
+    "elu",
+    "elu_",
+    "celu",
+    "celu_",
+    "selu",
+    "selu_",
+    "gelu",
+    "silu",
+    "mish",
+    "softplus",
+    "hardswish",
+    "hardtanh",
+    "hardtanh_",
+    "hardsigmoid",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "threshold",
+    "threshold_",
+}
 
 
 class _RectifyGrad(torch.autograd.Function):
@@ -124,24 +168,32 @@ def check_rule(model: nn.Module, rule: str, probe: torch.Tensor) -> list[str]:
     for name, m in model.named_modules():
         if isinstance(m, ELEMENTWISE):
             if rule == "deconv" and getattr(m, "inplace", False):
-                raise ExplainError(f"{method} cannot rewrite the in-place {type(m).__name__} at layer {name!r}: its "
-                                   "input is overwritten before a hook sees it; build it with inplace=False")  # fmt: skip
+                raise ExplainError(
+                    f"{method} cannot rewrite the in-place {type(m).__name__} at layer {name!r}: its "
+                    "input is overwritten before a hook sees it; build it with inplace=False"
+                )
             names.append(name)
         elif isinstance(m, nn.RNNBase):
-            raise ExplainError(f"{method} has no rule for the {type(m).__name__} at layer {name!r}: its tanh/sigmoid "
-                               "gates run inside one fused op that a hook cannot reach; use saliency or occlusion")  # fmt: skip
+            raise ExplainError(
+                f"{method} has no rule for the {type(m).__name__} at layer {name!r}: its tanh/sigmoid "
+                "gates run inside one fused op that a hook cannot reach; use saliency or occlusion"
+            )
         elif type(m).__module__ == nn.modules.activation.__name__:
-            raise ExplainError(f"{method} has no rule for the {type(m).__name__} at layer {name!r}: only element-wise "
-                               f"activations ({', '.join(c.__name__ for c in ELEMENTWISE)}) are rewritten")  # fmt: skip
+            raise ExplainError(
+                f"{method} has no rule for the {type(m).__name__} at layer {name!r}: only element-wise "
+                f"activations ({', '.join(c.__name__ for c in ELEMENTWISE)}) are rewritten"
+            )
     mode = _FindActivations({id(m): n for n, m in model.named_modules()})
     with torch.no_grad(), mode:
         model(probe)
     if mode.found:
         fn, where = mode.found[0]
         what = "the model's own forward" if where == "the model itself" else f"layer {where!r}"
-        raise ExplainError(f"{method} cannot rewrite the activation {fn}() called as a function in {what} "
-                           f"({len(mode.found)} such call(s)): a module hook cannot reach it; use activation "
-                           "modules (nn.ReLU, nn.GELU, ...) there, or saliency / occlusion")  # fmt: skip
+        raise ExplainError(
+            f"{method} cannot rewrite the activation {fn}() called as a function in {what} "
+            f"({len(mode.found)} such call(s)): a module hook cannot reach it; use activation "
+            "modules (nn.ReLU, nn.GELU, ...) there, or saliency / occlusion"
+        )
     return names
 
 
@@ -170,13 +222,24 @@ class ReluRuleBackprop(Explainer):
         """Forward pass on ``x`` (which requires grad); returns the summed scores and targets."""
         if self.layer is None:
             logits = self.model(x)
-            t = (logits.argmax(1) if target is None
-                 else as_index_tensor(target, len(x), "target class", logits.shape[1], x.device))  # fmt: skip
+            t = (
+                logits.argmax(1)
+                if target is None
+                else as_index_tensor(target, len(x), "target class", logits.shape[1], x.device)
+            )
             return logits.gather(1, t[:, None]).sum(), t
         if target is None:
-            raise ExplainError(f"give a target filter of layer {self.layer!r} (0 to {self.channels - 1}) for each image")
-        t = as_index_tensor(target, len(x), "filter", self.channels, x.device,
-                            f" for layer {self.layer!r}, which has {self.channels} channels")  # fmt: skip
+            raise ExplainError(
+                f"give a target filter of layer {self.layer!r} (0 to {self.channels - 1}) for each image"
+            )
+        t = as_index_tensor(
+            target,
+            len(x),
+            "filter",
+            self.channels,
+            x.device,
+            f" for layer {self.layer!r}, which has {self.channels} channels",
+        )
         with Trace(self.model, self.layer, detach=False, stop=True) as tr:
             self.model(x)
         act = tr.output[torch.arange(len(x)), t]  # (N, h, w) or (N,)
@@ -198,4 +261,3 @@ class ReluRuleBackprop(Explainer):
             (grad,) = torch.autograd.grad(score, x)
         self.details["target"] = t.tolist()
         return grad.detach()
-

@@ -75,8 +75,9 @@ def check_images(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
         raise ExplainError(f"images must be a float tensor of shape {want}, got {type(images).__name__}")
     if images.dim() == 3 and shape is not None and tuple(images.shape) == shape:
-        raise ExplainError(f"images must be a batch of shape {want}; got one image of shape "
-                           f"{tuple(images.shape)} (use images[None])")  # fmt: skip
+        raise ExplainError(
+            f"images must be a batch of shape {want}; got one image of shape {tuple(images.shape)} (use images[None])"
+        )
     if images.dim() != 4:
         raise ExplainError(f"images must have shape {want}, got {tuple(images.shape)}")
     if shape is not None and tuple(images.shape[1:]) != shape:
@@ -87,8 +88,9 @@ def check_images(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     if len(images) == 0:
         raise ExplainError(f"images is an empty batch; give at least one image of shape {want}")
     if not images.is_floating_point():
-        raise ExplainError(f"images must be float pixels in [0, 1] (got dtype {images.dtype}); "
-                           "divide uint8 images by 255")  # fmt: skip
+        raise ExplainError(
+            f"images must be float pixels in [0, 1] (got dtype {images.dtype}); divide uint8 images by 255"
+        )
     return images.detach().to(model_device(model), torch.float32)
 
 
@@ -117,11 +119,15 @@ def channel_count(model: nn.Module, layer: str) -> int:
         return int(n)
     shape = expected_shape(model)
     if shape is None:
-        raise ExplainError(f"cannot tell how many channels layer {layer!r} has; pick a conv, batch-norm or linear layer")
+        raise ExplainError(
+            f"cannot tell how many channels layer {layer!r} has; pick a conv, batch-norm or linear layer"
+        )
     with torch.no_grad(), evaluating(model), Trace(model, layer, stop=True) as t:
         model(torch.zeros(1, *shape, device=model_device(model)))
     if not isinstance(t.output, torch.Tensor) or t.output.dim() < 2:
-        raise ExplainError(f"layer {layer!r} has no channels to choose from (its output is not a tensor of (N, C, ...))")
+        raise ExplainError(
+            f"layer {layer!r} has no channels to choose from (its output is not a tensor of (N, C, ...))"
+        )
     return int(t.output.shape[1])
 
 

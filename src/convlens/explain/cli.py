@@ -33,10 +33,12 @@ def build_runs(methods: list[str], options: dict[str, Any]) -> list[tuple[str, d
     if unused:
         takes = {n: {f.name for f in dataclasses.fields(j.options)} for n, j in known.items()}
         every = {k: [n for n, names in takes.items() if k in names] for k in unused}
-        why = "; ".join(f"{k} is an option of {', '.join(v)}" if v else f"{k} is no method's option"
-                        for k, v in every.items())  # fmt: skip
-        raise ConvlensError(f"option(s) {', '.join(unused)} not used by the selected methods "
-                            f"({', '.join(methods)}): {why}")  # fmt: skip
+        why = "; ".join(
+            f"{k} is an option of {', '.join(v)}" if v else f"{k} is no method's option" for k, v in every.items()
+        )
+        raise ConvlensError(
+            f"option(s) {', '.join(unused)} not used by the selected methods ({', '.join(methods)}): {why}"
+        )
     out = []
     for m in methods:
         opts = known[m].options(**{k: v for k, v in options.items() if k in fields[m]})
@@ -69,22 +71,38 @@ def cmd_explain(args: argparse.Namespace) -> int:
             kwargs = {**kwargs, "options": dict(kwargs.get("options", {}))}
             if args.batch_size is not None and method in ("occlusion", "actmax", "saliency"):
                 kwargs["options"]["chunk"] = args.batch_size
-            explain_run(args.run, method, images=shared["images"], split=args.split, layer=layer, filters=idx,
-                        checkpoint=args.checkpoint, data_root=args.data_root, device=args.device, clock=clock,
-                        **kwargs)  # fmt: skip
+            explain_run(
+                args.run,
+                method,
+                images=shared["images"],
+                split=args.split,
+                layer=layer,
+                filters=idx,
+                checkpoint=args.checkpoint,
+                data_root=args.data_root,
+                device=args.device,
+                clock=clock,
+                **kwargs,
+            )
     return 0
 
 
 def add_commands(sub) -> None:
     listing = "\n".join(f"  {n:<10} {j.summary}" for n, j in jobs("method").items())
     p = sub.add_parser(
-        "explain", help="explain a run's predictions: occlusion, actmax, deconv, guided, saliency, gradcam",
+        "explain",
+        help="explain a run's predictions: occlusion, actmax, deconv, guided, saliency, gradcam",
         description="Run per-image explanation methods on a run's model; each writes RUN/analysis/<method>.json, "
-                    ".npz and figures under RUN/analysis/<method>/. Methods:\n" + listing,
+        ".npz and figures under RUN/analysis/<method>/. Methods:\n" + listing,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     p.add_argument("run", help="run folder")
-    p.add_argument("--method", required=True, type=_methods, metavar="A,B",
-                   help=f"methods to run, in turn: {', '.join(jobs('method'))}")  # fmt: skip
+    p.add_argument(
+        "--method",
+        required=True,
+        type=_methods,
+        metavar="A,B",
+        help=f"methods to run, in turn: {', '.join(jobs('method'))}",
+    )
     names = add_job_flags(p, "method")
     p.set_defaults(func=cmd_explain, _method_options=names)

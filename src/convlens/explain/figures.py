@@ -31,8 +31,15 @@ def _show_heat(ax, heat: np.ndarray, signed: bool, image: np.ndarray | None = No
         a = to_display(image, "chw")
         gray = a if a.ndim == 2 else a.mean(-1)
         ax.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    im = ax.imshow(heat, cmap=DIVERGING if signed else HEAT, vmin=-1 if signed else 0, vmax=1,
-                   alpha=alpha if image is not None else 1.0, interpolation="nearest", extent=extent)  # fmt: skip
+    im = ax.imshow(
+        heat,
+        cmap=DIVERGING if signed else HEAT,
+        vmin=-1 if signed else 0,
+        vmax=1,
+        alpha=alpha if image is not None else 1.0,
+        interpolation="nearest",
+        extent=extent,
+    )
     if extent is not None:
         h, w = image.shape[-2:] if image is not None else heat.shape
         ax.set_xlim(-0.5, w - 0.5)
@@ -70,8 +77,16 @@ def signal_as_image(signal: np.ndarray) -> np.ndarray:
 
 
 @styled
-def attribution_grid(images: np.ndarray, heat: np.ndarray, scale: HeatmapScale, titles: Sequence[str],
-                     path: str | Path, *, title: str, signal: np.ndarray | None = None) -> Path:  # fmt: skip
+def attribution_grid(
+    images: np.ndarray,
+    heat: np.ndarray,
+    scale: HeatmapScale,
+    titles: Sequence[str],
+    path: str | Path,
+    *,
+    title: str,
+    signal: np.ndarray | None = None,
+) -> Path:
     """One row per image: the image, the heat map, the heat map over the image (and the signal
     itself as an image when given, for deconvnet / guided backprop)."""
     plt = pyplot()
@@ -101,15 +116,26 @@ def attribution_grid(images: np.ndarray, heat: np.ndarray, scale: HeatmapScale, 
 
 
 @styled
-def occlusion_figure(image: np.ndarray, maps: dict[int, np.ndarray], rows: Sequence[tuple[str, int]],
-                     stride: int, padding: int, path: str | Path, *, title: str, scale: HeatmapScale,
-                     label: str | None = None) -> Path:  # fmt: skip
+def occlusion_figure(
+    image: np.ndarray,
+    maps: dict[int, np.ndarray],
+    rows: Sequence[tuple[str, int]],
+    stride: int,
+    padding: int,
+    path: str | Path,
+    *,
+    title: str,
+    scale: HeatmapScale,
+    label: str | None = None,
+) -> Path:
     """The image, then per window size K one probability map per row (true class, predicted
     class), each cell drawn over the centre of its window so the map lines up with the image.
     ``label`` replaces the scale's own description on the figure."""
     plt = pyplot()
     ks = sorted(maps)
-    fig, axes = plt.subplots(len(rows), 1 + len(ks), figsize=(1.6 * (1 + len(ks)), 1.7 * len(rows) + 0.75), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), 1 + len(ks), figsize=(1.6 * (1 + len(ks)), 1.7 * len(rows) + 0.75), squeeze=False
+    )
     im = None
     for r, (label, cls) in enumerate(rows):
         _show_image(axes[r, 0], image)
@@ -129,8 +155,16 @@ def occlusion_figure(image: np.ndarray, maps: dict[int, np.ndarray], rows: Seque
 
 
 @styled
-def filter_projection(images: np.ndarray, signal: np.ndarray, boxes: Sequence[tuple[int, int, int, int]],
-                      titles: Sequence[str], path: str | Path, *, title: str, scale: HeatmapScale) -> Path:  # fmt: skip
+def filter_projection(
+    images: np.ndarray,
+    signal: np.ndarray,
+    boxes: Sequence[tuple[int, int, int, int]],
+    titles: Sequence[str],
+    path: str | Path,
+    *,
+    title: str,
+    scale: HeatmapScale,
+) -> Path:
     """Per image: the image with the strongest unit's receptive field boxed, its projection to
     pixel space, and the projection cropped to that receptive field (as Zeiler & Fergus show)."""
     plt = pyplot()
@@ -139,8 +173,11 @@ def filter_projection(images: np.ndarray, signal: np.ndarray, boxes: Sequence[tu
     for i in range(n):
         top, bottom, left, right = boxes[i]
         _show_image(axes[i, 0], images[i])
-        axes[i, 0].add_patch(plt.Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False,
-                                           edgecolor="#00ff66", linewidth=1.2))  # fmt: skip
+        axes[i, 0].add_patch(
+            plt.Rectangle(
+                (left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor="#00ff66", linewidth=1.2
+            )
+        )
         axes[i, 0].set_title(titles[i], fontsize=7)
         shown = signal_as_image(signal[i])
         _show_image(axes[i, 1], shown)
@@ -170,8 +207,9 @@ def objective_curves(curves: np.ndarray, labels: Sequence[str], path: str | Path
     steps = np.arange(1, len(curves) + 1)
     thin = curves.shape[1] > 8
     for j in range(curves.shape[1]):
-        ax.plot(steps, curves[:, j], lw=0.6 if thin else 1.2, alpha=0.35 if thin else 1.0,
-                label=None if thin else labels[j])  # fmt: skip
+        ax.plot(
+            steps, curves[:, j], lw=0.6 if thin else 1.2, alpha=0.35 if thin else 1.0, label=None if thin else labels[j]
+        )
     if thin:
         ax.plot(steps, np.median(curves, 1), color="black", lw=1.6, label="median")
     ax.set_xlabel("step")

@@ -20,9 +20,19 @@ import torch
 from torch import nn
 
 _ELEMENTWISE = (
-    nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid,
-    nn.Dropout, nn.Dropout2d, nn.Identity,
-)  # fmt: skip
+    nn.BatchNorm2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
+)
 IDENTITY_IN_EVAL = (nn.Dropout, nn.Dropout2d, nn.Identity)
 
 
@@ -67,7 +77,14 @@ def _stage(m: nn.Module) -> Stage | None:
     if isinstance(m, nn.MaxPool2d):
         if m.ceil_mode or m.return_indices:
             return None
-        return Stage(m, _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding), _pair(m.dilation), float("-inf"))
+        return Stage(
+            m,
+            _pair(m.kernel_size),
+            _pair(m.stride or m.kernel_size),
+            _pair(m.padding),
+            _pair(m.dilation),
+            float("-inf"),
+        )
     if isinstance(m, nn.AvgPool2d):
         pad = _pair(m.padding)
         if m.ceil_mode or m.divisor_override is not None or (any(pad) and not m.count_include_pad):
@@ -154,9 +171,16 @@ class Gather:
     prev_rows: int  # rows of one previous window (0: the patch fill, a single row)
 
 
-def _gather_map(iy: np.ndarray, ix: np.ndarray, hw: tuple[int, int], prev_y: np.ndarray, prev_x: np.ndarray,
-                prev_size: tuple[int, int] | None, patch: tuple[np.ndarray, ...] | None,
-                device: torch.device) -> Gather:  # fmt: skip
+def _gather_map(
+    iy: np.ndarray,
+    ix: np.ndarray,
+    hw: tuple[int, int],
+    prev_y: np.ndarray,
+    prev_x: np.ndarray,
+    prev_size: tuple[int, int] | None,
+    patch: tuple[np.ndarray, ...] | None,
+    device: torch.device,
+) -> Gather:
     """``iy`` (P, Rh), ``ix`` (P, Rw): input coordinates of each window; the previous window sits
     at ``prev_y/prev_x`` (P,) with ``prev_size``, or, for the first layer, ``patch`` gives the
     occluded rectangle (y0, y1, x0, x1) filled with one constant row."""
@@ -194,8 +218,9 @@ class Geometry:
     assemble: Gather | None  # full map of the last incremental stage, when it does not cover it
 
 
-def plan_geometry(plan: Plan, ys: np.ndarray, xs: np.ndarray, window: int, image_hw: tuple[int, int],
-                  device: torch.device) -> Geometry:  # fmt: skip
+def plan_geometry(
+    plan: Plan, ys: np.ndarray, xs: np.ndarray, window: int, image_hw: tuple[int, int], device: torch.device
+) -> Geometry:
     """Windows and gather maps for patches with top-left corners (ys[i], xs[j]), row-major."""
     H, W = image_hw
     py = np.repeat(ys, len(xs)).astype(np.int64)

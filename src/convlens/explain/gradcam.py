@@ -53,10 +53,15 @@ class GradCAM(Explainer):
             logits = self.model(x)
             act = tr.output
             if not (isinstance(act, torch.Tensor) and act.dim() == 4):
-                raise ExplainError(f"Grad-CAM needs a layer with (N, C, H, W) output; {self.layer!r} gives "
-                                   f"{tuple(act.shape) if isinstance(act, torch.Tensor) else type(act).__name__}")  # fmt: skip
-            t = (logits.argmax(1) if target is None
-                 else as_index_tensor(target, len(x), "target class", logits.shape[1], x.device))  # fmt: skip
+                raise ExplainError(
+                    f"Grad-CAM needs a layer with (N, C, H, W) output; {self.layer!r} gives "
+                    f"{tuple(act.shape) if isinstance(act, torch.Tensor) else type(act).__name__}"
+                )
+            t = (
+                logits.argmax(1)
+                if target is None
+                else as_index_tensor(target, len(x), "target class", logits.shape[1], x.device)
+            )
             (grad,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), act)
         weights = grad.mean((2, 3), keepdim=True)
         cam = F.relu((weights * act.detach()).sum(1))

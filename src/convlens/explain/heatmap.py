@@ -44,12 +44,18 @@ class HeatmapScale:
     @property
     def label(self) -> str:
         what = {
-            "absolute": "|attribution|", "positive": "positive part", "negative": "negative part (as magnitude)",
-            "signed": "signed (0 at the centre colour)", "none": "value",
-        }[self.sign]  # fmt: skip
+            "absolute": "|attribution|",
+            "positive": "positive part",
+            "negative": "negative part (as magnitude)",
+            "signed": "signed (0 at the centre colour)",
+            "none": "value",
+        }[self.sign]
         if self.reduce != "none":
-            what += {"max_abs": ", max |.| over channels", "sum": ", summed over channels",
-                     "l2": ", L2 norm over channels"}[self.reduce]  # fmt: skip
+            what += {
+                "max_abs": ", max |.| over channels",
+                "sum": ", summed over channels",
+                "l2": ", L2 norm over channels",
+            }[self.reduce]
         if self.scale == "fixed":
             lo, hi = self.limits[0] if self.limits else (0.0, 1.0)
             return f"{what}; fixed scale {lo:.3g} to {hi:.3g}"
@@ -88,8 +94,9 @@ def normalize_heatmaps(
         raise ExplainError(f"heat-map percentile {percentile} is out of range; allowed: above 0 up to 100")
     a = _as_numpy(maps)
     if a.ndim == 4 and reduce != "none":
-        a = {"max_abs": lambda x: np.abs(x).max(1), "sum": lambda x: x.sum(1),
-             "l2": lambda x: np.sqrt((x * x).sum(1))}[reduce](a)  # fmt: skip
+        a = {"max_abs": lambda x: np.abs(x).max(1), "sum": lambda x: x.sum(1), "l2": lambda x: np.sqrt((x * x).sum(1))}[
+            reduce
+        ](a)
     elif a.ndim == 3:
         reduce = "none"
     if a.ndim not in (3, 4):

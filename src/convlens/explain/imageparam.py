@@ -86,8 +86,9 @@ def param_shape(kind: str, channels: int, size: tuple[int, int]) -> tuple[int, .
     return (channels, h, w // 2 + 1, 2) if kind == "fourier" else (channels, h, w)
 
 
-def make_param(kind: str, noise: torch.Tensor, colour: torch.Tensor, size: tuple[int, int],
-               start: torch.Tensor | None = None) -> ImageParam:  # fmt: skip
+def make_param(
+    kind: str, noise: torch.Tensor, colour: torch.Tensor, size: tuple[int, int], start: torch.Tensor | None = None
+) -> ImageParam:
     """A parameterisation starting from small ``noise`` (N, *param_shape), or from ``start``
     images (N, C, H, W) exactly: image() returns them (to 1e-4) before the first step."""
     if start is None:
@@ -101,8 +102,9 @@ def make_param(kind: str, noise: torch.Tensor, colour: torch.Tensor, size: tuple
     return ImageParam(kind, z, colour, size)
 
 
-def random_affine(draws: torch.Tensor, jitter: float, scale: tuple[float, float], rotate: float,
-                  size: tuple[int, int]) -> torch.Tensor:  # fmt: skip
+def random_affine(
+    draws: torch.Tensor, jitter: float, scale: tuple[float, float], rotate: float, size: tuple[int, int]
+) -> torch.Tensor:
     """(N, 2, 3) affine matrices for ``grid_sample`` from uniform draws (N, 4) in [0, 1):
     shift up to ``jitter`` pixels, zoom in ``scale``, rotate up to ``rotate`` degrees."""
     h, w = size

@@ -58,8 +58,11 @@ def chunks(n_items: int, per_image: int, chunk: int) -> list[tuple[int, int]]:
         return [(s, min(s + step, n_items)) for s in range(0, n_items, step)]
     parts = -(-per_image // chunk)
     bounds = [round(i * per_image / parts) for i in range(parts + 1)]
-    return [(img * per_image + a, img * per_image + b) for img in range(n_items // per_image)
-            for a, b in zip(bounds[:-1], bounds[1:])]  # fmt: skip
+    return [
+        (img * per_image + a, img * per_image + b)
+        for img in range(n_items // per_image)
+        for a, b in zip(bounds[:-1], bounds[1:])
+    ]
 
 
 @dataclass
@@ -86,8 +89,17 @@ class IncrementalOcclusion:
     weights between calls.
     """
 
-    def __init__(self, model: nn.Module, plan: Plan, images: torch.Tensor, fill: torch.Tensor,
-                 ys: np.ndarray, xs: np.ndarray, window: int, cache: dict | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        plan: Plan,
+        images: torch.Tensor,
+        fill: torch.Tensor,
+        ys: np.ndarray,
+        xs: np.ndarray,
+        window: int,
+        cache: dict | None = None,
+    ):
         self.model, self.plan = model, plan
         self.device = images.device
         key = ("geometry", tuple(images.shape[1:]), window, tuple(ys), tuple(xs), str(images.device))
@@ -342,7 +354,9 @@ def _fold(st: Stage):
             if bn.affine:
                 scale = scale * bn.weight.detach()
             weight = weight * scale.view(-1, 1, 1, 1)
-            bias = ((bias if bias is not None else 0) - bn.running_mean) * scale + (bn.bias.detach() if bn.affine else 0)
+            bias = ((bias if bias is not None else 0) - bn.running_mean) * scale + (
+                bn.bias.detach() if bn.affine else 0
+            )
     relu_last = bool(post) and type(post[-1]) is nn.ReLU
     middle = post[:-1] if relu_last else post
     small_pool = isinstance(m, nn.MaxPool2d) and st.kernel[0] * st.kernel[1] <= 4 and st.dilation == (1, 1)
@@ -368,12 +382,16 @@ def _fold(st: Stage):
     return op
 
 
-def _max_of_views(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], out: torch.Tensor | None) -> torch.Tensor:
+def _max_of_views(
+    x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], out: torch.Tensor | None
+) -> torch.Tensor:
     """Max-pooling of a small kernel as the maximum of its strided views: without the indices
     max_pool2d computes, about twice as fast on channels-last windows; same values (NaN too)."""
     (kh, kw), (sh, sw) = kernel, stride
     oh, ow = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
-    views = [x[:, :, i : i + (oh - 1) * sh + 1 : sh, j : j + (ow - 1) * sw + 1 : sw] for i in range(kh) for j in range(kw)]
+    views = [
+        x[:, :, i : i + (oh - 1) * sh + 1 : sh, j : j + (ow - 1) * sw + 1 : sw] for i in range(kh) for j in range(kw)
+    ]
     if len(views) == 1:
         return views[0].clone() if out is None else out.copy_(views[0])
     acc = torch.maximum(views[0], views[1]) if len(views) > 2 else None

@@ -51,8 +51,10 @@ def fill_values(model: nn.Module, fill: str | float | Sequence[float], channels:
         if fill == "mean":
             mean = getattr(getattr(model, "input", None), "mean", None)
             if mean is None:
-                raise ExplainError("fill 'mean' needs a convlens model (its input layer holds the data mean); "
-                                   "give the mean colour as numbers instead")  # fmt: skip
+                raise ExplainError(
+                    "fill 'mean' needs a convlens model (its input layer holds the data mean); "
+                    "give the mean colour as numbers instead"
+                )
             return mean.detach().flatten().float().cpu()
         raise ExplainError(f"fill {fill!r} is not one of: {', '.join(FILLS)}, or a number per channel")
     t = torch.as_tensor(fill, dtype=torch.float32).flatten()
@@ -75,8 +77,17 @@ class Occlusion(Explainer):
     ``target`` may also be (N, T): T classes per image, giving (N, T, h, w) from one pass.
     """
 
-    def __init__(self, model: nn.Module, window: int = 8, stride: int = OcclusionOptions.stride, *, fill: str | float | Sequence[float] = "gray",
-                 padding: int = 0, chunk: int = 256, incremental: bool | str = "auto"):  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        window: int = 8,
+        stride: int = OcclusionOptions.stride,
+        *,
+        fill: str | float | Sequence[float] = "gray",
+        padding: int = 0,
+        chunk: int = 256,
+        incremental: bool | str = "auto",
+    ):
         super().__init__(model)
         self.window, self.stride, self.padding, self.chunk = int(window), int(stride), int(padding), int(chunk)
         self.fill, self.incremental = fill, incremental
@@ -94,16 +105,24 @@ class Occlusion(Explainer):
     def _check_geometry(self, h: int, w: int) -> None:
         most = min(h, w) + 2 * self.padding
         if not (1 <= self.window <= most):
-            raise ExplainError(f"window {self.window} does not fit the {h}x{w} image"
-                               f"{' with padding ' + str(self.padding) if self.padding else ''}; allowed: 1 to {most}")  # fmt: skip
+            raise ExplainError(
+                f"window {self.window} does not fit the {h}x{w} image"
+                f"{' with padding ' + str(self.padding) if self.padding else ''}; allowed: 1 to {most}"
+            )
         if not (1 <= self.stride <= max(h, w)):
             raise ExplainError(f"stride {self.stride} is out of range; allowed: 1 to {max(h, w)}")
-        if map_size(h, self.window, self.stride, self.padding) == map_size(w, self.window, self.stride, self.padding) == 1:
+        if (
+            map_size(h, self.window, self.stride, self.padding)
+            == map_size(w, self.window, self.stride, self.padding)
+            == 1
+        ):
             # one position only: a single number per image, not a map (and nothing to scale)
             largest = max(h, w) + 2 * self.padding - self.stride
             fix = f"allowed at stride {self.stride}: windows 1 to {largest}" if largest >= 1 else "use a smaller stride"
-            raise ExplainError(f"window {self.window} at stride {self.stride} covers the whole {h}x{w} image at its only "
-                               f"position, a 1x1 map; {fix}, or more padding")  # fmt: skip
+            raise ExplainError(
+                f"window {self.window} at stride {self.stride} covers the whole {h}x{w} image at its only "
+                f"position, a 1x1 map; {fix}, or more padding"
+            )
 
     # ------------------------------------------------------------------------------------------
     def attribute(self, images: torch.Tensor, target: Any = None) -> torch.Tensor:
@@ -119,8 +138,10 @@ class Occlusion(Explainer):
             t = self._targets(target, base)
             plan = compile_plan(self.model, (c, h, w)) if self.incremental in (True, "auto") else None
             if self.incremental is True and plan is None:
-                raise ExplainError("incremental occlusion needs a flat nn.Sequential of conv / pool / element-wise "
-                                   "layers before its head; use incremental=False for this model")  # fmt: skip
+                raise ExplainError(
+                    "incremental occlusion needs a flat nn.Sequential of conv / pool / element-wise "
+                    "layers before its head; use incremental=False for this model"
+                )
             p = len(ys) * len(xs)
             if plan is not None:
                 engine = IncrementalOcclusion(self.model, plan, x, fill, ys, xs, self.window, self._cache)
@@ -130,10 +151,16 @@ class Occlusion(Explainer):
                 out = torch.cat([run(start, stop).float() for start, stop in chunks(n * p, p, self.chunk)])
         probs = torch.softmax(out, 1).view(n, len(ys), len(xs), k).permute(0, 3, 1, 2).contiguous()
         self.details = {
-            "probabilities": probs, "base": torch.softmax(base, 1), "window": self.window, "stride": self.stride,
-            "padding": self.padding, "fill": fill.tolist(), "rows": ys.tolist(), "cols": xs.tolist(),
+            "probabilities": probs,
+            "base": torch.softmax(base, 1),
+            "window": self.window,
+            "stride": self.stride,
+            "padding": self.padding,
+            "fill": fill.tolist(),
+            "rows": ys.tolist(),
+            "cols": xs.tolist(),
             "path": "incremental" if plan is not None else "naive",
-        }  # fmt: skip
+        }
         if t.dim() == 1:
             return probs[torch.arange(n), t]
         return probs[torch.arange(n)[:, None], t]
@@ -167,14 +194,20 @@ class Occlusion(Explainer):
             items = torch.arange(start, stop, device=x.device)
             img, pos = items // (len(ys) * len(xs)), items % (len(ys) * len(xs))
             y0, x0 = ty[pos].view(-1, 1, 1, 1), tx[pos].view(-1, 1, 1, 1)
-            inside = ((rows.view(1, 1, h, 1) >= y0) & (rows.view(1, 1, h, 1) < y0 + self.window)
-                      & (cols.view(1, 1, 1, w) >= x0) & (cols.view(1, 1, 1, w) < x0 + self.window))  # fmt: skip
+            inside = (
+                (rows.view(1, 1, h, 1) >= y0)
+                & (rows.view(1, 1, h, 1) < y0 + self.window)
+                & (cols.view(1, 1, 1, w) >= x0)
+                & (cols.view(1, 1, 1, w) < x0 + self.window)
+            )
             return self.model(torch.where(inside, fill, x[img]))
 
         return run
 
 
-def spread_to_pixels(drop: torch.Tensor, window: int, stride: int, image_hw: tuple[int, int], padding: int = 0) -> torch.Tensor:
+def spread_to_pixels(
+    drop: torch.Tensor, window: int, stride: int, image_hw: tuple[int, int], padding: int = 0
+) -> torch.Tensor:
     """Per-pixel attribution in Captum's convention from a position map of output drops.
 
     ``drop`` is (N, h, w): base output minus occluded output at each window position. Each pixel

@@ -22,8 +22,9 @@ def fill_value(value: Any) -> Any:
     try:
         parts = [float(v) for v in value.split(",")]
     except ValueError:
-        raise ExplainError(f"--fill {value!r} is not gray, zero, mean or numbers "
-                           "(e.g. 0.5 or 0.49,0.48,0.45)") from None  # fmt: skip
+        raise ExplainError(
+            f"--fill {value!r} is not gray, zero, mean or numbers (e.g. 0.5 or 0.49,0.48,0.45)"
+        ) from None
     return parts[0] if len(parts) == 1 else parts
 
 
@@ -47,11 +48,15 @@ class MethodOptions:
 
 @dataclasses.dataclass
 class Heatmap(MethodOptions):
-    sign: str | None = option(None, "which sign of the attribution to show (default: the method's)",
-                              choices=("absolute", "positive", "negative", "signed", "none"))  # fmt: skip
+    sign: str | None = option(
+        None,
+        "which sign of the attribution to show (default: the method's)",
+        choices=("absolute", "positive", "negative", "signed", "none"),
+    )
     percentile: float | None = option(None, "clip at this percentile of magnitudes (default 99)")
-    scale: str | None = option(None, "heat maps: one scale for all images, each its own, or fixed",
-                               choices=("shared", "per_image", "fixed"))  # fmt: skip
+    scale: str | None = option(
+        None, "heat maps: one scale for all images, each its own, or fixed", choices=("shared", "per_image", "fixed")
+    )
 
 
 @dataclasses.dataclass
@@ -65,12 +70,14 @@ class ActMaxOptions(MethodOptions):
 
     steps: int = option(256, "optimisation steps")
     lr: float | None = option(None, "Adam step size (default: 0.5 for pixel, 0.05 for fourier)")
-    param: str = option("pixel", "image basis (pixel converges on small images; see README)",
-                        choices=("pixel", "fourier"))  # fmt: skip
+    param: str = option(
+        "pixel", "image basis (pixel converges on small images; see README)", choices=("pixel", "fourier")
+    )
     decorrelate: bool = option(True, "decorrelate colours with the data's covariance")
     jitter: float | None = option(None, "random shift in pixels per step (default: 1 per 16 pixels of image)")
-    zoom: list[float] | None = option(None, "random scale range LOW,HIGH (default 0.95,1.05)", parse=comma_floats,
-                                      metavar="LOW,HIGH")  # fmt: skip
+    zoom: list[float] | None = option(
+        None, "random scale range LOW,HIGH (default 0.95,1.05)", parse=comma_floats, metavar="LOW,HIGH"
+    )
     rotate: float = option(5.0, "random rotation up to this many degrees")
     l2: float = option(0.0, "L2 penalty on (image - 0.5)")
     tv: float = option(0.0, "total-variation penalty")
@@ -108,17 +115,26 @@ class GuidedOptions(Targeted):
 class OcclusionOptions(Heatmap):
     """Occlusion: p(true), p(predicted) with a patch at each position."""
 
-    window: list[int] | None = option(None, "patch sizes, e.g. 4,8,12 (default: those of 4, 8, 12 that fit in half "
-                                      "the image side)", parse=comma_ints, metavar="K,L")  # fmt: skip
+    window: list[int] | None = option(
+        None,
+        "patch sizes, e.g. 4,8,12 (default: those of 4, 8, 12 that fit in half the image side)",
+        parse=comma_ints,
+        metavar="K,L",
+    )
     stride: int = option(2, "patch step in pixels")
-    fill: str = option("gray", "gray (0.5), zero, mean (the data mean) or value(s) per channel", parse=fill_value,
-                       metavar="FILL")  # fmt: skip
+    fill: str = option(
+        "gray", "gray (0.5), zero, mean (the data mean) or value(s) per channel", parse=fill_value, metavar="FILL"
+    )
     padding: int = option(0, "pixels a patch may hang over the border")
     naive: bool = option(False, "recompute whole images (no incremental inference)")
 
     def method_options(self, values: dict[str, Any]) -> dict[str, Any]:
-        out = {"windows": values["window"], "stride": values["stride"], "fill": fill_value(values["fill"]),
-               "padding": values["padding"]}  # fmt: skip
+        out = {
+            "windows": values["window"],
+            "stride": values["stride"],
+            "fill": fill_value(values["fill"]),
+            "padding": values["padding"],
+        }
         if values["naive"]:
             out["incremental"] = False
         return out

@@ -88,9 +88,22 @@ def explain_run(
     out_dir = artifact.folder
     t0 = time.perf_counter()
     writer = {"occlusion": _occlusion, "actmax": _actmax, "gradcam": _gradcam}.get(method, _backprop)
-    ctx = dict(run=run, model=model, method=method, split=split, images=images, layer=layer, filters=filters,
-               target=target, data_root=data_root, heatmap=heatmap, options=options, out_dir=out_dir, echo=echo,
-               artifact=artifact)  # fmt: skip
+    ctx = dict(
+        run=run,
+        model=model,
+        method=method,
+        split=split,
+        images=images,
+        layer=layer,
+        filters=filters,
+        target=target,
+        data_root=data_root,
+        heatmap=heatmap,
+        options=options,
+        out_dir=out_dir,
+        echo=echo,
+        artifact=artifact,
+    )
     # a rerun for the same targets replaces their figures: the old ones are kept aside until the new
     # ones are written
     with artifact.replacing():
@@ -103,10 +116,19 @@ def explain_run(
 
 def _describe(bundle, idx, labels, probs, split) -> list[dict[str, Any]]:
     pred = probs.argmax(1)
-    return [{"index": int(i), "label": int(y), "label_name": bundle.classes[int(y)], "predicted": int(p),
-             "predicted_name": bundle.classes[int(p)], "probability": float(probs[k, p]),
-             "true_probability": float(probs[k, y]), "split": split}
-            for k, (i, y, p) in enumerate(zip(idx, labels.tolist(), pred.tolist()))]  # fmt: skip
+    return [
+        {
+            "index": int(i),
+            "label": int(y),
+            "label_name": bundle.classes[int(y)],
+            "predicted": int(p),
+            "predicted_name": bundle.classes[int(p)],
+            "probability": float(probs[k, p]),
+            "true_probability": float(probs[k, y]),
+            "split": split,
+        }
+        for k, (i, y, p) in enumerate(zip(idx, labels.tolist(), pred.tolist()))
+    ]
 
 
 def _title(d: dict[str, Any]) -> str:
@@ -123,8 +145,9 @@ def default_windows(side: int) -> list[int]:
     return fit or sorted({max(1, side // 4), max(1, side // 2)})
 
 
-def _occlusion(*, run, model, split, images, data_root, heatmap, options, out_dir, echo, artifact,
-               **_: Any) -> dict[str, Any]:  # fmt: skip
+def _occlusion(
+    *, run, model, split, images, data_root, heatmap, options, out_dir, echo, artifact, **_: Any
+) -> dict[str, Any]:
     from .figures import occlusion_figure
     from .heatmap import normalize_heatmaps
     from .occlusion import Occlusion
@@ -141,8 +164,10 @@ def _occlusion(*, run, model, split, images, data_root, heatmap, options, out_di
         timing[k] = round(time.perf_counter() - t0, 3)
         maps[k] = occ.details["probabilities"].numpy()
         base = occ.details["base"]
-        echo(f"occlusion K={k} stride {stride}: {maps[k].shape[-2]}x{maps[k].shape[-1]} map per image "
-             f"({occ.details['path']}, {timing[k]} s)")  # fmt: skip
+        echo(
+            f"occlusion K={k} stride {stride}: {maps[k].shape[-2]}x{maps[k].shape[-1]} map per image "
+            f"({occ.details['path']}, {timing[k]} s)"
+        )
     described = _describe(bundle, idx, labels, base, split)
     figures = []
     # probabilities as they are, one scale for every map of an image (all windows, both classes),
@@ -164,21 +189,47 @@ def _occlusion(*, run, model, split, images, data_root, heatmap, options, out_di
         shown = {}
         for k in windows:
             shown[k], scale = normalize_heatmaps(maps[k][n], **{**hm, "scale": "fixed", "vmin": lo, "vmax": hi})
-        label = (f"probability with the patch at each position; one {'fixed ' if hm['scale'] == 'fixed' else ''}"
-                 f"scale for every map here, {lo:.3g} to {hi:.3g}")  # fmt: skip
-        path = occlusion_figure(x[n].numpy(), shown, rows, stride, options.get("padding", 0),
-                                out_dir / f"{split}{d['index']}.png", title=_title(d), scale=scale, label=label)  # fmt: skip
-        figures.append({"path": _rel(run, path), "caption": f"Occlusion maps of {split} image {d['index']} "
-                        f"({d['label_name']}, predicted {d['predicted_name']}): probability of the "
-                        f"{'true and predicted classes' if len(rows) > 1 else 'true class'} with a "
-                        f"{'/'.join(map(str, windows))}-pixel patch ({options.get('fill', 'gray')}) at stride {stride}; "
-                        f"{label}."})  # fmt: skip
+        label = (
+            f"probability with the patch at each position; one {'fixed ' if hm['scale'] == 'fixed' else ''}"
+            f"scale for every map here, {lo:.3g} to {hi:.3g}"
+        )
+        path = occlusion_figure(
+            x[n].numpy(),
+            shown,
+            rows,
+            stride,
+            options.get("padding", 0),
+            out_dir / f"{split}{d['index']}.png",
+            title=_title(d),
+            scale=scale,
+            label=label,
+        )
+        figures.append(
+            {
+                "path": _rel(run, path),
+                "caption": f"Occlusion maps of {split} image {d['index']} "
+                f"({d['label_name']}, predicted {d['predicted_name']}): probability of the "
+                f"{'true and predicted classes' if len(rows) > 1 else 'true class'} with a "
+                f"{'/'.join(map(str, windows))}-pixel patch ({options.get('fill', 'gray')}) at stride {stride}; "
+                f"{label}.",
+            }
+        )
         d["min_true_probability"] = {str(k): float(maps[k][n, d["label"]].min()) for k in windows}
         d["mean_true_probability"] = {str(k): float(maps[k][n, d["label"]].mean()) for k in windows}
-    arrays = artifact.save_arrays(indices=np.array(idx), labels=labels.numpy(), base=base.numpy(),
-                                  **{f"probabilities_k{k}": maps[k] for k in windows})  # fmt: skip
-    params = {"windows": windows, "stride": stride, "fill": options.get("fill", "gray"), "padding": options.get("padding", 0),
-              "map_shapes": {str(k): list(maps[k].shape[-2:]) for k in windows}, "seconds_per_window": {str(k): v for k, v in timing.items()}}  # fmt: skip
+    arrays = artifact.save_arrays(
+        indices=np.array(idx),
+        labels=labels.numpy(),
+        base=base.numpy(),
+        **{f"probabilities_k{k}": maps[k] for k in windows},
+    )
+    params = {
+        "windows": windows,
+        "stride": stride,
+        "fill": options.get("fill", "gray"),
+        "padding": options.get("padding", 0),
+        "map_shapes": {str(k): list(maps[k].shape[-2:]) for k in windows},
+        "seconds_per_window": {str(k): v for k, v in timing.items()},
+    }
     return {"params": params, "split": split, "images": described, "arrays": arrays, "figures": figures}
 
 
@@ -199,8 +250,24 @@ def _probs(model, x) -> torch.Tensor:
         return torch.softmax(model(x), 1)
 
 
-def _backprop(*, run, model, method, split, images, layer, filters, target, data_root, heatmap, options, out_dir,
-              echo, artifact, **_: Any) -> dict[str, Any]:  # fmt: skip
+def _backprop(
+    *,
+    run,
+    model,
+    method,
+    split,
+    images,
+    layer,
+    filters,
+    target,
+    data_root,
+    heatmap,
+    options,
+    out_dir,
+    echo,
+    artifact,
+    **_: Any,
+) -> dict[str, Any]:
     from ..models import receptive_fields
     from .figures import attribution_grid, filter_projection
     from .heatmap import normalize_heatmaps
@@ -214,7 +281,9 @@ def _backprop(*, run, model, method, split, images, layer, filters, target, data
         raise ExplainError("--filters needs --layers: which layer's filters to project")
     if layer is not None:
         if not filters:
-            raise ExplainError(f"give --filters F with --layers {layer}: the filters whose strongest activations are projected")
+            raise ExplainError(
+                f"give --filters F with --layers {layer}: the filters whose strongest activations are projected"
+            )
         for f in filters:
             expl = METHODS[method](model, layer=layer, **options)
             sig = expl.attribute(x, [f] * len(x))
@@ -228,13 +297,27 @@ def _backprop(*, run, model, method, split, images, layer, filters, target, data
                     boxes.append(rf.window(pos[0], pos[1], x.shape[2], x.shape[3]))
             acts = expl.details["activations"].tolist()
             for d, pos, a in zip(described, expl.details["positions"], acts):
-                d.setdefault("projections", []).append({"layer": layer, "filter": int(f), "position": pos, "activation": a})
-            path = filter_projection(x.numpy(), normed, boxes, [f"{t}\nact {a:.2f}" for t, a in zip(titles, acts)],
-                                     out_dir / layer / f"f{f}.png", title=f"{method}: {layer} filter {f}, strongest activation per image",
-                                     scale=scale)  # fmt: skip
-            figures.append({"path": _rel(run, path), "layer": layer, "filter": int(f), "caption":
-                            f"{_NAMES[method]} of the strongest activation of {layer} filter {f} in each of "
-                            f"{len(x)} {split} images (box: its receptive field); {scale.label}."})  # fmt: skip
+                d.setdefault("projections", []).append(
+                    {"layer": layer, "filter": int(f), "position": pos, "activation": a}
+                )
+            path = filter_projection(
+                x.numpy(),
+                normed,
+                boxes,
+                [f"{t}\nact {a:.2f}" for t, a in zip(titles, acts)],
+                out_dir / layer / f"f{f}.png",
+                title=f"{method}: {layer} filter {f}, strongest activation per image",
+                scale=scale,
+            )
+            figures.append(
+                {
+                    "path": _rel(run, path),
+                    "layer": layer,
+                    "filter": int(f),
+                    "caption": f"{_NAMES[method]} of the strongest activation of {layer} filter {f} in each of "
+                    f"{len(x)} {split} images (box: its receptive field); {scale.label}.",
+                }
+            )
             arrays[f"{layer}_f{f}"] = sig.numpy()
         params = {"layer": layer, "filters": [int(f) for f in filters], **options}
     else:
@@ -245,14 +328,30 @@ def _backprop(*, run, model, method, split, images, layer, filters, target, data
         normed, scale = normalize_heatmaps(sig, **hm)
         signal = None
         if method in ("deconv", "guided"):
-            signal, _ = normalize_heatmaps(sig, sign="signed", reduce="none",
-                                           percentile=hm.get("percentile", 99.0), scale=hm.get("scale", "shared"))  # fmt: skip
+            signal, _ = normalize_heatmaps(
+                sig,
+                sign="signed",
+                reduce="none",
+                percentile=hm.get("percentile", 99.0),
+                scale=hm.get("scale", "shared"),
+            )
         for d, c in zip(described, t.tolist()):
             d["target"] = int(c)
-        path = attribution_grid(x.numpy(), normed, scale, titles, out_dir / "images.png", signal=signal,
-                                title=f"{_NAMES[method]} of the {target} class")  # fmt: skip
-        figures.append({"path": _rel(run, path), "caption": f"{_NAMES[method]} of the {target} class for {len(x)} "
-                        f"{split} images; {scale.label}."})  # fmt: skip
+        path = attribution_grid(
+            x.numpy(),
+            normed,
+            scale,
+            titles,
+            out_dir / "images.png",
+            signal=signal,
+            title=f"{_NAMES[method]} of the {target} class",
+        )
+        figures.append(
+            {
+                "path": _rel(run, path),
+                "caption": f"{_NAMES[method]} of the {target} class for {len(x)} {split} images; {scale.label}.",
+            }
+        )
         arrays["attributions"] = sig.numpy()
         arrays["targets"] = t.numpy()
         params = {"target": target, "heatmap": {k: v for k, v in hm.items()}, **options}
@@ -260,12 +359,17 @@ def _backprop(*, run, model, method, split, images, layer, filters, target, data
     return {"params": params, "split": split, "images": described, "arrays": saved, "figures": figures}
 
 
-_NAMES = {"saliency": "Saliency (input gradient)", "guided": "Guided backprop", "deconv": "Deconvnet projection",
-          "gradcam": "Grad-CAM"}  # fmt: skip
+_NAMES = {
+    "saliency": "Saliency (input gradient)",
+    "guided": "Guided backprop",
+    "deconv": "Deconvnet projection",
+    "gradcam": "Grad-CAM",
+}
 
 
-def _gradcam(*, run, model, split, images, layer, target, data_root, heatmap, options, out_dir, artifact,
-             **_: Any) -> dict[str, Any]:  # fmt: skip
+def _gradcam(
+    *, run, model, split, images, layer, target, data_root, heatmap, options, out_dir, artifact, **_: Any
+) -> dict[str, Any]:
     from .figures import attribution_grid
     from .gradcam import GradCAM
     from .heatmap import normalize_heatmaps
@@ -279,18 +383,38 @@ def _gradcam(*, run, model, split, images, layer, target, data_root, heatmap, op
     normed, scale = normalize_heatmaps(maps, **hm)
     for d, c in zip(described, t.tolist()):
         d["target"] = int(c)
-    path = attribution_grid(x.numpy(), normed, scale, [_title(d) for d in described], out_dir / "images.png",
-                            title=f"Grad-CAM on {cam.layer} for the {target} class")  # fmt: skip
-    arrays = artifact.save_arrays(indices=np.array(idx), labels=labels.numpy(), maps=maps.numpy(),
-                                  layer_maps=cam.details["maps"].numpy(), targets=t.numpy())  # fmt: skip
-    return {"params": {"layer": cam.layer, "target": target, "heatmap": hm, **options}, "split": split, "images": described,
-            "arrays": arrays,
-            "figures": [{"path": _rel(run, path), "caption": f"Grad-CAM on {cam.layer} for the {target} class of "
-                         f"{len(x)} {split} images; {scale.label}."}]}  # fmt: skip
+    path = attribution_grid(
+        x.numpy(),
+        normed,
+        scale,
+        [_title(d) for d in described],
+        out_dir / "images.png",
+        title=f"Grad-CAM on {cam.layer} for the {target} class",
+    )
+    arrays = artifact.save_arrays(
+        indices=np.array(idx),
+        labels=labels.numpy(),
+        maps=maps.numpy(),
+        layer_maps=cam.details["maps"].numpy(),
+        targets=t.numpy(),
+    )
+    return {
+        "params": {"layer": cam.layer, "target": target, "heatmap": hm, **options},
+        "split": split,
+        "images": described,
+        "arrays": arrays,
+        "figures": [
+            {
+                "path": _rel(run, path),
+                "caption": f"Grad-CAM on {cam.layer} for the {target} class of {len(x)} {split} images; {scale.label}.",
+            }
+        ],
+    }
 
 
-def _actmax(*, run, model, layer, filters, split, data_root, options, out_dir, echo, artifact,
-            **_: Any) -> dict[str, Any]:  # fmt: skip
+def _actmax(
+    *, run, model, layer, filters, split, data_root, options, out_dir, echo, artifact, **_: Any
+) -> dict[str, Any]:
     from ..data import load_data
     from .actmax import ActMax
     from .base import channel_count
@@ -306,8 +430,10 @@ def _actmax(*, run, model, layer, filters, split, data_root, options, out_dir, e
         bundle = load_data(cfg)
     except ConvlensError as exc:
         if decorrelate:
-            raise ExplainError(f"{exc}\nactmax decorrelates colours with the training data's covariance; "
-                               "give --data-root, or --no-decorrelate") from None  # fmt: skip
+            raise ExplainError(
+                f"{exc}\nactmax decorrelates colours with the training data's covariance; "
+                "give --data-root, or --no-decorrelate"
+            ) from None
         bundle = None  # no yardstick: the figures say so
     if decorrelate:
         cov = colour_covariance(bundle.train.images)
@@ -322,7 +448,9 @@ def _actmax(*, run, model, layer, filters, split, data_root, options, out_dir, e
     t0 = time.perf_counter()
     imgs = am.attribute(None, targets)
     seconds = time.perf_counter() - t0
-    echo(f"actmax {name}: {len(targets)} image(s), {am.steps} steps, {seconds:.1f} s ({seconds / len(targets):.2f} s per image)")
+    echo(
+        f"actmax {name}: {len(targets)} image(s), {am.steps} steps, {seconds:.1f} s ({seconds / len(targets):.2f} s per image)"
+    )
     curves = am.details["objective"].numpy()
     final = am.details["final"]
     # the yardstick: the same objective on every image of the split (the best one reached it)
@@ -338,36 +466,92 @@ def _actmax(*, run, model, layer, filters, split, data_root, options, out_dir, e
     what = "class" if layer is None else "filter"
     label = (lambda k: run.classes[k]) if layer is None else (lambda k: f"filter {k}")
     for j, k in enumerate(targets):
-        path = single_image(imgs[j].numpy(), folder / f"f{k}.png",
-                            f"{name} {label(k)}\nobjective {float(final[j]):.3g}\n"
-                            + (f"best {split} image {float(best[j]):.3g}" if best is not None else "no data set"))  # fmt: skip
-        figures.append({"path": _rel(run, path), "layer": name, "filter": int(k), "caption":
-                        f"Activation maximisation of {name} {label(k)}: {am.param} parameterisation"
-                        f"{', colours decorrelated' if cov is not None else ''}, {am.steps} steps; objective "
-                        f"{float(am.details['initial'][j]):.3g} -> {float(final[j]):.3g} ({versus[j]})."})  # fmt: skip
+        path = single_image(
+            imgs[j].numpy(),
+            folder / f"f{k}.png",
+            f"{name} {label(k)}\nobjective {float(final[j]):.3g}\n"
+            + (f"best {split} image {float(best[j]):.3g}" if best is not None else "no data set"),
+        )
+        figures.append(
+            {
+                "path": _rel(run, path),
+                "layer": name,
+                "filter": int(k),
+                "caption": f"Activation maximisation of {name} {label(k)}: {am.param} parameterisation"
+                f"{', colours decorrelated' if cov is not None else ''}, {am.steps} steps; objective "
+                f"{float(am.details['initial'][j]):.3g} -> {float(final[j]):.3g} ({versus[j]}).",
+            }
+        )
     from ..plots import image_grid
 
-    titles = [f"{k}: {float(final[j]):.3g}" + (f"\nbest img {float(best[j]):.3g}" if best is not None else "")
-              for j, k in enumerate(targets)]  # fmt: skip
+    titles = [
+        f"{k}: {float(final[j]):.3g}" + (f"\nbest img {float(best[j]):.3g}" if best is not None else "")
+        for j, k in enumerate(targets)
+    ]
     above = "" if best is None else f"; {int((final > best).sum())} of {len(targets)} above their best {split} image"
-    grid = image_grid([i.numpy() for i in imgs], folder / "grid.png", layout="chw", titles=titles,
-                      cols=min(8, len(targets)),
-                      suptitle=f"actmax, {name}: one image per {what} (objective reached, best {split} image){above}")  # fmt: skip
-    figures.append({"path": _rel(run, grid), "caption": f"Activation maximisation of {len(targets)} {what}(s) of {name}, "
-                    f"optimised together as one batch; each titled with the objective reached and the best value "
-                    f"of a {split} image{above}."})  # fmt: skip
-    curve = objective_curves(curves, [label(k) for k in targets], folder / "objective.png",
-                             title=f"actmax {name}: objective per step")  # fmt: skip
-    figures.append({"path": _rel(run, curve), "caption": f"Objective per step of each {what} of {name} (on the transformed "
-                    f"image each step optimised)."})  # fmt: skip
+    grid = image_grid(
+        [i.numpy() for i in imgs],
+        folder / "grid.png",
+        layout="chw",
+        titles=titles,
+        cols=min(8, len(targets)),
+        suptitle=f"actmax, {name}: one image per {what} (objective reached, best {split} image){above}",
+    )
+    figures.append(
+        {
+            "path": _rel(run, grid),
+            "caption": f"Activation maximisation of {len(targets)} {what}(s) of {name}, "
+            f"optimised together as one batch; each titled with the objective reached and the best value "
+            f"of a {split} image{above}.",
+        }
+    )
+    curve = objective_curves(
+        curves, [label(k) for k in targets], folder / "objective.png", title=f"actmax {name}: objective per step"
+    )
+    figures.append(
+        {
+            "path": _rel(run, curve),
+            "caption": f"Objective per step of each {what} of {name} (on the transformed image each step optimised).",
+        }
+    )
     arrays = artifact.save_arrays(images=imgs.numpy(), targets=np.array(targets), objective=curves)
-    params = {"layer": name, "target_kind": what, "steps": am.steps, "lr": am.lr, "param": am.param,
-              "decorrelate": cov is not None, "colour_covariance": cov.tolist() if cov is not None else None,
-              "jitter": am.jitter, "scale": list(am.scale), "rotate": am.rotate, "l2": am.l2, "tv": am.tv,
-              "objective": am.objective, "seed": am.seed}  # fmt: skip
-    per = [{"filter": int(k), "initial": float(a), "final": float(b),
-            "best_image": None if best is None else {"value": float(best[j]), "position": int(where[j]),
-                                                     "index": int(data_split.indices[where[j]]), "split": split}}
-           for j, (k, a, b) in enumerate(zip(targets, am.details["initial"], am.details["final"]))]  # fmt: skip
-    return {"params": params, "split": "train" if cov is not None else None, "targets": per,
-            "optimise_seconds": round(seconds, 2), "arrays": arrays, "figures": figures}
+    params = {
+        "layer": name,
+        "target_kind": what,
+        "steps": am.steps,
+        "lr": am.lr,
+        "param": am.param,
+        "decorrelate": cov is not None,
+        "colour_covariance": cov.tolist() if cov is not None else None,
+        "jitter": am.jitter,
+        "scale": list(am.scale),
+        "rotate": am.rotate,
+        "l2": am.l2,
+        "tv": am.tv,
+        "objective": am.objective,
+        "seed": am.seed,
+    }
+    per = [
+        {
+            "filter": int(k),
+            "initial": float(a),
+            "final": float(b),
+            "best_image": None
+            if best is None
+            else {
+                "value": float(best[j]),
+                "position": int(where[j]),
+                "index": int(data_split.indices[where[j]]),
+                "split": split,
+            },
+        }
+        for j, (k, a, b) in enumerate(zip(targets, am.details["initial"], am.details["final"]))
+    ]
+    return {
+        "params": params,
+        "split": "train" if cov is not None else None,
+        "targets": per,
+        "optimise_seconds": round(seconds, 2),
+        "arrays": arrays,
+        "figures": figures,
+    }

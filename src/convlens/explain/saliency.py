@@ -24,8 +24,16 @@ class Saliency(ReluRuleBackprop):
 
     rule = None
 
-    def __init__(self, model: nn.Module, layer: str | None = None, *, samples: int = 0, noise: float = 0.15,
-                 seed: int = 0, chunk: int = 128):  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str | None = None,
+        *,
+        samples: int = 0,
+        noise: float = 0.15,
+        seed: int = 0,
+        chunk: int = 128,
+    ):
         super().__init__(model, layer)
         if samples < 0:
             raise ExplainError(f"samples {samples} is out of range; allowed: 0 (plain gradient) or more")
@@ -42,13 +50,20 @@ class Saliency(ReluRuleBackprop):
         if target is None and self.layer is None:
             target = self._classes(x, None)
         n, s = len(x), self.samples
-        noise = torch.stack([
-            torch.randn(s, *x.shape[1:], generator=torch.Generator().manual_seed(self.seed + i)) for i in range(n)
-        ]).to(x.device) * self.noise  # fmt: skip
+        noise = (
+            torch.stack(
+                [torch.randn(s, *x.shape[1:], generator=torch.Generator().manual_seed(self.seed + i)) for i in range(n)]
+            ).to(x.device)
+            * self.noise
+        )
         noisy = (x[:, None] + noise).reshape(n * s, *x.shape[1:])
         t = torch.as_tensor(target, device=x.device)
         t = (t.expand(n) if t.dim() == 0 else t).repeat_interleave(s)
-        grads = torch.cat([super(Saliency, self).attribute(noisy[i : i + self.chunk], t[i : i + self.chunk])
-                           for i in range(0, n * s, self.chunk)])  # fmt: skip
+        grads = torch.cat(
+            [
+                super(Saliency, self).attribute(noisy[i : i + self.chunk], t[i : i + self.chunk])
+                for i in range(0, n * s, self.chunk)
+            ]
+        )
         self.details = {"target": t[::s].tolist(), "samples": s, "noise": self.noise}
         return grads.view(n, s, *x.shape[1:]).mean(1)

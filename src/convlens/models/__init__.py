@@ -10,10 +10,16 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "PRESETS": "registry", "register_preset": "registry", "ConvlensNet": "builder", "build": "builder",
-    "build_model": "builder", "ReceptiveField": "summary", "receptive_fields": "summary", "summarize": "summary",
+    "PRESETS": "registry",
+    "register_preset": "registry",
+    "ConvlensNet": "builder",
+    "build": "builder",
+    "build_model": "builder",
+    "ReceptiveField": "summary",
+    "receptive_fields": "summary",
+    "summarize": "summary",
     "totals": "summary",
-}  # fmt: skip
+}
 
 __all__ = sorted(_WHERE)
 

@@ -67,8 +67,14 @@ class RowReader(nn.Module):
         super().__init__()
         cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
         self.cell = cell
-        self.rnn = cls(in_features, hidden, num_layers=num_layers, batch_first=True,
-                       bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)  # fmt: skip
+        self.rnn = cls(
+            in_features,
+            hidden,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -84,8 +90,12 @@ class RowReader(nn.Module):
 class ConvlensNet(nn.Sequential):
     """A flat sequence of named layers; ``spec`` keeps the layer list it was built from."""
 
-    def __init__(self, layers: OrderedDict[str, nn.Module], spec: list[dict[str, Any]] | None = None,
-                 in_shape: tuple[int, int, int] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        layers: OrderedDict[str, nn.Module],
+        spec: list[dict[str, Any]] | None = None,
+        in_shape: tuple[int, int, int] | None = None,
+    ):
         # spec and in_shape are optional so that slicing (model[:4]) yields a ConvlensNet too
         super().__init__(layers)
         self.spec = spec or []
@@ -120,8 +130,16 @@ def _conv(layer: S.Conv, shape: tuple[int, ...], num_classes: int, options: dict
     pad = layer.padding if layer.padding != "same" else (layer.kernel - 1) // 2 * layer.dilation
     if layer.padding == "same" and layer.stride != 1:
         raise ConfigError("padding: same needs stride 1")
-    conv = nn.Conv2d(shape[0], conv_channels(layer, options), layer.kernel, layer.stride, pad,
-                     layer.dilation, layer.groups, layer.bias)  # fmt: skip
+    conv = nn.Conv2d(
+        shape[0],
+        conv_channels(layer, options),
+        layer.kernel,
+        layer.stride,
+        pad,
+        layer.dilation,
+        layer.groups,
+        layer.bias,
+    )
     if layer.init == "identity":
         _identity_init(conv)
     if layer.init == "whiten":
@@ -146,8 +164,13 @@ def _bn(layer: S.BatchNorm, shape: tuple[int, ...], *_: Any) -> nn.Module:
 
 
 _ACTIVATIONS = {
-    "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU,
-}  # fmt: skip
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "silu": nn.SiLU,
+}
 
 
 def _activation(layer: S.Activation, *_: Any) -> nn.Module:
@@ -177,16 +200,24 @@ def _linear(layer: S.Linear, shape: tuple[int, ...], num_classes: int, *_: Any) 
 def _recurrent(layer: S.Recurrent, shape: tuple[int, ...], *_: Any) -> nn.Module:
     if len(shape) != 3:
         raise ConfigError(f"{layer.type} reads images row by row; its input has shape {list(shape)}")
-    return RowReader(layer.type, shape[0] * shape[2], layer.hidden, layer.num_layers, layer.bidirectional,
-                     layer.dropout)  # fmt: skip
+    return RowReader(
+        layer.type, shape[0] * shape[2], layer.hidden, layer.num_layers, layer.bidirectional, layer.dropout
+    )
 
 
 # the builder's dispatch: one maker per spec class of the table of layer kinds
 MAKERS: dict[type, Any] = {
-    S.Conv: _conv, S.BatchNorm: _bn, S.Activation: _activation, S.Pool: _pool,
-    S.GlobalPool: lambda layer, *_: GlobalPool(layer.mode), S.Dropout: _dropout, S.Flatten: lambda *_: nn.Flatten(),
-    S.Linear: _linear, S.Scale: lambda layer, *_: Scale(layer.factor), S.Recurrent: _recurrent,
-}  # fmt: skip
+    S.Conv: _conv,
+    S.BatchNorm: _bn,
+    S.Activation: _activation,
+    S.Pool: _pool,
+    S.GlobalPool: lambda layer, *_: GlobalPool(layer.mode),
+    S.Dropout: _dropout,
+    S.Flatten: lambda *_: nn.Flatten(),
+    S.Linear: _linear,
+    S.Scale: lambda layer, *_: Scale(layer.factor),
+    S.Recurrent: _recurrent,
+}
 if set(MAKERS) != set(S.LAYER_CLASSES):  # a new kind in spec.py needs its maker here
     raise ImportError(f"layer kinds without a maker: {set(S.LAYER_CLASSES) - set(MAKERS)}")
 
@@ -218,7 +249,9 @@ def build(
     for i, layer in enumerate(specs):
         prefix = PREFIX[layer.type]
         counters[prefix] = counters.get(prefix, 0) + 1
-        name = layer.name or (prefix if prefix == "flatten" and counters[prefix] == 1 else f"{prefix}{counters[prefix]}")
+        name = layer.name or (
+            prefix if prefix == "flatten" and counters[prefix] == 1 else f"{prefix}{counters[prefix]}"
+        )
         if name in modules or "." in name or not name.isidentifier():
             raise ConfigError(f"model.layers.{i}: name {name!r} is taken or not a valid identifier")
         module = _make(layer, shape, num_classes, options)
@@ -228,7 +261,9 @@ def build(
             try:
                 probe = module(probe)
             except RuntimeError as exc:
-                raise ConfigError(f"model.layers.{i} ({layer.type}) cannot take input of shape {list(shape)}: {exc}") from None
+                raise ConfigError(
+                    f"model.layers.{i} ({layer.type}) cannot take input of shape {list(shape)}: {exc}"
+                ) from None
             module.train()
         shape = tuple(probe.shape[1:])
         if any(d <= 0 for d in shape):
@@ -243,9 +278,12 @@ def build(
 
 
 def build_model(
-    cfg: Any, in_shape: tuple[int, int, int], num_classes: int,
-    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-) -> nn.Module:  # fmt: skip
+    cfg: Any,
+    in_shape: tuple[int, int, int],
+    num_classes: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> nn.Module:
     """Build the model a :class:`~convlens.config.ModelConfig` describes: a preset (a layer list,
     or a module class such as the residual ones), a layer list, or a factory of the caller's."""
     from .registry import PRESETS, preset_layers

@@ -29,8 +29,10 @@ _FORM = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z
 
 def check_form(spec: str) -> str:
     if not _FORM.match(spec):
-        raise ValueError(f"model.factory={spec!r} is not MODULE:FACTORY; allowed: a dotted module path, a colon and "
-                         "a function or class in it, e.g. mypkg.models:make")  # fmt: skip
+        raise ValueError(
+            f"model.factory={spec!r} is not MODULE:FACTORY; allowed: a dotted module path, a colon and "
+            "a function or class in it, e.g. mypkg.models:make"
+        )
     return spec
 
 
@@ -46,13 +48,16 @@ def resolve(spec: str) -> Callable[..., Any]:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"model.factory={spec!r}: cannot import module {module_name!r} ({exc}); allowed: a module "
-                          "importable from the current folder or PYTHONPATH") from None  # fmt: skip
+        raise ConfigError(
+            f"model.factory={spec!r}: cannot import module {module_name!r} ({exc}); allowed: a module "
+            "importable from the current folder or PYTHONPATH"
+        ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             names = sorted(n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n, None)))
-            raise ConfigError(f"model.factory={spec!r}: {module_name} has no {attr!r}; callables there: "
-                              f"{', '.join(names) or 'none'}")  # fmt: skip
+            raise ConfigError(
+                f"model.factory={spec!r}: {module_name} has no {attr!r}; callables there: {', '.join(names) or 'none'}"
+            )
         obj = getattr(obj, part)
     if not callable(obj):
         raise ConfigError(f"model.factory={spec!r}: {attr} is a {type(obj).__name__}, not a function or class")
@@ -92,9 +97,15 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def import_run(factory: str, weights: str | Path | None, out: str | Path, data: str = "digits",
-               kwargs: dict[str, Any] | None = None, overrides: list[str] | None = None,
-               echo=None) -> Path:  # fmt: skip
+def import_run(
+    factory: str,
+    weights: str | Path | None,
+    out: str | Path,
+    data: str = "digits",
+    kwargs: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    echo=None,
+) -> Path:
     """Write a run folder for ``factory(**kwargs)`` with ``weights`` on data set ``data``;
     evaluates it on the test split (eval.json, predictions.csv). Returns the folder."""
     from .. import __version__
@@ -109,8 +120,10 @@ def import_run(factory: str, weights: str | Path | None, out: str | Path, data: 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"{out} already exists and is not empty; choose another --out")
-    cfg = load_config({"name": out.name, "data": {"name": data},
-                       "model": {"factory": factory, "kwargs": dict(kwargs or {})}}, overrides)  # fmt: skip
+    cfg = load_config(
+        {"name": out.name, "data": {"name": data}, "model": {"factory": factory, "kwargs": dict(kwargs or {})}},
+        overrides,
+    )
     bundle = load_data(cfg.data)
     cfg = cfg.model_copy(deep=True)
     cfg.data.mean, cfg.data.std = list(bundle.mean), list(bundle.std)
@@ -132,10 +145,17 @@ def import_run(factory: str, weights: str | Path | None, out: str | Path, data: 
             ) from None
     if not isinstance(y, torch.Tensor) or tuple(y.shape) != (2, bundle.num_classes):
         got = list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise RunError(f"{factory} returns {got} for a batch of 2, but {bundle.name} needs logits of shape "
-                       f"[2, {bundle.num_classes}]")  # fmt: skip
-    cfg.meta = {"convlens_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "command": " ".join(sys.argv), "torch": torch.__version__, "imported": str(weights)}  # fmt: skip
+        raise RunError(
+            f"{factory} returns {got} for a batch of 2, but {bundle.name} needs logits of shape "
+            f"[2, {bundle.num_classes}]"
+        )
+    cfg.meta = {
+        "convlens_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "command": " ".join(sys.argv),
+        "torch": torch.__version__,
+        "imported": str(weights),
+    }
     layout = Layout(out)
     layout.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     layout.write_config(cfg)

@@ -48,10 +48,33 @@ from .fields import compose, measure, union, window_args
 from .summary import ReceptiveField
 
 _ACTIVATIONS = {
-    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "gelu", "silu", "sigmoid",
-    "sigmoid_", "tanh", "tanh_", "hardtanh", "hardtanh_", "softplus", "mish", "hardswish",
-    "hardsigmoid", "selu", "celu", "prelu", "rrelu", "threshold", "logsigmoid", "clamp_min",
-}  # fmt: skip
+    "relu",
+    "relu_",
+    "relu6",
+    "leaky_relu",
+    "leaky_relu_",
+    "elu",
+    "elu_",
+    "gelu",
+    "silu",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "hardtanh",
+    "hardtanh_",
+    "softplus",
+    "mish",
+    "hardswish",
+    "hardsigmoid",
+    "selu",
+    "celu",
+    "prelu",
+    "rrelu",
+    "threshold",
+    "logsigmoid",
+    "clamp_min",
+}
 _MAX_POOLS = {"max_pool2d", "_max_pool2d", "max_pool2d_with_indices", "adaptive_max_pool2d"}
 
 _SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -141,9 +164,22 @@ def _avg_like_max(args: tuple, kwargs: dict, name: str) -> torch.Tensor:
 
 
 _SAME_FIELD = _ACTIVATIONS | {
-    "clone", "contiguous", "to", "float", "double", "half", "batch_norm", "dropout", "dropout2d", "alpha_dropout",
-    "feature_dropout", "feature_alpha_dropout", "__neg__", "neg", "abs",
-}  # fmt: skip
+    "clone",
+    "contiguous",
+    "to",
+    "float",
+    "double",
+    "half",
+    "batch_norm",
+    "dropout",
+    "dropout2d",
+    "alpha_dropout",
+    "feature_dropout",
+    "feature_alpha_dropout",
+    "__neg__",
+    "neg",
+    "abs",
+}
 _UNION = {
     f"{pre}{op}{post}"
     for op in ("add", "sub", "mul")
@@ -159,8 +195,13 @@ class _Linearise(TorchFunctionMode):
     in ``fields`` (by tensor id), the receptive field of each tensor derived from the input where
     the op is known (None where it is not: those get probed)."""
 
-    def __init__(self, stack: list[tuple[str, bool]], functions: list[tuple[str, str]],
-                 fields: dict[int, ReceptiveField | None] | None = None, keep: list | None = None):  # fmt: skip
+    def __init__(
+        self,
+        stack: list[tuple[str, bool]],
+        functions: list[tuple[str, str]],
+        fields: dict[int, ReceptiveField | None] | None = None,
+        keep: list | None = None,
+    ):
         super().__init__()
         self.stack, self.functions, self.fields, self.keep = stack, functions, fields, keep
 
@@ -208,9 +249,24 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
 
 
 _ELEMENTWISE = (
-    nn.modules.batchnorm._NormBase, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh,
-    nn.Sigmoid, nn.Hardtanh, nn.Softplus, nn.Mish, nn.Hardswish, nn.PReLU, nn.Dropout, nn.Dropout2d, nn.Identity,
-)  # fmt: skip
+    nn.modules.batchnorm._NormBase,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Hardtanh,
+    nn.Softplus,
+    nn.Mish,
+    nn.Hardswish,
+    nn.PReLU,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
+)
 _PIXEL_BUDGET = 1 << 17  # probe images x pixels per backward pass: bounds the memory of one probe
 
 
@@ -307,8 +363,9 @@ class _PassHooks:
         return output
 
 
-def _module_field(module: nn.Module, inputs: list[torch.Tensor], output: torch.Tensor,
-                  fields: dict[int, ReceptiveField | None]) -> ReceptiveField | None:  # fmt: skip
+def _module_field(
+    module: nn.Module, inputs: list[torch.Tensor], output: torch.Tensor, fields: dict[int, ReceptiveField | None]
+) -> ReceptiveField | None:
     """A module's output field from its input's and its geometry, or what its ops left."""
     if output.dim() != 4:
         return None
@@ -378,8 +435,16 @@ def trace_graph(model: nn.Module, in_shape: tuple[int, int, int] | None = None) 
 
 def _trace(model: nn.Module, shape: tuple[int, int, int]) -> Graph:
     probe = _positive_copy(model)
-    graph = Graph([], {}, {}, {}, [], leaves={n for n, m in model.named_modules() if n and not list(m.children())},
-                  model=weakref.ref(model), in_shape=shape)  # fmt: skip
+    graph = Graph(
+        [],
+        {},
+        {},
+        {},
+        [],
+        leaves={n for n, m in model.named_modules() if n and not list(m.children())},
+        model=weakref.ref(model),
+        in_shape=shape,
+    )
     device = next((p.device for p in probe.parameters()), torch.device("cpu"))
     with torch.no_grad():
         _pass(probe, torch.ones(1, *shape, device=device), None, graph)
@@ -416,15 +481,18 @@ def _fields(graph: Graph) -> tuple[dict[str, ReceptiveField], dict[str, str]]:
     return {n: fields[n] for n in spatial if n in fields}, unresolved
 
 
-def _probe_safely(probe: nn.Module, names: list[str], shape: tuple[int, int, int],
-                  enlarged: bool) -> dict[str, ReceptiveField | str]:  # fmt: skip
+def _probe_safely(
+    probe: nn.Module, names: list[str], shape: tuple[int, int, int], enlarged: bool
+) -> dict[str, ReceptiveField | str]:
     try:
         return _probe(probe, names, shape)
     except Exception as exc:  # the model refuses an enlarged image
         if not enlarged:
             raise
-        return {n: f"larger than the image, and the model does not run on {shape[1]}x{shape[2]} inputs ({exc})"
-                for n in names}  # fmt: skip
+        return {
+            n: f"larger than the image, and the model does not run on {shape[1]}x{shape[2]} inputs ({exc})"
+            for n in names
+        }
 
 
 def measure_fields(model: nn.Module, in_shape: tuple[int, int, int]) -> dict[str, ReceptiveField]:

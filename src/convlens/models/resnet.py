@@ -44,8 +44,15 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, depth: int, width: int, in_shape: tuple[int, int, int], num_classes: int,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        depth: int,
+        width: int,
+        in_shape: tuple[int, int, int],
+        num_classes: int,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ):
         super().__init__()
         c = in_shape[0]
         n = (depth - 2) // 6

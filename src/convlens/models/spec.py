@@ -135,8 +135,18 @@ class Recurrent(_Layer):
 
 # The one table of layer kinds: the spec classes above. The config's layer type, the valid tags,
 # the default module names and the builder's dispatch (models/builder.py) all derive from it.
-LAYER_CLASSES: tuple[type[_Layer], ...] = (Conv, BatchNorm, Activation, Pool, GlobalPool, Dropout, Flatten, Linear,
-                                           Scale, Recurrent)  # fmt: skip
+LAYER_CLASSES: tuple[type[_Layer], ...] = (
+    Conv,
+    BatchNorm,
+    Activation,
+    Pool,
+    GlobalPool,
+    Dropout,
+    Flatten,
+    Linear,
+    Scale,
+    Recurrent,
+)
 
 KINDS: dict[str, type[_Layer]] = {
     tag: cls for cls in LAYER_CLASSES for tag in get_args(cls.model_fields["type"].annotation)

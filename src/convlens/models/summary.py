@@ -72,8 +72,20 @@ def receptive_fields(model: nn.Module, in_shape: tuple[int, int, int] | None = N
     return dict(trace_graph(model, shape).fields)  # type: ignore[arg-type]
 
 
-_ELEMENTWISE = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid,
-                nn.Dropout, nn.Dropout2d, nn.Identity)  # fmt: skip
+_ELEMENTWISE = (
+    nn.BatchNorm2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
+)
 
 
 def _analytic(model: nn.Module) -> bool:
@@ -167,8 +179,11 @@ def summarize(model: nn.Module, in_shape: tuple[int, int, int]) -> list[LayerRow
     if isinstance(model, nn.Sequential):
         units = [(n, m, True) for n, m in model.named_children()]
     else:
-        units = [(n, m, False) for n, m in model.named_modules()
-                 if n and (not list(m.children()) or any(True for _ in m.parameters(recurse=False)))]  # fmt: skip
+        units = [
+            (n, m, False)
+            for n, m in model.named_modules()
+            if n and (not list(m.children()) or any(True for _ in m.parameters(recurse=False)))
+        ]
     rf = receptive_fields(model, in_shape)
     seen: dict[str, LayerRow] = {}
 
@@ -179,8 +194,14 @@ def summarize(model: nn.Module, in_shape: tuple[int, int, int]) -> list[LayerRow
             inp = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
             shape = list(output.shape[1:]) if isinstance(output, torch.Tensor) else []
             macs = _macs(m, inp, output) if isinstance(output, torch.Tensor) and inp is not None else 0
-            seen[name] = LayerRow(name, type(m).__name__, shape, sum(p.numel() for p in m.parameters(recurse=recurse)),
-                                  macs, rf[name].size if name in rf else None)  # fmt: skip
+            seen[name] = LayerRow(
+                name,
+                type(m).__name__,
+                shape,
+                sum(p.numel() for p in m.parameters(recurse=recurse)),
+                macs,
+                rf[name].size if name in rf else None,
+            )
 
         return fn
 
@@ -190,8 +211,11 @@ def summarize(model: nn.Module, in_shape: tuple[int, int, int]) -> list[LayerRow
             m.register_forward_hook(hook(name, recurse))
         model(torch.zeros(1, *in_shape, device=device))
     rows = list(seen.values())
-    rows += [LayerRow(n, type(m).__name__, [], sum(p.numel() for p in m.parameters(recurse=r)), 0, None)
-             for n, m, r in units if n not in seen]  # fmt: skip
+    rows += [
+        LayerRow(n, type(m).__name__, [], sum(p.numel() for p in m.parameters(recurse=r)), 0, None)
+        for n, m, r in units
+        if n not in seen
+    ]
     return rows
 
 

@@ -32,8 +32,9 @@ def whiten_layers(model: nn.Module) -> list[str]:
 
 
 @torch.no_grad()
-def patch_moments(model: nn.Module, layer: str, images: torch.Tensor,
-                  chunk: int = 500) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def patch_moments(
+    model: nn.Module, layer: str, images: torch.Tensor, chunk: int = 500
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and covariance (D, D) in float64 of the patches ``layer`` sees on ``images``.
 
     ``images`` are uint8 (N, C, H, W) as stored in a split; the layer's input is traced, so any
@@ -80,8 +81,10 @@ def init_whitening(model: nn.Module, images: torch.Tensor, max_images: int = WHI
         return names
     # eval mode: batch norm before a whitening layer must not update its running statistics
     with borrowed(model):
-        eps_of = {name: layer.get("whiten_eps", 5e-4) for name, layer in
-                  zip([n for n, _ in model.named_children()][1:], model.spec)}  # fmt: skip
+        eps_of = {
+            name: layer.get("whiten_eps", 5e-4)
+            for name, layer in zip([n for n, _ in model.named_children()][1:], model.spec)
+        }
         for name in names:
             mean, cov = patch_moments(model, name, images[:max_images])
             set_whitening(dict(model.named_children())[name], mean, cov, eps_of[name])

@@ -18,8 +18,12 @@ from .diagnose import Finding, diagnose, format_findings
 __all__ = ["Finding", "build_report", "diagnose", "format_findings"]
 
 
-def build_report(path: str | Path, out: str | Path | None = None, echo: Callable[[str], None] = lambda s: None,
-                 checkpoint: str | None = None) -> Path:  # fmt: skip
+def build_report(
+    path: str | Path,
+    out: str | Path | None = None,
+    echo: Callable[[str], None] = lambda s: None,
+    checkpoint: str | None = None,
+) -> Path:
     """Write ``report.html`` for a run folder or a sweep folder; returns its path. ``checkpoint``
     (a run folder's best or last) is the one the report is about: default, the one eval.json
     evaluated; analyses computed from other weights are marked."""
@@ -31,4 +35,6 @@ def build_report(path: str | Path, out: str | Path | None = None, echo: Callable
         return build_run_report(Run(path), out, echo, checkpoint)
     if path.is_dir() and is_sweep(path):
         return build_sweep_report(path, out, echo)
-    raise RunError(f"{path} is neither a run folder (with config.yaml) nor a sweep folder (with trials/<n>/ run folders)")
+    raise RunError(
+        f"{path} is neither a run folder (with config.yaml) nor a sweep folder (with trials/<n>/ run folders)"
+    )

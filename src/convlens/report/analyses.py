@@ -25,28 +25,79 @@ from ..utils import read_json
 from .html import Figure, Section, Table, data_uri, fmt, pct
 
 # Sections appear in this order; analyses not listed follow alphabetically.
-ORDER = ["filters", "featuremaps", "stats", "classnorms", "topk", "ablate", "errors",
-         "occlusion", "actmax", "deconv", "guided", "saliency", "gradcam"]  # fmt: skip
+ORDER = [
+    "filters",
+    "featuremaps",
+    "stats",
+    "classnorms",
+    "topk",
+    "ablate",
+    "errors",
+    "occlusion",
+    "actmax",
+    "deconv",
+    "guided",
+    "saliency",
+    "gradcam",
+]
 TITLES = {
     "filters": ("Filters", "The learned weights of the convolution filters."),
-    "featuremaps": ("Feature maps", "Chosen images seen inside the network: each filter's output, before and after the activation."),
-    "stats": ("Activation statistics", "Per filter over a data split: mean, spread, how often it is active, its maximum. A dead filter never activates."),
-    "classnorms": ("Class-wise norms", "The average norm of each filter's feature map for every class. A filter whose norms vary a lot across classes is an \u201cexpert\u201d for the class it prefers."),
-    "topk": ("Top-k images and patches", "The images that excite each filter most, the input patch (receptive field) behind the strongest response, and the classes of those images."),
-    "ablate": ("Ablation", "Filters silenced and the model evaluated again: which classes lose accuracy, and how the confusion matrix changes."),
-    "errors": ("Example classifications", "Test images with their predictions, and the mistakes the model made most confidently."),
-    "occlusion": ("Occlusion", "A patch slid over each image: where covering it lowers the probability of the class is where the model looks."),
-    "actmax": ("Activation maximisation", "Synthetic images optimised to excite one filter or class as much as possible."),
+    "featuremaps": (
+        "Feature maps",
+        "Chosen images seen inside the network: each filter's output, before and after the activation.",
+    ),
+    "stats": (
+        "Activation statistics",
+        "Per filter over a data split: mean, spread, how often it is active, its maximum. A dead filter never activates.",
+    ),
+    "classnorms": (
+        "Class-wise norms",
+        "The average norm of each filter's feature map for every class. A filter whose norms vary a lot across classes is an \u201cexpert\u201d for the class it prefers.",
+    ),
+    "topk": (
+        "Top-k images and patches",
+        "The images that excite each filter most, the input patch (receptive field) behind the strongest response, and the classes of those images.",
+    ),
+    "ablate": (
+        "Ablation",
+        "Filters silenced and the model evaluated again: which classes lose accuracy, and how the confusion matrix changes.",
+    ),
+    "errors": (
+        "Example classifications",
+        "Test images with their predictions, and the mistakes the model made most confidently.",
+    ),
+    "occlusion": (
+        "Occlusion",
+        "A patch slid over each image: where covering it lowers the probability of the class is where the model looks.",
+    ),
+    "actmax": (
+        "Activation maximisation",
+        "Synthetic images optimised to excite one filter or class as much as possible.",
+    ),
     "deconv": ("Deconvnet", "The strongest activation of a filter projected back to pixels (Zeiler & Fergus)."),
     "guided": ("Guided backpropagation", "The input gradient with negative signals stopped at every ReLU."),
-    "saliency": ("Saliency", "The gradient of the class score with respect to the input pixels (and its SmoothGrad average)."),
+    "saliency": (
+        "Saliency",
+        "The gradient of the class score with respect to the input pixels (and its SmoothGrad average).",
+    ),
     "gradcam": ("Grad-CAM", "Class-weighted feature maps of a convolution layer, upsampled onto the image."),
-}  # fmt: skip
+}
 
-PER_FILTER = re.compile(rf"^{ANALYSIS_DIR}/(?P<name>[^/-]+)(?:-[^/]*)?/(?P<layer>[^/]+)/f(?P<filter>\d+)"
-                        r"(?:_(?P<kind>[A-Za-z0-9]+))?\.png$")  # fmt: skip
-SKIP_KEYS = {"analysis", "params", "figures", "split", "layers", "version",
-             "checkpoint", "checkpoint_epoch", "checkpoint_sha256"}  # fmt: skip
+PER_FILTER = re.compile(
+    rf"^{ANALYSIS_DIR}/(?P<name>[^/-]+)(?:-[^/]*)?/(?P<layer>[^/]+)/f(?P<filter>\d+)"
+    r"(?:_(?P<kind>[A-Za-z0-9]+))?\.png$"
+)
+SKIP_KEYS = {
+    "analysis",
+    "params",
+    "figures",
+    "split",
+    "layers",
+    "version",
+    "checkpoint",
+    "checkpoint_epoch",
+    "checkpoint_sha256",
+}
 
 
 @dataclass
@@ -148,8 +199,10 @@ def filter_records(info: dict[str, Any], fields: dict[str, tuple[str, ...]]) -> 
     classnorms, filters). ``fields`` maps a record key to the JSON names it is read from."""
     recs = info.get("filters")
     if isinstance(recs, list) and recs and all(isinstance(r, dict) for r in recs):
-        return [{"filter": int(r.get("filter", r.get("index", i))), **{k: _first(r, a) for k, a in fields.items()}}
-                for i, r in enumerate(recs)]  # fmt: skip
+        return [
+            {"filter": int(r.get("filter", r.get("index", i))), **{k: _first(r, a) for k, a in fields.items()}}
+            for i, r in enumerate(recs)
+        ]
     n = info.get("channels")
     if not isinstance(n, int):
         lengths = [len(info[a]) for alts in fields.values() for a in alts if isinstance(info.get(a), list)]
@@ -193,7 +246,11 @@ def _points(v: Any, bad_below: float | None = -0.005) -> Any:
     if _num(v) is None:
         return v
     v = round(v, 9) + 0.0  # no "-0.00" for a change that is zero up to rounding
-    cls = "num bad" if bad_below is not None and v < bad_below else ("num good" if bad_below is not None and v > -bad_below else "num")
+    cls = (
+        "num bad"
+        if bad_below is not None and v < bad_below
+        else ("num good" if bad_below is not None and v > -bad_below else "num")
+    )
     return {"text": f"{100 * v:+.2f}", "cls": cls}
 
 
@@ -228,17 +285,47 @@ def filters_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
     for layer, info in layers_of(doc).items():
         shape = info.get("shape")
         l2 = [v for v in info.get("l2") or [] if _num(v) is not None]
-        summary.append([layer, "\u00d7".join(map(str, shape)) if isinstance(shape, list) else shape, len(l2) or None,
-                        min(l2) if l2 else None, _median(l2), max(l2) if l2 else None, info.get("max_abs")])  # fmt: skip
-        for r in filter_records(info, {"l2": ("l2",), "l1": ("l1",), "min": ("min",), "max": ("max",), "bias": ("bias",)}):
+        summary.append(
+            [
+                layer,
+                "\u00d7".join(map(str, shape)) if isinstance(shape, list) else shape,
+                len(l2) or None,
+                min(l2) if l2 else None,
+                _median(l2),
+                max(l2) if l2 else None,
+                info.get("max_abs"),
+            ]
+        )
+        for r in filter_records(
+            info, {"l2": ("l2",), "l1": ("l1",), "min": ("min",), "max": ("max",), "bias": ("bias",)}
+        ):
             detail.append([layer, filter_link(layer, r["filter"]), r["l2"], r["l1"], r["min"], r["max"], r["bias"]])
     tables = []
     if summary:
-        tables.append(Table(["layer", "weights (out \u00d7 in \u00d7 h \u00d7 w)", "filters", "smallest L2 norm",
-                             "median", "largest", "largest |weight|"], summary, "Weight norms per layer"))  # fmt: skip
+        tables.append(
+            Table(
+                [
+                    "layer",
+                    "weights (out \u00d7 in \u00d7 h \u00d7 w)",
+                    "filters",
+                    "smallest L2 norm",
+                    "median",
+                    "largest",
+                    "largest |weight|",
+                ],
+                summary,
+                "Weight norms per layer",
+            )
+        )
     if detail:
-        tables.append(Table(["layer", "filter", "L2 norm", "L1 norm", "min weight", "max weight", "bias"], detail,
-                            "Every filter", collapsed=True))  # fmt: skip
+        tables.append(
+            Table(
+                ["layer", "filter", "L2 norm", "L1 norm", "min weight", "max weight", "bias"],
+                detail,
+                "Every filter",
+                collapsed=True,
+            )
+        )
     return tables
 
 
@@ -247,8 +334,15 @@ def stats_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
     from .diagnose import dead_filters_by_layer
 
     dead = dead_filters_by_layer(doc)
-    fields = {"mean": ("mean",), "std": ("std",), "max": ("max",), "active": ("active_fraction", "active"),
-              "images": ("images_active",), "post_max": ("post_max",), "weight": ("weight_norm",)}  # fmt: skip
+    fields = {
+        "mean": ("mean",),
+        "std": ("std",),
+        "max": ("max",),
+        "active": ("active_fraction", "active"),
+        "images": ("images_active",),
+        "post_max": ("post_max",),
+        "weight": ("weight_norm",),
+    }
     summary, detail = [], []
     for layer, info in layers_of(doc).items():
         recs = filter_records(info, fields)
@@ -263,21 +357,67 @@ def stats_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
         actives = [r["active"] for r in recs if _num(r["active"]) is not None]
         where = info.get("measured_at")
         where = f"{where.get('pre', '')} / {where.get('post', '')}" if isinstance(where, dict) else where
-        summary.append([layer, where, n, {"text": len(d), "cls": "bad" if d else "num"},
-                        ", ".join(f"{i} ({why(i)})" for i in d) or "none",
-                        pct(sum(actives) / len(actives)) if actives else ""])  # fmt: skip
+        summary.append(
+            [
+                layer,
+                where,
+                n,
+                {"text": len(d), "cls": "bad" if d else "num"},
+                ", ".join(f"{i} ({why(i)})" for i in d) or "none",
+                pct(sum(actives) / len(actives)) if actives else "",
+            ]
+        )
         for r in recs:
-            detail.append([layer, filter_link(layer, r["filter"]), r["mean"], r["std"], r["max"], _pct(r["active"]),
-                           _pct(r["images"]), r["post_max"], r["weight"],
-                           {"text": why(r["filter"]), "cls": "bad"} if r["filter"] in d else ""])  # fmt: skip
+            detail.append(
+                [
+                    layer,
+                    filter_link(layer, r["filter"]),
+                    r["mean"],
+                    r["std"],
+                    r["max"],
+                    _pct(r["active"]),
+                    _pct(r["images"]),
+                    r["post_max"],
+                    r["weight"],
+                    {"text": why(r["filter"]), "cls": "bad"} if r["filter"] in d else "",
+                ]
+            )
     tables = []
     if summary:
-        tables.append(Table(["layer", "read at (before / after the activation)", "filters", "dead", "dead filters",
-                             "mean active fraction"], summary, "Dead filters per layer"))  # fmt: skip
+        tables.append(
+            Table(
+                [
+                    "layer",
+                    "read at (before / after the activation)",
+                    "filters",
+                    "dead",
+                    "dead filters",
+                    "mean active fraction",
+                ],
+                summary,
+                "Dead filters per layer",
+            )
+        )
     if detail:
-        tables.append(Table(["layer", "filter", "mean", "std", "max", "positions active", "images active",
-                             "max after activation", "weight norm", "dead"], detail, "Per-filter statistics",
-                            collapsed=True))  # fmt: skip
+        tables.append(
+            Table(
+                [
+                    "layer",
+                    "filter",
+                    "mean",
+                    "std",
+                    "max",
+                    "positions active",
+                    "images active",
+                    "max after activation",
+                    "weight norm",
+                    "dead",
+                ],
+                detail,
+                "Per-filter statistics",
+                collapsed=True,
+            )
+        )
     return tables
 
 
@@ -290,14 +430,40 @@ def classnorms_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
             continue
         layer, idx = str(r.get("layer", "")), r.get("filter")
         var = _first(layers.get(layer, {}), ("variance",), idx) if isinstance(idx, int) else None
-        rows.append([layer, filter_link(layer, idx), class_name(classes, r.get("class")), r.get("selectivity"),
-                     r.get("cv"), var])  # fmt: skip
+        rows.append(
+            [
+                layer,
+                filter_link(layer, idx),
+                class_name(classes, r.get("class")),
+                r.get("selectivity"),
+                r.get("cv"),
+                var,
+            ]
+        )
     tables = []
     if rows:
-        tables.append(Table(["layer", "filter", "preferred class", "selectivity index", "coefficient of variation",
-                             "variance across classes"], rows, "The most class-selective (\u201cexpert\u201d) filters"))  # fmt: skip
-    fields = {"means": ("class_means",), "mean": ("mean",), "variance": ("variance",), "cv": ("cv",),
-              "selectivity": ("selectivity",), "preferred": ("preferred_class",)}  # fmt: skip
+        tables.append(
+            Table(
+                [
+                    "layer",
+                    "filter",
+                    "preferred class",
+                    "selectivity index",
+                    "coefficient of variation",
+                    "variance across classes",
+                ],
+                rows,
+                "The most class-selective (\u201cexpert\u201d) filters",
+            )
+        )
+    fields = {
+        "means": ("class_means",),
+        "mean": ("mean",),
+        "variance": ("variance",),
+        "cv": ("cv",),
+        "selectivity": ("selectivity",),
+        "preferred": ("preferred_class",),
+    }
     detail = []
     for layer, info in layers.items():
         quiet = set(info.get("quiet") or [])
@@ -305,12 +471,36 @@ def classnorms_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
             pref = r["preferred"]
             if pref is None and isinstance(r["means"], list) and any(_num(v) is not None for v in r["means"]):
                 pref = max((i for i, v in enumerate(r["means"]) if _num(v) is not None), key=r["means"].__getitem__)
-            detail.append([layer, filter_link(layer, r["filter"]), class_name(classes, pref), r["mean"], r["variance"],
-                           r["cv"], r["selectivity"], "nearly silent" if r["filter"] in quiet else ""])  # fmt: skip
+            detail.append(
+                [
+                    layer,
+                    filter_link(layer, r["filter"]),
+                    class_name(classes, pref),
+                    r["mean"],
+                    r["variance"],
+                    r["cv"],
+                    r["selectivity"],
+                    "nearly silent" if r["filter"] in quiet else "",
+                ]
+            )
     if detail:
-        tables.append(Table(["layer", "filter", "preferred class", "mean norm", "variance across classes",
-                             "coefficient of variation", "selectivity index", ""], detail, "Every filter",
-                            collapsed=True))  # fmt: skip
+        tables.append(
+            Table(
+                [
+                    "layer",
+                    "filter",
+                    "preferred class",
+                    "mean norm",
+                    "variance across classes",
+                    "coefficient of variation",
+                    "selectivity index",
+                    "",
+                ],
+                detail,
+                "Every filter",
+                collapsed=True,
+            )
+        )
     return tables
 
 
@@ -323,7 +513,15 @@ def topk_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
     for layer, info in layers_of(doc).items():
         rf = info.get("receptive_field")
         if isinstance(rf, dict):
-            rfs.append([layer, info.get("measured_at"), rf.get("size"), rf.get("jump"), "\u00d7".join(map(str, info.get("map_size") or []))])
+            rfs.append(
+                [
+                    layer,
+                    info.get("measured_at"),
+                    rf.get("size"),
+                    rf.get("jump"),
+                    "\u00d7".join(map(str, info.get("map_size") or [])),
+                ]
+            )
         for r in filter_records(info, fields):
             hist = histogram(r["hist"], classes)
             total = sum(c for _, c in hist)
@@ -333,11 +531,22 @@ def topk_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
     tables = []
     if rows:
         cap = f"Classes of each filter's top-{k} images" if k else "Classes of each filter's top images"
-        tables.append(Table(["layer", "filter", "most frequent class", "next classes", "mean response", "max response"],
-                            rows, cap, collapsed=len(rows) > 40))  # fmt: skip
+        tables.append(
+            Table(
+                ["layer", "filter", "most frequent class", "next classes", "mean response", "max response"],
+                rows,
+                cap,
+                collapsed=len(rows) > 40,
+            )
+        )
     if rfs:
-        tables.append(Table(["layer", "read at", "receptive field (pixels)", "step between positions (pixels)", "map size"],
-                            rfs, "Receptive fields"))  # fmt: skip
+        tables.append(
+            Table(
+                ["layer", "read at", "receptive field (pixels)", "step between positions (pixels)", "map size"],
+                rfs,
+                "Receptive fields",
+            )
+        )
     return tables
 
 
@@ -349,8 +558,13 @@ def ablate_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
     s = doc.get("set") if isinstance(doc.get("set"), dict) else {}
     which = s.get("filters")
     if isinstance(which, dict) and which:
-        tables.append(Table(["layer", "filters silenced together", "chosen"],
-                            [[k, fmt(v), s.get("chosen_by", "")] for k, v in which.items()], "What was ablated"))  # fmt: skip
+        tables.append(
+            Table(
+                ["layer", "filters silenced together", "chosen"],
+                [[k, fmt(v), s.get("chosen_by", "")] for k, v in which.items()],
+                "What was ablated",
+            )
+        )
     before, after = s.get("before"), s.get("after")
     pb = before.get("per_class_accuracy") if isinstance(before, dict) else None
     pa = after.get("per_class_accuracy") if isinstance(after, dict) else None
@@ -359,18 +573,37 @@ def ablate_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
         ca = after.get("prediction_counts") if isinstance(after.get("prediction_counts"), list) else []
         rows = []
         for i, (b, a) in enumerate(zip(pb, pa)):
-            rows.append([class_name(names, i), _pct(b), _pct(a), _points(a - b) if _num(a) is not None and _num(b) is not None else "",
-                         cb[i] if i < len(cb) else "", ca[i] if i < len(ca) else ""])  # fmt: skip
+            rows.append(
+                [
+                    class_name(names, i),
+                    _pct(b),
+                    _pct(a),
+                    _points(a - b) if _num(a) is not None and _num(b) is not None else "",
+                    cb[i] if i < len(cb) else "",
+                    ca[i] if i < len(ca) else "",
+                ]
+            )
         ob, oa = before.get("accuracy"), after.get("accuracy")
         if _num(ob) is not None and _num(oa) is not None:
             rows.append([{"text": "all classes", "cls": "strong"}, pct(ob), pct(oa), _points(oa - ob), "", ""])
-        tables.append(Table(["class", "accuracy before", "after", "difference (points)", "predicted before", "predicted after"],
-                            rows, "Per-class accuracy before and after"))  # fmt: skip
+        tables.append(
+            Table(
+                ["class", "accuracy before", "after", "difference (points)", "predicted before", "predicted after"],
+                rows,
+                "Per-class accuracy before and after",
+            )
+        )
     changed = s.get("changed")
     if isinstance(changed, dict):
-        counts = [[what, len(changed[key])] for key, what in (("broken", "right before, wrong after"),
-                  ("fixed", "wrong before, right after"), ("switched", "wrong before and after, another class"))
-                  if isinstance(changed.get(key), list)]  # fmt: skip
+        counts = [
+            [what, len(changed[key])]
+            for key, what in (
+                ("broken", "right before, wrong after"),
+                ("fixed", "wrong before, right after"),
+                ("switched", "wrong before and after, another class"),
+            )
+            if isinstance(changed.get(key), list)
+        ]
         if counts:
             tables.append(Table(["images whose prediction changed", "images"], counts))
     ranks = doc.get("rank") if isinstance(doc.get("rank"), dict) else {}
@@ -391,9 +624,17 @@ def ablate_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
                     worst = f"{class_name(names, j)} ({-100 * pcd[f][j]:+.1f})"
             rows.append([filter_link(layer, f), _pct(acc[f]) if f < len(acc) else "", _points(-drop[f]), worst])
         base = r.get("baseline")
-        cap = f"{layer}: filters silenced one at a time, most accuracy carried first" + (f" (all filters: {pct(base)})" if _num(base) is not None else "")
-        tables.append(Table(["filter", "accuracy without it", "change (points)", "class that loses most (points)"], rows,
-                            cap, collapsed=len(rows) > 20))  # fmt: skip
+        cap = f"{layer}: filters silenced one at a time, most accuracy carried first" + (
+            f" (all filters: {pct(base)})" if _num(base) is not None else ""
+        )
+        tables.append(
+            Table(
+                ["filter", "accuracy without it", "change (points)", "class that loses most (points)"],
+                rows,
+                cap,
+                collapsed=len(rows) > 20,
+            )
+        )
     return tables
 
 
@@ -402,15 +643,33 @@ def errors_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
     tables = []
     pairs = doc.get("confused_pairs")
     if isinstance(pairs, list) and pairs:
-        rows = [[class_name(classes, p.get("true")), class_name(classes, p.get("predicted")), p.get("count")]
-                for p in pairs if isinstance(p, dict)]  # fmt: skip
+        rows = [
+            [class_name(classes, p.get("true")), class_name(classes, p.get("predicted")), p.get("count")]
+            for p in pairs
+            if isinstance(p, dict)
+        ]
         tables.append(Table(["true class", "taken for", "images"], rows, "Most confused pairs of classes"))
     mistakes = doc.get("mistakes")
     if isinstance(mistakes, list) and mistakes:
-        rows = [[m.get("position"), class_name(classes, m.get("label")), class_name(classes, m.get("predicted")),
-                 _pct(m.get("confidence")), _pct(m.get("p_label"))] for m in mistakes if isinstance(m, dict)]  # fmt: skip
-        tables.append(Table(["image", "true class", "predicted", "probability of the prediction", "probability of the true class"],
-                            rows, "The most confident mistakes", collapsed=len(rows) > 10))  # fmt: skip
+        rows = [
+            [
+                m.get("position"),
+                class_name(classes, m.get("label")),
+                class_name(classes, m.get("predicted")),
+                _pct(m.get("confidence")),
+                _pct(m.get("p_label")),
+            ]
+            for m in mistakes
+            if isinstance(m, dict)
+        ]
+        tables.append(
+            Table(
+                ["image", "true class", "predicted", "probability of the prediction", "probability of the true class"],
+                rows,
+                "The most confident mistakes",
+                collapsed=len(rows) > 10,
+            )
+        )
     return tables
 
 
@@ -443,9 +702,13 @@ def explained_images(doc: dict[str, Any], classes: list[str]) -> list[Table]:
     rows = []
     for d in images:
         wrong = d.get("label") != d.get("predicted")
-        row = [d.get("index"), _name(classes, d.get("label"), d.get("label_name")),
-               {"text": _name(classes, d.get("predicted"), d.get("predicted_name")), "cls": "bad" if wrong else ""},
-               _pct(d.get("probability")), _pct(d.get("true_probability"))]  # fmt: skip
+        row = [
+            d.get("index"),
+            _name(classes, d.get("label"), d.get("label_name")),
+            {"text": _name(classes, d.get("predicted"), d.get("predicted_name")), "cls": "bad" if wrong else ""},
+            _pct(d.get("probability")),
+            _pct(d.get("true_probability")),
+        ]
         low = d.get("min_true_probability") or {}
         row += [_pct(low.get(k)) for k in windows]
         acts = {(str(p.get("layer")), p.get("filter")): p.get("activation") for p in d.get("projections") or []}
@@ -472,9 +735,15 @@ def actmax_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
     if not rows:
         return []
     head = "class" if kind == "class" else f"{layer} filter"
-    return [Table([head, "objective at the start", "objective at the end", "best data-set image"], rows,
-                  f"Objective of each {kind} before and after the optimisation, and the best value an image of "
-                  "the split reaches", collapsed=len(rows) > 16)]  # fmt: skip
+    return [
+        Table(
+            [head, "objective at the start", "objective at the end", "best data-set image"],
+            rows,
+            f"Objective of each {kind} before and after the optimisation, and the best value an image of "
+            "the split reaches",
+            collapsed=len(rows) > 16,
+        )
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -484,8 +753,11 @@ def scalar_items(doc: dict[str, Any], shown: dict[str, str] | None = None) -> li
     """The analysis' top-level scalars, less those already shown with the same value (a parameter
     an analysis repeats next to its results)."""
     shown = shown or {}
-    return [(k, fmt(v)) for k, v in doc.items()
-            if k not in SKIP_KEYS and isinstance(v, (str, int, float, bool)) and shown.get(k) != fmt(v)]  # fmt: skip
+    return [
+        (k, fmt(v))
+        for k, v in doc.items()
+        if k not in SKIP_KEYS and isinstance(v, (str, int, float, bool)) and shown.get(k) != fmt(v)
+    ]
 
 
 # An analysis whose only figures are per filter (a deconvnet projection of chosen filters) shows up
@@ -496,7 +768,7 @@ SECTION_FILTER_FIGURES = 24
 def analysis_section(run_dir: Path, a: Analysis, classes: list[str]) -> Section:
     title, intro = TITLES.get(a.name, (a.name, ""))
     if a.stem != a.name:  # one of several artifacts of the analysis: say which
-        title = f"{title} ({a.stem[len(a.name) + 1:]})"
+        title = f"{title} ({a.stem[len(a.name) + 1 :]})"
     sec = Section(id=f"analysis-{a.stem}", title=title, intro=intro, cls="analysis")
     params = a.doc.get("params")
     if isinstance(params, dict):  # None is an option left at its default
@@ -509,8 +781,10 @@ def analysis_section(run_dir: Path, a: Analysis, classes: list[str]) -> Section:
         try:
             sec.tables = fn(a.doc, classes)
         except Exception as exc:  # a changed layout must not take the report down; say what failed
-            sec.notes.append(f"the tables of {a.path.name} could not be read ({type(exc).__name__}: {exc}); "
-                             "its figures are shown below")  # fmt: skip
+            sec.notes.append(
+                f"the tables of {a.path.name} could not be read ({type(exc).__name__}: {exc}); "
+                "its figures are shown below"
+            )
     entries = figure_entries(a.doc)
     own, per = [], []
     for e in entries:
@@ -521,8 +795,11 @@ def analysis_section(run_dir: Path, a: Analysis, classes: list[str]) -> Section:
     if per:
         layers = ", ".join(dict.fromkeys(str(k[0]) for k in (per_filter_key(e, a.name) for e in per) if k))
         shown = len([e for e in per if e in own])
-        sec.notes.append(f"{len(per)} per-filter figure{'s' if len(per) != 1 else ''} ({layers})"
-                         + (f", {shown} of them below" if shown else "") + ": every one is in the filter browser")
+        sec.notes.append(
+            f"{len(per)} per-filter figure{'s' if len(per) != 1 else ''} ({layers})"
+            + (f", {shown} of them below" if shown else "")
+            + ": every one is in the filter browser"
+        )
     if not sec.figures and not sec.tables and not per:
         sec.notes.append(f"{a.path.name} lists no figures")
     return sec

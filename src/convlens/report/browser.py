@@ -17,13 +17,32 @@ from .analyses import Analysis, figure_entries, per_filter_key
 from .html import data_uri
 
 # Panels in the order a person reads a filter: what it is, what it prefers, what excites it.
-KIND_ORDER = ["filters", "classnorms", "topk", "topk_patches", "actmax", "deconv", "guided", "saliency", "featuremaps", "stats",
-              "ablate"]  # fmt: skip
+KIND_ORDER = [
+    "filters",
+    "classnorms",
+    "topk",
+    "topk_patches",
+    "actmax",
+    "deconv",
+    "guided",
+    "saliency",
+    "featuremaps",
+    "stats",
+    "ablate",
+]
 KIND_LABELS = {
-    "filters": "weights", "classnorms": "class-wise norms", "topk": "top-k images", "topk_patches": "top-k patches",
-    "actmax": "activation maximisation", "deconv": "deconvnet", "guided": "guided backprop", "saliency": "saliency",
-    "featuremaps": "feature maps", "stats": "statistics", "ablate": "ablation",
-}  # fmt: skip
+    "filters": "weights",
+    "classnorms": "class-wise norms",
+    "topk": "top-k images",
+    "topk_patches": "top-k patches",
+    "actmax": "activation maximisation",
+    "deconv": "deconvnet",
+    "guided": "guided backprop",
+    "saliency": "saliency",
+    "featuremaps": "feature maps",
+    "stats": "statistics",
+    "ablate": "ablation",
+}
 
 
 def _label(kind: str) -> str:
@@ -56,12 +75,17 @@ def collect(run_dir: Path, analyses: list[Analysis], layer_order: list[str] | No
     if not found:
         return None
     order = {n: i for i, n in enumerate(layer_order or [])}
-    kinds = sorted({k for _, _, k in found}, key=lambda k: (KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER), k))
+    kinds = sorted(
+        {k for _, _, k in found}, key=lambda k: (KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER), k)
+    )
     figures: dict[str, dict[str, dict[str, Any]]] = {}
     for (layer, idx, kind), (path, caption) in found.items():
         figures.setdefault(layer, {}).setdefault(str(idx), {})[kind] = {
-            "src": data_uri(path), "caption": caption or f"{layer} filter {idx}: {_label(kind)}",
-        }  # fmt: skip
-    layers = [{"name": name, "filters": sorted(int(i) for i in figures[name])}
-              for name in sorted(figures, key=lambda n: _layer_key(n, order))]  # fmt: skip
+            "src": data_uri(path),
+            "caption": caption or f"{layer} filter {idx}: {_label(kind)}",
+        }
+    layers = [
+        {"name": name, "filters": sorted(int(i) for i in figures[name])}
+        for name in sorted(figures, key=lambda n: _layer_key(n, order))
+    ]
     return {"kinds": [{"key": k, "label": _label(k)} for k in kinds], "layers": layers, "figures": figures}

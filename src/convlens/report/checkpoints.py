@@ -89,22 +89,28 @@ class Checkpoints:
         if now is None:
             return prov
         described = f"checkpoint {name}" + (f" of epoch {prov.epoch}" if prov.epoch is not None else "")
-        is_now = (f"{self.run.rel(self.file(name))} is now epoch {now['checkpoint_epoch']} "
-                  f"(sha256 {now['checkpoint_sha256']})")  # fmt: skip
+        is_now = (
+            f"{self.run.rel(self.file(name))} is now epoch {now['checkpoint_epoch']} "
+            f"(sha256 {now['checkpoint_sha256']})"
+        )
         if prov.sha256 is not None and prov.sha256 != now["checkpoint_sha256"]:
             prov.stale = True
-            prov.alerts.append(f"Stale: computed from {described} (sha256 {prov.sha256}), but {is_now}. "
-                               f"Rerun `{rerun(name)}`.")  # fmt: skip
+            prov.alerts.append(
+                f"Stale: computed from {described} (sha256 {prov.sha256}), but {is_now}. Rerun `{rerun(name)}`."
+            )
         elif prov.sha256 is None and path.stat().st_mtime < self.file(name).stat().st_mtime:
             prov.stale = True
-            prov.alerts.append(f"Stale: written before {is_now} was saved, and it records no checkpoint hash. "
-                               f"Rerun `{rerun(name)}`.")  # fmt: skip
+            prov.alerts.append(
+                f"Stale: written before {is_now} was saved, and it records no checkpoint hash. Rerun `{rerun(name)}`."
+            )
         ref = self.reference_info()
         other = ref is not None and name != self.reference and now["checkpoint_sha256"] != ref["checkpoint_sha256"]
         if other and not prov.stale:
-            prov.alerts.append(f"Computed from {described}, not the {self.reference} checkpoint (epoch "
-                               f"{ref['checkpoint_epoch']}) that this report shows elsewhere. Rerun "
-                               f"`{rerun(self.reference)}` to match.")  # fmt: skip
+            prov.alerts.append(
+                f"Computed from {described}, not the {self.reference} checkpoint (epoch "
+                f"{ref['checkpoint_epoch']}) that this report shows elsewhere. Rerun "
+                f"`{rerun(self.reference)}` to match."
+            )
         return prov
 
     def of_analysis(self, name: str, doc: dict[str, Any], path: Path) -> Provenance:
@@ -112,7 +118,7 @@ class Checkpoints:
         explained = name in METHOD_NAMES
         base = f"convlens explain {run} --method {name}" if explained else f"convlens analyze {run} --only {name}"
         if explained and path.stem != name:  # a keyed artifact: the rerun asks for the same targets
-            base += _target_flags(doc, path.stem[len(name) + 1:])
+            base += _target_flags(doc, path.stem[len(name) + 1 :])
         default = self.run.eval_checkpoint  # what analyze and explain read without --checkpoint
         return self.of(doc, path, lambda which: base + ("" if which == default else f" --checkpoint {which}"))
 
@@ -158,4 +164,3 @@ def mark(sec: Section, prov: Provenance, figures: bool = False) -> None:
         for f in sec.figures:
             f.caption = f"{f.caption} ({prov.tag})"
     sec.alerts.extend(prov.alerts)
-

@@ -33,8 +33,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     run = Run(args.run)
     busy = holder(run.path)
     if busy:  # diagnose only reads: it goes on, on the epochs written so far
-        print(f"warning: {run.path} is still being written by {busy}; these findings cover the epochs "
-              f"so far", file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: {run.path} is still being written by {busy}; these findings cover the epochs so far",
+            file=sys.stderr,
+        )
     findings = diagnose(run)
     if args.json:
         print(json.dumps([f.to_dict() for f in findings], indent=1))
@@ -44,20 +46,29 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("report", help="write a self-contained HTML report of a run or sweep folder",
-                       description="Write one self-contained report.html (images embedded, no network needed) for a run "
-                                   "folder or a sweep folder. Figures are drawn once into RUN/report/ and reused.")  # fmt: skip
+    p = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of a run or sweep folder",
+        description="Write one self-contained report.html (images embedded, no network needed) for a run "
+        "folder or a sweep folder. Figures are drawn once into RUN/report/ and reused.",
+    )
     p.add_argument("path", metavar="RUN|SWEEP_DIR", help="run folder or sweep folder")
     p.add_argument("--out", help="HTML file to write (default: RUN/report.html)")
-    p.add_argument("--checkpoint", choices=["best", "last"],
-                   help="the checkpoint a run's report is about; analyses of other weights are marked "
-                        "(default: the one eval.json evaluated, else best)")  # fmt: skip
+    p.add_argument(
+        "--checkpoint",
+        choices=["best", "last"],
+        help="the checkpoint a run's report is about; analyses of other weights are marked "
+        "(default: the one eval.json evaluated, else best)",
+    )
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("diagnose", help="plain-language findings about a run, with their evidence",
-                       description="Divergence, a collapsed or unstable classifier, overfitting (told from instability, and "
-                                   "from training accuracy below validation), dead filters, training stopped too early or "
-                                   "a flat loss, and the most confused class pairs.")  # fmt: skip
+    p = sub.add_parser(
+        "diagnose",
+        help="plain-language findings about a run, with their evidence",
+        description="Divergence, a collapsed or unstable classifier, overfitting (told from instability, and "
+        "from training accuracy below validation), dead filters, training stopped too early or "
+        "a flat loss, and the most confused class pairs.",
+    )
     p.add_argument("run", help="run folder")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.set_defaults(func=cmd_diagnose)

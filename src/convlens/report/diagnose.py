@@ -124,7 +124,9 @@ def diverged(f: Facts) -> list[Finding]:
     finite = [(e, v) for e, v in losses if v is not None]
     first = finite[0][1] if finite else None
     worst = max(finite, key=lambda ev: ev[1]) if finite else None
-    exploded = first is not None and worst is not None and worst[0] != finite[0][0] and worst[1] > EXPLODE_FACTOR * first
+    exploded = (
+        first is not None and worst is not None and worst[0] != finite[0][0] and worst[1] > EXPLODE_FACTOR * first
+    )
     chance = math.log(f.num_classes)
     huge_first = first is not None and first > 10 * chance  # blew up within the first epoch
     status = f.status.get("status")
@@ -141,13 +143,21 @@ def diverged(f: Facts) -> list[Finding]:
         where = f"the training loss rose from {first:.3g} in epoch {finite[0][0]} to {worst[1]:.3g} in epoch {worst[0]}"
     elif huge_first:
         ev.update(first_loss=first, chance_loss=chance)
-        where = f"the training loss was {first:.3g} in epoch {finite[0][0]}, far above {chance:.3g} (guessing uniformly)"
+        where = (
+            f"the training loss was {first:.3g} in epoch {finite[0][0]}, far above {chance:.3g} (guessing uniformly)"
+        )
     else:
         where = f.status.get("message") or "training stopped as diverged"
     lr = f" than {f.optimizer} lr={f.lr:g}" if f.lr is not None else ""
-    return [Finding("diverged", "problem", "Training diverged",
-                    f"Training diverged: {where}. Try a learning rate 3-10x lower{lr}, or gradient clipping "
-                    f"(train.grad_clip).", ev)]  # fmt: skip
+    return [
+        Finding(
+            "diverged",
+            "problem",
+            "Training diverged",
+            f"Training diverged: {where}. Try a learning rate 3-10x lower{lr}, or gradient clipping (train.grad_clip).",
+            ev,
+        )
+    ]
 
 
 def _prediction_counts(f: Facts) -> list[int] | None:
@@ -177,18 +187,36 @@ def collapsed(f: Facts) -> list[Finding]:
     losses = f.known("train_loss")
     flat = len(losses) >= 2 and (losses[0][1] - losses[-1][1]) < FLAT_DROP * losses[0][1]
     if flat and losses[0][1] <= 2 * math.log(f.num_classes):
-        cause = ("The training loss hardly moved from the first epoch, so the network has not learned yet: "
-                 "raise the learning rate or train longer.")  # fmt: skip
+        cause = (
+            "The training loss hardly moved from the first epoch, so the network has not learned yet: "
+            "raise the learning rate or train longer."
+        )
     else:
         lr = f" ({f.optimizer} lr={f.lr:g})" if f.lr is not None else ""
-        cause = (f"This is what a learning rate that is too high{lr} does: the weights are pushed into a "
-                 "constant output (Adam at lr 0.1 did this in one course report). Lower it 10x.")  # fmt: skip
-    ev = {"class": name, "share": share, "predicted": counts[top], "test_images": total,
-          "test_accuracy": acc, "prediction_counts": counts, "learning_rate": f.lr}  # fmt: skip
+        cause = (
+            f"This is what a learning rate that is too high{lr} does: the weights are pushed into a "
+            "constant output (Adam at lr 0.1 did this in one course report). Lower it 10x."
+        )
+    ev = {
+        "class": name,
+        "share": share,
+        "predicted": counts[top],
+        "test_images": total,
+        "test_accuracy": acc,
+        "prediction_counts": counts,
+        "learning_rate": f.lr,
+    }
     acc_txt = f" (test accuracy {_pct(acc)}, chance is {_pct(1 / len(counts))})" if acc is not None else ""
-    return [Finding("collapsed", "problem", "Collapsed classifier",
-                    f"The classifier predicts \u201c{name}\u201d for {counts[top]} of {total} test images "
-                    f"({_pct(share)}){acc_txt}. {cause}", ev)]  # fmt: skip
+    return [
+        Finding(
+            "collapsed",
+            "problem",
+            "Collapsed classifier",
+            f"The classifier predicts \u201c{name}\u201d for {counts[top]} of {total} test images "
+            f"({_pct(share)}){acc_txt}. {cause}",
+            ev,
+        )
+    ]
 
 
 @check
@@ -200,10 +228,17 @@ def chance_level(f: Facts) -> list[Finding]:
         return []
     lr = f" ({f.optimizer} lr={f.lr:g})" if f.lr is not None else ""
     ev = {"test_accuracy": acc, "chance": 1 / len(counts), "prediction_counts": counts, "learning_rate": f.lr}
-    return [Finding("chance_level", "problem", "No better than guessing",
-                    f"Test accuracy is {_pct(acc)}, where guessing gives {_pct(1 / len(counts))}: the model learned "
-                    f"nothing usable. Check the learning rate{lr} (too high scrambles the weights, too low never moves "
-                    "them) and that labels match images.", ev)]  # fmt: skip
+    return [
+        Finding(
+            "chance_level",
+            "problem",
+            "No better than guessing",
+            f"Test accuracy is {_pct(acc)}, where guessing gives {_pct(1 / len(counts))}: the model learned "
+            f"nothing usable. Check the learning rate{lr} (too high scrambles the weights, too low never moves "
+            "them) and that labels match images.",
+            ev,
+        )
+    ]
 
 
 def _learned(f: Facts) -> bool:
@@ -222,11 +257,15 @@ def unstable(f: Facts) -> list[Finding]:
         return []
     chance_loss = math.log(f.num_classes)
     train_acc = dict(f.known("train_acc"))
-    exploded = [(e, v) for e, v in f.known("val_loss")
-                if v > VAL_EXPLODE * chance_loss and train_acc.get(e, 0.0) < FITS_TRAIN]  # fmt: skip
+    exploded = [
+        (e, v) for e, v in f.known("val_loss") if v > VAL_EXPLODE * chance_loss and train_acc.get(e, 0.0) < FITS_TRAIN
+    ]
     losses = f.known("train_loss")
-    spikes = [(losses[i][0], v, min(x for _, x in losses[:i])) for i, (_, v) in enumerate(losses) if i
-              and v > SPIKE_FACTOR * min(x for _, x in losses[:i])]  # fmt: skip
+    spikes = [
+        (losses[i][0], v, min(x for _, x in losses[:i]))
+        for i, (_, v) in enumerate(losses)
+        if i and v > SPIKE_FACTOR * min(x for _, x in losses[:i])
+    ]
     if not exploded and not spikes:
         return []
     ev: dict[str, Any] = {"learning_rate": f.lr, "optimizer": f.optimizer, "chance_loss": chance_loss}
@@ -234,8 +273,10 @@ def unstable(f: Facts) -> list[Finding]:
     if exploded:
         e, v = max(exploded, key=lambda x: x[1])
         ev.update(val_loss_max=v, val_loss_max_epoch=e)
-        parts.append(f"the validation loss reached {v:.3g} in epoch {e}, {v / chance_loss:.0f}x the {chance_loss:.3g} "
-                     "of guessing uniformly")  # fmt: skip
+        parts.append(
+            f"the validation loss reached {v:.3g} in epoch {e}, {v / chance_loss:.0f}x the {chance_loss:.3g} "
+            "of guessing uniformly"
+        )
     if spikes:
         e, v, low = max(spikes, key=lambda x: x[1] / x[2])
         ev.update(train_loss_spike=v, train_loss_spike_epoch=e, train_loss_before=low)
@@ -248,12 +289,21 @@ def unstable(f: Facts) -> list[Finding]:
     why = ""
     if gap is not None and gap[0] >= OVERFIT_GAP:
         ev["gap_last"] = gap[0]
-        why = (f" The train-validation gap of {100 * gap[0]:.1f} points is not overfitting: the weights jump too "
-               "far each step to settle, on the training images as on the others.")  # fmt: skip
+        why = (
+            f" The train-validation gap of {100 * gap[0]:.1f} points is not overfitting: the weights jump too "
+            "far each step to settle, on the training images as on the others."
+        )
     lr = f" ({f.optimizer} lr={f.lr:g})" if f.lr is not None else ""
-    return [Finding("unstable", "problem", "Unstable training",
-                    f"Training is unstable: {'; '.join(parts)}. The learning rate is too high{lr}: lower it 3-10x, "
-                    f"or add warm-up or gradient clipping (train.grad_clip).{why}", ev)]  # fmt: skip
+    return [
+        Finding(
+            "unstable",
+            "problem",
+            "Unstable training",
+            f"Training is unstable: {'; '.join(parts)}. The learning rate is too high{lr}: lower it 3-10x, "
+            f"or add warm-up or gradient clipping (train.grad_clip).{why}",
+            ev,
+        )
+    ]
 
 
 def _last_gap(f: Facts) -> tuple[float, int, float, float] | None:
@@ -306,15 +356,24 @@ def train_below_val(f: Facts) -> list[Finding]:
     causes = _harder_training(f)
     ev = {"epoch": e, "train_acc": tr, "val_acc": va, "gap": g, "causes": causes}
     if causes:
-        why = (f"The training images see {' and '.join(causes)}, which make them harder than the clean validation "
-               "images, scored in eval mode")  # fmt: skip
+        why = (
+            f"The training images see {' and '.join(causes)}, which make them harder than the clean validation "
+            "images, scored in eval mode"
+        )
     else:
         why = "Nothing in the config makes training harder (no augmentation, dropout or label smoothing)"
-    return [Finding("train_below_val", "info", "Training accuracy below validation",
-                    f"At epoch {e} the model is right on {_pct(tr)} of its training images but {_pct(va)} of the "
-                    f"validation images, {-100 * g:.1f} points more. {why}; and training accuracy is averaged over "
-                    "the epoch while the weights still improve, validation accuracy is measured at its end. This "
-                    "is not overfitting, and no reason to regularise more.", ev)]  # fmt: skip
+    return [
+        Finding(
+            "train_below_val",
+            "info",
+            "Training accuracy below validation",
+            f"At epoch {e} the model is right on {_pct(tr)} of its training images but {_pct(va)} of the "
+            f"validation images, {-100 * g:.1f} points more. {why}; and training accuracy is averaged over "
+            "the epoch while the weights still improve, validation accuracy is measured at its end. This "
+            "is not overfitting, and no reason to regularise more.",
+            ev,
+        )
+    ]
 
 
 @check
@@ -336,22 +395,37 @@ def overfitting(f: Facts) -> list[Finding]:
     # a small validation split is noisy: a drop in accuracy counts only when the loss rose as well
     if not ((gap is not None and gap >= OVERFIT_GAP) or (drop >= OVERFIT_DROP and loss_rose)):
         return []
-    ev = {"train_acc_last": train.get(last_epoch), "val_acc_last": last, "gap_last": gap, "val_acc_peak": peak,
-          "peak_epoch": peak_epoch, "last_epoch": last_epoch, "val_loss_min": min_loss,
-          "val_loss_min_epoch": min_loss_epoch, "val_loss_last": vloss[-1][1] if vloss else None}  # fmt: skip
+    ev = {
+        "train_acc_last": train.get(last_epoch),
+        "val_acc_last": last,
+        "gap_last": gap,
+        "val_acc_peak": peak,
+        "peak_epoch": peak_epoch,
+        "last_epoch": last_epoch,
+        "val_loss_min": min_loss,
+        "val_loss_min_epoch": min_loss_epoch,
+        "val_loss_last": vloss[-1][1] if vloss else None,
+    }
     parts = []
     if gap is not None:
-        parts.append(f"at epoch {last_epoch} the model is right on {_pct(train[last_epoch])} of its training images "
-                     f"but {_pct(last)} of the validation images, a gap of {100 * gap:.1f} points")  # fmt: skip
+        parts.append(
+            f"at epoch {last_epoch} the model is right on {_pct(train[last_epoch])} of its training images "
+            f"but {_pct(last)} of the validation images, a gap of {100 * gap:.1f} points"
+        )
     if peak_epoch != last_epoch:
-        parts.append(f"validation accuracy peaked at {_pct(peak)} in epoch {peak_epoch} and ended "
-                     f"{100 * drop:.1f} points lower")  # fmt: skip
+        parts.append(
+            f"validation accuracy peaked at {_pct(peak)} in epoch {peak_epoch} and ended {100 * drop:.1f} points lower"
+        )
     else:
         parts.append(f"validation accuracy peaked in the last epoch ({_pct(peak)})")
     if loss_rose:
-        parts.append(f"validation loss was lowest in epoch {min_loss_epoch} ({min_loss:.3f}) and rose to {vloss[-1][1]:.3f}")
-    advice = ("Use the best checkpoint (eval.checkpoint: best) or stop near the peak, and regularise: "
-              "augmentation, dropout, weight decay, or fewer parameters.")  # fmt: skip
+        parts.append(
+            f"validation loss was lowest in epoch {min_loss_epoch} ({min_loss:.3f}) and rose to {vloss[-1][1]:.3f}"
+        )
+    advice = (
+        "Use the best checkpoint (eval.checkpoint: best) or stop near the peak, and regularise: "
+        "augmentation, dropout, weight decay, or fewer parameters."
+    )
     return [Finding("overfitting", "warning", "Overfitting", "; ".join(parts).capitalize() + ". " + advice, ev)]
 
 
@@ -367,12 +441,25 @@ def flat_loss(f: Facts) -> list[Finding]:
     if first <= 0 or (first - last) >= FLAT_DROP * first or _learned(f):
         return []
     lr = f" ({f.optimizer} lr={f.lr:g})" if f.lr is not None else ""
-    ev = {"first_epoch": losses[0][0], "first_loss": first, "last_epoch": losses[-1][0], "last_loss": last,
-          "relative_drop": (first - last) / first, "learning_rate": f.lr}  # fmt: skip
-    return [Finding("flat_loss", "warning", "Flat loss from the start",
-                    f"The training loss went only from {first:.3f} to {last:.3f} in {len(losses)} epochs "
-                    f"({100 * (first - last) / first:.1f}% lower). The learning rate is probably too low{lr}: "
-                    "try it 10x higher.", ev)]  # fmt: skip
+    ev = {
+        "first_epoch": losses[0][0],
+        "first_loss": first,
+        "last_epoch": losses[-1][0],
+        "last_loss": last,
+        "relative_drop": (first - last) / first,
+        "learning_rate": f.lr,
+    }
+    return [
+        Finding(
+            "flat_loss",
+            "warning",
+            "Flat loss from the start",
+            f"The training loss went only from {first:.3f} to {last:.3f} in {len(losses)} epochs "
+            f"({100 * (first - last) / first:.1f}% lower). The learning rate is probably too low{lr}: "
+            "try it 10x higher.",
+            ev,
+        )
+    ]
 
 
 @check
@@ -387,9 +474,16 @@ def still_improving(f: Facts) -> list[Finding]:
     if v1 < best - 0.005 or v1 - v0 < IMPROVING_GAIN:
         return []
     ev = {"from_epoch": e0, "val_acc_from": v0, "last_epoch": e1, "val_acc_last": v1, "gain": v1 - v0}
-    return [Finding("still_improving", "hint", "Still improving",
-                    f"Validation accuracy rose from {_pct(v0)} (epoch {e0}) to {_pct(v1)} (epoch {e1}) and was "
-                    "still at its best in the last epoch: training longer should help.", ev)]  # fmt: skip
+    return [
+        Finding(
+            "still_improving",
+            "hint",
+            "Still improving",
+            f"Validation accuracy rose from {_pct(v0)} (epoch {e0}) to {_pct(v1)} (epoch {e1}) and was "
+            "still at its best in the last epoch: training longer should help.",
+            ev,
+        )
+    ]
 
 
 def dead_filters_by_layer(stats: schema.Stats) -> dict[str, tuple[list[int], int]]:
@@ -406,26 +500,46 @@ def dead_filters(f: Facts) -> list[Finding]:
     hit = {k: v for k, v in layers.items() if v[0]}
     if not hit:
         return []
-    per = [f"{name}: {len(d)}{f' of {n}' if n else ''} ({', '.join(map(str, d[:12]))}{', ...' if len(d) > 12 else ''})"
-           for name, (d, n) in hit.items()]  # fmt: skip
+    per = [
+        f"{name}: {len(d)}{f' of {n}' if n else ''} ({', '.join(map(str, d[:12]))}{', ...' if len(d) > 12 else ''})"
+        for name, (d, n) in hit.items()
+    ]
     total = sum(len(d) for d, _ in hit.values())
-    ev = {"dead": {k: d for k, (d, _) in hit.items()}, "filters": {k: n for k, (_, n) in layers.items()},
-          "thresholds": f.stats.get("thresholds", f.stats.get("params", {})), "split": f.stats.get("split"),
-          "checkpoint": f.stats.get("checkpoint"), "checkpoint_epoch": f.stats.get("checkpoint_epoch")}  # fmt: skip
+    ev = {
+        "dead": {k: d for k, (d, _) in hit.items()},
+        "filters": {k: n for k, (_, n) in layers.items()},
+        "thresholds": f.stats.get("thresholds", f.stats.get("params", {})),
+        "split": f.stats.get("split"),
+        "checkpoint": f.stats.get("checkpoint"),
+        "checkpoint_epoch": f.stats.get("checkpoint_epoch"),
+    }
     # the stats analysis also calls a filter dead when its weights are near zero; say which reason holds
     infos = f.stats.get("layers") if isinstance(f.stats.get("layers"), dict) else {}
-    reasons = {r for info in infos.values() if isinstance(info, dict) and isinstance(info.get("dead_reasons"), dict)
-               for rs in info["dead_reasons"].values() if isinstance(rs, list) for r in rs}  # fmt: skip
+    reasons = {
+        r
+        for info in infos.values()
+        if isinstance(info, dict) and isinstance(info.get("dead_reasons"), dict)
+        for rs in info["dead_reasons"].values()
+        if isinstance(rs, list)
+        for r in rs
+    }
     split = f.stats.get("split", "analysed")
     if reasons - {"never active"}:
         ev["reasons"] = sorted(reasons)
         what = f"{'are' if total != 1 else 'is'} dead on the {split} split ({' or '.join(sorted(reasons))})"
     else:
         what = f"never activate{'s' if total == 1 else ''} on the {split} split"
-    return [Finding("dead_filters", "warning", "Dead filters",
-                    f"{total} filter{'s' if total != 1 else ''} {what} "
-                    f"(per layer: {'; '.join(per)}). They cost compute and carry nothing; a lower learning "
-                    "rate, batch norm before the ReLU, or a leaky activation keeps filters alive.", ev)]  # fmt: skip
+    return [
+        Finding(
+            "dead_filters",
+            "warning",
+            "Dead filters",
+            f"{total} filter{'s' if total != 1 else ''} {what} "
+            f"(per layer: {'; '.join(per)}). They cost compute and carry nothing; a lower learning "
+            "rate, batch norm before the ReLU, or a leaky activation keeps filters alive.",
+            ev,
+        )
+    ]
 
 
 @check
@@ -448,14 +562,31 @@ def confused_pairs(f: Facts, top: int = 3) -> list[Finding]:
     pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
     ev_pairs, words = [], []
     for n, i, j in pairs[:top]:
-        ev_pairs.append({"a": names[i], "b": names[j], "a_as_b": int(cm[i][j]), "b_as_a": int(cm[j][i]), "total": n,
-                         "share_of_errors": n / errors})  # fmt: skip
-        words.append(f"{names[i]}/{names[j]} ({n}: \u201c{names[i]}\u201d taken for \u201c{names[j]}\u201d "
-                     f"{int(cm[i][j])} times, the reverse {int(cm[j][i])})")  # fmt: skip
+        ev_pairs.append(
+            {
+                "a": names[i],
+                "b": names[j],
+                "a_as_b": int(cm[i][j]),
+                "b_as_a": int(cm[j][i]),
+                "total": n,
+                "share_of_errors": n / errors,
+            }
+        )
+        words.append(
+            f"{names[i]}/{names[j]} ({n}: \u201c{names[i]}\u201d taken for \u201c{names[j]}\u201d "
+            f"{int(cm[i][j])} times, the reverse {int(cm[j][i])})"
+        )
     share = sum(p["total"] for p in ev_pairs) / errors
-    return [Finding("confused_pairs", "info", "Most confused classes",
-                    f"The most confused class pairs on the test split are {'; '.join(words)}: together "
-                    f"{_pct(share)} of all {errors} mistakes.", {"pairs": ev_pairs, "errors": errors})]  # fmt: skip
+    return [
+        Finding(
+            "confused_pairs",
+            "info",
+            "Most confused classes",
+            f"The most confused class pairs on the test split are {'; '.join(words)}: together "
+            f"{_pct(share)} of all {errors} mistakes.",
+            {"pairs": ev_pairs, "errors": errors},
+        )
+    ]
 
 
 @check
@@ -465,9 +596,16 @@ def unfinished(f: Facts) -> list[Finding]:
         return []
     ep, n = f.status.get("epoch"), f.status.get("epochs")
     msg = f.status.get("message") or ""
-    return [Finding("unfinished", "info", f"Run {status}",
-                    f"The run is {status} after {ep} of {n} epochs{': ' + msg if msg else ''}. Numbers below are "
-                    "from the epochs it completed.", {"status": status, "epoch": ep, "epochs": n})]  # fmt: skip
+    return [
+        Finding(
+            "unfinished",
+            "info",
+            f"Run {status}",
+            f"The run is {status} after {ep} of {n} epochs{': ' + msg if msg else ''}. Numbers below are "
+            "from the epochs it completed.",
+            {"status": status, "epoch": ep, "epochs": n},
+        )
+    ]
 
 
 # ----------------------------------------------------------------------------------------------

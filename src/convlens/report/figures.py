@@ -38,7 +38,9 @@ class FigureCache:
         sig: list[Any] = [FIGURE_VERSION, extra]
         for p in sources:
             st = p.stat()
-            sig.append([str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p), st.st_size, st.st_mtime_ns])
+            sig.append(
+                [str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p), st.st_size, st.st_mtime_ns]
+            )
         return sig
 
     def get(self, name: str, sources: list[Path], draw: Callable[[Path], Any], extra: Any = None) -> Path:
@@ -66,8 +68,15 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
     rows = []
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
-            rows.append({"position": int(r["position"]), "label": int(r["label"]), "pred": int(r["pred"]),
-                         "confidence": float(r["confidence"]), "correct": r["correct"] == "1"})  # fmt: skip
+            rows.append(
+                {
+                    "position": int(r["position"]),
+                    "label": int(r["label"]),
+                    "pred": int(r["pred"]),
+                    "confidence": float(r["confidence"]),
+                    "correct": r["correct"] == "1",
+                }
+            )
     return rows
 
 
@@ -77,7 +86,9 @@ def _short(name: str, limit: int = 14) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "\u2026"
 
 
-def mosaic(images: list[np.ndarray], cols: int, pad: int = 2, min_side: int = 32, band: float = 0.0) -> tuple[np.ndarray, int, int]:
+def mosaic(
+    images: list[np.ndarray], cols: int, pad: int = 2, min_side: int = 32, band: float = 0.0
+) -> tuple[np.ndarray, int, int]:
     """Images tiled into one RGB array (nearest-neighbour upscaled to at least ``min_side``), with
     a white band of ``band`` tile heights under each row for titles; returns the array, the tile
     side and the row pitch. One ``imshow`` of a mosaic draws several times faster than one subplot
@@ -102,8 +113,9 @@ def mosaic(images: list[np.ndarray], cols: int, pad: int = 2, min_side: int = 32
 
 
 @plots.styled
-def draw_gallery(images, picked: list[dict[str, Any]], classes: list[str], path: Path, title: str, mistakes: bool,
-                 cols: int = 8) -> None:  # fmt: skip
+def draw_gallery(
+    images, picked: list[dict[str, Any]], classes: list[str], path: Path, title: str, mistakes: bool, cols: int = 8
+) -> None:
     def cname(i: int) -> str:
         return _short(classes[i]) if 0 <= i < len(classes) else str(i)
 
@@ -122,7 +134,14 @@ def draw_gallery(images, picked: list[dict[str, Any]], classes: list[str], path:
         else:
             text = f"{cname(r['pred'])} {100 * r['confidence']:.0f}%\n(true: {cname(r['label'])})"
         row, col = divmod(i, cols)
-        ax.text(2 + col * (side + 2) + side / 2, 2 + row * pitch + side * 1.03, text, ha="center", va="top",
-                fontsize=7, color="#1a7f37" if r["correct"] else "#c62828")  # fmt: skip
+        ax.text(
+            2 + col * (side + 2) + side / 2,
+            2 + row * pitch + side * 1.03,
+            text,
+            ha="center",
+            va="top",
+            fontsize=7,
+            color="#1a7f37" if r["correct"] else "#c62828",
+        )
     ax.set_title(title, fontsize=9)
     plots.save(fig, path)

@@ -21,8 +21,14 @@ from typing import Any
 
 from markupsafe import Markup
 
-MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".svg": "image/svg+xml",
-        ".webp": "image/webp"}  # fmt: skip
+MIME = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+    ".webp": "image/webp",
+}
 
 
 def data_uri(path: Path) -> str:
@@ -130,8 +136,20 @@ def render_page(**context: Any) -> str:
     """The report page; ``context`` feeds ``templates/report.html.j2``."""
     js = _asset("report.js")
     digest = base64.b64encode(hashlib.sha256(js.encode("utf-8")).digest()).decode("ascii")
-    csp = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
-           "base-uri 'none'; form-action 'none'")  # fmt: skip
-    return _env().get_template("report.html.j2").render(
-        css=Markup(_asset("report.css")), js=Markup(js), csp=csp, script_json=script_json, pct=pct, fmt=fmt, **context
+    csp = (
+        f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
+        "base-uri 'none'; form-action 'none'"
+    )
+    return (
+        _env()
+        .get_template("report.html.j2")
+        .render(
+            css=Markup(_asset("report.css")),
+            js=Markup(js),
+            csp=csp,
+            script_json=script_json,
+            pct=pct,
+            fmt=fmt,
+            **context,
+        )
     )

@@ -23,8 +23,9 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v else None
 
 
-def headline(run: Run, rows: list[dict[str, Any]], summary: dict[str, Any] | None,
-             evaluated: Provenance | None = None) -> list[tuple[str, str]]:  # fmt: skip
+def headline(
+    run: Run, rows: list[dict[str, Any]], summary: dict[str, Any] | None, evaluated: Provenance | None = None
+) -> list[tuple[str, str]]:
     """The numbers a reader looks for first."""
     st = run.status
     items = [("status", str(st.get("status", "unknown")))]
@@ -64,16 +65,30 @@ def _config_facts(run: Run) -> list[tuple[str, str]]:
     if m.options:
         model += " (" + ", ".join(f"{k}={v}" for k, v in m.options.items()) + ")"
     opt = t.optimizer
-    return [("name", c.name), ("data", d.name), ("model", model),
-            ("optimizer", f"{opt.name}, lr {opt.lr:g}, weight decay {opt.weight_decay:g}"
-             + (f", momentum {opt.momentum:g}" if opt.name == "sgd" else "")),
-            ("schedule", t.schedule.name), ("epochs", str(t.epochs)), ("batch size", str(t.batch_size)),
-            ("seed", str(c.seed))]  # fmt: skip
+    return [
+        ("name", c.name),
+        ("data", d.name),
+        ("model", model),
+        (
+            "optimizer",
+            f"{opt.name}, lr {opt.lr:g}, weight decay {opt.weight_decay:g}"
+            + (f", momentum {opt.momentum:g}" if opt.name == "sgd" else ""),
+        ),
+        ("schedule", t.schedule.name),
+        ("epochs", str(t.epochs)),
+        ("batch size", str(t.batch_size)),
+        ("seed", str(c.seed)),
+    ]
 
 
-def training_section(run: Run, rows: list[dict[str, Any]], cache: FigureCache,
-                     ckpts: Checkpoints | None = None) -> Section:  # fmt: skip
-    sec = Section("training", "Training", "Loss and accuracy on the training and validation splits, and the learning rate, per epoch.")
+def training_section(
+    run: Run, rows: list[dict[str, Any]], cache: FigureCache, ckpts: Checkpoints | None = None
+) -> Section:
+    sec = Section(
+        "training",
+        "Training",
+        "Loss and accuracy on the training and validation splits, and the learning rate, per epoch.",
+    )
     if not rows:
         sec.notes.append("metrics.jsonl has no complete epoch yet")
         return sec
@@ -83,10 +98,26 @@ def training_section(run: Run, rows: list[dict[str, Any]], cache: FigureCache,
     p = cache.get("curves.png", [run.metrics_file], lambda out: plots.curves(rows, out))
     caption = f"Training curves: loss, accuracy (train and validation), learning rate ({where})"
     sec.figures.append(Figure(data_uri(p), caption, run.rel(p)))
-    table = [[r.get("epoch"), r.get("train_loss"), pct(r.get("train_acc")), r.get("val_loss"), pct(r.get("val_acc")),
-              r.get("lr"), r.get("epoch_seconds")] for r in rows]  # fmt: skip
-    sec.tables.append(Table(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"], table,
-                            f"metrics.jsonl ({where})", collapsed=len(rows) > 12))  # fmt: skip
+    table = [
+        [
+            r.get("epoch"),
+            r.get("train_loss"),
+            pct(r.get("train_acc")),
+            r.get("val_loss"),
+            pct(r.get("val_acc")),
+            r.get("lr"),
+            r.get("epoch_seconds"),
+        ]
+        for r in rows
+    ]
+    sec.tables.append(
+        Table(
+            ["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"],
+            table,
+            f"metrics.jsonl ({where})",
+            collapsed=len(rows) > 12,
+        )
+    )
     return sec
 
 
@@ -95,9 +126,12 @@ def classes_section(run: Run, classes: list[str], cache: FigureCache) -> Section
     if not ev:
         return None
     split = ev.get("split", "test")
-    sec = Section("classes", "Per-class accuracy and confusion",
-                  f"On the {split} split ({fmt(ev.get('n'))} images, checkpoint {ev.get('checkpoint', '?')}"
-                  f"{', epoch ' + str(ev['epoch']) if isinstance(ev.get('epoch'), int) else ''}).")  # fmt: skip
+    sec = Section(
+        "classes",
+        "Per-class accuracy and confusion",
+        f"On the {split} split ({fmt(ev.get('n'))} images, checkpoint {ev.get('checkpoint', '?')}"
+        f"{', epoch ' + str(ev['epoch']) if isinstance(ev.get('epoch'), int) else ''}).",
+    )
     names = list(ev.get("classes") or classes)
     acc = ev.get("per_class_accuracy") or []
     cm = ev.get("confusion") or []
@@ -111,20 +145,42 @@ def classes_section(run: Run, classes: list[str], cache: FigureCache) -> Section
                 n, j = max(wrong)
                 worst = f"{names[j]} ({n})"
         a = acc[i] if i < len(acc) else None
-        rows.append([name, {"text": pct(a), "cls": "bad" if a is not None and a < 0.5 * (ev.get("accuracy") or 0) else "num"},
-                     support, worst])  # fmt: skip
-    sec.tables.append(Table(["class", "accuracy", "test images", "most often taken for"], rows,
-                            "Accuracy per class, and the class each is most often taken for"))  # fmt: skip
+        rows.append(
+            [
+                name,
+                {"text": pct(a), "cls": "bad" if a is not None and a < 0.5 * (ev.get("accuracy") or 0) else "num"},
+                support,
+                worst,
+            ]
+        )
+    sec.tables.append(
+        Table(
+            ["class", "accuracy", "test images", "most often taken for"],
+            rows,
+            "Accuracy per class, and the class each is most often taken for",
+        )
+    )
     src = [run.eval_file]
     if acc:
-        p = cache.get("per_class.png", src, lambda out: plots.bars(
-            [100 * a for a in acc], names, out, title="Per-class accuracy", ylabel="accuracy (%)", ylim=(0, 100)))
+        p = cache.get(
+            "per_class.png",
+            src,
+            lambda out: plots.bars(
+                [100 * a for a in acc], names, out, title="Per-class accuracy", ylabel="accuracy (%)", ylim=(0, 100)
+            ),
+        )
         sec.figures.append(Figure(data_uri(p), "Per-class accuracy", run.rel(p)))
     if cm:
-        p = cache.get("confusion.png", src, lambda out: plots.confusion(cm, names, out, normalize=True,
-                      title="Confusion matrix (counts; colour: share of the true class)"))  # fmt: skip
-        sec.figures.append(Figure(data_uri(p), "Confusion matrix: rows are true classes, columns predictions",
-                                  run.rel(p)))  # fmt: skip
+        p = cache.get(
+            "confusion.png",
+            src,
+            lambda out: plots.confusion(
+                cm, names, out, normalize=True, title="Confusion matrix (counts; colour: share of the true class)"
+            ),
+        )
+        sec.figures.append(
+            Figure(data_uri(p), "Confusion matrix: rows are true classes, columns predictions", run.rel(p))
+        )
     return sec
 
 
@@ -136,9 +192,12 @@ def examples_section(run: Run, classes: list[str], cache: FigureCache, errors: A
     pred = run.predictions_file
     if not pred.is_file():
         return None
-    sec = Section("examples", "Example classifications",
-                  "Test images with the predicted class and its probability (green: right, red: wrong), and the "
-                  "mistakes the model made with the most confidence.")  # fmt: skip
+    sec = Section(
+        "examples",
+        "Example classifications",
+        "Test images with the predicted class and its probability (green: right, red: wrong), and the "
+        "mistakes the model made with the most confidence.",
+    )
     rows = read_predictions(pred)
     sources = [pred] + ([run.examples_file] if run.examples_file.is_file() else [])
     examples, mistakes = pick_examples(rows), pick_mistakes(rows)
@@ -159,15 +218,27 @@ def examples_section(run: Run, classes: list[str], cache: FigureCache, errors: A
         return data["test"]
 
     try:
-        p = cache.get("examples.png", sources, lambda out: draw_gallery(
-            images(), examples, classes, out, "Example classifications", mistakes=False))  # fmt: skip
-        sec.figures.append(Figure(data_uri(p), "Evenly spaced test images: predicted class and probability",
-                                  run.rel(p)))  # fmt: skip
+        p = cache.get(
+            "examples.png",
+            sources,
+            lambda out: draw_gallery(images(), examples, classes, out, "Example classifications", mistakes=False),
+        )
+        sec.figures.append(
+            Figure(data_uri(p), "Evenly spaced test images: predicted class and probability", run.rel(p))
+        )
         if mistakes:
-            p = cache.get("mistakes.png", sources, lambda out: draw_gallery(
-                images(), mistakes, classes, out, "Most confident mistakes (true \u2192 predicted)", mistakes=True))  # fmt: skip
-            sec.figures.append(Figure(data_uri(p), "The most confident mistakes: true class \u2192 prediction, probability",
-                                      run.rel(p)))  # fmt: skip
+            p = cache.get(
+                "mistakes.png",
+                sources,
+                lambda out: draw_gallery(
+                    images(), mistakes, classes, out, "Most confident mistakes (true \u2192 predicted)", mistakes=True
+                ),
+            )
+            sec.figures.append(
+                Figure(
+                    data_uri(p), "The most confident mistakes: true class \u2192 prediction, probability", run.rel(p)
+                )
+            )
         else:
             sec.notes.append("no test image is misclassified")
     except ConvlensError as exc:
@@ -178,25 +249,49 @@ def examples_section(run: Run, classes: list[str], cache: FigureCache, errors: A
 def model_section(run: Run, summary: dict[str, Any] | None) -> Section | None:
     if not summary or not isinstance(summary.get("layers"), list):
         return None
-    rows = [[r.get("name"), r.get("type"), "\u00d7".join(map(str, r.get("output_shape") or [])), r.get("params"),
-             r.get("macs"), r.get("receptive_field")] for r in summary["layers"]]  # fmt: skip
+    rows = [
+        [
+            r.get("name"),
+            r.get("type"),
+            "\u00d7".join(map(str, r.get("output_shape") or [])),
+            r.get("params"),
+            r.get("macs"),
+            r.get("receptive_field"),
+        ]
+        for r in summary["layers"]
+    ]
     rows.append([{"text": "total", "cls": "strong"}, "", "", summary.get("params"), summary.get("macs"), ""])
     try:
         shape = "\u00d7".join(map(str, run.input_shape))
     except ConvlensError:
         shape = "?"
-    return Section("model", "Model", f"Input {shape}. Receptive field: the side of the input square one output position sees.",
-                   tables=[Table(["layer", "type", "output shape", "parameters", "MACs", "receptive field"], rows,
-                                 "Layers (summary.json): the architecture, the same for every checkpoint")])  # fmt: skip
+    return Section(
+        "model",
+        "Model",
+        f"Input {shape}. Receptive field: the side of the input square one output position sees.",
+        tables=[
+            Table(
+                ["layer", "type", "output shape", "parameters", "MACs", "receptive field"],
+                rows,
+                "Layers (summary.json): the architecture, the same for every checkpoint",
+            )
+        ],
+    )
 
 
 def config_section(run: Run) -> Section:
-    return Section("config", "Config", "The resolved config the run was trained with (config.yaml).",
-                   pre=run.config_file.read_text(encoding="utf-8"), params=_config_facts(run))  # fmt: skip
+    return Section(
+        "config",
+        "Config",
+        "The resolved config the run was trained with (config.yaml).",
+        pre=run.config_file.read_text(encoding="utf-8"),
+        params=_config_facts(run),
+    )
 
 
-def run_context(run: Run, echo: Callable[[str], None] = lambda s: None,
-                checkpoint: str | None = None) -> dict[str, Any]:  # fmt: skip
+def run_context(
+    run: Run, echo: Callable[[str], None] = lambda s: None, checkpoint: str | None = None
+) -> dict[str, Any]:
     """Everything the page shows for a run; figures of the report itself are drawn here if stale.
 
     ``checkpoint`` is the one the report is about (default: the one eval.json evaluated); every
@@ -220,9 +315,10 @@ def run_context(run: Run, echo: Callable[[str], None] = lambda s: None,
     examples_sec = examples_section(run, classes, cache, errors)
     # the gallery comes from the errors analysis, else from predictions.csv (written with eval.json);
     # an analysis' figure captions are tagged already
-    for sec, prov, figures in ((classes_sec, evaluated, True),
-                               (examples_sec, provenance[errors.stem] if errors else evaluated,
-                                errors is None)):  # fmt: skip
+    for sec, prov, figures in (
+        (classes_sec, evaluated, True),
+        (examples_sec, provenance[errors.stem] if errors else evaluated, errors is None),
+    ):
         if sec is not None and prov is not None:
             mark(sec, prov, figures)
     sections = [training_section(run, rows, cache, ckpts)]
@@ -237,10 +333,14 @@ def run_context(run: Run, echo: Callable[[str], None] = lambda s: None,
     if stale:
         explained = list(dict.fromkeys(a.name for a in analyses if provenance[a.stem].stale and a.name in METHOD_NAMES))
         also = f", and `convlens explain {run.path} --method M` for {', '.join(explained)}" if explained else ""
-        alerts.append(f"{len(stale)} of {len(analyses)} analyses and explanations describe older weights than the "
-                      f"current checkpoints ({', '.join(stale)}); their sections say which epoch and how to refresh "
-                      f"them: `convlens analyze {run.path}`{also}.")  # fmt: skip
-    layer_order = [r["name"] for r in summary["layers"]] if summary and isinstance(summary.get("layers"), list) else None
+        alerts.append(
+            f"{len(stale)} of {len(analyses)} analyses and explanations describe older weights than the "
+            f"current checkpoints ({', '.join(stale)}); their sections say which epoch and how to refresh "
+            f"them: `convlens analyze {run.path}`{also}."
+        )
+    layer_order = (
+        [r["name"] for r in summary["layers"]] if summary and isinstance(summary.get("layers"), list) else None
+    )
     fb = browser.collect(run.path, analyses, layer_order)
     sections.append(config_section(run))
     cache.save()
@@ -266,8 +366,12 @@ def run_context(run: Run, echo: Callable[[str], None] = lambda s: None,
     }
 
 
-def build_run_report(run: Run | str | Path, out: str | Path | None = None, echo: Callable[[str], None] = lambda s: None,
-                     checkpoint: str | None = None) -> Path:  # fmt: skip
+def build_run_report(
+    run: Run | str | Path,
+    out: str | Path | None = None,
+    echo: Callable[[str], None] = lambda s: None,
+    checkpoint: str | None = None,
+) -> Path:
     """Write the run's ``report.html`` (default ``RUN/report.html``) and return its path."""
     run = run if isinstance(run, Run) else Run(run)
     out = Path(out) if out else run.report_file

@@ -58,12 +58,20 @@ def _trial_row(run: Run) -> dict[str, Any]:
     summary = run.summary or {}
     ev = run.eval or {}
     findings = ", ".join(f.title.lower() for f in diagnose(run) if f.severity in ("problem", "warning"))
-    return {"findings": findings, "status": run.status.get("status", "unknown"),
-            "best_val_acc": best, "best_epoch": best_epoch,
-            "train_acc": last.get("train_acc"), "gap": last.get("gap"), "test_acc": ev.get("accuracy"),
-            "params": summary.get("params"), "epochs": len(rows),
-            "sec_per_epoch": sum(secs) / len(secs) if secs else None, "seconds": sum(secs) if secs else None,
-            "curve": val}  # fmt: skip
+    return {
+        "findings": findings,
+        "status": run.status.get("status", "unknown"),
+        "best_val_acc": best,
+        "best_epoch": best_epoch,
+        "train_acc": last.get("train_acc"),
+        "gap": last.get("gap"),
+        "test_acc": ev.get("accuracy"),
+        "params": summary.get("params"),
+        "epochs": len(rows),
+        "sec_per_epoch": sum(secs) / len(secs) if secs else None,
+        "seconds": sum(secs) if secs else None,
+        "curve": val,
+    }
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
@@ -101,8 +109,7 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[st
     data = [_trial_row(r) for r in runs]
     configs = [_config(r) for r in runs]
     keys = sorted({k for c in configs for k in c})
-    varying = [k for k in keys if not k.startswith(IGNORED_KEYS)
-               and len({repr(c.get(k)) for c in configs}) > 1]  # fmt: skip
+    varying = [k for k in keys if not k.startswith(IGNORED_KEYS) and len({repr(c.get(k)) for c in configs}) > 1]
 
     # every trial's own report, linked from the table
     links = []
@@ -112,8 +119,11 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[st
 
     order = sorted(range(len(runs)), key=lambda i: -(_best(data[i])))
     sections = [_trials_section(trials, data, configs, varying, links, order)]
-    own_csv = [p for p in sorted(path.rglob("*.csv"))
-               if "trials" not in p.relative_to(path).parts[:1] and p.parts[-2] != REPORT_DIR]  # fmt: skip
+    own_csv = [
+        p
+        for p in sorted(path.rglob("*.csv"))
+        if "trials" not in p.relative_to(path).parts[:1] and p.parts[-2] != REPORT_DIR
+    ]
     tables = [t for t in (_csv_table(p, path) for p in own_csv) if t is not None]
     if tables:
         sections.append(Section("tables", "Tables", "The tables written by the sweep.", tables=tables))
@@ -134,10 +144,19 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[st
     headline = [("trials", str(len(runs))), ("status", ", ".join(f"{v} {k}" for k, v in statuses.items()))]
     if best is not None:
         headline.append(("best trial", f"{trials[best].name}: {pct(data[best]['best_val_acc'])} validation"))
-    return {"kind": "sweep", "title": f"Sweep {path.resolve().name}", "subtitle": str(path),
-            "facts": [("varied", ", ".join(varying) or "nothing")], "headline": headline, "findings": None,
-            "sections": sections, "browser": None, "notes": [], "generated": time.strftime("%Y-%m-%d %H:%M"),
-            "version": __version__}  # fmt: skip
+    return {
+        "kind": "sweep",
+        "title": f"Sweep {path.resolve().name}",
+        "subtitle": str(path),
+        "facts": [("varied", ", ".join(varying) or "nothing")],
+        "headline": headline,
+        "findings": None,
+        "sections": sections,
+        "browser": None,
+        "notes": [],
+        "generated": time.strftime("%Y-%m-%d %H:%M"),
+        "version": __version__,
+    }
 
 
 def _config(run: Run) -> dict[str, Any]:
@@ -151,22 +170,53 @@ def _best(d: dict[str, Any]) -> float:
     return d["best_val_acc"] if d["best_val_acc"] is not None else -1
 
 
-def _trials_section(trials: list[Path], data: list[dict[str, Any]], configs: list[dict[str, Any]],
-                    varying: list[str], links: list[str], order: list[int]) -> Section:  # fmt: skip
+def _trials_section(
+    trials: list[Path],
+    data: list[dict[str, Any]],
+    configs: list[dict[str, Any]],
+    varying: list[str],
+    links: list[str],
+    order: list[int],
+) -> Section:
     rows = []
     for i in order:
         d = data[i]
         status = {"text": d["status"], "cls": "" if d["status"] == "finished" else "bad"}
-        rows.append([{"text": trials[i].name, "href": links[i]}, status]
-                    + [configs[i].get(k) for k in varying]
-                    + [pct(d["best_val_acc"]), d["best_epoch"], pct(d["train_acc"]),
-                       "" if d["gap"] is None else f"{100 * d['gap']:.1f}", pct(d["test_acc"]), d["params"],
-                       d["sec_per_epoch"], d["seconds"], {"text": d["findings"], "cls": "wide"}])  # fmt: skip
-    head = ["trial", "status", *varying, "best val acc", "at epoch", "final train acc", "gap (points)", "test acc",
-            "parameters", "s/epoch", "seconds", "diagnosis"]  # fmt: skip
-    return Section("trials", "Trials",
-                   f"{len(trials)} trials, best validation accuracy first. The trial name opens its own report.",
-                   tables=[Table(head, rows)])  # fmt: skip
+        rows.append(
+            [{"text": trials[i].name, "href": links[i]}, status]
+            + [configs[i].get(k) for k in varying]
+            + [
+                pct(d["best_val_acc"]),
+                d["best_epoch"],
+                pct(d["train_acc"]),
+                "" if d["gap"] is None else f"{100 * d['gap']:.1f}",
+                pct(d["test_acc"]),
+                d["params"],
+                d["sec_per_epoch"],
+                d["seconds"],
+                {"text": d["findings"], "cls": "wide"},
+            ]
+        )
+    head = [
+        "trial",
+        "status",
+        *varying,
+        "best val acc",
+        "at epoch",
+        "final train acc",
+        "gap (points)",
+        "test acc",
+        "parameters",
+        "s/epoch",
+        "seconds",
+        "diagnosis",
+    ]
+    return Section(
+        "trials",
+        "Trials",
+        f"{len(trials)} trials, best validation accuracy first. The trial name opens its own report.",
+        tables=[Table(head, rows)],
+    )
 
 
 def _groups_section(data: list[dict[str, Any]], configs: list[dict[str, Any]], varying: list[str]) -> Section:
@@ -180,8 +230,15 @@ def _groups_section(data: list[dict[str, Any]], configs: list[dict[str, Any]], v
             accs = [data[i]["best_val_acc"] for i in idx if data[i]["best_val_acc"] is not None]
             tests = [data[i]["test_acc"] for i in idx if data[i]["test_acc"] is not None]
             m, s = _mean_std(accs) if accs else (None, None)
-            g_rows.append([v, len(idx), pct(m), f"{100 * s:.2f}" if len(accs) > 1 else "",
-                           pct(sum(tests) / len(tests)) if tests else ""])  # fmt: skip
+            g_rows.append(
+                [
+                    v,
+                    len(idx),
+                    pct(m),
+                    f"{100 * s:.2f}" if len(accs) > 1 else "",
+                    pct(sum(tests) / len(tests)) if tests else "",
+                ]
+            )
         grouped.append(Table([k, "trials", "mean best val acc", "std (points)", "mean test acc"], g_rows, f"By {k}"))
     return Section("groups", "Group-by tables", "Mean over the trials that share each value.", tables=grouped)
 
@@ -214,8 +271,9 @@ def _figures(path: Path, trials: list[Path], data: list[dict[str, Any]]) -> list
     return [Figure(data_uri(p), "Validation accuracy of every trial", p.relative_to(path).as_posix())]
 
 
-def build_sweep_report(path: str | Path, out: str | Path | None = None,
-                       echo: Callable[[str], None] = lambda s: None) -> Path:  # fmt: skip
+def build_sweep_report(
+    path: str | Path, out: str | Path | None = None, echo: Callable[[str], None] = lambda s: None
+) -> Path:
     path = Path(path)
     if not is_sweep(path):
         raise RunError(f"{path} is not a sweep folder: it has no trials/<n>/ run folders")

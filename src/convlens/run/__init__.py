@@ -4,5 +4,14 @@ and read access to it (:class:`Run`)."""
 from .folder import CHECKPOINTS, STATUSES, Run, file_sha256, is_run, write_status
 from .layout import Artifact, Layout, artifact_key
 
-__all__ = ["CHECKPOINTS", "STATUSES", "Artifact", "Layout", "Run", "artifact_key", "file_sha256", "is_run",
-           "write_status"]  # fmt: skip
+__all__ = [
+    "CHECKPOINTS",
+    "STATUSES",
+    "Artifact",
+    "Layout",
+    "Run",
+    "artifact_key",
+    "file_sha256",
+    "is_run",
+    "write_status",
+]

@@ -6,6 +6,7 @@ explanations and reports read this. Every result computed from a checkpoint reco
 (``checkpoint``: best or last, ``checkpoint_epoch``, ``checkpoint_sha256``: the first 12 hex digits
 of the file's SHA-256), so a result of an older checkpoint is told from one of the current file.
 """
+
 from __future__ import annotations
 
 import functools
@@ -131,8 +132,11 @@ class Run(Layout):
         if state is None:
             state = load(path)
         epoch = state.get("epoch")
-        return {"checkpoint": path.stem, "checkpoint_epoch": int(epoch) if epoch is not None else None,
-                "checkpoint_sha256": digest}  # fmt: skip
+        return {
+            "checkpoint": path.stem,
+            "checkpoint_epoch": int(epoch) if epoch is not None else None,
+            "checkpoint_sha256": digest,
+        }
 
     def load_model(self, which: str | None = None, device: str = "cpu"):
         """The trained model in eval mode, weights loaded with ``weights_only=True``; ``which``

@@ -253,8 +253,12 @@ class Layout:
         import numpy as np
 
         buf = io.BytesIO()
-        np.savez_compressed(buf, images=np.asarray(images, dtype=np.uint8), indices=np.asarray(indices, dtype=np.int64),
-                            split=np.array(split))  # fmt: skip
+        np.savez_compressed(
+            buf,
+            images=np.asarray(images, dtype=np.uint8),
+            indices=np.asarray(indices, dtype=np.int64),
+            split=np.array(split),
+        )
         atomic_write(self.examples_file, lambda f: f.write(buf.getvalue()), mode="wb")
 
     def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:

@@ -131,7 +131,8 @@ def dead_filters(stats: Stats) -> dict[str, tuple[list[int], int]]:
     layers = stats.get("layers")
     if not isinstance(layers, dict):
         return {}
-    return {str(name): (sorted(int(d) for d in info["dead"]), int(info["channels"]))
-            for name, info in layers.items()
-            if isinstance(info, dict) and isinstance(info.get("dead"), list)
-            and isinstance(info.get("channels"), int)}  # fmt: skip
+    return {
+        str(name): (sorted(int(d) for d in info["dead"]), int(info["channels"]))
+        for name, info in layers.items()
+        if isinstance(info, dict) and isinstance(info.get("dead"), list) and isinstance(info.get("channels"), int)
+    }

@@ -19,9 +19,15 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "run_sweep": "local", "build_results": "results", "write_results": "results", "Sweep": "spec",
-    "SweepError": "spec", "load_sweep": "spec", "StorageError": "study", "run_worker": "worker",
-}  # fmt: skip
+    "run_sweep": "local",
+    "build_results": "results",
+    "write_results": "results",
+    "Sweep": "spec",
+    "SweepError": "spec",
+    "load_sweep": "spec",
+    "StorageError": "study",
+    "run_worker": "worker",
+}
 
 
 def __getattr__(name: str) -> Any:  # imported on first use: `convlens --help` stays light
@@ -32,5 +38,13 @@ def __getattr__(name: str) -> Any:  # imported on first use: `convlens --help` s
     return value
 
 
-__all__ = ["StorageError", "Sweep", "SweepError", "build_results", "load_sweep", "run_sweep", "run_worker",
-           "write_results"]
+__all__ = [
+    "StorageError",
+    "Sweep",
+    "SweepError",
+    "build_results",
+    "load_sweep",
+    "run_sweep",
+    "run_worker",
+    "write_results",
+]

@@ -31,20 +31,35 @@ or TPE; seeds, a budget and a pruner. Each trial is a run folder SWEEP_DIR/trial
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="sweep hyperparameters (grid, random, TPE) with Optuna; tables of results",
-                       usage=USAGE, description=DESCRIPTION,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = sub.add_parser(
+        "sweep",
+        help="sweep hyperparameters (grid, random, TPE) with Optuna; tables of results",
+        usage=USAGE,
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("target", metavar="SWEEP.yaml | worker | table", help="a sweep file, or `worker` / `table`")
     p.add_argument("path", nargs="?", help=argparse.SUPPRESS)
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1); "
-                   "the CPU threads are split between them")  # fmt: skip
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes on this machine (default 1); the CPU threads are split between them",
+    )
     p.add_argument("--out", help="sweep folder (default: the file's `out`, or sweeps/<name>)")
-    p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db (default: "
-                   "$CONVLENS_SWEEP_STORAGE, the file's `storage`, or a journal file in the sweep folder)")  # fmt: skip
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL, e.g. postgresql://user@host/db (default: "
+        "$CONVLENS_SWEEP_STORAGE, the file's `storage`, or a journal file in the sweep folder)",
+    )
     p.add_argument("--threads", type=int, help="worker: torch threads per trial (default: all cores)")
     p.add_argument("--index", type=int, help=argparse.SUPPRESS)  # set by `convlens sweep` for its workers
-    p.add_argument("--by", action="append", metavar="KEY[,KEY...]",
-                   help="table: group by these swept keys (repeatable; default: each key alone)")  # fmt: skip
+    p.add_argument(
+        "--by",
+        action="append",
+        metavar="KEY[,KEY...]",
+        help="table: group by these swept keys (repeatable; default: each key alone)",
+    )
     p.add_argument("--format", choices=["md", "csv"], default="md", help="table: what to print (both are written)")
     p.set_defaults(func=cmd_sweep)
 
@@ -81,8 +96,10 @@ def _worker(args: argparse.Namespace) -> int:
     url = args.storage or os.environ.get(STORAGE_ENV) or sweep.spec.storage
     if url is None:
         if args.index is None:
-            raise ConvlensError("a worker joins a shared study: give --storage URL (e.g. postgresql://user@host/db), "
-                                "or use `convlens sweep SWEEP.yaml --workers N` on one machine")  # fmt: skip
+            raise ConvlensError(
+                "a worker joins a shared study: give --storage URL (e.g. postgresql://user@host/db), "
+                "or use `convlens sweep SWEEP.yaml --workers N` on one machine"
+            )
         url = default_storage(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_folder(out_dir, sweep)
@@ -90,11 +107,20 @@ def _worker(args: argparse.Namespace) -> int:
     name = f"worker {args.index}" if args.index is not None else "worker"
     if args.index is None:
         print(f"{name}: study {sweep.name} at {mask(url)}, trials into {out_dir}", flush=True)
-    ran = run_worker(sweep, out_dir, url, worker_index=args.index, threads=args.threads,
-                     echo=lambda s: print(f"[{name}] {s}" if args.index is not None else s, flush=True))  # fmt: skip
+    ran = run_worker(
+        sweep,
+        out_dir,
+        url,
+        worker_index=args.index,
+        threads=args.threads,
+        echo=lambda s: print(f"[{name}] {s}" if args.index is not None else s, flush=True),
+    )
     if args.index is None:
-        print(f"{name}: done after {ran} trial(s); tables: convlens sweep table {out_dir}"
-              + (" --storage URL" if is_database(url) else ""), flush=True)  # fmt: skip
+        print(
+            f"{name}: done after {ran} trial(s); tables: convlens sweep table {out_dir}"
+            + (" --storage URL" if is_database(url) else ""),
+            flush=True,
+        )
     return 0
 
 
@@ -111,8 +137,11 @@ def _table(args: argparse.Namespace) -> int:
     res = write_results(args.path, storage=args.storage or os.environ.get(STORAGE_ENV), by=by)
     print(res.text(args.format), end="")
     if args.format == "md":
-        print(f"\nwritten: {res.out_dir}/trials.csv, groups-*.csv, results.md, results.json"
-              + (", best.yaml" if res.best else "") + (", plots/" if res.figures else ""))  # fmt: skip
+        print(
+            f"\nwritten: {res.out_dir}/trials.csv, groups-*.csv, results.md, results.json"
+            + (", best.yaml" if res.best else "")
+            + (", plots/" if res.figures else "")
+        )
     return 0
 
 

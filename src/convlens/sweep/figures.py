@@ -21,15 +21,29 @@ def draw(res: Results) -> list[dict[str, str]]:
     for p in res.sweep.params:
         rel = f"plots/acc_vs_{p.short.replace('.', '_')}.png"
         accuracy_vs(res.rows, p.short, res.out_dir / rel, title=f"{res.sweep.name}: {p.key}")
-        figures.append({"path": rel, "caption": f"Best validation accuracy of each trial against {p.key}; the "
-                        "line joins the means of trials that ran to the end, pruned trials are hollow."})  # fmt: skip
+        figures.append(
+            {
+                "path": rel,
+                "caption": f"Best validation accuracy of each trial against {p.key}; the "
+                "line joins the means of trials that ran to the end, pruned trials are hollow.",
+            }
+        )
     curves = learning_curves(res)
     if curves:
         rel = "plots/curves.png"
-        overlay(curves, res.out_dir / rel, title=f"{res.sweep.name}: validation accuracy of every trial",
-                best=res.best["trial"] if res.best else None)  # fmt: skip
-        figures.append({"path": rel, "caption": "Validation accuracy per epoch of every trial, overlaid; pruned "
-                        "trials dashed, the best trial highlighted."})  # fmt: skip
+        overlay(
+            curves,
+            res.out_dir / rel,
+            title=f"{res.sweep.name}: validation accuracy of every trial",
+            best=res.best["trial"] if res.best else None,
+        )
+        figures.append(
+            {
+                "path": rel,
+                "caption": "Validation accuracy per epoch of every trial, overlaid; pruned "
+                "trials dashed, the best trial highlighted.",
+            }
+        )
     return figures
 
 
@@ -73,11 +87,23 @@ def accuracy_vs(rows: list[dict[str, Any]], key: str, path, title: str = ""):
     done = [r for r in shown if r["status"] in DONE]
     pruned = [r for r in shown if r["status"] == "pruned"]
     if done:
-        ax.scatter([x(r[key]) for r in done], [100 * r["best_val_acc"] for r in done], s=18, color="#4c72b0",
-                   alpha=0.8, label="ran to the end")  # fmt: skip
+        ax.scatter(
+            [x(r[key]) for r in done],
+            [100 * r["best_val_acc"] for r in done],
+            s=18,
+            color="#4c72b0",
+            alpha=0.8,
+            label="ran to the end",
+        )
     if pruned:
-        ax.scatter([x(r[key]) for r in pruned], [100 * r["best_val_acc"] for r in pruned], s=18, facecolors="none",
-                   edgecolors="#888888", label="pruned")  # fmt: skip
+        ax.scatter(
+            [x(r[key]) for r in pruned],
+            [100 * r["best_val_acc"] for r in pruned],
+            s=18,
+            facecolors="none",
+            edgecolors="#888888",
+            label="pruned",
+        )
     means: dict[Any, list[float]] = {}
     for r in done:
         means.setdefault(x(r[key]), []).append(100 * r["best_val_acc"])

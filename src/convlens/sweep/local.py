@@ -24,8 +24,7 @@ from typing import Any, Callable, Iterator
 from ..errors import ConvlensError
 from ..utils import atomic_write_text, read_json, usable_cores, write_json
 from .spec import Sweep, load_sweep
-from .study import (default_storage, is_database, mask, open_storage, open_study, pending, recover_orphans,
-                    recover_stale)  # fmt: skip
+from .study import default_storage, is_database, mask, open_storage, open_study, pending, recover_orphans, recover_stale
 from .worker import SUPERVISOR_ENV, run_worker
 
 META = "sweep.json"
@@ -40,8 +39,10 @@ def folder_lock(out_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConvlensError(f"another `convlens sweep` is running on {out_dir}; wait for it, or "
-                                "add workers to it with `convlens sweep worker`") from None  # fmt: skip
+            raise ConvlensError(
+                f"another `convlens sweep` is running on {out_dir}; wait for it, or "
+                "add workers to it with `convlens sweep worker`"
+            ) from None
         yield
     finally:
         f.close()
@@ -67,15 +68,28 @@ def write_meta(out_dir: Path, sweep: Sweep, storage: str) -> None:
         path = Path(storage).resolve()
         storage = path.name if path.parent == out_dir.resolve() else str(path)
     if not (out_dir / META).is_file():
-        write_json(out_dir / META, {
-            "study": sweep.name, "fingerprint": sweep.fingerprint(), "method": sweep.method,
-            "storage": mask(storage), "params": {p.key: p.short for p in sweep.params},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "source": sweep.source})  # fmt: skip
+        write_json(
+            out_dir / META,
+            {
+                "study": sweep.name,
+                "fingerprint": sweep.fingerprint(),
+                "method": sweep.method,
+                "storage": mask(storage),
+                "params": {p.key: p.short for p in sweep.params},
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "source": sweep.source,
+            },
+        )
 
 
-def run_sweep(source: str | Path | dict[str, Any] | Sweep, workers: int = 1, out: str | Path | None = None,
-              storage: str | None = None, echo: Callable[[str], None] | None = None,
-              table: bool = True) -> Path:  # fmt: skip
+def run_sweep(
+    source: str | Path | dict[str, Any] | Sweep,
+    workers: int = 1,
+    out: str | Path | None = None,
+    storage: str | None = None,
+    echo: Callable[[str], None] | None = None,
+    table: bool = True,
+) -> Path:
     """Run (or resume) a sweep on this machine; returns the sweep folder."""
     echo = echo or (lambda s: print(s, flush=True))
     sweep = source if isinstance(source, Sweep) else load_sweep(source)
@@ -101,14 +115,18 @@ def run_sweep(source: str | Path | dict[str, Any] | Sweep, workers: int = 1, out
             if redo:
                 echo(f"rerunning {len(redo)} trial(s) the last run left unfinished: {', '.join(map(str, redo))}")
             if live:
-                echo(f"{len(live)} trial(s) still run in live workers, not rerun: "
-                     + ", ".join(f"{n} ({w or 'unknown worker'})" for n, w in sorted(live.items())))  # fmt: skip
+                echo(
+                    f"{len(live)} trial(s) still run in live workers, not rerun: "
+                    + ", ".join(f"{n} ({w or 'unknown worker'})" for n, w in sorted(live.items()))
+                )
         cores = usable_cores()
         threads = max(1, cores // workers)
         done = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
         what = f"{len(sweep.cells())} trials" if sweep.method == "grid" else f"{sweep.method} search"
-        echo(f"sweep {sweep.name}: {what} ({done} done before), {workers} worker(s) x {threads} "
-             f"thread(s), folder {out_dir}, storage {mask(url)}")  # fmt: skip
+        echo(
+            f"sweep {sweep.name}: {what} ({done} done before), {workers} worker(s) x {threads} "
+            f"thread(s), folder {out_dir}, storage {mask(url)}"
+        )
         if workers > cores:
             echo(f"note: {workers} workers on {cores} cores share them; trials will run slower each")
         if workers == 1:
@@ -127,12 +145,25 @@ STORAGE_ENV = "CONVLENS_SWEEP_STORAGE"  # a storage URL kept out of argv (and so
 
 
 def worker_command(sweep_file: Path, out_dir: Path, index: int, threads: int) -> list[str]:
-    return [sys.executable, "-m", "convlens.cli", "sweep", "worker", str(sweep_file), "--out", str(out_dir),
-            "--threads", str(threads), "--index", str(index)]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "convlens.cli",
+        "sweep",
+        "worker",
+        str(sweep_file),
+        "--out",
+        str(out_dir),
+        "--threads",
+        str(threads),
+        "--index",
+        str(index),
+    ]
 
 
-def _supervise(sweep: Sweep, out_dir: Path, url: str, study: Any, st: Any, workers: int, threads: int,
-               echo: Callable[[str], None]) -> None:  # fmt: skip
+def _supervise(
+    sweep: Sweep, out_dir: Path, url: str, study: Any, st: Any, workers: int, threads: int, echo: Callable[[str], None]
+) -> None:
     import convlens
 
     env = dict(os.environ)
@@ -183,6 +214,8 @@ def _supervise(sweep: Sweep, out_dir: Path, url: str, study: Any, st: Any, worke
         waiting, running = pending(study)
         if waiting or running:
             requeued = f" (requeued: {', '.join(map(str, lost))})" if lost else ""
-            echo(f"finishing {waiting} queued trial(s) here{requeued}"
-                 + (f", after {running} still running elsewhere" if running else ""))  # fmt: skip
+            echo(
+                f"finishing {waiting} queued trial(s) here{requeued}"
+                + (f", after {running} still running elsewhere" if running else "")
+            )
             run_worker(sweep, out_dir, st, worker_index=0, threads=usable_cores(), echo=echo)

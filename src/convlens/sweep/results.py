@@ -28,18 +28,28 @@ DONE = ("finished", "diverged")
 
 # (key, Markdown header, kind): kinds format the Markdown; CSV keeps the raw numbers
 TRIAL_COLUMNS = [
-    ("best_val_acc", "best val acc %", "pct"), ("best_epoch", "best epoch", "int"), ("epochs", "epochs", "int"),
-    ("final_train_acc", "final train acc %", "pct"), ("gap", "train-val gap %", "pct"),
-    ("test_acc", "test acc %", "pct"), ("params", "params", "int"), ("sec_per_epoch", "s/epoch", "sec"),
+    ("best_val_acc", "best val acc %", "pct"),
+    ("best_epoch", "best epoch", "int"),
+    ("epochs", "epochs", "int"),
+    ("final_train_acc", "final train acc %", "pct"),
+    ("gap", "train-val gap %", "pct"),
+    ("test_acc", "test acc %", "pct"),
+    ("params", "params", "int"),
+    ("sec_per_epoch", "s/epoch", "sec"),
     ("total_seconds", "total s", "sec"),
-]  # fmt: skip
+]
 GROUP_COLUMNS = [
-    ("n", "n", "int"), ("pruned", "pruned", "int"),
-    ("best_val_acc", "best val acc %", "pct"), ("best_val_acc_std", "std", "pct"),
-    ("final_train_acc", "final train acc %", "pct"), ("gap", "train-val gap %", "pct"),
-    ("test_acc", "test acc %", "pct"), ("test_acc_std", "std", "pct"),
-    ("params", "params", "int"), ("sec_per_epoch", "s/epoch", "sec"),
-]  # fmt: skip
+    ("n", "n", "int"),
+    ("pruned", "pruned", "int"),
+    ("best_val_acc", "best val acc %", "pct"),
+    ("best_val_acc_std", "std", "pct"),
+    ("final_train_acc", "final train acc %", "pct"),
+    ("gap", "train-val gap %", "pct"),
+    ("test_acc", "test acc %", "pct"),
+    ("test_acc_std", "std", "pct"),
+    ("params", "params", "int"),
+    ("sec_per_epoch", "s/epoch", "sec"),
+]
 
 
 @dataclass
@@ -67,9 +77,13 @@ class Results:
         return [p.short for p in self.sweep.params]
 
     def trial_columns(self) -> list[tuple[str, str, str]]:
-        return ([("trial", "trial", "int")] + [(c, c, "param") for c in self.param_columns]
-                + [("seed", "seed", "int"), ("status", "status", "text")] + TRIAL_COLUMNS
-                + [("note", "note", "text")])  # fmt: skip
+        return (
+            [("trial", "trial", "int")]
+            + [(c, c, "param") for c in self.param_columns]
+            + [("seed", "seed", "int"), ("status", "status", "text")]
+            + TRIAL_COLUMNS
+            + [("note", "note", "text")]
+        )
 
     def group_columns(self, g: Group) -> list[tuple[str, str, str]]:
         return [(k, k, "param") for k in g.keys] + GROUP_COLUMNS
@@ -83,20 +97,35 @@ class Results:
         counts: dict[str, int] = {}
         for r in self.rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
-        out = [f"# Sweep {self.sweep.name}", "",
-               f"{self.sweep.method} over {', '.join(p.describe() for p in self.sweep.params) or 'seeds'}; "
-               f"seeds {self.sweep.seeds}; {len(self.rows)} trials: "
-               + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".", "",
-               "## Trials", "", _markdown(self.rows, self.trial_columns())]  # fmt: skip
+        out = [
+            f"# Sweep {self.sweep.name}",
+            "",
+            f"{self.sweep.method} over {', '.join(p.describe() for p in self.sweep.params) or 'seeds'}; "
+            f"seeds {self.sweep.seeds}; {len(self.rows)} trials: "
+            + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            + ".",
+            "",
+            "## Trials",
+            "",
+            _markdown(self.rows, self.trial_columns()),
+        ]
         for g in self.groups:
-            out += ["", f"## Mean by {', '.join(g.keys)}", "",
-                    "Means over trials that ran to the end; std over the trials in the group (seeds, and "
-                    "any key not grouped by); pruned trials are counted, not averaged.", "",
-                    _markdown(g.rows, self.group_columns(g))]  # fmt: skip
+            out += [
+                "",
+                f"## Mean by {', '.join(g.keys)}",
+                "",
+                "Means over trials that ran to the end; std over the trials in the group (seeds, and "
+                "any key not grouped by); pruned trials are counted, not averaged.",
+                "",
+                _markdown(g.rows, self.group_columns(g)),
+            ]
         if self.best:
             b = self.best
-            out += ["", f"Best: trial {b['trial']} ({_values_text(b['values'])}, seed {b['seed']}), best val acc "
-                        f"{100 * b['best_val_acc']:.2f}% at epoch {b['best_epoch']}; config in best.yaml."]  # fmt: skip
+            out += [
+                "",
+                f"Best: trial {b['trial']} ({_values_text(b['values'])}, seed {b['seed']}), best val acc "
+                f"{100 * b['best_val_acc']:.2f}% at epoch {b['best_epoch']}; config in best.yaml.",
+            ]
         return "\n".join(out) + "\n"
 
 
@@ -112,8 +141,9 @@ def load_study(out_dir: Path, sweep: Sweep, storage: str | None = None):
         if url is None:
             raise ConvlensError(f"{out_dir} has no sweep.json naming its storage; pass --storage URL")
         if is_database(url) and "***" in url:
-            raise ConvlensError(f"{out_dir}/sweep.json keeps the storage URL without its password ({url}); "
-                                "pass --storage URL")  # fmt: skip
+            raise ConvlensError(
+                f"{out_dir}/sweep.json keeps the storage URL without its password ({url}); pass --storage URL"
+            )
         if not is_database(url):  # a journal named relative to the sweep folder
             url = str(out_dir / url)
     if not is_database(url):
@@ -253,13 +283,19 @@ def build_results(out_dir: str | Path, storage: str | None = None, by: list[list
     res.reported = {t.number: dict(t.intermediate_values) for t in study.get_trials(deepcopy=False)}
     if best is not None:
         values = {p.key: best[p.short] for p in sweep.params}
-        res.best = {"trial": best["trial"], "seed": best["seed"], "values": values,
-                    "best_val_acc": best["best_val_acc"], "best_epoch": best["best_epoch"]}  # fmt: skip
+        res.best = {
+            "trial": best["trial"],
+            "seed": best["seed"],
+            "values": values,
+            "best_val_acc": best["best_val_acc"],
+            "best_epoch": best["best_epoch"],
+        }
     return res
 
 
-def write_results(out_dir: str | Path, storage: str | None = None, by: list[list[str]] | None = None,
-                  plots: bool = True) -> Results:  # fmt: skip
+def write_results(
+    out_dir: str | Path, storage: str | None = None, by: list[list[str]] | None = None, plots: bool = True
+) -> Results:
     """Build the tables and write them (CSV, Markdown, JSON), the plots and ``best.yaml``."""
     res = build_results(out_dir, storage, by)
     out = res.out_dir
@@ -273,12 +309,23 @@ def write_results(out_dir: str | Path, storage: str | None = None, by: list[list
 
         res.figures = draw(res)
     atomic_write_text(out / "results.md", res.text("md"))
-    write_json(out / "results.json", {
-        "analysis": "sweep", "params": {"study": res.sweep.name, "method": res.sweep.method,
-                                        "swept": {p.short: p.key for p in res.sweep.params}, "seeds": res.sweep.seeds,
-                                        "pruner": res.sweep.spec.pruner.name},
-        "trials": res.rows, "groups": [{"by": g.keys, "rows": g.rows} for g in res.groups],
-        "best": res.best, "figures": res.figures})  # fmt: skip
+    write_json(
+        out / "results.json",
+        {
+            "analysis": "sweep",
+            "params": {
+                "study": res.sweep.name,
+                "method": res.sweep.method,
+                "swept": {p.short: p.key for p in res.sweep.params},
+                "seeds": res.sweep.seeds,
+                "pruner": res.sweep.spec.pruner.name,
+            },
+            "trials": res.rows,
+            "groups": [{"by": g.keys, "rows": g.rows} for g in res.groups],
+            "best": res.best,
+            "figures": res.figures,
+        },
+    )
     return res
 
 
@@ -286,9 +333,11 @@ def write_best(res: Results) -> Path:
     b = res.best
     assert b is not None
     cfg = res.sweep.trial_config(b["values"], b["seed"])
-    head = (f"# Best trial of sweep {res.sweep.name}: trial {b['trial']} ({_values_text(b['values'])}, seed "
-            f"{b['seed']}),\n# best validation accuracy {100 * b['best_val_acc']:.2f}% at epoch {b['best_epoch']}.\n"
-            f"# Train it: convlens train {res.out_dir / 'best.yaml'}\n")  # fmt: skip
+    head = (
+        f"# Best trial of sweep {res.sweep.name}: trial {b['trial']} ({_values_text(b['values'])}, seed "
+        f"{b['seed']}),\n# best validation accuracy {100 * b['best_val_acc']:.2f}% at epoch {b['best_epoch']}.\n"
+        f"# Train it: convlens train {res.out_dir / 'best.yaml'}\n"
+    )
     path = res.out_dir / "best.yaml"
     atomic_write_text(path, head + cfg.to_yaml())
     return path

@@ -186,7 +186,7 @@ class Param:
 class Sweep:
     spec: SweepSpec
     source: str
-    base: dict[str, Any]                   # the resolved base config, as a plain dict
+    base: dict[str, Any]  # the resolved base config, as a plain dict
     params: list[Param]
     seeds: list[int]
 
@@ -205,8 +205,10 @@ class Sweep:
         for p in self.params:
             if name in (p.key, p.short):
                 return p
-        raise SweepError(f"{name!r} is not a swept key of sweep {self.name!r}; swept: "
-                         f"{', '.join(p.short for p in self.params) or '(none)'}")  # fmt: skip
+        raise SweepError(
+            f"{name!r} is not a swept key of sweep {self.name!r}; swept: "
+            f"{', '.join(p.short for p in self.params) or '(none)'}"
+        )
 
     # -- grid ------------------------------------------------------------------------------------
     def points(self) -> list[dict[str, Any]]:
@@ -245,9 +247,12 @@ class Sweep:
         base = copy.deepcopy(self.base)
         for section, key in LOCAL_KEYS:
             base[section].pop(key, None)
-        what = {"method": self.method, "base": base, "seeds": self.seeds,
-                "params": [[p.key, list(p.values) if p.values is not None else p.range.model_dump()]
-                           for p in self.params]}  # fmt: skip
+        what = {
+            "method": self.method,
+            "base": base,
+            "seeds": self.seeds,
+            "params": [[p.key, list(p.values) if p.values is not None else p.range.model_dump()] for p in self.params],
+        }
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
@@ -287,15 +292,17 @@ def load_sweep(source: str | Path | dict[str, Any], base_dir: str | Path | None 
     params = _params(spec, base, problems)
     seeds = spec.seeds if isinstance(spec.seeds, list) else [base.seed + i for i in range(spec.seeds)]
     if spec.method == "grid" and spec.budget.trials is not None:
-        problems.append("`budget.trials`: a grid runs every combination once; cap it with budget.time, "
-                        "or use method: random")  # fmt: skip
+        problems.append(
+            "`budget.trials`: a grid runs every combination once; cap it with budget.time, or use method: random"
+        )
     if spec.method != "grid" and spec.budget.trials is None and spec.budget.time is None:
         problems.append(f"`budget`: method {spec.method} needs budget.trials (points to sample) or budget.time")
     if not spec.params and len(seeds) == 1:
         problems.append("`params`: the sweep varies nothing; give at least one key (or several seeds)")
     if "seed" in spec.params:
-        problems.append("`params.seed`: give seeds with `seeds:` (a count or a list), "
-                        "which runs every point once per seed")
+        problems.append(
+            "`params.seed`: give seeds with `seeds:` (a count or a list), which runs every point once per seed"
+        )
     if problems:
         raise SweepError(f"invalid sweep file {label}:\n" + "\n".join(f"- {p}" for p in problems))
 
@@ -337,8 +344,10 @@ def _base_config(spec: SweepSpec, folder: Path, label: str) -> ExperimentConfig:
     except ConfigError as exc:
         raise SweepError(f"invalid sweep file {label}: the base config is invalid.\n{exc}") from None
     if not cfg.data.val_fraction:
-        raise SweepError(f"invalid sweep file {label}: trials are ranked by validation accuracy, but the base "
-                         "config has data.val_fraction: 0; set it above 0 (e.g. 0.1)")  # fmt: skip
+        raise SweepError(
+            f"invalid sweep file {label}: trials are ranked by validation accuracy, but the base "
+            "config has data.val_fraction: 0; set it above 0 (e.g. 0.1)"
+        )
     return cfg
 
 
@@ -408,8 +417,10 @@ def _params(spec: SweepSpec, base: ExperimentConfig, problems: list[str]) -> lis
             out.append(Param(key, key, values=tuple(value)))
         elif isinstance(value, dict):
             if spec.method == "grid":
-                problems.append(f"{where}: method grid needs a list of values, got a range {value}; "
-                                "list the values, or use method: random or tpe")  # fmt: skip
+                problems.append(
+                    f"{where}: method grid needs a list of values, got a range {value}; "
+                    "list the values, or use method: random or tpe"
+                )
                 continue
             try:
                 out.append(Param(key, key, range=Range.model_validate(value)))
@@ -424,9 +435,25 @@ def _params(spec: SweepSpec, base: ExperimentConfig, problems: list[str]) -> lis
 
 
 # column names of the result tables: a swept key is never shortened to one of them
-RESERVED = {"trial", "seed", "status", "note", "n", "pruned", "best_val_acc", "best_val_acc_std", "best_epoch",
-            "epochs", "final_train_acc", "gap", "test_acc", "test_acc_std", "params", "sec_per_epoch",
-            "total_seconds"}  # fmt: skip
+RESERVED = {
+    "trial",
+    "seed",
+    "status",
+    "note",
+    "n",
+    "pruned",
+    "best_val_acc",
+    "best_val_acc_std",
+    "best_epoch",
+    "epochs",
+    "final_train_acc",
+    "gap",
+    "test_acc",
+    "test_acc_std",
+    "params",
+    "sec_per_epoch",
+    "total_seconds",
+}
 
 
 def short_names(keys: list[str]) -> dict[str, str]:
@@ -469,8 +496,10 @@ def _check_points(sweep: Sweep, label: str) -> None:
             detail = str(exc).split("\n", 1)[-1]
             raise SweepError(f"invalid sweep file {label}: {kind} does not make a valid config:\n{detail}") from None
         if not cfg.data.val_fraction:
-            raise SweepError(f"invalid sweep file {label}: data.val_fraction=0 leaves no validation split, "
-                             "which trials are ranked by")  # fmt: skip
+            raise SweepError(
+                f"invalid sweep file {label}: data.val_fraction=0 leaves no validation split, "
+                "which trials are ranked by"
+            )
 
 
 def _end(r: Range, which: str) -> float | int:

@@ -114,8 +114,10 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None, retries: in
         try:
             return op.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
         except ImportError as exc:
-            raise StorageError(f"cannot use the storage {mask(given)}: its database driver is missing ({exc}); "
-                               "for PostgreSQL: pip install 'convlens[postgres]'") from None  # fmt: skip
+            raise StorageError(
+                f"cannot use the storage {mask(given)}: its database driver is missing ({exc}); "
+                "for PostgreSQL: pip install 'convlens[postgres]'"
+            ) from None
         except Exception as exc:  # sqlalchemy wraps every connection failure differently
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             # Workers starting together on an empty database race to create Optuna's tables; the
@@ -181,14 +183,14 @@ def make_pruner(sweep: Sweep):
     return pruners.NopPruner()
 
 
-def open_study(storage: Any, sweep: Sweep, worker_index: int | None = None, wait: float = 60.0,
-               repair: bool = False):  # fmt: skip
+def open_study(storage: Any, sweep: Sweep, worker_index: int | None = None, wait: float = 60.0, repair: bool = False):
     """Create the sweep's study, or join it. The creator queues a grid's cells; a joiner checks that
     the study was made from the same sweep and waits until the grid is queued -- or, with
     ``repair`` (only when no other process can be creating it), queues what is missing itself."""
     op = optuna()
-    kw = dict(study_name=sweep.name, storage=storage, sampler=make_sampler(sweep, worker_index),
-              pruner=make_pruner(sweep))  # fmt: skip
+    kw = dict(
+        study_name=sweep.name, storage=storage, sampler=make_sampler(sweep, worker_index), pruner=make_pruner(sweep)
+    )
     try:
         study = op.create_study(direction="maximize", **kw)
         created = True
@@ -284,8 +286,9 @@ def fail_and_retry(study: Any, storage: Any, number: int, max_retry: int | None)
     return number
 
 
-def recover_orphans(study: Any, storage: Any, max_retry: int | None, owner: str,
-                    out_dir: Path | None = None) -> list[int]:  # fmt: skip
+def recover_orphans(
+    study: Any, storage: Any, max_retry: int | None, owner: str, out_dir: Path | None = None
+) -> list[int]:
     """Fail and requeue the RUNNING trials of ``owner`` (a worker id), a worker known to be dead:
     those it signed, and, with the sweep folder ``out_dir``, those its heartbeat file names."""
     TS = optuna().trial.TrialState
@@ -365,8 +368,9 @@ def trial_liveness(out_dir: Path, frozen: Any, grace: float) -> tuple[bool, str 
     return age <= grace, owner
 
 
-def recover_stale(study: Any, storage: Any, out_dir: Path, grace: float,
-                  max_retry: int | None) -> tuple[list[int], dict[int, str | None]]:  # fmt: skip
+def recover_stale(
+    study: Any, storage: Any, out_dir: Path, grace: float, max_retry: int | None
+) -> tuple[list[int], dict[int, str | None]]:
     """Fail and requeue the RUNNING trials whose worker is gone (see the heartbeat files above).
     Returns (the trials requeued, {trial number: worker id} of those still running)."""
     TS = optuna().trial.TrialState

@@ -21,8 +21,7 @@ def trial_dir(out_dir: Path, number: int) -> Path:
     return Path(out_dir) / "trials" / str(number)
 
 
-def run_trial(trial: Any, sweep: Sweep, out_dir: Path, threads: int | None,
-              log: Callable[[str], None]) -> float:  # fmt: skip
+def run_trial(trial: Any, sweep: Sweep, out_dir: Path, threads: int | None, log: Callable[[str], None]) -> float:
     """Train the trial's config; return its best validation accuracy (the value Optuna maximises).
 
     Raises ``optuna.TrialPruned`` when the pruner stopped it.

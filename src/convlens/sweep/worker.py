@@ -24,8 +24,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .spec import Sweep
-from .study import (claim, heartbeat_interval, heartbeat_path, is_database, open_storage, open_study, optuna,
-                    pending, recover_stale, retry_callback, write_beat)  # fmt: skip
+from .study import (
+    claim,
+    heartbeat_interval,
+    heartbeat_path,
+    is_database,
+    open_storage,
+    open_study,
+    optuna,
+    pending,
+    recover_stale,
+    retry_callback,
+    write_beat,
+)
 from .trial import run_trial
 
 POLL_SECONDS = 1.0
@@ -55,6 +66,7 @@ def follow_supervisor() -> None:
     if os.getppid() != parent:  # the supervisor died before the signal was armed
         os.kill(os.getpid(), signal.SIGKILL)
     if not armed:
+
         def watch() -> None:
             while os.getppid() == parent:
                 time.sleep(POLL_SECONDS)
@@ -117,9 +129,16 @@ def _show(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else json.dumps(v) if isinstance(v, (list, dict)) or v is None else str(v)
 
 
-def run_worker(sweep: Sweep, out_dir: str | Path, storage: str | Any, *, worker_index: int | None = None,
-               threads: int | None = None, echo: Callable[[str], None] | None = None,
-               log_path: str | Path | None = None) -> int:  # fmt: skip
+def run_worker(
+    sweep: Sweep,
+    out_dir: str | Path,
+    storage: str | Any,
+    *,
+    worker_index: int | None = None,
+    threads: int | None = None,
+    echo: Callable[[str], None] | None = None,
+    log_path: str | Path | None = None,
+) -> int:
     """Run trials of ``sweep`` until it is done (or its time budget is spent); returns how many
     trials this worker ran. ``storage`` is a URL/path or an opened Optuna storage."""
     echo = echo or (lambda s: print(s, flush=True))
@@ -133,6 +152,7 @@ def run_worker(sweep: Sweep, out_dir: str | Path, storage: str | Any, *, worker_
     log_path.parent.mkdir(parents=True, exist_ok=True)
     deadline = clock() + sweep.spec.budget.time if sweep.spec.budget.time else None
     with open(log_path, "a") as logf:
+
         def log(line: str) -> None:
             logf.write(line + "\n")
             logf.flush()
@@ -156,8 +176,10 @@ def _claim_loop(study, storage, sweep, out_dir, threads, echo, log, deadline) ->
         frozen, state = _run_claimed(study, storage, sweep, out_dir, threads, log, trial_id, beats)
         ran += 1
         if frozen.state != state:
-            echo(f"trial {frozen.number} was failed by another worker (no heartbeat for "
-                 f"{sweep.spec.heartbeat.grace} s) and has been requeued; this run's result is not kept")  # fmt: skip
+            echo(
+                f"trial {frozen.number} was failed by another worker (no heartbeat for "
+                f"{sweep.spec.heartbeat.grace} s) and has been requeued; this run's result is not kept"
+            )
             continue
         echo(describe(sweep, frozen))
         if state == op.trial.TrialState.FAIL:

@@ -44,12 +44,16 @@ def _reason(exc: Exception) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
     found = re.search(r"GLOBAL ([\w.]+)", text)
     if found:
-        return (f"it names {found.group(1)}, which a checkpoint never holds (refused: loading it could run "
-                "code); convlens reads only tensors, numbers, strings and containers")
+        return (
+            f"it names {found.group(1)}, which a checkpoint never holds (refused: loading it could run "
+            "code); convlens reads only tensors, numbers, strings and containers"
+        )
     if isinstance(exc, pickle.UnpicklingError):
         op = re.search(r"Unsupported operand \d+", text)
-        return (f"it is not a plain checkpoint ({op.group(0) if op else 'unsupported pickle content'}; "
-                "refused: loading it could run code); convlens reads only tensors, numbers, strings and containers")
+        return (
+            f"it is not a plain checkpoint ({op.group(0) if op else 'unsupported pickle content'}; "
+            "refused: loading it could run code); convlens reads only tensors, numbers, strings and containers"
+        )
     sentences = re.split(r"(?<=[.!?])\s+|\n+", text)
     kept = " ".join(s.strip() for s in sentences if s.strip() and not _ADVICE.search(s))
     return kept or type(exc).__name__

@@ -36,11 +36,18 @@ def _views(x: torch.Tensor, tta: str) -> list[tuple[float, torch.Tensor]]:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: Split, batch_size: int = 500, tta: str = "none",
-            precision: Precision | None = None, progress: bool = False) -> torch.Tensor:  # fmt: skip
+def predict(
+    model: nn.Module,
+    split: Split,
+    batch_size: int = 500,
+    tta: str = "none",
+    precision: Precision | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
     """Float32 logits (N, classes) of the whole split, in eval mode; the model's mode is restored."""
-    prec = precision or choose("cpu" if next(model.parameters()).device.type == "cpu" else "cuda",
-                               "fp32", "off", torch.get_num_threads())  # fmt: skip
+    prec = precision or choose(
+        "cpu" if next(model.parameters()).device.type == "cpu" else "cuda", "fp32", "off", torch.get_num_threads()
+    )
     out = []
     with borrowed(model):
         it = batches(split, batch_size, device=prec.device, channels_last=prec.channels_last)
@@ -87,13 +94,30 @@ def predictions_csv(split: Split, logits: torch.Tensor) -> str:
     w = csv.writer(buf)
     w.writerow(["position", "index", "label", "pred", "confidence", "p_label", "correct"])
     for i in range(len(split)):
-        w.writerow([i, int(split.indices[i]), int(split.labels[i]), int(pred[i]), f"{float(conf[i]):.6f}",
-                    f"{float(p_label[i]):.6f}", int(pred[i] == split.labels[i])])  # fmt: skip
+        w.writerow(
+            [
+                i,
+                int(split.indices[i]),
+                int(split.labels[i]),
+                int(pred[i]),
+                f"{float(conf[i]):.6f}",
+                f"{float(p_label[i]):.6f}",
+                int(pred[i] == split.labels[i]),
+            ]
+        )
     return buf.getvalue()
 
 
-def evaluate_split(model: nn.Module, split: Split, classes: list[str], *, batch_size: int = 500, tta: str = "none",
-                   precision: Precision | None = None, progress: bool = False) -> tuple[dict[str, Any], torch.Tensor]:  # fmt: skip
+def evaluate_split(
+    model: nn.Module,
+    split: Split,
+    classes: list[str],
+    *,
+    batch_size: int = 500,
+    tta: str = "none",
+    precision: Precision | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, Any], torch.Tensor]:
     t0 = time.perf_counter()
     logits = predict(model, split, batch_size, tta, precision, progress)
     result = summarize_predictions(logits, split.labels, classes)
@@ -120,7 +144,9 @@ def write_examples(run_dir: Path, split: Split, logits: torch.Tensor) -> None:
 
     conf, pred = logits.float().softmax(1).max(1)
     labels = split.labels.to(pred.device)
-    rows = [{"position": i, "label": int(y), "pred": int(p), "confidence": float(c), "correct": int(p) == int(y)}
-            for i, (y, p, c) in enumerate(zip(labels.tolist(), pred.tolist(), conf.tolist()))]  # fmt: skip
+    rows = [
+        {"position": i, "label": int(y), "pred": int(p), "confidence": float(c), "correct": int(p) == int(y)}
+        for i, (y, p, c) in enumerate(zip(labels.tolist(), pred.tolist(), conf.tolist()))
+    ]
     keep = kept_positions(rows)
     Layout(run_dir).write_examples(split.images[keep].cpu().numpy(), keep, "test")

@@ -60,9 +60,23 @@ def _sigterm_to_interrupt(signum, frame):  # a `kill` is handled like Ctrl-C: ch
 
 
 class Trainer:
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path, data: DataBundle, prec: Precision,
-                 echo: Callable[[str], None], callback: EpochCallback | None):  # fmt: skip
-        self.cfg, self.run_dir, self.data, self.prec, self.echo, self.callback = cfg, run_dir, data, prec, echo, callback
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        run_dir: Path,
+        data: DataBundle,
+        prec: Precision,
+        echo: Callable[[str], None],
+        callback: EpochCallback | None,
+    ):
+        self.cfg, self.run_dir, self.data, self.prec, self.echo, self.callback = (
+            cfg,
+            run_dir,
+            data,
+            prec,
+            echo,
+            callback,
+        )
         t = cfg.train
         torch.manual_seed(cfg.seed)  # the initial weights: same seed, same network
         self.model = build_model(cfg.model, data.shape, data.num_classes, data.mean, data.std)
@@ -90,9 +104,14 @@ class Trainer:
     # -- state ----------------------------------------------------------------------------------
     def state(self, epoch: int) -> dict[str, Any]:
         state = {
-            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-            "epoch": epoch, "best": dict(self.best), "config": self.cfg.to_dict(), "version": __version__,
-        }  # fmt: skip
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "epoch": epoch,
+            "best": dict(self.best),
+            "config": self.cfg.to_dict(),
+            "version": __version__,
+        }
         if self.average is not None:
             state["average"] = self.average.state_dict()
         return state
@@ -120,14 +139,28 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.prec.device)
         correct = torch.zeros((), dtype=torch.long, device=self.prec.device)
         seen = 0
-        it = batches(self.train_split, t.batch_size, shuffle=True, generator=g, augment=self.augment, epoch=epoch,
-                     device=self.prec.device, channels_last=self.prec.channels_last)  # fmt: skip
+        it = batches(
+            self.train_split,
+            t.batch_size,
+            shuffle=True,
+            generator=g,
+            augment=self.augment,
+            epoch=epoch,
+            device=self.prec.device,
+            channels_last=self.prec.channels_last,
+        )
         bar = None
         if interactive():
             from tqdm.auto import tqdm
 
-            it = bar = tqdm(it, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False,
-                            unit="batch", dynamic_ncols=True)  # fmt: skip
+            it = bar = tqdm(
+                it,
+                total=self.steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{t.epochs}",
+                leave=False,
+                unit="batch",
+                dynamic_ncols=True,
+            )
         check_every = 1 if self.prec.device.type == "cpu" else 25  # .item() syncs a GPU
         for step, (x, y, _) in enumerate(it):
             if len(y) < 2 and seen:  # a lone trailing image breaks batch norm's batch statistics
@@ -160,8 +193,9 @@ class Trainer:
         if self.val_split is None:
             return {"val_loss": None, "val_acc": None}
         with self.average.applied() if self.average is not None else contextlib.nullcontext():
-            res, _ = evaluate_split(self.model, self.val_split, self.data.classes, batch_size=self.cfg.eval.batch_size,
-                                    precision=self.prec)  # fmt: skip
+            res, _ = evaluate_split(
+                self.model, self.val_split, self.data.classes, batch_size=self.cfg.eval.batch_size, precision=self.prec
+            )
         return {"val_loss": res["loss"], "val_acc": res["accuracy"]}
 
 
@@ -217,14 +251,18 @@ def _train(config, out, resume, overrides, echo, callback, held: contextlib.Exit
     if resume is not None:
         run_dir = Path(resume)
         if run_dir.is_dir() and not Layout(run_dir).config_file.is_file() and _leftovers_only(run_dir):
-            raise RunError(f"{run_dir} was stopped before training began (it has no config.yaml); start it "
-                           f"again with `convlens train CONFIG --out {run_dir}`")  # fmt: skip
+            raise RunError(
+                f"{run_dir} was stopped before training began (it has no config.yaml); start it "
+                f"again with `convlens train CONFIG --out {run_dir}`"
+            )
         prior = Run(run_dir)
         held.enter_context(run_lock(run_dir, "train --resume"))
         raw = prior.config.to_dict()
         bad = [o for o in overrides or [] if not o.startswith("train.epochs=")]
         if bad or config is not None:
-            raise RunError(f"--resume continues {run_dir} with its own config; only train.epochs may change (got {bad or config})")
+            raise RunError(
+                f"--resume continues {run_dir} with its own config; only train.epochs may change (got {bad or config})"
+            )
         cfg = load_config(raw, overrides)
     else:
         cfg = load_config(config, overrides)
@@ -241,8 +279,13 @@ def _train(config, out, resume, overrides, echo, callback, held: contextlib.Exit
     if cfg.data.root and not Path(cfg.data.root).expanduser().is_absolute():
         # the run folder is read later from anywhere (analyze, report): keep where the data was
         cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
-    cfg.meta = {"convlens_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "command": " ".join(sys.argv), "torch": torch.__version__, "precision": prec.describe()}  # fmt: skip
+    cfg.meta = {
+        "convlens_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "command": " ".join(sys.argv),
+        "torch": torch.__version__,
+        "precision": prec.describe(),
+    }
     trainer = Trainer(cfg, run_dir, data, prec, echo, callback)
     layout = Layout(run_dir)
     last = layout.checkpoint_file("last")
@@ -270,13 +313,17 @@ def _train(config, out, resume, overrides, echo, callback, held: contextlib.Exit
 def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundle, prec: Precision, echo) -> Run:
     t = cfg.train
     epochs = t.epochs
-    echo(f"run {run_dir}: {cfg.model.preset or 'custom'} on {data.name} ({len(data.train)} train"
-         f"{f', {len(data.val)} val' if data.val is not None else ''}, {len(data.test)} test), "
-         f"{totals(summarize(trainer.model, data.shape))['params']:,} parameters, {prec.describe()}"
-         f"{defaults_note(cfg)}")  # fmt: skip
+    echo(
+        f"run {run_dir}: {cfg.model.preset or 'custom'} on {data.name} ({len(data.train)} train"
+        f"{f', {len(data.val)} val' if data.val is not None else ''}, {len(data.test)} test), "
+        f"{totals(summarize(trainer.model, data.shape))['params']:,} parameters, {prec.describe()}"
+        f"{defaults_note(cfg)}"
+    )
     if t.batch_size > len(data.train):
-        echo(f"note: train.batch_size={t.batch_size} is larger than the {len(data.train)} training images: "
-             "every step uses the whole training set, one step per epoch")  # fmt: skip
+        echo(
+            f"note: train.batch_size={t.batch_size} is larger than the {len(data.train)} training images: "
+            "every step uses the whole training set, one step per epoch"
+        )
     write_status(run_dir, "running", epoch=trainer.start_epoch, epochs=epochs)
     log = MetricsLog(run_dir, trainer.start_epoch)
     old_term = signal.signal(signal.SIGTERM, _sigterm_to_interrupt) if _main_thread() else None
@@ -288,11 +335,25 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
             row.update(trainer.train_epoch(epoch))
             limit = t.diverge_factor * math.log(max(2, data.num_classes))
             if not math.isfinite(row["train_loss"]) or row["train_loss"] > limit:
-                what = "became NaN or infinite" if not math.isfinite(row["train_loss"]) else f"reached {row['train_loss']:.3g} (> {limit:.3g})"
-                msg = (f"diverged in epoch {epoch + 1}: the training loss {what}. "
-                       f"Try a lower learning rate than train.optimizer.lr={t.optimizer.lr}.")  # fmt: skip
-                log.write({**row, "lr": trainer.opt.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0,
-                           "val_loss": None, "val_acc": None, "gap": None})  # fmt: skip
+                what = (
+                    "became NaN or infinite"
+                    if not math.isfinite(row["train_loss"])
+                    else f"reached {row['train_loss']:.3g} (> {limit:.3g})"
+                )
+                msg = (
+                    f"diverged in epoch {epoch + 1}: the training loss {what}. "
+                    f"Try a lower learning rate than train.optimizer.lr={t.optimizer.lr}."
+                )
+                log.write(
+                    {
+                        **row,
+                        "lr": trainer.opt.param_groups[0]["lr"],
+                        "epoch_seconds": time.perf_counter() - t0,
+                        "val_loss": None,
+                        "val_acc": None,
+                        "gap": None,
+                    }
+                )
                 write_status(run_dir, "diverged", epoch=epoch, epochs=epochs, message=msg)
                 echo(msg)
                 return Run(run_dir)
@@ -309,9 +370,16 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
             # last.pt is written last: it commits the epoch. Killed before it, a resume redoes the
             # epoch from the previous last.pt, drops its metrics row and rewrites the same best.pt.
             if improved:
-                Layout(run_dir).save_checkpoint("best", {
-                    "model": trainer.eval_weights(), "epoch": epoch + 1, "val_acc": row["val_acc"],
-                    "config": cfg.to_dict(), "version": __version__})  # fmt: skip
+                Layout(run_dir).save_checkpoint(
+                    "best",
+                    {
+                        "model": trainer.eval_weights(),
+                        "epoch": epoch + 1,
+                        "val_acc": row["val_acc"],
+                        "config": cfg.to_dict(),
+                        "version": __version__,
+                    },
+                )
             log.write(row)
             Layout(run_dir).save_checkpoint("last", trainer.state(epoch + 1))
             write_status(run_dir, "running", epoch=epoch + 1, epochs=epochs)
@@ -325,8 +393,13 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
         echo(f"stopped after epoch {epoch + 1}: {stop.status} {stop.message}".rstrip())
     except KeyboardInterrupt:
         done = Run(run_dir).status.get("epoch", 0)
-        write_status(run_dir, "interrupted", epoch=done, epochs=epochs,
-                     message=f"interrupted during epoch {done + 1}; continue with `convlens train --resume {run_dir}`")  # fmt: skip
+        write_status(
+            run_dir,
+            "interrupted",
+            epoch=done,
+            epochs=epochs,
+            message=f"interrupted during epoch {done + 1}; continue with `convlens train --resume {run_dir}`",
+        )
         echo(f"\ninterrupted: {done} epoch(s) are saved; continue with `convlens train --resume {run_dir}`")
         raise
     except Exception as exc:
@@ -339,18 +412,23 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
     return Run(run_dir)
 
 
-def _final_eval(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundle, prec: Precision, echo) -> None:
+def _final_eval(
+    trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundle, prec: Precision, echo
+) -> None:
     which = cfg.eval.checkpoint
     best = Layout(run_dir).checkpoint_file("best")
     if which == "best" and best.is_file():
         trainer.model.load_state_dict(checkpoint.load(best, prec.device)["model"])
     test = trainer._to_device(data.test)
-    result, logits = evaluate_split(trainer.model, test, data.classes, batch_size=cfg.eval.batch_size,
-                                    tta=cfg.eval.tta, precision=prec)  # fmt: skip
+    result, logits = evaluate_split(
+        trainer.model, test, data.classes, batch_size=cfg.eval.batch_size, tta=cfg.eval.tta, precision=prec
+    )
     result.update(split="test", checkpoint=which, epoch=cfg.train.epochs if which == "last" else trainer.best["epoch"])
     write_eval(run_dir, result, data.test, logits)
-    echo(f"test accuracy {100 * result['accuracy']:.2f}% ({result['n']} images, checkpoint {which}"
-         f"{', TTA ' + cfg.eval.tta if cfg.eval.tta != 'none' else ''})")  # fmt: skip
+    echo(
+        f"test accuracy {100 * result['accuracy']:.2f}% ({result['n']} images, checkpoint {which}"
+        f"{', TTA ' + cfg.eval.tta if cfg.eval.tta != 'none' else ''})"
+    )
 
 
 def _main_thread() -> bool:
@@ -368,8 +446,9 @@ def evaluate_run(run: Run | str | Path, which: str = "last", tta: str | None = N
     data = run.load_data()
     model = run.load_model(which, device=str(prec.device))
     tta = tta or cfg.eval.tta
-    result, logits = evaluate_split(model, data.test, data.classes, batch_size=cfg.eval.batch_size, tta=tta,
-                                    precision=prec, progress=interactive())  # fmt: skip
+    result, logits = evaluate_split(
+        model, data.test, data.classes, batch_size=cfg.eval.batch_size, tta=tta, precision=prec, progress=interactive()
+    )
     state = checkpoint.load(run.checkpoint_path(which))
     result.update(split="test", checkpoint=which, epoch=int(state.get("epoch", 0)))
     write_eval(run.path, result, data.test, logits)

@@ -10,9 +10,14 @@ from typing import Any
 from ..utils import atomic_write_text, to_json
 
 TB_TAGS = {
-    "train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
-    "val_acc": "accuracy/val", "lr": "lr", "epoch_seconds": "time/epoch_seconds", "gap": "accuracy/train_val_gap",
-}  # fmt: skip
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "train_acc": "accuracy/train",
+    "val_acc": "accuracy/val",
+    "lr": "lr",
+    "epoch_seconds": "time/epoch_seconds",
+    "gap": "accuracy/train_val_gap",
+}
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -28,8 +28,9 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
         wd = cfg.weight_decay if cfg.bias_weight_decay is None else cfg.bias_weight_decay
         groups.append({"params": bias, "lr": lr, "base_lr": lr, "weight_decay": wd})
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)  # fmt: skip
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
     cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
     return cls(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
@@ -68,8 +69,9 @@ def lr_factor(cfg: ScheduleConfig, base_lr: float, total_steps: int, steps_per_e
     return tri
 
 
-def make_scheduler(opt: torch.optim.Optimizer, cfg: ScheduleConfig, total_steps: int,
-                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:  # fmt: skip
+def make_scheduler(
+    opt: torch.optim.Optimizer, cfg: ScheduleConfig, total_steps: int, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     base = opt.param_groups[0]["base_lr"]
     f = lr_factor(cfg, base, total_steps, steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(opt, [f] * len(opt.param_groups))

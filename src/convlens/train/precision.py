@@ -46,8 +46,13 @@ class Precision:
         return f"{self.device.type}, {'bf16 autocast' if self.bf16 else 'float32'}, {fmt}, {self.threads} threads"
 
 
-def choose(device: str = "auto", precision: str = "auto", channels_last: str = "auto",
-           threads: int | None = None, has_conv: bool = True) -> Precision:  # fmt: skip
+def choose(
+    device: str = "auto",
+    precision: str = "auto",
+    channels_last: str = "auto",
+    threads: int | None = None,
+    has_conv: bool = True,
+) -> Precision:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
