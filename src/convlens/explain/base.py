@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..jobs import JOBS, ExplainError
+from . import options  # noqa: F401  (declares every method's job before its implementation registers)
 
 # the implementations of the methods registered in convlens.jobs.JOBS
 METHODS: dict[str, type[Explainer]] = {}
