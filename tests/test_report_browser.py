@@ -26,18 +26,16 @@ websocket = pytest.importorskip("websocket", reason="websocket-client is a dev d
 BROKEN_IMAGES = "[...document.images].filter(i => i.getAttribute('src') && !(i.complete && i.naturalWidth > 0)).length"
 TOPK_SRC = "document.querySelector('.fb-panel[data-kind=\"topk\"] img').getAttribute('src')"
 SELECTED = "[document.getElementById('fb-layer').value, document.getElementById('fb-filter').value]"
+# sets a select's value and fires `change`, as choosing an option by hand does
+SET_SELECT = "(s => {{ s.value = {value}; s.dispatchEvent(new Event('change')); }})(document.getElementById('{id}'))"
 
 
 def pick(browser: Browser, layer: str | None = None, filter_: int | None = None) -> None:
     """Choose in the selects the way a person does: set the value, fire `change`."""
     if layer is not None:
-        browser.eval(
-            f"(s => {{ s.value = {layer!r}; s.dispatchEvent(new Event('change')); }})(document.getElementById('fb-layer'))"
-        )
+        browser.eval(SET_SELECT.format(value=repr(layer), id="fb-layer"))
     if filter_ is not None:
-        browser.eval(
-            f"(s => {{ s.value = '{filter_}'; s.dispatchEvent(new Event('change')); }})(document.getElementById('fb-filter'))"
-        )
+        browser.eval(SET_SELECT.format(value=f"'{filter_}'", id="fb-filter"))
 
 
 @pytest.fixture(scope="module")

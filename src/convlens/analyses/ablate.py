@@ -457,7 +457,8 @@ class Ablate(Analysis, AblateOptions):
         for layer, r in result["rank"].items():
             best = ", ".join(f"f{f} ({-100 * r['drop'][f]:+.1f})" for f in r["order"][:5])
             out.append(
-                f"rank {layer} ({result['mode']} mode): baseline {100 * r['baseline']:.1f}%; most accuracy carried by {best} points; "
+                f"rank {layer} ({result['mode']} mode): baseline {100 * r['baseline']:.1f}%; "
+                f"most accuracy carried by {best} points; "
                 f"{r['seconds_per_filter']:.3f} s per filter"
             )
         s = result["set"]

@@ -176,7 +176,8 @@ class Stats(Streaming, StatsOptions):
                 figures.add(
                     p,
                     f"{layer}: per filter, the pre-activation mean and std ({s['measured_at']['pre']}), the "
-                    f"mean and std after {s['measured_at']['post']}, the fraction of positions active after {s['measured_at']['post']}, its maximum and the "
+                    f"mean and std after {s['measured_at']['post']}, the fraction of positions active after "
+                    f"{s['measured_at']['post']}, its maximum and the "
                     "weight norm; dead filters in red",
                     layer,
                 )

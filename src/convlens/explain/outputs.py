@@ -449,7 +449,8 @@ def _actmax(
     imgs = am.attribute(None, targets)
     seconds = time.perf_counter() - t0
     echo(
-        f"actmax {name}: {len(targets)} image(s), {am.steps} steps, {seconds:.1f} s ({seconds / len(targets):.2f} s per image)"
+        f"actmax {name}: {len(targets)} image(s), {am.steps} steps, {seconds:.1f} s "
+        f"({seconds / len(targets):.2f} s per image)"
     )
     curves = am.details["objective"].numpy()
     final = am.details["final"]

@@ -147,7 +147,8 @@ def _conv(layer: S.Conv, shape: tuple[int, ...], num_classes: int, options: dict
         if conv.out_channels > 2 * dims:
             raise ConfigError(
                 f"init: whiten gives at most {2 * dims} filters here ({dims} patch dimensions of a "
-                f"{layer.kernel}x{layer.kernel} kernel on {shape[0]} channels, and their negatives); got out={conv.out_channels}"
+                f"{layer.kernel}x{layer.kernel} kernel on {shape[0]} channels, and their negatives); "
+                f"got out={conv.out_channels}"
             )
         # the weights are set from the training data by models.whiten.init_whitening
     if layer.freeze:

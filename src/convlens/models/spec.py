@@ -56,7 +56,8 @@ class Conv(_Layer):
             raise ValueError(f"padding must be >= 0 or 'same', got {self.padding}")
         if self.init == "whiten" and (self.out is None or self.out % 2):
             raise ValueError(
-                f"init: whiten needs an even `out` (half the filters are the negatives of the others), got out={self.out}"
+                "init: whiten needs an even `out` (half the filters are the negatives of the others), "
+                f"got out={self.out}"
             )
         if self.init == "whiten" and self.groups != 1:
             raise ValueError(f"init: whiten needs groups: 1, got {self.groups}")

@@ -48,19 +48,23 @@ TITLES = {
     ),
     "stats": (
         "Activation statistics",
-        "Per filter over a data split: mean, spread, how often it is active, its maximum. A dead filter never activates.",
+        "Per filter over a data split: mean, spread, how often it is active, its maximum. "
+        "A dead filter never activates.",
     ),
     "classnorms": (
         "Class-wise norms",
-        "The average norm of each filter's feature map for every class. A filter whose norms vary a lot across classes is an \u201cexpert\u201d for the class it prefers.",
+        "The average norm of each filter's feature map for every class. A filter whose norms vary a lot "
+        "across classes is an \u201cexpert\u201d for the class it prefers.",
     ),
     "topk": (
         "Top-k images and patches",
-        "The images that excite each filter most, the input patch (receptive field) behind the strongest response, and the classes of those images.",
+        "The images that excite each filter most, the input patch (receptive field) behind the strongest "
+        "response, and the classes of those images.",
     ),
     "ablate": (
         "Ablation",
-        "Filters silenced and the model evaluated again: which classes lose accuracy, and how the confusion matrix changes.",
+        "Filters silenced and the model evaluated again: which classes lose accuracy, "
+        "and how the confusion matrix changes.",
     ),
     "errors": (
         "Example classifications",

@@ -57,8 +57,9 @@ def _layer_key(name: str, order: dict[str, int]) -> tuple[int, str]:
 
 
 def collect(run_dir: Path, analyses: list[Analysis], layer_order: list[str] | None = None) -> dict[str, Any] | None:
-    """``{"kinds": [{key, label}], "layers": [{name, filters: [...]}], "figures": {layer: {filter: {kind: {src, caption}}}}}``
-    or None when the run folder has no per-filter figures."""
+    """``{"kinds": [{key, label}], "layers": [{name, filters: [...]}],
+    "figures": {layer: {filter: {kind: {src, caption}}}}}`` or None when the run folder has no
+    per-filter figures."""
     run_dir = Path(run_dir)
     found: dict[tuple[str, int, str], tuple[Path, str]] = {}
     for a in analyses:
