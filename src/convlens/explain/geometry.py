@@ -128,6 +128,14 @@ def compile_plan(model: nn.Module, in_shape: tuple[int, int, int]) -> Plan | Non
         return None
     rest = children[i:]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    _measure_shapes(prefix, stages, in_shape, device)
+    return Plan(prefix, stages, rest, _linear_after_flatten(rest))
+
+
+def _measure_shapes(
+    prefix: list[nn.Module], stages: list[Stage], in_shape: tuple[int, int, int], device: torch.device
+) -> None:
+    """Fill each stage's input and output channels and size from one forward pass of a zero image."""
     with torch.no_grad():
         x = torch.zeros(1, *in_shape, device=device)
         for m in prefix:
@@ -136,17 +144,22 @@ def compile_plan(model: nn.Module, in_shape: tuple[int, int, int]) -> Plan | Non
             st.in_ch, st.in_hw = x.shape[1], (x.shape[2], x.shape[3])
             x = st.full_op(x)
             st.out_ch, st.out_hw = x.shape[1], (x.shape[2], x.shape[3])
-    linear_at = None
-    j = 0
+
+
+def _skip_identities(rest: list[nn.Module], j: int) -> int:
+    """The first index from ``j`` on whose layer is not an identity in eval mode."""
     while j < len(rest) and isinstance(rest[j], IDENTITY_IN_EVAL):
         j += 1
-    if j < len(rest) and isinstance(rest[j], nn.Flatten) and rest[j].start_dim == 1:
-        j += 1
-        while j < len(rest) and isinstance(rest[j], IDENTITY_IN_EVAL):
-            j += 1
-        if j < len(rest) and isinstance(rest[j], nn.Linear):
-            linear_at = j
-    return Plan(prefix, stages, rest, linear_at)
+    return j
+
+
+def _linear_after_flatten(rest: list[nn.Module]) -> int | None:
+    """Index in ``rest`` of a Linear that follows a Flatten(start_dim=1), identities aside; else None."""
+    j = _skip_identities(rest, 0)
+    if not (j < len(rest) and isinstance(rest[j], nn.Flatten) and rest[j].start_dim == 1):
+        return None
+    j = _skip_identities(rest, j + 1)
+    return j if j < len(rest) and isinstance(rest[j], nn.Linear) else None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -72,6 +72,55 @@ def _as_numpy(maps: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(maps, dtype=np.float32)
 
 
+def _check_options(sign: str, scale: str, reduce: str, percentile: float) -> None:
+    for name, value, allowed in (("sign", sign, SIGNS), ("scale", scale, SCALES), ("reduce", reduce, REDUCE)):
+        if value not in allowed:
+            raise ExplainError(f"heat-map {name} {value!r} is not one of: {', '.join(allowed)}")
+    if not (0 < percentile <= 100):
+        raise ExplainError(f"heat-map percentile {percentile} is out of range; allowed: above 0 up to 100")
+
+
+def _reduce_channels(a: np.ndarray, reduce: str) -> tuple[np.ndarray, str]:
+    """(N, C, H, W) maps reduced over channels unless ``reduce="none"``; (N, H, W) maps have none to reduce."""
+    if a.ndim == 4 and reduce != "none":
+        a = {"max_abs": lambda x: np.abs(x).max(1), "sum": lambda x: x.sum(1), "l2": lambda x: np.sqrt((x * x).sum(1))}[
+            reduce
+        ](a)
+    elif a.ndim == 3:
+        reduce = "none"
+    return a, reduce
+
+
+def _apply_sign(a: np.ndarray, sign: str) -> np.ndarray:
+    if sign == "absolute":
+        return np.abs(a)
+    if sign == "positive":
+        return np.maximum(a, 0)
+    if sign == "negative":
+        return np.maximum(-a, 0)
+    return a
+
+
+def _scale_limits(
+    a: np.ndarray, *, sign: str, scale: str, percentile: float, vmin: float | None, vmax: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per map, the values shown as the low and the high end of the colour scale."""
+    n = len(a)
+    axis = None if scale == "shared" else 1
+    flat = a.reshape(n, -1)
+    if scale == "fixed":
+        if vmin is None or vmax is None or not vmax > vmin:
+            raise ExplainError(f"scale 'fixed' needs vmin < vmax, got vmin={vmin}, vmax={vmax}")
+        lo, hi = np.full(n, vmin, np.float32), np.full(n, vmax, np.float32)
+    elif sign == "none":  # raw values: clip both tails
+        lo = np.broadcast_to(np.percentile(flat, 100 - percentile, axis=axis), (n,)).astype(np.float32)
+        hi = np.broadcast_to(np.percentile(flat, percentile, axis=axis), (n,)).astype(np.float32)
+    else:  # magnitudes: clip the top; 0 stays 0
+        hi = np.broadcast_to(np.percentile(np.abs(flat), percentile, axis=axis), (n,)).astype(np.float32)
+        lo = -hi if sign == "signed" else np.zeros(n, np.float32)
+    return lo, hi
+
+
 def normalize_heatmaps(
     maps: torch.Tensor | np.ndarray,
     *,
@@ -87,41 +136,13 @@ def normalize_heatmaps(
     Returns ``(normed, scale)``: normed is (N, H, W) (or (N, C, H, W) with ``reduce="none"``),
     in [0, 1], or [-1, 1] for ``sign="signed"``; see the module docstring for the options.
     """
-    for name, value, allowed in (("sign", sign, SIGNS), ("scale", scale, SCALES), ("reduce", reduce, REDUCE)):
-        if value not in allowed:
-            raise ExplainError(f"heat-map {name} {value!r} is not one of: {', '.join(allowed)}")
-    if not (0 < percentile <= 100):
-        raise ExplainError(f"heat-map percentile {percentile} is out of range; allowed: above 0 up to 100")
-    a = _as_numpy(maps)
-    if a.ndim == 4 and reduce != "none":
-        a = {"max_abs": lambda x: np.abs(x).max(1), "sum": lambda x: x.sum(1), "l2": lambda x: np.sqrt((x * x).sum(1))}[
-            reduce
-        ](a)
-    elif a.ndim == 3:
-        reduce = "none"
+    _check_options(sign, scale, reduce, percentile)
+    a, reduce = _reduce_channels(_as_numpy(maps), reduce)
     if a.ndim not in (3, 4):
         raise ExplainError(f"heat maps must have shape (N, H, W) or (N, C, H, W), got {a.shape}")
     n = len(a)
-
-    if sign == "absolute":
-        a = np.abs(a)
-    elif sign == "positive":
-        a = np.maximum(a, 0)
-    elif sign == "negative":
-        a = np.maximum(-a, 0)
-
-    axis = None if scale == "shared" else 1
-    flat = a.reshape(n, -1)
-    if scale == "fixed":
-        if vmin is None or vmax is None or not vmax > vmin:
-            raise ExplainError(f"scale 'fixed' needs vmin < vmax, got vmin={vmin}, vmax={vmax}")
-        lo, hi = np.full(n, vmin, np.float32), np.full(n, vmax, np.float32)
-    elif sign == "none":  # raw values: clip both tails
-        lo = np.broadcast_to(np.percentile(flat, 100 - percentile, axis=axis), (n,)).astype(np.float32)
-        hi = np.broadcast_to(np.percentile(flat, percentile, axis=axis), (n,)).astype(np.float32)
-    else:  # magnitudes: clip the top; 0 stays 0
-        hi = np.broadcast_to(np.percentile(np.abs(flat), percentile, axis=axis), (n,)).astype(np.float32)
-        lo = -hi if sign == "signed" else np.zeros(n, np.float32)
+    a = _apply_sign(a, sign)
+    lo, hi = _scale_limits(a, sign=sign, scale=scale, percentile=percentile, vmin=vmin, vmax=vmax)
     shape = (n,) + (1,) * (a.ndim - 1)
     lo_b, hi_b = lo.reshape(shape), hi.reshape(shape)
     out = np.clip((a - lo_b) / np.maximum(hi_b - lo_b, 1e-12), 0, 1)
