@@ -15,7 +15,9 @@ real commands themselves.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -175,6 +177,45 @@ def _describe(classes, index, label, probs) -> dict:
     }
 
 
+@dataclass
+class _Analysed:
+    """What every analysis written below reads: the run, its model and the test images."""
+
+    run: Run
+    model: torch.nn.Module
+    ident: dict  # the checkpoint's identity, as the real analyses record it
+    full_test: Any  # the whole test split (the errors analysis reads positions in it)
+    test: Any  # the test images analysed (all, or ``limit`` evenly spaced ones)
+    classes: list[str]
+    convs: list[str]
+    where: dict[str, tuple[str, str]]  # conv layer -> (pre, post): after the batch norm / the activation
+    rf: dict
+    out: Path
+    tag: str
+    common: dict
+    k: int
+    max_filters: int | None
+
+    @property
+    def n(self) -> int:
+        return len(self.test)
+
+    @property
+    def nclass(self) -> int:
+        return len(self.classes)
+
+    @property
+    def x_all(self) -> torch.Tensor:
+        return self.test.images.float() / 255
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.test.labels
+
+    def nf_of(self, total: int) -> int:
+        return total if self.max_filters is None else min(total, self.max_filters)
+
+
 def write_analyses(
     run_dir: Path, k: int = 6, max_filters: int | None = None, caption_tag: str = "", limit: int | None = None
 ) -> list[str]:
@@ -189,15 +230,40 @@ def write_analyses(
     full_test = test = run.load_data().test
     if limit is not None and limit < len(test):  # evenly spaced: a test split may be sorted by class
         test = test.take(torch.linspace(0, len(test) - 1, limit).long())
-    classes = run.classes
     convs = conv_layers(model)
     where = {c: (block(model, c).pre, block(model, c).post) for c in convs}  # after the batch norm / the activation
-    rf = receptive_fields(model)
-    n = len(test)
-    x_all = test.images.float() / 255
-    labels = test.labels
-    nclass = len(classes)
-    counts = torch.bincount(labels, minlength=nclass)
+    cx = _Analysed(
+        run=run,
+        model=model,
+        ident=ident,
+        full_test=full_test,
+        test=test,
+        classes=run.classes,
+        convs=convs,
+        where=where,
+        rf=receptive_fields(model),
+        out=run.analysis_dir,
+        tag=caption_tag,
+        common={"split": "test", **ident, "n_images": len(test), "seconds": 0.1},
+        k=k,
+        max_filters=max_filters,
+    )
+    acc = _probe_statistics(cx)
+    _write_filters(cx)
+    _write_stats(cx, acc)
+    _write_classnorms(cx, acc)
+    _write_topk(cx, acc)
+    _write_actmax(cx)
+    _write_ablate(cx)
+    _write_errors(cx)
+    _write_saliency(cx)
+    return ["filters", "stats", "classnorms", "topk", "actmax", "ablate", "errors", "saliency"]
+
+
+def _probe_statistics(cx: _Analysed) -> dict[str, dict]:
+    """Per conv layer, running sums over the test images of its responses before and after the
+    activation: the maxima and where they are, moments, activity, per-image norms."""
+    model, where, n, x_all = cx.model, cx.where, cx.n, cx.x_all
     probes = sorted({p for pair in where.values() for p in pair})
     acc: dict[str, dict] = {}
     with torch.no_grad(), TraceDict(model, probes) as td:
@@ -237,14 +303,12 @@ def write_analyses(
                 d["post_max"] = pm if d["post_max"] is None else torch.maximum(d["post_max"], pm)
                 d["norm"].append(a.norm(dim=2) / a.shape[2] ** 0.5)
                 d["hw"] = list(z.shape[2:])
-    out = run.analysis_dir
-    tag = caption_tag
-    common = {"split": "test", **ident, "n_images": n, "seconds": 0.1}
+    return acc
 
-    def nf_of(total: int) -> int:
-        return total if max_filters is None else min(total, max_filters)
 
-    # filters ---------------------------------------------------------------------------------
+def _write_filters(cx: _Analysed) -> None:
+    """The weights of each conv layer: norms, ranges, one figure per filter and per layer."""
+    convs, model, out, tag, common = cx.convs, cx.model, cx.out, cx.tag, cx.common
     figs, layers = [], {}
     for c in convs:
         w = model.get_submodule(c).weight.detach()
@@ -264,7 +328,7 @@ def write_analyses(
         ]
         _png([t.numpy() for t in kern], out / "filters" / f"{c}.png", 32, "hw")
         figs.append(_fig(f"analysis/filters/{c}.png", f"{c}: all filters, each on its own scale{tag}", c))
-        for i in range(nf_of(w.shape[0])):
+        for i in range(cx.nf_of(w.shape[0])):
             _png([kern[i].numpy()], out / "filters" / c / f"f{i}.png", 64, "hw")
             figs.append(_fig(f"analysis/filters/{c}/f{i}.png", f"{c} filter {i}: weights{tag}", c, i))
     write_json(
@@ -279,7 +343,11 @@ def write_analyses(
         },
     )
 
-    # stats -------------------------------------------------------------------------------------
+
+def _write_stats(cx: _Analysed, acc: dict[str, dict]) -> None:
+    """Activation statistics per filter, and how often each is active."""
+    model, where, n = cx.model, cx.where, cx.n
+    out, tag, common = cx.out, cx.tag, cx.common
     layers, figs = {}, []
     for c, d in acc.items():
         positions = n * d["hw"][0] * d["hw"][1]
@@ -317,7 +385,13 @@ def write_analyses(
         },
     )
 
-    # classnorms: bars per filter for the first and the last conv layer, as the analysis' default ----
+
+def _write_classnorms(cx: _Analysed, acc: dict[str, dict]) -> None:
+    """Class-wise average norms of the first and the last conv layer, and the experts."""
+    convs, where, classes, labels = cx.convs, cx.where, cx.classes, cx.labels
+    nclass, out, tag, common = cx.nclass, cx.out, cx.tag, cx.common
+    # classnorms: bars per filter for the first and the last conv layer, as the analysis' default
+    counts = torch.bincount(labels, minlength=nclass)
     layers, figs, ranking = {}, [], []
     measured = [convs[0], convs[-1]] if len(convs) > 1 else convs
     for c in measured:
@@ -350,7 +424,7 @@ def write_analyses(
         ]
         _bars_png(sel.tolist(), out / "classnorms" / f"{c}.png", -1)
         figs.append(_fig(f"analysis/classnorms/{c}.png", f"{c}: selectivity of each filter{tag}", c))
-        for i in range(nf_of(means.shape[0])):
+        for i in range(cx.nf_of(means.shape[0])):
             _bars_png(means[i].tolist(), out / "classnorms" / c / f"f{i}.png", int(pref[i]))
             figs.append(
                 _fig(f"analysis/classnorms/{c}/f{i}.png", f"{c} filter {i}: class-wise average norm{tag}", c, i)
@@ -372,7 +446,12 @@ def write_analyses(
         },
     )
 
-    # topk ----------------------------------------------------------------------------------------
+
+def _write_topk(cx: _Analysed, acc: dict[str, dict]) -> None:
+    """Each filter's top-k test images, their receptive-field patches and classes."""
+    k, n, where, rf = cx.k, cx.n, cx.where, cx.rf
+    test, x_all, labels, classes = cx.test, cx.x_all, cx.labels, cx.classes
+    nclass, out, tag, common = cx.nclass, cx.out, cx.tag, cx.common
     layers, figs = {}, []
     for c, d in acc.items():
         mx, arg = torch.cat(d["max"]), torch.cat(d["arg"])
@@ -399,7 +478,7 @@ def write_analyses(
                     "max": float(mx[top[0], i]),
                 }
             )
-            if i < nf_of(mx.shape[1]):
+            if i < cx.nf_of(mx.shape[1]):
                 patches = [
                     test.images[t, :, a0:a1, b0:b1].numpy() for t, (a0, a1, b0, b1) in zip(top.tolist(), windows)
                 ]
@@ -430,12 +509,17 @@ def write_analyses(
         },
     )
 
+
+def _write_actmax(cx: _Analysed) -> None:
+    """A few steps of signed gradient ascent on the first conv layer's filters."""
+    model, convs, where, x_all = cx.model, cx.convs, cx.where, cx.x_all
+    out, tag, ident = cx.out, cx.tag, cx.ident
     # actmax: a few steps of gradient ascent on each filter's mean activation, all filters at once,
     # written as `convlens explain --method actmax --layer <first conv>` writes it
     figs = []
     first = convs[0]
     post = where[first][1]
-    nf = nf_of(model.get_submodule(first).out_channels)
+    nf = cx.nf_of(model.get_submodule(first).out_channels)
     steps = 15
     with torch.enable_grad():
         img = torch.full((nf, *x_all.shape[1:]), 0.5, requires_grad=True)
@@ -483,31 +567,42 @@ def write_analyses(
         },
     )
 
-    # ablate: silence filter 0 of the first conv block, and rank the last block's filters -------------
-    def evaluate(layer=None, f=None):
-        def silence(o, name):
-            o = o.clone()
-            o[:, f] = 0
-            return o
 
-        with (
-            torch.no_grad(),
-            TraceDict(model, [where[layer][0]] if layer else [], edit_output=silence if layer else None),
-        ):
-            logits = model(x_all)
-        pred = logits.argmax(1)
-        cm = torch.bincount(labels * nclass + pred, minlength=nclass**2).view(nclass, nclass)
-        return {
-            "accuracy": float((pred == labels).double().mean()),
-            "loss": float(torch.nn.functional.cross_entropy(logits, labels)),
-            "per_class_accuracy": (cm.diag().double() / cm.sum(1).clamp(min=1)).tolist(),
-            "confusion": cm.tolist(),
-            "prediction_counts": cm.sum(0).tolist(),
-        }, pred
+def _evaluate(cx: _Analysed, layer: str | None = None, f: int | None = None):
+    """Accuracy, loss, per-class accuracy, confusion and prediction counts on the test images, with
+    filter ``f`` of ``layer`` silenced (nothing silenced without a layer); and the predictions."""
+    model, where, x_all, labels, nclass = cx.model, cx.where, cx.x_all, cx.labels, cx.nclass
 
-    (b, pb), (a, pa) = evaluate(), evaluate(first, 0)
+    def silence(o, name):
+        o = o.clone()
+        o[:, f] = 0
+        return o
+
+    with (
+        torch.no_grad(),
+        TraceDict(model, [where[layer][0]] if layer else [], edit_output=silence if layer else None),
+    ):
+        logits = model(x_all)
+    pred = logits.argmax(1)
+    cm = torch.bincount(labels * nclass + pred, minlength=nclass**2).view(nclass, nclass)
+    return {
+        "accuracy": float((pred == labels).double().mean()),
+        "loss": float(torch.nn.functional.cross_entropy(logits, labels)),
+        "per_class_accuracy": (cm.diag().double() / cm.sum(1).clamp(min=1)).tolist(),
+        "confusion": cm.tolist(),
+        "prediction_counts": cm.sum(0).tolist(),
+    }, pred
+
+
+def _write_ablate(cx: _Analysed) -> None:
+    """Filter 0 of the first conv layer silenced, and the last layer's filters ranked."""
+    model, convs, where, labels = cx.model, cx.convs, cx.where, cx.labels
+    classes, out, tag, common = cx.classes, cx.out, cx.tag, cx.common
+    first = convs[0]
+    # ablate: silence filter 0 of the first conv block, and rank the last block's filters
+    (b, pb), (a, pa) = _evaluate(cx), _evaluate(cx, first, 0)
     last = convs[-1]
-    ranked = [evaluate(last, f)[0] for f in range(model.get_submodule(last).out_channels)]
+    ranked = [_evaluate(cx, last, f)[0] for f in range(model.get_submodule(last).out_channels)]
     drop = [b["accuracy"] - r["accuracy"] for r in ranked]
     broken = torch.nonzero((pb == labels) & (pa != labels)).flatten()
     fixed = torch.nonzero((pb != labels) & (pa == labels)).flatten()
@@ -572,7 +667,11 @@ def write_analyses(
         },
     )
 
-    # errors --------------------------------------------------------------------------------------
+
+def _write_errors(cx: _Analysed) -> None:
+    """Example classifications and the most confident mistakes, from predictions.csv."""
+    run, full_test, classes, nclass = cx.run, cx.full_test, cx.classes, cx.nclass
+    out, tag, common = cx.out, cx.tag, cx.common
     from convlens.report.figures import pick_examples, pick_mistakes, read_predictions
 
     rows = read_predictions(run.path / "predictions.csv")
@@ -615,6 +714,11 @@ def write_analyses(
         },
     )
 
+
+def _write_saliency(cx: _Analysed) -> None:
+    """The input gradient of the predicted class for the first six test images."""
+    model, x_all, labels, classes = cx.model, cx.x_all, cx.labels, cx.classes
+    out, tag, ident = cx.out, cx.tag, cx.ident
     # saliency: input gradient of the predicted class for a few images, as `convlens explain --method saliency`
     xs = x_all[:6].clone().requires_grad_(True)
     with torch.enable_grad():
@@ -645,4 +749,3 @@ def write_analyses(
             ],
         },
     )
-    return ["filters", "stats", "classnorms", "topk", "actmax", "ablate", "errors", "saliency"]

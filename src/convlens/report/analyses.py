@@ -558,88 +558,110 @@ def topk_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
 def ablate_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
     names = doc.get("classes") if isinstance(doc.get("classes"), list) else classes
     names = classes if len(classes) == len(names) else names  # the run's names win (they may have been renamed)
-    tables = []
     s = doc.get("set") if isinstance(doc.get("set"), dict) else {}
+    tables = [*_ablated_set_table(s), *_before_after_table(s, names), *_changed_table(s)]
+    ranks = doc.get("rank") if isinstance(doc.get("rank"), dict) else {}
+    for layer, r in ranks.items():
+        if isinstance(r, dict) and isinstance(r.get("drop"), list):
+            tables.append(_rank_table(layer, r, names))
+    return tables
+
+
+def _ablated_set_table(s: dict[str, Any]) -> list[Table]:
+    """Which filters of which layers were silenced together (none or one table)."""
     which = s.get("filters")
-    if isinstance(which, dict) and which:
-        tables.append(
-            Table(
-                ["layer", "filters silenced together", "chosen"],
-                [[k, fmt(v), s.get("chosen_by", "")] for k, v in which.items()],
-                "What was ablated",
-            )
+    if not (isinstance(which, dict) and which):
+        return []
+    return [
+        Table(
+            ["layer", "filters silenced together", "chosen"],
+            [[k, fmt(v), s.get("chosen_by", "")] for k, v in which.items()],
+            "What was ablated",
         )
+    ]
+
+
+def _before_after_table(s: dict[str, Any], names: list[str]) -> list[Table]:
+    """Per-class accuracy and prediction counts with the set silenced and without (none or one table)."""
     before, after = s.get("before"), s.get("after")
     pb = before.get("per_class_accuracy") if isinstance(before, dict) else None
     pa = after.get("per_class_accuracy") if isinstance(after, dict) else None
-    if isinstance(pb, list) and isinstance(pa, list) and len(pb) == len(pa):
-        cb = before.get("prediction_counts") if isinstance(before.get("prediction_counts"), list) else []
-        ca = after.get("prediction_counts") if isinstance(after.get("prediction_counts"), list) else []
-        rows = []
-        for i, (b, a) in enumerate(zip(pb, pa)):
-            rows.append(
-                [
-                    class_name(names, i),
-                    _pct(b),
-                    _pct(a),
-                    _points(a - b) if _num(a) is not None and _num(b) is not None else "",
-                    cb[i] if i < len(cb) else "",
-                    ca[i] if i < len(ca) else "",
-                ]
-            )
-        ob, oa = before.get("accuracy"), after.get("accuracy")
-        if _num(ob) is not None and _num(oa) is not None:
-            rows.append([{"text": "all classes", "cls": "strong"}, pct(ob), pct(oa), _points(oa - ob), "", ""])
-        tables.append(
-            Table(
-                ["class", "accuracy before", "after", "difference (points)", "predicted before", "predicted after"],
-                rows,
-                "Per-class accuracy before and after",
-            )
+    if not (isinstance(pb, list) and isinstance(pa, list) and len(pb) == len(pa)):
+        return []
+    cb = before.get("prediction_counts") if isinstance(before.get("prediction_counts"), list) else []
+    ca = after.get("prediction_counts") if isinstance(after.get("prediction_counts"), list) else []
+    rows = []
+    for i, (b, a) in enumerate(zip(pb, pa)):
+        rows.append(
+            [
+                class_name(names, i),
+                _pct(b),
+                _pct(a),
+                _points(a - b) if _num(a) is not None and _num(b) is not None else "",
+                cb[i] if i < len(cb) else "",
+                ca[i] if i < len(ca) else "",
+            ]
         )
+    ob, oa = before.get("accuracy"), after.get("accuracy")
+    if _num(ob) is not None and _num(oa) is not None:
+        rows.append([{"text": "all classes", "cls": "strong"}, pct(ob), pct(oa), _points(oa - ob), "", ""])
+    return [
+        Table(
+            ["class", "accuracy before", "after", "difference (points)", "predicted before", "predicted after"],
+            rows,
+            "Per-class accuracy before and after",
+        )
+    ]
+
+
+def _changed_table(s: dict[str, Any]) -> list[Table]:
+    """How many images' predictions broke, got fixed or switched (none or one table)."""
     changed = s.get("changed")
-    if isinstance(changed, dict):
-        counts = [
-            [what, len(changed[key])]
-            for key, what in (
-                ("broken", "right before, wrong after"),
-                ("fixed", "wrong before, right after"),
-                ("switched", "wrong before and after, another class"),
-            )
-            if isinstance(changed.get(key), list)
-        ]
-        if counts:
-            tables.append(Table(["images whose prediction changed", "images"], counts))
-    ranks = doc.get("rank") if isinstance(doc.get("rank"), dict) else {}
-    for layer, r in ranks.items():
-        if not isinstance(r, dict) or not isinstance(r.get("drop"), list):
+    if not isinstance(changed, dict):
+        return []
+    counts = [
+        [what, len(changed[key])]
+        for key, what in (
+            ("broken", "right before, wrong after"),
+            ("fixed", "wrong before, right after"),
+            ("switched", "wrong before and after, another class"),
+        )
+        if isinstance(changed.get(key), list)
+    ]
+    return [Table(["images whose prediction changed", "images"], counts)] if counts else []
+
+
+def _worst_class(pcd: list[Any], f: int, names: list[str]) -> str:
+    """The class that loses most accuracy without filter ``f``, with its loss in points; "" if none loses."""
+    if not (f < len(pcd) and isinstance(pcd[f], list) and pcd[f]):
+        return ""
+    j = max(range(len(pcd[f])), key=lambda c: pcd[f][c] if _num(pcd[f][c]) is not None else float("-inf"))
+    if _num(pcd[f][j]) is not None and pcd[f][j] > 0:
+        return f"{class_name(names, j)} ({-100 * pcd[f][j]:+.1f})"
+    return ""
+
+
+def _rank_table(layer: str, r: dict[str, Any], names: list[str]) -> Table:
+    """One layer's filters silenced one at a time, most accuracy carried first."""
+    acc, drop = r.get("accuracy") or [], r["drop"]
+    order = r.get("order") if isinstance(r.get("order"), list) else list(range(len(drop)))
+    pcd = r.get("per_class_drop") if isinstance(r.get("per_class_drop"), list) else []
+    rows = []
+    for f in order:
+        if not isinstance(f, int) or not 0 <= f < len(drop):
             continue
-        acc, drop = r.get("accuracy") or [], r["drop"]
-        order = r.get("order") if isinstance(r.get("order"), list) else list(range(len(drop)))
-        pcd = r.get("per_class_drop") if isinstance(r.get("per_class_drop"), list) else []
-        rows = []
-        for f in order:
-            if not isinstance(f, int) or not 0 <= f < len(drop):
-                continue
-            worst = ""
-            if f < len(pcd) and isinstance(pcd[f], list) and pcd[f]:
-                j = max(range(len(pcd[f])), key=lambda c: pcd[f][c] if _num(pcd[f][c]) is not None else float("-inf"))
-                if _num(pcd[f][j]) is not None and pcd[f][j] > 0:
-                    worst = f"{class_name(names, j)} ({-100 * pcd[f][j]:+.1f})"
-            rows.append([filter_link(layer, f), _pct(acc[f]) if f < len(acc) else "", _points(-drop[f]), worst])
-        base = r.get("baseline")
-        cap = f"{layer}: filters silenced one at a time, most accuracy carried first" + (
-            f" (all filters: {pct(base)})" if _num(base) is not None else ""
-        )
-        tables.append(
-            Table(
-                ["filter", "accuracy without it", "change (points)", "class that loses most (points)"],
-                rows,
-                cap,
-                collapsed=len(rows) > 20,
-            )
-        )
-    return tables
+        acc_without = _pct(acc[f]) if f < len(acc) else ""
+        rows.append([filter_link(layer, f), acc_without, _points(-drop[f]), _worst_class(pcd, f, names)])
+    base = r.get("baseline")
+    cap = f"{layer}: filters silenced one at a time, most accuracy carried first" + (
+        f" (all filters: {pct(base)})" if _num(base) is not None else ""
+    )
+    return Table(
+        ["filter", "accuracy without it", "change (points)", "class that loses most (points)"],
+        rows,
+        cap,
+        collapsed=len(rows) > 20,
+    )
 
 
 @renderer("errors")
