@@ -65,3 +65,8 @@ def preset_layers(name: str, options: dict[str, Any]) -> list[Any]:
     from . import presets  # noqa: F401
 
     return PRESETS[name].layers(**options)
+
+
+# The built-in presets register themselves here, whoever imports the registry first (the config's
+# validator does, without going through convlens.models). Last, so register_preset exists.
+from . import presets as _presets  # noqa: E402, F401
