@@ -58,13 +58,14 @@ def _values(rows: list[Row], metric: str) -> list[float]:
     return [float(r.numbers[metric]) for r in rows if r.numbers.get(metric) is not None]
 
 
-def seed_std(rows: list[Row], metric: str) -> tuple[float | None, int]:
-    """Pooled standard deviation of ``metric`` among runs that differ only in their seed, and
-    its degrees of freedom (0: no point was repeated)."""
-    groups: dict[str, list[float]] = {}
-    for r in rows:
-        if r.numbers.get(metric) is not None:
-            groups.setdefault(r.replicate_key(), []).append(float(r.numbers[metric]))
+def seed_std(sides: list[list[Row]], metric: str) -> tuple[float | None, int]:
+    """Pooled standard deviation of ``metric`` among runs of one side that differ only in their
+    seed, and its degrees of freedom (0: no point was repeated)."""
+    groups: dict[tuple[int, str], list[float]] = {}
+    for i, rows in enumerate(sides):
+        for r in rows:
+            if r.numbers.get(metric) is not None:
+                groups.setdefault((i, r.replicate_key()), []).append(float(r.numbers[metric]))
     ss, dof = 0.0, 0
     for xs in groups.values():
         if len(xs) > 1:
@@ -87,7 +88,7 @@ def compare_means(c: Check, ev: Evidence, noise: float) -> Verdict:
     if not xa or not xb:
         return Verdict(c.id, c.report_says, f"missing results (a: {len(xa)} runs, b: {len(xb)} runs)", UNSURE)
     ma, mb = sum(xa) / len(xa), sum(xb) / len(xb)
-    sd, dof = seed_std(a + b, c.metric)
+    sd, dof = seed_std([a, b], c.metric)
     se = sd * math.sqrt(1 / len(xa) + 1 / len(xb)) if sd is not None else None
     floor = c.min_diff if c.min_diff is not None else noise
     threshold = max(2 * se, floor) if se is not None else floor
