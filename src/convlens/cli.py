@@ -23,6 +23,7 @@ PLUGINS: list[str] = [
     "convlens.explain.cli",
     "convlens.sweep.cli",
     "convlens.report.cli",
+    "convlens.study.cli",
 ]
 
 

@@ -26,10 +26,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from ..run import Run
+    from ..run import Run, is_run
     from ..runlock import holder
     from . import diagnose, format_findings
+    from .diagnose import diagnose_sweep
+    from .sweep_report import is_sweep
 
+    if not is_run(args.run) and is_sweep(args.run):  # a sweep folder: trends across its trials
+        trends = diagnose_sweep(args.run, args.metric)
+        print(json.dumps([f.to_dict() for f in trends], indent=1) if args.json else format_findings(trends))
+        return 0
     run = Run(args.run)
     busy = holder(run.path)
     if busy:  # diagnose only reads: it goes on, on the epochs written so far
@@ -67,8 +73,14 @@ def add_commands(sub) -> None:
         help="plain-language findings about a run, with their evidence",
         description="Divergence, a collapsed or unstable classifier, overfitting (told from instability, and "
         "from training accuracy below validation), dead filters, training stopped too early or "
-        "a flat loss, and the most confused class pairs.",
+        "a flat loss, and the most confused class pairs. On a sweep folder: which key moves accuracy most "
+        "and by how much, against the noise among seeds.",
     )
-    p.add_argument("run", help="run folder")
+    p.add_argument("run", metavar="RUN|SWEEP_DIR", help="run folder, or a sweep folder: trends across its trials")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.add_argument(
+        "--metric",
+        choices=["test_acc", "best_val_acc", "final_train_acc", "gap"],
+        help="a sweep folder's metric (default: test_acc when every trial has it, else best_val_acc)",
+    )
     p.set_defaults(func=cmd_diagnose)

@@ -14,6 +14,7 @@ model mixes up (cat/dog, airplane/bird).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -638,3 +639,97 @@ def _short(v: Any) -> str:
     if isinstance(v, list) and v and isinstance(v[0], dict):
         return "; ".join(_short(x) for x in v)
     return str(v)
+
+
+# ----------------------------------------------------------------------------------------------
+# a sweep folder: trends across its trials
+
+_NOT_SWEPT = ("seed", "name", "meta")  # differ between trials without being a setting
+
+
+def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if not prefix and key in _NOT_SWEPT:
+            continue
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = repr(value) if isinstance(value, list) else value
+    return out
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _pooled_seed_std(points: dict[tuple, list[float]]) -> float | None:
+    ss = sum(sum((x - _mean(xs)) ** 2 for x in xs) for xs in points.values() if len(xs) > 1)
+    dof = sum(len(xs) - 1 for xs in points.values())
+    return math.sqrt(ss / dof) if dof else None
+
+
+def sweep_trends(trials: list[tuple[dict[str, Any], dict[str, Any]]], metric: str) -> list[dict[str, Any]]:
+    """Per config key that varies across ``trials`` (``(config, numbers)`` pairs): the mean of
+    ``metric`` per value and the effect (highest mean minus lowest), largest effect first; the
+    noise is the pooled standard deviation among trials that differ only in their seed."""
+    flat = [(_flat(cfg), nums[metric]) for cfg, nums in trials if _num(nums.get(metric)) is not None]
+    if not flat:
+        return []
+    keys = sorted(
+        {k for f, _ in flat for k in f} - {k for k in flat[0][0] if all(f.get(k) == flat[0][0][k] for f, _ in flat)}
+    )
+    points: dict[tuple, list[float]] = {}
+    for f, v in flat:
+        points.setdefault(tuple(repr(f.get(k)) for k in keys), []).append(float(v))
+    noise = _pooled_seed_std(points)
+    out = []
+    for key in keys:
+        by: dict[str, list[float]] = {}
+        for f, v in flat:
+            by.setdefault(repr(f.get(key)), []).append(float(v))
+        means = {value: _mean(xs) for value, xs in by.items()}
+        best, worst = max(means, key=means.get), min(means, key=means.get)  # type: ignore[arg-type]
+        out.append(
+            {
+                "key": key,
+                "effect": means[best] - means[worst],
+                "best": best,
+                "worst": worst,
+                "means": means,
+                "counts": {value: len(xs) for value, xs in by.items()},
+                "noise": noise,
+            }
+        )
+    return sorted(out, key=lambda t: (-t["effect"], t["key"]))
+
+
+def diagnose_sweep(path: Any, metric: str | None = None) -> list[Finding]:
+    """Trends across a sweep folder's trials: which key moves the metric most and by how much,
+    against the seed noise. ``metric``: test_acc when every trial has it, else best_val_acc."""
+    from ..study.results import run_folders, run_numbers
+
+    trials = []
+    for folder in run_folders(Path(path)):
+        run = Run(folder)
+        if run.status.get("status") in ("finished", "diverged"):
+            trials.append((run.config.to_dict(), run_numbers(folder)))
+    if metric is None:
+        metric = "test_acc" if trials and all(n.get("test_acc") is not None for _, n in trials) else "best_val_acc"
+    trends = sweep_trends(trials, metric)
+    if not trends:
+        return [Finding("no_trend", "info", "No trend", f"{len(trials)} finished trial(s) vary no key.", {})]
+    noise = trends[0]["noise"]
+    found = []
+    for i, t in enumerate(trends):
+        means = ", ".join(f"{v}: {_pct(m)} (n={t['counts'][v]})" for v, m in t["means"].items())
+        above = "" if noise is None else f", {t['effect'] / noise:.1f} times the seed noise ({_pct(noise)})"
+        title = "Strongest key" if i == 0 else "Trend"
+        text = f"{t['key']} moves {metric} by {_pct(t['effect'])} ({t['worst']} -> {t['best']}){above}. Means: {means}."
+        if noise is None:
+            text += " No point was repeated with another seed: the noise is unknown."
+        elif t["effect"] <= 2 * noise:
+            text += " Within twice the seed noise: not a trend."
+        ev = {"key": t["key"], "metric": metric, "effect": t["effect"], "noise": noise, "trials": len(trials)}
+        found.append(Finding("strongest_key" if i == 0 else "trend", "info", title, text, ev))
+    return found
