@@ -246,3 +246,63 @@ def _text_figure(fig: Any, name: str, doc: dict[str, Any]) -> Any:
     text = "\n".join(f"{k}: {fmt(v)}" for k, v in rows[:8]) or "no numbers to plot"
     fig.text(0.02, 0.95, f"{name}\n{text}", va="top", family="monospace")
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# a run folder's summary card
+
+
+def curves_figure(metrics: Sequence[dict[str, Any]], title: str = "") -> Any:
+    """Loss and accuracy (train, validation) against epochs, from ``metrics.jsonl`` rows."""
+    from matplotlib import rc_context
+
+    from .plots import STYLE
+
+    with rc_context(STYLE):
+        fig = new_figure(figsize=(6.4, 2.3))
+        axes = fig.subplots(1, 2)
+        for ax, key, scale in ((axes[0], "loss", 1), (axes[1], "acc", 100)):
+            for side in ("train", "val"):
+                pts = [(r["epoch"], r[f"{side}_{key}"]) for r in metrics if r.get(f"{side}_{key}") is not None]
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] * scale for p in pts], marker="o", ms=3, label=side)
+            ax.set(title="accuracy (%)" if key == "acc" else "loss", xlabel="epoch")
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend()
+        if title:
+            fig.suptitle(title, x=0.0, ha="left")
+    return fig
+
+
+def run_rows(run: Any) -> list[tuple[str, Any]]:
+    """The key facts of a run folder: config, status, accuracy, checkpoint."""
+    import yaml
+
+    cfg = yaml.safe_load(run.config_file.read_text()) or {}
+    data, model, train = cfg.get("data") or {}, cfg.get("model") or {}, cfg.get("train") or {}
+    opt = train.get("optimizer") or {}
+    rows: list[tuple[str, Any]] = [
+        ("status", run.status.get("status", "unknown")),
+        ("data", data.get("name")),
+        ("model", model.get("preset") or f"{len(model.get('layers') or [])} layers"),
+        ("epochs", train.get("epochs")),
+        ("batch size", train.get("batch_size")),
+        ("optimizer", f"{opt.get('name', '')} lr {opt.get('lr', '')}".strip()),
+    ]
+    metrics = run.metrics()
+    val = [r["val_acc"] for r in metrics if r.get("val_acc") is not None]
+    if val:
+        rows.append(("best validation accuracy", f"{100 * max(val):.2f}%"))
+    ev = run.eval
+    if ev:
+        rows.append((f"{ev.get('split', 'test')} accuracy", f"{100 * ev['accuracy']:.2f}% of {ev.get('n')} images"))
+        rows.append(("checkpoint", f"{ev.get('checkpoint')} (epoch {ev.get('checkpoint_epoch')})"))
+    return [(k, v) for k, v in rows if v is not None]
+
+
+def run_card(run: Any) -> str:
+    """HTML: the run's name, its key facts and its training curves."""
+    metrics = run.metrics()
+    img = img_tag(png_bytes(curves_figure(metrics)), "training curves") if metrics else "<p>no epochs logged yet</p>"
+    return f"<div><b>Run</b> {html.escape(str(run.path))}{table(run_rows(run))}{img}</div>"
