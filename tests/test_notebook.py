@@ -1,0 +1,33 @@
+"""examples/tour.ipynb runs top to bottom in a real Jupyter kernel and shows its figures inline."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOUR = ROOT / "examples" / "tour.ipynb"
+
+
+@pytest.mark.slow
+def test_the_tour_executes_without_errors_and_shows_its_figures(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed (pip install -e '.[dev]')")
+    nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed (pip install -e '.[dev]')")
+    pytest.importorskip("ipykernel", reason="ipykernel is not installed (pip install -e '.[dev]')")
+    # the kernel imports this checkout's sources, installed or not
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
+    nb = nbformat.read(TOUR, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": tmp_path}})
+    client.execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    errors = [o for o in outputs if o.output_type == "error" or o.get("name") == "stderr" and "Error" in o.text]
+    assert not errors, errors
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs for c in code), [c.source[:60] for c in code if not c.outputs]
+    png = sum("image/png" in o.get("data", {}) for o in outputs)
+    embedded = sum(len(re.findall(r"data:image/png;base64,", o.get("data", {}).get("text/html", ""))) for o in outputs)
+    # three figures returned, four results (a run card, two analyses, an explanation) with their figure
+    assert png >= 3 and embedded >= 4, (png, embedded)
