@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ..results import Results
 from ..run.layout import Layout
 from ..runlock import writes_run
 from . import load_all
@@ -125,7 +126,7 @@ def analyze(
         else:
             results[a.name] = a(subject)
             _report(subject, a, results[a.name])
-    return {a.name: results[a.name] for a in chosen}
+    return Results({a.name: results[a.name] for a in chosen})
 
 
 def _shared_pass(subject: Subject, readers: list[Streaming]) -> dict[str, dict[str, Any]]:

@@ -32,6 +32,7 @@ from ..errors import LayerError
 from ..models.graph import known_shape, remember_shape, trace_graph
 from ..models.summary import receptive_fields
 from ..trace import borrowed, conv_layers, get_layer
+from ..results import Result
 from ..utils import interactive
 from ..jobs import JOBS, AnalysisError, comma_ints, comma_list, option  # noqa: F401  (re-exported)
 from .options import AT_HELP  # noqa: F401  (re-exported)
@@ -460,7 +461,7 @@ class Analysis:
             from ..run import Layout
 
             Layout(subject.root).artifact(self.name).write(out)
-        return out
+        return Result(out, subject.root)
 
     def lines(self, result: dict[str, Any]) -> list[str]:
         """A few lines for the terminal: what was found."""

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import ConvlensError
+from ..results import Result
 from ..run import Run, artifact_key
 from ..runlock import writes_run
 from . import actmax, deconv, gradcam, guided, occlusion, saliency  # noqa: F401  (fill the registry)
@@ -111,7 +112,7 @@ def explain_run(
     result = {"analysis": method, **result, **checkpoint_info, "seconds": round(time.perf_counter() - t0, 2)}
     artifact.write(result)
     echo(f"wrote {artifact.json} and {len(result['figures'])} figure(s) under {out_dir}")
-    return result
+    return Result(result, run.path)
 
 
 def _describe(bundle, idx, labels, probs, split) -> list[dict[str, Any]]:

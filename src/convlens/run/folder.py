@@ -57,6 +57,18 @@ class Run(Layout):
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
 
+    def _repr_html_(self) -> str:
+        """A notebook's summary card: config, status, accuracy and training curves."""
+        from ..results import run_card
+
+        return run_card(self)
+
+    def plot(self):
+        """The training curves (loss and accuracy per epoch) as a matplotlib ``Figure``."""
+        from ..results import curves_figure
+
+        return curves_figure(self.metrics(), str(self.path.name))
+
     # -- files ----------------------------------------------------------------------------------
     @functools.cached_property
     def config(self) -> ExperimentConfig:
