@@ -372,7 +372,7 @@ class Ablate(Analysis, AblateOptions):
                 },
             },
         }
-        figures = Figures(subject, self.name)
+        figures = Figures(subject, self.name, self.key())
         if figures.on:
             self._draw(subject, result, pb, pa, figures)
         result["figures"] = figures

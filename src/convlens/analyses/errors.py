@@ -72,7 +72,7 @@ class Errors(Analysis, ErrorsOptions):
             "mistakes": [row(int(p)) for p in worst],
             "confused_pairs": confused,
         }
-        figures = Figures(subject, self.name)
+        figures = Figures(subject, self.name, self.key())
         if figures.on:
             self._draw(subject, result, figures)
         result["figures"] = figures

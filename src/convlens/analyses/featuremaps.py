@@ -103,7 +103,7 @@ class FeatureMaps(Analysis, FeatureMapsOptions):
             entry["confidence"] = float(pr.max())
             images.append(entry)
         layers: dict[str, Any] = {}
-        figures = Figures(subject, self.name)
+        figures = Figures(subject, self.name, self.key())
         for layer, (pre, post) in where.items():
             a, z = td[pre].output, td[post].output
             for t, probe in ((a, pre), (z, post)):

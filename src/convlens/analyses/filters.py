@@ -31,7 +31,7 @@ class Filters(Analysis, FiltersOptions):
         names = resolve_layers(model, self.layers, "all", self.name)
         first = conv_layers(model)[0]
         layers: dict[str, Any] = {}
-        figures = Figures(subject, self.name)
+        figures = Figures(subject, self.name, self.key())
         for layer in names:
             conv = require_conv(model, layer, self.name)
             w = conv.weight.detach().float().cpu()

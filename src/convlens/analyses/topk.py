@@ -155,7 +155,7 @@ class TopK(Streaming, TopKOptions):
                 "receptive_field": None if rf is None else rf.to_dict(),
                 "filters": filters,
             }
-        figures = Figures(subject, self.name)
+        figures = Figures(subject, self.name, self.key())
         if figures.on:
             self._draw(subject, layers, rfs, figures)
         return {"layers": layers, "score": self.score, "figures": figures}
