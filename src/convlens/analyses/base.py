@@ -34,7 +34,7 @@ from ..models.graph import known_shape, remember_shape, trace_graph
 from ..models.summary import receptive_fields
 from ..trace import borrowed, conv_layers, get_layer
 from ..utils import interactive
-from ..jobs import JOBS, AnalysisError, comma_ints, comma_list, option  # noqa: F401  (re-exported)
+from ..jobs import JOBS, AnalysisError, canonical, comma_ints, comma_list, option  # noqa: F401  (re-exported)
 from .options import AT_HELP  # noqa: F401  (re-exported)
 
 
@@ -393,7 +393,8 @@ class Analysis:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
-            value = getattr(self, f.name)
+            value = canonical(f, getattr(self, f.name))
+            setattr(self, f.name, value)
             if choices and value not in choices:
                 raise AnalysisError(
                     f"{self.name}: {f.name}={value!r} is not allowed; allowed: {', '.join(map(str, choices))}"

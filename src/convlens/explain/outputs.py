@@ -379,7 +379,7 @@ def _gradcam(
     cam = GradCAM(model, layer, **options)
     t = _targets(model, x, labels, target)
     maps = cam.attribute(x, t)
-    hm = {"sign": "positive", "scale": "per_image", "percentile": 100.0, **heatmap}
+    hm = {"sign": "positive", "scale": "each", "percentile": 100.0, **heatmap}
     normed, scale = normalize_heatmaps(maps, **hm)
     for d, c in zip(described, t.tolist()):
         d["target"] = int(c)
