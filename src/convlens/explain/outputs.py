@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ..utils import to_numpy
 from ..errors import ConvlensError
 from ..run import Run, artifact_key
 from ..runlock import writes_run
@@ -162,7 +163,7 @@ def _occlusion(
         t0 = time.perf_counter()
         occ.attribute(x, labels)
         timing[k] = round(time.perf_counter() - t0, 3)
-        maps[k] = occ.details["probabilities"].numpy()
+        maps[k] = to_numpy(occ.details["probabilities"])
         base = occ.details["base"]
         echo(
             f"occlusion K={k} stride {stride}: {maps[k].shape[-2]}x{maps[k].shape[-1]} map per image "
@@ -194,7 +195,7 @@ def _occlusion(
             f"scale for every map here, {lo:.3g} to {hi:.3g}"
         )
         path = occlusion_figure(
-            x[n].numpy(),
+            to_numpy(x[n]),
             shown,
             rows,
             stride,
@@ -218,8 +219,8 @@ def _occlusion(
         d["mean_true_probability"] = {str(k): float(maps[k][n, d["label"]].mean()) for k in windows}
     arrays = artifact.save_arrays(
         indices=np.array(idx),
-        labels=labels.numpy(),
-        base=base.numpy(),
+        labels=to_numpy(labels),
+        base=to_numpy(base),
         **{f"probabilities_k{k}": maps[k] for k in windows},
     )
     params = {
@@ -276,7 +277,7 @@ def _backprop(
     described = _describe(bundle, idx, labels, _probs(model, x), split)
     titles = [_title(d) for d in described]
     figures: list[dict[str, Any]] = []
-    arrays: dict[str, np.ndarray] = {"indices": np.array(idx), "labels": labels.numpy()}
+    arrays: dict[str, np.ndarray] = {"indices": np.array(idx), "labels": to_numpy(labels)}
     if layer is None and filters:
         raise ExplainError("--filters needs --layers: which layer's filters to project")
     if layer is not None:
@@ -301,7 +302,7 @@ def _backprop(
                     {"layer": layer, "filter": int(f), "position": pos, "activation": a}
                 )
             path = filter_projection(
-                x.numpy(),
+                to_numpy(x),
                 normed,
                 boxes,
                 [f"{t}\nact {a:.2f}" for t, a in zip(titles, acts)],
@@ -318,7 +319,7 @@ def _backprop(
                     f"{len(x)} {split} images (box: its receptive field); {scale.label}.",
                 }
             )
-            arrays[f"{layer}_f{f}"] = sig.numpy()
+            arrays[f"{layer}_f{f}"] = to_numpy(sig)
         params = {"layer": layer, "filters": [int(f) for f in filters], **options}
     else:
         expl = METHODS[method](model, **options)
@@ -338,7 +339,7 @@ def _backprop(
         for d, c in zip(described, t.tolist()):
             d["target"] = int(c)
         path = attribution_grid(
-            x.numpy(),
+            to_numpy(x),
             normed,
             scale,
             titles,
@@ -352,8 +353,8 @@ def _backprop(
                 "caption": f"{_NAMES[method]} of the {target} class for {len(x)} {split} images; {scale.label}.",
             }
         )
-        arrays["attributions"] = sig.numpy()
-        arrays["targets"] = t.numpy()
+        arrays["attributions"] = to_numpy(sig)
+        arrays["targets"] = to_numpy(t)
         params = {"target": target, "heatmap": {k: v for k, v in hm.items()}, **options}
     saved = artifact.save_arrays(**arrays)
     return {"params": params, "split": split, "images": described, "arrays": saved, "figures": figures}
@@ -384,7 +385,7 @@ def _gradcam(
     for d, c in zip(described, t.tolist()):
         d["target"] = int(c)
     path = attribution_grid(
-        x.numpy(),
+        to_numpy(x),
         normed,
         scale,
         [_title(d) for d in described],
@@ -393,10 +394,10 @@ def _gradcam(
     )
     arrays = artifact.save_arrays(
         indices=np.array(idx),
-        labels=labels.numpy(),
-        maps=maps.numpy(),
-        layer_maps=cam.details["maps"].numpy(),
-        targets=t.numpy(),
+        labels=to_numpy(labels),
+        maps=to_numpy(maps),
+        layer_maps=to_numpy(cam.details["maps"]),
+        targets=to_numpy(t),
     )
     return {
         "params": {"layer": cam.layer, "target": target, "heatmap": hm, **options},
@@ -452,7 +453,7 @@ def _actmax(
         f"actmax {name}: {len(targets)} image(s), {am.steps} steps, {seconds:.1f} s "
         f"({seconds / len(targets):.2f} s per image)"
     )
-    curves = am.details["objective"].numpy()
+    curves = to_numpy(am.details["objective"])
     final = am.details["final"]
     # the yardstick: the same objective on every image of the split (the best one reached it)
     data_split = bundle.split(split) if bundle is not None else None
@@ -468,7 +469,7 @@ def _actmax(
     label = (lambda k: run.classes[k]) if layer is None else (lambda k: f"filter {k}")
     for j, k in enumerate(targets):
         path = single_image(
-            imgs[j].numpy(),
+            to_numpy(imgs[j]),
             folder / f"f{k}.png",
             f"{name} {label(k)}\nobjective {float(final[j]):.3g}\n"
             + (f"best {split} image {float(best[j]):.3g}" if best is not None else "no data set"),
@@ -491,7 +492,7 @@ def _actmax(
     ]
     above = "" if best is None else f"; {int((final > best).sum())} of {len(targets)} above their best {split} image"
     grid = image_grid(
-        [i.numpy() for i in imgs],
+        [to_numpy(i) for i in imgs],
         folder / "grid.png",
         layout="chw",
         titles=titles,
@@ -515,7 +516,7 @@ def _actmax(
             "caption": f"Objective per step of each {what} of {name} (on the transformed image each step optimised).",
         }
     )
-    arrays = artifact.save_arrays(images=imgs.numpy(), targets=np.array(targets), objective=curves)
+    arrays = artifact.save_arrays(images=to_numpy(imgs), targets=np.array(targets), objective=curves)
     params = {
         "layer": name,
         "target_kind": what,
