@@ -183,7 +183,14 @@ def test_analyze_batch_size_and_device_flags(run_dir):
 def test_verbose_prints_the_start_up_breakdown(run_dir, capsys):
     assert main(["explain", str(run_dir), "--method", "saliency", "--images", "0", "--verbose"]) == 0
     out = capsys.readouterr().out
-    assert "start-up: imports" in out and "start-up: model" in out
+    steps = [line.split()[1] for line in out.splitlines() if line.startswith("start-up: ")]
+    assert steps == ["imports", "model", "data"], out  # data is loaded inside the method's writer
+    assert main(["analyze", str(run_dir), "--only", "stats", "--limit", "20", "--no-figures", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split(" s ")[0].rsplit(" ", 1)[0] for line in out.splitlines() if line.startswith("start-up: ")] == [
+        "start-up: imports",
+        "start-up: data and model",
+    ], out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,13 +27,16 @@ from .base import METHODS, ExplainError
 DEFAULT_IMAGES = 10  # by default: the first image of each class, up to this many
 
 
-def _load_images(run: Run, split: str, indices: Sequence[int] | None, data_root: str | None):
+def _load_images(run: Run, split: str, indices: Sequence[int] | None, data_root: str | None, clock=None):
+    """``(bundle, positions, images in [0, 1] (N, C, H, W), labels)``; ``clock("data")`` once loaded."""
     from ..data import load_data
 
     cfg = run.config.data
     if data_root:
         cfg = cfg.model_copy(update={"root": data_root})
     bundle = load_data(cfg)
+    if clock is not None:
+        clock("data")
     s = bundle.split(split)
     if indices:
         idx = list(indices)
@@ -104,6 +107,7 @@ def explain_run(
         out_dir=out_dir,
         echo=echo,
         artifact=artifact,
+        clock=clock,
     )
     # a rerun for the same targets replaces their figures: the old ones are kept aside until the new
     # ones are written
@@ -147,7 +151,7 @@ def default_windows(side: int) -> list[int]:
 
 
 def _occlusion(
-    *, run, model, split, images, data_root, heatmap, options, out_dir, echo, artifact, **_: Any
+    *, run, model, split, images, data_root, heatmap, options, out_dir, echo, artifact, clock=None, **_: Any
 ) -> dict[str, Any]:
     from .figures import occlusion_figure
     from .heatmap import normalize_heatmaps
@@ -155,7 +159,7 @@ def _occlusion(
 
     windows = options.pop("windows", None)
     stride = int(options.pop("stride", 2))
-    bundle, idx, x, labels = _load_images(run, split, images, data_root)
+    bundle, idx, x, labels = _load_images(run, split, images, data_root, clock)
     windows = [int(k) for k in windows] if windows else default_windows(min(x.shape[-2:]))
     maps, timing = {}, {}
     for k in windows:
@@ -238,17 +242,17 @@ def _targets(model, x, labels, target: str) -> torch.Tensor:
     if target == "true":
         return labels
     with torch.no_grad():
-        from .base import evaluating
+        from .base import evaluating, model_device
 
         with evaluating(model):
-            return model(x).argmax(1)
+            return model(x.to(model_device(model))).argmax(1)
 
 
 def _probs(model, x) -> torch.Tensor:
-    from .base import evaluating
+    from .base import evaluating, model_device
 
     with torch.no_grad(), evaluating(model):
-        return torch.softmax(model(x), 1)
+        return torch.softmax(model(x.to(model_device(model))), 1)
 
 
 def _backprop(
@@ -267,13 +271,14 @@ def _backprop(
     out_dir,
     echo,
     artifact,
+    clock=None,
     **_: Any,
 ) -> dict[str, Any]:
     from ..models import receptive_fields
     from .figures import attribution_grid, filter_projection
     from .heatmap import normalize_heatmaps
 
-    bundle, idx, x, labels = _load_images(run, split, images, data_root)
+    bundle, idx, x, labels = _load_images(run, split, images, data_root, clock)
     described = _describe(bundle, idx, labels, _probs(model, x), split)
     titles = [_title(d) for d in described]
     figures: list[dict[str, Any]] = []
@@ -369,13 +374,13 @@ _NAMES = {
 
 
 def _gradcam(
-    *, run, model, split, images, layer, target, data_root, heatmap, options, out_dir, artifact, **_: Any
+    *, run, model, split, images, layer, target, data_root, heatmap, options, out_dir, artifact, clock=None, **_: Any
 ) -> dict[str, Any]:
     from .figures import attribution_grid
     from .gradcam import GradCAM
     from .heatmap import normalize_heatmaps
 
-    bundle, idx, x, labels = _load_images(run, split, images, data_root)
+    bundle, idx, x, labels = _load_images(run, split, images, data_root, clock)
     described = _describe(bundle, idx, labels, _probs(model, x), split)
     cam = GradCAM(model, layer, **options)
     t = _targets(model, x, labels, target)
@@ -414,7 +419,7 @@ def _gradcam(
 
 
 def _actmax(
-    *, run, model, layer, filters, split, data_root, options, out_dir, echo, artifact, **_: Any
+    *, run, model, layer, filters, split, data_root, options, out_dir, echo, artifact, clock=None, **_: Any
 ) -> dict[str, Any]:
     from ..data import load_data
     from .actmax import ActMax
@@ -429,6 +434,8 @@ def _actmax(
         cfg = cfg.model_copy(update={"root": data_root})
     try:
         bundle = load_data(cfg)
+        if clock is not None:
+            clock("data")
     except ConvlensError as exc:
         if decorrelate:
             raise ExplainError(
