@@ -62,9 +62,14 @@ def test_contract_and_the_callers_model_is_left_as_it_was(name, tmp_path):
 def test_rerun_replaces_the_figures(tmp_path):
     model, split = dot_net(), dot_split()
     TopK(k=2)(subject(model, split, root=tmp_path))
-    out = TopK(k=2, layers=["conv2"])(subject(model, split, root=tmp_path))
-    assert not (tmp_path / "analysis" / "topk" / "conv1").exists()
+    old = tmp_path / "analysis" / "topk" / "conv1" / "f99.png"
+    old.write_bytes(b"a figure of an earlier run")
+    TopK(k=2)(subject(model, split, root=tmp_path))
+    assert not old.exists() and (tmp_path / "analysis" / "topk" / "conv1" / "f0.png").is_file()
+    out = TopK(k=2, layers=["conv2"])(subject(model, split, root=tmp_path))  # other layers: another artifact
     assert {f["layer"] for f in out["figures"]} == {"conv2"}
+    assert all(f["path"].startswith("analysis/topk-conv2/") for f in out["figures"])
+    assert (tmp_path / "analysis" / "topk" / "conv1" / "f0.png").is_file()
 
 
 class Failing(TopK):
@@ -138,7 +143,8 @@ def test_featuremaps_by_position_class_and_file(tmp_path):
     assert c1["maps"][0]["active_fraction"] == [pytest.approx(1 / 36), 0.0]
     assert c1["maps"][2]["pre_max"][0] > 0.5
     paths = {f["path"] for f in out["figures"]}
-    assert "analysis/featuremaps/conv1/img3_pre.png" in paths and "analysis/featuremaps/conv2/file-dot_act.png" in paths
+    folder = "analysis/featuremaps-conv1+conv2"  # keyed by the layers asked for
+    assert f"{folder}/conv1/img3_pre.png" in paths and f"{folder}/conv2/file-dot_act.png" in paths
     with pytest.raises(AnalysisError, match="image 99 is out of range; the test split has 12 images"):
         FeatureMaps(images=[99])(subject(dot_net(), dot_split()))
     with pytest.raises(AnalysisError, match="unknown class 'z'; classes: a, b, c"):

@@ -89,3 +89,27 @@ def test_analyze_options_and_bad_input(digits_run, capsys):
     assert "k is an option of topk" in capsys.readouterr().err
     assert main(["analyze", str(digits_run), "--split", "training"]) == 2
     assert "split 'training' does not exist here; allowed: train, test, val" in capsys.readouterr().err
+
+
+def test_analyses_with_other_layers_keep_each_other(digits_run, capsys):
+    from convlens.report import build_report
+    from convlens.report.checkpoints import Checkpoints
+    from convlens.run import Run
+
+    analysis = digits_run / "analysis"
+    for layer in ("conv1", "conv3"):
+        assert main(["analyze", str(digits_run), "--only", "topk", "--layers", layer, "--limit", "30", "--k", "2"]) == 0
+    assert f"-> {analysis / 'topk-conv3.json'}" in capsys.readouterr().out
+    for layer, filters in (("conv1", 4), ("conv3", 16)):
+        doc = json.loads((analysis / f"topk-{layer}.json").read_text())
+        assert list(doc["layers"]) == [layer] and doc["params"]["layers"] == [layer]
+        assert len([f for f in doc["figures"] if f.get("filter") is not None]) == 2 * filters  # f<i> and patches
+        assert all(f["path"].startswith(f"analysis/topk-{layer}/{layer}/") for f in doc["figures"] if "filter" in f)
+        assert all((digits_run / f["path"]).is_file() for f in doc["figures"])
+    html = build_report(digits_run).read_text()
+    assert 'id="analysis-topk-conv1"' in html and 'id="analysis-topk-conv3"' in html
+    # a stale keyed analysis is refreshed by asking for the same layers again
+    run = Run(digits_run)
+    doc = {**json.loads((analysis / "topk-conv3.json").read_text()), "checkpoint_sha256": "000000000000"}
+    prov = Checkpoints(run).of_analysis("topk", doc, run.artifact("topk", "conv3").json)
+    assert "--only topk --layers conv3`" in " ".join(prov.alerts), prov.alerts

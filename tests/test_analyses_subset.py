@@ -49,7 +49,7 @@ def test_limit_is_stratified_and_recorded_in_the_json_and_captions(digits_run, m
     out = ClassNorms(layers=["conv1"], bars=[])(s)
     assert out["subset"] == s.subset
     assert all(x is not None for x in out["layers"]["conv1"]["selectivity"])
-    saved = json.loads((digits_run / "analysis" / "classnorms.json").read_text())
+    saved = json.loads((digits_run / "analysis" / "classnorms-conv1.json").read_text())  # keyed by its layers
     assert saved["subset"]["how"] == "stratified" and saved["n_images"] == 30
     assert saved["figures"] and all("stratified subset: 30 of" in f["caption"] for f in saved["figures"])
     whole = Subject.from_run(digits_run, "test", progress=False)

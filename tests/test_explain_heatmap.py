@@ -23,16 +23,18 @@ def test_absolute_shared_scale_keeps_images_comparable():
     assert "one scale for all 2 maps" in scale.label and "|attribution|" in scale.label
 
 
-def test_per_image_scale_stretches_each_map():
-    out, scale = normalize_heatmaps(maps(), sign="absolute", percentile=100, scale="per_image")
+def test_each_scale_stretches_each_map():
+    out, scale = normalize_heatmaps(maps(), sign="absolute", percentile=100, scale="each")
     assert out[0, 0, 0] == 1.0 and out[1, 2, 2] == 1.0 and out[0, 1, 1] == pytest.approx(0.5)
-    assert "each map on its own scale" in scale.label
+    assert "each map on its own scale" in scale.label and scale.scale == "each"
+    old, old_scale = normalize_heatmaps(maps(), sign="absolute", percentile=100, scale="each")  # older name
+    assert (old == out).all() and old_scale.scale == "each"
 
 
 def test_signs():
-    pos, _ = normalize_heatmaps(maps(), sign="positive", percentile=100, scale="per_image")
+    pos, _ = normalize_heatmaps(maps(), sign="positive", percentile=100, scale="each")
     assert pos[0, 1, 1] == 0 and pos[0, 0, 0] == 1 and pos[1, 2, 2] == 0
-    neg, _ = normalize_heatmaps(maps(), sign="negative", percentile=100, scale="per_image")
+    neg, _ = normalize_heatmaps(maps(), sign="negative", percentile=100, scale="each")
     assert neg[0, 0, 0] == 0 and neg[0, 1, 1] == 1
     signed, s = normalize_heatmaps(maps(), sign="signed", percentile=100, scale="shared")
     assert signed[1, 2, 2] == -1 and signed[0, 0, 0] == pytest.approx(0.5) and signed[0, 3, 3] == 0

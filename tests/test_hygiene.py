@@ -50,3 +50,46 @@ def test_no_assertion_reads_the_clock():
             elif isinstance(stmt, ast.Assert) and _reads_clock(stmt.test, timed):
                 found.append(f"{name}:{stmt.lineno}: {ast.unparse(stmt.test)}")
     assert found == []
+
+
+def test_results_reach_numpy_through_the_cpu():
+    """A job on ``--device cuda`` hands device tensors to its writers: each goes through
+    ``to_numpy`` (detach, cpu, numpy), never a bare ``.numpy()``."""
+    src = TESTS.parent / "src" / "convlens"
+    bare = []
+    for folder in ("explain", "analyses"):
+        for path in sorted((src / folder).glob("*.py")):
+            for n in ast.walk(ast.parse(path.read_text())):
+                if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "numpy":
+                    inner = n.func.value
+                    on_cpu = isinstance(inner, ast.Call) and getattr(inner.func, "attr", None) in ("cpu", "numpy")
+                    if not on_cpu and "cpu()" not in ast.unparse(inner):
+                        bare.append(f"{folder}/{path.name}:{n.lineno}: {ast.unparse(n)}")
+    assert not bare, "\n".join(bare)
+
+
+def test_to_numpy_detaches_and_copies_to_the_cpu():
+    import numpy as np
+    import torch
+
+    from convlens.utils import to_numpy
+
+    class OnDevice:  # a tensor somewhere else: only detach().cpu() gives something numpy reads
+        calls: list[str] = []
+
+        def detach(self):
+            self.calls.append("detach")
+            return self
+
+        def cpu(self):
+            self.calls.append("cpu")
+            return torch.tensor([1.0, 2.0])
+
+        def numpy(self):
+            raise TypeError("can't convert cuda:0 device type tensor to numpy")
+
+    fake = OnDevice()
+    assert to_numpy(fake).tolist() == [1.0, 2.0] and fake.calls == ["detach", "cpu"]
+    grad = torch.ones(2, requires_grad=True) * 3
+    assert np.array_equal(to_numpy(grad), np.array([3.0, 3.0], np.float32))
+    assert to_numpy(np.arange(3)).tolist() == [0, 1, 2]

@@ -127,10 +127,10 @@ def test_explain_help_lists_the_shared_flags_and_every_methods_options(capsys):
 def test_analyze_and_explain_take_the_same_images_and_layers(run_dir, capsys):
     same = ["--images", "0,1", "--layers", "conv1"]
     assert main(["analyze", str(run_dir), "--only", "featuremaps", *same]) == 0
-    fm = _json(run_dir, "featuremaps")
+    fm = _json(run_dir, "featuremaps-conv1")  # both keyed alike by their layers
     assert fm["params"]["images"] == [0, 1] and fm["params"]["layers"] == ["conv1"]
     assert main(["explain", str(run_dir), "--method", "gradcam", *same]) == 0
-    cam = _json(run_dir, "gradcam")
+    cam = _json(run_dir, "gradcam-conv1")
     assert [i["index"] for i in cam["images"]] == [0, 1] and cam["params"]["layer"] == "conv1"
 
 
@@ -163,7 +163,7 @@ def test_space_separated_lists_and_old_flag_spellings_still_work(run_dir):
         )
         == 0
     )
-    d = _json(run_dir, "deconv")
+    d = _json(run_dir, "deconv-conv2-f1_3")
     assert [(f["layer"], f["filter"]) for f in d["figures"]] == [("conv2", 1), ("conv2", 3)]
     assert [i["index"] for i in d["images"]] == [0, 4]
 
@@ -183,7 +183,14 @@ def test_analyze_batch_size_and_device_flags(run_dir):
 def test_verbose_prints_the_start_up_breakdown(run_dir, capsys):
     assert main(["explain", str(run_dir), "--method", "saliency", "--images", "0", "--verbose"]) == 0
     out = capsys.readouterr().out
-    assert "start-up: imports" in out and "start-up: model" in out
+    steps = [line.split()[1] for line in out.splitlines() if line.startswith("start-up: ")]
+    assert steps == ["imports", "model", "data"], out  # data is loaded inside the method's writer
+    assert main(["analyze", str(run_dir), "--only", "stats", "--limit", "20", "--no-figures", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split(" s ")[0].rsplit(" ", 1)[0] for line in out.splitlines() if line.startswith("start-up: ")] == [
+        "start-up: imports",
+        "start-up: data and model",
+    ], out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,3 +215,25 @@ def test_borrowed_restores_every_flag_and_removes_hooks_even_on_error():
     with borrowed(model, grad=False):
         assert not torch.is_grad_enabled()
     assert torch.is_grad_enabled()
+
+
+def test_scale_has_one_vocabulary_and_the_old_names_still_work(capsys):
+    from convlens.analyses.filters import Filters
+    from convlens.cli import build_parser
+    from convlens.explain.options import SaliencyOptions
+
+    parser = build_parser()
+    for command in ("analyze", "explain --method saliency"):
+        for given, meant in (("shared", "shared"), ("each", "each"), ("filter", "each"), ("per_image", "each")):
+            argv = [*command.split(), "runs/x", "--scale", given]
+            assert parser.parse_args(argv).scale == meant, (command, given)
+    assert parser.parse_args(["explain", "runs/x", "--method", "saliency", "--scale", "fixed"]).scale == "fixed"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["analyze", "runs/x", "--scale", "fixed"])  # weights have no fixed scale
+    assert "--scale: invalid choice: 'fixed' (choose from 'shared', 'each')" in capsys.readouterr().err
+    assert Filters(scale="filter").scale == "each" and SaliencyOptions(scale="per_image").scale == "each"
+    for command in ("analyze", "explain"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        out = capsys.readouterr().out
+        assert "(each)" in out and "per_image" not in out and "filter)" not in out  # no noise about old names

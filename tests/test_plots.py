@@ -77,12 +77,12 @@ def test_first_layer_rgb_composites_of_3x3_filters_keep_their_colour(tmp_path):
         model.conv1.weight[1, 2] = -1.0  # filter 1: minus blue -> drawn (0.5, 0.5, 0): olive
     s = subject(model, random_split(8), root=tmp_path)
     Filters(layers=["conv1"], scale="shared")(s)
-    a = pixels(tmp_path / "analysis" / "filters" / "conv1.png")
+    a = pixels(tmp_path / "analysis" / "filters-conv1" / "conv1.png")
     # filter 0: red channel white (1.0), green and blue grey (0.5): (255, 128, 128)
     pink = ((a[..., 0] > 240) & (abs(a[..., 1] - 128) < 8) & (abs(a[..., 2] - 128) < 8)).sum()
     olive = ((abs(a[..., 0] - 128) < 8) & (abs(a[..., 1] - 128) < 8) & (a[..., 2] < 15)).sum()
     assert pink > 20 and olive > 20
-    per = pixels(tmp_path / "analysis" / "filters" / "conv1" / "f0.png")
+    per = pixels(tmp_path / "analysis" / "filters-conv1" / "conv1" / "f0.png")
     assert ((per[..., 0] > 240) & (abs(per[..., 1] - 128) < 8) & (abs(per[..., 2] - 128) < 8)).sum() > 20
 
 
@@ -111,7 +111,7 @@ def test_topk_patches_of_a_3x3_receptive_field_keep_their_colour(tmp_path):
     out = TopK(layers=["conv1"], k=1, at="conv")(subject(model.eval(), split, root=tmp_path))
     f = out["layers"]["conv1"]["filters"][0]
     assert f["positions"] == [2]
-    a = pixels(tmp_path / "analysis" / "topk" / "conv1" / "f0_patches.png")
+    a = pixels(tmp_path / "analysis" / "topk-conv1" / "conv1" / "f0_patches.png")
     assert count_red(a) > 50  # the 3x3 patch is drawn red (HWC reading: a white row over black)
 
 

@@ -284,7 +284,8 @@ def test_demo_ends_with_its_report(tmp_path, monkeypatch):
     assert lines[-1] == f"report: {path / 'report.html'}"
     # trained, analysed, explained, then reported: every analysis has its section
     ids = Page((path / "report.html").read_text(encoding="utf-8")).section_ids()
-    for name in ("filters", "featuremaps", "stats", "classnorms", "topk", "ablate", "occlusion", "actmax-conv1"):
+    keyed = [f"{n}-conv1" for n in ("filters", "featuremaps", "stats", "classnorms", "topk", "ablate")]  # by --layers
+    for name in (*keyed, "occlusion", "actmax-conv1"):
         assert f"analysis-{name}" in ids and (path / "analysis" / f"{name}.json").is_file(), name
     assert {"examples", "filter-browser"} <= set(ids)
     assert (path / "analysis" / "actmax-conv1" / "conv1" / "f0.png").is_file()

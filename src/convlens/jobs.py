@@ -33,6 +33,13 @@ class ExplainError(ConvlensError, ValueError):
 
 KINDS = {"analysis": AnalysisError, "method": ExplainError}
 
+# the one vocabulary of ``--scale`` (filter weights, heat maps): one scale for all panels of a
+# figure (``shared``) or one per panel (``each``: per filter, per image); heat maps also take
+# ``fixed``. The older names stay accepted.
+SCALES = ("shared", "each")
+SCALE_ALIASES = {"filter": "each", "per_filter": "each", "per_image": "each"}
+SCALE_HELP = "one colour scale for all panels (shared) or one per panel (each)"
+
 
 # ----------------------------------------------------------------------------------------------
 # options
@@ -45,9 +52,11 @@ def option(
     choices: tuple[Any, ...] | None = None,
     parse: Callable[[str], Any] | None = None,
     metavar: str | None = None,
+    aliases: dict[str, str] | None = None,
 ) -> Any:
-    """A dataclass field that is also a command-line option (``--name``)."""
-    meta = {"help": help, "choices": choices, "parse": parse, "metavar": metavar}
+    """A dataclass field that is also a command-line option (``--name``); ``aliases`` are older
+    names of ``choices``, accepted silently and stored as the choice they stand for."""
+    meta = {"help": help, "choices": choices, "parse": parse, "metavar": metavar, "aliases": aliases}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -108,11 +117,18 @@ def _indices(text: str, part: str, signed: bool = False) -> list[int]:
     return out
 
 
+def canonical(f: dataclasses.Field, value: Any) -> Any:
+    """``value`` of the option ``f`` with an alias replaced by the choice it stands for."""
+    aliases = f.metadata.get("aliases") or {}
+    return aliases.get(value, value) if isinstance(value, str) else value
+
+
 def check_choices(obj: Any, error: type[Exception], label: str) -> None:
     """Every field with ``choices`` holds one of them (an options dataclass' ``__post_init__``)."""
     for f in dataclasses.fields(obj):
         choices = f.metadata.get("choices")
-        value = getattr(obj, f.name)
+        value = canonical(f, getattr(obj, f.name))
+        setattr(obj, f.name, value)
         if choices and value not in choices:
             raise error(f"{label}: {f.name}={value!r} is not allowed; allowed: {', '.join(map(str, choices))}")
 
@@ -219,6 +235,9 @@ def _flag_kwargs(fields: list[tuple[str, dataclasses.Field]]) -> dict[str, Any]:
         kw["type"] = int
     elif kind.startswith("float"):
         kw["type"] = float
+    if meta.get("aliases") and "type" not in kw and "action" not in kw:
+        aliases = meta["aliases"]
+        kw["type"] = lambda text: aliases.get(text, text)  # argparse checks the choices after this
     if meta.get("choices"):
         kw["choices"] = meta["choices"]
     if meta.get("metavar") and kw.get("action") in (None, _Joined):

@@ -102,3 +102,9 @@ def usable_cores() -> int:
 def interactive() -> bool:
     """True on a terminal: progress bars then; plain lines in CI and in logs."""
     return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def to_numpy(x: Any) -> Any:
+    """A tensor as a NumPy array wherever it lives: detached from autograd and copied to the CPU
+    first (``.numpy()`` alone fails on a CUDA or MPS tensor and on one that requires grad)."""
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else x

@@ -7,7 +7,8 @@
     analyze("runs/a", only=["topk", "classnorms"], layers=["conv1", "conv3"])   # like the CLI
     TopK(k=10)(Subject.from_run("runs/a"))                                      # one analysis
 
-Each writes ``RUN/analysis/<name>.json`` and figures under ``RUN/analysis/<name>/``. An analysis
+Each writes ``RUN/analysis/<name>[-<key>].json`` and figures under ``RUN/analysis/<name>[-<key>]/``
+(the key names non-default layers, as for explanations). An analysis
 is a job of :mod:`convlens.jobs`: its options class in ``options.py``, its implementation in one
 file. Names are imported on first use, so that ``convlens analyze --help`` does not import torch.
 """

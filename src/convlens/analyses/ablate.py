@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils import to_numpy
 from ..train.evaluate import summarize_predictions
 from ..trace import Trace, check_filter, get_layer, run_from
 from .options import AblateOptions
@@ -372,7 +373,7 @@ class Ablate(Analysis, AblateOptions):
                 },
             },
         }
-        figures = Figures(subject, self.name)
+        figures = Figures(subject, self.name, self.key())
         if figures.on:
             self._draw(subject, result, pb, pa, figures)
         result["figures"] = figures
@@ -415,7 +416,7 @@ class Ablate(Analysis, AblateOptions):
         n_fixed = min(len(ch["fixed"]), self.changed // 4)  # show both directions when both happen
         shown = (ch["broken"][: self.changed - n_fixed] + ch["fixed"][:n_fixed] + ch["switched"])[: self.changed]
         if shown:
-            imgs = subject.split.images[shown].float().div(255).numpy()
+            imgs = to_numpy(subject.split.images[shown].float().div(255))
             labels = subject.split.labels[shown].tolist()
             titles = [f"{classes[y]}: {classes[int(pb[i])]}>{classes[int(pa[i])]}" for i, y in zip(shown, labels)]
             colors = ["#c44e52" if int(pa[i]) != y else "#2a9d3a" for i, y in zip(shown, labels)]

@@ -144,7 +144,7 @@ def _shared_pass(subject: Subject, readers: list[Streaming]) -> dict[str, dict[s
 
 
 def _report(subject: Subject, a: Analysis, result: dict[str, Any]) -> None:
-    where = f" -> {Layout(subject.root).artifact(a.name).json}" if subject.root is not None else ""
+    where = f" -> {Layout(subject.root).artifact(a.name, a.key()).json}" if subject.root is not None else ""
     subject.say(f"{a.name}: {result['seconds']:.1f} s, {len(result['figures'])} figures{where}")
     for line in a.lines(result):
         subject.say(f"  {line}")

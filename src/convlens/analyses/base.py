@@ -5,7 +5,8 @@ line) with a ``compute(subject)`` method, registered by name with :func:`registe
 :class:`Subject` is what it reads: a model, one data split, the class names and the run folder to
 write into. Calling an analysis on a subject checks that it applies, runs it with the model in
 eval mode and without gradients, restores the model's modes, and writes
-``RUN/analysis/<name>.json`` (and its figures under ``RUN/analysis/<name>/``)::
+``RUN/analysis/<name>[-<key>].json`` (and its figures under ``RUN/analysis/<name>[-<key>]/``; the
+key names non-default ``layers``, see :meth:`Analysis.key`)::
 
     subject = Subject.from_run("runs/a", split="test")
     result = TopK(layers=["conv2"], k=10)(subject)
@@ -34,7 +35,7 @@ from ..models.summary import receptive_fields
 from ..trace import borrowed, conv_layers, get_layer
 from ..results import Result
 from ..utils import interactive
-from ..jobs import JOBS, AnalysisError, comma_ints, comma_list, option  # noqa: F401  (re-exported)
+from ..jobs import JOBS, AnalysisError, canonical, comma_ints, comma_list, option  # noqa: F401  (re-exported)
 from .options import AT_HELP  # noqa: F401  (re-exported)
 
 
@@ -235,15 +236,16 @@ class Subject:
 
 
 class Figures(list):
-    """The ``figures`` list of an analysis JSON: paths relative to the run folder, captions."""
+    """The ``figures`` list of an analysis JSON: paths relative to the run folder, captions.
+    Files go under the artifact's folder, ``analysis/<name>[-<key>]/``."""
 
-    def __init__(self, subject: Subject, name: str):
+    def __init__(self, subject: Subject, name: str, key: str | None = None):
         super().__init__()
-        self.subject, self.name = subject, name
+        self.subject, self.name, self.key = subject, name, key
         self.on = subject.figures and subject.root is not None
 
     def path(self, *parts: str) -> Path:
-        return self.subject.folder(self.name).joinpath(*parts)
+        return self.subject.folder(self.name, self.key).joinpath(*parts)
 
     def add(self, path: Path, caption: str, layer: str | None = None, filter: int | None = None) -> None:
         note = subset_note(self.subject.subset)
@@ -392,7 +394,8 @@ class Analysis:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
-            value = getattr(self, f.name)
+            value = canonical(f, getattr(self, f.name))
+            setattr(self, f.name, value)
             if choices and value not in choices:
                 raise AnalysisError(
                     f"{self.name}: {f.name}={value!r} is not allowed; allowed: {', '.join(map(str, choices))}"
@@ -404,6 +407,16 @@ class Analysis:
 
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def key(self) -> str | None:
+        """The artifact key of these options, as explanations are keyed
+        (:func:`~convlens.run.artifact_key` of ``layers`` and a ``filters`` list): a run with other
+        layers writes ``analysis/<name>-<key>.json`` beside the others; the defaults give None,
+        the plain ``analysis/<name>.json``."""
+        from ..run import artifact_key
+
+        filters = getattr(self, "filters", None)
+        return artifact_key(getattr(self, "layers", None), filters if isinstance(filters, list) else None)
 
     def applies(self, subject: Subject) -> str | None:
         """``None`` when this analysis can run on the subject, else why not."""
@@ -439,7 +452,7 @@ class Analysis:
 
     def clear(self, subject: Subject) -> None:
         """Remove this analysis' figures of an earlier run, so the folder matches the new JSON."""
-        folder = subject.folder(self.name)
+        folder = subject.folder(self.name, self.key())
         if folder is not None and folder.is_dir():
             shutil.rmtree(folder)
 
@@ -460,7 +473,7 @@ class Analysis:
         if subject.root is not None:
             from ..run import Layout
 
-            Layout(subject.root).artifact(self.name).write(out)
+            Layout(subject.root).artifact(self.name, self.key()).write(out)
         return Result(out, subject.root)
 
     def lines(self, result: dict[str, Any]) -> list[str]:

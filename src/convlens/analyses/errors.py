@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..utils import to_numpy
 from ..train.evaluate import summarize_predictions
 from .options import ErrorsOptions
 from .base import Analysis, AnalysisError, Figures, Subject, per_class, register, stratified
@@ -72,7 +73,7 @@ class Errors(Analysis, ErrorsOptions):
             "mistakes": [row(int(p)) for p in worst],
             "confused_pairs": confused,
         }
-        figures = Figures(subject, self.name)
+        figures = Figures(subject, self.name, self.key())
         if figures.on:
             self._draw(subject, result, figures)
         result["figures"] = figures
@@ -86,7 +87,7 @@ class Errors(Analysis, ErrorsOptions):
             rows = result[key]
             if not rows:
                 continue
-            imgs = subject.split.images[[r["position"] for r in rows]].float().div(255).numpy()
+            imgs = to_numpy(subject.split.images[[r["position"] for r in rows]].float().div(255))
             titles = [f"{r['label']}>{r['predicted']} {r['confidence']:.2f}" for r in rows]
             colors = ["#2a9d3a" if r["correct"] else "#c44e52" for r in rows]
             p = plots.mosaic(

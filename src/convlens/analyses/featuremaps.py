@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..utils import to_numpy
 from ..data.bundle import to_grayscale
 from ..trace import TraceDict, get_layer
 from .options import FeatureMapsOptions
@@ -103,7 +104,7 @@ class FeatureMaps(Analysis, FeatureMapsOptions):
             entry["confidence"] = float(pr.max())
             images.append(entry)
         layers: dict[str, Any] = {}
-        figures = Figures(subject, self.name)
+        figures = Figures(subject, self.name, self.key())
         for layer, (pre, post) in where.items():
             a, z = td[pre].output, td[post].output
             for t, probe in ((a, pre), (z, post)):
@@ -151,8 +152,8 @@ class FeatureMaps(Analysis, FeatureMapsOptions):
                 top = float(m.abs().max()) or 1.0
                 lo, hi = (-top, top) if diverging else (0.0, top)
                 p = plots.image_with_maps(
-                    c["image"].numpy(),
-                    list(m.numpy()),
+                    to_numpy(c["image"]),
+                    list(to_numpy(m)),
                     figures.path(layer, f"{c['tag']}_{kind}.png"),
                     layout="chw",
                     titles=[f"f{j}" for j in range(n)],

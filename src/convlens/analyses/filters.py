@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..utils import to_numpy
 from ..trace import conv_layers
 from .options import FiltersOptions
 from .base import Analysis, AnalysisError, Figures, Subject, register, require_conv, resolve_layers
@@ -31,7 +32,7 @@ class Filters(Analysis, FiltersOptions):
         names = resolve_layers(model, self.layers, "all", self.name)
         first = conv_layers(model)[0]
         layers: dict[str, Any] = {}
-        figures = Figures(subject, self.name)
+        figures = Figures(subject, self.name, self.key())
         for layer in names:
             conv = require_conv(model, layer, self.name)
             w = conv.weight.detach().float().cpu()
@@ -65,7 +66,7 @@ class Filters(Analysis, FiltersOptions):
             m = w.flatten(1).abs().amax(1)
             how = "each filter on its own scale (grey 0, white/black its largest |weight|)"
         # map [-m, m] to [0, 1] with 0 at mid-grey; an all-zero filter stays grey
-        shown = (0.5 + 0.5 * w / m.clamp(min=1e-12).view(-1, 1, 1, 1)).clamp(0, 1).numpy()
+        shown = to_numpy((0.5 + 0.5 * w / m.clamp(min=1e-12).view(-1, 1, 1, 1)).clamp(0, 1))
         k = f"{w.shape[2]}x{w.shape[3]}"
         if rgb:
             p = plots.mosaic(

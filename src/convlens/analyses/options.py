@@ -4,7 +4,7 @@ fast; the implementation (named in :func:`~convlens.jobs.job`) subclasses its op
 
 from __future__ import annotations
 
-from ..jobs import comma_ints, comma_list, filter_spec, job, option
+from ..jobs import SCALE_ALIASES, SCALES, comma_ints, comma_list, filter_spec, job, option
 
 AT_HELP = (
     "where a conv filter is read: its conv output, after the batch norm that follows (bn: the "
@@ -20,7 +20,10 @@ class FiltersOptions:
         None, "conv layers to draw (default: every conv layer)", parse=comma_list, metavar="A,B"
     )
     scale: str = option(
-        "shared", "normalise weights on one scale per layer (shared) or per filter", choices=("shared", "filter")
+        "shared",
+        "weights on one colour scale per layer (shared) or one per filter (each)",
+        choices=SCALES,
+        aliases=SCALE_ALIASES,
     )
     per_filter: bool = option(True, "also draw one figure per filter (analysis/filters/<layer>/f<i>.png)")
     max_channels: int = option(32, "input channels drawn per filter for deep layers")

@@ -150,7 +150,7 @@ class Stats(Streaming, StatsOptions):
                     "weight_norm": weight_cut,
                 },
             }
-        figures = Figures(subject, self.name)
+        figures = Figures(subject, self.name, self.key())
         if figures.on:
             from .. import plots
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..utils import to_numpy
 from ..models.summary import ReceptiveField, receptive_fields
 from ..trace import get_layer
 from .options import TopKOptions
@@ -155,7 +156,7 @@ class TopK(Streaming, TopKOptions):
                 "receptive_field": None if rf is None else rf.to_dict(),
                 "filters": filters,
             }
-        figures = Figures(subject, self.name)
+        figures = Figures(subject, self.name, self.key())
         if figures.on:
             self._draw(subject, layers, rfs, figures)
         return {"layers": layers, "score": self.score, "figures": figures}
@@ -173,7 +174,7 @@ class TopK(Streaming, TopKOptions):
                 f, pos = fi["filter"], fi["positions"]
                 if not pos:
                     continue
-                imgs = images[pos].float().div(255).numpy()
+                imgs = to_numpy(images[pos].float().div(255))
                 titles = [f"{classes[c]} {s:.3g}" for c, s in zip(fi["labels"], fi["scores"])]
                 where = f"{self.score} of {info['measured_at']}"
                 p = plots.mosaic(

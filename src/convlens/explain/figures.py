@@ -60,7 +60,7 @@ def _colorbar(fig, im, axes, scale: HeatmapScale) -> None:
     """A colour bar whose ends read in the raw units when one scale holds for the whole figure."""
     cb = fig.colorbar(im, ax=axes, fraction=0.05, pad=0.04)
     signed = scale.sign == "signed"
-    if scale.scale != "per_image" and scale.limits:
+    if scale.scale != "each" and scale.limits:
         lo, hi = scale.limits[0]
         ticks = [-1, 0, 1] if signed else [0, 0.5, 1]
         raw = [lo, (lo + hi) / 2, hi]

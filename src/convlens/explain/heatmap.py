@@ -12,8 +12,9 @@ decides what a reader sees, so every choice is explicit and printed on the figur
 - ``percentile``: values beyond this percentile of the magnitudes are clipped, so one outlier
   pixel does not wash out the rest (100 keeps the maximum);
 - ``scale``: ``shared`` (one scale for the whole batch, so images can be compared),
-  ``per_image`` (each image stretched on its own; comparisons across images mean nothing), or
-  ``fixed`` (given ``vmin``/``vmax``, e.g. 0 to 1 for probabilities).
+  ``each`` (each image stretched on its own; comparisons across images mean nothing; the older
+  name ``per_image`` is accepted), or ``fixed`` (given ``vmin``/``vmax``, e.g. 0 to 1 for
+  probabilities).
 
 The result lies in [0, 1] (``signed``: [-1, 1]); :attr:`HeatmapScale.label` says all of the above
 in one line for the figure, and :attr:`HeatmapScale.limits` keeps each image's raw limits.
@@ -26,10 +27,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..jobs import SCALE_ALIASES
+from ..jobs import SCALES as SHARED_SCALES
 from .base import ExplainError
 
 SIGNS = ("absolute", "positive", "negative", "signed", "none")
-SCALES = ("shared", "per_image", "fixed")
+SCALES = (*SHARED_SCALES, "fixed")
 REDUCE = ("max_abs", "sum", "l2", "none")
 
 
@@ -136,6 +139,7 @@ def normalize_heatmaps(
     Returns ``(normed, scale)``: normed is (N, H, W) (or (N, C, H, W) with ``reduce="none"``),
     in [0, 1], or [-1, 1] for ``sign="signed"``; see the module docstring for the options.
     """
+    scale = SCALE_ALIASES.get(scale, scale)
     _check_options(sign, scale, reduce, percentile)
     a, reduce = _reduce_channels(_as_numpy(maps), reduce)
     if a.ndim not in (3, 4):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..jobs import ExplainError, comma_floats, comma_ints, job, option
+from ..jobs import SCALE_ALIASES, SCALES, ExplainError, canonical, comma_floats, comma_ints, job, option
 
 
 def fill_value(value: Any) -> Any:
@@ -32,6 +32,10 @@ class MethodOptions:
     """Base of the methods' options: ``run_kwargs`` splits them into explain_run's arguments."""
 
     HEATMAP = ("sign", "percentile", "scale")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            setattr(self, f.name, canonical(f, getattr(self, f.name)))  # an older name -> its choice
 
     def run_kwargs(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)  # type: ignore[call-overload]
@@ -55,7 +59,10 @@ class Heatmap(MethodOptions):
     )
     percentile: float | None = option(None, "clip at this percentile of magnitudes (default 99)")
     scale: str | None = option(
-        None, "heat maps: one scale for all images, each its own, or fixed", choices=("shared", "per_image", "fixed")
+        None,
+        "heat maps: one colour scale for all images (shared), one per image (each), or fixed",
+        choices=(*SCALES, "fixed"),
+        aliases=SCALE_ALIASES,
     )
 
 

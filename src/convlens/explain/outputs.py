@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ..utils import to_numpy
 from ..errors import ConvlensError
 from ..results import Result
 from ..run import Run, artifact_key
@@ -27,13 +28,16 @@ from .base import METHODS, ExplainError
 DEFAULT_IMAGES = 10  # by default: the first image of each class, up to this many
 
 
-def _load_images(run: Run, split: str, indices: Sequence[int] | None, data_root: str | None):
+def _load_images(run: Run, split: str, indices: Sequence[int] | None, data_root: str | None, clock=None):
+    """``(bundle, positions, images in [0, 1] (N, C, H, W), labels)``; ``clock("data")`` once loaded."""
     from ..data import load_data
 
     cfg = run.config.data
     if data_root:
         cfg = cfg.model_copy(update={"root": data_root})
     bundle = load_data(cfg)
+    if clock is not None:
+        clock("data")
     s = bundle.split(split)
     if indices:
         idx = list(indices)
@@ -104,6 +108,7 @@ def explain_run(
         out_dir=out_dir,
         echo=echo,
         artifact=artifact,
+        clock=clock,
     )
     # a rerun for the same targets replaces their figures: the old ones are kept aside until the new
     # ones are written
@@ -147,7 +152,7 @@ def default_windows(side: int) -> list[int]:
 
 
 def _occlusion(
-    *, run, model, split, images, data_root, heatmap, options, out_dir, echo, artifact, **_: Any
+    *, run, model, split, images, data_root, heatmap, options, out_dir, echo, artifact, clock=None, **_: Any
 ) -> dict[str, Any]:
     from .figures import occlusion_figure
     from .heatmap import normalize_heatmaps
@@ -155,7 +160,7 @@ def _occlusion(
 
     windows = options.pop("windows", None)
     stride = int(options.pop("stride", 2))
-    bundle, idx, x, labels = _load_images(run, split, images, data_root)
+    bundle, idx, x, labels = _load_images(run, split, images, data_root, clock)
     windows = [int(k) for k in windows] if windows else default_windows(min(x.shape[-2:]))
     maps, timing = {}, {}
     for k in windows:
@@ -163,7 +168,7 @@ def _occlusion(
         t0 = time.perf_counter()
         occ.attribute(x, labels)
         timing[k] = round(time.perf_counter() - t0, 3)
-        maps[k] = occ.details["probabilities"].numpy()
+        maps[k] = to_numpy(occ.details["probabilities"])
         base = occ.details["base"]
         echo(
             f"occlusion K={k} stride {stride}: {maps[k].shape[-2]}x{maps[k].shape[-1]} map per image "
@@ -195,7 +200,7 @@ def _occlusion(
             f"scale for every map here, {lo:.3g} to {hi:.3g}"
         )
         path = occlusion_figure(
-            x[n].numpy(),
+            to_numpy(x[n]),
             shown,
             rows,
             stride,
@@ -219,8 +224,8 @@ def _occlusion(
         d["mean_true_probability"] = {str(k): float(maps[k][n, d["label"]].mean()) for k in windows}
     arrays = artifact.save_arrays(
         indices=np.array(idx),
-        labels=labels.numpy(),
-        base=base.numpy(),
+        labels=to_numpy(labels),
+        base=to_numpy(base),
         **{f"probabilities_k{k}": maps[k] for k in windows},
     )
     params = {
@@ -238,17 +243,17 @@ def _targets(model, x, labels, target: str) -> torch.Tensor:
     if target == "true":
         return labels
     with torch.no_grad():
-        from .base import evaluating
+        from .base import evaluating, model_device
 
         with evaluating(model):
-            return model(x).argmax(1)
+            return model(x.to(model_device(model))).argmax(1)
 
 
 def _probs(model, x) -> torch.Tensor:
-    from .base import evaluating
+    from .base import evaluating, model_device
 
     with torch.no_grad(), evaluating(model):
-        return torch.softmax(model(x), 1)
+        return torch.softmax(model(x.to(model_device(model))), 1)
 
 
 def _backprop(
@@ -267,17 +272,18 @@ def _backprop(
     out_dir,
     echo,
     artifact,
+    clock=None,
     **_: Any,
 ) -> dict[str, Any]:
     from ..models import receptive_fields
     from .figures import attribution_grid, filter_projection
     from .heatmap import normalize_heatmaps
 
-    bundle, idx, x, labels = _load_images(run, split, images, data_root)
+    bundle, idx, x, labels = _load_images(run, split, images, data_root, clock)
     described = _describe(bundle, idx, labels, _probs(model, x), split)
     titles = [_title(d) for d in described]
     figures: list[dict[str, Any]] = []
-    arrays: dict[str, np.ndarray] = {"indices": np.array(idx), "labels": labels.numpy()}
+    arrays: dict[str, np.ndarray] = {"indices": np.array(idx), "labels": to_numpy(labels)}
     if layer is None and filters:
         raise ExplainError("--filters needs --layers: which layer's filters to project")
     if layer is not None:
@@ -302,7 +308,7 @@ def _backprop(
                     {"layer": layer, "filter": int(f), "position": pos, "activation": a}
                 )
             path = filter_projection(
-                x.numpy(),
+                to_numpy(x),
                 normed,
                 boxes,
                 [f"{t}\nact {a:.2f}" for t, a in zip(titles, acts)],
@@ -319,7 +325,7 @@ def _backprop(
                     f"{len(x)} {split} images (box: its receptive field); {scale.label}.",
                 }
             )
-            arrays[f"{layer}_f{f}"] = sig.numpy()
+            arrays[f"{layer}_f{f}"] = to_numpy(sig)
         params = {"layer": layer, "filters": [int(f) for f in filters], **options}
     else:
         expl = METHODS[method](model, **options)
@@ -339,7 +345,7 @@ def _backprop(
         for d, c in zip(described, t.tolist()):
             d["target"] = int(c)
         path = attribution_grid(
-            x.numpy(),
+            to_numpy(x),
             normed,
             scale,
             titles,
@@ -353,8 +359,8 @@ def _backprop(
                 "caption": f"{_NAMES[method]} of the {target} class for {len(x)} {split} images; {scale.label}.",
             }
         )
-        arrays["attributions"] = sig.numpy()
-        arrays["targets"] = t.numpy()
+        arrays["attributions"] = to_numpy(sig)
+        arrays["targets"] = to_numpy(t)
         params = {"target": target, "heatmap": {k: v for k, v in hm.items()}, **options}
     saved = artifact.save_arrays(**arrays)
     return {"params": params, "split": split, "images": described, "arrays": saved, "figures": figures}
@@ -369,23 +375,23 @@ _NAMES = {
 
 
 def _gradcam(
-    *, run, model, split, images, layer, target, data_root, heatmap, options, out_dir, artifact, **_: Any
+    *, run, model, split, images, layer, target, data_root, heatmap, options, out_dir, artifact, clock=None, **_: Any
 ) -> dict[str, Any]:
     from .figures import attribution_grid
     from .gradcam import GradCAM
     from .heatmap import normalize_heatmaps
 
-    bundle, idx, x, labels = _load_images(run, split, images, data_root)
+    bundle, idx, x, labels = _load_images(run, split, images, data_root, clock)
     described = _describe(bundle, idx, labels, _probs(model, x), split)
     cam = GradCAM(model, layer, **options)
     t = _targets(model, x, labels, target)
     maps = cam.attribute(x, t)
-    hm = {"sign": "positive", "scale": "per_image", "percentile": 100.0, **heatmap}
+    hm = {"sign": "positive", "scale": "each", "percentile": 100.0, **heatmap}
     normed, scale = normalize_heatmaps(maps, **hm)
     for d, c in zip(described, t.tolist()):
         d["target"] = int(c)
     path = attribution_grid(
-        x.numpy(),
+        to_numpy(x),
         normed,
         scale,
         [_title(d) for d in described],
@@ -394,10 +400,10 @@ def _gradcam(
     )
     arrays = artifact.save_arrays(
         indices=np.array(idx),
-        labels=labels.numpy(),
-        maps=maps.numpy(),
-        layer_maps=cam.details["maps"].numpy(),
-        targets=t.numpy(),
+        labels=to_numpy(labels),
+        maps=to_numpy(maps),
+        layer_maps=to_numpy(cam.details["maps"]),
+        targets=to_numpy(t),
     )
     return {
         "params": {"layer": cam.layer, "target": target, "heatmap": hm, **options},
@@ -414,7 +420,7 @@ def _gradcam(
 
 
 def _actmax(
-    *, run, model, layer, filters, split, data_root, options, out_dir, echo, artifact, **_: Any
+    *, run, model, layer, filters, split, data_root, options, out_dir, echo, artifact, clock=None, **_: Any
 ) -> dict[str, Any]:
     from ..data import load_data
     from .actmax import ActMax
@@ -429,6 +435,8 @@ def _actmax(
         cfg = cfg.model_copy(update={"root": data_root})
     try:
         bundle = load_data(cfg)
+        if clock is not None:
+            clock("data")
     except ConvlensError as exc:
         if decorrelate:
             raise ExplainError(
@@ -453,7 +461,7 @@ def _actmax(
         f"actmax {name}: {len(targets)} image(s), {am.steps} steps, {seconds:.1f} s "
         f"({seconds / len(targets):.2f} s per image)"
     )
-    curves = am.details["objective"].numpy()
+    curves = to_numpy(am.details["objective"])
     final = am.details["final"]
     # the yardstick: the same objective on every image of the split (the best one reached it)
     data_split = bundle.split(split) if bundle is not None else None
@@ -469,7 +477,7 @@ def _actmax(
     label = (lambda k: run.classes[k]) if layer is None else (lambda k: f"filter {k}")
     for j, k in enumerate(targets):
         path = single_image(
-            imgs[j].numpy(),
+            to_numpy(imgs[j]),
             folder / f"f{k}.png",
             f"{name} {label(k)}\nobjective {float(final[j]):.3g}\n"
             + (f"best {split} image {float(best[j]):.3g}" if best is not None else "no data set"),
@@ -492,7 +500,7 @@ def _actmax(
     ]
     above = "" if best is None else f"; {int((final > best).sum())} of {len(targets)} above their best {split} image"
     grid = image_grid(
-        [i.numpy() for i in imgs],
+        [to_numpy(i) for i in imgs],
         folder / "grid.png",
         layout="chw",
         titles=titles,
@@ -516,7 +524,7 @@ def _actmax(
             "caption": f"Objective per step of each {what} of {name} (on the transformed image each step optimised).",
         }
     )
-    arrays = artifact.save_arrays(images=imgs.numpy(), targets=np.array(targets), objective=curves)
+    arrays = artifact.save_arrays(images=to_numpy(imgs), targets=np.array(targets), objective=curves)
     params = {
         "layer": name,
         "target_kind": what,

@@ -119,6 +119,8 @@ class Checkpoints:
         base = f"convlens explain {run} --method {name}" if explained else f"convlens analyze {run} --only {name}"
         if explained and path.stem != name:  # a keyed artifact: the rerun asks for the same targets
             base += _target_flags(doc, path.stem[len(name) + 1 :])
+        elif path.stem != name:  # a keyed analysis: the rerun asks for the same layers
+            base += _analysis_flags(doc)
         default = self.run.eval_checkpoint  # what analyze and explain read without --checkpoint
         return self.of(doc, path, lambda which: base + ("" if which == default else f" --checkpoint {which}"))
 
@@ -127,6 +129,17 @@ class Checkpoints:
             return None
         run = self.run.path
         return self.of(self.run.eval, self.run.eval_file, lambda which: f"convlens eval {run} --checkpoint {which}")
+
+
+def _analysis_flags(doc: dict[str, Any]) -> str:
+    """The ``--layers`` / ``--filters`` flags of an analysis' options that made its artifact key."""
+    params = doc.get("params") if isinstance(doc.get("params"), dict) else {}
+    layers = [str(n) for n in params.get("layers") or []] if isinstance(params.get("layers"), list) else []
+    filters = params.get("filters")
+    filters = [int(f) for f in filters if isinstance(f, int)] if isinstance(filters, list) else []
+    return (f" --layers {','.join(layers)}" if layers else "") + (
+        f" --filters {','.join(map(str, filters))}" if filters else ""
+    )
 
 
 def _target_flags(doc: dict[str, Any], key: str) -> str:
