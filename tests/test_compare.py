@@ -111,15 +111,18 @@ def test_different_widths_compare_by_layer_name(runs, tmp_path):
 
 def test_a_different_preset_compares_only_shared_layer_names(runs, tmp_path):
     root, a, _, _ = runs
-    layers = [{"type": "conv", "out": 4, "kernel": 3, "padding": 1}, {"type": "flatten"}, {"type": "linear", "out": 10}]
     cfg = tiny_config(**{"train.epochs": 1})
-    cfg["model"] = {"layers": layers}
-    other = train(cfg, root / "custom", echo=lambda s: None)
+    cfg["model"] = {"preset": "csci611", "options": {"width": 4, "hidden": 16}}
+    other = train(cfg, root / "csci611", echo=lambda s: None)
     doc = compare_runs([a.path, other.path], tmp_path / "ax", images=50)
     cka = doc["pairs"][0]["cka"]
-    names_other = {n for n, _ in other.load_model().named_modules()}
-    assert all(r["layer"] in names_other for r in cka["layers"])
+    mods_a, mods_b = dict(a.load_model().named_modules()), dict(other.load_model().named_modules())
+    assert cka["layers"] and all(type(mods_a[r["layer"]]) is type(mods_b[r["layer"]]) for r in cka["layers"])
+    assert all(0 <= r["cka"] <= 1 + 1e-9 for r in cka["layers"])
     assert cka["skipped"] and all(isinstance(why, str) for why in cka["skipped"].values())
+    compared = {r["layer"] for r in cka["layers"]} | set(cka["skipped"])
+    assert all(n in compared for n, m in mods_a.items() if n and not any(m.children()) and "drop" not in n)
+    assert {r["key"] for r in doc["pairs"][0]["config"]} >= {"model.preset"}
 
 
 def test_filter_changes_read_topk_and_classnorms_of_both_runs(tmp_path, runs):

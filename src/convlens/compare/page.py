@@ -30,9 +30,12 @@ def overlaid_curves(runs: Sequence[Run], labels: Sequence[str], path: Path) -> P
                     x, y = zip(*pts)
                     y = [100 * v for v in y] if what == "acc" else y
                     ax.plot(x, y, style, color=COLORS[i % len(COLORS)], label=f"{label} {split}")
+    from matplotlib.ticker import MaxNLocator
+
     axes[0].set_title("loss")
     axes[1].set_title("accuracy (%)")
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=6)
