@@ -46,7 +46,14 @@ def test_grid_runs_every_cell_exactly_once_and_writes_results(tmp_path):
 
     res = read_json(out / "results.json")
     assert [r["trial"] for r in res["trials"]] == list(range(4))
-    assert {f["path"] for f in res["figures"]} == {"plots/acc_vs_lr.png", "plots/acc_vs_width.png", "plots/curves.png"}
+    assert {f["path"] for f in res["figures"]} == {
+        "plots/acc_vs_lr.png",
+        "plots/acc_vs_width.png",
+        "plots/parallel.png",
+        "plots/heatmap_lr_width.png",
+        "plots/curves_by_lr.png",
+        "plots/curves.png",
+    }
     assert all((out / f["path"]).stat().st_size > 1000 for f in res["figures"])
     assert (out / "trials.csv").read_text().splitlines()[0].startswith("trial,lr,width,seed,status,best_val_acc")
     best = res["best"]

@@ -202,6 +202,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from .compare import compare_runs
+    from .run import is_run
+
+    if len(args.runs) < 2:
+        raise ConvlensError(f"compare needs two or more RUN folders; got {len(args.runs)}")
+    for r in args.runs:
+        if not is_run(r):
+            raise ConvlensError(f"RUN {r!r} is not a run folder (it has no config.yaml); allowed: run folders")
+    if args.images < 2:
+        raise ConvlensError(f"--images {args.images} is out of range; allowed: 2 or more")
+    out = args.out or f"compare-{Path(args.runs[0]).name}-{Path(args.runs[1]).name}"
+    check_out(out)
+    doc = compare_runs(args.runs, out, images=args.images, cka=not args.no_cka)
+    if args.json:
+        print(json.dumps(doc, indent=1, default=str))
+    else:
+        from .run.layout import CompareLayout
+
+        print(f"comparison: {CompareLayout(out).html}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -312,6 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: runs/demo-<time>)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "compare",
+        help="compare runs: config, curves, metrics, classes, and per layer how alike the networks are",
+        description="Compare every RUN with the first: config diff, overlaid curves, metric and per-class "
+        "changes, the confusion difference, linear CKA per shared layer on the same test images, and per "
+        "filter the top-k overlap and selectivity change (from topk / classnorms results of both runs).",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (two or more; the first is the reference)")
+    p.add_argument("--out", help="folder to write compare.html, compare.json and figures into")
+    p.add_argument("--json", action="store_true", help="also print the comparison as JSON")
+    p.add_argument("--images", type=int, default=500, help="test images for CKA (default 500)")
+    p.add_argument("--no-cka", action="store_true", help="skip the representation similarity")
+    p.set_defaults(func=cmd_compare)
 
     for module in PLUGINS:
         importlib.import_module(module).add_commands(sub)

@@ -222,6 +222,32 @@ class AverageConfig(Strict):
     )
 
 
+HPARAM_KEYS = (
+    "seed",
+    "model.preset",
+    "train.epochs",
+    "train.batch_size",
+    "train.optimizer.name",
+    "train.optimizer.lr",
+    "train.optimizer.weight_decay",
+    "train.schedule.name",
+)
+
+
+class TensorboardConfig(Strict):
+    """What the run logs to TensorBoard besides the scalars (all of it once per epoch or once)."""
+
+    enabled: bool = Field(True, description="Write TensorBoard event files under the run's tb/ folder")
+    histograms: bool = Field(True, description="Weight and gradient histograms per layer, once per epoch")
+    images: bool = Field(True, description="First-layer filters as an image per epoch; the confusion matrix")
+    embeddings: bool = Field(False, description="Penultimate features of test images for the projector")
+    embedding_images: int = Field(200, gt=0, le=10000, description="How many test images the projector shows")
+    hparams: list[str] = Field(
+        default_factory=list,
+        description="Config keys shown in the HParams tab besides the usual ones (a sweep adds its swept keys)",
+    )
+
+
 class TrainConfig(Strict):
     epochs: int = Field(10, gt=0, le=100000)
     batch_size: int = Field(128, gt=0, le=1 << 20)
@@ -240,6 +266,7 @@ class TrainConfig(Strict):
     )
     eval_every: int = Field(1, gt=0, description="Validate every this many epochs (and the last)")
     average: AverageConfig | None = Field(None, description="Weight averaging (EMA or lookahead); off when absent")
+    tensorboard: TensorboardConfig = Field(default_factory=TensorboardConfig)
 
 
 class EvalConfig(Strict):
@@ -248,6 +275,9 @@ class EvalConfig(Strict):
     )
     checkpoint: Literal["last", "best"] = Field("last", description="Weights evaluated on the test split")
     batch_size: int = Field(500, gt=0)
+    every_epoch: bool = Field(
+        False, description="Also evaluate the test split after every epoch (logged as test; never picks a checkpoint)"
+    )
 
 
 class ExperimentConfig(Strict):
@@ -260,6 +290,19 @@ class ExperimentConfig(Strict):
     meta: dict[str, Any] = Field(
         default_factory=dict, description="Written by convlens: version, time, command; ignored on input"
     )
+
+    @model_validator(mode="after")
+    def _hparams_known(self) -> "ExperimentConfig":
+        raw = self.model_dump(mode="json")
+        for key in self.train.tensorboard.hparams:
+            try:
+                get_dotted(raw, key)
+            except (KeyError, IndexError, ValueError, TypeError):
+                raise ValueError(
+                    f"train.tensorboard.hparams: {key!r} is not a key of this config "
+                    "(allowed: dotted config keys such as train.optimizer.lr)"
+                ) from None
+        return self
 
     # -- io ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -103,13 +103,15 @@ def _csv_table(path: Path, root: Path) -> Table | None:
     return Table(head, [[cell(v) for v in r] for r in body], str(path.relative_to(root)), collapsed=len(body) > 30)
 
 
-def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[str, Any]:
+def sweep_context(path: Path, out: Path, echo: Callable[[str], None], color_by: str | None = None) -> dict[str, Any]:
     trials = trial_folders(path)
     runs = [Run(t) for t in trials]
     data = [_trial_row(r) for r in runs]
     configs = [_config(r) for r in runs]
     keys = sorted({k for c in configs for k in c})
     varying = [k for k in keys if not k.startswith(IGNORED_KEYS) and len({repr(c.get(k)) for c in configs}) > 1]
+    if color_by is not None and color_by not in varying:
+        raise RunError(f"color_by={color_by!r} is not a key the trials vary; allowed: {', '.join(varying) or 'none'}")
 
     # every trial's own report, linked from the table
     links = []
@@ -130,6 +132,7 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None]) -> dict[st
     elif varying:
         sections.append(_groups_section(data, configs, varying))
     figs = _figures(path, trials, data)
+    figs += _several_keys(path, trials, data, configs, varying, color_by)
     if figs:
         sections.append(Section("plots", "Plots", figures=figs))
 
@@ -271,12 +274,72 @@ def _figures(path: Path, trials: list[Path], data: list[dict[str, Any]]) -> list
     return [Figure(data_uri(p), "Validation accuracy of every trial", p.relative_to(path).as_posix())]
 
 
+def _several_keys(
+    path: Path,
+    trials: list[Path],
+    data: list[dict[str, Any]],
+    configs: list[dict[str, Any]],
+    varying: list[str],
+    color_by: str | None,
+) -> list[Figure]:
+    """Parallel coordinates and a two-key heatmap of the best validation accuracy (two or more
+    varied keys), and the learning curves coloured by ``color_by`` (default: the first varied key),
+    drawn from the trial folders unless the sweep's own plots already hold them."""
+    from ..sweep import figures as sf
+
+    own = {p.name for p in (path / "plots").glob("*.png")} if (path / "plots").is_dir() else set()
+    if not varying:
+        return []
+    cache = FigureCache(Layout(path).report_dir, path)
+    inputs = [m for t in trials if (m := Layout(t).metrics_file).is_file()]
+    points = [{**c, "best_val_acc": d["best_val_acc"]} for c, d in zip(configs, data) if d["best_val_acc"] is not None]
+    figs = []
+    if len(varying) >= 2 and points and "parallel.png" not in own:
+        p = cache.get(
+            "parallel.png", inputs, lambda p: sf.parallel_coordinates(points, varying, "best_val_acc", p), varying
+        )
+        figs.append(
+            Figure(
+                data_uri(p),
+                "Parallel coordinates: one line per trial, coloured by its best validation accuracy (last axis)",
+                p.relative_to(path).as_posix(),
+            )
+        )
+        kx, ky = varying[:2]
+        p = cache.get("heatmap.png", inputs, lambda p: sf.two_key_heatmap(points, kx, ky, "best_val_acc", p), varying)
+        figs.append(
+            Figure(
+                data_uri(p),
+                f"Mean best validation accuracy for each pair of {kx} and {ky}",
+                p.relative_to(path).as_posix(),
+            )
+        )
+    key = color_by or varying[0]
+    curves = [{"trial": i, "value": c.get(key), "points": d["curve"]} for i, (c, d) in enumerate(zip(configs, data))]
+    curves = [c for c in curves if c["points"]]
+    if curves and not any(n.startswith("curves_by_") for n in own):
+        name = f"curves_by_{key.replace('.', '_')}.png"
+        p = cache.get(name, inputs, lambda p: sf.curves_by(curves, key, p), key)
+        figs.append(
+            Figure(
+                data_uri(p), f"Validation accuracy of every trial, coloured by {key}", p.relative_to(path).as_posix()
+            )
+        )
+    cache.save()
+    return figs
+
+
 def build_sweep_report(
-    path: str | Path, out: str | Path | None = None, echo: Callable[[str], None] = lambda s: None
+    path: str | Path,
+    out: str | Path | None = None,
+    echo: Callable[[str], None] = lambda s: None,
+    color_by: str | None = None,
 ) -> Path:
+    """The sweep's report; ``color_by`` names the varied config key the learning curves are
+    coloured by (default: the first one)."""
     path = Path(path)
     if not is_sweep(path):
         raise RunError(f"{path} is not a sweep folder: it has no trials/<n>/ run folders")
     out = Path(out) if out else Layout(path).report_file
-    atomic_write_text(out, render_page(**sweep_context(path, out, echo)))
+    atomic_write_text(out, render_page(**sweep_context(path, out, echo, color_by)))
     return out

@@ -44,6 +44,9 @@ TB_DIR = "tb"
 ANALYSIS_DIR = "analysis"
 REPORT_DIR = "report"
 REPORT_HTML = "report.html"
+# `convlens compare`: a folder of its own, outside the runs it compares
+COMPARE_HTML = "compare.html"
+COMPARE_JSON = "compare.json"
 
 _KEY_PART = re.compile(r"[^A-Za-z0-9_.]+")
 
@@ -267,3 +270,21 @@ class Layout:
         p = self.checkpoint_file(name)
         checkpoint.save(p, state)
         return p
+
+
+class CompareLayout:
+    """The folder ``convlens compare`` writes: ``compare.html``, ``compare.json`` and its figures."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def html(self) -> Path:
+        return self.path / COMPARE_HTML
+
+    @property
+    def json(self) -> Path:
+        return self.path / COMPARE_JSON
+
+    def figure(self, stem: str) -> Path:
+        return self.path / f"{stem}.png"

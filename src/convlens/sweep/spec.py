@@ -234,6 +234,8 @@ class Sweep:
         for key, value in values.items():
             set_dotted(raw, key, copy.deepcopy(value))
         raw["seed"] = seed
+        board = raw.setdefault("train", {}).setdefault("tensorboard", {})  # the HParams tab shows the swept keys
+        board["hparams"] = list(dict.fromkeys([*board.get("hparams", []), *values]))
         if threads is not None and "train.threads" not in values and self.base["train"].get("threads") is None:
             raw["train"]["threads"] = threads
         return raw

@@ -198,6 +198,28 @@ class Trainer:
             )
         return {"val_loss": res["loss"], "val_acc": res["accuracy"]}
 
+    def evaluate_epoch(self, epoch: int) -> dict[str, float | None]:
+        """Validation (every ``train.eval_every`` epochs and the last) and, with
+        ``eval.every_epoch``, the test split."""
+        t = self.cfg.train
+        if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
+            row = self.validate()
+        else:
+            row = {"val_loss": None, "val_acc": None}
+        if self.cfg.eval.every_epoch:
+            row.update(self.test_epoch())
+        return row
+
+    def test_epoch(self) -> dict[str, float]:
+        """The test split after an epoch (``eval.every_epoch``): logged as test, never compared."""
+        if not hasattr(self, "test_split"):
+            self.test_split = self._to_device(self.data.test)
+        with self.average.applied() if self.average is not None else contextlib.nullcontext():
+            res, _ = evaluate_split(
+                self.model, self.test_split, self.data.classes, batch_size=self.cfg.eval.batch_size, precision=self.prec
+            )
+        return {"test_loss": res["loss"], "test_acc": res["accuracy"]}
+
 
 def _fmt_row(row: dict[str, Any], epochs: int) -> str:
     s = f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:5.1f}%"
@@ -325,7 +347,10 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
             "every step uses the whole training set, one step per epoch"
         )
     write_status(run_dir, "running", epoch=trainer.start_epoch, epochs=epochs)
-    log = MetricsLog(run_dir, trainer.start_epoch)
+    board = t.tensorboard
+    log = MetricsLog(run_dir, trainer.start_epoch, tensorboard=board.enabled)
+    log.text_config(cfg)
+    log.hparams(cfg)
     old_term = signal.signal(signal.SIGTERM, _sigterm_to_interrupt) if _main_thread() else None
     epoch = trainer.start_epoch
     try:
@@ -357,10 +382,7 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
                 write_status(run_dir, "diverged", epoch=epoch, epochs=epochs, message=msg)
                 echo(msg)
                 return Run(run_dir)
-            if (epoch + 1) % t.eval_every == 0 or epoch + 1 == epochs:
-                row.update(trainer.validate())
-            else:
-                row.update(val_loss=None, val_acc=None)
+            row.update(trainer.evaluate_epoch(epoch))
             row["lr"] = trainer.opt.param_groups[0]["lr"]
             row["epoch_seconds"] = round(time.perf_counter() - t0, 3)
             row["gap"] = None if row["val_acc"] is None else row["train_acc"] - row["val_acc"]
@@ -381,12 +403,13 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
                     },
                 )
             log.write(row)
+            log.epoch_state(trainer.model, epoch + 1, histograms=board.histograms, images=board.images)
             Layout(run_dir).save_checkpoint("last", trainer.state(epoch + 1))
             write_status(run_dir, "running", epoch=epoch + 1, epochs=epochs)
             echo(_fmt_row(row, epochs))
             if trainer.callback is not None:
                 trainer.callback(row)
-        _final_eval(trainer, cfg, run_dir, data, prec, echo)
+        _final_eval(trainer, cfg, run_dir, data, prec, echo, log)
         write_status(run_dir, "finished", epoch=epochs, epochs=epochs, best_epoch=trainer.best["epoch"])
     except Stop as stop:
         write_status(run_dir, stop.status, epoch=epoch + 1, epochs=epochs, message=stop.message)
@@ -413,7 +436,7 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
 
 
 def _final_eval(
-    trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundle, prec: Precision, echo
+    trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundle, prec: Precision, echo, log: MetricsLog
 ) -> None:
     which = cfg.eval.checkpoint
     best = Layout(run_dir).checkpoint_file("best")
@@ -429,6 +452,35 @@ def _final_eval(
         f"test accuracy {100 * result['accuracy']:.2f}% ({result['n']} images, checkpoint {which}"
         f"{', TTA ' + cfg.eval.tta if cfg.eval.tta != 'none' else ''})"
     )
+    board, epochs = cfg.train.tensorboard, cfg.train.epochs
+    log.test(result, epochs, images=board.images)
+    rows = Run(run_dir).metrics()
+    vals = [r["val_acc"] for r in rows if r.get("val_acc") is not None]
+    final = {"best_val_acc": max(vals) if vals else None, "test_acc": result["accuracy"]}
+    log.final({**final, "final_train_acc": rows[-1].get("train_acc") if rows else None}, epochs)
+    if board.enabled and board.embeddings:
+        _log_embeddings(trainer.model, test, data, board.embedding_images, log, epochs)
+
+
+def _log_embeddings(model, test, data: DataBundle, n: int, log: MetricsLog, epoch: int) -> None:
+    """The input of the last linear layer (the penultimate features) for the first ``n`` test
+    images, with their labels and thumbnails, for TensorBoard's projector."""
+    from ..trace import borrowed
+
+    last = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    if not last:
+        return
+    sub = test.take(list(range(min(n, len(test)))))
+    with borrowed(model, grad=False):
+        feats = []
+        layer = dict(model.named_modules())[last[-1]]
+        hook = layer.register_forward_hook(lambda m, i, o: feats.append(i[0].detach().float().flatten(1).cpu()))
+        try:
+            evaluate_split(model, sub, data.classes, batch_size=len(sub))
+        finally:
+            hook.remove()
+    labels = [data.classes[int(k)] for k in sub.labels]
+    log.embeddings(torch.cat(feats), labels, sub.images.float().cpu() / 255.0, epoch)
 
 
 def _main_thread() -> bool:

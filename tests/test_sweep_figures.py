@@ -1,0 +1,75 @@
+"""The sweep's several-key figures: parallel coordinates, the two-key heatmap, coloured curves."""
+
+import math
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.image import imread
+
+from convlens.sweep.figures import curves_by, parallel_coordinates, two_key_grid, two_key_heatmap
+
+POINTS = [
+    {"lr": 0.01, "width": 4, "acc": 0.50},
+    {"lr": 0.01, "width": 4, "acc": 0.70},
+    {"lr": 0.1, "width": 4, "acc": 0.90},
+    {"lr": 0.01, "width": 8, "acc": 0.80},
+]
+
+
+def _has(png, rgb, tol=0.03) -> int:
+    img = imread(png)[..., :3]
+    return int((np.abs(img - np.asarray(rgb[:3])).max(-1) < tol).sum())
+
+
+def test_two_key_grid_averages_each_cell_and_leaves_empty_ones_blank():
+    rows, cols, grid = two_key_grid(POINTS, "lr", "width", "acc")
+    assert rows == ["4", "8"] and cols == ["0.01", "0.1"]
+    assert grid[0] == [0.6, 0.9] and grid[1][0] == 0.8 and math.isnan(grid[1][1])
+
+
+def test_two_key_heatmap_colours_the_best_cell_brightest(tmp_path):
+    path = two_key_heatmap(POINTS, "lr", "width", "acc", tmp_path / "h.png")
+    viridis = colormaps["viridis"]
+    assert _has(path, viridis(1.0)) > 100  # the 90% cell
+    assert _has(path, viridis(0.0)) > 100  # the 60% cell, the lowest mean
+
+
+def test_parallel_coordinates_colour_lines_by_the_metric(tmp_path):
+    path = parallel_coordinates(POINTS, ["lr", "width"], "acc", tmp_path / "p.png")
+    viridis = colormaps["viridis"]
+    assert _has(path, viridis(1.0), 0.05) > 20 and _has(path, viridis(0.0), 0.05) > 20
+
+
+def test_curves_are_coloured_by_the_chosen_key(tmp_path):
+    curves = [
+        {"trial": 0, "value": "sgd", "points": [(1, 0.5), (2, 0.6)]},
+        {"trial": 1, "value": "adam", "points": [(1, 0.4), (2, 0.8)]},
+    ]
+    path = curves_by(curves, "optimizer", tmp_path / "c.png")
+    blue, orange = (0x4C / 255, 0x72 / 255, 0xB0 / 255), (0xDD / 255, 0x84 / 255, 0x52 / 255)
+    assert _has(path, blue) > 30 and _has(path, orange) > 30
+    numeric = [{**c, "value": v} for c, v in zip(curves, (0.001, 0.1))]
+    path = curves_by(numeric, "lr", tmp_path / "n.png")
+    plasma = colormaps["plasma"]
+    assert _has(path, plasma(0.0)) > 30 and _has(path, plasma(0.85)) > 30
+
+
+def test_the_sweep_report_draws_them_from_the_trial_folders(tmp_path):
+    import pytest
+    from sweep_common import write_sweep
+
+    from convlens.errors import RunError
+    from convlens.report.sweep_report import build_sweep_report
+    from convlens.sweep import run_sweep
+
+    path = write_sweep(tmp_path, params={"train.optimizer.lr": [0.05, 0.1], "model.options.width": [4, 6]}, epochs=1)
+    out = run_sweep(path, out=tmp_path / "out", echo=lambda s: None, table=False)
+    page = build_sweep_report(out, color_by="model.options.width").read_text()
+    assert "Parallel coordinates" in page and "for each pair of model.options.width and train.optimizer.lr" in page
+    assert "coloured by model.options.width" in page
+    report = out / "report"
+    assert {"parallel.png", "heatmap.png", "curves_by_model_options_width.png"} <= {p.name for p in report.iterdir()}
+    viridis = colormaps["viridis"]
+    assert _has(report / "heatmap.png", viridis(1.0)) > 100  # the best of the four cells
+    with pytest.raises(RunError, match="color_by='seed' is not a key the trials vary; allowed: model.options.width"):
+        build_sweep_report(out, color_by="seed")
