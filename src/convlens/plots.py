@@ -16,11 +16,19 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
+# The smallest text on any figure, in points: legible at 100 % zoom (titles, tick labels, colour
+# bar labels, tile titles).
+SMALL = 8
+
 STYLE = {
     "figure.dpi": 100,
     "savefig.dpi": 110,
     "font.size": 9,
     "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "xtick.labelsize": SMALL,
+    "ytick.labelsize": SMALL,
+    "legend.fontsize": SMALL,
     "axes.spines.top": False,
     "axes.spines.right": False,
 }
@@ -177,7 +185,7 @@ def image_grid(
             a = to_display(images[i], layouts[i])
             ax.imshow(a, cmap=cmap if a.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
             if titles is not None:
-                ax.set_title(titles[i], fontsize=7, color=title_colors[i] if title_colors else "black")
+                ax.set_title(titles[i], fontsize=SMALL, color=title_colors[i] if title_colors else "black")
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     return save(fig, path)
@@ -222,7 +230,7 @@ def confusion(
                     txt,
                     ha="center",
                     va="center",
-                    fontsize=6,
+                    fontsize=SMALL,
                     color="white" if abs(shown[i, j]) > thresh else "black",
                 )
     return save(fig, path)
@@ -368,8 +376,8 @@ def mosaic(
         im = ax.imshow(np.ma.masked_invalid(canvas), cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
         if colorbar:
             cb = fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
-            cb.set_label(colorbar, fontsize=7)
-            cb.ax.tick_params(labelsize=6)
+            cb.set_label(colorbar, fontsize=SMALL)
+            cb.ax.tick_params(labelsize=SMALL)
     else:
         ax.imshow(canvas, cmap=None if rgb else "gray", vmin=0, vmax=1, interpolation="nearest")
     from matplotlib.patches import Rectangle
@@ -382,7 +390,7 @@ def mosaic(
                 titles[k],
                 ha="center",
                 va="bottom",
-                fontsize=6,
+                fontsize=SMALL,
                 color=title_colors[k] if title_colors else "black",
                 clip_on=False,
             )
@@ -400,7 +408,9 @@ def mosaic(
             )
     if row_labels is not None:
         for label, (y0, _) in zip(row_labels, origins[:: max(1, min(cols, len(origins)))]):
-            ax.text(-0.8, y0 + shown[0].shape[0] / 2 - 0.5, label, ha="right", va="center", fontsize=6, clip_on=False)
+            ax.text(
+                -0.8, y0 + shown[0].shape[0] / 2 - 0.5, label, ha="right", va="center", fontsize=SMALL, clip_on=False
+            )
     if suptitle:
         ax.set_title(suptitle, fontsize=8, loc="left")
     return save(fig, path)
@@ -431,16 +441,16 @@ def image_with_maps(
     )
     a = to_display(image, layout)
     ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-    ax.set_title("input", fontsize=7)
+    ax.set_title("input", fontsize=SMALL)
     ax.axis("off")
     cm = plt.get_cmap(cmap).with_extremes(bad="white")
     im = grid.imshow(np.ma.masked_invalid(canvas), cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
     grid.axis("off")
     for (y0, x0), t, title in zip(origins, shown, titles):
-        grid.text(x0 + t.shape[1] / 2 - 0.5, y0 - 0.6, title, ha="center", va="bottom", fontsize=6)
+        grid.text(x0 + t.shape[1] / 2 - 0.5, y0 - 0.6, title, ha="center", va="bottom", fontsize=SMALL)
     cb = fig.colorbar(im, ax=grid, fraction=0.03, pad=0.01)
-    cb.set_label(colorbar, fontsize=7)
-    cb.ax.tick_params(labelsize=6)
+    cb.set_label(colorbar, fontsize=SMALL)
+    cb.ax.tick_params(labelsize=SMALL)
     fig.suptitle(suptitle, fontsize=8, x=0.0, ha="left")
     return save(fig, path)
 
@@ -466,10 +476,10 @@ def heatmap(
     fig, ax = plt.subplots(figsize=(0.32 * len(cols) + 2.2, min(30.0, 0.16 * len(rows) + 1.4)))
     im = ax.imshow(np.ma.masked_invalid(m), aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
-    cb.set_label(colorbar, fontsize=7)
-    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=7)
+    cb.set_label(colorbar, fontsize=SMALL)
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=SMALL)
     step = max(1, len(rows) // 64)
-    ax.set_yticks(range(0, len(rows), step), [rows[i] for i in range(0, len(rows), step)], fontsize=6)
+    ax.set_yticks(range(0, len(rows), step), [rows[i] for i in range(0, len(rows), step)], fontsize=SMALL)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -517,15 +527,15 @@ def panels(
         v = np.asarray([np.nan if x is None else x for x in values], dtype=np.float64)
         err = None if not errors or label not in errors else np.asarray(errors[label], dtype=np.float64)
         ax.bar(range(len(v)), v, yerr=err, color=colors[: len(v)], ecolor="#999999", capsize=0, width=0.8)
-        ax.set_ylabel(label, fontsize=7)
+        ax.set_ylabel(label, fontsize=SMALL)
         ax.grid(axis="y", alpha=0.3)
     axes[-1, 0].set_xlabel(xlabel)
     step = max(1, -(-n // 32))  # at most about 32 tick labels
-    axes[-1, 0].set_xticks(range(0, n, step), [str(i) for i in range(0, n, step)], fontsize=6)
+    axes[-1, 0].set_xticks(range(0, n, step), [str(i) for i in range(0, n, step)], fontsize=SMALL)
     if marked and highlight_label:
         from matplotlib.patches import Patch
 
-        axes[0, 0].legend(handles=[Patch(color="#c44e52", label=highlight_label)], fontsize=7, loc="upper right")
+        axes[0, 0].legend(handles=[Patch(color="#c44e52", label=highlight_label)], fontsize=SMALL, loc="upper right")
     axes[0, 0].set_title(title)
     return save(fig, path)
 
@@ -552,6 +562,6 @@ def grouped_bars(
         ax.set_ylim(*ylim)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=SMALL)
     ax.grid(axis="y", alpha=0.3)
     return save(fig, path)
