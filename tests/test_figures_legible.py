@@ -117,3 +117,37 @@ def test_occlusion_shows_the_drop_in_probability_important_bright(drawn, tmp_pat
     brightness = rgba[..., :3] @ np.array([0.2126, 0.7152, 0.0722])
     assert np.unravel_index(np.argmax(brightness), brightness.shape) == (1, 2)
     assert "drop in probability" in fig._suptitle.get_text()
+
+
+def test_small_multiples_are_rendered_once_and_keep_everything(monkeypatch, tmp_path):
+    # the per-filter figures (mosaics, bars) fit their canvas, so the PNG is one rendering cropped,
+    # not matplotlib's two-pass tight bounding box
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    def refuse(*a, **k):
+        raise AssertionError("savefig's two-pass layout was used")
+
+    monkeypatch.setattr(Figure, "savefig", refuse)
+    rng = np.random.default_rng(0)
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    p = plots.bars(list(rng.random(10)), classes, tmp_path / "b.png", title="conv1 filter 0", ylabel="norm")
+    q = plots.mosaic(
+        list(rng.random((9, 3, 32, 32))),
+        tmp_path / "m.png",
+        layout="chw",
+        cols=10,
+        titles=["automobile 3.21"] * 9,
+        suptitle="conv2 filter 3: top 9 test images",
+    )
+    for path in (p, q):
+        a = np.asarray(Image.open(path).convert("L"), dtype=float)
+        # a white margin on every side: nothing was cut at an edge
+        assert a[0].min() == a[-1].min() == a[:, 0].min() == a[:, -1].min() == 255
+
+
+def test_drawing_progress_is_a_bar_on_a_terminal_only():
+    items = [1, 2, 3]
+    assert plots.progress(items, "drawing", show=False) is items
+    bar = plots.progress(items, "drawing", show=True)
+    assert list(bar) == items and hasattr(bar, "total") and bar.total == 3

@@ -169,7 +169,7 @@ class TopK(Streaming, TopKOptions):
         for layer, info in layers.items():
             rf = rfs.get(info["measured_at"]) or rfs.get(layer)
             overview, labels = [], []
-            for fi in info["filters"]:
+            for fi in plots.progress(info["filters"], f"drawing topk {layer}", subject.progress):
                 f, pos = fi["filter"], fi["positions"]
                 if not pos:
                     continue
