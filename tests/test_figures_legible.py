@@ -66,9 +66,23 @@ def test_every_drawing_helper_writes_at_least_8_pt(drawn, tmp_path):
     plots.curves([{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "train_acc": 0.5, "val_acc": 0.4, "lr": 0.1}], out)
     picked = [{"position": i, "label": i % 2, "pred": 0, "confidence": 0.9, "correct": i % 2 == 0} for i in range(4)]
     draw_gallery(rng.random((4, 3, 8, 8)), picked, ["cat", "dog"], out, "gallery", mistakes=False)
-    assert len(drawn) == 10
+    assert len(drawn) == 9  # the picture mosaic is set without matplotlib: see the next test
     for fig in drawn:
         assert_legible(fig)
+
+
+def test_picture_mosaics_set_their_text_at_8_pt_or_more(tmp_path):
+    from PIL import Image
+
+    white = [np.ones((3, 16, 16))] * 3
+    p = plots.mosaic(white, tmp_path / "m.png", layout="chw", cols=3, suptitle="Ag|", titles=["Ag|"] * 3)
+    a = np.asarray(Image.open(p).convert("L"))
+    ink = np.where((a < 128).any(1))[0]  # rows with text: the tiles are white
+    em = plots.SMALL * plots.STYLE["savefig.dpi"] / 72  # 8 pt in pixels
+    # the suptitle line: "A", "g" and "|" span about an em from ascender to descender
+    first = ink[: np.argmax(np.diff(ink) > 1) + 1]
+    assert len(first) >= 0.85 * em
+    assert plots._font(int(round(em))).size >= em - 0.5
 
 
 def test_colour_bars_are_labelled(drawn, tmp_path):

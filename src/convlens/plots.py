@@ -427,6 +427,8 @@ def mosaic(
     canvas, origins, shown, px, band = _canvas(
         tiles, _layouts(layout, len(tiles)), cols, scalar, titles is not None, tile_inches
     )
+    if not scalar and row_labels is None:  # pictures only: laid out directly, without matplotlib
+        return _picture_mosaic(canvas, origins, shown, px, path, titles, title_colors, boxes, suptitle)
     H, W = canvas.shape[:2]
     rgb = canvas.ndim == 3
     # room inside the figure for the title above and the row labels on the left, so the PNG is
@@ -485,6 +487,77 @@ def mosaic(
     if suptitle:
         ax.set_title(suptitle, fontsize=8, loc="left")
     return save(fig, path)
+
+
+@functools.cache
+def _font(size_px: int) -> Any:
+    """matplotlib's own DejaVu Sans, for text set without matplotlib (the same face as the rest)."""
+    from matplotlib import font_manager
+    from PIL import ImageFont
+
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size_px)
+
+
+def _picture_mosaic(
+    canvas: np.ndarray,
+    origins: list[tuple[int, int]],
+    shown: list[np.ndarray],
+    px: float,
+    path: str | Path,
+    titles: Sequence[str] | None,
+    title_colors: Sequence[str] | None,
+    boxes: Sequence[tuple[int, int, int, int] | None] | None,
+    suptitle: str | None,
+) -> Path:
+    """A mosaic of pictures set with Pillow: the pixels enlarged by a whole factor (nearest
+    neighbour), titles in matplotlib's font at :data:`SMALL` points, boxes in red. It looks as
+    matplotlib's rendering at ``savefig.dpi`` and takes a tenth of the time, which is what the
+    hundreds of per-filter figures of an analysis need."""
+    from PIL import Image, ImageDraw
+
+    from .utils import atomic_write
+
+    dpi = STYLE["savefig.dpi"]
+    k = max(1, int(round(px * dpi)))  # screen pixels per canvas pixel
+    font = _font(int(round(SMALL * dpi / 72)))
+    rgb = canvas if canvas.ndim == 3 else np.repeat(canvas[..., None], 3, 2)
+    big = np.repeat(np.repeat((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8), k, 0), k, 1)
+    widths = [font.getlength(t) for t in titles or []]
+    spill = 0
+    for w, (y0, x0), t in zip(widths, origins, shown):  # titles wider than their tile reach past the edge
+        centre = (x0 + t.shape[1] / 2) * k
+        spill = max(spill, int(np.ceil(w / 2 - centre)), int(np.ceil(centre + w / 2 - big.shape[1])))
+    pad = max(4, spill + 4)
+    head = int(round(0.3 * dpi)) if suptitle else 4
+    width = big.shape[1] + 2 * pad
+    if suptitle:
+        width = max(width, int(font.getlength(suptitle)) + 2 * pad)
+    img = Image.new("RGB", (width, big.shape[0] + head + 4), "white")
+    img.paste(Image.fromarray(big), (pad, head))
+    draw = ImageDraw.Draw(img)
+    if suptitle:
+        draw.text((pad, head // 2), suptitle, fill="black", font=font, anchor="lm")
+    line = max(1, int(round(dpi / 72)))
+    for i, ((y0, x0), t) in enumerate(zip(origins, shown)):
+        if titles is not None and i < len(titles):
+            color = title_colors[i] if title_colors else "black"
+            draw.text(
+                (pad + (x0 + t.shape[1] / 2) * k, head + y0 * k - 2), titles[i], fill=color, font=font, anchor="md"
+            )
+        if boxes is not None and i < len(boxes) and boxes[i] is not None:
+            top, bottom, left, right = boxes[i]
+            draw.rectangle(
+                (
+                    pad + (x0 + left) * k,
+                    head + (y0 + top) * k,
+                    pad + (x0 + right) * k - 1,
+                    head + (y0 + bottom) * k - 1,
+                ),
+                outline="#ff2d2d",
+                width=line,
+            )
+    atomic_write(Path(path), lambda f: img.save(f, format="png", compress_level=1), mode="wb")
+    return Path(path)
 
 
 @styled
