@@ -498,6 +498,17 @@ def _font(size_px: int) -> Any:
     return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size_px)
 
 
+def _wrap(text: str, font: Any, width: float) -> list[str]:
+    """``text`` in lines no wider than ``width`` pixels (a longer word keeps a line of its own)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(lines[-1] + " " + word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
 def _picture_mosaic(
     canvas: np.ndarray,
     origins: list[tuple[int, int]],
@@ -528,15 +539,18 @@ def _picture_mosaic(
         centre = (x0 + t.shape[1] / 2) * k
         spill = max(spill, int(np.ceil(w / 2 - centre)), int(np.ceil(centre + w / 2 - big.shape[1])))
     pad = max(4, spill + 4)
-    head = int(round(0.3 * dpi)) if suptitle else 4
+    # the title wraps to the mosaic's width (at least 2.4 inches): a long title over a few small
+    # tiles would otherwise leave most of the picture white
+    lines = _wrap(suptitle or "", font, max(big.shape[1] + 2 * spill, int(2.4 * dpi)))
+    step = int(round(1.25 * font.size))
+    head = len(lines) * step + int(0.1 * dpi) if lines else 4
     width = big.shape[1] + 2 * pad
-    if suptitle:
-        width = max(width, int(font.getlength(suptitle)) + 2 * pad)
+    width = max([width] + [int(font.getlength(t)) + 8 for t in lines])
     img = Image.new("RGB", (width, big.shape[0] + head + 4), "white")
     img.paste(Image.fromarray(big), (pad, head))
     draw = ImageDraw.Draw(img)
-    if suptitle:
-        draw.text((pad, head // 2), suptitle, fill="black", font=font, anchor="lm")
+    for i, text in enumerate(lines):
+        draw.text((4, 4 + i * step), text, fill="black", font=font, anchor="la")
     line = max(1, int(round(dpi / 72)))
     for i, ((y0, x0), t) in enumerate(zip(origins, shown)):
         if titles is not None and i < len(titles):
