@@ -136,6 +136,10 @@ class Browser:
                 out.append(f"log: {p['entry'].get('text')} {p['entry'].get('url', '')}".strip())
         return out
 
+    def viewport(self, width: int, height: int, mobile: bool = False) -> None:
+        """Lay the page out as a window ``width`` x ``height`` CSS pixels wide (a phone when ``mobile``)."""
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=mobile)
+
     def screenshot(self, path: Path, full_page: bool = True) -> Path:
         params: dict[str, Any] = {"format": "png"}
         if full_page:

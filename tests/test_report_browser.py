@@ -101,14 +101,55 @@ def test_filter_links_in_tables_open_the_browser(page):
     assert b.eval(SELECTED) == ["conv3", "1"]
 
 
-def test_screenshot(page, tmp_path_factory):
+FIRST_SCREEN = "(id => document.getElementById(id).getBoundingClientRect().top < window.innerHeight)"
+# an element wider than the window: something cut at the right edge, or a page scrolling sideways
+TOO_WIDE = (
+    "[...document.querySelectorAll('main *')].filter(e => !e.closest('.tbl, pre, #zoom')"
+    " && e.getBoundingClientRect().right > document.documentElement.clientWidth + 1).length"
+)
+
+
+@pytest.mark.parametrize("width", [1400, 400])
+def test_screenshot(page, tmp_path_factory, width):
     b = page[0]
-    pick(b, layer="conv1", filter_=1)
-    b.eval("window.scrollTo(0, 0)")
-    # CI keeps it when CONVLENS_SCREENSHOTS names a folder (.ci/run: .ci/out)
-    folder = Path(os.environ.get("CONVLENS_SCREENSHOTS") or tmp_path_factory.mktemp("screens"))
-    folder.mkdir(parents=True, exist_ok=True)
-    shot = b.screenshot(folder / "report.png")
-    data = shot.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
-    print(f"screenshot: {shot}")
+    b.viewport(width, 1000, mobile=width < 600)
+    try:
+        pick(b, layer="conv1", filter_=1)
+        b.eval("window.scrollTo(0, 0)")
+        # the first screen shows the diagnosis and the filter browser
+        assert b.eval(FIRST_SCREEN + "('diagnosis')")
+        if width >= 1000:
+            assert b.eval(FIRST_SCREEN + "('filter-browser')")
+        assert b.eval("document.documentElement.scrollWidth") <= width
+        assert b.eval(TOO_WIDE) == 0
+        # CI keeps them when CONVLENS_SCREENSHOTS names a folder (.ci/run: .ci/out/screenshots)
+        folder = Path(os.environ.get("CONVLENS_SCREENSHOTS") or tmp_path_factory.mktemp("screens"))
+        folder.mkdir(parents=True, exist_ok=True)
+        shot = b.screenshot(folder / f"report-{width}.png")
+        data = shot.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
+        print(f"screenshot: {shot}")
+    finally:
+        b.call("Emulation.clearDeviceMetricsOverride")
+
+
+def test_a_panel_enlarges_on_click(page):
+    b = page[0]
+    pick(b, layer="conv1", filter_=0)
+    b.eval("document.querySelector('.fb-panel[data-kind=\"topk\"] img').click()")
+    assert b.eval("document.getElementById('zoom').hidden") is False
+    assert b.eval("document.querySelector('#zoom img').src") == b.eval(TOPK_SRC)
+    b.eval("document.getElementById('zoom').click()")
+    assert b.eval("document.getElementById('zoom').hidden") is True
+
+
+def test_numbers_follow_the_picked_filter(page):
+    b = page[0]
+    pick(b, layer="conv3", filter_=2)
+    shown = b.eval(
+        "Object.fromEntries([...document.querySelectorAll('#fb-numbers div')]"
+        ".map(d => [d.dataset.key, d.querySelector('dd').textContent]))"
+    )
+    data = b.eval("JSON.parse(document.getElementById('fb-data').textContent).values.conv3['2']")
+    assert shown["mean"] == data["mean"] and shown["selectivity"] == data["selectivity"]
+    assert set(shown) >= {"selectivity", "top_class", "dead", "mean", "max"}

@@ -138,8 +138,17 @@ def test_known_analyses_get_their_tables(report):
 def test_run_sections_match_the_run_folder(report):
     run, _, text, _ = report
     page = Page(text)
-    assert page.section_ids()[:6] == ["headline", "diagnosis", "training", "classes", "examples", "model"]
-    assert page.section_ids()[-2:] == ["config", "filter-browser"]
+    # the first screen: the headline numbers, the diagnosis and the filter browser, then the story
+    assert page.section_ids()[:7] == [
+        "headline",
+        "diagnosis",
+        "filter-browser",
+        "training",
+        "classes",
+        "examples",
+        "model",
+    ]
+    assert page.section_ids()[-1] == "config"
     ev = read_json(run / "eval.json")
     for acc in ev["per_class_accuracy"]:
         assert f"{100 * acc:.2f}%" in text
@@ -348,3 +357,41 @@ def test_report_of_a_real_run(tmp_path_factory, tmp_path):
     assert "Dead filters per layer" in text and "Classes of each filter&#39;s top-4 images" in text
     assert "The most class-selective" in text and "Weight norms per layer" in text
     assert "The test images explained" in text and "lowest p(true), 4-pixel patch" in text
+
+
+def test_sections_fold_and_settings_are_folded(report):
+    _, _, text, _ = report
+    page = Page(text)
+    # every section after the browser is one <details open> whose summary is its title
+    sections = [m for m in re.finditer(r'<section id="([^"]+)"[^>]*>\n(<[^>]+>)', text)]
+    folded = [m.group(1) for m in sections if m.group(2) == '<details class="sec" open>']
+    assert folded == [i for i in page.section_ids() if i not in ("headline", "diagnosis", "filter-browser")]
+    assert re.search(r'<details class="sec" open><summary><h2>Training</h2></summary>', text)
+    # an analysis' parameters are folded away, never listed in the open
+    assert re.search(
+        r'<section id="analysis-topk"[^>]*>\n<details class="sec" open>.*?<details class="settings">', text, re.S
+    )
+    # notes are plain text, not styled like the warnings
+    css = text[text.index("<style>") : text.index("</style>")]
+    note = re.search(r"\.note \{([^}]*)\}", css).group(1)
+    assert "--warn" not in note and "--bad" not in note
+    assert ".tbl { max-width: 100%; overflow-x: auto; }" in css
+    # every table sits in a horizontal scroll wrapper
+    assert text.count("<table>") == text.count('<div class="tbl"><table>') > 0
+
+
+def test_browser_shows_each_filters_numbers(report):
+    run, _, text, _ = report
+    data = Page(text).browser_data()
+    keys = [n["key"] for n in data["numbers"]]
+    assert keys == ["selectivity", "top_class", "ablation_drop", "dead", "mean", "max"]
+    stats, cn = read_json(run / "analysis" / "stats.json"), read_json(run / "analysis" / "classnorms.json")
+    abl = read_json(run / "analysis" / "ablate.json")
+    v = data["values"]["conv3"]["1"]
+    assert v["mean"] == f"{stats['layers']['conv3']['mean'][1]:.4g}"
+    assert v["max"] == f"{stats['layers']['conv3']['max'][1]:.4g}"
+    assert v["selectivity"] == f"{cn['layers']['conv3']['selectivity'][1]:.4g}"
+    assert v["dead"] in ("yes", "no")
+    layer = next(iter(abl["rank"]))
+    assert data["values"][layer]["0"]["ablation_drop"] == f"{100 * abl['rank'][layer]['drop'][0]:.2f} points"
+    assert '<dl class="fb-numbers" id="fb-numbers">' in text

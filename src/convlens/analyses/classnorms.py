@@ -149,7 +149,8 @@ class ClassNorms(Streaming, ClassNormsOptions):
         norm = self.norm.upper()
         for layer in bar_layers:
             info = layers[layer]
-            for f, values in enumerate(info["class_means"]):
+            means = list(enumerate(info["class_means"]))
+            for f, values in plots.progress(means, f"drawing classnorms {layer}", subject.progress):
                 pref = None if info["preferred_class"][f] is None else classes.index(info["preferred_class"][f])
                 var, si = _fmt(info["variance"][f], ".3g"), _fmt(info["selectivity"][f], ".2f")
                 # an absent class (NaN) gets no bar, not a bar of height 0

@@ -100,7 +100,7 @@ class Filters(Analysis, FiltersOptions):
         )
         if not self.per_filter:
             return
-        for i in range(n):
+        for i in plots.progress(range(n), f"drawing filters {layer}", figures.subject.progress):
             if rgb:
                 tiles, titles = [shown[i]] + [shown[i, j] for j in range(c)], ["RGB", "R", "G", "B"]
                 layouts = ["chw"] + ["hw"] * c

@@ -170,7 +170,7 @@ class TopK(Streaming, TopKOptions):
         for layer, info in layers.items():
             rf = rfs.get(info["measured_at"]) or rfs.get(layer)
             overview, labels = [], []
-            for fi in info["filters"]:
+            for fi in plots.progress(info["filters"], f"drawing topk {layer}", subject.progress):
                 f, pos = fi["filter"], fi["positions"]
                 if not pos:
                     continue
@@ -181,7 +181,7 @@ class TopK(Streaming, TopKOptions):
                     list(imgs),
                     figures.path(layer, f"f{f}.png"),
                     layout="chw",
-                    cols=10,
+                    cols=5,  # a grid, not one long row
                     titles=titles,
                     boxes=[tuple(w) for w in fi["windows"]] if fi["windows"] else None,
                     suptitle=f"{layer} filter {f}: top {len(pos)} {subject.split_name} images ({where}); "
@@ -201,7 +201,7 @@ class TopK(Streaming, TopKOptions):
                     patches,
                     figures.path(layer, f"f{f}_patches.png"),
                     layout="chw",
-                    cols=10,
+                    cols=5,  # a grid, not one long row
                     tile_inches=0.6,
                     titles=[classes[c] for c in fi["labels"]],
                     suptitle=f"{layer} filter {f}: {rf.size}x{rf.cols[0]} input patches under the maximum",

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..plots import pyplot, save, styled, to_display
+from ..plots import SMALL, pyplot, save, styled, to_display
 from .heatmap import HeatmapScale
 
 HEAT = "inferno"
@@ -56,9 +56,12 @@ def _title(fig, text: str) -> None:
     fig.suptitle(text, fontsize=8, y=1 - 0.1 / height, va="top")
 
 
-def _colorbar(fig, im, axes, scale: HeatmapScale) -> None:
-    """A colour bar whose ends read in the raw units when one scale holds for the whole figure."""
+def _colorbar(fig, im, axes, scale: HeatmapScale, label: str = "") -> None:
+    """A colour bar whose ends read in the raw units when one scale holds for the whole figure,
+    labelled with what its colours mean (``label``, else the scale's own description)."""
     cb = fig.colorbar(im, ax=axes, fraction=0.05, pad=0.04)
+    cb.set_label(label or _bar_label(scale), fontsize=SMALL)
+    cb.ax.tick_params(labelsize=SMALL)
     signed = scale.sign == "signed"
     if scale.scale != "each" and scale.limits:
         lo, hi = scale.limits[0]
@@ -69,6 +72,12 @@ def _colorbar(fig, im, axes, scale: HeatmapScale) -> None:
     else:
         cb.set_ticks([-1, 0, 1] if signed else [0, 1])
         cb.set_ticklabels(["-max", "0", "max"] if signed else ["0", "max"])
+
+
+def _bar_label(scale: HeatmapScale) -> str:
+    what = {"absolute": "|attribution|", "positive": "attribution", "negative": "-attribution"}
+    text = what.get(scale.sign, "attribution" if scale.sign == "signed" else "value")
+    return text + (" (per image)" if scale.scale == "per_image" else "")
 
 
 def signal_as_image(signal: np.ndarray) -> np.ndarray:
@@ -97,18 +106,18 @@ def attribution_grid(
     im = None
     for i in range(n):
         _show_image(axes[i, 0], images[i])
-        axes[i, 0].set_title(titles[i], fontsize=7)
+        axes[i, 0].set_title(titles[i], fontsize=SMALL)
         c = 1
         if signal is not None:
             _show_image(axes[i, c], signal_as_image(signal[i]))
             if i == 0:
-                axes[i, c].set_title("signal (gray = 0)", fontsize=7)
+                axes[i, c].set_title("signal (gray = 0)", fontsize=SMALL)
             c += 1
         im = _show_heat(axes[i, c], heat[i], signed)
         _show_heat(axes[i, c + 1], heat[i], signed, images[i])
         if i == 0:
-            axes[i, c].set_title("heat map", fontsize=7)
-            axes[i, c + 1].set_title("over the image", fontsize=7)
+            axes[i, c].set_title("heat map", fontsize=SMALL)
+            axes[i, c + 1].set_title("over the image", fontsize=SMALL)
     if im is not None:
         _colorbar(fig, im, axes[:, -1].tolist(), scale)
     _title(fig, f"{title}\n{scale.label}")
@@ -127,19 +136,21 @@ def occlusion_figure(
     title: str,
     scale: HeatmapScale,
     label: str | None = None,
+    colorbar: str = "",
 ) -> Path:
-    """The image, then per window size K one probability map per row (true class, predicted
-    class), each cell drawn over the centre of its window so the map lines up with the image.
-    ``label`` replaces the scale's own description on the figure."""
+    """The image, then per window size K one map per row (true class, predicted class), each cell
+    drawn over the centre of its window so the map lines up with the image; brighter is a larger
+    value (the drop in probability, as the explain command draws it). ``label`` replaces the
+    scale's own description on the figure, ``colorbar`` labels the colour bar."""
     plt = pyplot()
     ks = sorted(maps)
     fig, axes = plt.subplots(
         len(rows), 1 + len(ks), figsize=(1.6 * (1 + len(ks)), 1.7 * len(rows) + 0.75), squeeze=False
     )
     im = None
-    for r, (label, cls) in enumerate(rows):
+    for r, (name, cls) in enumerate(rows):
         _show_image(axes[r, 0], image)
-        axes[r, 0].set_title(label, fontsize=7)
+        axes[r, 0].set_title(name, fontsize=SMALL)
         for c, k in enumerate(ks, start=1):
             m = maps[k][cls]
             h, w = m.shape
@@ -147,9 +158,9 @@ def occlusion_figure(
             off = (k - 1) / 2 - padding
             extent = (off - stride / 2, off + (w - 0.5) * stride, off + (h - 0.5) * stride, off - stride / 2)
             im = _show_heat(axes[r, c], m, False, image, extent=extent, alpha=0.65)
-            axes[r, c].set_title(f"K={k}: {h}x{w}", fontsize=7)
+            axes[r, c].set_title(f"K={k}: {h}x{w}", fontsize=SMALL)
     if im is not None:
-        _colorbar(fig, im, axes[:, -1].tolist(), scale)
+        _colorbar(fig, im, axes[:, -1].tolist(), scale, colorbar)
     _title(fig, f"{title}\n{label or scale.label}")
     return save(fig, path)
 
@@ -178,13 +189,13 @@ def filter_projection(
                 (left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor="#00ff66", linewidth=1.2
             )
         )
-        axes[i, 0].set_title(titles[i], fontsize=7)
+        axes[i, 0].set_title(titles[i], fontsize=SMALL)
         shown = signal_as_image(signal[i])
         _show_image(axes[i, 1], shown)
         _show_image(axes[i, 2], shown[:, top:bottom, left:right])
         if i == 0:
-            axes[i, 1].set_title("projection", fontsize=7)
-            axes[i, 2].set_title("receptive field", fontsize=7)
+            axes[i, 1].set_title("projection", fontsize=SMALL)
+            axes[i, 2].set_title("receptive field", fontsize=SMALL)
     _title(fig, f"{title}\n{scale.label}")
     return save(fig, path)
 
@@ -195,7 +206,7 @@ def single_image(img: np.ndarray, path: str | Path, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(1.6, 1.75 if title else 1.6))
     _show_image(ax, img)
     if title:
-        ax.set_title(title, fontsize=7)
+        ax.set_title(title, fontsize=SMALL)
     return save(fig, path)
 
 
@@ -216,5 +227,5 @@ def objective_curves(curves: np.ndarray, labels: Sequence[str], path: str | Path
     ax.set_ylabel("objective")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=SMALL, ncol=2)
     return save(fig, path)

@@ -151,11 +151,39 @@ def default_windows(side: int) -> list[int]:
     return fit or sorted({max(1, side // 4), max(1, side // 2)})
 
 
+def occlusion_drops(
+    maps: dict[int, np.ndarray], base: np.ndarray, classes: list[int], heatmap: dict[str, Any]
+) -> tuple[dict[int, np.ndarray], Any, str, str]:
+    """One image's occlusion maps as the drop in probability a patch causes (base minus occluded;
+    important = large = bright, as Captum's occlusion), on one scale for every map shown (all
+    windows, the listed classes): 0 to the largest drop, or ``heatmap``'s fixed ``vmin``/``vmax``.
+    ``maps`` are (classes, h, w) probabilities per window, ``base`` the unoccluded probabilities.
+    Returns the normalised maps, their scale, the figure's line about it and the colour bar label."""
+    from .heatmap import normalize_heatmaps
+
+    drops = {k: base[:, None, None] - m for k, m in maps.items()}
+    hm = {"sign": "none", "scale": "fixed", "percentile": 100.0, **heatmap}
+    if hm["scale"] == "fixed" and "vmax" in hm:
+        lo, hi = float(hm.get("vmin", 0.0)), float(hm["vmax"])
+    else:  # from no change to the largest drop of any map shown
+        hi = max(float(drops[k][classes].max()) for k in drops)
+        lo = 0.0
+    if not hi > lo:  # no patch lowered the probability (e.g. saturated at 1)
+        hi = lo + 1e-3
+    shown, scale = {}, None
+    for k in drops:
+        shown[k], scale = normalize_heatmaps(drops[k], **{**hm, "scale": "fixed", "vmin": lo, "vmax": hi})
+    label = (
+        f"drop in probability with the patch at each position (bright: important); one scale for every "
+        f"map here, {lo:.3g} to {hi:.3g}; a rise shows as {lo:.3g}"
+    )
+    return shown, scale, label, f"drop in probability ({lo:.3g} to {hi:.3g})"
+
+
 def _occlusion(
     *, run, model, split, images, data_root, heatmap, options, out_dir, echo, artifact, clock=None, **_: Any
 ) -> dict[str, Any]:
     from .figures import occlusion_figure
-    from .heatmap import normalize_heatmaps
     from .occlusion import Occlusion
 
     windows = options.pop("windows", None)
@@ -176,28 +204,12 @@ def _occlusion(
         )
     described = _describe(bundle, idx, labels, base, split)
     figures = []
-    # probabilities as they are, one scale for every map of an image (all windows, both classes),
-    # from its lowest to its highest value; ask for --scale fixed to see 0 to 1
-    hm = {"sign": "none", "scale": "shared", "percentile": 100.0, **heatmap}
-    if hm["scale"] == "fixed":
-        hm.setdefault("vmin", 0.0), hm.setdefault("vmax", 1.0)
     for n, d in enumerate(described):
-        rows = [(f"p({d['label_name']}) true", d["label"])]
+        rows = [(f"drop of p({d['label_name']}), true", d["label"])]
         if d["predicted"] != d["label"]:
-            rows.append((f"p({d['predicted_name']}) predicted", d["predicted"]))
-        # one scale for every map of this image (all windows, both classes)
-        classes = [c for _, c in rows]
-        flat = np.concatenate([maps[k][n, classes].reshape(-1) for k in windows])
-        _, joint = normalize_heatmaps(flat[None, None], **hm)
-        lo, hi = joint.limits[0]
-        if not hi > lo:  # every patch left the probability where it was (e.g. saturated at 1)
-            lo, hi = lo - 0.5, hi + 0.5
-        shown = {}
-        for k in windows:
-            shown[k], scale = normalize_heatmaps(maps[k][n], **{**hm, "scale": "fixed", "vmin": lo, "vmax": hi})
-        label = (
-            f"probability with the patch at each position; one {'fixed ' if hm['scale'] == 'fixed' else ''}"
-            f"scale for every map here, {lo:.3g} to {hi:.3g}"
+            rows.append((f"drop of p({d['predicted_name']}), predicted", d["predicted"]))
+        shown, scale, label, colorbar = occlusion_drops(
+            {k: maps[k][n] for k in windows}, base[n].numpy(), [c for _, c in rows], heatmap
         )
         path = occlusion_figure(
             to_numpy(x[n]),
@@ -209,13 +221,14 @@ def _occlusion(
             title=_title(d),
             scale=scale,
             label=label,
+            colorbar=colorbar,
         )
         figures.append(
             {
                 "path": _rel(run, path),
                 "caption": f"Occlusion maps of {split} image {d['index']} "
-                f"({d['label_name']}, predicted {d['predicted_name']}): probability of the "
-                f"{'true and predicted classes' if len(rows) > 1 else 'true class'} with a "
+                f"({d['label_name']}, predicted {d['predicted_name']}): how much the probability of the "
+                f"{'true and predicted classes' if len(rows) > 1 else 'true class'} drops with a "
                 f"{'/'.join(map(str, windows))}-pixel patch ({options.get('fill', 'gray')}) at stride {stride}; "
                 f"{label}.",
             }

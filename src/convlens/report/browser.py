@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..run.layout import Layout
-from .analyses import Analysis, figure_entries, per_filter_key
-from .html import data_uri
+from .analyses import Analysis, class_name, figure_entries, filter_records, layers_of, per_filter_key
+from .html import data_uri, fmt
 
 # Panels in the order a person reads a filter: what it is, what it prefers, what excites it.
 KIND_ORDER = [
@@ -56,10 +56,86 @@ def _layer_key(name: str, order: dict[str, int]) -> tuple[int, str]:
     return (order.get(name, len(order)), name)
 
 
-def collect(run_dir: Path, analyses: list[Analysis], layer_order: list[str] | None = None) -> dict[str, Any] | None:
-    """``{"kinds": [{key, label}], "layers": [{name, filters: [...]}],
-    "figures": {layer: {filter: {kind: {src, caption}}}}}`` or None when the run folder has no
-    per-filter figures."""
+# The numbers shown above a filter's panels, in this order: (key, label).
+NUMBER_LABELS = [
+    ("selectivity", "selectivity"),
+    ("top_class", "top class"),
+    ("ablation_drop", "accuracy drop when silenced"),
+    ("dead", "dead"),
+    ("mean", "mean response"),
+    ("max", "max response"),
+]
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v else None
+
+
+def _stats_numbers(doc: dict[str, Any], put) -> None:
+    from .diagnose import dead_filters_by_layer
+
+    dead = dead_filters_by_layer(doc)
+    for layer, info in layers_of(doc).items():
+        d = set(dead.get(layer, ([], None))[0])
+        for r in filter_records(info, {"mean": ("mean",), "max": ("max",)}):
+            f = r["filter"]
+            for key in ("mean", "max"):
+                if _number(r[key]) is not None:
+                    put(layer, f, key, fmt(float(r[key])))
+            if layer in dead:
+                put(layer, f, "dead", "yes" if f in d else "no")
+
+
+def _classnorms_numbers(doc: dict[str, Any], classes: list[str], put) -> None:
+    fields = {"selectivity": ("selectivity",), "preferred": ("preferred_class",), "means": ("class_means",)}
+    for layer, info in layers_of(doc).items():
+        for r in filter_records(info, fields):
+            if _number(r["selectivity"]) is not None:
+                put(layer, r["filter"], "selectivity", fmt(float(r["selectivity"])))
+            pref, means = r["preferred"], r["means"]
+            if pref is None and isinstance(means, list) and any(_number(v) is not None for v in means):
+                pref = max((i for i, v in enumerate(means) if _number(v) is not None), key=means.__getitem__)
+            if pref is not None:
+                put(layer, r["filter"], "top_class", class_name(classes, pref))
+
+
+def _ablate_numbers(doc: dict[str, Any], put) -> None:
+    ranks = doc.get("rank") if isinstance(doc.get("rank"), dict) else {}
+    for layer, r in ranks.items():
+        drops = r.get("drop") if isinstance(r, dict) else None
+        for f, v in enumerate(drops if isinstance(drops, list) else []):
+            if _number(v) is not None:
+                put(str(layer), f, "ablation_drop", f"{100 * v:.2f} points")
+
+
+def numbers(analyses: list[Analysis], classes: list[str] | None = None) -> dict[str, dict[str, dict[str, str]]]:
+    """``{layer: {filter: {key: text}}}``: each filter's selectivity and top class (classnorms),
+    accuracy drop when silenced (ablate), dead flag, mean and max response (stats), as text."""
+    out: dict[str, dict[str, dict[str, str]]] = {}
+
+    def put(layer: str, f: Any, key: str, text: str) -> None:
+        if isinstance(f, int) and not isinstance(f, bool):
+            out.setdefault(layer, {}).setdefault(str(f), {})[key] = text
+
+    for a in analyses:
+        try:
+            if a.name == "stats":
+                _stats_numbers(a.doc, put)
+            elif a.name == "classnorms":
+                _classnorms_numbers(a.doc, classes or [], put)
+            elif a.name == "ablate":
+                _ablate_numbers(a.doc, put)
+        except Exception:  # numbers in another layout: the panels still show
+            continue
+    return out
+
+
+def collect(
+    run_dir: Path, analyses: list[Analysis], layer_order: list[str] | None = None, classes: list[str] | None = None
+) -> dict[str, Any] | None:
+    """``{"kinds": [{key, label}], "layers": [{name, filters: [...]}], "numbers": [{key, label}],
+    "values": {layer: {filter: {key: text}}}, "figures": {layer: {filter: {kind: {src, caption}}}}}``
+    or None when the run folder has no per-filter figures."""
     run_dir = Path(run_dir)
     found: dict[tuple[str, int, str], tuple[Path, str]] = {}
     for a in analyses:
@@ -89,4 +165,12 @@ def collect(run_dir: Path, analyses: list[Analysis], layer_order: list[str] | No
         {"name": name, "filters": sorted(int(i) for i in figures[name])}
         for name in sorted(figures, key=lambda n: _layer_key(n, order))
     ]
-    return {"kinds": [{"key": k, "label": _label(k)} for k in kinds], "layers": layers, "figures": figures}
+    values = numbers(analyses, classes)
+    present = {k for per in values.values() for rec in per.values() for k in rec}
+    return {
+        "kinds": [{"key": k, "label": _label(k)} for k in kinds],
+        "layers": layers,
+        "numbers": [{"key": k, "label": label} for k, label in NUMBER_LABELS if k in present],
+        "values": {layer: values[layer] for layer in figures if layer in values},
+        "figures": figures,
+    }

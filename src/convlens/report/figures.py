@@ -140,7 +140,7 @@ def draw_gallery(
             text,
             ha="center",
             va="top",
-            fontsize=7,
+            fontsize=plots.SMALL,
             color="#1a7f37" if r["correct"] else "#c62828",
         )
     ax.set_title(title, fontsize=9)

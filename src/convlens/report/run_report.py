@@ -341,7 +341,7 @@ def run_context(
     layer_order = (
         [r["name"] for r in summary["layers"]] if summary and isinstance(summary.get("layers"), list) else None
     )
-    fb = browser.collect(run.path, analyses, layer_order)
+    fb = browser.collect(run.path, analyses, layer_order, classes)
     sections.append(config_section(run))
     cache.save()
     if cache.drawn:

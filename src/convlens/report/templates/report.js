@@ -1,5 +1,25 @@
-// The filter browser: swaps embedded images when a layer or filter is picked. Text goes in
-// through textContent only, so names from the run folder can never become markup.
+// The filter browser: swaps embedded images and numbers when a layer or filter is picked; any
+// figure enlarges on click. Text goes in through textContent only, so names from the run folder
+// can never become markup.
+(function () {
+  "use strict";
+  var zoom = document.getElementById("zoom");
+  function openZoom(img) {
+    var fig = img.closest("figure");
+    var cap = fig ? fig.querySelector("figcaption") : null;
+    zoom.querySelector("img").src = img.src;
+    zoom.querySelector("p").textContent = cap ? cap.textContent : "";
+    zoom.hidden = false;
+  }
+  if (zoom) {
+    document.addEventListener("click", function (ev) {
+      var t = ev.target;
+      if (!zoom.hidden) { zoom.hidden = true; return; }
+      if (t.tagName === "IMG" && t.closest("main figure") && t.getAttribute("src")) { openZoom(t); }
+    });
+    document.addEventListener("keydown", function (ev) { if (ev.key === "Escape") { zoom.hidden = true; } });
+  }
+}());
 (function () {
   "use strict";
   var node = document.getElementById("fb-data");
@@ -22,7 +42,19 @@
     if (keep !== undefined && byName[layer].filters.indexOf(keep) >= 0) { filterSel.value = String(keep); }
   }
 
+  function showNumbers() {
+    var box = document.getElementById("fb-numbers");
+    if (!box) { return; }
+    var vals = ((data.values || {})[layerSel.value] || {})[filterSel.value] || {};
+    box.querySelectorAll("div[data-key]").forEach(function (item) {
+      var v = vals[item.getAttribute("data-key")];
+      item.querySelector("dd").textContent = v === undefined ? "\u2013" : v;
+      item.classList.toggle("bad", item.getAttribute("data-key") === "dead" && v === "yes");
+    });
+  }
+
   function show() {
+    showNumbers();
     var figs = (data.figures[layerSel.value] || {})[filterSel.value] || {};
     panels.forEach(function (panel) {
       var fig = figs[panel.getAttribute("data-kind")];

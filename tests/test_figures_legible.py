@@ -1,0 +1,167 @@
+"""What the figures show, read from the matplotlib objects before they are saved: no text under
+8 pt, labelled colour bars, and occlusion drawn as the drop in probability (important = bright)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convlens import plots
+from convlens.explain import figures as explain_figures
+from convlens.explain.outputs import occlusion_drops
+from convlens.report.figures import draw_gallery
+
+
+@pytest.fixture
+def drawn(monkeypatch, tmp_path):
+    """The figures the drawing functions hand to ``save``, kept instead of written."""
+    kept = []
+
+    def keep(fig, path):
+        fig.draw_without_rendering()  # lays out ticks and their labels, as saving does
+        kept.append(fig)
+        return path
+
+    monkeypatch.setattr(plots, "save", keep)
+    monkeypatch.setattr(explain_figures, "save", keep)
+    return kept
+
+
+def texts(fig):
+    """Every visible, non-empty text of a figure: titles, labels, tick labels, annotations."""
+    from matplotlib.text import Text
+
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+def assert_legible(fig):
+    small = [(t.get_text(), t.get_fontsize()) for t in texts(fig) if t.get_fontsize() < plots.SMALL]
+    assert small == []
+
+
+def test_every_drawing_helper_writes_at_least_8_pt(drawn, tmp_path):
+    rng = np.random.default_rng(0)
+    out = tmp_path / "x.png"
+    plots.mosaic(list(rng.random((6, 3, 8, 8))), out, layout="chw", cols=3, titles=list("abcdef"), suptitle="t")
+    plots.mosaic(
+        list(rng.random((4, 5, 5))), out, layout="hw", vmin=0, vmax=1, colorbar="weight", row_labels=["r0", "r1"]
+    )
+    plots.image_with_maps(
+        rng.random((3, 8, 8)),
+        list(rng.random((4, 6, 6))),
+        out,
+        layout="chw",
+        titles=list("abcd"),
+        vmin=0,
+        vmax=1,
+        cmap="viridis",
+        suptitle="maps",
+        colorbar="activation",
+    )
+    plots.heatmap(rng.random((5, 3)), list("abcde"), list("xyz"), out, title="h", colorbar="norm")
+    plots.confusion([[5, 1], [2, 7]], ["cat", "dog"], out)
+    plots.panels({"mean": [1.0, 2.0, 3.0], "max": [2.0, 3.0, 4.0]}, out, title="p", highlight=[1], highlight_label="x")
+    plots.grouped_bars({"before": [0.5, 0.6], "after": [0.4, 0.6]}, ["a", "b"], out, title="g")
+    plots.bars([1.0, 2.0], ["a", "b"], out, title="b")
+    plots.curves([{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "train_acc": 0.5, "val_acc": 0.4, "lr": 0.1}], out)
+    picked = [{"position": i, "label": i % 2, "pred": 0, "confidence": 0.9, "correct": i % 2 == 0} for i in range(4)]
+    draw_gallery(rng.random((4, 3, 8, 8)), picked, ["cat", "dog"], out, "gallery", mistakes=False)
+    assert len(drawn) == 9  # the picture mosaic is set without matplotlib: see the next test
+    for fig in drawn:
+        assert_legible(fig)
+
+
+def test_picture_mosaics_set_their_text_at_8_pt_or_more(tmp_path):
+    from PIL import Image
+
+    white = [np.ones((3, 16, 16))] * 3
+    p = plots.mosaic(white, tmp_path / "m.png", layout="chw", cols=3, suptitle="Ag|", titles=["Ag|"] * 3)
+    a = np.asarray(Image.open(p).convert("L"))
+    ink = np.where((a < 128).any(1))[0]  # rows with text: the tiles are white
+    em = plots.SMALL * plots.STYLE["savefig.dpi"] / 72  # 8 pt in pixels
+    # the suptitle line: "A", "g" and "|" span about an em from ascender to descender
+    first = ink[: np.argmax(np.diff(ink) > 1) + 1]
+    assert len(first) >= 0.85 * em
+    assert plots._font(int(round(em))).size >= em - 0.5
+
+
+def test_colour_bars_are_labelled(drawn, tmp_path):
+    rng = np.random.default_rng(0)
+    plots.mosaic(list(rng.random((4, 5, 5))), tmp_path / "a.png", layout="hw", vmin=0, vmax=1, colorbar="weight")
+    plots.heatmap(rng.random((5, 3)), list("abcde"), list("xyz"), tmp_path / "b.png", colorbar="norm")
+    bars = [ax for fig in drawn for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert [ax.get_ylabel() for ax in bars] == ["weight", "norm"]
+    assert all(t.get_fontsize() >= plots.SMALL for ax in bars for t in ax.get_yticklabels())
+
+
+def test_occlusion_shows_the_drop_in_probability_important_bright(drawn, tmp_path):
+    # two classes, a 4x4 map per window: the base probability of class 0 is 0.9; a patch at (1, 2)
+    # takes it to 0.1 (the most important place), one at (3, 0) to 0.6, elsewhere it stays
+    base = np.array([0.9, 0.1])
+    p = np.full((2, 4, 4), 0.9)
+    p[1] = 0.1
+    p[0, 1, 2], p[0, 3, 0] = 0.1, 0.6
+    p[1, 1, 2], p[1, 3, 0] = 0.9, 0.4
+    shown, scale, label, colorbar = occlusion_drops({4: p}, base, [0], {})
+    assert np.unravel_index(np.argmax(shown[4][0]), (4, 4)) == (1, 2)
+    assert shown[4][0, 1, 2] == pytest.approx(1.0) and shown[4][0, 3, 0] == pytest.approx(0.3 / 0.8)
+    assert shown[4][0, 0, 0] == 0.0  # no change: darkest
+    assert "0 to 0.8" in label and "drop in probability" in colorbar
+    image = np.zeros((1, 8, 8), dtype=np.float32)
+    explain_figures.occlusion_figure(
+        image,
+        shown,
+        [("drop of p(cat), true", 0)],
+        2,
+        0,
+        tmp_path / "o.png",
+        title="cat",
+        scale=scale,
+        label=label,
+        colorbar=colorbar,
+    )
+    fig = drawn[-1]
+    assert_legible(fig)
+    bar = next(ax for ax in fig.axes if ax.get_label() == "<colorbar>")
+    assert bar.get_ylabel() == "drop in probability (0 to 0.8)"
+    assert [t.get_text() for t in bar.get_yticklabels()] == ["0", "0.4", "0.8"]
+    heat = fig.axes[1].get_images()[-1]
+    assert heat.get_cmap().name == "inferno"  # dark to bright: the largest drop is the brightest
+    rgba = heat.to_rgba(heat.get_array())
+    brightness = rgba[..., :3] @ np.array([0.2126, 0.7152, 0.0722])
+    assert np.unravel_index(np.argmax(brightness), brightness.shape) == (1, 2)
+    assert "drop in probability" in fig._suptitle.get_text()
+
+
+def test_small_multiples_are_rendered_once_and_keep_everything(monkeypatch, tmp_path):
+    # the per-filter figures (mosaics, bars) fit their canvas, so the PNG is one rendering cropped,
+    # not matplotlib's two-pass tight bounding box
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    def refuse(*a, **k):
+        raise AssertionError("savefig's two-pass layout was used")
+
+    monkeypatch.setattr(Figure, "savefig", refuse)
+    rng = np.random.default_rng(0)
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    p = plots.bars(list(rng.random(10)), classes, tmp_path / "b.png", title="conv1 filter 0", ylabel="norm")
+    q = plots.mosaic(
+        list(rng.random((9, 3, 32, 32))),
+        tmp_path / "m.png",
+        layout="chw",
+        cols=10,
+        titles=["automobile 3.21"] * 9,
+        suptitle="conv2 filter 3: top 9 test images",
+    )
+    for path in (p, q):
+        a = np.asarray(Image.open(path).convert("L"), dtype=float)
+        # a white margin on every side: nothing was cut at an edge
+        assert a[0].min() == a[-1].min() == a[:, 0].min() == a[:, -1].min() == 255
+
+
+def test_drawing_progress_is_a_bar_on_a_terminal_only():
+    items = [1, 2, 3]
+    assert plots.progress(items, "drawing", show=False) is items
+    bar = plots.progress(items, "drawing", show=True)
+    assert list(bar) == items and hasattr(bar, "total") and bar.total == 3
