@@ -165,3 +165,33 @@ def test_drawing_progress_is_a_bar_on_a_terminal_only():
     assert plots.progress(items, "drawing", show=False) is items
     bar = plots.progress(items, "drawing", show=True)
     assert list(bar) == items and hasattr(bar, "total") and bar.total == 3
+
+
+def test_explanation_grids_put_several_images_in_a_row(drawn, tmp_path):
+    from convlens.explain.heatmap import HeatmapScale
+
+    rng = np.random.default_rng(0)
+    scale = HeatmapScale(sign="absolute", reduce="max_abs", percentile=99.0, scale="per_image")
+    images, heat = rng.random((10, 3, 8, 8)), rng.random((10, 8, 8))
+    explain_figures.attribution_grid(
+        images, heat, scale, [f"img {i}" for i in range(10)], tmp_path / "s.png", title="t"
+    )
+    signal = rng.normal(size=(10, 3, 8, 8))
+    explain_figures.attribution_grid(
+        images, heat, scale, [f"img {i}" for i in range(10)], tmp_path / "g.png", title="t", signal=signal
+    )
+    explain_figures.attribution_grid(images[:1], heat[:1], scale, ["img 0"], tmp_path / "o.png", title="t")
+    for fig, panels in zip(drawn, (3, 4, 3)):
+        grid = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        rows = {round(ax.get_position().y0, 4) for ax in grid}
+        per_row = len(grid) // len(rows)
+        assert per_row % panels == 0
+        shown = [ax for ax in grid if ax.images]
+        assert len(shown) == panels * (10 if fig is not drawn[2] else 1)
+        w, h = fig.get_size_inches()
+        if fig is drawn[2]:
+            assert per_row == panels  # a single image keeps one row
+        else:
+            assert per_row >= 2 * panels and len(rows) <= 5  # not a 10-row column
+            assert 0.6 <= w / h <= 1.8
+    assert all(ax.get_title() for ax in drawn[0].axes[:1])
