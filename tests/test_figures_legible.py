@@ -188,6 +188,8 @@ def test_explanation_grids_put_several_images_in_a_row(drawn, tmp_path):
         assert per_row % panels == 0
         shown = [ax for ax in grid if ax.images]
         assert len(shown) == panels * (10 if fig is not drawn[2] else 1)
+        bar = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+        assert len(bar) == 1 and bar[0].get_position().x0 >= max(ax.get_position().x1 for ax in grid)
         w, h = fig.get_size_inches()
         if fig is drawn[2]:
             assert per_row == panels  # a single image keeps one row

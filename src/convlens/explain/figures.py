@@ -126,9 +126,9 @@ def attribution_grid(
         if r == 0:
             row[k].set_title("heat map", fontsize=SMALL)
             row[k + 1].set_title("over the image", fontsize=SMALL)
+    _title(fig, f"{title}\n{scale.label}")  # before the colour bar, which then takes room from the grid
     if im is not None:
         _colorbar(fig, im, axes.ravel().tolist(), scale)
-    _title(fig, f"{title}\n{scale.label}")
     return save(fig, path)
 
 
@@ -173,9 +173,9 @@ def occlusion_figure(
             extent = (off - stride / 2, off + (w - 0.5) * stride, off + (h - 0.5) * stride, off - stride / 2)
             im = _show_heat(axes[r, c], m, False, image, extent=extent, alpha=0.65)
             axes[r, c].set_title(f"K={k}: {h}x{w}", fontsize=SMALL)
+    _title(fig, f"{title}\n{label or scale.label}")  # before the colour bar, which then takes room from the grid
     if im is not None:
         _colorbar(fig, im, axes[:, -1].tolist(), scale, colorbar)
-    _title(fig, f"{title}\n{label or scale.label}")
     return save(fig, path)
 
 
