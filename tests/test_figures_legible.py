@@ -66,7 +66,7 @@ def test_every_drawing_helper_writes_at_least_8_pt(drawn, tmp_path):
     plots.curves([{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "train_acc": 0.5, "val_acc": 0.4, "lr": 0.1}], out)
     picked = [{"position": i, "label": i % 2, "pred": 0, "confidence": 0.9, "correct": i % 2 == 0} for i in range(4)]
     draw_gallery(rng.random((4, 3, 8, 8)), picked, ["cat", "dog"], out, "gallery", mistakes=False)
-    assert len(drawn) == 9  # the picture mosaic is set without matplotlib: see the next test
+    assert len(drawn) == 8  # the picture mosaic and the bar panels are set without matplotlib
     for fig in drawn:
         assert_legible(fig)
 
@@ -165,3 +165,35 @@ def test_drawing_progress_is_a_bar_on_a_terminal_only():
     assert plots.progress(items, "drawing", show=False) is items
     bar = plots.progress(items, "drawing", show=True)
     assert list(bar) == items and hasattr(bar, "total") and bar.total == 3
+
+
+def test_explanation_grids_put_several_images_in_a_row(drawn, tmp_path):
+    from convlens.explain.heatmap import HeatmapScale
+
+    rng = np.random.default_rng(0)
+    scale = HeatmapScale(sign="absolute", reduce="max_abs", percentile=99.0, scale="per_image")
+    images, heat = rng.random((10, 3, 8, 8)), rng.random((10, 8, 8))
+    explain_figures.attribution_grid(
+        images, heat, scale, [f"img {i}" for i in range(10)], tmp_path / "s.png", title="t"
+    )
+    signal = rng.normal(size=(10, 3, 8, 8))
+    explain_figures.attribution_grid(
+        images, heat, scale, [f"img {i}" for i in range(10)], tmp_path / "g.png", title="t", signal=signal
+    )
+    explain_figures.attribution_grid(images[:1], heat[:1], scale, ["img 0"], tmp_path / "o.png", title="t")
+    for fig, panels in zip(drawn, (3, 4, 3)):
+        grid = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        rows = {round(ax.get_position().y0, 4) for ax in grid}
+        per_row = len(grid) // len(rows)
+        assert per_row % panels == 0
+        shown = [ax for ax in grid if ax.images]
+        assert len(shown) == panels * (10 if fig is not drawn[2] else 1)
+        bar = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+        assert len(bar) == 1 and bar[0].get_position().x0 >= max(ax.get_position().x1 for ax in grid)
+        w, h = fig.get_size_inches()
+        if fig is drawn[2]:
+            assert per_row == panels  # a single image keeps one row
+        else:
+            assert per_row >= 2 * panels and len(rows) <= 5  # not a 10-row column
+            assert 0.6 <= w / h <= 1.8
+    assert all(ax.get_title() for ax in drawn[0].axes[:1])

@@ -163,3 +163,70 @@ def test_a_figure_that_fails_half_way_leaves_the_old_png(tmp_path):
     with pytest.raises(RuntimeError):
         plots.save(Broken(), p)
     assert p.read_bytes() == before and [q.name for q in tmp_path.iterdir()] == ["bars.png"]
+
+
+def _bars_in(a, rgb):
+    """(left, right, top, bottom) of each run of columns holding the colour ``rgb``, left to right."""
+    hit = (np.abs(a[..., :3].astype(int) - np.asarray(rgb)).max(-1) <= 2).any(0)
+    cols = np.flatnonzero(hit)
+    runs = np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1) if cols.size else []
+    out = []
+    for r in runs:
+        rows = np.flatnonzero((np.abs(a[:, r[0], :3].astype(int) - np.asarray(rgb)).max(-1) <= 2))
+        out.append((r[0], r[-1], rows[0], rows[-1]))
+    return out
+
+
+def test_bar_chart_draws_bars_proportional_to_the_values_with_labels(tmp_path):
+    from PIL import Image
+
+    classes = ["airplane", "automobile", "bird", "cat"]
+    p = plots.bar_chart(
+        [1.0, 2.0, 0.5, 3.0], classes, tmp_path / "b.png", title="conv1 filter 0", ylabel="norm", highlight=1
+    )
+    a = np.asarray(Image.open(p).convert("RGB"))
+    blue, orange = (0x4C, 0x72, 0xB0), (0xDD, 0x84, 0x52)
+    bars = sorted(_bars_in(a, blue) + _bars_in(a, orange))
+    assert len(bars) == 4 and [b[:2] for b in _bars_in(a, orange)] == [bars[1][:2]]
+    heights = np.array([b[3] - b[2] + 1 for b in bars], dtype=float)
+    assert len({b[3] for b in bars}) == 1  # one baseline
+    assert np.allclose(heights / heights[3], [1 / 3, 2 / 3, 1 / 6, 1.0], atol=0.02)
+    # class labels: ink under each bar, below the baseline
+    base = bars[0][3]
+    for left, right, _, _ in bars:
+        assert (a[base + 6 :, left : right + 1].min(-1) < 128).sum() > 20
+    # a labelled value axis: tick labels and the axis label left of the first bar
+    assert (a[: base + 1, : bars[0][0] - 4].min(-1) < 128).sum() > 50
+    # 8 pt text: the title's capital letters are at least as tall as matplotlib's 8 pt at this dpi
+    ink = np.flatnonzero((a[:20, :].min(-1) < 128).any(1))
+    assert ink[-1] - ink[0] + 1 >= 0.7 * plots.SMALL * plots.STYLE["savefig.dpi"] / 72
+
+
+def test_bar_chart_leaves_an_absent_class_without_a_bar(tmp_path):
+    from PIL import Image
+
+    p = plots.bar_chart([1.0, float("nan"), 2.0], ["a", "b", "c"], tmp_path / "b.png")
+    a = np.asarray(Image.open(p).convert("RGB"))
+    assert len(_bars_in(a, (0x4C, 0x72, 0xB0))) == 2
+
+
+def test_panels_stack_one_chart_per_series_with_highlights_and_a_legend(tmp_path):
+    from PIL import Image
+
+    p = plots.panels(
+        {"mean": [1.0, -2.0, 3.0, 4.0], "max": [2.0, 2.0, 2.0, 2.0]},
+        tmp_path / "p.png",
+        xlabel="filter",
+        title="conv1: per-filter statistics",
+        highlight=[2],
+        highlight_label="dead",
+    )
+    a = np.asarray(Image.open(p).convert("RGB"))
+    blue, red = (0x4C, 0x72, 0xB0), (0xC4, 0x4E, 0x52)
+    blues = _bars_in(a, blue)
+    assert len(blues) == 3  # filters 0, 1 and 3 (each column run spans both panels)
+    # filter 2 is red, between filters 1 and 3, in the upper and the lower panel
+    left, right = blues[1][1] + 1, blues[2][0] - 1
+    rows = np.flatnonzero((np.abs(a[:, left : right + 1].astype(int) - red).max(-1) <= 2).any(1))
+    split = (blues[0][2] + blues[0][3]) // 2
+    assert rows.min() < split < rows.max()

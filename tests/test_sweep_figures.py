@@ -73,3 +73,38 @@ def test_the_sweep_report_draws_them_from_the_trial_folders(tmp_path):
     assert _has(report / "heatmap.png", viridis(1.0)) > 100  # the best of the four cells
     with pytest.raises(RunError, match="color_by='seed' is not a key the trials vary; allowed: model.options.width"):
         build_sweep_report(out, color_by="seed")
+
+
+def test_sweep_figures_write_no_text_under_8_pt(monkeypatch, tmp_path):
+    import re
+    from pathlib import Path
+
+    from matplotlib.text import Text
+
+    import convlens.sweep.figures as sweep_figures
+    from convlens import plots
+
+    kept = []
+
+    def keep(fig, path):
+        fig.draw_without_rendering()
+        kept.append(fig)
+        return path
+
+    monkeypatch.setattr(sweep_figures, "save", keep)
+    two_key_heatmap(POINTS, "lr", "width", "acc", tmp_path / "h.png")
+    parallel_coordinates(POINTS, ["lr", "width"], "acc", tmp_path / "p.png")
+    curves = [{"trial": i, "value": v, "points": [(1, 0.5), (2, 0.6)]} for i, v in enumerate(["sgd", "adam"])]
+    curves_by(curves, "optimizer", tmp_path / "c.png")
+    assert len(kept) == 3
+    small = [
+        (t.get_text(), t.get_fontsize())
+        for fig in kept
+        for t in fig.findobj(Text)
+        if t.get_visible() and t.get_text().strip() and t.get_fontsize() < plots.SMALL
+    ]
+    assert small == []
+    # and no literal size under 8 pt anywhere in the sweep figures' sources
+    src = Path(sweep_figures.__file__).parent.parent
+    for rel in ("sweep/figures.py", "report/sweep_report.py"):
+        assert re.findall(r"fontsize=[0-7]\b", (src / rel).read_text()) == [], rel

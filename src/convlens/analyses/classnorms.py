@@ -154,7 +154,7 @@ class ClassNorms(Streaming, ClassNormsOptions):
                 pref = None if info["preferred_class"][f] is None else classes.index(info["preferred_class"][f])
                 var, si = _fmt(info["variance"][f], ".3g"), _fmt(info["selectivity"][f], ".2f")
                 # an absent class (NaN) gets no bar, not a bar of height 0
-                p = plots.bars(
+                p = plots.bar_chart(
                     [math.nan if v is None else v for v in values],
                     classes,
                     figures.path(layer, f"f{f}.png"),

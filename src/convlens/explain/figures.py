@@ -8,6 +8,7 @@ figure leaves out how its colours were scaled. matplotlib comes through :func:`c
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -96,32 +97,45 @@ def attribution_grid(
     title: str,
     signal: np.ndarray | None = None,
 ) -> Path:
-    """One row per image: the image, the heat map, the heat map over the image (and the signal
-    itself as an image when given, for deconvnet / guided backprop)."""
+    """Per image: the image, the heat map, the heat map over the image (and the signal itself as
+    an image when given, for deconvnet / guided backprop) side by side; the images in a grid of
+    :func:`per_row` images a row, so many images make a figure about as wide as tall."""
     plt = pyplot()
     n = len(images)
     cols = 3 + (signal is not None)
-    fig, axes = plt.subplots(n, cols, figsize=(1.5 * cols, 1.6 * n + 0.75), squeeze=False)
+    g = per_row(n, cols)
+    rows = -(-n // g)
+    fig, axes = plt.subplots(rows, g * cols, figsize=(1.5 * cols * g, 1.6 * rows + 0.75), squeeze=False)
     signed = scale.sign == "signed"
     im = None
+    for ax in axes.flat[n * cols :]:  # the rest of the last row
+        ax.axis("off")
     for i in range(n):
-        _show_image(axes[i, 0], images[i])
-        axes[i, 0].set_title(titles[i], fontsize=SMALL)
-        c = 1
+        r, c = divmod(i, g)
+        row = axes[r, c * cols : (c + 1) * cols]
+        _show_image(row[0], images[i])
+        row[0].set_title(titles[i], fontsize=SMALL)
+        k = 1
         if signal is not None:
-            _show_image(axes[i, c], signal_as_image(signal[i]))
-            if i == 0:
-                axes[i, c].set_title("signal (gray = 0)", fontsize=SMALL)
-            c += 1
-        im = _show_heat(axes[i, c], heat[i], signed)
-        _show_heat(axes[i, c + 1], heat[i], signed, images[i])
-        if i == 0:
-            axes[i, c].set_title("heat map", fontsize=SMALL)
-            axes[i, c + 1].set_title("over the image", fontsize=SMALL)
+            _show_image(row[k], signal_as_image(signal[i]))
+            if r == 0:
+                row[k].set_title("signal (gray = 0)", fontsize=SMALL)
+            k += 1
+        im = _show_heat(row[k], heat[i], signed)
+        _show_heat(row[k + 1], heat[i], signed, images[i])
+        if r == 0:
+            row[k].set_title("heat map", fontsize=SMALL)
+            row[k + 1].set_title("over the image", fontsize=SMALL)
+    _title(fig, f"{title}\n{scale.label}")  # before the colour bar, which then takes room from the grid
     if im is not None:
-        _colorbar(fig, im, axes[:, -1].tolist(), scale)
-    _title(fig, f"{title}\n{scale.label}")
+        _colorbar(fig, im, axes.ravel().tolist(), scale)
     return save(fig, path)
+
+
+def per_row(n: int, cols: int, cell: tuple[float, float] = (1.5, 1.6)) -> int:
+    """How many images (each with ``cols`` panels of ``cell`` inches) a grid row holds so that
+    ``n`` images make a figure about as wide as tall (one a row for a single image)."""
+    return max(1, min(n, round(math.sqrt(n * cell[1] / (cell[0] * cols)))))
 
 
 @styled
@@ -159,9 +173,9 @@ def occlusion_figure(
             extent = (off - stride / 2, off + (w - 0.5) * stride, off + (h - 0.5) * stride, off - stride / 2)
             im = _show_heat(axes[r, c], m, False, image, extent=extent, alpha=0.65)
             axes[r, c].set_title(f"K={k}: {h}x{w}", fontsize=SMALL)
+    _title(fig, f"{title}\n{label or scale.label}")  # before the colour bar, which then takes room from the grid
     if im is not None:
         _colorbar(fig, im, axes[:, -1].tolist(), scale, colorbar)
-    _title(fig, f"{title}\n{label or scale.label}")
     return save(fig, path)
 
 

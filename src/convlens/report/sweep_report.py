@@ -266,7 +266,7 @@ def _figures(path: Path, trials: list[Path], data: list[dict[str, Any]]) -> list
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
         if len(trials) <= 12:
-            ax.legend(fontsize=7, ncol=2)
+            ax.legend(fontsize=plots.SMALL, ncol=2)
         plots.save(fig, p)
 
     p = cache.get("curves.png", [m for t in trials if (m := Layout(t).metrics_file).is_file()], draw)

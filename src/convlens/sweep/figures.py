@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..plots import pyplot, save, styled
+from ..plots import SMALL, pyplot, save, styled
 from ..run.layout import Layout
 from ..train.metrics import read_metrics
 from .results import DONE, Results
@@ -154,7 +154,7 @@ def accuracy_vs(rows: list[dict[str, Any]], key: str, path, title: str = ""):
     ax.set_xlabel(key)
     ax.set_ylabel("best validation accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=SMALL)
     if title:
         ax.set_title(title)
     return save(fig, path)
@@ -177,7 +177,7 @@ def overlay(curves: list[dict[str, Any]], path, title: str = "", best: int | Non
         if c["trial"] == best:
             ep, acc = zip(*c["points"])
             ax.plot(ep, [100 * a for a in acc], color="#dd8452", lw=2, marker="o", ms=3, label=f"best: trial {best}")
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=SMALL)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -225,12 +225,12 @@ def parallel_coordinates(points: list[dict[str, Any]], keys: list[str], metric: 
         if labels:
             step = 1 / max(len(labels) - 1, 1)
             for n, lab in enumerate(labels):
-                ax.text(j + 0.03, n * step if len(labels) > 1 else 0.5, lab, fontsize=6, va="center")
+                ax.text(j + 0.03, n * step if len(labels) > 1 else 0.5, lab, fontsize=SMALL, va="center")
         else:
             vals = [p.get(keys[j]) if j < len(keys) else p[metric] for p in shown]
-            ax.text(j + 0.03, 0, fmt_num(min(vals)), fontsize=6, va="top")
-            ax.text(j + 0.03, 1, fmt_num(max(vals)), fontsize=6, va="bottom")
-    ax.set_xticks(range(len(cols)), [*keys, metric], rotation=20, ha="right", fontsize=7)
+            ax.text(j + 0.03, 0, fmt_num(min(vals)), fontsize=SMALL, va="top")
+            ax.text(j + 0.03, 1, fmt_num(max(vals)), fontsize=SMALL, va="bottom")
+    ax.set_xticks(range(len(cols)), [*keys, metric], rotation=20, ha="right", fontsize=SMALL)
     ax.set_yticks([])
     ax.set_xlim(-0.1, len(cols) - 0.6)
     ax.set_ylim(-0.08, 1.08)
@@ -275,11 +275,11 @@ def two_key_heatmap(points: list[dict[str, Any]], kx: str, ky: str, metric: str,
     m = 100 * np.asarray(grid, dtype=float)
     fig, ax = plt.subplots(figsize=(0.7 * len(xs) + 2.4, 0.5 * len(ys) + 1.6))
     im = ax.imshow(np.ma.masked_invalid(m), cmap="viridis", aspect="auto")
-    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03).set_label(f"{metric} (%)", fontsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03).set_label(f"{metric} (%)", fontsize=SMALL)
     for i in range(len(ys)):
         for j in range(len(xs)):
             if m[i, j] == m[i, j]:
-                ax.text(j, i, f"{m[i, j]:.1f}", ha="center", va="center", fontsize=7, color="white")
+                ax.text(j, i, f"{m[i, j]:.1f}", ha="center", va="center", fontsize=SMALL, color="white")
     ax.set_xticks(range(len(xs)), xs, rotation=30, ha="right")
     ax.set_yticks(range(len(ys)), ys)
     ax.set_xlabel(kx)
@@ -313,7 +313,7 @@ def curves_by(curves: list[dict[str, Any]], key: str, path, title: str = ""):
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(alpha=0.3)
     if len(shown) <= 12:
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=SMALL)
     if title:
         ax.set_title(title)
     return save(fig, path)
