@@ -18,7 +18,9 @@ every run, the frontier (median accuracy per budget, spread), and the ratio tabl
         --base examples/fast-cpu.yaml --base-epochs 1 2 4 8 \\
         --new examples/fast-cpu-plus.yaml --new-epochs 1 2 3 4 6 --seeds 0 1 2 --threads 1 --jobs 2
 
-``--out DIR`` keeps results.json and the figure (default ``benchmarks/figures/speed-frontier.png``).
+``--out DIR`` keeps NAME.json (every run, written as it finishes) and NAME.png (default
+``benchmarks/figures/speed-frontier.*``); ``--resume`` continues an interrupted invocation from
+its json, ``--report-only`` redraws the table and figure from it.
 ``--set KEY=VALUE`` applies to both recipes (e.g. ``data.train_subset=10000`` for a quick look).
 """
 
@@ -212,7 +214,11 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default=os.path.join(HERE, "figures"), help="folder of results json and figure")
     ap.add_argument("--name", default="speed-frontier")
+    ap.add_argument("--resume", action="store_true", help="keep the runs already in OUT/NAME.json; do the rest")
+    ap.add_argument("--report-only", action="store_true", help="no new runs: table and figure from OUT/NAME.json")
     args = ap.parse_args()
+    json_path = os.path.join(args.out, f"{args.name}.json")
+    os.makedirs(args.out, exist_ok=True)
 
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores, flags {' '.join(info['flags'])}, torch {info['torch']}, "
@@ -224,9 +230,17 @@ def main() -> None:
         plan = interleave([("base", e) for e in args.base_epochs], [("new", e) for e in args.new_epochs])
         queue += [(r, e, seed) for r, e in plan]
     rows: list[dict] = []
+    if args.resume or args.report_only:
+        rows = json.load(open(json_path))["rows"]
+        print(f"{len(rows)} runs read from {json_path}")
+    done = {(r["recipe"], r["epochs"], r["seed"]) for r in rows}
     lock = threading.Lock()
     tmp = tempfile.mkdtemp(prefix="bench-frontier-")
-    todo = list(enumerate(queue))
+    todo = [] if args.report_only else [(i, q) for i, q in enumerate(queue) if q not in done]
+
+    def save():
+        with open(json_path, "w") as f:
+            json.dump({"machine": info, "args": vars(args), "rows": rows}, f, indent=1)
 
     def worker():
         while True:
@@ -241,6 +255,7 @@ def main() -> None:
             r.update(recipe=recipe, epochs=epochs, seed=seed)
             with lock:
                 rows.append(r)
+                save()
                 print(f"  [{i + 1}/{len(queue)}] {names[recipe]:<34} {epochs} ep seed {seed}: test {r['acc']:.2f}%  "
                       f"cpu {r['cpu']:.0f}s  wall {r['wall']:.0f}s (train {r['train_s']:.0f}s, eval {r['eval_s']:.0f}s)  "
                       f"load {r['load'][0]:.1f}->{r['load'][1]:.1f}  {r['precision']}", flush=True)  # fmt: skip
@@ -255,12 +270,11 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     lines = report(rows, names, args.ref_epochs)
     print("\n".join(lines))
-    os.makedirs(args.out, exist_ok=True)
     loads = [r["load"][0] for r in rows]
     caption = (f"{info['cpu']} ({' '.join(info['flags'])}), {args.threads} thread(s) per run, {args.jobs} run(s) at "
-               f"a time, load average {min(loads):.1f}-{max(loads):.1f}, seeds {args.seeds} {' '.join(args.sets)}")  # fmt: skip
-    with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
-        json.dump({"machine": info, "args": vars(args), "rows": rows, "report": lines}, f, indent=1)
+               f"a time, load average {min(loads):.1f}-{max(loads):.1f}, seeds {sorted({r['seed'] for r in rows})} "
+               f"{' '.join(args.sets)}")  # fmt: skip
+    save()
     plot(rows, names, os.path.join(args.out, f"{args.name}.png"), caption)
     print(f"\nwrote {os.path.join(args.out, args.name + '.png')} and .json")
 

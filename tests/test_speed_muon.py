@@ -95,7 +95,10 @@ def test_epoch_sizes_follow_the_schedule():
     assert [epoch_size([16, 24], 0.5, e, 8) for e in range(8)] == [16, 16, 24, 24, None, None, None, None]
     assert [epoch_size([24], 0.25, e, 4) for e in range(4)] == [24, None, None, None]
     assert [epoch_size([24], 0.25, e, 1) for e in range(1)] == [None]  # round(0.25) = 0 epochs small
-    assert [epoch_size([16, 20, 24], 1.0, e, 3) for e in range(3)] == [16, 20, 24]
+    assert [epoch_size([16, 20, 24], 1.0, e, 4) for e in range(4)] == [16, 20, 24, None]
+    # the last epoch is always at full size
+    assert [epoch_size([16, 20, 24], 1.0, e, 3) for e in range(3)] == [16, 20, None]
+    assert [epoch_size([16], 0.9, e, 1) for e in range(1)] == [None]
 
 
 def test_resize_batch_averages_areas_and_keeps_the_memory_format():

@@ -1,7 +1,8 @@
 """Progressive resizing: the first epochs train on smaller images, which cost fewer FLOPs.
 
 ``train.resize_schedule: {sizes: [16, 24], fraction: 0.5}`` spreads the listed sizes evenly over
-the first half of the epochs (in order) and trains the rest at the data's own size. The network
+the first half of the epochs (in order) and trains the rest at the data's own size; the last
+epoch is always at full size (a 1-epoch run does not resize at all). The network
 must accept any input size (the ``fast`` preset ends in a global pool); batch norm's running
 statistics come from the last, full-size epochs, so evaluation is at full size as before.
 A conv network's cost grows with the pixel count: an epoch at 24x24 costs about (24/32)^2 = 56%
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 
 def epoch_size(sizes: list[int], fraction: float, epoch: int, epochs: int) -> int | None:
     """The training image size of ``epoch`` (0-based) of ``epochs``; None: the data's own size."""
-    early = int(round(fraction * epochs))
+    early = min(int(round(fraction * epochs)), epochs - 1)
     if not sizes or epoch >= early:
         return None
     return int(sizes[min(len(sizes) - 1, epoch * len(sizes) // early)])
