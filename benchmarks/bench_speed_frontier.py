@@ -193,7 +193,12 @@ def report(rows: list[dict], names: dict[str, str], ref_epochs: int) -> list[str
             s, a = statistics.median(r[key] for r in rs), statistics.median(r["acc"] for r in rs)
             na = interp_acc(new_pts, s)
             ts = interp_time(new_pts, a)
-            na_s = "outside" if na is None else f"{na:.2f}% ({na - a:+.2f})"
+            if na is None and new_pts and s > new_pts[-1][0]:
+                # past the new recipe's largest budget: it has reached at least its best accuracy
+                best = max(p[1] for p in new_pts)
+                na_s = f">= {best:.2f}% ({best - a:+.2f})"
+            else:
+                na_s = "outside" if na is None else f"{na:.2f}% ({na - a:+.2f})"
             ts_s = "not reached" if ts is None else f"{ts:.0f}"
             ratio = "" if ts is None else f"{ts / s:.2f}"
             lines.append(f"{e:>2} epochs {'':<6} {key + ' ' + format(s, '.0f'):<8} {a:>11.2f}% {na_s:>18} "

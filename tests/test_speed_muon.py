@@ -119,3 +119,24 @@ def test_a_run_with_muon_and_progressive_resizing_trains(tmp_path):
     assert run.status["status"] == "finished"
     acc = run.metrics()[-1]["val_acc"]
     assert acc > 0.3  # 10 classes: well above chance after two epochs
+
+
+def test_fast_cpu_plus_is_fast_cpu_with_the_measured_switches():
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    base, plus = load_config(examples / "fast-cpu.yaml").to_dict(), load_config(examples / "fast-cpu-plus.yaml").to_dict()
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(base), flat(plus)
+    changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    # (a switch that is off is None in fast-cpu.yaml; switched on, its fields appear)
+    assert changed == {"name", "train.epochs", "train.batch_size", "train.optimizer.lr", "train.optimizer.muon.lr",
+                       "train.optimizer.muon.momentum", "train.optimizer.muon.nesterov", "train.optimizer.muon.ns_steps",
+                       "train.resize_schedule.sizes", "train.resize_schedule.fraction"}  # fmt: skip
+    assert b["train.optimizer.lr"] / b["train.batch_size"] == a["train.optimizer.lr"] / a["train.batch_size"]
