@@ -75,11 +75,13 @@ def run_one(config: str, epochs: int, seed: int, threads: int, sets: list[str], 
     env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src"), "OMP_NUM_THREADS": str(threads)}
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU time, even with others running
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: nothing blocks a chatty child
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU time, even with others running
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        err = log.read().decode(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-2000:]}")
     ev = json.load(open(os.path.join(out, "eval.json")))
@@ -134,11 +136,16 @@ def frontier(rows: list[dict], recipe: str, key: str) -> list[tuple[float, float
     return sorted(out)
 
 
-def plot(rows: list[dict], names: dict[str, str], path: str, info: str) -> None:
+def plot(rows: list[dict], names: dict[str, str], path: str, info: str, ref_epochs: int) -> None:
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ref = [r["acc"] for r in rows if r["recipe"] == "base" and r["epochs"] == ref_epochs]
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=80)
     colors = {"base": "tab:blue", "new": "tab:red"}
@@ -155,12 +162,21 @@ def plot(rows: list[dict], names: dict[str, str], path: str, info: str) -> None:
                 ax.annotate(f"{e} ep", (s, a), textcoords="offset points", xytext=(4, -10), fontsize=7)
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=colors[recipe], label=names[recipe])
+        if ref:
+            ax.axhline(statistics.median(ref), color="gray", ls="--", lw=0.8)
+            ax.annotate(f"baseline {ref_epochs} ep: {statistics.median(ref):.2f}%", (0.02, statistics.median(ref)),
+                        xycoords=("axes fraction", "data"), textcoords="offset points", xytext=(0, 3), fontsize=7)  # fmt: skip
         ax.set_xscale("log")
+        lo_s, hi_s = min(r[key] for r in rows), max(r[key] for r in rows)
+        nice = [m * 10**k for k in range(0, 5) for m in (1, 1.5, 2, 3, 5, 7)]
+        ax.set_xticks([t for t in nice if lo_s * 0.9 <= t <= hi_s * 1.1] or [lo_s, hi_s])
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy % (median, range over seeds)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle(info, fontsize=8)
+    fig.suptitle("\n".join(textwrap.wrap(info, 130)), fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)
@@ -236,7 +252,13 @@ def main() -> None:
         queue += [(r, e, seed) for r, e in plan]
     rows: list[dict] = []
     if args.resume or args.report_only:
-        rows = json.load(open(json_path))["rows"]
+        saved = json.load(open(json_path))
+        rows = saved["rows"]
+        if args.report_only:  # the caption describes the runs that were made
+            for k in ("threads", "jobs", "sets", "base", "new"):
+                setattr(args, k, saved["args"][k])
+            info = saved["machine"]
+            names = {"base": f"{os.path.basename(args.base)} (baseline)", "new": os.path.basename(args.new)}
         print(f"{len(rows)} runs read from {json_path}")
     done = {(r["recipe"], r["epochs"], r["seed"]) for r in rows}
     lock = threading.Lock()
@@ -280,7 +302,7 @@ def main() -> None:
                f"a time, load average {min(loads):.1f}-{max(loads):.1f}, seeds {sorted({r['seed'] for r in rows})} "
                f"{' '.join(args.sets)}")  # fmt: skip
     save()
-    plot(rows, names, os.path.join(args.out, f"{args.name}.png"), caption)
+    plot(rows, names, os.path.join(args.out, f"{args.name}.png"), caption, args.ref_epochs)
     print(f"\nwrote {os.path.join(args.out, args.name + '.png')} and .json")
 
 
