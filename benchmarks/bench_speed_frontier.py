@@ -226,7 +226,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default=os.path.join(ROOT, "examples", "fast-cpu.yaml"))
     ap.add_argument("--new", default=os.path.join(ROOT, "examples", "fast-cpu-plus.yaml"))
-    ap.add_argument("--base-epochs", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--base-epochs", type=int, nargs="*", default=[1, 2, 4, 8])
     ap.add_argument("--new-epochs", type=int, nargs="+", default=[1, 2, 3, 4, 6])
     ap.add_argument("--ref-epochs", type=int, default=4, help="the baseline budget whose accuracy is the target")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -237,6 +237,8 @@ def main() -> None:
     ap.add_argument("--name", default="speed-frontier")
     ap.add_argument("--resume", action="store_true", help="keep the runs already in OUT/NAME.json; do the rest")
     ap.add_argument("--report-only", action="store_true", help="no new runs: table and figure from OUT/NAME.json")
+    ap.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                    help="add the runs of other invocations' json (e.g. more budgets of one recipe) to this one")
     args = ap.parse_args()
     json_path = os.path.join(args.out, f"{args.name}.json")
     os.makedirs(args.out, exist_ok=True)
@@ -260,6 +262,11 @@ def main() -> None:
             info = saved["machine"]
             names = {"base": f"{os.path.basename(args.base)} (baseline)", "new": os.path.basename(args.new)}
         print(f"{len(rows)} runs read from {json_path}")
+    for path in args.merge:
+        have = {(r["recipe"], r["epochs"], r["seed"]) for r in rows}
+        extra = [r for r in json.load(open(path))["rows"] if (r["recipe"], r["epochs"], r["seed"]) not in have]
+        print(f"{len(extra)} runs merged from {path}")
+        rows += extra
     done = {(r["recipe"], r["epochs"], r["seed"]) for r in rows}
     lock = threading.Lock()
     tmp = tempfile.mkdtemp(prefix="bench-frontier-")
