@@ -160,7 +160,7 @@ def plot(rows: list[dict], names: dict[str, str], path: str, info: str, ref_epoc
                 pts.append((s, a))
                 ax.errorbar([s], [a], yerr=[[a - lo], [hi - a]], color=colors[recipe], capsize=3, fmt="o")
                 ax.annotate(f"{e} ep", (s, a), textcoords="offset points", xytext=(4, -10), fontsize=7)
-            pts.sort()
+            # joined in epoch order: under a changing load wall seconds need not grow with epochs
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=colors[recipe], label=names[recipe])
         if ref:
             ax.axhline(statistics.median(ref), color="gray", ls="--", lw=0.8)
@@ -304,7 +304,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     lines = report(rows, names, args.ref_epochs)
     print("\n".join(lines))
-    loads = [r["load"][0] for r in rows]
+    loads = [x for r in rows for x in r["load"]]
     caption = (f"{info['cpu']} ({' '.join(info['flags'])}), {args.threads} thread(s) per run, {args.jobs} run(s) at "
                f"a time, load average {min(loads):.1f}-{max(loads):.1f}, seeds {sorted({r['seed'] for r in rows})} "
                f"{' '.join(args.sets)}")  # fmt: skip
