@@ -55,6 +55,8 @@ ABLATIONS: dict[str, list[str]] = {
     "bias_lr": ["train.optimizer.bias_lr_scale=1", "train.optimizer.bias_weight_decay=null"],
     "lookahead": ["train.average=null"],
     "ema_instead": ["train.average.kind=ema"],
+    "muon": ["train.optimizer.muon=null"],  # conv filters back to Nesterov SGD (fast-cpu-plus.yaml)
+    "resize_schedule": ["train.resize_schedule=null"],  # every epoch at full size (fast-cpu-plus.yaml)
     "tta": ["eval.tta=none"],  # evaluation only: the full recipe's network, evaluated without TTA
     "tta_shifts": ["eval.tta=flip"],  # mirror only, no 1-pixel shifts
 }

@@ -170,6 +170,15 @@ class ModelConfig(Strict):
 # training
 
 
+class MuonConfig(Strict):
+    """Muon for the conv filter banks (train/muon.py); the other parameters keep the named optimiser."""
+
+    lr: float = Field(0.24, gt=0, le=100, description="Step size of the orthogonalised filter updates")
+    momentum: float = Field(0.6, ge=0, lt=1)
+    nesterov: bool = True
+    ns_steps: int = Field(3, ge=1, le=20, description="Newton-Schulz iterations per update")
+
+
 class OptimConfig(Strict):
     name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0, le=100)
@@ -185,11 +194,14 @@ class OptimConfig(Strict):
         description="Weight decay of the biases and norm weights; default: weight_decay. The speed "
         "records use weight_decay / bias_lr_scale, so both groups decay by the same amount per step",
     )
+    muon: MuonConfig | None = Field(None, description="Muon for conv filters (with name=sgd); off when absent")
 
     @model_validator(mode="after")
     def _nesterov(self) -> OptimConfig:
         if self.nesterov and (self.name != "sgd" or self.momentum == 0):
             raise ValueError("nesterov=true needs name=sgd and momentum > 0")
+        if self.muon is not None and self.name != "sgd":
+            raise ValueError(f"train.optimizer.muon needs name=sgd (got name={self.name!r}); allowed: sgd")
         return self
 
 
@@ -248,6 +260,20 @@ class TensorboardConfig(Strict):
     )
 
 
+class ResizeSchedule(Strict):
+    """Progressive resizing (train/resize.py): early epochs on smaller images."""
+
+    sizes: list[int] = Field(description="Training image sizes, in order, spread over the early epochs")
+    fraction: float = Field(0.5, gt=0, le=1, description="Share of the epochs trained at the smaller sizes")
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        if not v or any(s < 4 or s > 4096 for s in v):
+            raise ValueError(f"sizes={v} must be a non-empty list of sizes from 4 to 4096")
+        return v
+
+
 class TrainConfig(Strict):
     epochs: int = Field(10, gt=0, le=100000)
     batch_size: int = Field(128, gt=0, le=1 << 20)
@@ -267,6 +293,8 @@ class TrainConfig(Strict):
     eval_every: int = Field(1, gt=0, description="Validate every this many epochs (and the last)")
     average: AverageConfig | None = Field(None, description="Weight averaging (EMA or lookahead); off when absent")
     tensorboard: TensorboardConfig = Field(default_factory=TensorboardConfig)
+
+    resize_schedule: ResizeSchedule | None = Field(None, description="Progressive resizing; off when absent")
 
 
 class EvalConfig(Strict):

@@ -209,7 +209,7 @@ def _occlusion(
         if d["predicted"] != d["label"]:
             rows.append((f"drop of p({d['predicted_name']}), predicted", d["predicted"]))
         shown, scale, label, colorbar = occlusion_drops(
-            {k: maps[k][n] for k in windows}, base[n].numpy(), [c for _, c in rows], heatmap
+            {k: maps[k][n] for k in windows}, to_numpy(base[n]), [c for _, c in rows], heatmap
         )
         path = occlusion_figure(
             to_numpy(x[n]),

@@ -34,6 +34,7 @@ from .evaluate import evaluate_split, write_eval
 from .metrics import MetricsLog
 from .optim import make_optimizer, make_scheduler
 from .precision import Precision, choose
+from .resize import epoch_size, resize_batch
 
 
 class Stop(Exception):
@@ -162,7 +163,10 @@ class Trainer:
                 dynamic_ncols=True,
             )
         check_every = 1 if self.prec.device.type == "cpu" else 25  # .item() syncs a GPU
+        rs = t.resize_schedule
+        size = epoch_size(rs.sizes, rs.fraction, epoch, t.epochs) if rs is not None else None
         for step, (x, y, _) in enumerate(it):
+            x = resize_batch(x, size)
             if len(y) < 2 and seen:  # a lone trailing image breaks batch norm's batch statistics
                 continue
             with self.prec.autocast():

@@ -17,6 +17,10 @@ from ..config import OptimConfig, ScheduleConfig
 
 
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.muon is not None:
+        from .muon import make_muon_sgd
+
+        return make_muon_sgd(model, cfg)
     main, bias = [], []
     for p in model.parameters():
         if p.requires_grad:

@@ -1,0 +1,161 @@
+"""Muon for conv filters, progressive resizing: small exact checks on hand-set tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from convlens.config import load_config
+from convlens.errors import ConfigError
+from convlens.train import train
+from convlens.train.muon import MuonSGD, make_muon_sgd, newton_schulz
+from convlens.train.resize import epoch_size, resize_batch
+
+from conftest import tiny_config
+
+
+@pytest.mark.parametrize("shape", [(8, 72), (72, 8), (16, 16)])
+def test_newton_schulz_is_near_orthogonal(shape):
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = newton_schulz(g, steps=5)
+    assert x.shape == g.shape
+    s = torch.linalg.svdvals(x)
+    # the quintic trades exactness for speed: every singular value lands in about [0.7, 1.2]
+    assert s.min() > 0.65 and s.max() < 1.25
+    # and the singular vectors are g's: x = U f(S) V^T, so U^T x V is diagonal
+    u, _, vh = torch.linalg.svd(g, full_matrices=False)
+    core = u.T @ x @ vh.T
+    assert torch.allclose(core, torch.diag(torch.diagonal(core)), atol=1e-5)  # computed in float32
+
+
+def test_newton_schulz_of_a_scaled_orthogonal_matrix_stays_near_it():
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    x = newton_schulz(0.01 * q, steps=5)  # the scale is normalised away
+    s = torch.linalg.svdvals(x)
+    assert torch.allclose(s, s[0].expand(6), atol=1e-9)  # all singular values move together
+    assert torch.allclose(x / s[0], q, atol=1e-5)  # computed in float32
+
+
+def test_newton_schulz_needs_a_matrix():
+    with pytest.raises(ValueError, match="2-D"):
+        newton_schulz(torch.ones(2, 2, 2))
+
+
+def test_sgd_groups_step_exactly_like_torch_sgd():
+    torch.manual_seed(0)
+    a, b = nn.Linear(5, 3), nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    kw = {"lr": 0.1, "momentum": 0.85, "nesterov": True, "weight_decay": 0.01}
+    mine = MuonSGD([{"params": list(a.parameters())}], **kw)
+    ref = torch.optim.SGD(list(b.parameters()), **kw)
+    x = torch.randn(4, 5)
+    for _ in range(3):
+        for m, opt in ((a, mine), (b, ref)):
+            opt.zero_grad()
+            m(x).square().sum().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-7)
+
+
+def test_muon_step_keeps_the_filter_norm_and_moves_by_lr():
+    conv = nn.Conv2d(2, 4, 3, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.arange(72, dtype=torch.float32).view(4, 2, 3, 3) / 72)
+    opt = MuonSGD([{"params": [conv.weight], "muon": True, "ns_steps": 5}], lr=0.1, momentum=0.0)
+    conv.weight.grad = torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(2))
+    before = conv.weight.detach().clone()
+    opt.step()
+    rescaled = before * (2.0 / before.norm())  # sqrt(out_channels) = 2
+    step = (rescaled - conv.weight.detach()).reshape(4, -1) / 0.1
+    s = torch.linalg.svdvals(step)
+    assert s.min() > 0.65 and s.max() < 1.25  # the orthogonalised gradient, times lr
+
+
+def test_make_muon_sgd_splits_filters_from_the_rest():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(1, 3, 5, 5))
+    cfg = load_config(
+        tiny_config(
+            **{"train.optimizer": {"name": "sgd", "lr": 0.5, "momentum": 0.9, "bias_lr_scale": 4, "muon": {"lr": 0.2}}}
+        )
+    ).train.optimizer
+    opt = make_muon_sgd(model, cfg)
+    muon, main, bias = opt.param_groups
+    assert muon["muon"] and muon["params"] == [model[0].weight] and muon["lr"] == 0.2
+    assert not main["muon"] and main["params"] == [model[3].weight] and main["lr"] == 0.5
+    assert bias["lr"] == 2.0 and len(bias["params"]) == 3  # BN weight, BN bias, linear bias
+
+
+def test_muon_needs_sgd():
+    with pytest.raises(ConfigError, match="muon needs name=sgd"):
+        load_config(tiny_config(**{"train.optimizer": {"name": "adam", "muon": {}}}))
+
+
+def test_epoch_sizes_follow_the_schedule():
+    assert [epoch_size([16, 24], 0.5, e, 4) for e in range(4)] == [16, 24, None, None]
+    assert [epoch_size([16, 24], 0.5, e, 8) for e in range(8)] == [16, 16, 24, 24, None, None, None, None]
+    assert [epoch_size([24], 0.25, e, 4) for e in range(4)] == [24, None, None, None]
+    assert [epoch_size([24], 0.25, e, 1) for e in range(1)] == [None]  # round(0.25) = 0 epochs small
+    assert [epoch_size([16, 20, 24], 1.0, e, 4) for e in range(4)] == [16, 20, 24, None]
+    # the last epoch is always at full size
+    assert [epoch_size([16, 20, 24], 1.0, e, 3) for e in range(3)] == [16, 20, None]
+    assert [epoch_size([16], 0.9, e, 1) for e in range(1)] == [None]
+
+
+def test_resize_batch_averages_areas_and_keeps_the_memory_format():
+    x = torch.arange(16, dtype=torch.float32).view(1, 1, 4, 4).repeat(2, 3, 1, 1)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = resize_batch(x, 2)
+    assert y.shape == (2, 3, 2, 2) and y.is_contiguous(memory_format=torch.channels_last)
+    # halving with antialiasing: each output pixel is the mean of its 2x2 block
+    assert torch.allclose(y[0, 0], torch.tensor([[2.5, 4.5], [10.5, 12.5]]))
+    assert resize_batch(x, None) is x and resize_batch(x, 4) is x
+
+
+def test_a_run_with_muon_and_progressive_resizing_trains(tmp_path):
+    cfg = tiny_config(
+        **{
+            "train.epochs": 2,
+            "train.resize_schedule": {"sizes": [6], "fraction": 0.5},
+            "train.optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "muon": {"lr": 0.1}},
+        }
+    )
+    run = train(cfg, tmp_path / "r", echo=lambda s: None)
+    assert run.status["status"] == "finished"
+    acc = run.metrics()[-1]["val_acc"]
+    assert acc > 0.3  # 10 classes: well above chance after two epochs
+
+
+def test_fast_cpu_plus_is_fast_cpu_with_the_measured_switches():
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    base, plus = (
+        load_config(examples / "fast-cpu.yaml").to_dict(),
+        load_config(examples / "fast-cpu-plus.yaml").to_dict(),
+    )
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(base), flat(plus)
+    changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    # (a switch that is off is None in fast-cpu.yaml; switched on, its fields appear)
+    assert changed == {
+        "name",
+        "train.epochs",
+        "train.batch_size",
+        "train.optimizer.lr",
+        "train.optimizer.muon.lr",
+        "train.optimizer.muon.momentum",
+        "train.optimizer.muon.nesterov",
+        "train.optimizer.muon.ns_steps",
+        "train.resize_schedule.sizes",
+        "train.resize_schedule.fraction",
+    }
+    assert b["train.optimizer.lr"] / b["train.batch_size"] == a["train.optimizer.lr"] / a["train.batch_size"]
