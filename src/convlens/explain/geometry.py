@@ -19,26 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-_ELEMENTWISE = (
-    nn.BatchNorm2d,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Dropout,
-    nn.Dropout2d,
-    nn.Identity,
-)
+from ..models.summary import is_elementwise
+
 IDENTITY_IN_EVAL = (nn.Dropout, nn.Dropout2d, nn.Identity)
-
-
-def _elementwise(m: nn.Module) -> bool:
-    # Normalize and Scale (convlens.models.builder) act per pixel and channel too
-    return isinstance(m, _ELEMENTWISE) or type(m).__name__ in ("Normalize", "Scale")
 
 
 def _pair(v) -> tuple[int, int]:
@@ -111,7 +94,7 @@ def compile_plan(model: nn.Module, in_shape: tuple[int, int, int]) -> Plan | Non
     children = list(model.children())
     prefix: list[nn.Module] = []
     i = 0
-    while i < len(children) and _elementwise(children[i]):
+    while i < len(children) and is_elementwise(children[i]):
         prefix.append(children[i])
         i += 1
     stages: list[Stage] = []
@@ -120,7 +103,7 @@ def compile_plan(model: nn.Module, in_shape: tuple[int, int, int]) -> Plan | Non
         if st is None:
             break
         i += 1
-        while i < len(children) and _elementwise(children[i]):
+        while i < len(children) and is_elementwise(children[i]):
             st.post.append(children[i])
             i += 1
         stages.append(st)

@@ -72,7 +72,7 @@ def receptive_fields(model: nn.Module, in_shape: tuple[int, int, int] | None = N
     return dict(trace_graph(model, shape).fields)  # type: ignore[arg-type]
 
 
-_ELEMENTWISE = (
+ELEMENTWISE = (
     nn.BatchNorm2d,
     nn.ReLU,
     nn.ReLU6,
@@ -86,6 +86,12 @@ _ELEMENTWISE = (
     nn.Dropout2d,
     nn.Identity,
 )
+
+
+def is_elementwise(m: nn.Module) -> bool:
+    """A layer that maps each pixel and channel on its own (in eval mode); Normalize and Scale
+    (convlens.models.builder) do too."""
+    return isinstance(m, ELEMENTWISE) or type(m).__name__ in ("Normalize", "Scale")
 
 
 def _analytic(model: nn.Module) -> bool:
@@ -103,7 +109,7 @@ def _analytic(model: nn.Module) -> bool:
                 return False
             if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
                 return False
-        elif not (isinstance(m, _ELEMENTWISE) or type(m).__name__ in ("Normalize", "Scale")):
+        elif not is_elementwise(m):
             return False
     return True
 
