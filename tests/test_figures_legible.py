@@ -66,7 +66,7 @@ def test_every_drawing_helper_writes_at_least_8_pt(drawn, tmp_path):
     plots.curves([{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "train_acc": 0.5, "val_acc": 0.4, "lr": 0.1}], out)
     picked = [{"position": i, "label": i % 2, "pred": 0, "confidence": 0.9, "correct": i % 2 == 0} for i in range(4)]
     draw_gallery(rng.random((4, 3, 8, 8)), picked, ["cat", "dog"], out, "gallery", mistakes=False)
-    assert len(drawn) == 8  # the picture mosaic and the bar panels are set without matplotlib
+    assert len(drawn) == 7  # picture mosaics, bar panels and confusion matrices are set without matplotlib
     for fig in drawn:
         assert_legible(fig)
 
@@ -90,7 +90,7 @@ def test_colour_bars_are_labelled(drawn, tmp_path):
     plots.mosaic(list(rng.random((4, 5, 5))), tmp_path / "a.png", layout="hw", vmin=0, vmax=1, colorbar="weight")
     plots.heatmap(rng.random((5, 3)), list("abcde"), list("xyz"), tmp_path / "b.png", colorbar="norm")
     bars = [ax for fig in drawn for ax in fig.axes if ax.get_label() == "<colorbar>"]
-    assert [ax.get_ylabel() for ax in bars] == ["weight", "norm"]
+    assert [ax.get_ylabel() for ax in bars] == ["norm"]  # the mosaic's colour bar is set with Pillow
     assert all(t.get_fontsize() >= plots.SMALL for ax in bars for t in ax.get_yticklabels())
 
 
@@ -197,3 +197,23 @@ def test_explanation_grids_put_several_images_in_a_row(drawn, tmp_path):
             assert per_row >= 2 * panels and len(rows) <= 5  # not a 10-row column
             assert 0.6 <= w / h <= 1.8
     assert all(ax.get_title() for ax in drawn[0].axes[:1])
+
+
+def test_a_mosaic_colour_bar_runs_from_low_to_high_and_is_labelled(tmp_path):
+    from PIL import Image
+
+    tiles = [np.full((4, 4), v) for v in (-1.0, 0.0, 1.0)]
+    p = plots.mosaic(tiles, tmp_path / "m.png", layout="hw", vmin=-1, vmax=1, cmap="RdBu_r", colorbar="weight")
+    bare = plots.mosaic(tiles, tmp_path / "n.png", layout="hw", vmin=-1, vmax=1, cmap="RdBu_r")
+    a = np.asarray(Image.open(p).convert("RGB")).astype(int)
+    assert Image.open(p).width > Image.open(bare).width  # room for the bar, its ticks and label
+    blue, red = plots._colours("RdBu_r", np.array([-1.0, 1.0]), -1, 1).astype(int)
+    for colour in (blue, red):  # each tile in its colour on the shared scale
+        assert (a == colour).all(-1).sum() >= 16
+    red_ish = (a[..., 0] - a[..., 2]) > 100
+    blue_ish = (a[..., 2] - a[..., 0]) > 100
+    col = int(np.where((red_ish | blue_ish).any(0))[0].max()) - 2  # the bar: right of the tiles
+    rows = np.where(red_ish[:, col] | blue_ish[:, col])[0]
+    assert red_ish[rows.min() + 2, col] and blue_ish[rows.max() - 2, col]  # high at the top
+    label = a[:, col + 5 :]
+    assert (label.sum(-1) < 200).sum() > 30  # ticks and the label drawn right of the bar

@@ -238,7 +238,6 @@ def image_grid(
     return save(fig, path)
 
 
-@styled
 def confusion(
     matrix: Sequence[Sequence[float]],
     classes: Sequence[str],
@@ -248,39 +247,110 @@ def confusion(
     diverging: bool = False,
     normalize: bool = False,
 ) -> Path:
-    """Rows are true classes, columns predicted ones; ``diverging`` for before/after differences."""
-    plt = pyplot()
-    m = np.asarray(matrix, dtype=np.float64)
+    """Rows are true classes, columns predicted ones; ``diverging`` for before/after differences
+    (blue below 0, red above, on a scale symmetric about 0). Each cell shows its number (up to 20
+    classes); a labelled colour bar on the right. Set with Pillow in matplotlib's font at
+    :data:`SMALL` points: a tenth of matplotlib's time."""
+    from PIL import Image, ImageDraw
+
+    from .utils import atomic_write
+
+    m = np.asarray(matrix, dtype=np.float64).reshape(len(classes), len(classes))
     shown = m / np.maximum(m.sum(1, keepdims=True), 1) if normalize else m
     k = len(classes)
-    fig, ax = plt.subplots(figsize=(0.5 * k + 2.2, 0.5 * k + 1.6))
     if diverging:
-        lim = max(1e-9, np.abs(shown).max())
-        im = ax.imshow(shown, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        lim = max(1e-9, float(np.abs(shown).max())) if shown.size else 1.0
+        cmap, lo, hi = "RdBu_r", -lim, lim
     else:
-        im = ax.imshow(shown, cmap="Blues")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_xticks(range(k), classes, rotation=45, ha="right")
-    ax.set_yticks(range(k), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    if k <= 20:
-        thresh = np.abs(shown).max() / 2 if shown.size else 0
-        for i in range(k):
-            for j in range(k):
+        cmap = "Blues"
+        lo, hi = (float(shown.min()), float(shown.max())) if shown.size else (0.0, 1.0)
+    dpi = STYLE["savefig.dpi"]
+    font = _font(int(round(SMALL * dpi / 72)))
+    fs = font.size
+    cell = max(int(0.36 * dpi), int(font.getlength("0.00")) + 6)
+    ylabels = [_text_image([str(c)], font) for c in classes]
+    xlabels = [_text_image([str(c)], font).rotate(45, expand=True) for c in classes]
+    true_label = _text_image(["true"], font, rotate=True)
+    left = 6 + true_label.width + 6 + max([im.width for im in ylabels] + [0]) + 4
+    lines = _wrap(title, font, max(left + k * cell, int(2.4 * dpi))) if title else []
+    head = len(lines) * int(round(1.25 * fs)) + 8
+    grid_w = k * cell
+    bar_w = _colorbar_width(font, lo, hi, "")
+    below = max([im.height for im in xlabels] + [0]) + 4
+    pred = _text_image(["predicted"], font)
+    width = max([left + grid_w + 10 + bar_w + 6] + [int(font.getlength(t)) + 8 for t in lines])
+    img = Image.new("RGB", (width, head + grid_w + below + pred.height + 6), "white")
+    draw = ImageDraw.Draw(img)
+    for i, t in enumerate(lines):
+        draw.text((4, 4 + i * int(round(1.25 * fs))), t, fill="black", font=font, anchor="la")
+    colours = _colours(cmap, shown, lo, hi)
+    thresh = np.abs(shown).max() / 2 if shown.size else 0
+    for i in range(k):
+        for j in range(k):
+            x, y = left + j * cell, head + i * cell
+            draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=tuple(colours[i, j]))
+            if k <= 20:
                 v = m[i, j]
                 txt = f"{v:.0f}" if float(v).is_integer() else f"{v:.2f}"
-                ax.text(
-                    j,
-                    i,
-                    txt,
-                    ha="center",
-                    va="center",
-                    fontsize=SMALL,
-                    color="white" if abs(shown[i, j]) > thresh else "black",
-                )
-    return save(fig, path)
+                ink = "white" if abs(shown[i, j]) > thresh else "black"
+                draw.text((x + cell / 2, y + cell / 2), txt, fill=ink, font=font, anchor="mm")
+    for i, im in enumerate(ylabels):
+        img.paste(im, (left - 4 - im.width, int(head + (i + 0.5) * cell - im.height / 2)), im)
+    for j, im in enumerate(xlabels):  # the end of each label at its column, as matplotlib's ha="right"
+        img.paste(im, (int(left + (j + 0.5) * cell - im.width + fs / 2), head + grid_w + 4), im)
+    img.paste(true_label, (6, int(head + grid_w / 2 - true_label.height / 2)), true_label)
+    img.paste(pred, (int(left + grid_w / 2 - pred.width / 2), head + grid_w + below), pred)
+    _colorbar(img, draw, font, (left + grid_w + 10, head, grid_w), cmap, lo, hi, "")
+    atomic_write(Path(path), lambda f: img.save(f, format="png", compress_level=1), mode="wb")
+    return Path(path)
+
+
+def _colours(cmap: str, values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``values`` on the scale [lo, hi] of matplotlib's colour map ``cmap`` as uint8 RGB (NaN: white)."""
+    from matplotlib import colormaps
+
+    v = np.asarray(values, dtype=np.float64)
+    t = np.clip((v - lo) / (hi - lo), 0, 1) if hi > lo else np.full(v.shape, 0.5)
+    rgb = (colormaps[cmap](np.nan_to_num(t))[..., :3] * 255 + 0.5).astype(np.uint8)
+    rgb[~np.isfinite(v)] = 255
+    return rgb
+
+
+def _colorbar_ticks(lo: float, hi: float) -> list[tuple[float, str]]:
+    from matplotlib.ticker import MaxNLocator
+
+    if not hi > lo:
+        return [(lo, f"{lo:.3g}")]
+    ticks = [float(t) for t in MaxNLocator(5).tick_values(lo, hi)]
+    eps = 1e-9 * (hi - lo)
+    return [(t, f"{t:.3g}".replace("-", "\u2212")) for t in ticks if lo - eps <= t <= hi + eps]
+
+
+def _colorbar_width(font: Any, lo: float, hi: float, label: str) -> int:
+    """Pixels that :func:`_colorbar` takes right of its left edge."""
+    bar = int(0.12 * STYLE["savefig.dpi"])
+    ticks = max([int(font.getlength(t)) for _, t in _colorbar_ticks(lo, hi)] + [0])
+    return bar + 4 + ticks + (6 + int(1.25 * font.size) if label else 0)
+
+
+def _colorbar(img: Any, draw: Any, font: Any, box: tuple[int, int, int], cmap: str, lo: float, hi: float, label: str):
+    """A vertical colour bar at ``box`` = (left, top, height): ``cmap`` from ``lo`` at the bottom to
+    ``hi`` at the top, round ticks labelled on its right, then ``label`` turned upright."""
+    from PIL import Image
+
+    x, y, h = box
+    bar = int(0.12 * STYLE["savefig.dpi"])
+    column = _colours(cmap, np.linspace(hi, lo, max(h, 1)), lo, hi)
+    img.paste(Image.fromarray(np.ascontiguousarray(np.repeat(column[:, None], bar, 1))), (x, y))
+    draw.rectangle((x, y, x + bar - 1, y + h - 1), outline="black")
+    for t, text in _colorbar_ticks(lo, hi):
+        ty = y + (h - 1) * ((hi - t) / (hi - lo) if hi > lo else 0.5)
+        draw.line((x + bar, ty, x + bar + 2, ty), fill="black")
+        draw.text((x + bar + 4, ty), text, fill="black", font=font, anchor="lm")
+    if label:
+        im = _text_image([label], font, rotate=True)
+        ticks = max([int(font.getlength(t)) for _, t in _colorbar_ticks(lo, hi)] + [0])
+        img.paste(im, (x + bar + 4 + ticks + 4, int(y + h / 2 - im.height / 2)), im)
 
 
 @styled
@@ -429,6 +499,13 @@ def mosaic(
     )
     if not scalar and row_labels is None:  # pictures only: laid out directly, without matplotlib
         return _picture_mosaic(canvas, origins, shown, px, path, titles, title_colors, boxes, suptitle)
+    if row_labels is None:  # maps on a colour scale: coloured here, set with Pillow as pictures
+        finite = canvas[np.isfinite(canvas)]
+        lo = float(vmin) if vmin is not None else float(finite.min()) if finite.size else 0.0
+        hi = float(vmax) if vmax is not None else float(finite.max()) if finite.size else 1.0
+        rgb = _colours(cmap, canvas, lo, hi) / 255.0
+        bar = (cmap, lo, hi, colorbar) if colorbar else None
+        return _picture_mosaic(rgb, origins, shown, px, path, titles, title_colors, boxes, suptitle, bar)
     H, W = canvas.shape[:2]
     rgb = canvas.ndim == 3
     # room inside the figure for the title above and the row labels on the left, so the PNG is
@@ -519,11 +596,13 @@ def _picture_mosaic(
     title_colors: Sequence[str] | None,
     boxes: Sequence[tuple[int, int, int, int] | None] | None,
     suptitle: str | None,
+    bar: tuple[str, float, float, str] | None = None,
 ) -> Path:
     """A mosaic of pictures set with Pillow: the pixels enlarged by a whole factor (nearest
     neighbour), titles in matplotlib's font at :data:`SMALL` points, boxes in red. It looks as
     matplotlib's rendering at ``savefig.dpi`` and takes a tenth of the time, which is what the
-    hundreds of per-filter figures of an analysis need."""
+    hundreds of per-filter figures of an analysis need. ``bar`` = (colour map, low, high, label)
+    adds a labelled colour bar on the right."""
     from PIL import Image, ImageDraw
 
     from .utils import atomic_write
@@ -544,13 +623,16 @@ def _picture_mosaic(
     lines = _wrap(suptitle or "", font, max(big.shape[1] + 2 * spill, int(2.4 * dpi)))
     step = int(round(1.25 * font.size))
     head = len(lines) * step + int(0.1 * dpi) if lines else 4
-    width = big.shape[1] + 2 * pad
+    width = big.shape[1] + 2 * pad + (_colorbar_width(font, bar[1], bar[2], bar[3]) + 6 if bar else 0)
     width = max([width] + [int(font.getlength(t)) + 8 for t in lines])
     img = Image.new("RGB", (width, big.shape[0] + head + 4), "white")
     img.paste(Image.fromarray(big), (pad, head))
     draw = ImageDraw.Draw(img)
     for i, text in enumerate(lines):
         draw.text((4, 4 + i * step), text, fill="black", font=font, anchor="la")
+    if bar:
+        cmap, lo, hi, label = bar
+        _colorbar(img, draw, font, (pad + big.shape[1] + 6, head, big.shape[0]), cmap, lo, hi, label)
     line = max(1, int(round(dpi / 72)))
     for i, ((y0, x0), t) in enumerate(zip(origins, shown)):
         if titles is not None and i < len(titles):
