@@ -66,7 +66,7 @@ def test_every_drawing_helper_writes_at_least_8_pt(drawn, tmp_path):
     plots.curves([{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "train_acc": 0.5, "val_acc": 0.4, "lr": 0.1}], out)
     picked = [{"position": i, "label": i % 2, "pred": 0, "confidence": 0.9, "correct": i % 2 == 0} for i in range(4)]
     draw_gallery(rng.random((4, 3, 8, 8)), picked, ["cat", "dog"], out, "gallery", mistakes=False)
-    assert len(drawn) == 7  # picture mosaics, bar panels and confusion matrices are set without matplotlib
+    assert len(drawn) == 6  # mosaics, bar panels and confusion matrices are set without matplotlib
     for fig in drawn:
         assert_legible(fig)
 
@@ -217,3 +217,18 @@ def test_a_mosaic_colour_bar_runs_from_low_to_high_and_is_labelled(tmp_path):
     assert red_ish[rows.min() + 2, col] and blue_ish[rows.max() - 2, col]  # high at the top
     label = a[:, col + 5 :]
     assert (label.sum(-1) < 200).sum() > 30  # ticks and the label drawn right of the bar
+
+
+def test_mosaic_row_labels_stand_left_of_their_rows(tmp_path):
+    from PIL import Image
+
+    black = [np.zeros((4, 4))] * 4
+    p = plots.mosaic(black, tmp_path / "r.png", layout="hw", cols=2, row_labels=["filter 0", "f1"])
+    a = np.asarray(Image.open(p).convert("L")).astype(int)
+    cols, rows = np.where((a == 0).sum(0) > 50)[0], np.where((a == 0).sum(1) > 50)[0]  # the tiles
+    ink = a[:, : cols.min() - 2] < 128  # text left of the tiles
+    text = np.where(ink.any(1))[0]
+    middle = (rows.min() + rows.max()) / 2
+    first, second = text[text < middle], text[text > middle]
+    assert len(first) and len(second)  # one label beside each row
+    assert ink[first].any(0).sum() > ink[second].any(0).sum()  # "filter 0" is wider than "f1"
