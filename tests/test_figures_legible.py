@@ -66,7 +66,7 @@ def test_every_drawing_helper_writes_at_least_8_pt(drawn, tmp_path):
     plots.curves([{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "train_acc": 0.5, "val_acc": 0.4, "lr": 0.1}], out)
     picked = [{"position": i, "label": i % 2, "pred": 0, "confidence": 0.9, "correct": i % 2 == 0} for i in range(4)]
     draw_gallery(rng.random((4, 3, 8, 8)), picked, ["cat", "dog"], out, "gallery", mistakes=False)
-    assert len(drawn) == 6  # mosaics, bar panels and confusion matrices are set without matplotlib
+    assert len(drawn) == 5  # mosaics, maps, bar panels and confusion matrices are set without matplotlib
     for fig in drawn:
         assert_legible(fig)
 
@@ -232,3 +232,31 @@ def test_mosaic_row_labels_stand_left_of_their_rows(tmp_path):
     first, second = text[text < middle], text[text > middle]
     assert len(first) and len(second)  # one label beside each row
     assert ink[first].any(0).sum() > ink[second].any(0).sum()  # "filter 0" is wider than "f1"
+
+
+def test_image_with_maps_shows_the_input_and_each_map_on_the_shared_scale(tmp_path):
+    from PIL import Image
+
+    red = np.zeros((3, 8, 8))
+    red[0] = 1.0
+    maps = [np.zeros((4, 4)), np.ones((4, 4))]
+    p = plots.image_with_maps(
+        red,
+        maps,
+        tmp_path / "w.png",
+        layout="chw",
+        titles=["a", "b"],
+        vmin=0,
+        vmax=1,
+        cmap="viridis",
+        suptitle="maps",
+        colorbar="output",
+    )
+    a = np.asarray(Image.open(p).convert("RGB")).astype(int)
+    assert (a == [255, 0, 0]).all(-1).sum() >= 64  # the input, enlarged
+    low, high = plots._colours("viridis", np.array([0.0, 1.0]), 0, 1).astype(int)
+    for colour in (low, high):  # a tile of each map, and the bar's ends
+        assert (a == colour).all(-1).sum() >= 16
+    x_red = np.where((a == [255, 0, 0]).all(-1).any(0))[0].max()
+    x_map = np.where((a == high).all(-1).any(0))[0].min()
+    assert x_red < x_map  # the input stands left of its maps

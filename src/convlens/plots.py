@@ -537,7 +537,7 @@ def _picture_mosaic(
     origins: list[tuple[int, int]],
     shown: list[np.ndarray],
     px: float,
-    path: str | Path,
+    path: str | Path | None,
     titles: Sequence[str] | None,
     title_colors: Sequence[str] | None,
     boxes: Sequence[tuple[int, int, int, int] | None] | None,
@@ -550,7 +550,7 @@ def _picture_mosaic(
     matplotlib's rendering at ``savefig.dpi`` and takes a tenth of the time, which is what the
     hundreds of per-filter figures of an analysis need. ``bar`` = (colour map, low, high, label)
     adds a labelled colour bar on the right; ``rows`` = (label, canvas row of its centre) are set
-    right-aligned left of the tiles."""
+    right-aligned left of the tiles. Without ``path`` the Pillow image is returned, unsaved."""
     from PIL import Image, ImageDraw
 
     from .utils import atomic_write
@@ -605,6 +605,8 @@ def _picture_mosaic(
                 outline="#ff2d2d",
                 width=line,
             )
+    if path is None:  # the picture itself, to be set into a larger one
+        return img
     atomic_write(Path(path), lambda f: img.save(f, format="png", compress_level=1), mode="wb")
     return Path(path)
 
@@ -625,27 +627,36 @@ def image_with_maps(
     cols: int = 8,
 ) -> Path:
     """An input image (in ``layout``, see :func:`to_display`) beside a grid of its (H, W) feature
-    maps, all maps on one shared colour scale."""
-    plt = pyplot()
+    maps, all maps on one shared colour scale (``colorbar`` labels it). Set with Pillow, as
+    :func:`mosaic`."""
+    from PIL import Image, ImageDraw
+
+    from .utils import atomic_write
+
     canvas, origins, shown, px, band = _canvas(maps, ["hw"] * len(maps), cols, True, True, 0.8)
-    H, W = canvas.shape
-    fig, (ax, grid) = plt.subplots(
-        1, 2, figsize=(1.6 + W * px + 0.9, max(1.6, H * px) + 0.5), gridspec_kw={"width_ratios": [1.6, W * px]}
-    )
+    rgb = _colours(cmap, canvas, vmin, vmax) / 255.0
+    grid = _picture_mosaic(rgb, origins, shown, px, None, titles, None, None, None, (cmap, vmin, vmax, colorbar))
+    dpi = STYLE["savefig.dpi"]
+    font = _font(int(round(SMALL * dpi / 72)))
+    step = int(round(1.25 * font.size))
     a = to_display(image, layout)
-    ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-    ax.set_title("input", fontsize=SMALL)
-    ax.axis("off")
-    cm = plt.get_cmap(cmap).with_extremes(bad="white")
-    im = grid.imshow(np.ma.masked_invalid(canvas), cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
-    grid.axis("off")
-    for (y0, x0), t, title in zip(origins, shown, titles):
-        grid.text(x0 + t.shape[1] / 2 - 0.5, y0 - 0.6, title, ha="center", va="bottom", fontsize=SMALL)
-    cb = fig.colorbar(im, ax=grid, fraction=0.03, pad=0.01)
-    cb.set_label(colorbar, fontsize=SMALL)
-    cb.ax.tick_params(labelsize=SMALL)
-    fig.suptitle(suptitle, fontsize=8, x=0.0, ha="left")
-    return save(fig, path)
+    a3 = a if a.ndim == 3 else np.repeat(a[..., None], 3, 2)
+    k = max(1, int(1.4 * dpi) // max(1, a3.shape[1]))
+    big = np.repeat(np.repeat((np.clip(a3, 0, 1) * 255 + 0.5).astype(np.uint8), k, 0), k, 1)
+    inp = Image.fromarray(np.ascontiguousarray(big))
+    width = 8 + inp.width + 12 + grid.width
+    lines = _wrap(suptitle, font, max(width, int(2.4 * dpi)) - 8)
+    width = max([width] + [int(font.getlength(t)) + 8 for t in lines])
+    head = len(lines) * step + 8
+    img = Image.new("RGB", (width, head + max(step + inp.height, grid.height) + 4), "white")
+    draw = ImageDraw.Draw(img)
+    for i, t in enumerate(lines):
+        draw.text((4, 4 + i * step), t, fill="black", font=font, anchor="la")
+    draw.text((8 + inp.width / 2, head + step - 2), "input", fill="black", font=font, anchor="md")
+    img.paste(inp, (8, head + step))
+    img.paste(grid, (8 + inp.width + 12, head))
+    atomic_write(Path(path), lambda f: img.save(f, format="png", compress_level=1), mode="wb")
+    return Path(path)
 
 
 @styled
