@@ -66,7 +66,7 @@ def test_every_drawing_helper_writes_at_least_8_pt(drawn, tmp_path):
     plots.curves([{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "train_acc": 0.5, "val_acc": 0.4, "lr": 0.1}], out)
     picked = [{"position": i, "label": i % 2, "pred": 0, "confidence": 0.9, "correct": i % 2 == 0} for i in range(4)]
     draw_gallery(rng.random((4, 3, 8, 8)), picked, ["cat", "dog"], out, "gallery", mistakes=False)
-    assert len(drawn) == 8  # the picture mosaic and the bar panels are set without matplotlib
+    assert len(drawn) == 4  # mosaics, maps, heatmaps, bar panels and confusion matrices: without matplotlib
     for fig in drawn:
         assert_legible(fig)
 
@@ -89,9 +89,19 @@ def test_colour_bars_are_labelled(drawn, tmp_path):
     rng = np.random.default_rng(0)
     plots.mosaic(list(rng.random((4, 5, 5))), tmp_path / "a.png", layout="hw", vmin=0, vmax=1, colorbar="weight")
     plots.heatmap(rng.random((5, 3)), list("abcde"), list("xyz"), tmp_path / "b.png", colorbar="norm")
-    bars = [ax for fig in drawn for ax in fig.axes if ax.get_label() == "<colorbar>"]
-    assert [ax.get_ylabel() for ax in bars] == ["weight", "norm"]
-    assert all(t.get_fontsize() >= plots.SMALL for ax in bars for t in ax.get_yticklabels())
+    assert drawn == []  # both set with Pillow, their colour bars too
+
+
+def test_a_heatmap_colours_its_cells_and_labels_its_colour_bar(tmp_path):
+    from PIL import Image
+
+    m = [[0.0, 1.0], [float("nan"), 0.5]]
+    p = plots.heatmap(m, ["r0", "r1"], ["c0", "c1"], tmp_path / "h.png", colorbar="norm", vmin=0, vmax=1)
+    q = plots.heatmap(m, ["r0", "r1"], ["c0", "c1"], tmp_path / "q.png", vmin=0, vmax=1)
+    a = np.asarray(Image.open(p).convert("RGB")).astype(int)
+    assert Image.open(p).width > Image.open(q).width  # room for the colour bar's label
+    for colour in plots._colours("viridis", np.array([0.0, 1.0, 0.5]), 0, 1).astype(int):
+        assert (a == colour).all(-1).sum() >= 100  # each finite cell in its colour
 
 
 def test_occlusion_shows_the_drop_in_probability_important_bright(drawn, tmp_path):
@@ -197,3 +207,66 @@ def test_explanation_grids_put_several_images_in_a_row(drawn, tmp_path):
             assert per_row >= 2 * panels and len(rows) <= 5  # not a 10-row column
             assert 0.6 <= w / h <= 1.8
     assert all(ax.get_title() for ax in drawn[0].axes[:1])
+
+
+def test_a_mosaic_colour_bar_runs_from_low_to_high_and_is_labelled(tmp_path):
+    from PIL import Image
+
+    tiles = [np.full((4, 4), v) for v in (-1.0, 0.0, 1.0)]
+    p = plots.mosaic(tiles, tmp_path / "m.png", layout="hw", vmin=-1, vmax=1, cmap="RdBu_r", colorbar="weight")
+    bare = plots.mosaic(tiles, tmp_path / "n.png", layout="hw", vmin=-1, vmax=1, cmap="RdBu_r")
+    a = np.asarray(Image.open(p).convert("RGB")).astype(int)
+    assert Image.open(p).width > Image.open(bare).width  # room for the bar, its ticks and label
+    blue, red = plots._colours("RdBu_r", np.array([-1.0, 1.0]), -1, 1).astype(int)
+    for colour in (blue, red):  # each tile in its colour on the shared scale
+        assert (a == colour).all(-1).sum() >= 16
+    red_ish = (a[..., 0] - a[..., 2]) > 100
+    blue_ish = (a[..., 2] - a[..., 0]) > 100
+    col = int(np.where((red_ish | blue_ish).any(0))[0].max()) - 2  # the bar: right of the tiles
+    rows = np.where(red_ish[:, col] | blue_ish[:, col])[0]
+    assert red_ish[rows.min() + 2, col] and blue_ish[rows.max() - 2, col]  # high at the top
+    label = a[:, col + 5 :]
+    assert (label.sum(-1) < 200).sum() > 30  # ticks and the label drawn right of the bar
+
+
+def test_mosaic_row_labels_stand_left_of_their_rows(tmp_path):
+    from PIL import Image
+
+    black = [np.zeros((4, 4))] * 4
+    p = plots.mosaic(black, tmp_path / "r.png", layout="hw", cols=2, row_labels=["filter 0", "f1"])
+    a = np.asarray(Image.open(p).convert("L")).astype(int)
+    cols, rows = np.where((a == 0).sum(0) > 50)[0], np.where((a == 0).sum(1) > 50)[0]  # the tiles
+    ink = a[:, : cols.min() - 2] < 128  # text left of the tiles
+    text = np.where(ink.any(1))[0]
+    middle = (rows.min() + rows.max()) / 2
+    first, second = text[text < middle], text[text > middle]
+    assert len(first) and len(second)  # one label beside each row
+    assert ink[first].any(0).sum() > ink[second].any(0).sum()  # "filter 0" is wider than "f1"
+
+
+def test_image_with_maps_shows_the_input_and_each_map_on_the_shared_scale(tmp_path):
+    from PIL import Image
+
+    red = np.zeros((3, 8, 8))
+    red[0] = 1.0
+    maps = [np.zeros((4, 4)), np.ones((4, 4))]
+    p = plots.image_with_maps(
+        red,
+        maps,
+        tmp_path / "w.png",
+        layout="chw",
+        titles=["a", "b"],
+        vmin=0,
+        vmax=1,
+        cmap="viridis",
+        suptitle="maps",
+        colorbar="output",
+    )
+    a = np.asarray(Image.open(p).convert("RGB")).astype(int)
+    assert (a == [255, 0, 0]).all(-1).sum() >= 64  # the input, enlarged
+    low, high = plots._colours("viridis", np.array([0.0, 1.0]), 0, 1).astype(int)
+    for colour in (low, high):  # a tile of each map, and the bar's ends
+        assert (a == colour).all(-1).sum() >= 16
+    x_red = np.where((a == [255, 0, 0]).all(-1).any(0))[0].max()
+    x_map = np.where((a == high).all(-1).any(0))[0].min()
+    assert x_red < x_map  # the input stands left of its maps

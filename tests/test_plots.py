@@ -230,3 +230,39 @@ def test_panels_stack_one_chart_per_series_with_highlights_and_a_legend(tmp_path
     rows = np.flatnonzero((np.abs(a[:, left : right + 1].astype(int) - red).max(-1) <= 2).any(1))
     split = (blues[0][2] + blues[0][3]) // 2
     assert rows.min() < split < rows.max()
+
+
+def test_confusion_cells_darken_with_their_count_and_show_it(tmp_path):
+    from PIL import Image
+
+    from convlens import plots
+
+    m = [[0, 10], [30, 60]]
+    p = plots.confusion(m, ["cat", "dog"], tmp_path / "c.png", title="t")
+    a = np.asarray(Image.open(p).convert("RGB")).astype(int)
+    # the cells: the largest square block of non-white, non-text colour; find it by sampling
+    # the colour each count is drawn with (matplotlib's Blues on [0, 60])
+    shades = plots._colours("Blues", np.array([0.0, 10.0, 30.0, 60.0]), 0, 60).astype(int)
+    found = [np.argwhere((a == s).all(-1)) for s in shades]
+    assert all(len(f) > 100 for f in found)  # every cell is drawn in its own colour
+    assert list(np.argsort([-s.sum() for s in shades])) == [0, 1, 2, 3]  # more, darker
+    for f, text in zip(found, ("0", "10", "30", "60")):
+        (y0, x0), (y1, x1) = f.min(0), f.max(0)
+        cell = a[y0 : y1 + 1, x0 : x1 + 1]
+        differs = (np.abs(cell - cell[0, 0]).sum(-1) > 60).sum()
+        assert differs > 5, text  # its number is drawn inside
+
+
+def test_confusion_colour_bar_runs_from_low_at_the_bottom_to_high_at_the_top(tmp_path):
+    from PIL import Image
+
+    from convlens import plots
+
+    p = plots.confusion([[1, 2], [3, 4]], ["a", "b"], tmp_path / "c.png", diverging=True)
+    a = np.asarray(Image.open(p).convert("RGB")).astype(int)
+    red, blue = a[..., 0] - a[..., 2], a[..., 2] - a[..., 0]
+    coloured = np.where(((red > 100) | (blue > 100)).any(0))[0]
+    col = int(coloured.max()) - 2  # the bar is the right-most coloured column: red above, blue below
+    rows = np.where((red[:, col] > 100) | (blue[:, col] > 100))[0]
+    top, bottom = a[rows.min() + 2, col], a[rows.max() - 2, col]
+    assert top[0] > top[2] + 100 and bottom[2] > bottom[0] + 100
