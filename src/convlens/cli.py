@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="train, analyse and explain a small CNN on the bundled digits, then write its report "
-        "(offline, a few minutes on 2 cores)",
+        "(offline, seconds on 2 idle cores, minutes on busy ones)",
     )
     p.add_argument("--out", help="run folder (default: runs/demo-<time>)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
