@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..jobs import filter_spec
 from ..utils import to_numpy
 from ..train.evaluate import summarize_predictions
 from ..trace import Trace, check_filter, get_layer, run_from
@@ -44,26 +45,12 @@ from .base import (
 
 
 def parse_filters(spec: str | dict[str, list[int]] | None) -> dict[str, list[int]] | None:
-    """``"conv1:0,1 conv3:5,7-9"`` (layers separated by spaces or ``;``) -> ``{"conv1": [0, 1], ...}``."""
-    if spec is None or isinstance(spec, dict):
-        return spec
-    out: dict[str, list[int]] = {}
-    for part in spec.replace(";", " ").split():
-        layer, sep, idx = part.partition(":")
-        if not sep or not idx or not layer:
-            raise AnalysisError(f"ablate: cannot read filters {part!r}; write LAYER:I,J,K-L, e.g. conv2:0,3,5-7")
-        for item in idx.split(","):
-            lo, dash, hi = item.partition("-")
-            try:
-                rng = range(int(lo), int(hi) + 1) if dash else [int(lo)]
-            except ValueError:
-                raise AnalysisError(
-                    f"ablate: {item!r} in {part!r} is not a filter index or range I-J; filters are numbered from 0"
-                ) from None
-            if not rng:
-                raise AnalysisError(f"ablate: range {item!r} in {part!r} is empty; write the lower index first")
-            out.setdefault(layer, []).extend(rng)
-    return {k: sorted(set(v)) for k, v in out.items()}
+    """``"conv1:0,1 conv3:5,7-9"`` (layers separated by spaces or ``;``) -> ``{"conv1": [0, 1], ...}``:
+    the shared ``--filters`` syntax (:func:`convlens.jobs.filter_spec`), with every layer named."""
+    parsed = filter_spec(spec)
+    if isinstance(parsed, list):
+        raise AnalysisError(f"ablate: cannot read filters {spec!r} without layers; write LAYER:I,J, e.g. conv2:0,3")
+    return parsed
 
 
 def _check(model: nn.Module, filters: dict[str, list[int]]) -> None:
@@ -301,14 +288,14 @@ class Ablate(Analysis, AblateOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.filters, (list, tuple)):  # indices of the given layers
+        self.filters = filter_spec(self.filters)
+        if isinstance(self.filters, list):  # indices of the given layers
             if not self.layers:
                 raise AnalysisError(
                     f"ablate: filters {list(self.filters)} need layers (--layers conv2), "
                     "or name them per layer: 'conv2:0,3'"
                 )
             self.filters = {layer: sorted(set(self.filters)) for layer in self.layers}
-        self.filters = parse_filters(self.filters)
         if self.filters is None and not self.rank:
             raise AnalysisError("ablate: with rank off, give the filters to silence (filters='conv2:0,3')")
 
