@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..config import ConfigError, parse_override
+from ..config import ConfigError, parse_override, read_yaml
 
 STUDY_FILE = "study.yaml"
 FULL = "full"  # the budget with no overrides: the report's own recipe
@@ -134,7 +133,7 @@ class Study:
         return out
 
     def is_sweep(self, e: Experiment) -> bool:
-        raw = yaml.safe_load((self.folder / e.file).read_text())
+        raw = read_yaml(self.folder / e.file)
         return isinstance(raw, dict) and "params" in raw
 
 
@@ -146,10 +145,10 @@ def load_study(folder: str | Path) -> Study:
         path = path / STUDY_FILE
     if not path.is_file():
         raise StudyError(f"{path} does not exist: a study folder holds a {STUDY_FILE}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise StudyError(f"{path} is not valid YAML: {exc}") from None
+    try:  # the config reader: invalid YAML, non-UTF-8 and empty files are errors naming the file
+        raw = read_yaml(path)
+    except ConfigError as exc:
+        raise StudyError(str(exc)) from None
     try:
         spec = StudySpec.model_validate(raw)
     except ValidationError as err:
