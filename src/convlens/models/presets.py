@@ -336,40 +336,12 @@ _FAST_DOC = (
 )
 
 
+@register_preset(
+    "fast_full", _FAST_DOC.format("full width 64-256-256, for GPUs"), (3, 32, 32), "airbench94", defaults={"width": 64}
+)
 @register_preset("fast", _FAST_DOC.format("CPU width 16-64-64"), (3, 32, 32), "airbench94 (CPU width)")
 def fast(
     width: int = 16,
-    multiplier: float = 4.0,
-    whiten: bool = True,
-    freeze_whiten: bool = True,
-    whiten_kernel: int = 2,
-    identity: bool = True,
-    act: str = "gelu",
-    logit_scale: float = 1 / 9,
-    bn_momentum: float = 0.4,
-    bn_eps: float = 1e-12,
-    bn_learn_scale: bool = False,
-    channels: int = 3,
-) -> L:
-    return _fast(
-        width,
-        multiplier,
-        whiten,
-        freeze_whiten,
-        whiten_kernel,
-        identity,
-        act,
-        logit_scale,
-        bn_momentum,
-        bn_eps,
-        bn_learn_scale,
-        channels,
-    )
-
-
-@register_preset("fast_full", _FAST_DOC.format("full width 64-256-256, for GPUs"), (3, 32, 32), "airbench94")
-def fast_full(
-    width: int = 64,
     multiplier: float = 4.0,
     whiten: bool = True,
     freeze_whiten: bool = True,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from pydantic import TypeAdapter, ValidationError
@@ -23,20 +23,30 @@ class Preset:
     description: str
     example_input: tuple[int, int, int]  # (C, H, W) it was designed for
     source: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)  # defaults of this preset that differ from fn's
 
     def layers(self, **options: Any) -> list[Any]:
-        return self.fn(**options)
+        return self.fn(**{**self.overrides, **options})
 
     def defaults(self) -> dict[str, Any]:
-        return {k: p.default for k, p in inspect.signature(self.fn).parameters.items()}
+        return {k: p.default for k, p in inspect.signature(self.fn).parameters.items()} | self.overrides
 
 
 PRESETS: dict[str, Preset] = {}
 
 
-def register_preset(name: str, description: str, example_input: tuple[int, int, int], source: str = ""):
+def register_preset(
+    name: str,
+    description: str,
+    example_input: tuple[int, int, int],
+    source: str = "",
+    defaults: dict[str, Any] | None = None,
+):
+    """Register ``fn`` as preset ``name``; ``defaults`` overrides some of ``fn``'s own defaults, so one
+    function serves several presets (``fast`` and ``fast_full`` differ only in width)."""
+
     def deco(fn: Callable[..., list[Any]]):
-        PRESETS[name] = Preset(name, fn, description, example_input, source)
+        PRESETS[name] = Preset(name, fn, description, example_input, source, dict(defaults or {}))
         return fn
 
     return deco
@@ -51,14 +61,14 @@ def check_options(name: str, options: dict[str, Any]) -> None:
     hints = typing.get_type_hints(preset.fn)
     for key, value in options.items():
         if key not in params:
-            allowed = ", ".join(f"{k} (default {p.default!r})" for k, p in params.items())
+            allowed = ", ".join(f"{k} (default {v!r})" for k, v in preset.defaults().items())
             raise ValueError(f"preset {name!r} has no option {key!r}; allowed: {allowed}")
         if key in hints:
             try:
                 options = {**options, key: TypeAdapter(hints[key]).validate_python(value)}
             except ValidationError as exc:
                 raise ValueError(f"model.options.{key}={value!r}: {exc.errors()[0]['msg']}") from None
-    preset.fn(**options)  # range checks live in the preset itself and raise ValueError
+    preset.layers(**options)  # range checks live in the preset itself and raise ValueError
 
 
 def preset_layers(name: str, options: dict[str, Any]) -> list[Any]:
