@@ -4,8 +4,9 @@ Each channel of the chosen layer's output is weighted by the mean gradient of th
 over its positions; the weighted sum, rectified, is the map. The map has the layer's resolution
 (``details["maps"]``); :meth:`GradCAM.attribute` returns it resized to the image (bilinear),
 unnormalised: use :func:`.heatmap.normalize_heatmaps` for display, so every figure says how it
-was scaled. The default layer is the output of the last convolutional block (the last
-activation after the last conv before the head).
+was scaled. The default layer is the output of the last convolutional block (traced: the last
+module after the last conv whose map keeps that conv's size, e.g. a ResNet's last residual block,
+its sum included).
 """
 
 from __future__ import annotations
@@ -16,21 +17,55 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..trace import Trace, conv_layers, get_layer
+from ..models.graph import known_shape
+from ..trace import Trace, borrowed, conv_layers, get_layer
 from .base import ExplainError, Explainer, as_index_tensor, check_images, evaluating, register
 
 _ELEMENTWISE = (nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid)
 
 
-def default_layer(model: nn.Module) -> str:
-    """The last element-wise layer right after the last conv (e.g. ``relu3``), else that conv."""
-    convs = conv_layers(model)
+def default_layer(model: nn.Module, in_shape: tuple[int, ...] | None = None) -> str:
+    """The output of the last convolutional block: of the modules that finish after the last conv
+    has run, the last one whose (N, C, H, W) output keeps that conv's map size (``relu3`` in a
+    conv-BN-ReLU stack, the whole residual block, sum and ReLU included, in a ResNet); where two
+    modules return the same tensor, the innermost. Found by one forward pass on a blank image of
+    ``in_shape`` (or the shape known for the model); in declaration order when none is known."""
+    convs = conv_layers(model, in_shape)  # type: ignore[arg-type]
     if not convs:
         raise ExplainError("Grad-CAM needs a model with a convolutional layer")
+    shape = tuple(in_shape) if in_shape is not None else known_shape(model)
+    if shape is None:
+        return _declared_default(model, convs[-1])
+    finished: list[tuple[str, Any]] = []
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out, name=name: finished.append((name, out)))
+        for name, m in model.named_modules()
+        if name
+    ]
+    try:
+        with borrowed(model, grad=False):
+            param = next(model.parameters(), None)
+            model(torch.zeros(1, *shape, device=param.device if param is not None else "cpu"))
+    finally:
+        for h in hooks:
+            h.remove()
+    kinds = dict(model.named_modules())
+    last = max(i for i, (name, _) in enumerate(finished) if isinstance(kinds[name], nn.Conv2d))
+    size = finished[last][1].shape[2:]
+    best = finished[last]
+    for name, out in finished[last + 1 :]:
+        if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[2:] == size:
+            best = (name, out)
+    same = [name for name, out in finished if out is best[1]]
+    return max(same, key=lambda n: n.count("."))
+
+
+def _declared_default(model: nn.Module, conv: str) -> str:
+    """The last element-wise module declared right after ``conv`` (the model's input shape is unknown)."""
     names = [n for n, _ in model.named_modules()]
     modules = dict(model.named_modules())
-    best = convs[-1]
-    for name in names[names.index(best) + 1 :]:
+    best = conv
+    for name in names[names.index(conv) + 1 :]:
         if not isinstance(modules[name], _ELEMENTWISE):
             break
         best = name
@@ -43,12 +78,15 @@ class GradCAM(Explainer):
 
     def __init__(self, model: nn.Module, layer: str | None = None, *, upsample: bool = True):
         super().__init__(model)
-        self.layer = layer or default_layer(model)
-        get_layer(model, self.layer)
+        self.layer = layer or (default_layer(model) if known_shape(model) is not None else None)
+        if self.layer is not None:
+            get_layer(model, self.layer)
         self.upsample = upsample
 
     def attribute(self, images: torch.Tensor, target: Any = None) -> torch.Tensor:
         x = check_images(self.model, images).clone().requires_grad_(True)
+        if self.layer is None:
+            self.layer = default_layer(self.model, tuple(x.shape[1:]))
         with torch.enable_grad(), evaluating(self.model), Trace(self.model, self.layer, detach=False) as tr:
             logits = self.model(x)
             act = tr.output
