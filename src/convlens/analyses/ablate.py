@@ -299,6 +299,20 @@ class Ablate(Analysis, AblateOptions):
         if self.filters is None and not self.rank:
             raise AnalysisError("ablate: with rank off, give the filters to silence (filters='conv2:0,3')")
 
+    def key(self) -> str | None:
+        """Keyed by what was silenced and how: ``ablate-conv1-f0_2`` for ``--filters conv1:0,2``,
+        ``ablate-conv2`` for ranking conv2, ``-weights`` appended in weights mode; the defaults
+        (rank the last conv layer, silence its top filters by channel) give plain ``ablate``."""
+        from ..run import artifact_key
+
+        if self.filters:
+            parts = [artifact_key([layer], idx) for layer, idx in self.filters.items()]
+        else:
+            parts = [artifact_key(self.layers)]
+        if self.mode != "channel":
+            parts.append(self.mode)
+        return "-".join(p for p in parts if p) or None
+
     def validate(self, subject: Subject) -> None:
         super().validate(subject)
         if self.filters is not None:
