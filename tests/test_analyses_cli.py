@@ -76,8 +76,20 @@ def test_analyze_options_and_bad_input(digits_run, capsys):
         ]
     )
     assert rc == 0
-    ablate = json.loads((digits_run / "analysis" / "ablate.json").read_text())
+    # keyed by what was silenced: the default result (ranking the last layer) is not replaced
+    ablate = json.loads((digits_run / "analysis" / "ablate-conv1-f0_2.json").read_text())
     assert ablate["split"] == "val" and ablate["set"]["filters"] == {"conv1": [0, 2]} and ablate["figures"] == []
+    default = digits_run / "analysis" / "ablate.json"
+    assert not default.exists() or "conv3" in json.loads(default.read_text())["rank"]
+    assert (
+        main(
+            ["analyze", str(digits_run), "--only", "ablate", "--filters", "conv1:0,2", "--no-rank"]
+            + ["--mode", "weights", "--limit", "50", "--no-figures"]
+        )
+        == 0
+    )
+    weights = json.loads((digits_run / "analysis" / "ablate-conv1-f0_2-weights.json").read_text())
+    assert weights["set"]["filters"] == {"conv1": [0, 2]} and ablate["set"] != weights["set"]
     capsys.readouterr()
 
     assert main(["analyze", str(digits_run), "--only", "topk", "--layers", "conv9"]) == 2
@@ -113,3 +125,14 @@ def test_analyses_with_other_layers_keep_each_other(digits_run, capsys):
     doc = {**json.loads((analysis / "topk-conv3.json").read_text()), "checkpoint_sha256": "000000000000"}
     prov = Checkpoints(run).of_analysis("topk", doc, run.artifact("topk", "conv3").json)
     assert "--only topk --layers conv3`" in " ".join(prov.alerts), prov.alerts
+
+
+def test_analyze_is_the_function_after_its_module_was_imported():
+    # the module that runs analyses has another name than the function the package exports, so
+    # importing the module first cannot shadow ``convlens.analyses.analyze`` with a module object
+    import importlib
+
+    importlib.import_module("convlens.analyses.pipeline")
+    from convlens.analyses import analyze
+
+    assert callable(analyze) and analyze.__module__ == "convlens.analyses.pipeline"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, tiny_config
-from convlens.analyses.analyze import analyze
+from convlens.analyses.pipeline import analyze
 from convlens.cli import main
 from convlens.errors import RunError
 from convlens.explain.outputs import explain_run

@@ -36,7 +36,7 @@ _WHERE = {
     "Ablate": "ablate",
     "silenced": "ablate",
     "Errors": "errors",
-    "analyze": "analyze",
+    "analyze": "pipeline",
 }
 
 __all__ = sorted(_WHERE)

@@ -128,7 +128,7 @@ def _analyses(e: Experiment, path: Path, echo) -> None:
     have = {p.name.split("-")[0].removesuffix(".json") for p in Layout(path).analysis_dir.glob("*.json")}
     todo = [a for a in e.analyses if a not in have]
     if todo:
-        from ..analyses.analyze import analyze
+        from ..analyses.pipeline import analyze
 
         echo(f"{e.id}: analysing {path} ({', '.join(todo)})")
         analyze(path, only=todo, figures=False, echo=echo)
