@@ -18,10 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.graph import known_shape
+from ..models.summary import is_elementwise
 from ..trace import Trace, borrowed, conv_layers, get_layer
 from .base import ExplainError, Explainer, as_index_tensor, check_images, evaluating, register
-
-_ELEMENTWISE = (nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid)
 
 
 def default_layer(model: nn.Module, in_shape: tuple[int, ...] | None = None) -> str:
@@ -66,7 +65,7 @@ def _declared_default(model: nn.Module, conv: str) -> str:
     modules = dict(model.named_modules())
     best = conv
     for name in names[names.index(conv) + 1 :]:
-        if not isinstance(modules[name], _ELEMENTWISE):
+        if not is_elementwise(modules[name]):
             break
         best = name
     return best

@@ -45,7 +45,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..trace import StopForward
 from .fields import compose, measure, union, window_args
-from .summary import ReceptiveField
+from .summary import ReceptiveField, is_elementwise
 
 _ACTIVATIONS = {
     "relu",
@@ -248,31 +248,7 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
     return []
 
 
-_ELEMENTWISE = (
-    nn.modules.batchnorm._NormBase,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Hardtanh,
-    nn.Softplus,
-    nn.Mish,
-    nn.Hardswish,
-    nn.PReLU,
-    nn.Dropout,
-    nn.Dropout2d,
-    nn.Identity,
-)
 _PIXEL_BUDGET = 1 << 17  # probe images x pixels per backward pass: bounds the memory of one probe
-
-
-def _elementwise(m: nn.Module) -> bool:
-    # Normalize and Scale (convlens.models.builder) act per pixel and channel too
-    return isinstance(m, _ELEMENTWISE) or type(m).__name__ in ("Normalize", "Scale")
 
 
 def _pass(probe: nn.Module, x: torch.Tensor, wanted: set[str] | None, record: Graph | None) -> dict[str, torch.Tensor]:
@@ -375,7 +351,7 @@ def _module_field(
         geometry = window_args(module)
         if geometry is not None:
             return compose(f, *geometry)  # type: ignore[arg-type]
-        if _elementwise(module) and derived[0].shape[2:] == output.shape[2:]:
+        if is_elementwise(module) and derived[0].shape[2:] == output.shape[2:]:
             return f
     return fields.get(id(output))  # passed on unchanged, or followed through its functions
 

@@ -73,7 +73,7 @@ def receptive_fields(model: nn.Module, in_shape: tuple[int, int, int] | None = N
 
 
 ELEMENTWISE = (
-    nn.BatchNorm2d,
+    nn.modules.batchnorm._BatchNorm,  # in eval mode: a scale and shift per channel
     nn.ReLU,
     nn.ReLU6,
     nn.LeakyReLU,
@@ -82,6 +82,11 @@ ELEMENTWISE = (
     nn.SiLU,
     nn.Tanh,
     nn.Sigmoid,
+    nn.Hardtanh,
+    nn.Softplus,
+    nn.Mish,
+    nn.Hardswish,
+    nn.PReLU,
     nn.Dropout,
     nn.Dropout2d,
     nn.Identity,
