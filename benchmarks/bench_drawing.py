@@ -6,12 +6,15 @@ A small run is trained once into a temporary folder (the csci611 preset at width
 training images, one epoch; the data from `_cifar.py`'s search), then every analysis runs on
 N test images (default 1,000) twice in the same process: with `figures=False` (the numbers only)
 and with figures. Printed: both wall times, the drawing time (their difference), the number of
-PNGs written and the drawing share of the run with figures (target: at most 25 %).
+PNGs written and the drawing share of the run with figures (target: at most 25 %); then the time
+the per-filter figures `analyze` lists for later take to draw (`draw_pending`, as the report does
+on its first build), and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -40,6 +43,7 @@ def main() -> None:
     import torch
 
     from convlens.analyses import analyze
+    from convlens.analyses.perfilter import draw_pending
     from convlens.train import train
 
     torch.set_num_threads(2)
@@ -56,12 +60,17 @@ def main() -> None:
         analyze(run, limit=args.limit, figures=True, echo=lambda s: None)
         full = time.perf_counter() - t0
         pngs = len(list((run / "analysis").rglob("*.png")))
+        t0 = time.perf_counter()
+        later = len(draw_pending(run))
+        pending = time.perf_counter() - t0
     drawing = max(0.0, full - numbers)
     print(f"analyze on {args.limit} CIFAR-10 test images, csci611 width 8")
     print(f"  without figures: {numbers:6.1f} s")
     print(f"  with figures:    {full:6.1f} s ({pngs} PNGs)")
     print(f"  drawing:         {drawing:6.1f} s = {100 * drawing / full:.0f} % of analyze (target <= 25 %)")
     print(f"  ratio with / without figures: {full / numbers:.2f}")
+    print(f"  per-filter figures drawn when first needed (the report's first build): {later} in {pending:.1f} s")
+    print(f"  load average: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

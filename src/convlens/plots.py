@@ -721,22 +721,30 @@ def heatmap(
     return Path(path)
 
 
-@styled
 def strip(groups: dict[str, Sequence[float]], path: str | Path, *, title: str = "", ylabel: str = "") -> Path:
-    """One column of dots per group (e.g. each filter's selectivity, per layer), with the median."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(3.0, 0.9 * len(groups) + 1.2), 2.8))
+    """One column of dots per group (e.g. each filter's selectivity, per layer), with the median
+    as an orange bar; set with Pillow in matplotlib's font at :data:`SMALL` points."""
+    from PIL import ImageDraw
+
+    values = [np.asarray([x for x in v if x is not None and np.isfinite(x)], dtype=np.float64) for v in groups.values()]
+    finite = np.concatenate(values) if values else np.zeros(0)
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    margin = 0.05 * (hi - lo) if hi > lo else 0.5  # matplotlib's margins: no dot on the frame
+    chart = _Chart(list(groups), lo - margin, hi + margin, ylabel, title, slot=0.9, height=2.2, tight=True)
+    img = chart.image()
+    draw = ImageDraw.Draw(img)
     rng = np.random.default_rng(0)  # fixed jitter: the same data give the same picture
-    for i, values in enumerate(groups.values()):
-        v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
-        ax.scatter(i + rng.uniform(-0.18, 0.18, len(v)), v, s=9, alpha=0.7, color="#4c72b0")
+    r = max(2, int(round(0.022 * STYLE["savefig.dpi"])))
+    for i, v in enumerate(values):
+        centre = chart.left + (i + 0.5) * chart.slot
+        for dx, y in zip(rng.uniform(-0.18, 0.18, len(v)), v):
+            x, yy = centre + dx * chart.slot, chart.y(y)
+            draw.ellipse((x - r, yy - r, x + r, yy + r), fill=DOT)
         if len(v):
-            ax.hlines(np.median(v), i - 0.3, i + 0.3, color="#dd8452", linewidth=2)
-    ax.set_xticks(range(len(groups)), list(groups), rotation=30, ha="right")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
-    return save(fig, path)
+            y = chart.y(float(np.median(v)))
+            draw.line((centre - 0.3 * chart.slot, y, centre + 0.3 * chart.slot, y), fill=ORANGE, width=3)
+    chart.finish(img, draw)
+    return _write_png(img, path)
 
 
 def panels(
@@ -759,7 +767,6 @@ def panels(
     return _bar_panels(rows, [str(i) for i in range(n)], path, title=title, xlabel=xlabel, legend=legend)
 
 
-@styled
 def grouped_bars(
     series: dict[str, Sequence[float]],
     labels: Sequence[str],
@@ -769,22 +776,129 @@ def grouped_bars(
     ylabel: str = "",
     ylim: tuple[float, float] | None = None,
 ) -> Path:
-    """Side-by-side bars per label, one colour per series (e.g. per-class accuracy before/after)."""
-    plt = pyplot()
-    k = max(1, len(series))
-    width = 0.8 / k
-    fig, ax = plt.subplots(figsize=(max(3.5, 0.5 * len(labels) + 1.5), 2.6))
-    for i, (name, values) in enumerate(series.items()):
-        ax.bar(np.arange(len(values)) + (i - (k - 1) / 2) * width, values, width, label=name)
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    _room_below(fig, labels, 2.2)
-    if ylim:
-        ax.set_ylim(*ylim)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=SMALL)
-    ax.grid(axis="y", alpha=0.3)
-    return save(fig, path)
+    """Side-by-side bars per label, one colour per series (e.g. per-class accuracy before/after),
+    a legend at the top left; a NaN value gets no bar. Set with Pillow in matplotlib's font at
+    :data:`SMALL` points."""
+    from PIL import ImageDraw
+
+    rows = [np.asarray([np.nan if x is None else x for x in v], dtype=np.float64) for v in series.values()]
+    finite = np.concatenate([v[np.isfinite(v)] for v in rows]) if rows else np.zeros(0)
+    lo, hi = ylim if ylim else (min(0.0, float(finite.min(initial=0.0))), max(0.0, float(finite.max(initial=1.0))))
+    legend = [(CYCLE[s % len(CYCLE)], str(n)) for s, n in enumerate(series)]
+    chart = _Chart(list(labels), lo, hi, ylabel, title, slot=0.5, height=2.2, tight=ylim is not None, legend=legend)
+    img = chart.image()
+    draw = ImageDraw.Draw(img)
+    k = max(1, len(rows))
+    width = 0.8 * chart.slot / k
+    zero = chart.y(min(max(0.0, chart.bottom), chart.top))
+    for s, v in enumerate(rows):
+        colour = CYCLE[s % len(CYCLE)]
+        for i, x in enumerate(v):
+            if np.isfinite(x):
+                a = chart.left + (i + 0.1) * chart.slot + s * width
+                y = chart.y(min(max(x, chart.bottom), chart.top))
+                draw.rectangle((round(a), min(zero, y), round(a + width) - 1, max(zero, y)), fill=colour)
+    chart.finish(img, draw)
+    return _write_png(img, path)
+
+
+# matplotlib's default colour cycle (the colours of series); DOT: BLUE at 70 % on white
+CYCLE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+DOT = "#82a0c8"
+
+
+def _write_png(img: Any, path: str | Path) -> Path:
+    from .utils import atomic_write
+
+    atomic_write(Path(path), lambda f: img.save(f, format="png", compress_level=1), mode="wb")
+    return Path(path)
+
+
+class _Chart:
+    """One chart set with Pillow: a value axis of round ticks (grid lines across), its label turned
+    upright, ``labels`` under slots of ``slot`` inches (upright when they fit, else turned a
+    quarter), a title wrapped over the top, ``legend`` ((colour, text) entries) right of the axes,
+    where it hides no data. ``tight``: the axis spans [low, high] exactly, else it is widened to
+    the round ticks around them. :meth:`y` maps a value to a pixel row."""
+
+    def __init__(
+        self,
+        labels: list[str],
+        low: float,
+        high: float,
+        ylabel: str,
+        title: str,
+        slot: float,
+        height: float,
+        tight: bool,
+        legend: Sequence[tuple[str, str]] = (),
+    ):
+        from matplotlib.ticker import MaxNLocator
+
+        dpi = STYLE["savefig.dpi"]
+        self.font = font = _font(int(round(SMALL * dpi / 72)))
+        if not high > low:
+            low, high = low - 0.5, high + 0.5
+        ticks = [float(t) for t in MaxNLocator(5).tick_values(low, high)]
+        if not tight:
+            low = max([t for t in ticks if t <= low + 1e-12 * abs(low)], default=low)
+            high = min([t for t in ticks if t >= high - 1e-12 * abs(high)], default=high)
+        eps = 1e-9 * (high - low)
+        self.bottom, self.top = low, high
+        self.ticks = [(t, f"{t:.3g}".replace("-", "\u2212")) for t in ticks if low - eps <= t <= high + eps]
+        self.slot = max(int(slot * dpi), int(1.6 * font.size))
+        self.ph = int(height * dpi)
+        flat = [_text_image([str(x)], font) for x in labels]
+        upright = all(im.width <= self.slot - 4 for im in flat)
+        self.xlabels = flat if upright else [_text_image([str(x)], font, rotate=True) for x in labels]
+        self.ylab = _text_image([ylabel], font, rotate=True) if ylabel else None
+        tick_w = max([int(font.getlength(t)) for _, t in self.ticks] + [0])
+        self.left = 6 + (self.ylab.width + 6 if self.ylab else 0) + tick_w + 6
+        self.plot_w = self.slot * max(len(labels), 1)
+        self.legend = list(legend)
+        key_w = max([int(font.getlength(t)) for _, t in self.legend] + [0]) + 2 * font.size + 12
+        width = self.left + self.plot_w + 12 + (key_w if self.legend else 0)
+        step = int(round(1.25 * font.size))
+        self.lines = _wrap(title, font, max(width, int(2.4 * dpi)) - 8) if title else []
+        self.width = max([width] + [int(font.getlength(t)) + 8 for t in self.lines])
+        self.head = len(self.lines) * step + 8 if self.lines else font.size // 2 + 4
+        self.below = max([im.height for im in self.xlabels] + [0]) + 12
+
+    def y(self, value: float) -> float:
+        return self.head + (self.top - value) / (self.top - self.bottom) * self.ph
+
+    def image(self) -> Any:
+        """The blank chart: white, its grid lines drawn."""
+        from PIL import Image, ImageDraw
+
+        img = Image.new("RGB", (self.width, self.head + self.ph + self.below), "white")
+        draw = ImageDraw.Draw(img)
+        for t, _ in self.ticks:
+            draw.line((self.left, self.y(t), self.left + self.plot_w, self.y(t)), fill="#e6e6e6")
+        return img
+
+    def finish(self, img: Any, draw: Any) -> None:
+        """Axes, ticks, labels, title and legend over what was drawn."""
+        font, step = self.font, int(round(1.25 * self.font.size))
+        for i, t in enumerate(self.lines):
+            draw.text((4, 4 + i * step), t, fill="black", font=font, anchor="la")
+        base = self.head + self.ph
+        draw.line((self.left, self.head, self.left, base), fill="black")
+        draw.line((self.left, base, self.left + self.plot_w, base), fill="black")
+        for t, text in self.ticks:
+            draw.line((self.left - 4, self.y(t), self.left, self.y(t)), fill="black")
+            draw.text((self.left - 6, self.y(t)), text, fill="black", font=font, anchor="rm")
+        if self.ylab is not None:
+            img.paste(self.ylab, (6, int(self.head + self.ph / 2 - self.ylab.height / 2)), self.ylab)
+        for i, im in enumerate(self.xlabels):
+            c = self.left + i * self.slot + self.slot // 2
+            draw.line((c, base, c, base + 3), fill="black")
+            img.paste(im, (int(c - im.width / 2), base + 6), im)
+        fs, x = font.size, self.left + self.plot_w + 12
+        for n, (colour, text) in enumerate(self.legend):
+            y = self.head + 6 + n * step
+            draw.rectangle((x, y, x + 2 * fs, y + fs - 2), fill=colour)
+            draw.text((x + 2 * fs + 4, y + (fs - 2) / 2), text, fill="black", font=font, anchor="lm")
 
 
 BLUE, ORANGE, RED = "#4c72b0", "#dd8452", "#c44e52"

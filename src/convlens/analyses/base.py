@@ -258,6 +258,14 @@ class Figures(list):
             entry["filter"] = int(filter)
         self.append(entry)
 
+    def later(self, path: Path, caption: str, layer: str, filter: int) -> None:
+        """List a per-filter figure that is drawn when first needed, not now
+        (:func:`convlens.analyses.perfilter.draw_pending` draws it from the JSON and its .npz)."""
+        from .perfilter import PENDING
+
+        self.add(path, caption, layer, filter)
+        self[-1][PENDING] = True
+
 
 # ----------------------------------------------------------------------------------------------
 # model access
