@@ -176,3 +176,12 @@ def test_strip_and_grouped_bars_do_not_need_matplotlib_figures(tmp_path, monkeyp
     plots.strip({"a": [1.0, 2.0]}, tmp_path / "s.png", title="t", ylabel="y")
     plots.grouped_bars({"x": [1.0]}, ["a"], tmp_path / "g.png", title="t")
     assert (tmp_path / "s.png").is_file() and (tmp_path / "g.png").is_file()
+
+
+def test_a_notebook_shows_the_first_listed_figure_drawing_it_if_pending(tmp_path):
+    out = TopK(k=2)(subject(dot_net(), dot_split(), root=tmp_path))
+    first = out["figures"][0]
+    assert first["pending"] and first["path"] == "analysis/topk/conv1/f0.png"
+    assert out.figure_file() == tmp_path / first["path"]  # drawn now, that one only
+    assert not (tmp_path / "analysis/topk/conv1/f0_patches.png").exists()
+    assert "data:image/png;base64," in out._repr_html_()
