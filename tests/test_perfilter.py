@@ -185,3 +185,15 @@ def test_a_notebook_shows_the_first_listed_figure_drawing_it_if_pending(tmp_path
     assert out.figure_file() == tmp_path / first["path"]  # drawn now, that one only
     assert not (tmp_path / "analysis/topk/conv1/f0_patches.png").exists()
     assert "data:image/png;base64," in out._repr_html_()
+
+
+def test_figures_are_written_whole_without_waiting_for_the_disk(tmp_path, monkeypatch):
+    import convlens.utils as utils
+
+    synced = []
+    monkeypatch.setattr(utils.os, "fsync", synced.append)
+    p = plots.bar_chart([1.0, 2.0], ["a", "b"], tmp_path / "b.png", title="t")
+    assert synced == [] and Image.open(p).size[0] > 50  # a figure: renamed into place, not synced
+    assert [q.name for q in tmp_path.iterdir()] == ["b.png"]  # no temporary file left
+    utils.write_json(tmp_path / "x.json", {"a": 1})
+    assert len(synced) == 1  # the numbers are

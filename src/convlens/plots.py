@@ -138,7 +138,7 @@ def save(fig: Any, path: str | Path) -> Path:
     else:
         with matplotlib.rc_context({"savefig.dpi": STYLE["savefig.dpi"]}):
             fig.savefig(buf, format=fmt, bbox_inches="tight")
-    atomic_write(Path(path), lambda f: f.write(buf.getvalue()), mode="wb")
+    atomic_write(Path(path), lambda f: f.write(buf.getvalue()), mode="wb", sync=False)  # see _write_png
     return Path(path)
 
 
@@ -253,8 +253,6 @@ def confusion(
     :data:`SMALL` points: a tenth of matplotlib's time."""
     from PIL import Image, ImageDraw
 
-    from .utils import atomic_write
-
     m = np.asarray(matrix, dtype=np.float64).reshape(len(classes), len(classes))
     shown = m / np.maximum(m.sum(1, keepdims=True), 1) if normalize else m
     k = len(classes)
@@ -301,8 +299,7 @@ def confusion(
     img.paste(true_label, (6, int(head + grid_w / 2 - true_label.height / 2)), true_label)
     img.paste(pred, (int(left + grid_w / 2 - pred.width / 2), head + grid_w + below), pred)
     _colorbar(img, draw, font, (left + grid_w + 10, head, grid_w), cmap, lo, hi, "")
-    atomic_write(Path(path), lambda f: img.save(f, format="png", compress_level=1), mode="wb")
-    return Path(path)
+    return _write_png(img, path)
 
 
 def _colours(cmap: str, values: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -553,8 +550,6 @@ def _picture_mosaic(
     right-aligned left of the tiles. Without ``path`` the Pillow image is returned, unsaved."""
     from PIL import Image, ImageDraw
 
-    from .utils import atomic_write
-
     dpi = STYLE["savefig.dpi"]
     k = max(1, int(round(px * dpi)))  # screen pixels per canvas pixel
     font = _font(int(round(SMALL * dpi / 72)))
@@ -607,8 +602,7 @@ def _picture_mosaic(
             )
     if path is None:  # the picture itself, to be set into a larger one
         return img
-    atomic_write(Path(path), lambda f: img.save(f, format="png", compress_level=1), mode="wb")
-    return Path(path)
+    return _write_png(img, path)
 
 
 @styled
@@ -630,8 +624,6 @@ def image_with_maps(
     maps, all maps on one shared colour scale (``colorbar`` labels it). Set with Pillow, as
     :func:`mosaic`."""
     from PIL import Image, ImageDraw
-
-    from .utils import atomic_write
 
     canvas, origins, shown, px, band = _canvas(maps, ["hw"] * len(maps), cols, True, True, 0.8)
     rgb = _colours(cmap, canvas, vmin, vmax) / 255.0
@@ -655,8 +647,7 @@ def image_with_maps(
     draw.text((8 + inp.width / 2, head + step - 2), "input", fill="black", font=font, anchor="md")
     img.paste(inp, (8, head + step))
     img.paste(grid, (8 + inp.width + 12, head))
-    atomic_write(Path(path), lambda f: img.save(f, format="png", compress_level=1), mode="wb")
-    return Path(path)
+    return _write_png(img, path)
 
 
 @styled
@@ -678,8 +669,6 @@ def heatmap(
     left (at most about 64), columns below, turned 45 degrees; a labelled colour bar on the right.
     Set with Pillow in matplotlib's font at :data:`SMALL` points."""
     from PIL import Image, ImageDraw
-
-    from .utils import atomic_write
 
     m = np.asarray(matrix, dtype=np.float64).reshape(len(rows), len(cols))
     finite = m[np.isfinite(m)]
@@ -717,8 +706,7 @@ def heatmap(
     if xl is not None:
         img.paste(xl, (int(left + grid_w / 2 - xl.width / 2), head + grid_h + below), xl)
     _colorbar(img, draw, font, (left + grid_w + 10, head, grid_h), cmap, lo, hi, colorbar)
-    atomic_write(Path(path), lambda f: img.save(f, format="png", compress_level=1), mode="wb")
-    return Path(path)
+    return _write_png(img, path)
 
 
 def strip(groups: dict[str, Sequence[float]], path: str | Path, *, title: str = "", ylabel: str = "") -> Path:
@@ -808,9 +796,13 @@ DOT = "#82a0c8"
 
 
 def _write_png(img: Any, path: str | Path) -> Path:
+    """A Pillow image as a PNG, atomically, with light compression (the 236 figures of a CIFAR run:
+    0.59 s and 7.8 MB against 0.98 s and 7.0 MB at the default level), and not synced to disk: a
+    figure is redrawn from the run folder's numbers, and the rename alone keeps a reader from ever
+    seeing half of one."""
     from .utils import atomic_write
 
-    atomic_write(Path(path), lambda f: img.save(f, format="png", compress_level=1), mode="wb")
+    atomic_write(Path(path), lambda f: img.save(f, format="png", compress_level=1), mode="wb", sync=False)
     return Path(path)
 
 
@@ -947,8 +939,6 @@ def _bar_panels(
     time, for the per-filter small multiples an analysis draws by the dozen."""
     from PIL import Image, ImageDraw
 
-    from .utils import atomic_write
-
     dpi = STYLE["savefig.dpi"]
     font = _font(int(round(SMALL * dpi / 72)))
     fs = font.size
@@ -993,8 +983,7 @@ def _bar_panels(
         img.paste(im, (int(c - im.width / 2), y_axis + 5), im)
     if xl is not None:
         img.paste(xl, (int(left + plot_w / 2 - xl.width / 2), img.height - xl.height - 4), xl)
-    atomic_write(Path(path), lambda f: img.save(f, format="png", compress_level=1), mode="wb")
-    return Path(path)
+    return _write_png(img, path)
 
 
 def _bar_panel(img: Any, draw: Any, font: Any, axis: tuple, box: tuple, legend: tuple[str, str] | None) -> None:
