@@ -197,3 +197,54 @@ def test_figures_are_written_whole_without_waiting_for_the_disk(tmp_path, monkey
     assert [q.name for q in tmp_path.iterdir()] == ["b.png"]  # no temporary file left
     utils.write_json(tmp_path / "x.json", {"a": 1})
     assert len(synced) == 1  # the numbers are
+
+
+@pytest.mark.parametrize("nbins", [4, 5])
+def test_nice_ticks_are_matplotlibs(nbins):
+    from matplotlib.ticker import MaxNLocator
+
+    rng = np.random.default_rng(0)
+    spans = [(0, 1), (0, 100), (-3, 7), (0.1, 0.9), (1e-9, 3e-9), (1000, 1000.5), (-0.5, 0.5), (0, 1e6), (2, 2)]
+    spans += [tuple(sorted(rng.normal(0, 10 ** rng.uniform(-6, 6), 2))) for _ in range(300)]
+    spans += [(m, m + 10 ** rng.uniform(-3, 1)) for m in rng.uniform(-1e4, 1e4, 100)]  # offsets
+    for lo, hi in spans:
+        want = [float(t) for t in MaxNLocator(nbins).tick_values(lo, hi)]
+        assert plots.nice_ticks(lo, hi, nbins) == want, (lo, hi)
+
+
+def test_colour_maps_and_font_are_matplotlibs_without_importing_it():
+    from matplotlib import colormaps, font_manager
+
+    with np.load(plots.Path(plots.__file__).with_name("colormaps.npz")) as z:
+        names = z.files
+    assert {"gray", "viridis", "magma", "Blues", "RdBu_r"} <= set(names)  # those the analyses use
+    t = np.concatenate([np.linspace(0, 1, 4097), np.random.default_rng(0).random(10000), [np.nan]])
+    for name in names:
+        want = (colormaps[name](np.nan_to_num(t))[..., :3] * 255 + 0.5).astype(np.uint8)
+        want[-1] = 255  # NaN: white
+        np.testing.assert_array_equal(plots._colours(name, t, 0.0, 1.0), want, err_msg=name)
+    assert plots._lut("no such map") is None
+    np.testing.assert_array_equal(  # another map: through matplotlib
+        plots._colours("Greens", t[:-1], 0, 1), (colormaps["Greens"](t[:-1])[..., :3] * 255 + 0.5).astype(np.uint8)
+    )
+    assert plots._font_file() == font_manager.findfont("DejaVu Sans")
+
+
+def test_analyze_draws_its_figures_without_importing_matplotlib(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    code = f"""
+import sys
+sys.path.insert(0, {str(tests)!r})
+from analyses_models import random_net, random_split, subject
+from convlens.analyses import analyze
+out = analyze(subject(random_net(), random_split(24), root={str(tmp_path)!r}), k=3, examples=4, mistakes=4)
+assert sum(len(r["figures"]) for r in out.values()) > 20
+assert not [m for m in sys.modules if m.startswith("matplotlib")], "matplotlib imported"
+"""
+    env = {**__import__("os").environ, "PYTHONPATH": str(tests.parent / "src")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

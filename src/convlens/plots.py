@@ -6,11 +6,17 @@ backend stays as it is, and pyplot is never imported), and the house style (:dat
 only inside :func:`styled` drawing functions, through ``matplotlib.rc_context``. Every function
 takes plain numbers/arrays (as read back from the run folder's JSON) and writes a PNG; nothing
 here computes results.
+
+The figures of the analyses (mosaics, heatmaps, bar charts, strips, confusion matrices) are set
+with Pillow, in matplotlib's look: its DejaVu Sans file, its colour maps (``colormaps.npz``) and
+its round-tick rule (:func:`nice_ticks`), all without importing matplotlib, so ``convlens
+analyze`` never does.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -304,21 +310,68 @@ def confusion(
 
 def _colours(cmap: str, values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """``values`` on the scale [lo, hi] of matplotlib's colour map ``cmap`` as uint8 RGB (NaN: white)."""
-    from matplotlib import colormaps
-
     v = np.asarray(values, dtype=np.float64)
-    t = np.clip((v - lo) / (hi - lo), 0, 1) if hi > lo else np.full(v.shape, 0.5)
-    rgb = (colormaps[cmap](np.nan_to_num(t))[..., :3] * 255 + 0.5).astype(np.uint8)
+    t = np.nan_to_num(np.clip((v - lo) / (hi - lo), 0, 1) if hi > lo else np.full(v.shape, 0.5))
+    lut = _lut(cmap)
+    if lut is None:
+        from matplotlib import colormaps
+
+        rgb = (colormaps[cmap](t)[..., :3] * 255 + 0.5).astype(np.uint8)
+    else:  # matplotlib's own lookup: entry floor(t * 256), 1.0 in the last
+        rgb = lut[np.minimum((t * len(lut)).astype(np.intp), len(lut) - 1)]
     rgb[~np.isfinite(v)] = 255
     return rgb
 
 
-def _colorbar_ticks(lo: float, hi: float) -> list[tuple[float, str]]:
-    from matplotlib.ticker import MaxNLocator
+@functools.cache
+def _lut(cmap: str) -> np.ndarray | None:
+    """The 256 colours (uint8 RGB) of matplotlib's colour map ``cmap``, from ``colormaps.npz``
+    beside this module (the maps the analyses use and a few more, taken from matplotlib: see
+    tests/test_perfilter.py), so drawing an analysis' figures never imports matplotlib (0.2 s);
+    None for another map."""
+    with np.load(Path(__file__).with_name("colormaps.npz")) as z:
+        return z[cmap] if cmap in z.files else None
 
+
+def nice_ticks(lo: float, hi: float, nbins: int) -> list[float]:
+    """The round ticks ``matplotlib.ticker.MaxNLocator(nbins).tick_values(lo, hi)`` gives (default
+    steps 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10), without importing matplotlib."""
+    lo, hi = float(lo), float(hi)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        lo, hi = -1e-13, 1e-13
+    lo, hi = min(lo, hi), max(lo, hi)
+    big = max(abs(lo), abs(hi))
+    if big < 1e20 * np.finfo(float).tiny:
+        lo, hi = -1e-13, 1e-13
+    elif hi - lo <= big * 1e-14:
+        lo, hi = (-1e-13, 1e-13) if hi == 0 and lo == 0 else (lo - 1e-13 * abs(lo), hi + 1e-13 * abs(hi))
+    span, mean = hi - lo, (hi + lo) / 2
+    offset = 0.0 if abs(mean) / span < 100 else math.copysign(10 ** (math.log10(abs(mean)) // 1), mean)
+    scale = 10 ** (math.log10(span / nbins) // 1)
+    base = np.array([1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10])
+    steps = np.concatenate([0.1 * base[:-1], base, [10 * base[1]]]) * scale
+    _lo, _hi = lo - offset, hi - offset
+    large = np.nonzero(steps >= (_hi - _lo) / nbins)[0]
+    istep = large[0] if len(large) else len(steps) - 1
+    ticks = np.zeros(0)
+    for step in steps[: istep + 1][::-1]:
+        # matplotlib's slack for a tick on an edge: more when the offset is large against the step
+        tol = min(0.4999, max(1e-10, 10 ** (math.log10(abs(offset) / step) - 12))) if offset else 1e-10
+        best = (_lo // step) * step
+        d, m = divmod(_lo - best, step)
+        low = d + 1 if abs(m / step - 1) < tol else d
+        d, m = divmod(_hi - best, step)
+        high = d if abs(m / step) < tol else d + 1
+        ticks = np.arange(low, high + 1) * step + best
+        if ((ticks <= _hi) & (ticks >= _lo)).sum() >= 2:
+            break
+    return [float(t) for t in ticks + offset]
+
+
+def _colorbar_ticks(lo: float, hi: float) -> list[tuple[float, str]]:
     if not hi > lo:
         return [(lo, f"{lo:.3g}")]
-    ticks = [float(t) for t in MaxNLocator(5).tick_values(lo, hi)]
+    ticks = nice_ticks(lo, hi, 5)
     eps = 1e-9 * (hi - lo)
     return [(t, f"{t:.3g}".replace("-", "\u2212")) for t in ticks if lo - eps <= t <= hi + eps]
 
@@ -461,7 +514,6 @@ def _canvas(
     return canvas, origins, shown, px, band
 
 
-@styled
 def mosaic(
     tiles: Sequence[np.ndarray],
     path: str | Path,
@@ -512,10 +564,25 @@ def mosaic(
 @functools.cache
 def _font(size_px: int) -> Any:
     """matplotlib's own DejaVu Sans, for text set without matplotlib (the same face as the rest)."""
-    from matplotlib import font_manager
     from PIL import ImageFont
 
-    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size_px)
+    return ImageFont.truetype(_font_file(), size_px)
+
+
+@functools.cache
+def _font_file() -> str:
+    """The DejaVu Sans file matplotlib ships, found without importing matplotlib; else the one
+    its font manager finds."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("matplotlib")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if path.is_file():
+            return str(path)
+    from matplotlib import font_manager
+
+    return font_manager.findfont("DejaVu Sans")
 
 
 def _wrap(text: str, font: Any, width: float) -> list[str]:
@@ -605,7 +672,6 @@ def _picture_mosaic(
     return _write_png(img, path)
 
 
-@styled
 def image_with_maps(
     image: np.ndarray,
     maps: Sequence[np.ndarray],
@@ -650,7 +716,6 @@ def image_with_maps(
     return _write_png(img, path)
 
 
-@styled
 def heatmap(
     matrix: Sequence[Sequence[float]],
     rows: Sequence[str],
@@ -825,13 +890,11 @@ class _Chart:
         tight: bool,
         legend: Sequence[tuple[str, str]] = (),
     ):
-        from matplotlib.ticker import MaxNLocator
-
         dpi = STYLE["savefig.dpi"]
         self.font = font = _font(int(round(SMALL * dpi / 72)))
         if not high > low:
             low, high = low - 0.5, high + 0.5
-        ticks = [float(t) for t in MaxNLocator(5).tick_values(low, high)]
+        ticks = nice_ticks(low, high, 5)
         if not tight:
             low = max([t for t in ticks if t <= low + 1e-12 * abs(low)], default=low)
             high = min([t for t in ticks if t >= high - 1e-12 * abs(high)], default=high)
@@ -898,12 +961,10 @@ BLUE, ORANGE, RED = "#4c72b0", "#dd8452", "#c44e52"
 
 def _axis_ticks(lo: float, hi: float) -> tuple[float, float, list[float]]:
     """A value axis covering [lo, hi] (and 0) with about four round ticks: (bottom, top, ticks)."""
-    from matplotlib.ticker import MaxNLocator
-
     lo, hi = min(0.0, lo), max(0.0, hi)
     if not hi > lo:
         hi = lo + 1.0
-    ticks = [float(t) for t in MaxNLocator(4).tick_values(lo, hi)]
+    ticks = nice_ticks(lo, hi, 4)
     bottom = max([t for t in ticks if t <= lo + 1e-12 * abs(lo)], default=lo)
     top = min([t for t in ticks if t >= hi - 1e-12 * abs(hi)], default=hi)
     return bottom, top, [t for t in ticks if bottom <= t <= top]
