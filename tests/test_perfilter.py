@@ -112,6 +112,14 @@ def test_classnorms_bars_drawn_later_and_redrawn_after_a_rerun(tmp_path):
     assert not f1.exists()
 
 
+def test_a_rerun_without_figures_leaves_no_arrays_of_the_earlier_one(tmp_path):
+    model, split = dot_net(), dot_split()
+    TopK(k=2)(subject(model, split, root=tmp_path))
+    assert (tmp_path / "analysis/topk.npz").is_file()
+    out = TopK(k=2)(subject(model, split, root=tmp_path, figures=False))
+    assert "arrays" not in out and not (tmp_path / "analysis/topk.npz").exists()
+
+
 def test_the_report_notes_figures_it_cannot_draw(tmp_path):
     from convlens.report.run_report import draw_filter_figures
     from convlens.report.analyses import load_analyses

@@ -459,10 +459,14 @@ class Analysis:
         return self.publish(subject, result, time.perf_counter() - t0)
 
     def clear(self, subject: Subject) -> None:
-        """Remove this analysis' figures of an earlier run, so the folder matches the new JSON."""
+        """Remove this analysis' figures and arrays of an earlier run, so the folder matches the new JSON."""
         folder = subject.folder(self.name, self.key())
         if folder is not None and folder.is_dir():
             shutil.rmtree(folder)
+        if subject.root is not None:
+            from ..run import Layout
+
+            Layout(subject.root).artifact(self.name, self.key()).npz.unlink(missing_ok=True)
 
     def publish(self, subject: Subject, result: dict[str, Any], seconds: float) -> dict[str, Any]:
         out = {

