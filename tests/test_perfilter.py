@@ -256,3 +256,9 @@ assert not [m for m in sys.modules if m.startswith("matplotlib")], "matplotlib i
     env = {**__import__("os").environ, "PYTHONPATH": str(tests.parent / "src")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_notebook_skips_a_pending_figure_it_cannot_draw(tmp_path):
+    out = TopK(k=2)(subject(dot_net(), dot_split(), root=tmp_path))
+    (tmp_path / "analysis" / "topk.npz").unlink()
+    assert out.figure_file() == tmp_path / "analysis/topk/conv1.png"  # the first figure drawn at analyze time

@@ -144,7 +144,10 @@ class Result(dict):
                 if p.suffix == ".png" and not p.is_file() and entry.get("pending"):
                     from .analyses.perfilter import draw_pending
 
-                    draw_pending(self.root, [{**self, "figures": [entry]}])
+                    try:
+                        draw_pending(self.root, [{**self, "figures": [entry]}])
+                    except (OSError, KeyError, IndexError, ValueError):  # what it is drawn from is gone
+                        continue
                 if p.suffix == ".png" and p.is_file():
                     return p
         return None
