@@ -10,6 +10,7 @@ import torch
 from analyses_models import CLASSES, VALUES, dot_net, dot_split, one_thread, random_net, random_split, subject  # noqa: F401
 
 from convlens.analyses import ANALYSES, AnalysisError, Errors, FeatureMaps, Filters, TopK, analyze
+from convlens.analyses.perfilter import draw_pending
 from convlens.errors import LayerError
 from convlens.models import build
 from convlens.trace import hook_count
@@ -42,8 +43,14 @@ def test_contract_and_the_callers_model_is_left_as_it_was(name, tmp_path):
     assert data["analysis"] == name and data["split"] == "test" and isinstance(data["params"], dict)
     assert data["n_images"] == 24 and data == json.loads(json.dumps(out))
     assert data["figures"], "every analysis draws something"
+    for fig in data["figures"]:  # listed per-filter figures are drawn when first needed, the others now
+        assert (tmp_path / fig["path"]).is_file() != bool(fig.get("pending")) and fig["caption"]
+        assert not fig.get("pending") or "filter" in fig
+    assert {p.as_posix() for p in draw_pending(tmp_path)} == {
+        (tmp_path / f["path"]).as_posix() for f in data["figures"] if f.get("pending")
+    }
     for fig in data["figures"]:
-        assert (tmp_path / fig["path"]).is_file() and fig["caption"]
+        assert (tmp_path / fig["path"]).is_file()
         assert fig["path"].startswith(f"analysis/{name}/") and fig["path"].endswith(".png")
         if "filter" in fig:
             assert re.fullmatch(rf"analysis/{name}/{fig['layer']}/f{fig['filter']}(_[a-z]+)?\.png", fig["path"])
@@ -63,9 +70,11 @@ def test_rerun_replaces_the_figures(tmp_path):
     model, split = dot_net(), dot_split()
     TopK(k=2)(subject(model, split, root=tmp_path))
     old = tmp_path / "analysis" / "topk" / "conv1" / "f99.png"
+    old.parent.mkdir(parents=True, exist_ok=True)
     old.write_bytes(b"a figure of an earlier run")
     TopK(k=2)(subject(model, split, root=tmp_path))
-    assert not old.exists() and (tmp_path / "analysis" / "topk" / "conv1" / "f0.png").is_file()
+    assert not old.exists() and not (tmp_path / "analysis" / "topk" / "conv1" / "f0.png").is_file()
+    assert draw_pending(tmp_path) and (tmp_path / "analysis" / "topk" / "conv1" / "f0.png").is_file()
     out = TopK(k=2, layers=["conv2"])(subject(model, split, root=tmp_path))  # other layers: another artifact
     assert {f["layer"] for f in out["figures"]} == {"conv2"}
     assert all(f["path"].startswith("analysis/topk-conv2/") for f in out["figures"])

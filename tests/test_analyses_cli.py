@@ -5,6 +5,7 @@ import json
 import pytest
 from conftest import tiny_config
 
+from convlens.analyses.perfilter import draw_pending
 from convlens.cli import main
 
 
@@ -41,11 +42,13 @@ def test_analyze_writes_every_analysis(digits_run, capsys):
     for name in ("filters", "featuremaps", "stats", "classnorms", "topk", "ablate", "errors"):
         data = json.loads((analysis / f"{name}.json").read_text())
         assert data["analysis"] == name and data["n_images"] == 120 and data["checkpoint"] == evaluated["checkpoint"]
-        assert all((digits_run / f["path"]).is_file() for f in data["figures"])
+        assert all((digits_run / f["path"]).is_file() != bool(f.get("pending")) for f in data["figures"])
         assert f"{name}: " in printed
     topk = json.loads((analysis / "topk.json").read_text())
     assert list(topk["layers"]) == ["conv1", "conv2", "conv3"] and topk["params"]["k"] == 4
     assert [topk["layers"][c]["receptive_field"]["size"] for c in ("conv1", "conv2", "conv3")] == [3, 5, 10]
+    assert "topk: " in printed and "per-filter, drawn by the report)" in printed
+    draw_pending(digits_run)
     assert (analysis / "topk" / "conv3" / "f15_patches.png").is_file()  # width 4: conv3 has 16 filters
     assert (analysis / "classnorms" / "conv1" / "f0.png").is_file() and (
         analysis / "classnorms" / "conv3" / "f15.png"
@@ -117,8 +120,11 @@ def test_analyses_with_other_layers_keep_each_other(digits_run, capsys):
         assert list(doc["layers"]) == [layer] and doc["params"]["layers"] == [layer]
         assert len([f for f in doc["figures"] if f.get("filter") is not None]) == 2 * filters  # f<i> and patches
         assert all(f["path"].startswith(f"analysis/topk-{layer}/{layer}/") for f in doc["figures"] if "filter" in f)
-        assert all((digits_run / f["path"]).is_file() for f in doc["figures"])
+        assert all((digits_run / f["path"]).is_file() != bool(f.get("pending")) for f in doc["figures"])
     html = build_report(digits_run).read_text()
+    for layer in ("conv1", "conv3"):  # the report drew each one's per-filter figures, in its own folder
+        doc = json.loads((analysis / f"topk-{layer}.json").read_text())
+        assert all((digits_run / f["path"]).is_file() for f in doc["figures"])
     assert 'id="analysis-topk-conv1"' in html and 'id="analysis-topk-conv3"' in html
     # a stale keyed analysis is refreshed by asking for the same layers again
     run = Run(digits_run)

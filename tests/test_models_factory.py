@@ -8,6 +8,7 @@ import torch
 import yaml
 from handmade_resnet import make
 
+from convlens.analyses.perfilter import draw_pending
 from convlens.analyses.topk import patch
 from convlens.cli import main
 from convlens.models import ReceptiveField
@@ -55,6 +56,7 @@ def test_import_writes_a_run_folder(imported):
 
 def test_analyze_explain_report_diagnose(imported, capsys):
     assert main(["analyze", str(imported), "--only", "topk,classnorms", "--k", "3", "--limit", "40"]) == 0
+    draw_pending(imported)  # the per-filter figures, drawn when first needed
     topk = json.loads((imported / "analysis" / "topk.json").read_text())
     assert list(topk["layers"]) == CONVS  # execution order, none dropped
     images = Run(imported).load_data().test.images[:40].float().div(255).numpy()

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny_config
 
+from convlens.analyses.perfilter import draw_pending
 from convlens.cli import main
 from convlens.config import load_config
 
@@ -49,6 +50,8 @@ def test_resnet8_trains_and_is_dissected(tmp_path, capsys):
         "layer3.0.conv2",
     ]
     assert all(info["receptive_field"] for info in topk["layers"].values())
+    assert not (run / "analysis" / "topk" / "layer3.0.conv2" / "f0_patches.png").is_file()  # drawn when needed
+    draw_pending(run)
     assert (run / "analysis" / "topk" / "layer3.0.conv2" / "f0_patches.png").is_file()
     classnorms = json.loads((run / "analysis" / "classnorms.json").read_text())
     assert list(classnorms["layers"]) == ["conv1", "layer3.0.conv2"]

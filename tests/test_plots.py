@@ -9,6 +9,7 @@ from PIL import Image
 
 from convlens import plots
 from convlens.analyses import Filters
+from convlens.analyses.perfilter import draw_pending
 from convlens.models import build
 
 from analyses_models import random_split, subject
@@ -82,6 +83,7 @@ def test_first_layer_rgb_composites_of_3x3_filters_keep_their_colour(tmp_path):
     pink = ((a[..., 0] > 240) & (abs(a[..., 1] - 128) < 8) & (abs(a[..., 2] - 128) < 8)).sum()
     olive = ((abs(a[..., 0] - 128) < 8) & (abs(a[..., 1] - 128) < 8) & (a[..., 2] < 15)).sum()
     assert pink > 20 and olive > 20
+    draw_pending(tmp_path)
     per = pixels(tmp_path / "analysis" / "filters-conv1" / "conv1" / "f0.png")
     assert ((per[..., 0] > 240) & (abs(per[..., 1] - 128) < 8) & (abs(per[..., 2] - 128) < 8)).sum() > 20
 
@@ -111,6 +113,7 @@ def test_topk_patches_of_a_3x3_receptive_field_keep_their_colour(tmp_path):
     out = TopK(layers=["conv1"], k=1, at="conv")(subject(model.eval(), split, root=tmp_path))
     f = out["layers"]["conv1"]["filters"][0]
     assert f["positions"] == [2]
+    draw_pending(tmp_path)
     a = pixels(tmp_path / "analysis" / "topk-conv1" / "conv1" / "f0_patches.png")
     assert count_red(a) > 50  # the 3x3 patch is drawn red (HWC reading: a white row over black)
 

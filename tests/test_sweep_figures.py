@@ -75,6 +75,26 @@ def test_the_sweep_report_draws_them_from_the_trial_folders(tmp_path):
         build_sweep_report(out, color_by="seed")
 
 
+def test_report_colours_a_sweeps_curves_by_the_key_given_on_the_command_line(tmp_path, capsys):
+    from sweep_common import write_sweep
+
+    from convlens.cli import main
+    from convlens.sweep import run_sweep
+
+    path = write_sweep(tmp_path, params={"train.optimizer.lr": [0.05, 0.1]}, epochs=1)
+    out = run_sweep(path, out=tmp_path / "out", echo=lambda s: None, table=False)
+    assert main(["report", str(out), "--color-by", "seed"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --color-by 'seed' is not a key the trials vary; allowed: train.optimizer.lr" in err
+    assert not (out / "report.html").exists()  # refused before anything is drawn
+    trial = next(p for p in (out / "trials").iterdir() if p.is_dir())
+    assert main(["report", str(trial), "--color-by", "train.optimizer.lr"]) == 2
+    assert "is not a sweep folder" in capsys.readouterr().err
+    assert main(["report", str(out), "--color-by", "train.optimizer.lr"]) == 0
+    assert "coloured by train.optimizer.lr" in (out / "report.html").read_text()
+    assert (out / "report" / "curves_by_train_optimizer_lr.png").is_file()
+
+
 def test_sweep_figures_write_no_text_under_8_pt(monkeypatch, tmp_path):
     import re
     from pathlib import Path

@@ -136,10 +136,18 @@ class Result(dict):
 
     # -- the figure -------------------------------------------------------------------------------
     def figure_file(self) -> Path | None:
-        """The first figure file the document lists, when the run folder holds it."""
+        """The first figure file the document lists, when the run folder holds it; a per-filter
+        figure listed to be drawn when first needed is drawn now (see :mod:`convlens.analyses.perfilter`)."""
         for entry in self.get("figures") or []:
             if self.root is not None and isinstance(entry, dict) and entry.get("path"):
                 p = self.root / entry["path"]
+                if p.suffix == ".png" and not p.is_file() and entry.get("pending"):
+                    from .analyses.perfilter import draw_pending
+
+                    try:
+                        draw_pending(self.root, [{**self, "figures": [entry]}])
+                    except (OSError, KeyError, IndexError, ValueError):  # what it is drawn from is gone
+                        continue
                 if p.suffix == ".png" and p.is_file():
                     return p
         return None

@@ -20,10 +20,13 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once: os.umask is process-wide and not safe to toggle from threads
 
 
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w", sync: bool = True) -> None:
     """Write through ``write(fileobj)`` into a temp file beside ``path``, then rename over it.
 
     A reader (or a crash) never sees a half-written file: either the old one or the new one.
+    ``sync=False`` skips flushing the file to the disk before the rename, for files that can be
+    redrawn from others (figures): a reader still never sees half of one, but after a power cut
+    it may be empty.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,7 +35,8 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> N
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:

@@ -258,6 +258,14 @@ class Figures(list):
             entry["filter"] = int(filter)
         self.append(entry)
 
+    def later(self, path: Path, caption: str, layer: str, filter: int) -> None:
+        """List a per-filter figure that is drawn when first needed, not now
+        (:func:`convlens.analyses.perfilter.draw_pending` draws it from the JSON and its .npz)."""
+        from .perfilter import PENDING
+
+        self.add(path, caption, layer, filter)
+        self[-1][PENDING] = True
+
 
 # ----------------------------------------------------------------------------------------------
 # model access
@@ -451,10 +459,14 @@ class Analysis:
         return self.publish(subject, result, time.perf_counter() - t0)
 
     def clear(self, subject: Subject) -> None:
-        """Remove this analysis' figures of an earlier run, so the folder matches the new JSON."""
+        """Remove this analysis' figures and arrays of an earlier run, so the folder matches the new JSON."""
         folder = subject.folder(self.name, self.key())
         if folder is not None and folder.is_dir():
             shutil.rmtree(folder)
+        if subject.root is not None:
+            from ..run import Layout
+
+            Layout(subject.root).artifact(self.name, self.key()).npz.unlink(missing_ok=True)
 
     def publish(self, subject: Subject, result: dict[str, Any], seconds: float) -> dict[str, Any]:
         out = {

@@ -147,27 +147,16 @@ class ClassNorms(Streaming, ClassNormsOptions):
         names = list(layers)
         bar_layers = self.bars if self.bars is not None else list(dict.fromkeys([names[0], names[-1]])) if names else []
         norm = self.norm.upper()
-        for layer in bar_layers:
+        for layer in bar_layers:  # each filter's bars: listed, drawn when first needed (.perfilter)
             info = layers[layer]
-            means = list(enumerate(info["class_means"]))
-            for f, values in plots.progress(means, f"drawing classnorms {layer}", subject.progress):
-                pref = None if info["preferred_class"][f] is None else classes.index(info["preferred_class"][f])
+            for f in range(len(info["class_means"])):
+                pref = info["preferred_class"][f]
                 var, si = _fmt(info["variance"][f], ".3g"), _fmt(info["selectivity"][f], ".2f")
-                # an absent class (NaN) gets no bar, not a bar of height 0
-                p = plots.bar_chart(
-                    [math.nan if v is None else v for v in values],
-                    classes,
+                figures.later(
                     figures.path(layer, f"f{f}.png"),
-                    title=f"{layer} filter {f}: var {var}, SI {si}"
-                    + (" (nearly silent)" if f in info["quiet"] else ""),
-                    ylabel=f"mean {norm} norm",
-                    highlight=pref,
-                )
-                figures.add(
-                    p,
                     f"{layer} filter {f}: average {norm} norm of its feature map ({info['measured_at']}) per "
                     f"class; variance across classes {var}, selectivity {si}, preferred class "
-                    f"{classes[pref] if pref is not None else 'n/a'} (orange)",
+                    f"{pref if pref is not None else 'n/a'} (orange)",
                     layer,
                     f,
                 )

@@ -14,7 +14,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "analyze",
         help="dissect a trained run: filters, feature maps, statistics, class norms, top-k, ablation, errors",
         description="Run dataset-level analyses on a run folder; each writes RUN/analysis/<name>.json and its "
-        "figures under RUN/analysis/<name>/ (<name>-<layers> with --layers). Analyses:\n" + listing,
+        "figures under RUN/analysis/<name>/ (<name>-<layers> with --layers); the per-filter figures of "
+        "topk, filters and classnorms are drawn by `convlens report` when it first shows them. Analyses:\n" + listing,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run", help="run folder")

@@ -13,12 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..utils import to_numpy
 from ..trace import conv_layers
 from .options import FiltersOptions
+from ..run import Layout
 from .base import Analysis, AnalysisError, Figures, Subject, register, require_conv, resolve_layers
+from .perfilter import weights_shown
 
 
 @register
@@ -32,6 +33,7 @@ class Filters(Analysis, FiltersOptions):
         names = resolve_layers(model, self.layers, "all", self.name)
         first = conv_layers(model)[0]
         layers: dict[str, Any] = {}
+        weights: dict[str, np.ndarray] = {}
         figures = Figures(subject, self.name, self.key())
         for layer in names:
             conv = require_conv(model, layer, self.name)
@@ -45,28 +47,28 @@ class Filters(Analysis, FiltersOptions):
                 "max": flat.max(1).values.tolist(),
                 "bias": conv.bias.detach().float().cpu().tolist() if conv.bias is not None else None,
                 "max_abs": float(flat.abs().max()),
+                "rgb": layer == first and w.shape[1] == 3,  # drawn as RGB composites
             }
+            weights[layer] = to_numpy(w)
             if figures.on:
-                self._draw(layer, w, rgb=(layer == first and w.shape[1] == 3), figures=figures)
-        return {"layers": layers, "scale": self.scale, "figures": figures}
+                self._draw(layer, weights[layer], rgb=layers[layer]["rgb"], figures=figures)
+        stored = {}
+        if figures.on and self.per_filter:  # the weights the per-filter figures are drawn from
+            artifact = Layout(subject.root).artifact(self.name, self.key())
+            stored["arrays"] = artifact.save_arrays(compressed=False, **weights)
+        return {"layers": layers, "scale": self.scale, **stored, "figures": figures}
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.max_channels < 1 or self.max_filters < 1:
             raise AnalysisError("filters: max_channels and max_filters must be at least 1")
 
-    def _draw(self, layer: str, w: torch.Tensor, rgb: bool, figures: Figures) -> None:
+    def _draw(self, layer: str, w: np.ndarray, rgb: bool, figures: Figures) -> None:
+        """The layer's figures now; each filter's own listed, drawn when first needed (:mod:`.perfilter`)."""
         from .. import plots
 
         n, c = w.shape[:2]
-        if self.scale == "shared":
-            m = torch.full((n,), float(w.abs().max()))
-            how = f"shared scale: grey 0, white +{float(m[0]):.3g}, black -{float(m[0]):.3g}"
-        else:
-            m = w.flatten(1).abs().amax(1)
-            how = "each filter on its own scale (grey 0, white/black its largest |weight|)"
-        # map [-m, m] to [0, 1] with 0 at mid-grey; an all-zero filter stays grey
-        shown = to_numpy((0.5 + 0.5 * w / m.clamp(min=1e-12).view(-1, 1, 1, 1)).clamp(0, 1))
+        shown, how = weights_shown(w, self.scale)
         k = f"{w.shape[2]}x{w.shape[3]}"
         if rgb:
             p = plots.mosaic(
@@ -100,24 +102,10 @@ class Filters(Analysis, FiltersOptions):
         )
         if not self.per_filter:
             return
-        for i in plots.progress(range(n), f"drawing filters {layer}", figures.subject.progress):
-            if rgb:
-                tiles, titles = [shown[i]] + [shown[i, j] for j in range(c)], ["RGB", "R", "G", "B"]
-                layouts = ["chw"] + ["hw"] * c
-            else:
-                cols = min(c, self.max_channels)
-                tiles, titles = [shown[i, j] for j in range(cols)], [f"in {j}" for j in range(cols)]
-                layouts = ["hw"] * cols
-            p = plots.mosaic(
-                tiles,
-                figures.path(layer, f"f{i}.png"),
-                layout=layouts,
-                cols=min(8, len(tiles)),
-                titles=titles,
-                tile_inches=0.6,
-                suptitle=f"{layer} filter {i} ({k}); {how}",
+        for i in range(n):
+            figures.later(
+                figures.path(layer, f"f{i}.png"), f"{layer} filter {i}: its weights per input channel ({how})", layer, i
             )
-            figures.add(p, f"{layer} filter {i}: its weights per input channel ({how})", layer, i)
 
     def lines(self, result: dict[str, Any]) -> list[str]:
         out = []

@@ -23,18 +23,22 @@ def build_report(
     out: str | Path | None = None,
     echo: Callable[[str], None] = lambda s: None,
     checkpoint: str | None = None,
+    color_by: str | None = None,
 ) -> Path:
     """Write ``report.html`` for a run folder or a sweep folder; returns its path. ``checkpoint``
     (a run folder's best or last) is the one the report is about: default, the one eval.json
-    evaluated; analyses computed from other weights are marked."""
+    evaluated; analyses computed from other weights are marked. ``color_by``: a sweep folder's
+    varied config key its learning curves are coloured by (default: the first one)."""
     from .run_report import build_run_report
     from .sweep_report import build_sweep_report, is_sweep
 
     path = Path(path)
     if is_run(path):
+        if color_by is not None:
+            raise RunError(f"color_by={color_by!r} colours a sweep's learning curves; {path} is a run folder")
         return build_run_report(Run(path), out, echo, checkpoint)
     if path.is_dir() and is_sweep(path):
-        return build_sweep_report(path, out, echo)
+        return build_sweep_report(path, out, echo, color_by)
     raise RunError(
         f"{path} is neither a run folder (with config.yaml) nor a sweep folder (with trials/<n>/ run folders)"
     )

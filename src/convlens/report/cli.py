@@ -16,13 +16,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     from . import build_report
 
     check_out(args.out, kind="file")
+    if args.color_by is not None:
+        _check_color_by(args.path, args.color_by)
     check_writable(args.path)  # figures are drawn into RUN/report/ wherever the page goes
     t0 = time.perf_counter()
     # a run's report draws its figures into RUN/report/: one writer at a time
     with run_lock(args.path, "report") if is_run(args.path) else contextlib.nullcontext():
-        out = build_report(args.path, args.out, echo=print, checkpoint=args.checkpoint)
+        out = build_report(args.path, args.out, echo=print, checkpoint=args.checkpoint, color_by=args.color_by)
     print(f"report: {out}  ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
     return 0
+
+
+def _check_color_by(path: str, key: str) -> None:
+    """``--color-by KEY`` names a key the sweep folder's trials vary (before any report is drawn)."""
+    from pathlib import Path
+
+    from ..errors import ConvlensError
+    from ..run import is_run
+    from .sweep_report import is_sweep, varied_keys
+
+    if is_run(path) or not (Path(path).is_dir() and is_sweep(Path(path))):
+        raise ConvlensError(f"--color-by {key!r} colours a sweep's learning curves; {path} is not a sweep folder")
+    varying = varied_keys(Path(path))
+    if key not in varying:
+        raise ConvlensError(
+            f"--color-by {key!r} is not a key the trials vary; allowed: {', '.join(varying) or 'none (one trial)'}"
+        )
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
@@ -65,6 +84,12 @@ def add_commands(sub) -> None:
         choices=["best", "last"],
         help="the checkpoint a run's report is about; analyses of other weights are marked "
         "(default: the one eval.json evaluated, else best)",
+    )
+    p.add_argument(
+        "--color-by",
+        metavar="KEY",
+        help="a sweep folder's report: colour the learning curves by this varied config key, e.g. "
+        "train.optimizer.lr (default: the first varied key)",
     )
     p.set_defaults(func=cmd_report)
 

@@ -10,6 +10,7 @@ from .. import __version__, plots
 from ..errors import ConvlensError
 from ..explain.cli import METHOD_NAMES
 from ..run import Run
+from ..run.layout import Layout
 from ..utils import atomic_write_text
 from . import browser
 from .analyses import Analysis, analysis_section, load_analyses
@@ -341,6 +342,7 @@ def run_context(
     layer_order = (
         [r["name"] for r in summary["layers"]] if summary and isinstance(summary.get("layers"), list) else None
     )
+    notes += draw_filter_figures(run.path, analyses, echo)
     fb = browser.collect(run.path, analyses, layer_order, classes)
     sections.append(config_section(run))
     cache.save()
@@ -364,6 +366,23 @@ def run_context(
         "generated": time.strftime("%Y-%m-%d %H:%M"),
         "version": __version__,
     }
+
+
+def draw_filter_figures(root: Path, analyses: list[Any], echo: Callable[[str], None]) -> list[str]:
+    """Draw the per-filter figures the analyses listed to be drawn when first needed (once: the
+    files stay in the run folder; see :mod:`convlens.analyses.perfilter`); notes on any that
+    could not be drawn."""
+    from ..analyses.perfilter import draw_pending
+
+    notes, drawn = [], 0
+    for a in analyses:
+        try:
+            drawn += len(draw_pending(root, [a.doc]))
+        except (OSError, KeyError, IndexError, TypeError, ValueError) as exc:
+            notes.append(f"{a.path.name}: its per-filter figures could not be drawn ({type(exc).__name__}: {exc})")
+    if drawn:
+        echo(f"drew {drawn} per-filter figures into {Layout(root).analysis_dir}")
+    return notes
 
 
 def build_run_report(

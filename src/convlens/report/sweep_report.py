@@ -103,13 +103,22 @@ def _csv_table(path: Path, root: Path) -> Table | None:
     return Table(head, [[cell(v) for v in r] for r in body], str(path.relative_to(root)), collapsed=len(body) > 30)
 
 
+def _varying(configs: list[dict[str, Any]]) -> list[str]:
+    keys = sorted({k for c in configs for k in c})
+    return [k for k in keys if not k.startswith(IGNORED_KEYS) and len({repr(c.get(k)) for c in configs}) > 1]
+
+
+def varied_keys(path: Path) -> list[str]:
+    """The config keys the sweep's trials vary (what the learning curves can be coloured by)."""
+    return _varying([_config(Run(t)) for t in trial_folders(path)])
+
+
 def sweep_context(path: Path, out: Path, echo: Callable[[str], None], color_by: str | None = None) -> dict[str, Any]:
     trials = trial_folders(path)
     runs = [Run(t) for t in trials]
     data = [_trial_row(r) for r in runs]
     configs = [_config(r) for r in runs]
-    keys = sorted({k for c in configs for k in c})
-    varying = [k for k in keys if not k.startswith(IGNORED_KEYS) and len({repr(c.get(k)) for c in configs}) > 1]
+    varying = _varying(configs)
     if color_by is not None and color_by not in varying:
         raise RunError(f"color_by={color_by!r} is not a key the trials vary; allowed: {', '.join(varying) or 'none'}")
 

@@ -114,12 +114,13 @@ class Artifact:
         write_json(self.json, doc)
         return self.json
 
-    def save_arrays(self, **arrays: Any) -> str:
-        """Write the raw arrays (compressed .npz, atomically); returns the path the JSON records."""
+    def save_arrays(self, compressed: bool = True, **arrays: Any) -> str:
+        """Write the raw arrays (a .npz, compressed unless ``compressed`` is False, atomically);
+        returns the path the JSON records."""
         import numpy as np
 
         buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
+        (np.savez_compressed if compressed else np.savez)(buf, **arrays)
         atomic_write(self.npz, lambda f: f.write(buf.getvalue()), mode="wb")
         return self.rel(self.npz)
 

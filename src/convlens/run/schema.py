@@ -89,6 +89,7 @@ class FigureEntry(TypedDict):
     layer: NotRequired[str]
     filter: NotRequired[int]
     kind: NotRequired[str]
+    pending: NotRequired[bool]  # listed now, drawn when first needed (analyses/perfilter.py)
 
 
 class ArtifactDoc(TypedDict):
