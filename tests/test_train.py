@@ -93,6 +93,26 @@ def test_divergence_stops_with_message(tmp_path):
     assert not (run.path / "eval.json").exists()
 
 
+@pytest.mark.parametrize("which", ["best", "last"])
+def test_diverged_run_is_tested_on_the_weights_saved_before(tmp_path, monkeypatch, which):
+    from convlens.train import loop
+
+    real = loop.Trainer.train_epoch
+
+    def nan_in_epoch_2(self, epoch):
+        row = real(self, epoch)
+        return {**row, "train_loss": float("nan")} if epoch == 1 else row
+
+    monkeypatch.setattr(loop.Trainer, "train_epoch", nan_in_epoch_2)
+    run = train(tiny_config(**{"train.epochs": 4, "eval.checkpoint": which}), tmp_path / "r", echo=quiet)
+    assert run.status["status"] == "diverged" and "epoch 2" in run.status["message"]
+    assert run.eval["checkpoint"] == which and run.eval["epoch"] == 1  # the only epoch that finished
+    saved = load_checkpoint(run.path / "checkpoints" / f"{which}.pt")
+    assert run.eval["checkpoint_epoch"] == saved["epoch"] == 1
+    assert run.eval["checkpoint_sha256"] == run.checkpoint_info(which)["checkpoint_sha256"]
+    assert run.eval["n"] > 0 and 0 <= run.eval["accuracy"] <= 1
+
+
 def test_bad_input_leaves_no_run_folder(tmp_path):
     with pytest.raises(DataError):
         train(
