@@ -136,6 +136,18 @@ def test_threshold_and_diagnose_has(tmp_path):
     assert vs[0].numbers == {"hits": 1, "runs": 1, "codes": vs[0].numbers["codes"]}
 
 
+def test_a_run_without_test_predictions_is_no_evidence_of_collapse(tmp_path):
+    out = tmp_path / "out"
+    run = fake_run(out / "a", 0.10)
+    Layout(run).eval_file.unlink()  # diverged in its first epoch: never tested
+    write_status(run, "diverged", epoch=0, epochs=1, message="diverged in epoch 1")
+    collapse = {"id": "c", "report_says": "a collapses", "kind": "diagnose_has", "a": {"experiment": "a"}}
+    (v,) = verdicts(tmp_path, [{**collapse, "code": "collapsed"}])
+    assert v.verdict == UNSURE and v.obtained == "no test predictions to judge collapsed (1 run(s), status diverged)"
+    (v,) = verdicts(tmp_path, [{**collapse, "code": "diverged"}])  # judged from the losses: evidence
+    assert v.verdict == AGREE
+
+
 def test_classnorms_experts(tmp_path):
     out = tmp_path / "out"
     run = fake_run(out / "a", 0.9)

@@ -38,6 +38,8 @@ NEGATIVE_GAP = 0.05  # training accuracy this far below validation accuracy at t
 IMPROVING_GAIN = 0.01  # validation accuracy still gained this much over the last epochs
 
 SEVERITIES = ("problem", "warning", "hint", "info")
+# Codes judged from the test predictions (eval.json): a run without them is no evidence either way.
+NEEDS_TEST = ("collapsed", "chance_level", "confused_pairs")
 
 
 @dataclass

@@ -115,11 +115,18 @@ def threshold(c: Check, ev: Evidence, noise: float) -> Verdict:
 
 
 def diagnose_has(c: Check, ev: Evidence, noise: float) -> Verdict:
-    from ..report.diagnose import diagnose
+    from ..report.diagnose import NEEDS_TEST, diagnose
 
     rows = ev.rows(c.a.experiment, c.a.where)
     if not rows:
         return Verdict(c.id, c.report_says, "missing results", UNSURE)
+    if c.code in NEEDS_TEST:  # judged from test predictions: runs without them say nothing
+        untested = [r for r in rows if r.numbers.get("test_acc") is None]
+        rows = [r for r in rows if r.numbers.get("test_acc") is not None]
+        if not rows:
+            statuses = ", ".join(sorted({r.status for r in untested}))
+            obtained = f"no test predictions to judge {c.code} ({len(untested)} run(s), status {statuses})"
+            return Verdict(c.id, c.report_says, obtained, UNSURE, {"untested": len(untested)})
     found = [sorted({f.code for f in diagnose(r.path)}) for r in rows]
     hits = sum(c.code in codes for codes in found)
     obtained = (
