@@ -165,6 +165,28 @@ def test_classnorms_experts(tmp_path):
     assert v.verdict == DISAGREE
 
 
+def test_classnorms_experts_relative_to_the_first_layer(tmp_path):
+    out = tmp_path / "out"
+    run = fake_run(out / "a", 0.9)
+    doc = {
+        "layers": {
+            "conv1": {"selectivity": [0.1, 0.2, 0.3, 0.9], "quiet": [3]},  # max 0.3, median 0.2
+            "conv5": {"selectivity": [0.3, 0.4, 0.5, 0.7], "quiet": []},  # max 0.7, median 0.45
+        }
+    }
+    write_json(Layout(run).artifact("classnorms").json, doc)
+    check = {"id": "e", "report_says": "x", "kind": "classnorms_experts", "a": {"experiment": "a"}}
+    check.update(first="conv1", last="conv5")
+    (v,) = verdicts(tmp_path, [{**check, "above_first": 2.0}])
+    assert v.verdict == AGREE and v.numbers["ratio"] == {"max": pytest.approx(7 / 3), "median": pytest.approx(2.25)}
+    assert v.obtained == (
+        "selectivity conv5 against conv1: max 0.70 vs 0.30 (2.3x), median 0.45 vs 0.20 (2.2x); "
+        "expected at least 2x both"
+    )
+    (v,) = verdicts(tmp_path, [{**check, "above_first": 2.3}])  # the median is only 2.25x
+    assert v.verdict == DISAGREE
+
+
 def test_study_file_errors_name_the_key(tmp_path):
     bad = {**A_BEATS_B, "b": {"experiment": "nope"}}
     with pytest.raises(StudyError, match="experiment 'nope' is not one of a, b"):
@@ -195,6 +217,20 @@ def test_study_run_and_check_on_digits(tmp_path, capsys):
     assert "holds study 'micro' at budget 'small'" in capsys.readouterr().err
     assert main(["study", "run", str(folder), "--budget", "tiny", "--out", str(out)]) == 2
     assert "--budget 'tiny' is not defined" in capsys.readouterr().err
+
+
+def test_set_scoped_to_one_experiment(tmp_path, capsys):
+    study = load_study(write_study(tmp_path / "study", [A_BEATS_B]))
+    sets = ["data.root=/all", "b:data.root=/only-b:x", "b:train.epochs=3"]
+    assert study.overrides("small", "a", sets) == {"train.epochs": 1, "data.root": "/all"}
+    assert study.overrides("small", "b", sets) == {"train.epochs": 3, "data.root": "/only-b:x"}
+    assert study.overrides("small", "a", ["data.root=/x:y"]) == {"train.epochs": 1, "data.root": "/x:y"}
+    with pytest.raises(StudyError, match="'c' is not an experiment of micro; experiments: a, b"):
+        study.overrides("small", "a", ["c:train.epochs=3"])
+    out = tmp_path / "out"
+    assert main(["study", "run", str(tmp_path / "study"), "--out", str(out), "--set", "c:train.epochs=3"]) == 2
+    assert "error: --set 'c:train.epochs=3': 'c' is not an experiment" in capsys.readouterr().err
+    assert not (out / "a").exists()
 
 
 def test_every_study_file_validates():
