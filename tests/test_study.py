@@ -233,6 +233,29 @@ def test_set_scoped_to_one_experiment(tmp_path, capsys):
     assert not (out / "a").exists()
 
 
+def test_budget_seeds_repeat_every_sweep_point(tmp_path):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / "base.yaml").write_text(yaml.safe_dump(tiny_config(name="s")))
+    sweep = {"name": "s", "base": "base.yaml", "method": "grid", "params": {"train.optimizer.lr": [0.05]}}
+    (folder / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    doc = {
+        "name": "seeded",
+        "experiments": [{"id": "s", "file": "sweep.yaml"}],
+        "budgets": {"small": {"set": {"train.epochs": 1, "data.train_subset": 200}, "seeds": [0, 3]}},
+    }
+    (folder / "study.yaml").write_text(yaml.safe_dump(doc))
+    out = tmp_path / "out"
+    assert main(["study", "run", str(folder), "--budget", "small", "--out", str(out)]) == 0
+    from convlens.study.results import load_rows
+
+    assert sorted(r.config["seed"] for r in load_rows(out, "s")) == [0, 3]
+    doc["budgets"]["small"]["seeds"] = [1, 1]
+    (folder / "study.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(StudyError, match="seeds must be distinct seeds >= 0"):
+        load_study(folder)
+
+
 def test_every_study_file_validates():
     names = sorted(p.parent.name for p in STUDIES.glob("*/study.yaml"))
     assert names == sorted(p.name for p in STUDIES.iterdir() if p.is_dir())

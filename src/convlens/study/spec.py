@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..config import ConfigError, parse_override, read_yaml
 
@@ -43,6 +43,14 @@ class Budget(_Strict):
     set: dict[str, Any] = Field(default_factory=dict)  # overrides of every experiment
     experiments: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per experiment id
     skip: list[str] = Field(default_factory=list)  # experiment ids this budget leaves out
+    seeds: list[int] | None = None  # the seeds every point of a sweep experiment runs with
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or len(set(v)) != len(v) or min(v) < 0):
+            raise ValueError(f"seeds must be distinct seeds >= 0, at least one; got {v}")
+        return v
 
 
 class Select(_Strict):
