@@ -362,7 +362,7 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
             t0 = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch + 1}
             row.update(trainer.train_epoch(epoch))
-            limit = t.diverge_factor * math.log(max(2, data.num_classes))
+            limit = math.inf if t.diverge_factor is None else t.diverge_factor * math.log(max(2, data.num_classes))
             if not math.isfinite(row["train_loss"]) or row["train_loss"] > limit:
                 what = (
                     "became NaN or infinite"
