@@ -209,6 +209,24 @@ def test_a_training_loss_spike_is_instability(healthy, tmp_path):
     assert f.evidence["gap_last"] == pytest.approx(0.2) and "overfitting" not in found and "diverged" not in found
 
 
+@pytest.mark.parametrize("last_train_acc, overfits", [(0.51, False), (0.62, True)])
+def test_validation_falling_with_training_is_not_overfitting(healthy, tmp_path, last_train_acc, overfits):
+    """Hand-made, as a plain RNN at Adam lr 0.01 on MNIST rows: validation accuracy falls from its
+    peak and its loss rises, but training accuracy fell as well: noise, not memorising."""
+    run = copy_run(healthy, tmp_path / "falls")
+    r = Run(run).metrics()[-1]
+    train_acc, val_acc = [0.46, 0.56, 0.58, last_train_acc], [0.47, 0.60, 0.55, 0.535]
+    train_loss, val_loss = [1.5, 1.21, 1.20, 1.42], [1.4, 1.2, 1.3, 1.36]
+    _rewrite_metrics(
+        run,
+        [
+            {**r, "epoch": e, "train_loss": tl, "train_acc": ta, "val_loss": vl, "val_acc": va, "gap": ta - va}
+            for e, (tl, ta, vl, va) in enumerate(zip(train_loss, train_acc, val_loss, val_acc), 1)
+        ],
+    )
+    assert ("overfitting" in codes(run)) == overfits
+
+
 def test_a_model_that_memorises_its_training_set_is_overfitting_even_with_a_huge_validation_loss(healthy, tmp_path):
     """Hand-made: 100% on the training images and a validation loss many times that of guessing."""
     run = copy_run(healthy, tmp_path / "memorised")

@@ -136,6 +136,18 @@ def test_threshold_and_diagnose_has(tmp_path):
     assert vs[0].numbers == {"hits": 1, "runs": 1, "codes": vs[0].numbers["codes"]}
 
 
+def test_a_run_without_test_predictions_is_no_evidence_of_collapse(tmp_path):
+    out = tmp_path / "out"
+    run = fake_run(out / "a", 0.10)
+    Layout(run).eval_file.unlink()  # diverged in its first epoch: never tested
+    write_status(run, "diverged", epoch=0, epochs=1, message="diverged in epoch 1")
+    collapse = {"id": "c", "report_says": "a collapses", "kind": "diagnose_has", "a": {"experiment": "a"}}
+    (v,) = verdicts(tmp_path, [{**collapse, "code": "collapsed"}])
+    assert v.verdict == UNSURE and v.obtained == "no test predictions to judge collapsed (1 run(s), status diverged)"
+    (v,) = verdicts(tmp_path, [{**collapse, "code": "diverged"}])  # judged from the losses: evidence
+    assert v.verdict == AGREE
+
+
 def test_classnorms_experts(tmp_path):
     out = tmp_path / "out"
     run = fake_run(out / "a", 0.9)
@@ -150,6 +162,28 @@ def test_classnorms_experts(tmp_path):
     (v,) = verdicts(tmp_path, [{**check, "first": "conv1", "last": "conv2"}])
     assert v.verdict == AGREE and v.numbers["experts"] == {"conv1": [0], "conv2": [1]}
     (v,) = verdicts(tmp_path, [{**check, "first": "conv2", "last": "conv1"}])
+    assert v.verdict == DISAGREE
+
+
+def test_classnorms_experts_relative_to_the_first_layer(tmp_path):
+    out = tmp_path / "out"
+    run = fake_run(out / "a", 0.9)
+    doc = {
+        "layers": {
+            "conv1": {"selectivity": [0.1, 0.2, 0.3, 0.9], "quiet": [3]},  # max 0.3, median 0.2
+            "conv5": {"selectivity": [0.3, 0.4, 0.5, 0.7], "quiet": []},  # max 0.7, median 0.45
+        }
+    }
+    write_json(Layout(run).artifact("classnorms").json, doc)
+    check = {"id": "e", "report_says": "x", "kind": "classnorms_experts", "a": {"experiment": "a"}}
+    check.update(first="conv1", last="conv5")
+    (v,) = verdicts(tmp_path, [{**check, "above_first": 2.0}])
+    assert v.verdict == AGREE and v.numbers["ratio"] == {"max": pytest.approx(7 / 3), "median": pytest.approx(2.25)}
+    assert v.obtained == (
+        "selectivity conv5 against conv1: max 0.70 vs 0.30 (2.3x), median 0.45 vs 0.20 (2.2x); "
+        "expected at least 2x both"
+    )
+    (v,) = verdicts(tmp_path, [{**check, "above_first": 2.3}])  # the median is only 2.25x
     assert v.verdict == DISAGREE
 
 
@@ -183,6 +217,43 @@ def test_study_run_and_check_on_digits(tmp_path, capsys):
     assert "holds study 'micro' at budget 'small'" in capsys.readouterr().err
     assert main(["study", "run", str(folder), "--budget", "tiny", "--out", str(out)]) == 2
     assert "--budget 'tiny' is not defined" in capsys.readouterr().err
+
+
+def test_set_scoped_to_one_experiment(tmp_path, capsys):
+    study = load_study(write_study(tmp_path / "study", [A_BEATS_B]))
+    sets = ["data.root=/all", "b:data.root=/only-b:x", "b:train.epochs=3"]
+    assert study.overrides("small", "a", sets) == {"train.epochs": 1, "data.root": "/all"}
+    assert study.overrides("small", "b", sets) == {"train.epochs": 3, "data.root": "/only-b:x"}
+    assert study.overrides("small", "a", ["data.root=/x:y"]) == {"train.epochs": 1, "data.root": "/x:y"}
+    with pytest.raises(StudyError, match="'c' is not an experiment of micro; experiments: a, b"):
+        study.overrides("small", "a", ["c:train.epochs=3"])
+    out = tmp_path / "out"
+    assert main(["study", "run", str(tmp_path / "study"), "--out", str(out), "--set", "c:train.epochs=3"]) == 2
+    assert "error: --set 'c:train.epochs=3': 'c' is not an experiment" in capsys.readouterr().err
+    assert not (out / "a").exists()
+
+
+def test_budget_seeds_repeat_every_sweep_point(tmp_path):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / "base.yaml").write_text(yaml.safe_dump(tiny_config(name="s")))
+    sweep = {"name": "s", "base": "base.yaml", "method": "grid", "params": {"train.optimizer.lr": [0.05]}}
+    (folder / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    doc = {
+        "name": "seeded",
+        "experiments": [{"id": "s", "file": "sweep.yaml"}],
+        "budgets": {"small": {"set": {"train.epochs": 1, "data.train_subset": 200}, "seeds": [0, 3]}},
+    }
+    (folder / "study.yaml").write_text(yaml.safe_dump(doc))
+    out = tmp_path / "out"
+    assert main(["study", "run", str(folder), "--budget", "small", "--out", str(out)]) == 0
+    from convlens.study.results import load_rows
+
+    assert sorted(r.config["seed"] for r in load_rows(out, "s")) == [0, 3]
+    doc["budgets"]["small"]["seeds"] = [1, 1]
+    (folder / "study.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(StudyError, match="seeds must be distinct seeds >= 0"):
+        load_study(folder)
 
 
 def test_every_study_file_validates():

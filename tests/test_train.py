@@ -93,6 +93,43 @@ def test_divergence_stops_with_message(tmp_path):
     assert not (run.path / "eval.json").exists()
 
 
+@pytest.mark.parametrize("which", ["best", "last"])
+def test_diverged_run_is_tested_on_the_weights_saved_before(tmp_path, monkeypatch, which):
+    from convlens.train import loop
+
+    real = loop.Trainer.train_epoch
+
+    def nan_in_epoch_2(self, epoch):
+        row = real(self, epoch)
+        return {**row, "train_loss": float("nan")} if epoch == 1 else row
+
+    monkeypatch.setattr(loop.Trainer, "train_epoch", nan_in_epoch_2)
+    run = train(tiny_config(**{"train.epochs": 4, "eval.checkpoint": which}), tmp_path / "r", echo=quiet)
+    assert run.status["status"] == "diverged" and "epoch 2" in run.status["message"]
+    assert run.eval["checkpoint"] == which and run.eval["epoch"] == 1  # the only epoch that finished
+    saved = load_checkpoint(run.path / "checkpoints" / f"{which}.pt")
+    assert run.eval["checkpoint_epoch"] == saved["epoch"] == 1
+    assert run.eval["checkpoint_sha256"] == run.checkpoint_info(which)["checkpoint_sha256"]
+    assert run.eval["n"] > 0 and 0 <= run.eval["accuracy"] <= 1
+
+
+def test_diverge_factor_null_trains_on_through_a_finite_loss(tmp_path, monkeypatch):
+    from convlens.train import loop
+
+    real = loop.Trainer.train_epoch
+
+    def huge_loss_in_epoch_1(self, epoch):
+        row = real(self, epoch)
+        return {**row, "train_loss": 1e6} if epoch == 0 else row
+
+    monkeypatch.setattr(loop.Trainer, "train_epoch", huge_loss_in_epoch_1)
+    run = train(tiny_config(**{"train.diverge_factor": None}), tmp_path / "on", echo=quiet)
+    assert run.status["status"] == "finished" and run.metrics()[0]["train_loss"] == 1e6
+    assert run.eval is not None
+    run = train(tiny_config(), tmp_path / "stops", echo=quiet)  # the default factor (10) stops it
+    assert run.status["status"] == "diverged" and "reached 1e+06" in run.status["message"]
+
+
 def test_bad_input_leaves_no_run_folder(tmp_path):
     with pytest.raises(DataError):
         train(

@@ -287,8 +287,11 @@ class TrainConfig(Strict):
     channels_last: Literal["auto", "on", "off"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, gt=0, description="torch threads; default: all usable cores")
-    diverge_factor: float = Field(
-        10.0, gt=1, description="Stop as diverged when the epoch's train loss exceeds this x ln(classes)"
+    diverge_factor: float | None = Field(
+        10.0,
+        gt=1,
+        description="Stop as diverged when the epoch's train loss exceeds this x ln(classes); "
+        "null: train on through any finite loss (a NaN or infinite one always stops)",
     )
     eval_every: int = Field(1, gt=0, description="Validate every this many epochs (and the last)")
     average: AverageConfig | None = Field(None, description="Weight averaging (EMA or lookahead); off when absent")

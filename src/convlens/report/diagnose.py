@@ -38,6 +38,8 @@ NEGATIVE_GAP = 0.05  # training accuracy this far below validation accuracy at t
 IMPROVING_GAIN = 0.01  # validation accuracy still gained this much over the last epochs
 
 SEVERITIES = ("problem", "warning", "hint", "info")
+# Codes judged from the test predictions (eval.json): a run without them is no evidence either way.
+NEEDS_TEST = ("collapsed", "chance_level", "confused_pairs")
 
 
 @dataclass
@@ -393,8 +395,10 @@ def overfitting(f: Facts) -> list[Finding]:
     vloss = f.known("val_loss")
     min_loss_epoch, min_loss = min(vloss, key=lambda ev: ev[1]) if vloss else (None, None)
     loss_rose = vloss and min_loss_epoch != vloss[-1][0] and vloss[-1][1] > (1 + OVERFIT_LOSS_RISE) * min_loss
-    # a small validation split is noisy: a drop in accuracy counts only when the loss rose as well
-    if not ((gap is not None and gap >= OVERFIT_GAP) or (drop >= OVERFIT_DROP and loss_rose)):
+    # a small validation split is noisy: a drop in accuracy counts only when the loss rose as well,
+    # and only while training accuracy held: falling with it, the run is noisy, not memorising
+    train_fell = peak_epoch in train and last_epoch in train and train[last_epoch] < train[peak_epoch]
+    if not ((gap is not None and gap >= OVERFIT_GAP) or (drop >= OVERFIT_DROP and loss_rose and not train_fell)):
         return []
     ev = {
         "train_acc_last": train.get(last_epoch),

@@ -115,11 +115,18 @@ def threshold(c: Check, ev: Evidence, noise: float) -> Verdict:
 
 
 def diagnose_has(c: Check, ev: Evidence, noise: float) -> Verdict:
-    from ..report.diagnose import diagnose
+    from ..report.diagnose import NEEDS_TEST, diagnose
 
     rows = ev.rows(c.a.experiment, c.a.where)
     if not rows:
         return Verdict(c.id, c.report_says, "missing results", UNSURE)
+    if c.code in NEEDS_TEST:  # judged from test predictions: runs without them say nothing
+        untested = [r for r in rows if r.numbers.get("test_acc") is None]
+        rows = [r for r in rows if r.numbers.get("test_acc") is not None]
+        if not rows:
+            statuses = ", ".join(sorted({r.status for r in untested}))
+            obtained = f"no test predictions to judge {c.code} ({len(untested)} run(s), status {statuses})"
+            return Verdict(c.id, c.report_says, obtained, UNSURE, {"untested": len(untested)})
     found = [sorted({f.code for f in diagnose(r.path)}) for r in rows]
     hits = sum(c.code in codes for codes in found)
     obtained = (
@@ -133,6 +140,11 @@ def diagnose_has(c: Check, ev: Evidence, noise: float) -> Verdict:
     return Verdict(c.id, c.report_says, obtained, verdict, {"hits": hits, "runs": len(rows), "codes": found})
 
 
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2 if s else 0.0
+
+
 def classnorms_experts(c: Check, ev: Evidence, noise: float) -> Verdict:
     from ..run.layout import Layout
     from ..utils import read_json
@@ -140,6 +152,7 @@ def classnorms_experts(c: Check, ev: Evidence, noise: float) -> Verdict:
     rows = ev.rows(c.a.experiment, c.a.where)
     counts: dict[str, list[int]] = {c.first: [], c.last: []}  # type: ignore[dict-item]
     top: dict[str, float] = {}
+    mid: dict[str, list[float]] = {c.first: [], c.last: []}  # type: ignore[dict-item]
     for r in rows:
         for f in sorted(Layout(r.path).analysis_dir.glob("classnorms*.json")):
             layers = read_json(f).get("layers", {})
@@ -149,8 +162,11 @@ def classnorms_experts(c: Check, ev: Evidence, noise: float) -> Verdict:
                     si = [s for i, s in enumerate(layers[name]["selectivity"]) if i not in quiet and s == s]
                     counts[name].append(sum(s >= c.min_selectivity for s in si))
                     top[name] = max([top.get(name, 0.0), *si])
+                    mid[name].append(_median(si))
     if not counts[c.first] or not counts[c.last]:  # type: ignore[index]
         return Verdict(c.id, c.report_says, f"no classnorms result for {c.first} and {c.last}", UNSURE)
+    if c.above_first is not None:
+        return _relative_experts(c, top, {k: _median(v) for k, v in mid.items()})
     first, last = max(counts[c.first]), min(counts[c.last])  # type: ignore[index]
     obtained = (
         f"filters with selectivity >= {c.min_selectivity}: {c.first} {first} (max SI {top[c.first]:.2f}), "  # type: ignore[index]
@@ -158,6 +174,19 @@ def classnorms_experts(c: Check, ev: Evidence, noise: float) -> Verdict:
     )
     verdict = AGREE if first == 0 and last > 0 else DISAGREE
     return Verdict(c.id, c.report_says, obtained, verdict, {"experts": counts, "max_selectivity": top})
+
+
+def _relative_experts(c: Check, top: dict[str, float], median: dict[str, float]) -> Verdict:
+    """The last layer's highest and median selectivity against ``above_first`` times the first's."""
+    first, last, r = c.first, c.last, float(c.above_first)  # type: ignore[arg-type]
+    ratio = {k: d[last] / d[first] if d[first] > 0 else math.inf for k, d in (("max", top), ("median", median))}
+    obtained = (
+        f"selectivity {last} against {first}: max {top[last]:.2f} vs {top[first]:.2f} "  # type: ignore[index]
+        f"({ratio['max']:.1f}x), median {median[last]:.2f} vs {median[first]:.2f} "  # type: ignore[index]
+        f"({ratio['median']:.1f}x); expected at least {r:g}x both"
+    )
+    verdict = AGREE if min(ratio.values()) >= r else DISAGREE
+    return Verdict(c.id, c.report_says, obtained, verdict, {"max_selectivity": top, "median": median, "ratio": ratio})
 
 
 def strongest_key(c: Check, ev: Evidence, noise: float) -> Verdict:

@@ -8,8 +8,9 @@ from pathlib import Path
 DESCRIPTION = """\
 A study folder (studies/<name>/) holds a report's experiments and its findings (study.yaml).
 
-  convlens study run STUDY [--budget small] [--out DIR] [--set KEY=VALUE]...
-      train every experiment into DIR/<experiment>/ (run again to resume)
+  convlens study run STUDY [--budget small] [--out DIR] [--set [ID:]KEY=VALUE]...
+      train every experiment into DIR/<experiment>/ (run again to resume); ID: scopes a --set
+      to one experiment (e.g. two data sets, two data.root)
   convlens study check STUDY [--out DIR]
       per finding: what the report says, what convlens obtained, agree / disagree / not enough
       evidence, with the numbers (also written to DIR/check.md and DIR/check.json)"""
@@ -31,7 +32,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="run: override a config key of every experiment, e.g. --set data.root=DIR (repeatable)",
+        help="run: override a config key of every experiment, e.g. --set data.root=DIR, or of one with "
+        "ID:KEY=VALUE, e.g. --set cells:data.root=DIR (repeatable)",
     )
     p.add_argument("--only", metavar="ID[,ID...]", help="run: only these experiments")
     p.set_defaults(func=cmd_study)

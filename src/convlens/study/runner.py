@@ -45,14 +45,14 @@ def run_study(
             raise ConvlensError(f"--only {','.join(unknown)}: no such experiment; experiments: {study.ids()}")
     plans = [(e, study.overrides(budget, e.id, sets)) for e in chosen]
     for e, overrides in plans:  # every config validates before the first one trains
-        _validate(study, e, overrides)
+        _validate(study, e, overrides, b.seeds)
     out_dir = Path(out) if out is not None else default_out(study)
     _claim(out_dir, study, budget, sets)
     echo(f"study {study.name}: budget {budget} ({b.note or 'no overrides'}), {len(plans)} experiment(s) -> {out_dir}")
     for e, overrides in plans:
         t0 = time.perf_counter()
         if study.is_sweep(e):
-            _run_sweep(study, e, overrides, out_dir / e.id, echo)
+            _run_sweep(study, e, overrides, out_dir / e.id, echo, b.seeds)
         else:
             _run_config(study, e, overrides, out_dir / e.id, echo)
         for path in run_folders(out_dir / e.id):
@@ -77,19 +77,21 @@ def _claim(out_dir: Path, study: Study, budget: str, sets: list[str]) -> None:
     write_meta(out_dir, doc)
 
 
-def _validate(study: Study, e: Experiment, overrides: dict[str, Any]) -> None:
+def _validate(study: Study, e: Experiment, overrides: dict[str, Any], seeds: list[int] | None) -> None:
     if study.is_sweep(e):
-        _sweep(study, e, overrides)
+        _sweep(study, e, overrides, seeds)
     else:
         load_config(study.folder / e.file, overrides)
 
 
-def _sweep(study: Study, e: Experiment, overrides: dict[str, Any]):
+def _sweep(study: Study, e: Experiment, overrides: dict[str, Any], seeds: list[int] | None):
     from ..sweep.spec import load_sweep
 
     sweep = load_sweep(study.folder / e.file)
     for key, value in overrides.items():
         set_dotted(sweep.base, key, value)
+    if seeds is not None:  # the budget's seeds: every point once per seed (noise for the checks)
+        sweep.seeds = list(seeds)
     load_config(sweep.base)  # the overridden base still validates
     for point in sweep.points() if sweep.method == "grid" else []:
         sweep.trial_config(point, sweep.seeds[0])
@@ -112,10 +114,10 @@ def _run_config(study: Study, e: Experiment, overrides: dict[str, Any], run_dir:
     train(cfg, run_dir, echo=echo)
 
 
-def _run_sweep(study: Study, e: Experiment, overrides: dict[str, Any], out: Path, echo) -> None:
+def _run_sweep(study: Study, e: Experiment, overrides: dict[str, Any], out: Path, echo, seeds) -> None:
     from ..sweep.local import run_sweep
 
-    sweep = _sweep(study, e, overrides)
+    sweep = _sweep(study, e, overrides, seeds)
     echo(f"{e.id}: sweep {e.file} ({len(sweep.cells()) if sweep.method == 'grid' else 'sampled'} trials)")
     run_sweep(sweep, workers=1, out=out, echo=echo, table=False)
 

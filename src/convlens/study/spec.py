@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..config import ConfigError, parse_override, read_yaml
 
@@ -43,6 +43,14 @@ class Budget(_Strict):
     set: dict[str, Any] = Field(default_factory=dict)  # overrides of every experiment
     experiments: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per experiment id
     skip: list[str] = Field(default_factory=list)  # experiment ids this budget leaves out
+    seeds: list[int] | None = None  # the seeds every point of a sweep experiment runs with
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or len(set(v)) != len(v) or min(v) < 0):
+            raise ValueError(f"seeds must be distinct seeds >= 0, at least one; got {v}")
+        return v
 
 
 class Select(_Strict):
@@ -64,6 +72,9 @@ class Check(_Strict):
     first: str | None = None  # classnorms_experts: the layer expected to have no experts...
     last: str | None = None  # ...and the one expected to have some
     min_selectivity: float = Field(0.5, gt=0, le=1)  # a filter at least this selective is an expert
+    # classnorms_experts, relative instead: the last layer's highest and median selectivity are at
+    # least this many times the first layer's (no absolute cutoff)
+    above_first: float | None = Field(None, gt=1)
     min_diff: float | None = Field(None, ge=0)  # the study's `noise` when not given
 
     @model_validator(mode="after")
@@ -125,12 +136,26 @@ class Study:
         return self.spec.budgets[name]
 
     def overrides(self, budget: str, eid: str, sets: list[str]) -> dict[str, Any]:
-        """The overrides of one experiment: the budget's, its per-experiment ones, then ``sets``."""
+        """The overrides of one experiment: the budget's, its per-experiment ones, then ``sets``:
+        ``KEY=VALUE`` for every experiment, ``ID:KEY=VALUE`` for experiment ``ID`` only (after the
+        unscoped ones, so ``--set data.root=A --set cells:data.root=B`` gives cells B)."""
         b = self.budget(budget)
         out = dict(b.set)
         out.update(b.experiments.get(eid, {}))
-        out.update(dict(parse_override(s) for s in sets))
+        scoped = [self.scope(s) for s in sets]
+        out.update(dict(parse_override(s) for scope, s in scoped if scope is None))
+        out.update(dict(parse_override(s) for scope, s in scoped if scope == eid))
         return out
+
+    def scope(self, item: str) -> tuple[str | None, str]:
+        """``"cells:data.root=X"`` -> ``("cells", "data.root=X")``; no ``ID:`` before the key -> None."""
+        key = item.partition("=")[0]
+        if ":" not in key:
+            return None, item
+        eid, _, rest = item.partition(":")
+        if eid not in [e.id for e in self.spec.experiments]:
+            raise StudyError(f"--set {item!r}: {eid!r} is not an experiment of {self.name}; experiments: {self.ids()}")
+        return eid, rest
 
     def is_sweep(self, e: Experiment) -> bool:
         raw = read_yaml(self.folder / e.file)

@@ -362,7 +362,7 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
             t0 = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch + 1}
             row.update(trainer.train_epoch(epoch))
-            limit = t.diverge_factor * math.log(max(2, data.num_classes))
+            limit = math.inf if t.diverge_factor is None else t.diverge_factor * math.log(max(2, data.num_classes))
             if not math.isfinite(row["train_loss"]) or row["train_loss"] > limit:
                 what = (
                     "became NaN or infinite"
@@ -383,8 +383,9 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
                         "gap": None,
                     }
                 )
-                write_status(run_dir, "diverged", epoch=epoch, epochs=epochs, message=msg)
                 echo(msg)
+                _final_eval(trainer, cfg, run_dir, data, prec, echo, log, diverged=True)
+                write_status(run_dir, "diverged", epoch=epoch, epochs=epochs, message=msg)
                 return Run(run_dir)
             row.update(trainer.evaluate_epoch(epoch))
             row["lr"] = trainer.opt.param_groups[0]["lr"]
@@ -440,12 +441,25 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
 
 
 def _final_eval(
-    trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundle, prec: Precision, echo, log: MetricsLog
+    trainer: Trainer,
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    data: DataBundle,
+    prec: Precision,
+    echo,
+    log: MetricsLog,
+    diverged: bool = False,
 ) -> None:
+    """The test evaluation. A diverged run is tested on the weights it saved before its loss broke
+    (best.pt, or last.pt for ``eval.checkpoint: last``), as a report that tests its best epoch
+    did; one that diverged in its first epoch saved none and has no test accuracy."""
     which = cfg.eval.checkpoint
-    best = Layout(run_dir).checkpoint_file("best")
-    if which == "best" and best.is_file():
-        trainer.model.load_state_dict(checkpoint.load(best, prec.device)["model"])
+    saved = Layout(run_dir).checkpoint_file(which)
+    if diverged and not saved.is_file():
+        echo("no test accuracy: the run diverged before it saved a checkpoint")
+        return
+    if (which == "best" or diverged) and saved.is_file():
+        trainer.model.load_state_dict(checkpoint.load(saved, prec.device)["model"])
     test = trainer._to_device(data.test)
     result, logits = evaluate_split(
         trainer.model, test, data.classes, batch_size=cfg.eval.batch_size, tta=cfg.eval.tta, precision=prec
