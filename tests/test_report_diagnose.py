@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 from report_helpers import copy_run, rename_classes, trained
@@ -373,3 +374,23 @@ def test_diagnose_command_prints_findings_and_json(healthy, capsys):
     found = json.loads(capsys.readouterr().out)
     assert {f["code"] for f in found} == set(codes(healthy))
     assert main(["diagnose", str(healthy / "nope")]) == 2
+
+
+def test_dead_filters_from_stats_run_for_some_layers(healthy, tmp_path):
+    # `analyze --only stats --layers conv1` writes stats-conv1.json: diagnose reads it too
+    run = copy_run(healthy, tmp_path / "keyed")
+    one = {"conv1": {"channels": 4, "dead": [1, 3], "dead_reasons": {"1": ["never active"], "3": ["never active"]}}}
+    two = {"conv2": {"channels": 8, "dead": [5], "dead_reasons": {"5": ["never active"]}}}
+    write_json(run / "analysis" / "stats-conv1.json", {"analysis": "stats", "split": "test", "layers": one})
+    write_json(run / "analysis" / "stats-conv2.json", {"analysis": "stats", "split": "test", "layers": two})
+    other = {"conv3": {"channels": 16, "dead": [0], "dead_reasons": {"0": ["never active"]}}}
+    write_json(run / "analysis" / "stats-conv3.json", {"analysis": "stats", "split": "val", "layers": other})
+    for age, name in enumerate(["stats-conv2.json", "stats-conv1.json", "stats-conv3.json"]):
+        os.utime(run / "analysis" / name, (1e9 - age, 1e9 - age))  # conv3 (another split) oldest
+    f = codes(run)["dead_filters"]
+    assert "conv3" not in f.text
+    assert "conv1: 2 of 4 (1, 3)" in f.text and "conv2: 1 of 8 (5)" in f.text
+    # the plain result, for every layer, is the one read when it exists
+    write_json(run / "analysis" / "stats.json", {"analysis": "stats", "split": "test", "layers": two})
+    f = codes(run)["dead_filters"]
+    assert "conv2: 1 of 8 (5)" in f.text and "conv1" not in f.text

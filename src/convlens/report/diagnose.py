@@ -82,15 +82,7 @@ class Facts:
             self.classes = run.classes
         except Exception:  # a run that never loaded its data: the eval file may still name them
             self.classes = list((self.eval or {}).get("classes", []))
-        stats = run.artifact("stats").json
-        self.stats: schema.Stats | None = None
-        if stats.is_file():
-            from ..utils import read_json
-
-            try:
-                self.stats = read_json(stats)
-            except ValueError:
-                self.stats = None
+        self.stats: schema.Stats | None = _read_stats(run)
         try:
             self.lr = _num(run.config.train.optimizer.lr)
             self.optimizer = run.config.train.optimizer.name
@@ -489,6 +481,36 @@ def still_improving(f: Facts) -> list[Finding]:
             ev,
         )
     ]
+
+
+def _read_stats(run: Run) -> schema.Stats | None:
+    """The stats analysis: ``stats.json`` (every conv layer), else the keyed results of runs for
+    some layers (``stats-conv1.json``, ...), newest first, their layers merged; those of another
+    split or checkpoint than the newest are left out, so one finding cites one split."""
+    from ..utils import read_json
+
+    plain = run.artifact("stats").json
+    found = [plain] if plain.is_file() else []
+    if not found:
+        keyed = [p for p in run.artifacts() if p.stem.startswith("stats-")]
+        found = sorted(keyed, key=lambda p: p.stat().st_mtime, reverse=True)
+    docs = []
+    for path in found:
+        try:
+            doc = read_json(path)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("layers"), dict):
+            docs.append(doc)
+    if not docs:
+        return None
+    merged = dict(docs[0])
+    merged["layers"] = dict(docs[0]["layers"])
+    for doc in docs[1:]:
+        if (doc.get("split"), doc.get("checkpoint")) == (merged.get("split"), merged.get("checkpoint")):
+            for layer, info in doc["layers"].items():
+                merged["layers"].setdefault(layer, info)
+    return merged  # type: ignore[return-value]
 
 
 def dead_filters_by_layer(stats: schema.Stats) -> dict[str, tuple[list[int], int]]:
