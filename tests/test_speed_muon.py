@@ -157,6 +157,8 @@ def test_fast_cpu_plus_is_fast_cpu_with_the_measured_switches():
         "train.optimizer.muon.ns_steps",
         "train.resize_schedule.sizes",
         "train.resize_schedule.fraction",
+        "train.frozen_bias_epochs",
+        "eval.tta",
     }
     assert b["train.optimizer.lr"] / b["train.batch_size"] == a["train.optimizer.lr"] / a["train.batch_size"]
 
