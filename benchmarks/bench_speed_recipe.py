@@ -57,6 +57,7 @@ ABLATIONS: dict[str, list[str]] = {
     "ema_instead": ["train.average.kind=ema"],
     "muon": ["train.optimizer.muon=null"],  # conv filters back to Nesterov SGD (fast-cpu-plus.yaml)
     "resize_schedule": ["train.resize_schedule=null"],  # every epoch at full size (fast-cpu-plus.yaml)
+    "frozen_bias": ["train.frozen_bias_epochs=null"],  # the whitening bias trains throughout (fast-cpu-plus.yaml)
     "tta": ["eval.tta=none"],  # evaluation only: the full recipe's network, evaluated without TTA
     "tta_shifts": ["eval.tta=flip"],  # mirror only, no 1-pixel shifts
 }

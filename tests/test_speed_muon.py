@@ -157,5 +157,46 @@ def test_fast_cpu_plus_is_fast_cpu_with_the_measured_switches():
         "train.optimizer.muon.ns_steps",
         "train.resize_schedule.sizes",
         "train.resize_schedule.fraction",
+        "train.frozen_bias_epochs",
+        "eval.tta",
     }
     assert b["train.optimizer.lr"] / b["train.batch_size"] == a["train.optimizer.lr"] / a["train.batch_size"]
+
+
+def test_frozen_bias_epochs_stops_the_whitening_bias_after_its_epochs(tmp_path):
+    """The frozen first conv's bias moves in its epochs only; the layers above keep training."""
+    layers = [
+        {"type": "conv", "out": 8, "kernel": 2, "padding": 0, "init": "whiten", "freeze": True},
+        {"type": "gelu"},
+        {"type": "conv", "out": 8, "kernel": 3, "padding": 1},
+        {"type": "flatten"},
+        {"type": "linear", "out": "classes"},
+    ]
+    from convlens.run import Layout
+
+    def states(frozen_bias_epochs):
+        seen = []
+
+        def keep(row):
+            model = torch.load(Layout(out).checkpoint_file("last"), weights_only=True)["model"]
+            seen.append({k: v.clone() for k, v in model.items()})
+
+        out = tmp_path / f"r{frozen_bias_epochs}"
+        cfg = tiny_config(
+            **{"model": {"layers": layers}, "train.epochs": 2, "train.frozen_bias_epochs": frozen_bias_epochs}
+        )
+        assert train(cfg, out, echo=lambda s: None, callback=keep).status["status"] == "finished"
+        return seen
+
+    on = states(1)
+    assert torch.equal(on[0]["conv1.weight"], on[1]["conv1.weight"])  # `freeze: true`
+    assert torch.equal(on[0]["conv1.bias"], on[1]["conv1.bias"])  # frozen after epoch 1
+    assert not torch.equal(on[0]["conv2.weight"], on[1]["conv2.weight"])  # the rest trains on
+    always = states(None)
+    assert torch.equal(always[0]["conv1.bias"], on[0]["conv1.bias"])  # epoch 1 is the same in both
+    assert not torch.equal(always[0]["conv1.bias"], always[1]["conv1.bias"])
+
+
+def test_frozen_bias_epochs_is_validated():
+    with pytest.raises(ConfigError, match="frozen_bias_epochs"):
+        load_config(tiny_config(**{"train.frozen_bias_epochs": -1}))

@@ -298,6 +298,14 @@ class TrainConfig(Strict):
     tensorboard: TensorboardConfig = Field(default_factory=TensorboardConfig)
 
     resize_schedule: ResizeSchedule | None = Field(None, description="Progressive resizing; off when absent")
+    frozen_bias_epochs: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "Epochs during which the biases of frozen conv layers (the fast preset's whitening conv) still "
+            "train; afterwards they freeze too and backpropagation stops at the next layer. Absent: they always train"
+        ),
+    )
 
 
 class EvalConfig(Strict):

@@ -93,6 +93,12 @@ class Trainer:
         self.average = WeightAverage(self.model, t.average, total) if t.average is not None else None
         self.start_epoch = 0
         self.best = {"val_acc": -1.0, "epoch": 0}
+        # the biases of conv layers with frozen filters (`freeze: true`), for train.frozen_bias_epochs
+        self.frozen_biases = [
+            m.bias
+            for m in self.model.modules()
+            if isinstance(m, torch.nn.Conv2d) and m.bias is not None and not m.weight.requires_grad
+        ]
 
     def _to_device(self, split):
         if self.prec.device.type == "cpu":
@@ -137,6 +143,11 @@ class Trainer:
         torch.manual_seed(seed)  # dropout
         g = torch.Generator().manual_seed(seed)  # order and augmentation
         self.model.train()
+        if t.frozen_bias_epochs is not None:
+            # with the first layer's bias frozen too, no gradient flows below the second layer:
+            # its input gradient and the first activation's backward are skipped (~10% of a step)
+            for b in self.frozen_biases:
+                b.requires_grad_(epoch < t.frozen_bias_epochs)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.prec.device)
         correct = torch.zeros((), dtype=torch.long, device=self.prec.device)
         seen = 0
