@@ -202,3 +202,12 @@ def test_what_a_run_writes_has_the_fields_its_schema_promises(trained, tmp_path)
     for info in stats["layers"].values():
         assert schema.LayerStats.__required_keys__ <= set(info)
     assert set(dead_filters_by_layer(stats)) == set(stats["layers"])  # every layer is read
+
+
+def test_artifacts_of_one_producer_are_the_plain_and_the_keyed_ones(tmp_path):
+    layout = Layout(tmp_path)
+    layout.analysis_dir.mkdir(parents=True)
+    for stem in ("stats", "stats-conv1", "stats-conv2-f0_3", "statsx", "topk-stats", "classnorms"):
+        (layout.analysis_dir / f"{stem}.json").write_text("{}")
+    assert sorted(p.stem for p in layout.artifacts("stats")) == ["stats", "stats-conv1", "stats-conv2-f0_3"]
+    assert len(list(layout.artifacts())) == 6

@@ -77,9 +77,10 @@ def _arrays(doc: dict[str, Any], root: Path) -> Any:
 
 
 def window_patch(image: np.ndarray, rf: dict[str, int], i: int, j: int, fill: float = 0.5) -> np.ndarray:
-    """The full receptive-field window (``rf`` as the JSON records it: size, jump, start and the
-    ``_x`` ones for columns) of output (i, j), cut from a (C, H, W) float image; the part outside
-    the image (padding) is ``fill`` grey, so every patch of a layer has the same size."""
+    """The full receptive-field window (``rf`` as the JSON records it, ``ReceptiveField.to_dict``:
+    size, jump, start and the ``_x`` ones for columns) of output (i, j), cut from a (C, H, W) float
+    image; the part outside the image (padding) is ``fill`` grey, so every patch of a layer has the
+    same size. The one implementation: ``topk.patch`` calls it with a ``ReceptiveField``."""
     c, h, w = image.shape
     top = rf["start"] + i * rf["jump"]
     left = rf.get("start_x", rf["start"]) + j * rf.get("jump_x", rf["jump"])

@@ -23,6 +23,7 @@ from ..utils import to_numpy
 from ..models.summary import ReceptiveField, receptive_fields
 from ..trace import get_layer
 from .options import TopKOptions
+from .perfilter import window_patch
 from .base import AnalysisError, Figures, Streaming, Subject, block, register, resolve_layers
 
 
@@ -55,13 +56,7 @@ class RunningTopK:
 def patch(image: np.ndarray, rf: ReceptiveField, i: int, j: int, fill: float = 0.5) -> np.ndarray:
     """The full receptive-field window of output (i, j) cut from a (C, H, W) float image; the part
     outside the image (padding) is ``fill`` grey, so every patch of a layer has the same size."""
-    c, h, w = image.shape
-    top, bottom, left, right = rf.box(i, j)
-    out = np.full((c, bottom - top, right - left), fill, dtype=np.float32)
-    t0, t1, l0, l1 = max(top, 0), min(bottom, h), max(left, 0), min(right, w)
-    if t1 > t0 and l1 > l0:
-        out[:, t0 - top : t1 - top, l0 - left : l1 - left] = image[:, t0:t1, l0:l1]
-    return out
+    return window_patch(image, rf.to_dict(), i, j, fill)
 
 
 def _no_field(subject: Subject, layer: str) -> str:

@@ -492,7 +492,7 @@ def _read_stats(run: Run) -> schema.Stats | None:
     plain = run.artifact("stats").json
     found = [plain] if plain.is_file() else []
     if not found:
-        keyed = [p for p in run.artifacts() if p.stem.startswith("stats-")]
+        keyed = [p for p in run.artifacts("stats") if p != plain]
         found = sorted(keyed, key=lambda p: p.stat().st_mtime, reverse=True)
     docs = []
     for path in found:

@@ -229,10 +229,12 @@ class Layout:
         """The artifact ``name`` produced with ``key`` (see :func:`artifact_key`)."""
         return Artifact(self.path, name, key)
 
-    def artifacts(self) -> Iterator[Path]:
-        """Every ``analysis/*.json``, sorted by name."""
+    def artifacts(self, name: str | None = None) -> Iterator[Path]:
+        """Every ``analysis/*.json``, sorted by name; with ``name``, those of that producer only:
+        ``<name>.json`` and its keyed ``<name>-<key>.json`` (a name holds no ``-``)."""
         folder = self.analysis_dir
-        yield from sorted(folder.glob("*.json")) if folder.is_dir() else []
+        found = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        yield from (p for p in found if name is None or p.stem.split("-", 1)[0] == name)
 
     def rel(self, path: Path) -> str:
         return Path(path).relative_to(self.path).as_posix()
