@@ -17,6 +17,12 @@
         model(x)                   # each ReLU's output recomputed from its input (e.g. to give
                                    # it another backward rule, as guided backprop does)
 
+A module that ``forward()`` calls more than once (one activation module after two convs) is
+addressed call by call: ``"act"`` is its first call in each forward pass, ``"act@2"`` its second
+(:func:`call_name`); reading and ``edit_output`` touch that call only, so one layer name is one
+tensor in every command (``rewrite``, a backward rule, applies to every call). The traced data
+flow (``models.graph``) names the call that follows a given layer.
+
 Hooks are registered in ``__enter__`` and removed in ``__exit__`` inside ``finally``, whatever
 happens in between; exceptions are never swallowed (except the internal one ``stop`` raises to
 cut the forward pass short).
@@ -39,8 +45,23 @@ class StopForward(Exception):
     """Raised after the last traced layer when ``stop=True``; caught by the context manager."""
 
 
+def split_call(name: str) -> tuple[str, int]:
+    """``"act@2"`` -> ``("act", 2)``; a bare name is the module's first call."""
+    base, at, call = name.rpartition("@")
+    if at and call.isdigit() and int(call) >= 1:
+        return base, int(call)
+    return name, 1
+
+
+def call_name(module: str, call: int) -> str:
+    """The name of a module's ``call``-th call in a forward pass: the bare name for the first."""
+    return module if call == 1 else f"{module}@{call}"
+
+
 def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """The submodule with dotted name ``name``, or a LayerError listing the names that exist."""
+    """The submodule with dotted name ``name`` (``name@k``: its k-th call, the same module), or a
+    LayerError listing the names that exist."""
+    name = split_call(name)[0]
     modules = dict(model.named_modules())
     if name in modules and name != "":
         return modules[name]
@@ -83,7 +104,10 @@ Rewrite = Callable[[Any, Any, str], Any]
 
 
 class Trace:
-    """Retain (and optionally edit) the input/output of one layer during forward passes."""
+    """Retain (and optionally edit) the input/output of one layer during forward passes.
+
+    ``layer`` is a dotted name, ``name@k`` for a module's k-th call in a forward pass (bare: the
+    first); calls are counted from each call of ``model`` itself."""
 
     def __init__(
         self,
@@ -100,6 +124,8 @@ class Trace:
         after: Callable[[str], None] | None = None,
     ):
         self.model, self.layer = model, layer
+        self.call = split_call(layer)[1]
+        self._seen = 0  # calls of the module since the model's own forward() began
         self.after = after  # called after each of the layer's calls (TraceDict's stop rule)
         self.module = get_layer(model, layer)
         self.retain_output, self.retain_input = retain_output, retain_input
@@ -107,7 +133,7 @@ class Trace:
         self.rewrite = rewrite
         self.output: Any = None
         self.input: Any = None
-        self._handle = None
+        self._handle = self._root = None
 
     def _keep(self, t: Any) -> Any:
         if isinstance(t, torch.Tensor):
@@ -117,9 +143,15 @@ class Trace:
                 t = t.clone()
         return t
 
+    def _reset(self, module: nn.Module, inputs: tuple) -> None:
+        self._seen = 0
+
     def _hook(self, module: nn.Module, inputs: tuple, output: Any) -> Any:
         if self.rewrite is not None:
             output = self.rewrite(inputs[0] if len(inputs) == 1 else inputs, output, self.layer)
+        self._seen += 1
+        if self._seen != self.call:
+            return output
         if self.edit_output is not None:
             output = self.edit_output(output, self.layer)
         if self.retain_input:
@@ -133,7 +165,14 @@ class Trace:
         return output
 
     def __enter__(self) -> Trace:
+        self._seen = 0
         self._handle = self.module.register_forward_hook(self._hook)
+        if self.module is not self.model:
+            try:
+                self._root = self.model.register_forward_pre_hook(self._reset)
+            except BaseException:
+                self.close()
+                raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -141,9 +180,10 @@ class Trace:
         return exc_type is not None and issubclass(exc_type, StopForward)
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        for handle in (self._handle, self._root):
+            if handle is not None:
+                handle.remove()
+        self._handle = self._root = None
 
 
 class TraceDict(OrderedDict):

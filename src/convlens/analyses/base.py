@@ -32,7 +32,7 @@ from ..data import Split, batches
 from ..errors import LayerError
 from ..models.graph import known_shape, remember_shape, trace_graph
 from ..models.summary import receptive_fields
-from ..trace import borrowed, conv_layers, get_layer
+from ..trace import borrowed, conv_layers, get_layer, split_call
 from ..results import Result
 from ..utils import interactive
 from ..jobs import JOBS, AnalysisError, canonical, comma_ints, comma_list, option  # noqa: F401  (re-exported)
@@ -292,9 +292,23 @@ _BOUNDARY = (
 )
 
 
+def keeps_constants(m: nn.Module) -> bool:
+    """A layer that maps each channel on its own and keeps a constant map constant (in eval mode):
+    a batch norm that follows it sees what it would see right after the conv, so a silenced
+    channel is silenced the same way (airbench pools between its convs and batch norms)."""
+    if isinstance(m, nn.MaxPool2d) or isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Identity)):
+        return True
+    return isinstance(m, nn.AvgPool2d) and (m.padding in (0, (0, 0)) or not m.count_include_pad)
+
+
 @dataclass(frozen=True)
 class Block:
-    """A conv layer and the batch norm and activation that directly follow it (``None`` if absent).
+    """A conv layer and the batch norm and activation that follow it (``None`` if absent).
+
+    The batch norm takes the conv's output directly or through layers that keep each channel's
+    constants (a max pool, dropout: :func:`keeps_constants`). Each name is a call name
+    (``trace.call_name``): an activation module that ``forward()`` calls after two convs is
+    ``act`` in the first conv's block and ``act@2`` in the second's.
 
     ``pre`` is where the filter's pre-activation response is read (after the batch norm if there
     is one) and where ablation silences a channel; ``act`` is what the next layer sees.
@@ -319,31 +333,42 @@ class Block:
 def block(model: nn.Module, layer: str) -> Block:
     """The block a conv layer starts: the batch norm that takes its output and the activation that
     takes theirs, from the traced data flow when the model's input shape is known (any module
-    graph; an activation written as a function in ``forward()`` has no name to read, so ``act``
-    is then the pre-activation); else the leaf modules after it up to the next conv, pool or
-    linear in declaration order."""
+    graph; each the call that took the output; an activation written as a function in
+    ``forward()`` has no name to read, so ``act`` is then the pre-activation); else the leaf
+    modules after it up to the next conv, pool or linear in declaration order."""
     get_layer(model, layer)
     shape = known_shape(model)
+    modules = dict(model.named_modules())
     if shape is not None:
         graph = trace_graph(model, shape)
-        modules = dict(model.named_modules())
+        kind = lambda call: modules.get(split_call(call)[0]) if call else None  # noqa: E731
         bn = graph.next_leaf(layer)
-        bn = bn if isinstance(modules.get(bn), _NORMS) else None
+        while bn is not None and keeps_constants(kind(bn)):  # type: ignore[arg-type]
+            bn = graph.next_leaf(bn)
+        bn = bn if isinstance(kind(bn), _NORMS) else None
         act = graph.next_leaf(bn or layer)
-        act = act if isinstance(modules.get(act), ACTIVATIONS) else None
+        act = act if isinstance(kind(act), ACTIVATIONS) else None
         return Block(layer, bn, act)
+    return _declared_block(model, layer)
+
+
+def _declared_block(model: nn.Module, layer: str) -> Block:
     leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
     names = [n for n, _ in leaves]
     if layer not in names:
         return Block(layer, None, None)
     bn = act = None
+    passed = False  # a layer that keeps constants, which only a batch norm may follow
     for name, m in leaves[names.index(layer) + 1 :]:
+        if bn is None and act is None and keeps_constants(m):
+            passed = True
+            continue
         if isinstance(m, _BOUNDARY) or type(m).__name__ in ("GlobalPool", "RowReader"):
             break
         if isinstance(m, _NORMS) and bn is None and act is None:
             bn = name
         elif isinstance(m, ACTIVATIONS) and act is None:
-            act = name
+            act = None if passed and bn is None else name  # after a pool without a norm: not this block's
             break
     return Block(layer, bn, act)
 

@@ -5,7 +5,8 @@ the layers the analyses read; the hooks hand each layer's output to its readers 
 computed and keep no reference, so memory holds one layer of one batch at a time, and the forward
 pass stops as soon as every layer anyone reads has run (in execution order, whatever the order in
 which the modules were declared; the classifier head never runs). A module that ``forward()``
-calls twice is read at its first call; a layer the pass never reaches is an error.
+calls twice is read at the call its name names (``act`` the first, ``act@2`` the second, as
+``block`` names them from the traced data flow); a layer the pass never reaches is an error.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def stream(subject: Subject, readers: Sequence[Streaming]) -> float:
     checked: set[str] = set()
 
     def hand_over(output: torch.Tensor, probe: str) -> torch.Tensor:
-        if probe in current["handed"]:  # a module called twice: its first call was read
+        if probe in current["handed"]:  # a module run twice by the model's own forward pass
             return output
         current["handed"].add(probe)
         if probe not in checked:

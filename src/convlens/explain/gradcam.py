@@ -19,7 +19,7 @@ from torch import nn
 
 from ..models.graph import known_shape
 from ..models.summary import is_elementwise
-from ..trace import Trace, borrowed, conv_layers, get_layer
+from ..trace import Trace, borrowed, call_name, conv_layers, get_layer, split_call
 from .base import ExplainError, Explainer, as_index_tensor, check_images, evaluating, register
 
 
@@ -27,7 +27,8 @@ def default_layer(model: nn.Module, in_shape: tuple[int, ...] | None = None) -> 
     """The output of the last convolutional block: of the modules that finish after the last conv
     has run, the last one whose (N, C, H, W) output keeps that conv's map size (``relu3`` in a
     conv-BN-ReLU stack, the whole residual block, sum and ReLU included, in a ResNet); where two
-    modules return the same tensor, the innermost. Found by one forward pass on a blank image of
+    modules return the same tensor, the innermost; a module called more than once is named by
+    its call (``act@2``, see ``trace.call_name``). Found by one forward pass on a blank image of
     ``in_shape`` (or the shape known for the model); in declaration order when none is known."""
     convs = conv_layers(model, in_shape)  # type: ignore[arg-type]
     if not convs:
@@ -36,8 +37,14 @@ def default_layer(model: nn.Module, in_shape: tuple[int, ...] | None = None) -> 
     if shape is None:
         return _declared_default(model, convs[-1])
     finished: list[tuple[str, Any]] = []
+    count: dict[str, int] = {}
+
+    def done(name: str, out: Any) -> None:  # a module called twice: one entry per call (act@2)
+        count[name] = count.get(name, 0) + 1
+        finished.append((call_name(name, count[name]), out))
+
     hooks = [
-        m.register_forward_hook(lambda _m, _i, out, name=name: finished.append((name, out)))
+        m.register_forward_hook(lambda _m, _i, out, name=name: done(name, out))
         for name, m in model.named_modules()
         if name
     ]
@@ -49,7 +56,7 @@ def default_layer(model: nn.Module, in_shape: tuple[int, ...] | None = None) -> 
         for h in hooks:
             h.remove()
     kinds = dict(model.named_modules())
-    last = max(i for i, (name, _) in enumerate(finished) if isinstance(kinds[name], nn.Conv2d))
+    last = max(i for i, (name, _) in enumerate(finished) if isinstance(kinds[split_call(name)[0]], nn.Conv2d))
     size = finished[last][1].shape[2:]
     best = finished[last]
     for name, out in finished[last + 1 :]:

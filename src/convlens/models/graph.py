@@ -6,9 +6,12 @@ with forward hooks on every submodule (added and removed inside ``try/finally``)
 - ``order``: dotted names in the order ``forward()`` first calls them (execution order, not
   ``named_modules()`` order: a residual block that computes its shortcut first, nested
   containers and a module called twice all come out as they run);
-- ``shapes`` and ``calls``: each module's output shape at its first call, how often it ran;
-- ``consumers``: which modules took a module's output as their input (the data flow, used to
-  find the batch norm and activation that follow a conv);
+- ``shapes`` and ``calls``: each call's output shape, how often each module ran;
+- ``consumers``: which module calls took a module call's output as their input (the data flow,
+  used to find the batch norm and activation that follow a conv). A module's k-th call in the
+  pass is named ``name@k`` (``trace.call_name``; the first is the bare name), so a module called
+  twice (one activation module after two convs) has one entry per call, and readers hook the
+  call the data flow names;
 - ``functions``: activations and pools written as functions in a ``forward()`` (``F.relu``,
   ``torch.relu``, ``x.relu()``), seen through a ``__torch_function__`` mode;
 - ``fields``: the exact receptive field of every module with an (N, C, H, W) output.
@@ -28,8 +31,8 @@ first use.
 
 Limits: control flow that depends on the data may take another path on the constant image;
 an op whose window is not a shifted box (upsampling, attention, normalisation over positions)
-leaves a layer without a field, with the reason in ``unresolved``; a module called more than once
-is described by its first call.
+leaves a layer without a field, with the reason in ``unresolved``. ``fields`` and ``shapes``
+describe every call (``act@2``), keyed as above.
 """
 
 from __future__ import annotations
@@ -37,14 +40,25 @@ from __future__ import annotations
 import copy
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..trace import StopForward
-from .fields import compose, measure, union, window_args
+from ..trace import StopForward, call_name, split_call
+from .fields import (
+    adaptive_spans,
+    adaptive_window,
+    compose,
+    input_spans,
+    measure,
+    union,
+    span_window,
+    union_spans,
+    window_args,
+    window_spans,
+)
 from .summary import ReceptiveField, is_elementwise
 
 _ACTIVATIONS = {
@@ -77,6 +91,16 @@ _ACTIVATIONS = {
 }
 _MAX_POOLS = {"max_pool2d", "_max_pool2d", "max_pool2d_with_indices", "adaptive_max_pool2d"}
 
+class Geo(NamedTuple):
+    """What the trace knows of a tensor's geometry: its field (None: unknown, so it is
+    measured), its exact spans per unit (``fields.Spans``, None: unknown), and ``why`` a tensor
+    has no field that measuring cannot give either (an adaptive pool with unequal windows)."""
+
+    field: ReceptiveField | None
+    spans: Any
+    why: str | None
+
+
 _SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _GROWTH = 16  # a probe image grows up to this many times the input's side
@@ -100,10 +124,13 @@ class Graph:
     calls: dict[str, int]
     consumers: dict[str, list[str]]
     functions: list[tuple[str, str]]  # (module whose forward() called it, function name)
+    call_order: list[str] = field(default_factory=list)  # every call's name (act, act@2), in call order
     leaves: set[str] = field(default_factory=set)
     known: dict[str, ReceptiveField | None] = field(default_factory=dict)  # from the ops' geometry
     model: Any = None  # a weak reference to the traced model (fields are measured on a copy)
     in_shape: tuple[int, int, int] = (0, 0, 0)
+    spans: dict[str, Any] = field(default_factory=dict)  # exact windows per unit (fields.Spans)
+    why: dict[str, str] = field(default_factory=dict)  # no field, and measuring cannot give one
     _fields: dict[str, ReceptiveField] | None = None
     _unresolved: dict[str, str] = field(default_factory=dict)
 
@@ -121,13 +148,26 @@ class Graph:
         self.fields
         return self._unresolved
 
+    def window(self, name: str, i: int, j: int) -> tuple[int, int, int, int] | None:
+        """Input rows [top, bottom) and columns [left, right) that unit (i, j) of ``name`` (a call
+        name) can see: exact where every op's geometry is known (a dilated kernel's taps in the
+        padding see nothing), else its field's box clipped to the image; None without a field."""
+        if name in self.spans:
+            return span_window(self.spans[name], i, j)
+        f = self.fields.get(name)
+        return None if f is None else f.window(i, j, *self.in_shape[1:])
+
     def of_type(self, kind: type[nn.Module] | tuple[type[nn.Module], ...], model: nn.Module) -> list[str]:
         modules = dict(model.named_modules())
         return [n for n in self.order if isinstance(modules.get(n), kind)]
 
     def next_leaf(self, name: str) -> str | None:
         """The first leaf module (in call order) that took ``name``'s output as its input."""
-        return next((c for c in self.consumers.get(name, []) if c in self.leaves), None)
+        return next((c for c in self.consumers.get(name, []) if split_call(c)[0] in self.leaves), None)
+
+    def next_leaves(self, name: str) -> list[str]:
+        """Every leaf module call that took ``name``'s output (a call name) as its input."""
+        return [c for c in self.consumers.get(name, []) if split_call(c)[0] in self.leaves]
 
 
 def _positive_copy(model: nn.Module) -> nn.Module:
@@ -199,7 +239,7 @@ class _Linearise(TorchFunctionMode):
         self,
         stack: list[tuple[str, bool]],
         functions: list[tuple[str, str]],
-        fields: dict[int, ReceptiveField | None] | None = None,
+        fields: dict[int, Geo] | None = None,
         keep: list | None = None,
     ):
         super().__init__()
@@ -226,16 +266,44 @@ class _Linearise(TorchFunctionMode):
         if not derived or not isinstance(result, torch.Tensor):
             return
         self.keep.append(result)
-        fields = [self.fields[id(t)] for t in derived]
-        field: ReceptiveField | None = None
-        if result.dim() == 4 and all(f is not None for f in fields):
-            same = [f for t, f in zip(derived, fields) if t.dim() == 4 and t.shape[2:] == result.shape[2:]]
-            if len(same) == len(derived) and (name in _SAME_FIELD and len(same) == 1 or name in _UNION):
-                field = same[0] if len(same) == 1 else union(same)  # type: ignore[arg-type]
-            elif len(derived) == 1 and name in _WINDOW_FUNCTIONS:
-                geometry = window_args(args, kwargs)
-                field = None if geometry is None else compose(fields[0], *geometry)  # type: ignore[arg-type]
-        self.fields[id(result)] = field
+        self.fields[id(result)] = _op_geometry(name, args, kwargs, derived, [self.fields[id(t)] for t in derived], result)
+
+
+_ADAPTIVE = {"adaptive_avg_pool2d", "adaptive_max_pool2d"}
+_NONE = Geo(None, None, None)
+
+
+def _op_geometry(name: str, args: tuple, kwargs: dict, derived: list, geos: list, result: torch.Tensor) -> Geo:
+    """The field and spans of a functional op's result from its operands' (``_NONE``: unknown)."""
+    why = next((g.why for g in geos if g.why), None)
+    if result.dim() != 4 or why or any(g.field is None for g in geos):
+        return Geo(None, None, why)
+    same = [g for t, g in zip(derived, geos) if t.dim() == 4 and t.shape[2:] == result.shape[2:]]
+    if len(same) == len(derived) and (name in _SAME_FIELD and len(same) == 1 or name in _UNION):
+        if len(same) == 1:
+            return same[0]
+        spans = None if any(g.spans is None for g in same) else union_spans([g.spans for g in same])
+        return Geo(union([g.field for g in same]), spans, None)
+    if len(derived) != 1 or derived[0].dim() != 4:
+        return _NONE
+    g, in_hw, out_hw = geos[0], tuple(derived[0].shape[2:]), tuple(result.shape[2:])
+    if name in _WINDOW_FUNCTIONS:
+        geometry = window_args(args, kwargs)
+        if geometry is None:
+            return _NONE
+        return Geo(compose(g.field, *geometry), _spans(g, window_spans, *geometry, out_hw), None)
+    if name in _ADAPTIVE:
+        spans = _spans(g, adaptive_spans, out_hw)
+        geometry = adaptive_window(in_hw, out_hw)
+        if geometry is None:
+            why = f"an adaptive pool from {in_hw[0]}x{in_hw[1]} to {out_hw[0]}x{out_hw[1]} has windows of unequal size"
+            return Geo(None, spans, why)
+        return Geo(compose(g.field, *geometry), spans, None)
+    return _NONE
+
+
+def _spans(g: Geo, op: Any, *args: Any) -> Any:
+    return None if g.spans is None else op(g.spans, *args)
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
@@ -252,8 +320,8 @@ _PIXEL_BUDGET = 1 << 17  # probe images x pixels per backward pass: bounds the m
 
 
 def _pass(probe: nn.Module, x: torch.Tensor, wanted: set[str] | None, record: Graph | None) -> dict[str, torch.Tensor]:
-    """One forward pass of the probe copy on ``x``; returns the first-call output of each 4-D
-    module (only ``wanted`` ones if given, stopping once all of them ran). ``record`` gets the
+    """One forward pass of the probe copy on ``x``; returns the output of each 4-D module call
+    (keyed by call name) (only ``wanted`` ones if given, stopping once all of them ran). ``record`` gets the
     order, shapes, data flow, functional calls and ``known``: each module's field followed
     through the geometry of the ops it ran (convs, pools, element-wise ops, sums, concatenations),
     None where an op of unknown geometry came in between."""
@@ -284,35 +352,41 @@ class _PassHooks:
         self.outputs: dict[str, torch.Tensor] = {}
         self.owner: dict[int, str] = {}
         self.keep: list[Any] = [x]
-        self.fields: dict[int, ReceptiveField | None] | None = (
-            {id(x): ReceptiveField(1, 1, 0)} if record is not None else None
+        self.fields: dict[int, Geo] | None = (
+            {id(x): Geo(ReceptiveField(1, 1, 0), input_spans(*x.shape[2:]), None)} if record is not None else None
         )
         self.stack: list[tuple[str, bool]] = []
+        self.count: dict[str, int] = {}
+        self.current: list[str] = []  # the call names of the modules now running
 
     def pre(self, name: str):
         def hook(module, inputs):
             self.stack.append((name, name in self.leaves))
+            self.count[name] = self.count.get(name, 0) + 1
+            self.current.append(call_name(name, self.count[name]))
             if self.record is not None:
-                self._note_call(self.record, name, inputs)
+                self._note_call(self.record, name, self.current[-1], inputs)
 
         return hook
 
-    def _note_call(self, record: Graph, name: str, inputs: Any) -> None:
+    def _note_call(self, record: Graph, name: str, call: str, inputs: Any) -> None:
         record.calls[name] = record.calls.get(name, 0) + 1
         if record.calls[name] == 1:
             record.order.append(name)
+        record.call_order.append(call)
         for t in _tensors(inputs):
             src = self.owner.get(id(t))
-            if src and name not in record.consumers.setdefault(src, []):
-                record.consumers[src].append(name)
+            if src and call not in record.consumers.setdefault(src, []):
+                record.consumers[src].append(call)
 
     def post(self, name: str):
         def hook(module, inputs, output):
             self.stack.pop()
+            call = self.current.pop()
             if isinstance(output, torch.Tensor):
-                output = self._took(name, module, inputs, output)
+                output = self._took(call, module, inputs, output)
             elif self.record is not None:
-                self.record.shapes.setdefault(name, None)
+                self.record.shapes.setdefault(call, None)
             if self.wanted is not None and self.wanted <= self.outputs.keys():
                 raise StopForward
             return output
@@ -322,38 +396,40 @@ class _PassHooks:
     def _took(self, name: str, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
         """Record a module's tensor output; returns the clone that goes on in its place."""
         record, fields = self.record, self.fields
-        field = None
+        geo = _NONE
         if record is not None and fields is not None:
-            field = _module_field(module, _tensors(inputs), output, fields)
+            geo = _module_geometry(module, _tensors(inputs), output, fields)
             if name not in record.shapes:
                 record.shapes[name] = list(output.shape[1:])
-                record.known[name] = field
+                record.known[name] = geo.field
+                if geo.spans is not None:
+                    record.spans[name] = geo.spans
+                if geo.why:
+                    record.why[name] = geo.why
         # a clone goes on, so an in-place op later (out += shortcut) leaves this one intact
         kept, output = output, output.clone()
         self.keep.append(output)
         self.owner[id(output)] = name
         if fields is not None:
-            fields[id(output)] = field
+            fields[id(output)] = geo
         if kept.dim() == 4 and name not in self.outputs and (self.wanted is None or name in self.wanted):
             self.outputs[name] = kept
         return output
 
 
-def _module_field(
-    module: nn.Module, inputs: list[torch.Tensor], output: torch.Tensor, fields: dict[int, ReceptiveField | None]
-) -> ReceptiveField | None:
-    """A module's output field from its input's and its geometry, or what its ops left."""
+def _module_geometry(module: nn.Module, inputs: list[torch.Tensor], output: torch.Tensor, fields: dict[int, Geo]) -> Geo:
+    """A module's output field and spans from its input's and its geometry, or what its ops left."""
     if output.dim() != 4:
-        return None
+        return _NONE
     derived = [t for t in inputs if id(t) in fields]
-    if len(derived) == 1 and derived[0].dim() == 4 and fields[id(derived[0])] is not None:
-        f = fields[id(derived[0])]
+    if len(derived) == 1 and derived[0].dim() == 4 and fields[id(derived[0])].field is not None:
+        g = fields[id(derived[0])]
         geometry = window_args(module)
         if geometry is not None:
-            return compose(f, *geometry)  # type: ignore[arg-type]
+            return Geo(compose(g.field, *geometry), _spans(g, window_spans, *geometry, tuple(output.shape[2:])), None)
         if is_elementwise(module) and derived[0].shape[2:] == output.shape[2:]:
-            return f
-    return fields.get(id(output))  # passed on unchanged, or followed through its functions
+            return g
+    return fields.get(id(output), _NONE)  # passed on unchanged, or followed through its functions
 
 
 def _probe(probe: nn.Module, names: list[str], shape: tuple[int, int, int]) -> dict[str, ReceptiveField | str]:
@@ -431,11 +507,12 @@ def _fields(graph: Graph) -> tuple[dict[str, ReceptiveField], dict[str, str]]:
     shape = graph.in_shape
     fields: dict[str, ReceptiveField] = {}
     unresolved: dict[str, str] = {}
-    spatial = [n for n in graph.order if graph.shapes.get(n) is not None and len(graph.shapes[n]) == 3]  # type: ignore[arg-type]
+    spatial = [n for n in graph.call_order if graph.shapes.get(n) is not None and len(graph.shapes[n]) == 3]  # type: ignore[arg-type]
     for name in spatial:
         if graph.known.get(name) is not None:
             fields[name] = graph.known[name]  # type: ignore[assignment]
-    todo = [n for n in spatial if n not in fields]  # ops whose geometry is unknown: measured
+    unresolved.update({n: graph.why[n] for n in spatial if n not in fields and n in graph.why})
+    todo = [n for n in spatial if n not in fields and n not in graph.why]  # unknown geometry: measured
     model = graph.model() if graph.model is not None else None
     if todo and model is None:
         return fields, {n: "the model is gone" for n in todo}
@@ -453,7 +530,9 @@ def _fields(graph: Graph) -> tuple[dict[str, ReceptiveField], dict[str, str]]:
         if max(h, w) >= _GROWTH * max(shape[1:]):
             break
         h, w = 2 * h, 2 * w  # the field is wider than the image: grow it until a window fits
-    unresolved = {n: ("larger than the largest probe image" if why == "clipped" else why) for n, why in reasons.items()}
+    unresolved.update(
+        {n: ("larger than the largest probe image" if why == "clipped" else why) for n, why in reasons.items()}
+    )
     return {n: fields[n] for n in spatial if n in fields}, unresolved
 
 
@@ -475,7 +554,7 @@ def measure_fields(model: nn.Module, in_shape: tuple[int, int, int]) -> dict[str
     """Every field measured by gradient probes alone (uncached; tests check the ops' geometry
     that :func:`trace_graph` follows against it)."""
     graph = _trace(model, tuple(in_shape))  # type: ignore[arg-type]
-    graph.known = {}
+    graph.known, graph.why, graph.spans = {}, {}, {}
     with torch.enable_grad():
         return _fields(graph)[0]
 
