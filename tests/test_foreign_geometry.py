@@ -8,6 +8,14 @@ from torch import nn
 from convlens.models.graph import _pass, _positive_copy, trace_graph
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _support(probe: nn.Module, call: str, units: list[tuple[int, int]]) -> list[tuple[int, int, int, int] | None]:
     """The rows [top, bottom) and columns [left, right) of the input pixels whose gradient reaches
     each unit (any channel) of ``call``, on the positive copy (no cancellation, no dead unit)."""
@@ -37,8 +45,9 @@ def test_every_unit_window_is_its_gradient_support(name):
         if shape is None or len(shape) != 3:
             continue
         h, w = shape[1:]
-        # the diagonal, and the first and last row: every row span and every column span
-        units = sorted({(i, min(i, w - 1)) for i in range(h)} | {(0, j) for j in range(w)} | {(h - 1, j) for j in range(w)})
+        # the diagonal: every row's span and every column's (the maps are square)
+        assert h == w
+        units = [(i, i) for i in range(h)]
         want = _support(probe, call, units)
         got = [graph.window(call, i, j) for i, j in units]
         assert got == want, call

@@ -313,6 +313,11 @@ class EvalConfig(Strict):
         "none", description="Test-time augmentation: average logits over flips (and 1-pixel shifts)"
     )
     checkpoint: Literal["last", "best"] = Field("last", description="Weights evaluated on the test split")
+    precision: Literal["fp32", "train"] = Field(
+        "fp32",
+        description="Precision of the test metrics: fp32 (as every analysis computes), or train (the run's own, "
+        "bf16 autocast where train.precision picked it)",
+    )
     batch_size: int = Field(500, gt=0)
     every_epoch: bool = Field(
         False, description="Also evaluate the test split after every epoch (logged as test; never picks a checkpoint)"

@@ -204,8 +204,10 @@ def rank_layer(subject: Subject, layer: str, mode: str = "channel") -> dict[str,
     fill = silent_value(model, layer, mode)  # what a silenced channel holds there
     n_filters, n_classes = conv.out_channels, len(subject.classes)
     correct = torch.zeros(n_filters + 1, n_classes, dtype=torch.long)  # row 0: nothing silenced
+    changed = torch.zeros(n_filters + 1, dtype=torch.long)  # images whose prediction it changes
     totals = torch.zeros(n_classes, dtype=torch.long)
-    flat = isinstance(model, nn.Sequential) and point in model._modules
+    reused = _runs_more_than_once(model, layer, point)
+    flat = not reused and isinstance(model, nn.Sequential) and point in model._modules
     via = mixing_after(model, point) if flat else None
     if flat:
         names = list(model._modules)
@@ -217,10 +219,20 @@ def rank_layer(subject: Subject, layer: str, mode: str = "channel") -> dict[str,
         labels_cpu = labels.cpu()
         totals += torch.bincount(labels_cpu, minlength=n_classes)
 
-        def score(row: int, logits: torch.Tensor) -> None:  # logits (rows, B, classes)
-            hit = (logits.argmax(-1) == labels).long().cpu()
-            correct[row : row + len(hit)].index_add_(1, labels_cpu, hit)
+        def score(row: int, logits: torch.Tensor) -> None:  # logits (rows, B, classes); row 0 comes first
+            pred = logits.argmax(-1)
+            if row == 0:
+                base[0] = pred[0]
+            correct[row : row + len(pred)].index_add_(1, labels_cpu, (pred == labels).long().cpu())
+            changed[row : row + len(pred)] += (pred != base[0]).sum(1).cpu()
 
+        base: list[torch.Tensor] = [labels]
+        if reused:  # the conv or its norm runs more than once: silence the weights, as the set does
+            score(0, model(x).unsqueeze(0))
+            for f in range(n_filters):
+                with silenced(model, {layer: [f]}, mode):
+                    score(f + 1, model(x).unsqueeze(0))
+            continue
         if not flat:  # no way to resume mid-network: one masked forward pass per filter
             score(0, model(x).unsqueeze(0))
             for f in range(n_filters):
@@ -245,7 +257,9 @@ def rank_layer(subject: Subject, layer: str, mode: str = "channel") -> dict[str,
             h[:, f] = saved
     seconds = time.perf_counter() - t0
     method = (
-        f"effects added at {via[1]}"
+        "weights zeroed per filter (the layer runs more than once per image)"
+        if reused
+        else f"effects added at {via[1]}"
         if via
         else "rest of the network per filter"
         if flat
@@ -255,7 +269,10 @@ def rank_layer(subject: Subject, layer: str, mode: str = "channel") -> dict[str,
     acc = correct.sum(1).double() / n
     class_acc = correct.double() / totals.clamp(min=1).double()
     drop = acc[0] - acc[1:]
-    order = torch.argsort(drop, descending=True, stable=True)
+    # by accuracy carried, then by how many predictions it changes: a dead filter (changes none)
+    # never ties ahead of one that matters
+    key = drop.double() * (n + 1) + changed[1:].double() / (n + 1)
+    order = torch.argsort(key, descending=True, stable=True)
     return {
         "mode": mode,
         "silenced_at": point,
@@ -265,9 +282,40 @@ def rank_layer(subject: Subject, layer: str, mode: str = "channel") -> dict[str,
         "drop": drop.tolist(),
         "per_class_drop": [per_class(row, totals) for row in (class_acc[0] - class_acc[1:])],
         "order": order.tolist(),
+        "changed": changed[1:].tolist(),
         "seconds": round(seconds, 3),
         "seconds_per_filter": round(seconds / n_filters, 4),
     }
+
+
+def _runs_more_than_once(model: nn.Module, layer: str, point: str) -> bool:
+    """Whether ``forward()`` calls the conv or its batch norm more than once (traced; a shared
+    conv's silenced filter is silent in every call, which masking one call cannot reproduce)."""
+    from ..models.graph import known_shape, trace_graph
+    from ..trace import split_call
+
+    shape = known_shape(model)
+    if shape is None:
+        return False
+    calls = trace_graph(model, shape).calls
+    return any(calls.get(split_call(n)[0], 1) > 1 for n in (layer, point))
+
+
+def _most_accuracy(layer: str, r: dict[str, Any], top: int) -> tuple[dict[str, list[int]], str]:
+    """The ``top`` filters of a ranking that carry most accuracy, skipping dead ones (whose
+    silencing changes no prediction), and how they were chosen."""
+    live = [f for f in r["order"] if r["changed"][f] > 0]
+    dead = [f for f in r["order"] if r["changed"][f] == 0]
+    if not live:
+        return {layer: sorted(r["order"][:top])}, (
+            f"the first {top} filters of {layer}: silencing any one alone changes no prediction"
+        )
+    chosen = live[:top]
+    words = f"the {len(chosen)} filters of {layer} carrying most accuracy"
+    if dead:
+        shown = ", ".join(map(str, sorted(dead)[:8])) + (", ..." if len(dead) > 8 else "")
+        words += f"; {len(dead)} dead filters skipped (silencing one alone changes no prediction: {shown})"
+    return {layer: sorted(chosen)}, words
 
 
 def _what(filters: dict[str, list[int]], mode: str) -> str:
@@ -328,10 +376,7 @@ class Ablate(Analysis, AblateOptions):
         filters = self.filters
         if filters is None:
             layer, r = next(iter(ranked.items()))
-            filters, chosen_by = (
-                {layer: sorted(r["order"][: self.top])},
-                f"the {self.top} filters of {layer} carrying most accuracy",
-            )
+            filters, chosen_by = _most_accuracy(layer, r, self.top)
         before = _logits(subject)
         with silenced(model, filters, self.mode):
             after = _logits(subject)

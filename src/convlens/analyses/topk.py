@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..utils import to_numpy
+from ..models.graph import trace_graph
 from ..models.summary import ReceptiveField, receptive_fields
 from ..trace import get_layer
 from .options import TopKOptions
@@ -60,8 +61,6 @@ def patch(image: np.ndarray, rf: ReceptiveField, i: int, j: int, fill: float = 0
 
 
 def _no_field(subject: Subject, layer: str) -> str:
-    from ..models.graph import trace_graph
-
     return trace_graph(subject.model, subject.in_shape).unresolved.get(layer, "not a spatial layer")
 
 
@@ -109,6 +108,8 @@ class TopK(Streaming, TopKOptions):
 
     def finish(self, subject: Subject) -> dict[str, Any]:
         rfs = receptive_fields(subject.model, subject.in_shape)
+        # each unit's exact window: narrower than the box near the border after a dilated conv
+        window = trace_graph(subject.model, subject.in_shape).window
         split, classes = subject.split, subject.classes
         h_in, w_in = subject.in_shape[1:]
         layers: dict[str, Any] = {}
@@ -137,7 +138,9 @@ class TopK(Streaming, TopKOptions):
                         "labels": labels.tolist(),
                         "scores": scores.tolist(),
                         "locations": [list(ij) for ij in locs],
-                        "windows": [list(rf.window(i, j, h_in, w_in)) for i, j in locs] if rf else None,
+                        "windows": [list(window(probe, i, j) or rf.window(i, j, h_in, w_in)) for i, j in locs]
+                        if rf
+                        else None,
                         "class_histogram": hist.tolist(),
                         "top_class": classes[int(hist.argmax())] if len(pos) else None,
                         "mean": float(scores.mean()) if len(pos) else None,

@@ -91,6 +91,7 @@ _ACTIVATIONS = {
 }
 _MAX_POOLS = {"max_pool2d", "_max_pool2d", "max_pool2d_with_indices", "adaptive_max_pool2d"}
 
+
 class Geo(NamedTuple):
     """What the trace knows of a tensor's geometry: its field (None: unknown, so it is
     measured), its exact spans per unit (``fields.Spans``, None: unknown), and ``why`` a tensor
@@ -266,7 +267,9 @@ class _Linearise(TorchFunctionMode):
         if not derived or not isinstance(result, torch.Tensor):
             return
         self.keep.append(result)
-        self.fields[id(result)] = _op_geometry(name, args, kwargs, derived, [self.fields[id(t)] for t in derived], result)
+        self.fields[id(result)] = _op_geometry(
+            name, args, kwargs, derived, [self.fields[id(t)] for t in derived], result
+        )
 
 
 _ADAPTIVE = {"adaptive_avg_pool2d", "adaptive_max_pool2d"}
@@ -417,7 +420,9 @@ class _PassHooks:
         return output
 
 
-def _module_geometry(module: nn.Module, inputs: list[torch.Tensor], output: torch.Tensor, fields: dict[int, Geo]) -> Geo:
+def _module_geometry(
+    module: nn.Module, inputs: list[torch.Tensor], output: torch.Tensor, fields: dict[int, Geo]
+) -> Geo:
     """A module's output field and spans from its input's and its geometry, or what its ops left."""
     if output.dim() != 4:
         return _NONE

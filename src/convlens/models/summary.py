@@ -182,7 +182,10 @@ def summarize(model: nn.Module, in_shape: tuple[int, int, int]) -> list[LayerRow
 
     A sequential model gets one row per child; any other model one row per module that holds
     parameters itself or has no children (so the parameter total counts each parameter once).
-    Modules that ``forward()`` never calls come last, with an empty output shape.
+    A row's MACs are those of every call, in that pass, of the convs and linear layers it holds
+    (a nested block counts its layers; a conv that ``forward()`` calls twice counts twice); its
+    output shape is its first call's. Modules that ``forward()`` never calls come last, with an
+    empty output shape.
     """
     from .graph import remember_shape
 
@@ -197,37 +200,61 @@ def summarize(model: nn.Module, in_shape: tuple[int, int, int]) -> list[LayerRow
         ]
     rf = receptive_fields(model, in_shape)
     seen: dict[str, LayerRow] = {}
+    owner = _owners(model, [n for n, _, _ in units])
+    macs: dict[str, int] = {}
+
+    def count(name):  # every module, every call: its MACs go to the row that holds it
+        def fn(m, inputs, output):
+            inp = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+            if isinstance(output, torch.Tensor) and inp is not None and name in owner:
+                macs[owner[name]] = macs.get(owner[name], 0) + _macs(m, inp, output)
+
+        return fn
 
     def hook(name, recurse):
         def fn(m, inputs, output):
             if name in seen:
                 return
-            inp = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
             shape = list(output.shape[1:]) if isinstance(output, torch.Tensor) else []
-            macs = _macs(m, inp, output) if isinstance(output, torch.Tensor) and inp is not None else 0
-            seen[name] = LayerRow(
-                name,
-                type(m).__name__,
-                shape,
-                sum(p.numel() for p in m.parameters(recurse=recurse)),
-                macs,
-                rf[name].size if name in rf else None,
-            )
+            params = sum(p.numel() for p in m.parameters(recurse=recurse))
+            seen[name] = LayerRow(name, type(m).__name__, shape, params, 0, rf[name].size if name in rf else None)
 
         return fn
 
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with borrowed(model, grad=False):  # the hooks go with it
+        for name, m in model.named_modules():
+            if name:
+                m.register_forward_hook(count(name))
         for name, m, recurse in units:
             m.register_forward_hook(hook(name, recurse))
         model(torch.zeros(1, *in_shape, device=device))
     rows = list(seen.values())
+    for r in rows:
+        r.macs = macs.get(r.name, 0)
     rows += [
         LayerRow(n, type(m).__name__, [], sum(p.numel() for p in m.parameters(recurse=r)), 0, None)
         for n, m, r in units
         if n not in seen
     ]
     return rows
+
+
+def _owners(model: nn.Module, units: list[str]) -> dict[str, str]:
+    """For each module, the row that counts its MACs: the innermost row at or above it, else (a
+    container none is above, e.g. a recurrent wrapper without parameters of its own) the first
+    row inside it."""
+    rows = set(units)
+    owner: dict[str, str] = {}
+    for name, _ in model.named_modules():
+        if not name:
+            continue
+        parts = name.split(".")
+        above = next((".".join(parts[:k]) for k in range(len(parts), 0, -1) if ".".join(parts[:k]) in rows), None)
+        inside = next((u for u in units if u.startswith(name + ".")), None)
+        if above or inside:
+            owner[name] = above or inside  # type: ignore[assignment]
+    return owner
 
 
 def totals(rows: list[LayerRow]) -> dict[str, int]:

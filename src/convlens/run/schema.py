@@ -73,6 +73,7 @@ class Eval(TypedDict):
     confusion: list[list[int]]  # rows: true class, columns: predicted
     prediction_counts: list[int]
     tta: str
+    precision: NotRequired[str]  # "float32" (eval.precision: fp32, the default) or "bf16 autocast"
     seconds: float
     split: str
     checkpoint: str  # best or last

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import time
 from pathlib import Path
@@ -108,6 +109,13 @@ def predictions_csv(split: Split, logits: torch.Tensor) -> str:
     return buf.getvalue()
 
 
+def test_precision(prec: Precision, which: str = "fp32") -> Precision:
+    """The precision test metrics are computed in: float32 (``eval.precision: fp32``, the default,
+    which every analysis and the report use too, so one checkpoint has one accuracy), or the
+    run's own (``train``)."""
+    return prec if which == "train" else dataclasses.replace(prec, bf16=False)
+
+
 def evaluate_split(
     model: nn.Module,
     split: Split,
@@ -121,7 +129,8 @@ def evaluate_split(
     t0 = time.perf_counter()
     logits = predict(model, split, batch_size, tta, precision, progress)
     result = summarize_predictions(logits, split.labels, classes)
-    result.update(tta=tta, seconds=round(time.perf_counter() - t0, 3))
+    bf16 = precision is not None and precision.bf16
+    result.update(tta=tta, precision="bf16 autocast" if bf16 else "float32", seconds=round(time.perf_counter() - t0, 3))
     return result, logits
 
 

@@ -30,7 +30,7 @@ from ..runlock import LOCK, RunBusy, holder, run_lock, writes_run
 from ..utils import interactive
 from . import checkpoint
 from .averaging import WeightAverage
-from .evaluate import evaluate_split, write_eval
+from .evaluate import evaluate_split, test_precision, write_eval
 from .metrics import MetricsLog
 from .optim import make_optimizer, make_scheduler
 from .precision import Precision, choose
@@ -231,7 +231,11 @@ class Trainer:
             self.test_split = self._to_device(self.data.test)
         with self.average.applied() if self.average is not None else contextlib.nullcontext():
             res, _ = evaluate_split(
-                self.model, self.test_split, self.data.classes, batch_size=self.cfg.eval.batch_size, precision=self.prec
+                self.model,
+                self.test_split,
+                self.data.classes,
+                batch_size=self.cfg.eval.batch_size,
+                precision=test_precision(self.prec, self.cfg.eval.precision),
             )
         return {"test_loss": res["loss"], "test_acc": res["accuracy"]}
 
@@ -473,7 +477,12 @@ def _final_eval(
         trainer.model.load_state_dict(checkpoint.load(saved, prec.device)["model"])
     test = trainer._to_device(data.test)
     result, logits = evaluate_split(
-        trainer.model, test, data.classes, batch_size=cfg.eval.batch_size, tta=cfg.eval.tta, precision=prec
+        trainer.model,
+        test,
+        data.classes,
+        batch_size=cfg.eval.batch_size,
+        tta=cfg.eval.tta,
+        precision=test_precision(prec, cfg.eval.precision),
     )
     result.update(split="test", checkpoint=which, epoch=cfg.train.epochs if which == "last" else trainer.best["epoch"])
     write_eval(run_dir, result, data.test, logits)
@@ -528,7 +537,13 @@ def evaluate_run(run: Run | str | Path, which: str = "last", tta: str | None = N
     model = run.load_model(which, device=str(prec.device))
     tta = tta or cfg.eval.tta
     result, logits = evaluate_split(
-        model, data.test, data.classes, batch_size=cfg.eval.batch_size, tta=tta, precision=prec, progress=interactive()
+        model,
+        data.test,
+        data.classes,
+        batch_size=cfg.eval.batch_size,
+        tta=tta,
+        precision=test_precision(prec, cfg.eval.precision),
+        progress=interactive(),
     )
     state = checkpoint.load(run.checkpoint_path(which))
     result.update(split="test", checkpoint=which, epoch=int(state.get("epoch", 0)))
