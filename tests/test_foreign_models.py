@@ -220,3 +220,17 @@ def test_every_analysis_runs_on_a_foreign_model(name):
         assert info["receptive_field"] is not None, layer
         assert all(f["windows"] for f in info["filters"]), layer
     assert hook_count(model) == 0
+
+
+def test_a_call_that_never_happens_is_an_error_naming_the_calls():
+    from convlens.errors import LayerError
+    from convlens.models.graph import remember_shape
+    from convlens.trace import Trace
+
+    model = airbench()
+    remember_shape(model, SHAPE)
+    with pytest.raises(LayerError, match="its calls: layers.0.activ, layers.0.activ@2"):
+        Trace(model, "layers.0.activ@3")
+    with Trace(model, "layers.0.activ@2") as t, torch.no_grad():
+        model(_images(2))
+    assert t.output.shape[2:] == (15, 15) and hook_count(model) == 0

@@ -71,6 +71,26 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     raise LayerError(f"the model has no layer {name!r}.{hint} Layers: {', '.join(names)}")
 
 
+def check_call(model: nn.Module, name: str) -> None:
+    """A LayerError when ``name@k`` asks for a call the traced forward pass never makes (checked
+    where the model's input shape is known), naming the module's calls."""
+    module, call = split_call(name)
+    if call == 1:
+        return
+    from .models.graph import known_shape, trace_graph
+
+    shape = known_shape(model)
+    if shape is None:
+        return
+    runs = trace_graph(model, shape).calls.get(module, 0)
+    if call > runs:
+        calls = ", ".join(call_name(module, k) for k in range(1, runs + 1)) or "none"
+        raise LayerError(
+            f"layer {name!r}: forward() calls {module!r} {runs} time(s) per image, so it has no call {call}; "
+            f"its calls: {calls}"
+        )
+
+
 def conv_layers(model: nn.Module, in_shape: tuple[int, int, int] | None = None) -> list[str]:
     """The conv layers in execution order (traced once for the (C, H, W) input shape given or
     known for the model, see ``models.graph``); in ``named_modules()`` order when none is."""
@@ -128,6 +148,7 @@ class Trace:
         self._seen = 0  # calls of the module since the model's own forward() began
         self.after = after  # called after each of the layer's calls (TraceDict's stop rule)
         self.module = get_layer(model, layer)
+        check_call(model, layer)
         self.retain_output, self.retain_input = retain_output, retain_input
         self.detach, self.clone, self.edit_output, self.stop = detach, clone, edit_output, stop
         self.rewrite = rewrite
