@@ -32,7 +32,10 @@ def headline(
     items = [("status", str(st.get("status", "unknown")))]
     ev = run.eval
     if ev:
-        items.append(("test accuracy", pct(ev.get("accuracy"))))
+        # analyses compute in float32; a bf16 evaluation (eval.precision: train) says so
+        precision = ev.get("precision")
+        label = "test accuracy" if precision in (None, "float32") else f"test accuracy ({precision})"
+        items.append((label, pct(ev.get("accuracy"))))
         if evaluated is not None:
             items.append(("checkpoint evaluated", evaluated.detail + (" (stale)" if evaluated.stale else "")))
         if _num(ev.get("loss")) is not None:
