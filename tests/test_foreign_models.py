@@ -90,6 +90,11 @@ def test_a_module_called_twice_is_read_at_the_call_the_data_flow_names():
     assert t["measured_at"] == "layers.1.activ@2" and t["receptive_field"]["size"] == 23
     best = post.amax((2, 3)).t().argsort(dim=1, descending=True, stable=True)[:, :4]
     assert [f["positions"] for f in t["filters"]] == best.tolist()
+    # featuremaps of image 0: the same two tensors
+    fm = FeatureMaps(layers=[CONV2], images=[0])(_subject(model))["layers"][CONV2]
+    assert (fm["pre"], fm["post"]) == ("layers.1.norm2", "layers.1.activ@2")
+    torch.testing.assert_close(torch.tensor(fm["maps"][0]["post_mean"]), post[0].mean((1, 2)))
+    torch.testing.assert_close(torch.tensor(fm["maps"][0]["pre_mean"]), pre[0].mean((1, 2)))
 
 
 def test_gradcam_reads_the_default_layers_call():
