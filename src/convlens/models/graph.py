@@ -17,8 +17,13 @@ with forward hooks on every submodule (added and removed inside ``try/finally``)
 - ``fields``: the exact receptive field of every module with an (N, C, H, W) output.
 
 Receptive fields are followed through the pass op by op: convs and pools (modules or functions)
-compose their kernel, stride, padding and dilation; element-wise ops keep the field; sums,
-products and concatenations take the box covering their operands' fields. Where an op of
+compose their kernel, stride, padding and dilation; an adaptive pool at the traced input size is
+a pool of kernel and step input // output when the sides divide (else the layer has no field,
+and ``unresolved`` says why); element-wise ops keep the field; sums, products and concatenations
+take the box covering their operands' fields. Beside each field, ``spans`` follow every unit's
+exact window (the first and last input row and column that reach it, ``Graph.window``): near
+the border a dilated kernel's taps in the padding see nothing, so it can be narrower than the
+field's box clipped to the image. Where an op of
 unknown geometry comes in between (a functional conv, a custom op), the field is measured
 instead, on a copy in which every weight is a positive constant, every activation the identity
 and every max pool an average pool over the same window: the network up to any layer is then a
@@ -431,7 +436,10 @@ def _module_geometry(
         g = fields[id(derived[0])]
         geometry = window_args(module)
         if geometry is not None:
-            return Geo(compose(g.field, *geometry), _spans(g, window_spans, *geometry, tuple(output.shape[2:])), None)
+            # padding that repeats pixels (reflect, circular) sees what zero padding does not
+            zeros = getattr(module, "padding_mode", "zeros") == "zeros"
+            spans = _spans(g, window_spans, *geometry, tuple(output.shape[2:])) if zeros else None
+            return Geo(compose(g.field, *geometry), spans, None)
         if is_elementwise(module) and derived[0].shape[2:] == output.shape[2:]:
             return g
     return fields.get(id(output), _NONE)  # passed on unchanged, or followed through its functions
@@ -520,7 +528,7 @@ def _fields(graph: Graph) -> tuple[dict[str, ReceptiveField], dict[str, str]]:
     todo = [n for n in spatial if n not in fields and n not in graph.why]  # unknown geometry: measured
     model = graph.model() if graph.model is not None else None
     if todo and model is None:
-        return fields, {n: "the model is gone" for n in todo}
+        return fields, {**unresolved, **{n: "the model is gone" for n in todo}}
     probe = _positive_copy(model) if todo else None
     c, h, w = shape
     reasons: dict[str, str] = {}
