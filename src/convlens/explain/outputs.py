@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from ..utils import to_numpy
-from ..errors import ConvlensError
 from ..results import Result
 from ..run import Run, artifact_key
 from ..runlock import writes_run
