@@ -95,7 +95,9 @@ def test_sheet_layout_has_no_overlaps_and_readable_text(tmp_path):
     tile = next(b for b in s.boxes if b.kind == "tile")
     assert tile.box[2] - tile.box[0] >= 48
     # a crowded sheet (one tile per block, long labels): still nothing overlaps
-    many = [Block([f"class {k} {names[k % 4]}", "reached 1.23, best 0.98"], [[rng.random((3, 32, 32))]]) for k in range(30)]
+    many = [
+        Block([f"class {k} {names[k % 4]}", "reached 1.23, best 0.98"], [[rng.random((3, 32, 32))]]) for k in range(30)
+    ]
     s = sheet(many, tmp_path / "m.png", title="t", headers=["actmax"])
     assert not overlaps(s.boxes)
 
