@@ -70,12 +70,15 @@ def main() -> None:
         live = [j for j in range(len(t)) if not bool(d["dead"][j])]
         corr = [out[j]["agrees_with_top"] for j in live if out[j]["agrees_with_top"] is not None]
         above = sum(1 for j in live if float(d["final"][j]) > out[j]["top"][0]["value"])
+        # a filter whose optimum is a uniform white or black patch: some test image has it too
+        level = sum(1 for j in live if abs(float(d["final"][j]) / out[j]["top"][0]["value"] - 1) < 1e-3)
         ratio = [float(d["final"][j]) / out[j]["top"][0]["value"] for j in live if out[j]["top"][0]["value"] > 0]
         size = "x".join(str(s) for s in out[0]["image"].shape[1:])
         print(
             f"  {layer}: {len(live)} live of {len(t)} filters, pictures {size}; correlation with the mean of the "
             f"top 9 patches: median {statistics.median(corr):.2f} (min {min(corr):.2f}, max {max(corr):.2f}, "
-            f"{sum(c > 0.5 for c in corr)}/{len(corr)} above 0.5); above the best test image: {above}/{len(live)} "
+            f"{sum(c > 0.5 for c in corr)}/{len(corr)} above 0.5, {len(live) - len(corr)} uniform pictures); "
+            f"above the best test image: {above}/{len(live)}, level with it (within 0.1%): {level} "
             f"(median {statistics.median(ratio):.2f}x its value); converged {int(d['converged'].sum())}/{len(t)}; "
             f"{wall:.0f} s"
         )
@@ -99,7 +102,9 @@ def figure(args, shown, run) -> None:
                     [
                         f"{layer} filter {k}",
                         f"reached {float(am.details['final'][k]):.3g}, best test image {o['top'][0]['value']:.3g}",
-                        f"correlation with the mean {o['agrees_with_top']:.2f}",
+                        "uniform picture: no correlation"
+                        if o["agrees_with_top"] is None
+                        else f"correlation with the mean {o['agrees_with_top']:.2f}",
                     ],
                     [[o["image"]], o["patches"], [o["mean"]]],
                 )

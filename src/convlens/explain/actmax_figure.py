@@ -4,7 +4,8 @@ One block per filter (or class): a label above its tiles (what it is, the object
 against the best data set image's value, a word when it is dead or did not converge), then the
 tiles in groups: the synthesised picture, the top data set patches (or images), their mean.
 Pixels are enlarged by a whole factor (nearest neighbour) to at least :data:`MIN_TILE` screen
-pixels, so a 3x3 receptive field stays visible; text is :data:`FONT_PX` pixels.
+pixels, so a 3x3 receptive field stays visible, and framed in grey, so a white patch does not
+vanish on a white page; text is :data:`FONT_PX` pixels.
 
 Nothing is placed over anything else: every column is as wide as its widest word, every label
 band as tall as its longest label, and :func:`sheet` returns the box of every text and tile it
@@ -71,9 +72,10 @@ def sheet(blocks: Sequence[Block], path: str | Path, *, title: str, headers: Seq
 
     font = _font(FONT_PX)
     step = int(round(1.3 * FONT_PX))
-    side = max([max(t.shape[-2:]) for b in blocks for g in b.groups for t in g] + [1])
-    k = max(1, -(-MIN_TILE // side))
-    tile_px = side * k
+    # each tile enlarged by the whole factor that brings it to MIN_TILE, in cells as large as the
+    # largest of them (a 3x3 field at 16x beside a 5x5 one at 10x)
+    sides = [max([max(t.shape[-2:]) for g in b.groups for t in g] + [1]) for b in blocks]
+    tile_px = max([s * max(1, -(-MIN_TILE // s)) for s in sides] + [MIN_TILE])
     ngroups = max([len(b.groups) for b in blocks] + [len(headers)])
     counts = [max([len(b.groups[g]) for b in blocks if g < len(b.groups)] + [1]) for g in range(ngroups)]
     # a group is as wide as its tiles or its header's widest word, whichever is wider
@@ -116,6 +118,7 @@ def sheet(blocks: Sequence[Block], path: str | Path, *, title: str, headers: Seq
             x += widths[g] + GROUP_GAP
     for n, b in enumerate(blocks):
         r, c = divmod(n, per_row)
+        k = max(1, -(-MIN_TILE // sides[n]))
         x0 = MARGIN + c * (block_w + BLOCK_GAP)
         label_y, tiles_y = row_y[r]
         for i, line in enumerate(labels[n]):
@@ -127,7 +130,10 @@ def sheet(blocks: Sequence[Block], path: str | Path, *, title: str, headers: Seq
                 left = x + j * (tile_px + GAP) + (tile_px - a.shape[1]) // 2
                 top = tiles_y + (tile_px - a.shape[0]) // 2
                 img.paste(Image.fromarray(np.ascontiguousarray(a)), (left, top))
-                boxes.append(Box("tile", (left, top, left + a.shape[1], top + a.shape[0])))
+                # a grey frame outside the tile, in the gap: a white patch stays visible on the page
+                frame = (left - 1, top - 1, left + a.shape[1], top + a.shape[0])
+                draw.rectangle(frame, outline="#b0b0b0", width=1)
+                boxes.append(Box("tile", (frame[0], frame[1], frame[2] + 1, frame[3] + 1)))
             x += widths[g] + GROUP_GAP
     return Sheet(_write_png(img, path), boxes, (width, height))
 
