@@ -214,7 +214,7 @@ def _params(am, name: str, what: str, cov) -> dict[str, Any]:
         "rotate": am.rotate,
         "l2": am.l2,
         "tv": am.tv,
-        "objective": am.objective,
+        "objective": am.objective if am.layer is not None else "class logit",
         "polish": am.polish,
         "unit": list(am.unit()) if am.unit() else None,
         "field_box": list(am.field_box()) if am.field_box() else None,
