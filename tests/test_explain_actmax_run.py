@@ -107,3 +107,14 @@ def test_overlaps_finds_an_intersection():
 
     a, b, c = Box("text", (0, 0, 10, 10)), Box("tile", (9, 9, 20, 20)), Box("tile", (10, 0, 20, 9))
     assert overlaps([a, b, c]) == [(a, b)]  # a and c only touch
+
+
+def test_class_actmax_is_labelled_with_class_names(imported, capsys):
+    assert main(["explain", str(imported), "--method", "actmax", "--steps", "3", "--filters", "1,2"]) == 0
+    capsys.readouterr()
+    d = json.loads((imported / "analysis" / "actmax-f1-2.json").read_text())
+    classes = Run(imported).classes
+    per = [f for f in d["figures"] if "filter" in f]
+    assert [f["filter"] for f in per] == [1, 2] and d["params"]["objective"] == "class logit"
+    assert all(f"class {k} {classes[k]} (whole image)" in f["caption"] for k, f in zip((1, 2), per))
+    assert all(t["top"][0]["location"] is None and len(t["top"]) == 9 for t in d["targets"])

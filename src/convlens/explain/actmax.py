@@ -113,6 +113,7 @@ class ActMax(Explainer):
     ):
         super().__init__(model)
         self.layer = layer
+        self._size: tuple[int, ...] | None = None  # the layer's map size, measured when first asked
         if layer is not None:
             get_layer(model, layer)
         self.shape = tuple(image_shape or expected_shape(model) or ())
@@ -154,9 +155,11 @@ class ActMax(Explainer):
     # ------------------------------------------------------------------------------------------
     def _map_size(self) -> tuple[int, ...]:
         """The spatial size of ``layer``'s output for one image of the model's shape."""
-        with torch.no_grad(), evaluating(self.model):
-            out = self._output(torch.zeros(1, *self.shape, device=model_device(self.model)))
-        return tuple(out.shape[2:])
+        if self._size is None:
+            with torch.no_grad(), evaluating(self.model):
+                out = self._output(torch.zeros(1, *self.shape, device=model_device(self.model)))
+            self._size = tuple(out.shape[2:])
+        return self._size
 
     def _field(self):
         """The receptive field of ``layer`` (None where it has none, e.g. after a global pool)."""
@@ -217,7 +220,7 @@ class ActMax(Explainer):
         vals = torch.empty(len(t), 0)
         pos = torch.empty(len(t), 0, dtype=torch.long)
         locs = torch.empty(len(t), 0, dtype=torch.long)
-        width = 1
+        width = 0  # the map's width, once a spatial map was seen
         with torch.no_grad(), evaluating(self.model):
             for i in range(0, len(images), batch_size):
                 x = images[i : i + batch_size].to(device)
@@ -234,7 +237,7 @@ class ActMax(Explainer):
                 locs = torch.cat([locs, where.T], 1)
                 keep = vals.topk(min(k, vals.shape[1]), 1).indices
                 vals, pos, locs = vals.gather(1, keep), pos.gather(1, keep), locs.gather(1, keep)
-        rows_cols = torch.stack([locs // width, locs % width], -1) if spatial else None
+        rows_cols = torch.stack([locs // width, locs % width], -1) if width else None
         return vals, pos, rows_cols
 
     def best_images(self, images: torch.Tensor, target: Sequence[int], batch_size: int = 256):

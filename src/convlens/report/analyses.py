@@ -76,7 +76,8 @@ TITLES = {
     ),
     "actmax": (
         "Activation maximisation",
-        "Synthetic images optimised to excite one filter or class as much as possible.",
+        "Synthetic images optimised to excite one filter (its centre unit, shown at its receptive field) or "
+        "class as much as possible, beside the top data-set patches of the same objective and their mean.",
     ),
     "deconv": ("Deconvnet", "The strongest activation of a filter projected back to pixels (Zeiler & Fergus)."),
     "guided": ("Guided backpropagation", "The input gradient with negative signals stopped at every ReLU."),
