@@ -118,3 +118,22 @@ def test_class_actmax_is_labelled_with_class_names(imported, capsys):
     assert [f["filter"] for f in per] == [1, 2] and d["params"]["objective"] == "class logit"
     assert all(f"class {k} {classes[k]} (whole image)" in f["caption"] for k, f in zip((1, 2), per))
     assert all(t["top"][0]["location"] is None and len(t["top"]) == 9 for t in d["targets"])
+
+
+def test_a_filter_without_gradient_at_the_start_is_stuck_not_dead(tmp_path, capsys):
+    m = make(width=4)
+    with torch.no_grad():  # stem filter 0 fires only on bright 3x3 patches: at the grey start its ReLU is 0
+        m.stem.weight[0], m.stem.bias[0] = 1.0, -6.0
+        m.body[0].conv1.weight[0] = 0
+        m.body[0].conv1.weight[0, 0] = 1.0  # body.0.conv1 filter 0 sees stem filter 0 only
+    torch.save(m.state_dict(), tmp_path / "w.pt")
+    args = ["import", "handmade_resnet:make", "--weights", str(tmp_path / "w.pt"), "--data", "digits"]
+    assert main([*args, "--out", str(tmp_path / "run"), "--kwarg", "width=4", "--set", "data.test_subset=60"]) == 0
+    run = ["explain", str(tmp_path / "run"), "--method", "actmax", "--layers", "body.0.conv1", "--steps", "4"]
+    assert main(run) == 0
+    capsys.readouterr()
+    d = json.loads((tmp_path / "run" / "analysis" / "actmax-body.0.conv1.json").read_text())
+    first = d["targets"][0]
+    assert first["stuck"] and not first["dead"] and first["best_image"]["value"] > first["final"] + 1
+    assert "stuck: no gradient at the grey start image" in d["figures"][0]["caption"]
+    assert not any(t["stuck"] or t["dead"] for t in d["targets"][1:])

@@ -86,10 +86,17 @@ def tiles(am, imgs: torch.Tensor, data_split, targets, k: int = TOP) -> list[dic
     return out
 
 
-def _label(name: str, final: float, best: float | None, dead: bool, converged: bool, split: str) -> list[str]:
+def _label(
+    name: str, final: float, best: float | None, dead: bool, stuck: bool, converged: bool, split: str
+) -> list[str]:
     lines = [name]
     if dead:
         return lines + [f"dead: objective constant at {final:.3g}", "(nothing to show)"]
+    if stuck:
+        return lines + [
+            f"no gradient at the grey start: constant at {final:.3g}",
+            f"a {split} image reaches {best:.3g}",
+        ]
     lines.append(f"reached {final:.3g}" + (f", best {split} image {best:.3g}" if best is not None else ""))
     if not converged:
         lines.append("not converged")
@@ -125,10 +132,18 @@ def write_actmax(
         f"({seconds / len(targets):.2f} s per image)"
     )
     d = am.details
-    final, dead, converged = d["final"], d["dead"], d["converged"]
+    final, flat, converged = d["final"], d["dead"], d["converged"]
     data_split = bundle.split(split) if bundle is not None else None
     shown = tiles(am, imgs, data_split, targets)
     best = [t["top"][0]["value"] if t.get("top") else None for t in shown]
+    # the objective never moved: dead where the data never moves it either, else stuck at the start
+    # (no gradient at the grey image, though some image of the split excites the filter)
+    stuck = [
+        bool(flat[j]) and best[j] is not None and abs(best[j] - float(final[j])) > 1e-4 * (1 + abs(float(final[j])))
+        for j in range(len(targets))
+    ]
+    dead = flat & ~torch.tensor(stuck, dtype=torch.bool)
+    d["dead"], d["stuck"] = dead, torch.tensor(stuck, dtype=torch.bool)
     what = "class" if layer is None else "filter"
     label = (lambda k: f"class {k} {run.classes[k]}") if layer is None else (lambda k: f"filter {k}")
     box = am.field_box()
@@ -140,8 +155,8 @@ def write_actmax(
         groups = [[shown[j]["image"]]]
         if shown[j].get("patches"):
             groups += [shown[j]["patches"], [shown[j]["mean"]]]
-        color = "#c00000" if dead[j] else "#9a5200" if not converged[j] else "black"
-        lines = _label(label(k), float(final[j]), best[j], bool(dead[j]), bool(converged[j]), split)
+        color = "#c00000" if flat[j] else "#9a5200" if not converged[j] else "black"
+        lines = _label(label(k), float(final[j]), best[j], bool(dead[j]), stuck[j], bool(converged[j]), split)
         blocks.append(Block(lines, groups, color))
     folder = out_dir / name
     figures = []
@@ -157,14 +172,17 @@ def write_actmax(
                 f"{float(d['initial'][j]):.3g} -> {float(final[j]):.3g}"
                 + (f" (best {split} image {best[j]:.3g}, {where})" if best[j] is not None else " (no data set)")
                 + ("; dead: the objective never changed" if dead[j] else "")
-                + ("; not converged" if not dead[j] and not converged[j] else "")
+                + ("; stuck: no gradient at the grey start image" if stuck[j] else "")
+                + ("; not converged" if not flat[j] and not converged[j] else "")
                 + ".",
             }
         )
     above = sum(1 for j in range(len(targets)) if best[j] is not None and float(final[j]) > best[j])
-    n_dead = int(dead.sum())
-    summary = (f"; {above} of {len(targets)} above their best {split} image" if data_split is not None else "") + (
-        f"; {n_dead} dead" if n_dead else ""
+    n_dead, n_stuck = int(dead.sum()), sum(stuck)
+    summary = (
+        (f"; {above} of {len(targets)} above their best {split} image" if data_split is not None else "")
+        + (f"; {n_dead} dead" if n_dead else "")
+        + (f"; {n_stuck} stuck at the grey start" if n_stuck else "")
     )
     grid = sheet(
         blocks, folder / "grid.png", title=f"actmax, {name}: one picture per {what} ({size}){summary}", headers=headers
@@ -233,6 +251,7 @@ def _per_target(am, targets, shown, split) -> list[dict[str, Any]]:
                 "initial": float(d["initial"][j]),
                 "final": float(d["final"][j]),
                 "dead": bool(d["dead"][j]),
+                "stuck": bool(d["stuck"][j]),
                 "converged": bool(d["converged"][j]),
                 "best_image": None if not top else {**top[0], "split": split},
                 "top": top,

@@ -758,7 +758,15 @@ def actmax_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
         idx = t.get("filter")
         first = class_name(classes, idx) if kind == "class" else filter_link(layer, idx)
         best = t.get("best_image") if isinstance(t.get("best_image"), dict) else {}
-        state = "dead" if t.get("dead") else "not converged" if t.get("converged") is False else ""
+        state = (
+            "dead"
+            if t.get("dead")
+            else "stuck at the grey start"
+            if t.get("stuck")
+            else "not converged"
+            if t.get("converged") is False
+            else ""
+        )
         agrees = t.get("agrees_with_top")
         rows.append(
             [first, t.get("initial"), t.get("final"), best.get("value", ""), "" if agrees is None else agrees, state]
