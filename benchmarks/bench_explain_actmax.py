@@ -11,10 +11,11 @@ batched objective rose for every filter.
 
 ``--converge`` measures how far the optimisation gets instead, for the defaults and for the
 Fourier basis at Lucent's lr 0.05, in the same number of steps (256 unless ``--steps``): on conv1
-the ratio to the analytic optimum (a conv1 filter's mean output is affine in the image, so its
+the ratio to the analytic optimum (a conv1 filter's output is affine in the image, so its
 maximum over images in [0, 1] is the image that is 1 where the input gradient is positive, 0
 elsewhere), and on every ``--converge-layers`` layer the ratio to the best test image's value
-and how many filters beat that image::
+and how many filters beat that image. ``bench_actmax_converge.py`` measures convergence on
+foreign nets too, ``bench_actmax_agreement.py`` the pictures against the data::
 
     PYTHONPATH=src python benchmarks/bench_explain_actmax.py --converge
 """

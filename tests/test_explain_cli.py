@@ -106,7 +106,9 @@ def test_actmax_writes_one_image_per_filter(run_dir):
     for t, f in zip(d["targets"], per_filter):
         best = t["best_image"]
         assert best["split"] == "test" and best["value"] is not None and 0 <= best["position"]
-        assert "best of " in f["caption"] and f"{best['value']:.3g}" in f["caption"]
+        assert f"best test image {best['value']:.3g}" in f["caption"]
+        assert t["dead"] is False and isinstance(t["converged"], bool) and len(t["top"]) == 9
+        assert -1 <= t["agrees_with_top"] <= 1
     assert (
         main(["explain", str(run_dir), "--method", "actmax", "--steps", "3", "--filters", "2", "--param", "fourier"])
         == 0

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..jobs import JOBS, ExplainError
+from ..models.graph import known_shape
 from . import options  # noqa: F401  (declares every method's job before its implementation registers)
 
 # the implementations of the methods registered in convlens.jobs.JOBS
@@ -61,9 +62,10 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def expected_shape(model: nn.Module) -> tuple[int, int, int] | None:
-    """The (C, H, W) a convlens model was built for; None for a foreign model."""
-    shape = getattr(model, "in_shape", None)
-    return tuple(shape) if shape is not None else None  # type: ignore[return-value]
+    """The (C, H, W) a model takes: the one a convlens model was built for, or the one noted for
+    any model a run folder loads (``Run.build_model``, an imported factory model too); None for a
+    foreign model that nothing has told about."""
+    return known_shape(model)
 
 
 def check_images(model: nn.Module, images: torch.Tensor) -> torch.Tensor:

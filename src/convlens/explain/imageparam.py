@@ -75,10 +75,13 @@ class ImageParam:
         # the 1/4 keeps initial values small, as in Lucent's fft_image
         return torch.fft.irfft2(spec, s=self.size, norm="ortho") / 4
 
-    def image(self) -> torch.Tensor:
+    def logits(self) -> torch.Tensor:
+        """The image before the sigmoid (N, C, H, W): per pixel and channel, in data colours."""
         z = self._spatial()
-        z = torch.einsum("dc,nchw->ndhw", self.colour.to(z), z)
-        return torch.sigmoid(z)
+        return torch.einsum("dc,nchw->ndhw", self.colour.to(z), z)
+
+    def image(self) -> torch.Tensor:
+        return torch.sigmoid(self.logits())
 
 
 def param_shape(kind: str, channels: int, size: tuple[int, int]) -> tuple[int, ...]:

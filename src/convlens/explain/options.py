@@ -88,7 +88,13 @@ class ActMaxOptions(MethodOptions):
     rotate: float = option(5.0, "random rotation up to this many degrees")
     l2: float = option(0.0, "L2 penalty on (image - 0.5)")
     tv: float = option(0.0, "total-variation penalty")
-    objective: str = option("mean", "filter's mean activation or its centre unit", choices=("mean", "center"))
+    objective: str = option(
+        "center",
+        "the filter's unit at the centre of its map, shown at its receptive field's size (center), "
+        "or its mean over the whole canvas (mean)",
+        choices=("center", "mean"),
+    )
+    polish: float = option(0.25, "share of the steps spent on the untransformed image at the end (0 to 1)")
     seed: int = option(0, "random seed (actmax's jitter, SmoothGrad's noise)")
 
     def run_kwargs(self) -> dict[str, Any]:

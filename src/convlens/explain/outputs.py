@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from ..utils import to_numpy
-from ..errors import ConvlensError
 from ..results import Result
 from ..run import Run, artifact_key
 from ..runlock import writes_run
 from . import actmax, deconv, gradcam, guided, occlusion, saliency  # noqa: F401  (fill the registry)
+from .actmax_run import write_actmax
 from .base import METHODS, ExplainError
 
 DEFAULT_IMAGES = 10  # by default: the first image of each class, up to this many
@@ -92,7 +92,7 @@ def explain_run(
     artifact = run.artifact(method, artifact_key(layer, filters))
     out_dir = artifact.folder
     t0 = time.perf_counter()
-    writer = {"occlusion": _occlusion, "actmax": _actmax, "gradcam": _gradcam}.get(method, _backprop)
+    writer = {"occlusion": _occlusion, "actmax": write_actmax, "gradcam": _gradcam}.get(method, _backprop)
     ctx = dict(
         run=run,
         model=model,
@@ -429,152 +429,4 @@ def _gradcam(
                 "caption": f"Grad-CAM on {cam.layer} for the {target} class of {len(x)} {split} images; {scale.label}.",
             }
         ],
-    }
-
-
-def _actmax(
-    *, run, model, layer, filters, split, data_root, options, out_dir, echo, artifact, clock=None, **_: Any
-) -> dict[str, Any]:
-    from ..data import load_data
-    from .actmax import ActMax
-    from .base import channel_count
-    from .figures import objective_curves, single_image
-    from .imageparam import colour_covariance
-
-    cov = None
-    decorrelate = options.pop("decorrelate", True)
-    cfg = run.config.data
-    if data_root:
-        cfg = cfg.model_copy(update={"root": data_root})
-    try:
-        bundle = load_data(cfg)
-        if clock is not None:
-            clock("data")
-    except ConvlensError as exc:
-        if decorrelate:
-            raise ExplainError(
-                f"{exc}\nactmax decorrelates colours with the training data's covariance; "
-                "give --data-root, or --no-decorrelate"
-            ) from None
-        bundle = None  # no yardstick: the figures say so
-    if decorrelate:
-        cov = colour_covariance(bundle.train.images)
-    if layer is None:  # class logits: named after the output layer
-        name = [n for n, _ in model.named_children()][-1]
-        count = len(run.classes)
-    else:
-        name = layer
-        count = channel_count(model, layer)
-    targets = list(filters) if filters else list(range(count))
-    am = ActMax(model, layer, colour_cov=cov, **options)
-    t0 = time.perf_counter()
-    imgs = am.attribute(None, targets)
-    seconds = time.perf_counter() - t0
-    echo(
-        f"actmax {name}: {len(targets)} image(s), {am.steps} steps, {seconds:.1f} s "
-        f"({seconds / len(targets):.2f} s per image)"
-    )
-    curves = to_numpy(am.details["objective"])
-    final = am.details["final"]
-    # the yardstick: the same objective on every image of the split (the best one reached it)
-    data_split = bundle.split(split) if bundle is not None else None
-    if data_split is not None:
-        best, where = am.best_images(data_split.images, targets)
-        versus = [f"best of {len(data_split)} {split} images {float(b):.3g}" for b in best]
-    else:
-        best = where = None
-        versus = ["no data set to compare with"] * len(targets)
-    folder = out_dir / name
-    figures = []
-    what = "class" if layer is None else "filter"
-    label = (lambda k: run.classes[k]) if layer is None else (lambda k: f"filter {k}")
-    for j, k in enumerate(targets):
-        path = single_image(
-            to_numpy(imgs[j]),
-            folder / f"f{k}.png",
-            f"{name} {label(k)}\nobjective {float(final[j]):.3g}\n"
-            + (f"best {split} image {float(best[j]):.3g}" if best is not None else "no data set"),
-        )
-        figures.append(
-            {
-                "path": _rel(run, path),
-                "layer": name,
-                "filter": int(k),
-                "caption": f"Activation maximisation of {name} {label(k)}: {am.param} parameterisation"
-                f"{', colours decorrelated' if cov is not None else ''}, {am.steps} steps; objective "
-                f"{float(am.details['initial'][j]):.3g} -> {float(final[j]):.3g} ({versus[j]}).",
-            }
-        )
-    from ..plots import image_grid
-
-    titles = [
-        f"{k}: {float(final[j]):.3g}" + (f"\nbest img {float(best[j]):.3g}" if best is not None else "")
-        for j, k in enumerate(targets)
-    ]
-    above = "" if best is None else f"; {int((final > best).sum())} of {len(targets)} above their best {split} image"
-    grid = image_grid(
-        [to_numpy(i) for i in imgs],
-        folder / "grid.png",
-        layout="chw",
-        titles=titles,
-        cols=min(8, len(targets)),
-        suptitle=f"actmax, {name}: one image per {what} (objective reached, best {split} image){above}",
-    )
-    figures.append(
-        {
-            "path": _rel(run, grid),
-            "caption": f"Activation maximisation of {len(targets)} {what}(s) of {name}, "
-            f"optimised together as one batch; each titled with the objective reached and the best value "
-            f"of a {split} image{above}.",
-        }
-    )
-    curve = objective_curves(
-        curves, [label(k) for k in targets], folder / "objective.png", title=f"actmax {name}: objective per step"
-    )
-    figures.append(
-        {
-            "path": _rel(run, curve),
-            "caption": f"Objective per step of each {what} of {name} (on the transformed image each step optimised).",
-        }
-    )
-    arrays = artifact.save_arrays(images=to_numpy(imgs), targets=np.array(targets), objective=curves)
-    params = {
-        "layer": name,
-        "target_kind": what,
-        "steps": am.steps,
-        "lr": am.lr,
-        "param": am.param,
-        "decorrelate": cov is not None,
-        "colour_covariance": cov.tolist() if cov is not None else None,
-        "jitter": am.jitter,
-        "scale": list(am.scale),
-        "rotate": am.rotate,
-        "l2": am.l2,
-        "tv": am.tv,
-        "objective": am.objective,
-        "seed": am.seed,
-    }
-    per = [
-        {
-            "filter": int(k),
-            "initial": float(a),
-            "final": float(b),
-            "best_image": None
-            if best is None
-            else {
-                "value": float(best[j]),
-                "position": int(where[j]),
-                "index": int(data_split.indices[where[j]]),
-                "split": split,
-            },
-        }
-        for j, (k, a, b) in enumerate(zip(targets, am.details["initial"], am.details["final"]))
-    ]
-    return {
-        "params": params,
-        "split": "train" if cov is not None else None,
-        "targets": per,
-        "optimise_seconds": round(seconds, 2),
-        "arrays": arrays,
-        "figures": figures,
     }

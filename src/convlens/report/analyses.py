@@ -76,7 +76,8 @@ TITLES = {
     ),
     "actmax": (
         "Activation maximisation",
-        "Synthetic images optimised to excite one filter or class as much as possible.",
+        "Synthetic images optimised to excite one filter (its centre unit, shown at its receptive field) or "
+        "class as much as possible, beside the top data-set patches of the same objective and their mean.",
     ),
     "deconv": ("Deconvnet", "The strongest activation of a filter projected back to pixels (Zeiler & Fergus)."),
     "guided": ("Guided backpropagation", "The input gradient with negative signals stopped at every ReLU."),
@@ -757,16 +758,36 @@ def actmax_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
         idx = t.get("filter")
         first = class_name(classes, idx) if kind == "class" else filter_link(layer, idx)
         best = t.get("best_image") if isinstance(t.get("best_image"), dict) else {}
-        rows.append([first, t.get("initial"), t.get("final"), best.get("value", "")])
+        state = (
+            "dead"
+            if t.get("dead")
+            else "stuck at the grey start"
+            if t.get("stuck")
+            else "not converged"
+            if t.get("converged") is False
+            else ""
+        )
+        agrees = t.get("agrees_with_top")
+        rows.append(
+            [first, t.get("initial"), t.get("final"), best.get("value", ""), "" if agrees is None else agrees, state]
+        )
     if not rows:
         return []
     head = "class" if kind == "class" else f"{layer} filter"
     return [
         Table(
-            [head, "objective at the start", "objective at the end", "best data-set image"],
+            [
+                head,
+                "objective at the start",
+                "objective at the end",
+                "best data-set image",
+                "correlation with top mean",
+                "note",
+            ],
             rows,
-            f"Objective of each {kind} before and after the optimisation, and the best value an image of "
-            "the split reaches",
+            f"Objective of each {kind} before and after the optimisation, the best value an image of "
+            "the split reaches, and how well the picture correlates with the mean of its top data-set "
+            "patches; dead: the objective never moved (the picture shows nothing)",
             collapsed=len(rows) > 16,
         )
     ]
