@@ -36,6 +36,7 @@ _WHERE = {
     "Ablate": "ablate",
     "silenced": "ablate",
     "Errors": "errors",
+    "Atlas": "atlas",
     "analyze": "pipeline",
 }
 

@@ -501,6 +501,10 @@ class Streaming(Analysis):
     layer); ``finish`` turns the running state into the result.
     """
 
+    def streams(self) -> bool:
+        """Whether these options read layer outputs only (and can share the pass without gradients)."""
+        return True
+
     def probes(self, subject: Subject) -> list[str]:
         raise NotImplementedError
 

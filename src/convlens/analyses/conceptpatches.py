@@ -18,10 +18,25 @@ from ..utils import read_json
 from .perfilter import topk_images, window_patch
 
 
-def find_topk(root: Path, layer: str, split: str | None = None) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def same_channels(model: Any, layer: str) -> set[str]:
+    """``layer`` and the pre-activations of the blocks whose output it is (``bn3`` for ``relu3``): a
+    topk read there ranks the same images (the ReLU keeps the order of maxima above 0)."""
+    from ..trace import conv_layers
+    from .base import block
+
+    blocks = [block(model, c) for c in conv_layers(model)]
+    return {layer} | {b.pre for b in blocks if b.post == layer}
+
+
+def find_topk(
+    root: Path, layer: str, split: str | None = None, model: Any = None
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """``(topk JSON, its entry for the layer)`` of a stored topk ranked by activation that measured
-    ``layer`` (as a layer or where it read a conv), with its top images stored; None if none did."""
+    ``layer`` (as a layer or where it read a conv; with ``model``, also a conv whose block output
+    ``layer`` is), with its top images stored; None if none did."""
     from ..run import Layout
+
+    names = same_channels(model, layer) if model is not None else {layer}
 
     for path in Layout(root).artifacts("topk"):
         try:
@@ -33,18 +48,26 @@ def find_topk(root: Path, layer: str, split: str | None = None) -> tuple[dict[st
         if split is not None and doc.get("split") != split:
             continue
         for name, info in (doc.get("layers") or {}).items():
-            if isinstance(info, dict) and layer in (name, info.get("measured_at")) and info.get("receptive_field"):
+            if not isinstance(info, dict) or not info.get("receptive_field") or not info.get("filters"):
+                continue
+            if name == layer or info.get("measured_at") in names:
                 return doc, info
     return None
 
 
 def ensure_topk(
-    root: Path, layer: str, split: str, make_subject: Callable[[], Any], k: int = 8, echo: Callable[[str], None] = print
+    root: Path,
+    layer: str,
+    split: str,
+    make_subject: Callable[[], Any],
+    k: int = 8,
+    model: Any = None,
+    echo: Callable[[str], None] = print,
 ) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """A stored topk of ``layer`` on ``split`` (see :func:`find_topk`), else one computed now over
     the split (``convlens analyze RUN --only topk --layers LAYER`` does the same); returns
     ``(doc, layer entry, computed now)``."""
-    found = find_topk(root, layer, split)
+    found = find_topk(root, layer, split, model)
     if found is not None:
         return (*found, False)
     from .topk import TopK

@@ -96,10 +96,14 @@ class TopKOptions:
     k: int = option(20, "images kept per filter")
     score: str = option(
         "max",
-        "rank images by the max, the mean or the sum of the filter's feature map (the CS7015 report's pixel-wise sum)",
-        choices=("max", "mean", "sum"),
+        "rank images by the max, the mean or the sum of the filter's feature map (the CS7015 report's pixel-wise sum), "
+        "or by the filter's contribution to --target's score (activation x gradient summed over positions)",
+        choices=("max", "mean", "sum", "contribution"),
     )
     at: str = option("bn", AT_HELP, choices=("conv", "bn", "act"))
+    target: str | None = option(
+        None, "class (name or index) whose score --score contribution ranks by", metavar="CLASS"
+    )
 
 
 @job("analysis", "ablate", "convlens.analyses.ablate:Ablate")
@@ -129,6 +133,17 @@ class AblateOptions:
         "outputs 0); weights: zero the conv weights only, as the CS7015 report did",
         choices=("channel", "weights"),
     )
+
+
+@job("analysis", "atlas", "convlens.analyses.atlas:Atlas")
+class AtlasOptions:
+    """Class atlas: per class, the filters with the largest mean contribution over its correct images."""
+
+    layers: list[str] | None = option(
+        None, "layer to rank (default: the last conv block's output, as Grad-CAM)", parse=comma_list, metavar="A"
+    )
+    top: int = option(5, "filters listed and drawn per class")
+    patches: int = option(3, "top-k dataset patches drawn per filter")
 
 
 @job("analysis", "errors", "convlens.analyses.errors:Errors")

@@ -118,9 +118,9 @@ def analyze(
     if subject.subset:
         say(f"data: {subset_note(subject.subset)}")
     results: dict[str, dict[str, Any]] = {}
-    readers = [a for a in chosen if isinstance(a, Streaming)]
+    readers = [a for a in chosen if isinstance(a, Streaming) and a.streams()]
     for a in chosen:
-        if isinstance(a, Streaming):
+        if any(a is r for r in readers):
             if a is readers[0]:
                 results.update(_shared_pass(subject, readers))
         else:

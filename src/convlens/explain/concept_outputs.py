@@ -75,7 +75,7 @@ def _patch_source(run, model, layer, split, bundle, info, echo):
             echo=echo,
         )
 
-    doc, entry, computed = ensure_topk(run.path, layer, split, subject, echo=echo)
+    doc, entry, computed = ensure_topk(run.path, layer, split, subject, model=model, echo=echo)
     patches = Patches(run.path, doc, entry)
     return patches, {**patches.source(), "computed_now": computed}
 

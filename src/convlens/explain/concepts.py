@@ -109,6 +109,7 @@ class Concepts(Explainer):
             "total": total,
             "logit": logit,
             "remainder": logit - total,
+            "predicted": logits.detach().argmax(1),
             "order": torch.argsort(contrib, dim=1, descending=True, stable=True),
         }
         return contrib
