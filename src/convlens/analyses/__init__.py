@@ -37,6 +37,7 @@ _WHERE = {
     "silenced": "ablate",
     "Errors": "errors",
     "Atlas": "atlas",
+    "Faithfulness": "faithfulness",
     "analyze": "pipeline",
 }
 

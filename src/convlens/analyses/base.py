@@ -398,6 +398,7 @@ class Analysis:
 
     name: ClassVar[str] = ""
     needs_conv: ClassVar[bool] = True
+    by_default: ClassVar[bool] = True  # run by a plain ``analyze`` (else only when named)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -146,6 +146,31 @@ class AtlasOptions:
     patches: int = option(3, "top-k dataset patches drawn per filter")
 
 
+@job("analysis", "faithfulness", "convlens.analyses.faithfulness:Faithfulness")
+class FaithfulnessOptions:
+    """Do the maps explain? Weight randomisation (cascading) and deletion/insertion curves per method."""
+
+    methods: list[str] | None = option(
+        None,
+        "attribution methods (default: saliency, guided, deconv, gradcam, occlusion, concepts)",
+        parse=comma_list,
+        metavar="A,B",
+    )
+    count: int = option(8, "images explained, the classes in turn")
+    steps: int = option(20, "deletion / insertion steps, equal fractions of the pixels")
+    baseline: str = option(
+        "mean",
+        "what deleted pixels become: the split's mean colour, gray (0.5) or zero",
+        choices=("mean", "gray", "zero"),
+    )
+    similar: float = option(
+        0.5,
+        "a method changes with the weights when the rank correlation of its maps with the trained model's "
+        "falls below this once every layer is re-initialised",
+    )
+    seed: int = option(0, "seed of the re-initialisation and of the random deletion order")
+
+
 @job("analysis", "errors", "convlens.analyses.errors:Errors")
 class ErrorsOptions:
     """Example classifications and the most confident mistakes, with true and predicted labels."""

@@ -33,7 +33,7 @@ def option_owners(names: Iterable[str]) -> dict[str, list[str]]:
 
 
 def select(only: Iterable[str] | None, skip: Iterable[str] = ()) -> list[str]:
-    names = list(ANALYSES) if only is None else list(dict.fromkeys(only))
+    names = [n for n in ANALYSES if ANALYSES[n].by_default] if only is None else list(dict.fromkeys(only))
     for n in [*names, *skip]:
         if n not in ANALYSES:
             raise AnalysisError(f"unknown analysis {n!r}; analyses: {', '.join(ANALYSES)}")
