@@ -130,6 +130,7 @@ def test_borrows_the_model():
     assert hook_count(model) == 0 and model.training
 
 
+@pytest.mark.slow  # the whole path on a trained run: training, topk, concepts, atlas and the report
 def test_explain_run_writes_concepts_with_patches(tmp_path):
     from convlens.explain import explain_run
     from convlens.run import Layout
@@ -154,6 +155,24 @@ def test_explain_run_writes_concepts_with_patches(tmp_path):
     for f in doc["figures"]:
         assert (path / f["path"]).is_file()
     assert json.loads(Layout(path).artifact("concepts").json.read_text())["params"]["layer"] == doc["params"]["layer"]
+    # a notebook shows one line per image above the first figure
+    assert doc.lines()[0].startswith(f"#{img['index']} ") and f"f{img['concepts'][0]['filter']} " in doc.lines()[0]
+    assert "<img" in doc._repr_html_() and "sum " in doc._repr_html_()
     # a second run finds the topk it computed
     doc2 = explain_run(path, "concepts", images=[0], echo=lambda s: None)
     assert doc2["patches_from"]["computed_now"] is False
+    # the class atlas of the same layer reads the same patches and draws them
+    from convlens.analyses import analyze
+
+    atlas = analyze(path, only=["atlas"], echo=lambda s: None)["atlas"]
+    assert atlas["layer"] == doc["params"]["layer"] and atlas["patches_from"]["computed_now"] is False
+    assert [f["path"].rsplit("/", 1)[1] for f in atlas["figures"]] == [
+        f"{atlas['layer']}_matrix.png",
+        f"{atlas['layer']}.png",
+    ]
+    assert all((path / f["path"]).is_file() for f in atlas["figures"])
+    # and the report shows all three with their tables
+    from convlens.report import build_report
+
+    page = build_report(path).read_text()
+    assert "Concepts" in page and "Class atlas" in page and "The filters that carry each class" in page

@@ -84,10 +84,39 @@ class Atlas(Analysis, AtlasOptions):
             "mean_contribution": to_numpy(mean).round(6).tolist(),
         }
         figures = Figures(subject, self.name, self.key())
+        if figures.on:
+            self._matrix(subject, layer, mean, counts, figures)
         if figures.on and self.patches:
             result.update(self._draw(subject, layer, classes, figures))
         result["figures"] = figures
         return result
+
+    def _matrix(self, subject: Subject, layer: str, mean: torch.Tensor, counts: torch.Tensor, figures: Figures) -> None:
+        from .. import plots
+
+        lim = float(mean.abs().max()) or 1.0
+        m = to_numpy(mean.t()).astype(np.float64)
+        m[:, to_numpy(counts) == 0] = np.nan  # no correct image: no mean
+        path = plots.heatmap(
+            m,
+            [f"f{f}" for f in range(m.shape[0])],
+            list(subject.classes),
+            figures.path(f"{layer}_matrix.png"),
+            title=f"{layer}: mean contribution of each filter to each class's score (its correct images)",
+            xlabel="class",
+            ylabel="filter",
+            cmap="RdBu_r",
+            vmin=-lim,
+            vmax=lim,
+            colorbar="mean contribution",
+        )
+        figures.add(
+            path,
+            f"Mean contribution (activation x gradient of the class logit, summed over positions) of every {layer} "
+            f"filter (rows) to each class (columns), over the class's correctly classified {subject.split_name} "
+            "images (white: none); red raises the score, blue lowers it.",
+            layer,
+        )
 
     def _draw(self, subject: Subject, layer: str, classes: list[dict[str, Any]], figures: Figures) -> dict[str, Any]:
         from .. import plots

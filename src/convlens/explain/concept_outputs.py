@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..results import Result
 from ..utils import to_numpy
 from .concepts import Concepts, concept_map
 
@@ -218,3 +219,21 @@ def _lower_figure(run, expl, x, n, d, lower, patches, n_patches, out_dir, split)
         f"{det['layer']}'s gradient held fixed and masked to that filter), with their maps (one scale, "
         f"+-{lim:.3g}) and top patches.",
     }
+
+
+class ConceptsResult(Result):
+    """What ``explain_run(run, "concepts")`` returns: the JSON document, which a notebook shows as
+    one line per image (its top filters, their contributions and shares) above its first figure."""
+
+    def lines(self) -> list[str]:
+        out = []
+        for d in self.get("images") or []:
+            tops = ", ".join(
+                f"f{c['filter']} {c['contribution']:+.3g}" + (f" ({100 * c['share']:.0f}%)" if c.get("share") else "")
+                for c in d.get("concepts") or []
+            )
+            out.append(
+                f"#{d.get('index')} {d.get('label_name')} -> {d.get('predicted_name')}: {tops}; "
+                f"sum {d.get('total', 0):.3g} of logit {d.get('logit', 0):.3g}"
+            )
+        return out

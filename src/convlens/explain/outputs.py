@@ -23,7 +23,7 @@ from ..results import Result
 from ..run import Run, artifact_key
 from ..runlock import writes_run
 from . import actmax, concepts, deconv, gradcam, guided, occlusion, saliency  # noqa: F401  (fill the registry)
-from .concept_outputs import write_concepts
+from .concept_outputs import ConceptsResult, write_concepts
 from .base import METHODS, ExplainError
 
 DEFAULT_IMAGES = 10  # by default: the first image of each class, up to this many
@@ -121,7 +121,7 @@ def explain_run(
     result = {"analysis": method, **result, **checkpoint_info, "seconds": round(time.perf_counter() - t0, 2)}
     artifact.write(result)
     echo(f"wrote {artifact.json} and {len(result['figures'])} figure(s) under {out_dir}")
-    return Result(result, run.path)
+    return (ConceptsResult if method == "concepts" else Result)(result, run.path)
 
 
 def _describe(bundle, idx, labels, probs, split) -> list[dict[str, Any]]:
