@@ -65,7 +65,8 @@ def main() -> None:
         f"{run.path.name}: {len(x)} correctly classified test images, layer {layer} ({channels} filters), "
         f"test accuracy {float((pred == split.labels).float().mean()):.3f}"
     )
-    print(f"{'k':>3} {'logit drop top':>15} {'random':>8} {'ratio':>6} {'p drop top':>11} {'random':>8} {'top > random':>13}")
+    head = ("k", 3), ("logit drop top", 15), ("random", 8), ("ratio", 6), ("p drop top", 11), ("random", 8)
+    print(" ".join(f"{name:>{width}}" for name, width in head), f"{'top > random':>13}")
     for k in [int(v) for v in args.ks.split(",")]:
         top = torch.zeros(len(x), channels, dtype=torch.bool)
         top.scatter_(1, expl.details["order"][:, :k], True)
