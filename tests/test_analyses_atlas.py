@@ -64,8 +64,9 @@ def test_analyze_runs_contribution_topk_in_its_own_pass_beside_the_shared_one():
 
 def test_atlas_means_over_correct_images_only():
     out = Atlas(top=2)(subject(_net(), dot_split(), batch_size=5))
-    assert out["layer"] == "relu2"
-    a, b, c = out["classes"]
+    assert list(out["layers"]) == ["relu2"]
+    relu2 = out["layers"]["relu2"]
+    a, b, c = relu2["classes"]
     # every image is predicted a (logit 2v > 0 > -v): only class a's images (0, 3, 6, 9) are correct
     assert (a["correct"], b["correct"], c["correct"]) == (4, 0, 0)
     mean = 2 * sum(VALUES[n] for n in (0, 3, 6, 9)) / 4 / 255
@@ -73,9 +74,13 @@ def test_atlas_means_over_correct_images_only():
     assert a["filters"][1] == {"filter": 1, "mean_contribution": 0.0, "share": 0.0}
     assert a["filters"][0]["share"] == pytest.approx(1.0, rel=1e-6)  # homogeneous head: f0 is all of it
     assert b["filters"] == [] and b["mean_total"] is None
-    assert out["mean_contribution"][1] == [0.0, 0.0]
+    assert relu2["mean_contribution"][1] == [0.0, 0.0]
 
 
-def test_atlas_refuses_two_layers():
-    with pytest.raises(ConvlensError, match="one layer"):
-        Atlas(layers=["conv1", "conv2"])
+def test_atlas_of_several_layers_one_pass_each():
+    out = Atlas(top=1, layers=["conv1", "relu2"])(subject(_net(), dot_split(), batch_size=5))
+    assert list(out["layers"]) == ["conv1", "relu2"]
+    # conv1 f0 copies the image and everything above is homogeneous: the same share as relu2 f0
+    one, two = (out["layers"][n]["classes"][0]["filters"][0] for n in ("conv1", "relu2"))
+    assert one["filter"] == two["filter"] == 0
+    assert one["mean_contribution"] == pytest.approx(two["mean_contribution"], rel=1e-5)

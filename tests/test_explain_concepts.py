@@ -165,11 +165,9 @@ def test_explain_run_writes_concepts_with_patches(tmp_path):
     from convlens.analyses import analyze
 
     atlas = analyze(path, only=["atlas"], echo=lambda s: None)["atlas"]
-    assert atlas["layer"] == doc["params"]["layer"] and atlas["patches_from"]["computed_now"] is False
-    assert [f["path"].rsplit("/", 1)[1] for f in atlas["figures"]] == [
-        f"{atlas['layer']}_matrix.png",
-        f"{atlas['layer']}.png",
-    ]
+    (layer,) = atlas["layers"]
+    assert layer == doc["params"]["layer"] and atlas["layers"][layer]["patches_from"]["computed_now"] is False
+    assert [f["path"].rsplit("/", 1)[1] for f in atlas["figures"]] == [f"{layer}_matrix.png", f"{layer}.png"]
     assert all((path / f["path"]).is_file() for f in atlas["figures"])
     # and the report shows all three with their tables
     from convlens.report import build_report

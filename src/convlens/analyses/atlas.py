@@ -29,16 +29,16 @@ class Atlas(Analysis, AtlasOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.layers and len(self.layers) != 1:
-            raise AnalysisError(f"atlas ranks the filters of one layer; got layers={','.join(self.layers)}")
         if self.top < 1 or self.patches < 0:
             raise AnalysisError(f"atlas: top={self.top} must be 1 or more and patches={self.patches} 0 or more")
 
-    def contributions(self, subject: Subject) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def contributions(
+        self, subject: Subject, layer: str | None
+    ) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(layer, per-class sums (K, C), correct images per class (K,), their share sums (K,))``."""
         from ..explain.concepts import Concepts
 
-        expl = Concepts(subject.model, self.layers[0] if self.layers else None)
+        expl = Concepts(subject.model, layer)
         k = len(subject.classes)
         sums = counts = totals = None
         for x, labels, _ in subject.batches(self.name):
@@ -55,7 +55,15 @@ class Atlas(Analysis, AtlasOptions):
         return str(expl.details["layer"]), sums, counts, totals
 
     def compute(self, subject: Subject) -> dict[str, Any]:
-        layer, sums, counts, totals = self.contributions(subject)
+        figures = Figures(subject, self.name, self.key())
+        layers = {}
+        for layer in self.layers or [None]:  # one pass per layer
+            name, entry = self._layer(subject, layer, figures)
+            layers[name] = entry
+        return {"layers": layers, "figures": figures}
+
+    def _layer(self, subject: Subject, layer: str | None, figures: Figures) -> tuple[str, dict[str, Any]]:
+        layer, sums, counts, totals = self.contributions(subject, layer)
         mean = sums / counts.clamp(min=1)[:, None]
         top = min(self.top, mean.shape[1])
         classes = []
@@ -78,18 +86,12 @@ class Atlas(Analysis, AtlasOptions):
                     ],
                 }
             )
-        result: dict[str, Any] = {
-            "layer": layer,
-            "classes": classes,
-            "mean_contribution": to_numpy(mean).round(6).tolist(),
-        }
-        figures = Figures(subject, self.name, self.key())
+        entry: dict[str, Any] = {"classes": classes, "mean_contribution": to_numpy(mean).round(6).tolist()}
         if figures.on:
             self._matrix(subject, layer, mean, counts, figures)
         if figures.on and self.patches:
-            result.update(self._draw(subject, layer, classes, figures))
-        result["figures"] = figures
-        return result
+            entry.update(self._draw(subject, layer, classes, figures))
+        return layer, entry
 
     def _matrix(self, subject: Subject, layer: str, mean: torch.Tensor, counts: torch.Tensor, figures: Figures) -> None:
         from .. import plots
@@ -163,6 +165,8 @@ class Atlas(Analysis, AtlasOptions):
 
     def lines(self, result: dict[str, Any]) -> list[str]:
         return [
-            f"{e['class']}: " + ", ".join(f"f{fi['filter']} {fi['mean_contribution']:.3g}" for fi in e["filters"][:3])
-            for e in result["classes"]
+            f"{layer} {e['class']}: "
+            + ", ".join(f"f{fi['filter']} {fi['mean_contribution']:.3g}" for fi in e["filters"][:3])
+            for layer, info in result["layers"].items()
+            for e in info["classes"]
         ]

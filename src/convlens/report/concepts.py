@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .analyses import ORDER, TITLES, class_name, filter_link, renderer
+from .analyses import ORDER, TITLES, class_name, filter_link, layers_of, renderer
 from .html import Table, pct
 
 TITLES.update(
@@ -96,32 +96,33 @@ def concepts_table(doc: dict[str, Any], classes: list[str]) -> list[Table]:
 
 @renderer("atlas")
 def atlas_table(doc: dict[str, Any], classes: list[str]) -> list[Table]:
-    layer = str(doc.get("layer", ""))
     rows = []
-    for e in doc.get("classes") or []:
-        if not isinstance(e, dict):
-            continue
-        filters = [fi for fi in e.get("filters") or [] if isinstance(fi, dict)]
-        first = filters[0] if filters else {}
-        rest = ", ".join(
-            f"f{fi.get('filter')} {fi.get('mean_contribution', 0):.3g}"
-            for fi in filters[1:]
-            if _num(fi.get("mean_contribution")) is not None
-        )
-        rows.append(
-            [
-                e.get("class"),
-                e.get("correct"),
-                filter_link(layer, first.get("filter")) if first else "",
-                first.get("mean_contribution", ""),
-                _share(first.get("share")),
-                rest,
-            ]
-        )
+    for layer, info in layers_of(doc).items():
+        for e in info.get("classes") or []:
+            if not isinstance(e, dict):
+                continue
+            filters = [fi for fi in e.get("filters") or [] if isinstance(fi, dict)]
+            first = filters[0] if filters else {}
+            rest = ", ".join(
+                f"f{fi.get('filter')} {fi.get('mean_contribution', 0):.3g}"
+                for fi in filters[1:]
+                if _num(fi.get("mean_contribution")) is not None
+            )
+            rows.append(
+                [
+                    layer,
+                    e.get("class"),
+                    e.get("correct"),
+                    filter_link(layer, first.get("filter")) if first else "",
+                    first.get("mean_contribution", ""),
+                    _share(first.get("share")),
+                    rest,
+                ]
+            )
     if not rows:
         return []
-    cols = ["class", "correct images", f"top {layer} filter", "mean contribution", "share of the class score", "next"]
-    return [Table(cols, rows, "The filters that carry each class")]
+    cols = ["layer", "class", "correct images", "top filter", "mean contribution", "share of the class score", "next"]
+    return [Table(cols, rows, "The filters that carry each class", collapsed=len(rows) > 20)]
 
 
 @renderer("faithfulness")
