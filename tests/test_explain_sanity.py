@@ -120,3 +120,19 @@ def test_deletion_curve_matches_quantus_pixel_flipping():
         model=model, x_batch=x.numpy(), y_batch=t.numpy(), a_batch=rel[:, None].numpy(), softmax=True, device="cpu"
     )
     assert np.allclose(ours[:, 1:].numpy(), np.array(theirs), atol=1e-5)
+
+
+def test_verdicts_read_the_whole_cascade():
+    from convlens.analyses.faithfulness import Faithfulness
+
+    f = Faithfulness(similar=0.5)
+    random_area = {"deletion_morf": 0.3, "insertion_morf": 0.3}
+    # alike while the top layers are random, different once the first conv is: still "no"
+    late = {"spearman": [1.0, 0.9, 0.8, 0.1], "deletion_morf": 0.2, "insertion_morf": 0.4}
+    f._verdicts(late, random_area, ["fc", "conv2", "conv1"])
+    assert late["mean_spearman"] == pytest.approx(0.6) and late["below_from"] == "conv1"
+    assert late["changes_with_weights"] is False and late["ordering_beats_random"] is True
+    early = {"spearman": [1.0, 0.2, -0.1, 0.0], "deletion_morf": 0.35, "insertion_morf": 0.4}
+    f._verdicts(early, random_area, ["fc", "conv2", "conv1"])
+    assert early["below_from"] == "fc" and early["changes_with_weights"] is True
+    assert early["ordering_beats_random"] is False  # deleting its top pixels hurts less than random

@@ -4,7 +4,7 @@
    a copy of the model are re-initialised one at a time from the output down; after each, every
    method's maps of the same images (and the same classes: the trained model's predictions) are
    compared with the trained model's by Spearman rank correlation and SSIM (maps scaled to
-   [0, 1]). A method whose maps still look alike once every layer is random does not depend on
+   [0, 1]). A method whose maps stay alike, on average over the cascade, does not depend on
    what the network learned: verdict "changes with the weights: no".
 2. Deletion and insertion (Samek et al. 2017; Petsiuk et al. 2018): the pixels are replaced by the
    baseline (stated in the JSON) in the order of the map, most relevant first (MoRF) and least
@@ -86,7 +86,7 @@ class Faithfulness(Analysis, FaithfulnessOptions):
                     examples[m].append(to_numpy(maps[0]))
         random_area = {k: float(v["area"]) for k, v in random_curves.items()}
         for m in methods:
-            self._verdicts(out[m], random_area)
+            self._verdicts(out[m], random_area, layers)
         result: dict[str, Any] = {
             "methods": out,
             "layers_randomised": layers,
@@ -145,9 +145,14 @@ class Faithfulness(Analysis, FaithfulnessOptions):
         entry["spearman"].append(round(float(spearman(trained, maps).mean()), 5))
         entry["ssim"].append(round(float(ssim(unit(trained), unit(maps)).mean()), 5))
 
-    def _verdicts(self, entry: dict[str, Any], random_area: dict[str, float]) -> None:
-        final = entry["spearman"][-1]
-        entry["changes_with_weights"] = bool(abs(final) < self.similar)
+    def _verdicts(self, entry: dict[str, Any], random_area: dict[str, float], layers: list[str]) -> None:
+        steps = entry["spearman"][1:]  # after each re-initialisation, from the top
+        entry["mean_spearman"] = round(float(np.mean(steps)), 5) if steps else None
+        below = [n for n, v in zip(layers, steps) if abs(v) < self.similar]
+        entry["below_from"] = below[0] if below else None
+        # a map that stays alike while the top layers are random does not explain them: the verdict
+        # reads the whole cascade, not only its end (where every map changes, Adebayo et al.)
+        entry["changes_with_weights"] = bool(steps) and abs(entry["mean_spearman"]) < self.similar
         entry["ordering_beats_random"] = bool(
             entry["deletion_morf"] < random_area["deletion_morf"]
             and entry["insertion_morf"] > random_area["insertion_morf"]
@@ -188,7 +193,7 @@ class Faithfulness(Analysis, FaithfulnessOptions):
             similarity_lines(result, figures.path("similarity.png")),
             f"Rank correlation (Spearman) and SSIM of each method's maps with the trained model's, mean over "
             f"{len(result['images'])} images, as the layers are re-initialised from the top; a method whose "
-            f"correlation stays above {self.similar} does not depend on the learned weights.",
+            f"correlation stays above {self.similar} on average does not depend on the learned weights.",
         )
         base = result["baseline"]
         figures.add(
@@ -202,7 +207,8 @@ class Faithfulness(Analysis, FaithfulnessOptions):
     def lines(self, result: dict[str, Any]) -> list[str]:
         return [
             f"{m}: changes with the weights {'yes' if e['changes_with_weights'] else 'no'} "
-            f"(Spearman {e['spearman'][-1]:.2f} after all layers); deletion MoRF {e['deletion_morf']:.3f}, "
+            f"(Spearman {e['mean_spearman']:.2f} over the cascade, {e['spearman'][-1]:.2f} after all layers, "
+            f"below {self.similar} from {e['below_from'] or 'never'}); deletion MoRF {e['deletion_morf']:.3f}, "
             f"LeRF {e['deletion_lerf']:.3f}, insertion {e['insertion_morf']:.3f} "
             f"(random order {result['random_order']['deletion']:.3f} / {result['random_order']['insertion']:.3f})"
             for m, e in result["methods"].items()

@@ -165,8 +165,8 @@ class FaithfulnessOptions:
     )
     similar: float = option(
         0.5,
-        "a method changes with the weights when the rank correlation of its maps with the trained model's "
-        "falls below this once every layer is re-initialised",
+        "a method changes with the weights when the rank correlation of its maps with the trained model's, "
+        "averaged over the cascade of re-initialised layers, is below this",
     )
     seed: int = option(0, "seed of the re-initialisation and of the random deletion order")
 

@@ -137,8 +137,10 @@ def faithfulness_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
         rows.append(
             [
                 m,
+                e.get("mean_spearman"),
                 sp[-1],
                 ss[-1],
+                e.get("below_from") or "never",
                 _yes(e.get("changes_with_weights")),
                 e.get("deletion_morf"),
                 e.get("deletion_lerf"),
@@ -149,11 +151,13 @@ def faithfulness_tables(doc: dict[str, Any], classes: list[str]) -> list[Table]:
         steps.append([m, *sp])
     if not rows:
         return []
-    rows.append(["random order", "", "", "", rand.get("deletion"), "", rand.get("insertion"), ""])
+    rows.append(["random order", "", "", "", "", "", rand.get("deletion"), "", rand.get("insertion"), ""])
     cols = [
         "method",
+        "Spearman, mean over the cascade",
         "Spearman, all layers random",
         "SSIM, all layers random",
+        "below the threshold from",
         "changes with the weights",
         "deletion area, most relevant first (lower is better)",
         "deletion area, least relevant first",
