@@ -84,7 +84,13 @@ def _patch_source(run, model, layer, split, bundle, info, echo):
 def write_concepts(
     *, run, model, split, images, layer, target, data_root, options, out_dir, echo, artifact, clock=None, **ctx: Any
 ) -> dict[str, Any]:
+    from .base import ExplainError
     from .outputs import _describe, _load_images, _probs, _rel, _targets, _title
+
+    if ctx.get("filters"):
+        raise ExplainError(
+            "concepts ranks every filter of the layer; leave out --filters (--top sets how many are shown)"
+        )
 
     top, n_patches = int(options.get("top", 5)), int(options.get("patches", 5))
     down, below = bool(options.get("lower", False)), options.get("below")
