@@ -136,3 +136,14 @@ def test_verdicts_read_the_whole_cascade():
     f._verdicts(early, random_area, ["fc", "conv2", "conv1"])
     assert early["below_from"] == "fc" and early["changes_with_weights"] is True
     assert early["ordering_beats_random"] is False  # deleting its top pixels hurts less than random
+
+
+def test_blur_keeps_a_constant_image_and_smooths_an_edge():
+    from convlens.explain.sanity import blur
+
+    flat = torch.full((1, 3, 8, 8), 0.3)
+    assert torch.allclose(blur(flat), flat)
+    edge = torch.zeros(1, 1, 8, 8)
+    edge[..., 4:] = 1.0
+    b = blur(edge)
+    assert b.shape == edge.shape and 0 < float(b[0, 0, 0, 3]) < 0.5 < float(b[0, 0, 0, 4]) < 1

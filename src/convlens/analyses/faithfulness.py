@@ -8,7 +8,7 @@
    what the network learned: verdict "changes with the weights: no".
 2. Deletion and insertion (Samek et al. 2017; Petsiuk et al. 2018): the pixels are replaced by the
    baseline (stated in the JSON) in the order of the map, most relevant first (MoRF) and least
-   relevant first (LeRF), and put back into the baseline most relevant first (insertion); the
+   relevant first (LeRF), and put back most relevant first into a blurred copy (insertion); the
    areas under the curves of the class probability. A random order is the yardstick: a map whose
    MoRF deletion area is below the random order's and whose insertion area is above it orders the
    pixels by what the model uses.
@@ -96,6 +96,7 @@ class Faithfulness(Analysis, FaithfulnessOptions):
                 "curves": {k: v["curve"] for k, v in random_curves.items()},
             },
             "baseline": {"kind": self.baseline, "values": to_numpy(baseline.flatten()).round(4).tolist()},
+            "insertion_start": "the image blurred: a box filter twice (convlens.explain.sanity.blur)",
             "images": [int(p) for p in positions],
             "indices": subject.split.indices[positions].tolist(),
             "targets": t.tolist(),
@@ -110,11 +111,13 @@ class Faithfulness(Analysis, FaithfulnessOptions):
     def _curves(self, model, x, t, order_of: dict[str, torch.Tensor], baseline) -> dict[str, dict[str, Any]]:
         from ..explain.sanity import area, perturbation_curves
 
+        from ..explain.sanity import blur
+
         out = {}
         for name, order in order_of.items():
-            curve = perturbation_curves(
-                model, x, t, order, baseline, self.steps, insertion=name.startswith("insertion")
-            )
+            insertion = name.startswith("insertion")
+            start = blur(x) if insertion else baseline  # into the baseline it would retrace LeRF deletion
+            curve = perturbation_curves(model, x, t, order, start, self.steps, insertion=insertion)
             out[name] = {"area": float(area(curve).mean()), "curve": to_numpy(curve.mean(0)).round(5).tolist()}
         return out
 
@@ -198,7 +201,8 @@ class Faithfulness(Analysis, FaithfulnessOptions):
         base = result["baseline"]
         figures.add(
             perturbation_panels(result, figures.path("deletion.png")),
-            f"Deletion (most and least relevant pixels first) and insertion (most relevant first) curves of "
+            f"Deletion (most and least relevant pixels first) and insertion (most relevant first, into a blurred "
+            f"copy) curves of "
             f"p(predicted class), mean over {len(result['images'])} images, {self.steps} steps; deleted pixels "
             f"become the baseline ({base['kind']}: {', '.join(f'{v:.3g}' for v in base['values'])}); grey: "
             "a random order.",

@@ -6,8 +6,9 @@
   the weights).
 - :func:`perturbation_curves`: the target class's probability as the pixels are replaced by a
   baseline in the order of a map (deletion: most relevant first, MoRF, and least relevant first,
-  LeRF) or put back into the baseline most relevant first (insertion); :func:`area` is the mean
-  of a curve over the fraction of pixels, 0 to 1 (the trapezoid rule).
+  LeRF) or put back, most relevant first, into a start image (insertion; into a :func:`blur`\ red
+  copy, since into the deletion baseline it would retrace the LeRF curve backwards, with the same
+  area); :func:`area` is the mean of a curve over the fraction of pixels, 0 to 1 (the trapezoid rule).
 - :func:`method_maps`: one (N, H, W) relevance map per image for every attribution method, larger
   meaning more evidence for the class: the absolute value summed over colour channels for the
   input-gradient methods, Grad-CAM's map stretched over the image, occlusion's drop in probability,
@@ -115,6 +116,16 @@ def perturbation_curves(
     t = target.repeat_interleave(steps + 1)
     probs = torch.cat([torch.softmax(model(frames[i : i + chunk]).float(), 1) for i in range(0, len(frames), chunk)])
     return probs[torch.arange(len(t)), t].view(n, steps + 1)
+
+
+def blur(x: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    """A blurred copy of images (N, C, H, W), what insertion starts from (Petsiuk et al. 2018): a
+    k x k box filter applied twice, reflected at the borders; k is an eighth of the side, odd, at
+    least 3 (5 for 32x32 images)."""
+    k = k or max(3, (min(x.shape[-2:]) // 8) | 1)
+    for _ in range(2):
+        x = F.avg_pool2d(F.pad(x, (k // 2,) * 4, mode="reflect"), k, stride=1)
+    return x
 
 
 def area(curve: torch.Tensor) -> torch.Tensor:
