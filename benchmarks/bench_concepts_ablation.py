@@ -1,6 +1,6 @@
 """Do concepts explain? Silencing an image's top concept filters against as many random filters.
 
-For each correctly classified test image of a trained run: the filters of the concept layer
+For correctly classified test images of a trained run (the classes in turn): the filters of the concept layer
 (``explain --method concepts``'s default, the last conv block's output) ranked by contribution to
 the predicted class (activation x gradient); then the class logit and probability with the top k
 of them zeroed at that layer, against k random filters of the same layer (``--draws`` draws per
@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from convlens.analyses.base import stratified
 from convlens.data import load_data
 from convlens.explain.concepts import Concepts
 from convlens.run import Run
@@ -54,15 +55,18 @@ def main() -> None:
     t0 = time.perf_counter()
     with torch.no_grad(), borrowed(model):
         pred = torch.cat([model(x_all[i : i + 256]).argmax(1) for i in range(0, len(x_all), 256)])
-    correct = torch.nonzero(pred == split.labels).flatten()[: args.images]
+    correct = torch.nonzero(pred == split.labels).flatten()
+    correct = correct[stratified(split.labels[correct], args.images)]  # the classes in turn
     x, t = x_all[correct], pred[correct]
     expl = Concepts(model)
     contrib = expl.attribute(x, t)
     layer, channels = expl.details["layer"], contrib.shape[1]
     base_logit, base_p = scores(model, layer, x, t, None)
     gen = torch.Generator().manual_seed(0)
+    per_class = torch.bincount(split.labels[correct], minlength=len(run.classes)).tolist()
     print(
-        f"{run.path.name}: {len(x)} correctly classified test images, layer {layer} ({channels} filters), "
+        f"{run.path.name}: {len(x)} correctly classified test images (per class {per_class}), "
+        f"layer {layer} ({channels} filters), "
         f"test accuracy {float((pred == split.labels).float().mean()):.3f}"
     )
     head = ("k", 3), ("logit drop top", 15), ("random", 8), ("ratio", 6), ("p drop top", 11), ("random", 8)
