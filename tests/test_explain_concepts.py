@@ -155,6 +155,8 @@ def test_explain_run_writes_concepts_with_patches(tmp_path):
     for f in doc["figures"]:
         assert (path / f["path"]).is_file()
     assert json.loads(Layout(path).artifact("concepts").json.read_text())["params"]["layer"] == doc["params"]["layer"]
+    with pytest.raises(ExplainError, match="--top 0 must be 1 or more"):
+        explain_run(path, "concepts", options={"top": 0}, echo=lambda s: None)
     with pytest.raises(ExplainError, match="leave out --filters"):
         explain_run(path, "concepts", layer=doc["params"]["layer"], filters=[0], echo=lambda s: None)
     # a notebook shows one line per image above the first figure

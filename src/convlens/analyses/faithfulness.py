@@ -46,8 +46,11 @@ class Faithfulness(Analysis, FaithfulnessOptions):
         bad = [m for m in self.methods or [] if m not in METHODS]
         if bad:
             raise AnalysisError(f"faithfulness: method {bad[0]!r} has no map to test; allowed: {', '.join(METHODS)}")
-        if self.count < 1 or self.steps < 2:
-            raise AnalysisError(f"faithfulness: count={self.count} must be 1 or more and steps={self.steps} 2 or more")
+        if self.count < 1 or self.steps < 2 or self.seed < 0:
+            raise AnalysisError(
+                f"faithfulness: count={self.count} must be 1 or more, steps={self.steps} 2 or more "
+                f"and seed={self.seed} 0 or more"
+            )
 
     def _images(self, subject: Subject) -> tuple[list[int], torch.Tensor]:
         positions = stratified(subject.split.labels, self.count)

@@ -87,6 +87,10 @@ def write_concepts(
     from .base import ExplainError
     from .outputs import _describe, _load_images, _probs, _rel, _targets, _title
 
+    if int(options.get("top", 5)) < 1 or int(options.get("patches", 5)) < 0:
+        raise ExplainError(
+            f"concepts: --top {options.get('top')} must be 1 or more and --patches {options.get('patches')} 0 or more"
+        )
     if ctx.get("filters"):
         raise ExplainError(
             "concepts ranks every filter of the layer; leave out --filters (--top sets how many are shown)"
