@@ -6,9 +6,10 @@
   the weights).
 - :func:`perturbation_curves`: the target class's probability as the pixels are replaced by a
   baseline in the order of a map (deletion: most relevant first, MoRF, and least relevant first,
-  LeRF) or put back, most relevant first, into a start image (insertion; into a copy
-  blurred by :func:`blur`, since into the deletion baseline it would retrace the LeRF curve backwards, with the same
-  area); :func:`area` is the mean of a curve over the fraction of pixels, 0 to 1 (the trapezoid rule).
+  LeRF) or put back, most relevant first, into a start image (insertion; into a copy blurred by
+  :func:`blur`, since into the deletion baseline it would retrace the LeRF curve backwards, with
+  the same area); :func:`area` is the mean of a curve over the fraction of pixels, 0 to 1 (the
+  trapezoid rule).
 - :func:`method_maps`: one (N, H, W) relevance map per image for every attribution method, larger
   meaning more evidence for the class: the absolute value summed over colour channels for the
   input-gradient methods, Grad-CAM's map stretched over the image, occlusion's drop in probability,
