@@ -20,7 +20,13 @@ def state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-SMALL = {"topk": {"k": 3}, "errors": {"examples": 4, "mistakes": 4}, "ablate": {"changed": 4}}  # fewer tiles to draw
+SMALL = {
+    "topk": {"k": 3},
+    "errors": {"examples": 4, "mistakes": 4},
+    "ablate": {"changed": 4},
+    "atlas": {"patches": 0},  # the patches need a topk of the layer: tests/test_explain_concepts.py
+    "faithfulness": {"count": 2, "steps": 4, "methods": ["saliency", "gradcam"]},
+}  # fewer tiles to draw, fewer maps to make
 
 
 @pytest.mark.parametrize("name", list(ANALYSES))

@@ -47,9 +47,9 @@ def test_one_registry_holds_every_analysis_and_method():
     assert (
         list(ANALYSES)
         == list(jobs("analysis"))
-        == ["filters", "featuremaps", "stats", "classnorms", "topk", "ablate", "errors"]
+        == ["filters", "featuremaps", "stats", "classnorms", "topk", "ablate", "atlas", "faithfulness", "errors"]
     )
-    methods = ["actmax", "deconv", "gradcam", "guided", "occlusion", "saliency"]
+    methods = ["actmax", "concepts", "deconv", "gradcam", "guided", "occlusion", "saliency"]
     assert sorted(METHODS) == sorted(jobs("method")) == methods
     for name, job in JOBS.items():
         impl = job.load()

@@ -322,6 +322,7 @@ def test_report_of_a_real_run(tmp_path_factory, tmp_path):
         "classnorms",
         "topk",
         "ablate",
+        "atlas",
         "errors",
         "occlusion",
         "deconv-conv2-f1",

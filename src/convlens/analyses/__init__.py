@@ -36,6 +36,8 @@ _WHERE = {
     "Ablate": "ablate",
     "silenced": "ablate",
     "Errors": "errors",
+    "Atlas": "atlas",
+    "Faithfulness": "faithfulness",
     "analyze": "pipeline",
 }
 

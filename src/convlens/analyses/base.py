@@ -423,6 +423,7 @@ class Analysis:
 
     name: ClassVar[str] = ""
     needs_conv: ClassVar[bool] = True
+    by_default: ClassVar[bool] = True  # run by a plain ``analyze`` (else only when named)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -525,6 +526,10 @@ class Streaming(Analysis):
     every batch (in split order, inside the forward pass, so nothing is kept longer than a
     layer); ``finish`` turns the running state into the result.
     """
+
+    def streams(self) -> bool:
+        """Whether these options read layer outputs only (and can share the pass without gradients)."""
+        return True
 
     def probes(self, subject: Subject) -> list[str]:
         raise NotImplementedError

@@ -96,10 +96,14 @@ class TopKOptions:
     k: int = option(20, "images kept per filter")
     score: str = option(
         "max",
-        "rank images by the max, the mean or the sum of the filter's feature map (the CS7015 report's pixel-wise sum)",
-        choices=("max", "mean", "sum"),
+        "rank images by the max, the mean or the sum of the filter's feature map (the CS7015 report's pixel-wise sum), "
+        "or by the filter's contribution to --target's score (activation x gradient summed over positions)",
+        choices=("max", "mean", "sum", "contribution"),
     )
     at: str = option("bn", AT_HELP, choices=("conv", "bn", "act"))
+    target: str | None = option(
+        None, "class (name or index) whose score --score contribution ranks by", metavar="CLASS"
+    )
 
 
 @job("analysis", "ablate", "convlens.analyses.ablate:Ablate")
@@ -129,6 +133,42 @@ class AblateOptions:
         "outputs 0); weights: zero the conv weights only, as the CS7015 report did",
         choices=("channel", "weights"),
     )
+
+
+@job("analysis", "atlas", "convlens.analyses.atlas:Atlas")
+class AtlasOptions:
+    """Class atlas: per class, the filters with the largest mean contribution over its correct images."""
+
+    layers: list[str] | None = option(
+        None, "layer to rank (default: the last conv block's output, as Grad-CAM)", parse=comma_list, metavar="A"
+    )
+    top: int = option(5, "filters listed and drawn per class")
+    patches: int = option(3, "top-k dataset patches drawn per filter")
+
+
+@job("analysis", "faithfulness", "convlens.analyses.faithfulness:Faithfulness")
+class FaithfulnessOptions:
+    """Do the maps explain? Weight randomisation (cascading) and deletion/insertion curves per method."""
+
+    methods: list[str] | None = option(
+        None,
+        "attribution methods (default: saliency, guided, deconv, gradcam, occlusion, concepts)",
+        parse=comma_list,
+        metavar="A,B",
+    )
+    count: int = option(8, "images explained, the classes in turn")
+    steps: int = option(20, "deletion / insertion steps, equal fractions of the pixels")
+    baseline: str = option(
+        "mean",
+        "what deleted pixels become: the split's mean colour, gray (0.5) or zero",
+        choices=("mean", "gray", "zero"),
+    )
+    similar: float = option(
+        0.5,
+        "a method changes with the weights when the rank correlation of its maps with the trained model's, "
+        "averaged over the cascade of re-initialised layers, is below this",
+    )
+    seed: int = option(0, "seed of the re-initialisation and of the random deletion order")
 
 
 @job("analysis", "errors", "convlens.analyses.errors:Errors")

@@ -33,7 +33,7 @@ def option_owners(names: Iterable[str]) -> dict[str, list[str]]:
 
 
 def select(only: Iterable[str] | None, skip: Iterable[str] = ()) -> list[str]:
-    names = list(ANALYSES) if only is None else list(dict.fromkeys(only))
+    names = [n for n in ANALYSES if ANALYSES[n].by_default] if only is None else list(dict.fromkeys(only))
     for n in [*names, *skip]:
         if n not in ANALYSES:
             raise AnalysisError(f"unknown analysis {n!r}; analyses: {', '.join(ANALYSES)}")
@@ -118,9 +118,9 @@ def analyze(
     if subject.subset:
         say(f"data: {subset_note(subject.subset)}")
     results: dict[str, dict[str, Any]] = {}
-    readers = [a for a in chosen if isinstance(a, Streaming)]
+    readers = [a for a in chosen if isinstance(a, Streaming) and a.streams()]
     for a in chosen:
-        if isinstance(a, Streaming):
+        if any(a is r for r in readers):
             if a is readers[0]:
                 results.update(_shared_pass(subject, readers))
         else:

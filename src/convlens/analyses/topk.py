@@ -74,6 +74,63 @@ class TopK(Streaming, TopKOptions):
         super().__post_init__()
         if self.k < 1:
             raise AnalysisError(f"topk: k={self.k} must be at least 1")
+        if (self.score == "contribution") != (self.target is not None):
+            raise AnalysisError(
+                "topk: --score contribution ranks by one class's score: give it with --target CLASS (and "
+                f"--target only with it); got score={self.score!r}, target={self.target!r}"
+            )
+
+    def streams(self) -> bool:
+        return self.score != "contribution"  # needs gradients: a pass of its own
+
+    def key(self) -> str | None:
+        """A relevance-ranked topk is keyed by its class too (``topk-contribution_cat``), beside the
+        activation-ranked one."""
+        base = super().key()
+        if self.score != "contribution":
+            return base
+        from ..run import artifact_key
+
+        return artifact_key([*(self.layers or []), f"contribution_{self.target}"])
+
+    def target_class(self, subject: Subject) -> int:
+        """``target`` (a class name or index) as an index into the subject's classes."""
+        classes = list(subject.classes)
+        if self.target in classes:
+            return classes.index(self.target)
+        if str(self.target).isdigit() and int(self.target) < len(classes):
+            return int(self.target)
+        raise AnalysisError(
+            f"topk: --target {self.target!r} is not a class of this run; allowed: {', '.join(classes)} "
+            f"or an index 0 to {len(classes) - 1}"
+        )
+
+    def validate(self, subject: Subject) -> None:
+        super().validate(subject)
+        if self.score == "contribution":
+            self.target_class(subject)
+
+    def compute(self, subject: Subject) -> dict[str, Any]:
+        if self.streams():
+            return super().compute(subject)
+        # relevance maximisation: images ranked by the filter's contribution to the class score,
+        # the location of the maximum taken from the per-position contribution map
+        from ..trace import TraceDict
+
+        target = self.target_class(subject)
+        probes = self.probes(subject)
+        self.start(subject)
+        for x, labels, positions in subject.batches(self.name):
+            with torch.enable_grad(), TraceDict(subject.model, probes, detach=False) as td:
+                logits = subject.model(x)
+                acts = [td[p].output for p in probes]
+                grads = torch.autograd.grad(logits[:, target].sum(), acts)
+            for p, a, g in zip(probes, acts, grads):
+                contribution = (a.detach() * g).float()
+                self._update(p, contribution.sum((2, 3)), positions, contribution)
+        result = self.finish(subject)
+        result["target"] = {"index": target, "name": subject.classes[target]}
+        return result
 
     def probes(self, subject: Subject) -> list[str]:
         model = subject.model
@@ -97,7 +154,9 @@ class TopK(Streaming, TopKOptions):
 
     def observe(self, probe: str, output: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor) -> None:
         reduce = {"max": torch.amax, "mean": torch.mean, "sum": torch.sum}[self.score]
-        scores = reduce(output, (2, 3))
+        self._update(probe, reduce(output, (2, 3)), positions, output)
+
+    def _update(self, probe: str, scores: torch.Tensor, positions: torch.Tensor, output: torch.Tensor) -> None:
         for layer in self._layers:
             if self._probe[layer] != probe:
                 continue
@@ -181,6 +240,8 @@ class TopK(Streaming, TopKOptions):
             rf = rfs.get(info["measured_at"]) or rfs.get(layer)
             overview, labels = [], []
             where = f"{self.score} of {info['measured_at']}"
+            if self.score == "contribution":
+                where = f"contribution to {self.target} of {info['measured_at']} (activation x gradient)"
             for fi in info["filters"]:
                 f, pos = fi["filter"], fi["positions"]
                 if not pos:

@@ -1,7 +1,8 @@
 """Per-image explanations on one interface (:class:`Explainer`, one verb: ``attribute``).
 
 Methods (one file each): :class:`Occlusion` (with incremental inference), :class:`ActMax`,
-:class:`Deconvnet`, :class:`GuidedBackprop`, :class:`Saliency` (and SmoothGrad), :class:`GradCAM`;
+:class:`Deconvnet`, :class:`GuidedBackprop`, :class:`Saliency` (and SmoothGrad), :class:`GradCAM`,
+:class:`Concepts` (a layer's filters ranked by their contribution to a class);
 :func:`normalize_heatmaps` is the one heat-map normalisation their figures use;
 :func:`explain_run` writes a method's results into a run folder.
 
@@ -16,6 +17,7 @@ from typing import Any
 
 _WHERE = {
     "ActMax": "actmax",
+    "Concepts": "concepts",
     "Deconvnet": "deconv",
     "GradCAM": "gradcam",
     "GuidedBackprop": "guided",

@@ -109,6 +109,16 @@ class ActMaxOptions(MethodOptions):
         return {"options": values}
 
 
+@job("method", "concepts", "convlens.explain.concepts:Concepts")
+class ConceptsOptions(Targeted):
+    """Concepts: a layer's filters (--layers, default the last conv block) ranked by their contribution."""
+
+    top: int = option(5, "filters shown per image, largest contribution first")
+    patches: int = option(5, "top-k dataset patches shown per filter (from the run's topk of the layer)")
+    lower: bool = option(False, "also one layer down: the filters that make up each top filter")
+    below: str | None = option(None, "the layer one down (default: the block before)", metavar="LAYER")
+
+
 @job("method", "deconv", "convlens.explain.deconv:Deconvnet")
 class DeconvOptions(Targeted):
     """Deconvnet (Zeiler & Fergus): a filter's strongest activation (--layers, --filters) or a class."""

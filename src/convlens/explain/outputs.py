@@ -21,8 +21,9 @@ from ..utils import to_numpy
 from ..results import Result
 from ..run import Run, artifact_key
 from ..runlock import writes_run
-from . import actmax, deconv, gradcam, guided, occlusion, saliency  # noqa: F401  (fill the registry)
+from . import actmax, concepts, deconv, gradcam, guided, occlusion, saliency  # noqa: F401  (fill the registry)
 from .actmax_run import write_actmax
+from .concept_outputs import ConceptsResult, write_concepts
 from .base import METHODS, ExplainError
 
 DEFAULT_IMAGES = 10  # by default: the first image of each class, up to this many
@@ -92,7 +93,9 @@ def explain_run(
     artifact = run.artifact(method, artifact_key(layer, filters))
     out_dir = artifact.folder
     t0 = time.perf_counter()
-    writer = {"occlusion": _occlusion, "actmax": write_actmax, "gradcam": _gradcam}.get(method, _backprop)
+    writer = {"occlusion": _occlusion, "actmax": write_actmax, "gradcam": _gradcam, "concepts": write_concepts}.get(
+        method, _backprop
+    )
     ctx = dict(
         run=run,
         model=model,
@@ -109,6 +112,7 @@ def explain_run(
         echo=echo,
         artifact=artifact,
         clock=clock,
+        checkpoint_info=checkpoint_info,
     )
     # a rerun for the same targets replaces their figures: the old ones are kept aside until the new
     # ones are written
@@ -117,7 +121,7 @@ def explain_run(
     result = {"analysis": method, **result, **checkpoint_info, "seconds": round(time.perf_counter() - t0, 2)}
     artifact.write(result)
     echo(f"wrote {artifact.json} and {len(result['figures'])} figure(s) under {out_dir}")
-    return Result(result, run.path)
+    return (ConceptsResult if method == "concepts" else Result)(result, run.path)
 
 
 def _describe(bundle, idx, labels, probs, split) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from ..run import Run
 from ..run.layout import Layout
 from ..utils import atomic_write_text
 from . import browser
+from . import concepts as _concepts  # noqa: F401  (registers the concept, atlas and faithfulness tables)
 from .analyses import Analysis, analysis_section, load_analyses
 from .checkpoints import Checkpoints, Provenance, mark, tag_captions
 from .diagnose import diagnose
