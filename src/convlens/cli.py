@@ -312,7 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
         "folder on --data and evaluate it on the test split.",
     )
     p.add_argument(
-        "factory", metavar="MODULE:FACTORY", help="function or class returning the nn.Module, e.g. pkg.models:make"
+        "factory",
+        metavar="MODULE:FACTORY",
+        help="function or class returning the nn.Module, e.g. pkg.models:make; or a preset such as resnet50, "
+        "whose state_dict keys are torchvision's",
     )
     p.add_argument("--weights", metavar="W.pt", help="state_dict to load (default: the factory's own weights)")
     p.add_argument("--data", default="digits", help="registered data set (`convlens datasets`; default: digits)")

@@ -32,6 +32,7 @@ from ..data import Split, batches
 from ..errors import LayerError
 from ..models.graph import known_shape, remember_shape, trace_graph
 from ..models.summary import receptive_fields
+from ..models.stages import is_deep, stage_layers
 from ..trace import borrowed, conv_layers, get_layer
 from ..results import Result
 from ..utils import interactive
@@ -351,7 +352,8 @@ def block(model: nn.Module, layer: str) -> Block:
 def resolve_layers(model: nn.Module, layers: list[str] | None, default: str, analysis: str) -> list[str]:
     """Validated layer names, or the analysis' default: ``all`` / ``first_last`` / ``first`` /
     ``last`` conv layers, in execution order (traced for the model's input shape, so "last" is
-    the last conv ``forward()`` runs). Unknown names raise a LayerError that lists the names."""
+    the last conv ``forward()`` runs); on a deep network ``all`` is the output of each stage
+    (``models.stages``). Unknown names raise a LayerError that lists the names."""
     convs = conv_layers(model)
     if layers:
         for name in layers:
@@ -360,7 +362,7 @@ def resolve_layers(model: nn.Module, layers: list[str] | None, default: str, ana
     if not convs:
         raise AnalysisError(f"{analysis} needs conv layers and this model has none")
     pick = {
-        "all": convs,
+        "all": stage_layers(model, convs) if is_deep(model, convs) else convs,
         "first": convs[:1],
         "last": convs[-1:],
         "first_last": list(dict.fromkeys([convs[0], convs[-1]])),
