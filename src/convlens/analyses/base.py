@@ -120,6 +120,7 @@ class Subject:
     subset: dict[str, Any] | None = None  # how ``split`` was drawn from a larger split (from_run's limit)
     checkpoint_epoch: int | None = None
     checkpoint_sha256: str | None = None
+    shard: tuple[int, int] | None = None  # (rank, world): this process reads every world-th batch (shard.py)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -218,12 +219,15 @@ class Subject:
         2-core AVX2 CPU; benchmarks/bench_dissect_topk.py prints both).
         """
         split = self.split if split is None else split
-        it = batches(split, self.batch_size, device=self.device, channels_last=self.has_conv)
+        it = batches(split, self.batch_size, device=self.device, channels_last=self.has_conv, shard=self.shard)
         show = interactive() if self.progress is None else self.progress
         if show:
             from tqdm.auto import tqdm
 
-            it = tqdm(it, total=-(-len(split) // self.batch_size), desc=desc, leave=False, unit="batch")
+            total = -(-len(split) // self.batch_size)
+            if self.shard is not None:
+                total = len(range(self.shard[0], total, self.shard[1]))
+            it = tqdm(it, total=total, desc=desc, leave=False, unit="batch")
         yield from it
 
     # -- output --------------------------------------------------------------------------------
