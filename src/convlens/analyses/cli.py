@@ -47,7 +47,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         options["batch_size"] = args.batch_size
     common = dict(split=args.split, checkpoint=args.checkpoint, limit=args.limit, data_root=args.data_root)
     common |= dict(figures=not args.no_figures, device=args.device, echo=lambda m: print(m, flush=True))
-    from .shard import STATE, world
+    from ..distributed import world
+    from .shard import STATE
 
     if world() is not None:  # one of several torchrun processes: each reads a shard, rank 0 writes
         from .shard import analyze_under_torchrun

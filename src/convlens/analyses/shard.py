@@ -15,12 +15,12 @@ float64, equal to one process' up to float64 rounding (the order of the addition
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 
+from ..distributed import process_group, world
 from ..run import Run
 from ..runlock import run_lock
 from .base import AnalysisError, Streaming, Subject, inference
@@ -122,12 +122,6 @@ def sharded_pass(subject: Subject, readers: list[Streaming], gather: Gather) -> 
 # under torchrun
 
 
-def world() -> tuple[int, int] | None:
-    """``(rank, world size)`` when this process is one of several started by torchrun."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    return (int(os.environ["RANK"]), size) if size > 1 and "RANK" in os.environ else None
-
-
 def torch_gather(obj: Any) -> list[Any]:
     import torch.distributed as dist
 
@@ -195,16 +189,6 @@ def analyze_sharded(
 
 def analyze_under_torchrun(run: str | Path, only: Iterable[str] | None, **kwargs: Any):
     """:func:`analyze_sharded` over the torchrun processes (gloo on CPUs, NCCL on CUDA)."""
-    import torch.distributed as dist
-
     rank, size = world()  # type: ignore[misc]
-    device = kwargs.get("device", "cpu")
-    if str(device).startswith("cuda"):
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        kwargs["device"] = f"cuda:{local}"
-    dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
-    try:
-        return analyze_sharded(run, only, rank, size, torch_gather, **kwargs)
-    finally:
-        dist.destroy_process_group()
+    with process_group(kwargs.get("device", "cpu")) as device:
+        return analyze_sharded(run, only, rank, size, torch_gather, **{**kwargs, "device": device})
