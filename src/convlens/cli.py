@@ -91,10 +91,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConvlensError("give either CONFIG or --resume RUN, not both")
     if not args.resume and not args.config:
         raise ConvlensError("give a CONFIG file to train from, or --resume RUN to continue a run")
-    check_out(args.out)
-    if args.resume:
+    from .distributed import world
+
+    follower = (world() or (0, 1))[0] != 0  # a torchrun process after the first: trains, writes nothing
+    if not follower:
+        check_out(args.out)
+    if args.resume and not follower:
         check_writable(args.resume)
     run = train(args.config, args.out, resume=args.resume, overrides=args.set, echo=_echo)
+    if follower:
+        return 0
     status = run.status
     print(f"run folder: {run.path}  (status: {status.get('status')})")
     return 0 if status.get("status") == "finished" else 1
@@ -312,7 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
         "folder on --data and evaluate it on the test split.",
     )
     p.add_argument(
-        "factory", metavar="MODULE:FACTORY", help="function or class returning the nn.Module, e.g. pkg.models:make"
+        "factory",
+        metavar="MODULE:FACTORY",
+        help="function or class returning the nn.Module, e.g. pkg.models:make; or a preset such as resnet50, "
+        "whose state_dict keys are torchvision's",
     )
     p.add_argument("--weights", metavar="W.pt", help="state_dict to load (default: the factory's own weights)")
     p.add_argument("--data", default="digits", help="registered data set (`convlens datasets`; default: digits)")

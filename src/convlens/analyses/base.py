@@ -32,6 +32,7 @@ from ..data import Split, batches
 from ..errors import LayerError
 from ..models.graph import known_shape, remember_shape, trace_graph
 from ..models.summary import receptive_fields
+from ..models.stages import is_deep, stage_layers
 from ..trace import borrowed, conv_layers, get_layer, split_call
 from ..results import Result
 from ..utils import interactive
@@ -119,6 +120,7 @@ class Subject:
     subset: dict[str, Any] | None = None  # how ``split`` was drawn from a larger split (from_run's limit)
     checkpoint_epoch: int | None = None
     checkpoint_sha256: str | None = None
+    shard: tuple[int, int] | None = None  # (rank, world): this process reads every world-th batch (shard.py)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -217,12 +219,15 @@ class Subject:
         2-core AVX2 CPU; benchmarks/bench_dissect_topk.py prints both).
         """
         split = self.split if split is None else split
-        it = batches(split, self.batch_size, device=self.device, channels_last=self.has_conv)
+        it = batches(split, self.batch_size, device=self.device, channels_last=self.has_conv, shard=self.shard)
         show = interactive() if self.progress is None else self.progress
         if show:
             from tqdm.auto import tqdm
 
-            it = tqdm(it, total=-(-len(split) // self.batch_size), desc=desc, leave=False, unit="batch")
+            total = -(-len(split) // self.batch_size)
+            if self.shard is not None:
+                total = len(range(self.shard[0], total, self.shard[1]))
+            it = tqdm(it, total=total, desc=desc, leave=False, unit="batch")
         yield from it
 
     # -- output --------------------------------------------------------------------------------
@@ -376,7 +381,8 @@ def _declared_block(model: nn.Module, layer: str) -> Block:
 def resolve_layers(model: nn.Module, layers: list[str] | None, default: str, analysis: str) -> list[str]:
     """Validated layer names, or the analysis' default: ``all`` / ``first_last`` / ``first`` /
     ``last`` conv layers, in execution order (traced for the model's input shape, so "last" is
-    the last conv ``forward()`` runs). Unknown names raise a LayerError that lists the names."""
+    the last conv ``forward()`` runs); on a deep network ``all`` is the output of each stage
+    (``models.stages``). Unknown names raise a LayerError that lists the names."""
     convs = conv_layers(model)
     if layers:
         for name in layers:
@@ -385,7 +391,7 @@ def resolve_layers(model: nn.Module, layers: list[str] | None, default: str, ana
     if not convs:
         raise AnalysisError(f"{analysis} needs conv layers and this model has none")
     pick = {
-        "all": convs,
+        "all": stage_layers(model, convs) if is_deep(model, convs) else convs,
         "first": convs[:1],
         "last": convs[-1:],
         "first_last": list(dict.fromkeys([convs[0], convs[-1]])),

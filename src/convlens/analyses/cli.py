@@ -45,19 +45,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     options = given(args, args._analysis_options)
     if args.batch_size is not None:
         options["batch_size"] = args.batch_size
-    analyze(
-        args.run,
-        args.only,
-        skip=args.skip,
-        split=args.split,
-        checkpoint=args.checkpoint,
-        limit=args.limit,
-        data_root=args.data_root,
-        figures=not args.no_figures,
-        device=args.device,
-        echo=lambda m: print(m, flush=True),
-        clock=clock,
-        **options,
-    )
+    common = dict(split=args.split, checkpoint=args.checkpoint, limit=args.limit, data_root=args.data_root)
+    common |= dict(figures=not args.no_figures, device=args.device, echo=lambda m: print(m, flush=True))
+    from ..distributed import world
+    from .shard import STATE
+
+    if world() is not None:  # one of several torchrun processes: each reads a shard, rank 0 writes
+        from .shard import analyze_under_torchrun
+
+        only = [n for n in (args.only or STATE) if n not in args.skip]
+        if analyze_under_torchrun(args.run, only, **common, **options) is None:
+            return 0
+    else:
+        analyze(args.run, args.only, skip=args.skip, clock=clock, **common, **options)
     print(f"analysis folder: {args.run.rstrip('/')}/analysis")
     return 0

@@ -25,8 +25,11 @@ def batches(
     device: torch.device | str = "cpu",
     channels_last: bool = False,
     drop_last: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(images, labels, positions)``; positions index into ``split``.
+    """Yield ``(images, labels, positions)``; positions index into ``split``. ``shard=(rank,
+    world)`` yields batches ``rank``, ``rank + world``, ... only: the same batches, cut the same
+    way, as one process reads, so the shards' results merge into one process' result.
 
     Loading uint8 and converting on the device is cheaper than keeping float copies (4x the
     memory); the shuffle order and every augmentation draw come from ``generator`` alone.
@@ -35,7 +38,9 @@ def batches(
     if shuffle and generator is None:
         raise ValueError("shuffle=True needs a generator, so the order is reproducible")
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    for start in range(0, n, batch_size):
+    for b, start in enumerate(range(0, n, batch_size)):
+        if shard is not None and b % shard[1] != shard[0]:
+            continue
         pos = order[start : start + batch_size]
         if drop_last and len(pos) < batch_size:
             break

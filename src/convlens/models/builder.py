@@ -22,10 +22,17 @@ PREFIX = {tag: S.name_prefix(tag) for tag in S.LAYER_TYPES}
 
 
 class Normalize(nn.Module):
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+    """``(x - mean) / std`` per channel. ``persistent=False`` keeps mean and std out of the
+    ``state_dict`` (they come from the config), so a model in torchvision's key layout saves and
+    loads exactly torchvision's keys."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], persistent: bool = True):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+        as_buffer = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("mean", as_buffer, persistent=persistent)
+        self.register_buffer(
+            "std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1), persistent=persistent
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

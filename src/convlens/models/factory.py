@@ -107,7 +107,10 @@ def import_run(
     echo=None,
 ) -> Path:
     """Write a run folder for ``factory(**kwargs)`` with ``weights`` on data set ``data``;
-    evaluates it on the test split (eval.json, predictions.csv). Returns the folder."""
+    evaluates it on the test split (eval.json, predictions.csv). Returns the folder.
+
+    ``factory`` may also name a preset (``kwargs`` are then its options): a torchvision ResNet or
+    VGG checkpoint loads into ``resnet18`` ... ``vgg16``, whose keys are torchvision's."""
     from .. import __version__
     from ..config import load_config
     from ..data import load_data
@@ -116,14 +119,17 @@ def import_run(
     from . import build_model
     from .summary import summarize, totals
 
-    resolve(factory)  # a bad MODULE:FACTORY fails here, with one line saying why
+    from .registry import PRESETS
+
+    if factory in PRESETS:  # a preset (torchvision's resnet50 layout, ...): kwargs are its options
+        model_section: dict[str, Any] = {"preset": factory, "options": dict(kwargs or {})}
+    else:
+        resolve(factory)  # a bad MODULE:FACTORY fails here, with one line saying why
+        model_section = {"factory": factory, "kwargs": dict(kwargs or {})}
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"{out} already exists and is not empty; choose another --out")
-    cfg = load_config(
-        {"name": out.name, "data": {"name": data}, "model": {"factory": factory, "kwargs": dict(kwargs or {})}},
-        overrides,
-    )
+    cfg = load_config({"name": out.name, "data": {"name": data}, "model": model_section}, overrides)
     bundle = load_data(cfg.data)
     cfg = cfg.model_copy(deep=True)
     cfg.data.mean, cfg.data.std = list(bundle.mean), list(bundle.std)

@@ -397,3 +397,53 @@ def resnet20(depth: int = 20, width: int = 16):
 @register_preset("resnet8", "ResNet-8: the same layout with one basic block per stage", (3, 32, 32), "He et al. 2016")
 def resnet8(depth: int = 8, width: int = 16):
     return _resnet(depth, width)
+
+
+# ----------------------------------------------------------------------------------------------
+# the ImageNet networks in torchvision's state_dict layout (models/imagenet.py): any input of
+# 32 px or more, any number of classes; a torchvision checkpoint loads into them
+
+_TORCHVISION = "torchvision layout: its checkpoints load"
+
+
+def _imagenet(kind: str, depth: int, **options: Any):
+    from .imagenet import VGG, ResNet, imagenet_factory
+
+    return imagenet_factory(ResNet if kind == "resnet" else VGG, depth, **options)
+
+
+@register_preset(
+    "resnet18", f"ResNet-18 (He et al. 2016, ImageNet): 4 stages of 2 basic blocks; {_TORCHVISION}", (3, 224, 224)
+)
+def resnet18(zero_init_residual: bool = False):
+    return _imagenet("resnet", 18, zero_init_residual=zero_init_residual)
+
+
+@register_preset(
+    "resnet34", f"ResNet-34 (He et al. 2016, ImageNet): 3-4-6-3 basic blocks; {_TORCHVISION}", (3, 224, 224)
+)
+def resnet34(zero_init_residual: bool = False):
+    return _imagenet("resnet", 34, zero_init_residual=zero_init_residual)
+
+
+@register_preset(
+    "resnet50", f"ResNet-50 (He et al. 2016, ImageNet): 3-4-6-3 bottleneck blocks; {_TORCHVISION}", (3, 224, 224)
+)
+def resnet50(zero_init_residual: bool = False):
+    return _imagenet("resnet", 50, zero_init_residual=zero_init_residual)
+
+
+@register_preset(
+    "vgg11", f"VGG-11 (Simonyan & Zisserman 2015, config A): 8 convs, 3 linear; {_TORCHVISION}", (3, 224, 224)
+)
+def vgg11(batch_norm: bool = False, dropout: float = 0.5):
+    _check(dropout=(dropout, 0, 0.99))
+    return _imagenet("vgg", 11, batch_norm=batch_norm, dropout=dropout)
+
+
+@register_preset(
+    "vgg16", f"VGG-16 (Simonyan & Zisserman 2015, config D): 13 convs, 3 linear; {_TORCHVISION}", (3, 224, 224)
+)
+def vgg16(batch_norm: bool = False, dropout: float = 0.5):
+    _check(dropout=(dropout, 0, 0.99))
+    return _imagenet("vgg", 16, batch_norm=batch_norm, dropout=dropout)

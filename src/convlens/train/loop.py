@@ -3,6 +3,13 @@
 Reproducibility: every epoch seeds its own shuffling, augmentation and dropout from
 ``(seed, epoch)``, so a run resumed from its last checkpoint replays the interrupted epoch
 exactly and ends with the metrics of an uninterrupted run (tested with a real SIGKILL).
+
+Under ``torchrun`` (``convlens.distributed``) every process draws the same batches and
+augmentations, takes every N-th image of each batch and computes the gradient of its share of
+the batch's mean loss; DistributedDataParallel sums them, so a step is the one-process step on
+the same global batch (up to float rounding) for a model without batch norm or dropout (batch
+norm normalises by each process's share, dropout draws its own masks). Process 0 validates,
+logs and writes the run folder; the others only train.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .. import __version__
+from .. import __version__, distributed
 from ..config import ExperimentConfig, defaults_note, load_config
 from ..data import Augment, DataBundle, batches, load_data, num_batches
 from ..errors import RunError
@@ -83,6 +90,13 @@ class Trainer:
         self.model = build_model(cfg.model, data.shape, data.num_classes, data.mean, data.std)
         self.model.to(prec.device, memory_format=torch.channels_last if prec.channels_last else torch.contiguous_format)
         init_whitening(self.model, data.train.images)  # `init: whiten` convs start from the data
+        # several torchrun processes: the training steps go through DDP, everything else reads self.model
+        self.world = distributed.world()
+        self.stepper = self.model
+        if self.world is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.stepper = DistributedDataParallel(self.model)
         self.train_split = self._to_device(data.train)
         self.val_split = self._to_device(data.val) if data.val is not None else None
         self.steps_per_epoch = num_batches(len(data.train), t.batch_size)
@@ -137,6 +151,33 @@ class Trainer:
             self.average.load_state_dict(state["average"])
 
     # -- one epoch ------------------------------------------------------------------------------
+    def _share(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """This process's images of a batch and ``share``: the batch's mean loss is the sum of
+        their losses / share (DDP averages the processes' gradients: the sum over all / len(y))."""
+        if self.world is None:
+            return x, y, len(y)
+        rank, size = self.world
+        return x[rank::size], y[rank::size], len(y) / size
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor, share: float) -> torch.Tensor:
+        smoothing = self.cfg.train.label_smoothing
+        if self.world is None:
+            return F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+        return F.cross_entropy(logits.float(), y, label_smoothing=smoothing, reduction="sum") / share
+
+    def _summed(
+        self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The epoch's loss sum, correct count and images over every process."""
+        if self.world is None:
+            return loss_sum, correct, seen
+        import torch.distributed as dist
+
+        count = torch.tensor(float(seen), dtype=torch.float64, device=loss_sum.device)
+        both = torch.stack([loss_sum, correct.double(), count])  # on the device: NCCL reduces GPU tensors
+        dist.all_reduce(both)
+        return both[0], both[1], int(both[2])
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         t = self.cfg.train
         seed = epoch_seed(self.cfg.seed, epoch)
@@ -180,9 +221,10 @@ class Trainer:
             x = resize_batch(x, size)
             if len(y) < 2 and seen:  # a lone trailing image breaks batch norm's batch statistics
                 continue
+            x, y, share = self._share(x, y)
             with self.prec.autocast():
-                logits = self.model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
+                logits = self.stepper(x)
+            loss = self._loss(logits, y, share)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip:
@@ -191,7 +233,7 @@ class Trainer:
             self.sched.step()
             if self.average is not None:
                 self.average.update()
-            loss_sum += loss.detach().double() * len(y)
+            loss_sum += loss.detach().double() * share
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
             if step % check_every == 0 and not math.isfinite(float(loss_sum)):
@@ -200,6 +242,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", refresh=False)
         if bar is not None:
             bar.close()
+        loss_sum, correct, seen = self._summed(loss_sum, correct, seen)
         if self.average is not None and epoch + 1 == t.epochs:
             self.average.finish()  # the last checkpoint and the test evaluation use the average
         return {"train_loss": float(loss_sum) / max(seen, 1), "train_acc": float(correct) / max(seen, 1)}
@@ -314,6 +357,8 @@ def _train(config, out, resume, overrides, echo, callback, held: contextlib.Exit
     if cfg.model.preset in ("rnn", "lstm", "gru"):
         has_conv = False
     prec = choose(cfg.train.device, cfg.train.precision, cfg.train.channels_last, cfg.train.threads, has_conv)
+    if distributed.world() is not None:  # one of several torchrun processes: they share a group
+        held.enter_context(distributed.process_group(str(prec.device)))
     data = load_data(cfg.data)
     cfg = cfg.model_copy(deep=True)
     cfg.data.mean, cfg.data.std = list(data.mean), list(data.std)
@@ -330,6 +375,8 @@ def _train(config, out, resume, overrides, echo, callback, held: contextlib.Exit
     trainer = Trainer(cfg, run_dir, data, prec, echo, callback)
     layout = Layout(run_dir)
     last = layout.checkpoint_file("last")
+    if trainer.world is not None and trainer.world[0] != 0:
+        return _follow(trainer, last if resume is not None and last.is_file() else None, prec, run_dir)
     if resume is not None and last.is_file():
         trainer.restore(checkpoint.load(last, map_location=prec.device))
         if prior.status.get("status") == "finished" and trainer.start_epoch >= cfg.train.epochs:
@@ -349,6 +396,15 @@ def _train(config, out, resume, overrides, echo, callback, held: contextlib.Exit
     rows = summarize(trainer.model, data.shape)
     layout.write_summary({"layers": [r.to_dict() for r in rows], **totals(rows)})
     return _run(trainer, cfg, run_dir, data, prec, echo)
+
+
+def _follow(trainer: Trainer, last: Path | None, prec: Precision, run_dir: Path) -> Run:
+    """A torchrun process other than the first: its share of every training step, no writes."""
+    if last is not None:
+        trainer.restore(checkpoint.load(last, map_location=prec.device))
+    for epoch in range(trainer.start_epoch, trainer.cfg.train.epochs):
+        trainer.train_epoch(epoch)
+    return Run(run_dir)
 
 
 def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundle, prec: Precision, echo) -> Run:

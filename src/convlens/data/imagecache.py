@@ -1,0 +1,255 @@
+"""An image folder larger than memory: decoded once into an on-disk uint8 array, read in batches.
+
+``ImageCache.build(root, "train", 146)`` decodes ``<root>/train/<class>/*`` (or
+``<root>/<class>/*`` as split ``"all"``) in worker processes, each image resized so its short
+side is ``side`` and centre-cropped to ``side`` x ``side``, into one raw file of shape
+``(N, side, side, C)`` (``np.memmap(path, np.uint8, "r", shape=...)`` reads it anywhere), with
+its labels and class names beside it; one file per split and size, named by a hash of the file
+list (names, sizes, modification times), so a changed folder is decoded again. The workers
+write straight into the file: no process holds more than a chunk of decoded pixels.
+
+``cache.batches(batch_size, shuffle=True)`` yields ``(uint8 NCHW, labels)``; a background thread
+reads the next batch while the caller works. Rows are read with positioned reads into one batch
+buffer rather than through a memory map: pages of a mapped file count in the reader's resident
+set once touched, so an epoch over a memory-mapped 2.4 GB cache would grow it by 2.4 GB; the OS
+page cache still keeps what fits (benchmarks/bench_data_cache.py measures both).
+
+The usual conventions at larger sizes, on whole batches (``data/crops.py``): ``center_crop``
+for evaluation (short side to ``size / 0.875``, centre ``size`` crop), ``random_resized_crop``
+(with a horizontal flip) for training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import queue
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import DataError
+from ..utils import usable_cores
+from .images import decode, is_archive, list_tree, tree_signature
+
+CHUNK = 256  # images per worker task: a task holds CHUNK decoded images at most
+FORMAT = 1  # bumped when the file layout changes
+
+
+def _square(name: str, side: int, channels: int) -> np.ndarray:
+    """One image, short side resized to ``side`` (bilinear, antialiased), centre-cropped square."""
+    a = decode(name, None, None)
+    im = Image.fromarray(a).convert("RGB" if channels == 3 else "L")
+    w, h = im.size
+    scale = side / min(w, h)
+    nw, nh = max(side, round(w * scale)), max(side, round(h * scale))
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.Resampling.BILINEAR)
+    left, top = (nw - side) // 2, (nh - side) // 2
+    out = np.asarray(im.crop((left, top, left + side, top + side)), dtype=np.uint8)
+    return out.reshape(side, side, channels)
+
+
+def _decode_into(path: str, shape: tuple[int, ...], start: int, names: list[str], side: int) -> int:
+    """Worker task: decode ``names`` into rows ``start...`` of the file at ``path``."""
+    rows = np.memmap(path, np.uint8, "r+", shape=shape)
+    try:
+        for i, name in enumerate(names):
+            rows[start + i] = _square(name, side, shape[3])
+        rows.flush()
+    finally:
+        del rows
+    return len(names)
+
+
+@dataclass
+class ImageCache:
+    """One split of an image folder at one size, on disk; see the module docstring."""
+
+    path: Path  # the raw (N, side, side, C) uint8 file
+    labels: np.ndarray  # (N,) int64
+    classes: list[str]
+    side: int
+    channels: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def row_bytes(self) -> int:
+        return self.side * self.side * self.channels
+
+    # -- building --------------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        root: str | Path,
+        split: str,
+        side: int,
+        cache_dir: str | Path | None = None,
+        channels: int = 3,
+        workers: int | None = None,
+        echo=None,
+    ) -> ImageCache:
+        """The cache of ``split`` (``train``, ``test``, or ``all`` for a folder without split
+        folders) at ``side`` px, decoded now if it is missing or the folder changed."""
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            what = "an archive; extract it first" if is_archive(root) else "not a folder"
+            raise DataError(f"image cache: {root} is {what} (expected <root>/[train|test/]<class>/<images>)")
+        if not 16 <= side <= 1024 or channels not in (1, 3):
+            raise DataError(f"image cache: side={side}, channels={channels}; allowed: side 16 to 1024, channels 1 or 3")
+        listing = list_tree(root)
+        key = None if split == "all" else split
+        if key not in listing:
+            raise DataError(f"image cache: {root} has no split {split!r}; found: {sorted(k or 'all' for k in listing)}")
+        classes = sorted({c for items in listing.values() for c, _ in items})
+        items = listing[key]
+        digest = hashlib.sha1(f"{FORMAT}|{tree_signature(root)}|{side}|{channels}".encode()).hexdigest()[:16]
+        folder = Path(cache_dir) if cache_dir is not None else root / ".convlens-cache"
+        stem = folder / f"{split}-{side}px-{channels}c-{digest}"
+        meta = stem.with_suffix(".json")
+        if meta.is_file():
+            return cls.open(meta)
+        folder.mkdir(parents=True, exist_ok=True)
+        index = {c: i for i, c in enumerate(classes)}
+        labels = np.array([index[c] for c, _ in items], np.int64)
+        shape = (len(items), side, side, channels)
+        tmp = stem.with_suffix(f".u8.tmp{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                f.truncate(int(np.prod(shape)))
+            if echo:
+                echo(f"decoding {len(items):,} images of {root} ({split}) once into {stem.with_suffix('.u8')}")
+            _fill(str(tmp), shape, [n for _, n in items], side, workers)
+            os.replace(tmp, stem.with_suffix(".u8"))
+        finally:
+            tmp.unlink(missing_ok=True)
+        np.save(stem.with_suffix(".labels.npy"), labels)
+        doc = {"format": FORMAT, "root": str(root), "split": split, "count": len(items), "side": side}
+        doc |= {"channels": channels, "classes": classes}
+        tmp_meta = meta.with_suffix(f".json.tmp{os.getpid()}")
+        tmp_meta.write_text(json.dumps(doc, indent=1))
+        os.replace(tmp_meta, meta)  # last: a cache without its JSON is incomplete and rebuilt
+        return cls.open(meta)
+
+    @classmethod
+    def open(cls, meta: str | Path) -> ImageCache:
+        meta = Path(meta)
+        try:
+            doc = json.loads(meta.read_text())
+            labels = np.load(meta.with_suffix(".labels.npy"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"image cache {meta} cannot be read ({exc}); delete it to decode again") from None
+        path = meta.with_suffix(".u8")
+        expected = doc["count"] * doc["side"] ** 2 * doc["channels"]
+        if not path.is_file() or path.stat().st_size != expected or len(labels) != doc["count"]:
+            raise DataError(f"image cache {path} is damaged (size or labels differ from {meta}); delete it")
+        return cls(path, labels, list(doc["classes"]), int(doc["side"]), int(doc["channels"]))
+
+    # -- reading ---------------------------------------------------------------------------------
+    def read(self, indices: np.ndarray | list[int]) -> torch.Tensor:
+        """Images ``indices`` as uint8 (B, C, side, side), channels-last in memory; runs of
+        consecutive indices are read in one call."""
+        idx = np.asarray(indices, np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"image index out of range 0 to {len(self) - 1}")
+        buf = np.empty((len(idx), self.side, self.side, self.channels), np.uint8)
+        flat = buf.reshape(len(idx), -1)
+        breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(idx)]):
+                view = memoryview(flat[lo:hi].reshape(-1))
+                got = os.preadv(fd, [view], int(idx[lo]) * self.row_bytes)
+                if got != view.nbytes:
+                    raise DataError(f"image cache {self.path} is truncated; delete it to decode again")
+        finally:
+            os.close(fd)
+        return torch.from_numpy(buf).permute(0, 3, 1, 2)
+
+    def order(self, shuffle: bool, seed: int = 0, epoch: int = 0) -> np.ndarray:
+        if not shuffle:
+            return np.arange(len(self))
+        return np.random.default_rng([seed, epoch]).permutation(len(self))
+
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+        drop_last: bool = False,
+        prefetch: int = 2,
+        indices: np.ndarray | None = None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(uint8 images NCHW, labels)`` over ``indices`` (default: every image, shuffled by
+        ``seed`` and ``epoch`` when ``shuffle``); each batch's rows are read in index order."""
+        order = self.order(shuffle, seed, epoch) if indices is None else np.asarray(indices, np.int64)
+        stop = len(order) - (len(order) % batch_size if drop_last else 0)
+        spans = [order[i : min(i + batch_size, stop)] for i in range(0, stop, batch_size)]
+
+        def load(span: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            span = np.sort(span)
+            return self.read(span), torch.from_numpy(self.labels[span])
+
+        if prefetch < 1:
+            yield from (load(s) for s in spans)
+            return
+        yield from _prefetched(load, spans, prefetch)
+
+
+def _prefetched(load, spans: list[np.ndarray], depth: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``load(span)`` for each span, ``depth`` ahead on one background thread (reads release the
+    GIL); an error there is raised here, and leaving the loop early stops the thread."""
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for span in spans:
+                if stop.is_set():
+                    return
+                q.put(("ok", load(span)))
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(("error", exc))
+        q.put(("done", None))
+
+    thread = threading.Thread(target=work, daemon=True, name="imagecache-prefetch")
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a put() waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
+
+
+def _fill(path: str, shape: tuple[int, ...], names: list[str], side: int, workers: int | None) -> None:
+    tasks = [(start, names[start : start + CHUNK]) for start in range(0, len(names), CHUNK)]
+    workers = workers if workers is not None else min(usable_cores(), 8)
+    if workers <= 1 or len(tasks) == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for start, chunk in tasks:
+            _decode_into(path, shape, start, chunk, side)
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = [pool.submit(_decode_into, path, shape, start, chunk, side) for start, chunk in tasks]
+        for f in futures:
+            f.result()  # a DataError in a worker (an unreadable image) is raised here
