@@ -413,6 +413,19 @@ def _colorbar(
     return out
 
 
+def epoch_axis(ax: Any) -> None:
+    """An x axis of whole epochs (never 1.5), labelled."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+
+
+def marker(points: int) -> dict[str, Any]:
+    """Dots for a curve of few points: a one-epoch curve is a dot, not nothing."""
+    return {"marker": "o", "ms": 3} if points < 30 else {}
+
+
 @styled
 def curves(metrics: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Loss, accuracy (train and validation) and learning rate against epochs."""
@@ -424,7 +437,7 @@ def curves(metrics: Sequence[dict[str, Any]], path: str | Path, title: str = "")
         pts = [(e, r[key]) for e, r in zip(ep, metrics) if r.get(key) is not None]
         if pts:
             x, y = zip(*pts)
-            ax.plot(x, [100 * v for v in y] if pct else y, marker="o" if len(pts) < 30 else None, ms=3, label=label)
+            ax.plot(x, [100 * v for v in y] if pct else y, label=label, **marker(len(pts)))
 
     line(axes[0], "train_loss", "train")
     line(axes[0], "val_loss", "validation")
@@ -435,7 +448,7 @@ def curves(metrics: Sequence[dict[str, Any]], path: str | Path, title: str = "")
     line(axes[2], "lr", "lr")
     axes[2].set_title("learning rate")
     for ax in axes:
-        ax.set_xlabel("epoch")
+        epoch_axis(ax)
         ax.grid(alpha=0.3)
     axes[0].legend()
     axes[1].legend()

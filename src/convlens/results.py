@@ -264,7 +264,7 @@ def curves_figure(metrics: Sequence[dict[str, Any]], title: str = "") -> Any:
     """Loss and accuracy (train, validation) against epochs, from ``metrics.jsonl`` rows."""
     from matplotlib import rc_context
 
-    from .plots import STYLE
+    from .plots import STYLE, epoch_axis
 
     with rc_context(STYLE):
         fig = new_figure(figsize=(6.4, 2.3))
@@ -274,7 +274,8 @@ def curves_figure(metrics: Sequence[dict[str, Any]], title: str = "") -> Any:
                 pts = [(r["epoch"], r[f"{side}_{key}"]) for r in metrics if r.get(f"{side}_{key}") is not None]
                 if pts:
                     ax.plot([p[0] for p in pts], [p[1] * scale for p in pts], marker="o", ms=3, label=side)
-            ax.set(title="accuracy (%)" if key == "acc" else "loss", xlabel="epoch")
+            ax.set(title="accuracy (%)" if key == "acc" else "loss")
+            epoch_axis(ax)
             ax.grid(alpha=0.3)
             if ax.lines:
                 ax.legend()

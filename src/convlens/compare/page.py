@@ -20,7 +20,8 @@ def overlaid_curves(runs: Sequence[Run], labels: Sequence[str], path: Path) -> P
     """Loss and accuracy of every run against epochs: one colour per run, train dashed, validation
     solid, test (``eval.every_epoch``) dotted."""
     plt = plots.pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 3.2))
+    fig.subplots_adjust(right=0.76, wspace=0.22)  # room for the legend right of the axes
     for i, (run, label) in enumerate(zip(runs, labels)):
         rows = run.metrics()
         for ax, what in zip(axes, ("loss", "acc")):
@@ -29,16 +30,16 @@ def overlaid_curves(runs: Sequence[Run], labels: Sequence[str], path: Path) -> P
                 if pts:
                     x, y = zip(*pts)
                     y = [100 * v for v in y] if what == "acc" else y
-                    ax.plot(x, y, style, color=COLORS[i % len(COLORS)], label=f"{label} {split}")
-    from matplotlib.ticker import MaxNLocator
+                    colour = COLORS[i % len(COLORS)]
+                    ax.plot(x, y, style, color=colour, label=f"{label} {split}", **plots.marker(len(x)))
 
     axes[0].set_title("loss")
     axes[1].set_title("accuracy (%)")
     for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
+        plots.epoch_axis(ax)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=6)
+    # the legend beside the axes, at the figures' smallest text size, hides no curve
+    axes[1].legend(fontsize=plots.SMALL, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     return plots.save(fig, path)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..run.layout import Layout
 from .analyses import Analysis, class_name, figure_entries, filter_records, layers_of, per_filter_key
-from .html import data_uri, fmt
+from .html import image_src, fmt
 
 # Panels in the order a person reads a filter: what it is, what it prefers, what excites it.
 KIND_ORDER = [
@@ -158,7 +158,7 @@ def collect(
     figures: dict[str, dict[str, dict[str, Any]]] = {}
     for (layer, idx, kind), (path, caption) in found.items():
         figures.setdefault(layer, {}).setdefault(str(idx), {})[kind] = {
-            "src": data_uri(path),
+            "src": image_src(path),
             "caption": caption or f"{layer} filter {idx}: {_label(kind)}",
         }
     layers = [

@@ -10,6 +10,7 @@ learning-curve overlay computed here from the trial folders.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -24,7 +25,7 @@ from ..run.layout import REPORT_DIR
 from ..utils import atomic_write_text
 from .diagnose import diagnose
 from .figures import FigureCache
-from .html import Figure, Section, Table, data_uri, fmt, pct, render_page
+from .html import Figure, Section, Table, figure, fmt, linked_images, pct, render_page
 from .run_report import build_run_report
 
 IGNORED_KEYS = ("meta.", "data.mean", "data.std", "name")
@@ -258,7 +259,7 @@ def _groups_section(data: list[dict[str, Any]], configs: list[dict[str, Any]], v
 def _figures(path: Path, trials: list[Path], data: list[dict[str, Any]]) -> list[Figure]:
     """The sweep's own figures, or else the validation curves of every trial."""
     own_png = [p for p in sorted(path.rglob("*.png")) if p.relative_to(path).parts[0] not in ("trials", REPORT_DIR)]
-    figs = [Figure(data_uri(p), p.stem.replace("_", " "), str(p.relative_to(path))) for p in own_png]
+    figs = [figure(p, p.stem.replace("_", " "), str(p.relative_to(path))) for p in own_png]
     if figs or not any(d["curve"] for d in data):
         return figs
     cache = FigureCache(Layout(path).report_dir, path)
@@ -270,8 +271,8 @@ def _figures(path: Path, trials: list[Path], data: list[dict[str, Any]]) -> list
         for t, d in zip(trials, data):
             if d["curve"]:
                 x, y = zip(*d["curve"])
-                ax.plot(x, [100 * v for v in y], label=t.name, lw=1.2)
-        ax.set_xlabel("epoch")
+                ax.plot(x, [100 * v for v in y], label=t.name, lw=1.2, **plots.marker(len(x)))
+        plots.epoch_axis(ax)
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
         if len(trials) <= 12:
@@ -280,7 +281,7 @@ def _figures(path: Path, trials: list[Path], data: list[dict[str, Any]]) -> list
 
     p = cache.get("curves.png", [m for t in trials if (m := Layout(t).metrics_file).is_file()], draw)
     cache.save()
-    return [Figure(data_uri(p), "Validation accuracy of every trial", p.relative_to(path).as_posix())]
+    return [figure(p, "Validation accuracy of every trial", p.relative_to(path).as_posix())]
 
 
 def _several_keys(
@@ -308,8 +309,8 @@ def _several_keys(
             "parallel.png", inputs, lambda p: sf.parallel_coordinates(points, varying, "best_val_acc", p), varying
         )
         figs.append(
-            Figure(
-                data_uri(p),
+            figure(
+                p,
                 "Parallel coordinates: one line per trial, coloured by its best validation accuracy (last axis)",
                 p.relative_to(path).as_posix(),
             )
@@ -317,8 +318,8 @@ def _several_keys(
         kx, ky = varying[:2]
         p = cache.get("heatmap.png", inputs, lambda p: sf.two_key_heatmap(points, kx, ky, "best_val_acc", p), varying)
         figs.append(
-            Figure(
-                data_uri(p),
+            figure(
+                p,
                 f"Mean best validation accuracy for each pair of {kx} and {ky}",
                 p.relative_to(path).as_posix(),
             )
@@ -329,11 +330,7 @@ def _several_keys(
     if curves and not any(n.startswith("curves_by_") for n in own):
         name = f"curves_by_{key.replace('.', '_')}.png"
         p = cache.get(name, inputs, lambda p: sf.curves_by(curves, key, p), key)
-        figs.append(
-            Figure(
-                data_uri(p), f"Validation accuracy of every trial, coloured by {key}", p.relative_to(path).as_posix()
-            )
-        )
+        figs.append(figure(p, f"Validation accuracy of every trial, coloured by {key}", p.relative_to(path).as_posix()))
     cache.save()
     return figs
 
@@ -343,12 +340,14 @@ def build_sweep_report(
     out: str | Path | None = None,
     echo: Callable[[str], None] = lambda s: None,
     color_by: str | None = None,
+    self_contained: bool = False,
 ) -> Path:
     """The sweep's report; ``color_by`` names the varied config key the learning curves are
-    coloured by (default: the first one)."""
+    coloured by (default: the first one); images linked, or embedded (``self_contained``)."""
     path = Path(path)
     if not is_sweep(path):
         raise RunError(f"{path} is not a sweep folder: it has no trials/<n>/ run folders")
     out = Path(out) if out else Layout(path).report_file
-    atomic_write_text(out, render_page(**sweep_context(path, out, echo, color_by)))
+    with contextlib.nullcontext() if self_contained else linked_images(out):
+        atomic_write_text(out, render_page(**sweep_context(path, out, echo, color_by)))
     return out

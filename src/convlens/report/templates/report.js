@@ -53,6 +53,18 @@
     });
   }
 
+  // a figure drawn smaller than a panel (a 32-pixel picture) is enlarged by a whole factor; one
+  // drawn larger keeps its size, so its text is as large as it was set
+  function enlarge(img) {
+    img.style.width = "";
+    var w = img.naturalWidth;
+    if (w > 0 && w < 200) { img.style.width = (w * Math.floor(240 / w)) + "px"; }
+  }
+  panels.forEach(function (panel) {
+    var img = panel.querySelector("img");
+    img.addEventListener("load", function () { enlarge(img); });
+  });
+
   function show() {
     showNumbers();
     var figs = (data.figures[layerSel.value] || {})[filterSel.value] || {};
