@@ -109,7 +109,8 @@ def main() -> None:
             got = check_layout(b)
             print(
                 f"layout, every section open: {got['texts']} texts, {got['images']} images; "
-                f"{got['n_overlaps']} overlaps, {got['n_small']} texts under 11 px, {len(got['shrunk'])} shrunk figures, {got['broken']} broken"
+                f"{got['n_overlaps']} overlaps, {got['n_small']} texts under 11 px, "
+                f"{len(got['shrunk'])} shrunk figures, {got['broken']} broken"
             )
             for bad in got["overlaps"][:5] + got["small"][:5] + got["shrunk"][:5]:
                 print("  ", bad)
