@@ -1,8 +1,8 @@
-"""`convlens report`: one self-contained, escaped page per run or sweep, figures drawn once."""
+"""`convlens report`: one escaped page per run or sweep (its images linked from the run folder, or
+all embedded with ``self_contained``), figures drawn once."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -15,7 +15,7 @@ from report_helpers import HOSTILE_CAPTION, HOSTILE_CLASSES, HOSTILE_NAME, analy
 from convlens.cli import main
 from convlens.report import build_report
 from convlens.report.analyses import per_filter_key
-from convlens.report.html import data_uri, pct
+from convlens.report.html import image_src, linked_images, pct
 from convlens.utils import read_json, write_json
 
 
@@ -66,12 +66,36 @@ def report(tmp_path_factory):
     return run, out, out.read_text(encoding="utf-8"), lines
 
 
-def test_page_is_self_contained(report):
+def linked(run, rel: str) -> str:
+    """The src the default report (RUN/report.html) gives the run folder's file ``rel``."""
+    with linked_images(run / "report.html"):
+        return image_src(run / rel)
+
+
+def test_page_links_the_run_folders_images_and_loads_them_lazily(report):
     run, out, text, _ = report
     assert out == run / "report.html"
     page = Page(text)
+    imgs = [a for a in page.all("img") if "src" in a]
+    assert imgs and all((run / a["src"]).is_file() and a["loading"] == "lazy" for a in imgs)
+    assert all(a["width"].isdigit() and a["height"].isdigit() for a in imgs)  # laid out before they load
+    # the filters' kernels start folded: nothing of them loads until the section is opened
+    folded = [a.get("id") for t, a in page.tags if t == "section" and "analysis-filters" == a.get("id")]
+    assert folded and '<section id="analysis-filters" class="analysis">\n<details class="sec">' in text
+    csp = next(a["content"] for a in page.all("meta") if a.get("http-equiv") == "Content-Security-Policy")
+    assert "default-src 'none'" in csp and "img-src data: 'self' file:" in csp
+
+
+def test_a_self_contained_page_embeds_every_image(report, tmp_path):
+    run = report[0]
+    text = build_report(run, tmp_path / "one.html", self_contained=True).read_text(encoding="utf-8")
+    page = Page(text)
     imgs = [a["src"] for a in page.all("img") if "src" in a]
     assert imgs and all(s.startswith("data:image/") for s in imgs)
+    figs = page.browser_data()["figures"]
+    assert all(
+        f["src"].startswith("data:image/") for layer in figs.values() for fig in layer.values() for f in fig.values()
+    )
     for tag, a in page.tags:
         for attr in ("src", "href"):
             v = a.get(attr, "")
@@ -110,7 +134,7 @@ def test_every_analysis_is_shown_with_its_figures(report):
         name = doc["analysis"]
         assert (f"analysis-{name}" in ids) or (name == "errors" and "examples" in ids), name
         for fig in doc["figures"]:
-            uri = "data:image/png;base64," + base64.b64encode((run / fig["path"]).read_bytes()).decode()
+            uri = linked(run, fig["path"])
             if "filter" in fig:  # per-filter figures live in the filter browser
                 layer, index, kind = per_filter_key(fig, name)
                 assert (layer, index) == (fig["layer"], fig["filter"])
@@ -331,7 +355,7 @@ def test_report_of_a_real_run(tmp_path_factory, tmp_path):
         assert ("examples" if name == "errors" else f"analysis-{stem}") in ids, name
         assert doc["figures"], name
         for fig in doc["figures"]:
-            uri = data_uri(run / fig["path"])
+            uri = linked(run, fig["path"])
             key = per_filter_key(fig, name)
             if key is None:
                 assert uri in srcs and fig["caption"] in shown, fig["path"]
@@ -348,8 +372,8 @@ def test_report_of_a_real_run(tmp_path_factory, tmp_path):
     assert set(browser["figures"]["conv3"]["15"]) == {"filters", "classnorms", "topk", "topk_patches"}
     assert set(browser["figures"]["conv2"]["1"]) == {"filters", "topk", "topk_patches", "deconv"}
     # a deconvnet projection has only per-filter figures: its section shows them too
-    assert data_uri(run / "analysis" / "deconv-conv2-f1" / "conv2" / "f1.png") in srcs
-    assert data_uri(run / "analysis" / "occlusion" / "test0.png") in srcs
+    assert linked(run, "analysis/deconv-conv2-f1/conv2/f1.png") in srcs
+    assert linked(run, "analysis/occlusion/test0.png") in srcs
     # the tables read the real numbers
     abl = read_json(run / "analysis" / "ablate.json")
     assert "What was ablated" in text and "conv3: filters silenced one at a time" in text

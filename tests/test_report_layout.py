@@ -61,7 +61,7 @@ def test_the_report_of_a_real_analysed_run_is_legible(tmp_path_factory, tmp_path
 def test_a_two_run_comparison_is_legible(tmp_path_factory, tmp_path, browser):
     a = healthy(tmp_path_factory)
     b = trained(tmp_path_factory, "seed1", seed=1)
-    compare_runs([a, b], tmp_path / "ab", images=100)
+    compare_runs([a, b], tmp_path / "ab", cka_images=100)
     assert_legible(browser, (tmp_path / "ab" / "compare.html").as_uri())
 
 
@@ -70,4 +70,24 @@ def test_a_sweep_report_is_legible(tmp_path_factory, tmp_path, browser):
     copy_run(healthy(tmp_path_factory), sweep / "trials" / "0")
     copy_run(trained(tmp_path_factory, "seed1", seed=1), sweep / "trials" / "1")
     (sweep / "sweep.yaml").write_text("name: lr-study\nbase: tiny.yaml\nparams:\n  seed: [0, 1]\n")
+    (sweep / "results.csv").write_text("trial,best_val_acc,params,seconds\n0,0.8123,1730,12950.3\n1,0.7,24170,9.5\n")
     assert_legible(browser, build_report(sweep).as_uri())
+    text = browser.eval("document.body.innerText")
+    assert browser.eval("document.querySelector('h1').textContent") == "Sweep lr-study: my-sweep"
+    # one number format: accuracies in percent, thousands separated, never 1.295e+04
+    assert "81.23%" in text and "1,730" in text and "24,170" in text and "12,950" in text and "e+04" not in text
+
+
+def test_the_check_finds_overlapping_and_small_text(tmp_path, browser):
+    page = tmp_path / "bad.html"
+    page.write_text(
+        "<!doctype html><body style='font-size:14px'><p>first line of text</p>"
+        "<p style='margin-top:-20px'>second line, over it</p><p style='font-size:9px'>tiny</p>"
+        "<img src='data:image/gif;base64,R0lGODlhAQABAAAAACw=' width=80 height=40 style='display:block'>"
+        "<div style='margin-top:-30px'>under the image</div></body>"
+    )
+    browser.open(page.as_uri())
+    got = check_layout(browser)
+    assert ["text: first line of text", "text: second line, over it"] in got["overlaps"]
+    assert any("under the image" in " ".join(pair) and "img: " in " ".join(pair) for pair in got["overlaps"])
+    assert [s["text"] for s in got["small"]] == ["tiny"]

@@ -213,11 +213,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for r in args.runs:
         if not is_run(r):
             raise ConvlensError(f"RUN {r!r} is not a run folder (it has no config.yaml); allowed: run folders")
-    if args.images < 2:
-        raise ConvlensError(f"--images {args.images} is out of range; allowed: 2 or more")
+    if args.cka_images < 2:
+        raise ConvlensError(f"--cka-images {args.cka_images} is out of range; allowed: 2 or more")
     out = args.out or f"compare-{Path(args.runs[0]).name}-{Path(args.runs[1]).name}"
     check_out(out)
-    doc = compare_runs(args.runs, out, images=args.images, cka=not args.no_cka)
+    # progress goes to stderr when stdout is the JSON
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else _echo
+    doc = compare_runs(args.runs, out, cka_images=args.cka_images, cka=not args.no_cka, echo=say)
     if args.json:
         print(json.dumps(doc, indent=1, default=str))
     else:
@@ -348,7 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (two or more; the first is the reference)")
     p.add_argument("--out", help="folder to write compare.html, compare.json and figures into")
     p.add_argument("--json", action="store_true", help="also print the comparison as JSON")
-    p.add_argument("--images", type=int, default=500, help="test images for CKA (default 500)")
+    p.add_argument(
+        "--cka-images",
+        type=int,
+        default=500,
+        metavar="N",
+        help="how many test images (the first N) linear CKA compares the layers on (default 500)",
+    )
     p.add_argument("--no-cka", action="store_true", help="skip the representation similarity")
     p.set_defaults(func=cmd_compare)
 

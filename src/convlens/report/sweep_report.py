@@ -14,6 +14,7 @@ import contextlib
 import csv
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +30,7 @@ from .html import Figure, Section, Table, figure, fmt, linked_images, pct, rende
 from .run_report import build_run_report
 
 IGNORED_KEYS = ("meta.", "data.mean", "data.std", "name")
+ACCURACY = re.compile(r"(^|_|\b)acc(uracy)?($|_|\b)", re.IGNORECASE)
 
 
 def is_sweep(path: Path) -> bool:
@@ -101,12 +103,32 @@ def _csv_table(path: Path, root: Path) -> Table | None:
             return v
         return int(x) if x.is_integer() and "." not in v and "e" not in v.lower() else x
 
-    return Table(head, [[cell(v) for v in r] for r in body], str(path.relative_to(root)), collapsed=len(body) > 30)
+    table = [[cell(v) for v in r] for r in body]
+    # accuracies as the rest of the report shows them: percent, not fractions
+    for j, name in enumerate(head):
+        col = [r[j] for r in table if j < len(r) and r[j] != ""]
+        if ACCURACY.search(name) and col and all(isinstance(x, (int, float)) and 0 <= x <= 1 for x in col):
+            for r in table:
+                if j < len(r) and r[j] != "":
+                    r[j] = pct(r[j])
+    return Table(head, table, str(path.relative_to(root)), collapsed=len(body) > 30)
 
 
 def _varying(configs: list[dict[str, Any]]) -> list[str]:
     keys = sorted({k for c in configs for k in c})
     return [k for k in keys if not k.startswith(IGNORED_KEYS) and len({repr(c.get(k)) for c in configs}) > 1]
+
+
+def _title(path: Path) -> str:
+    """The sweep's own name (``name:`` of its sweep.yaml) and its folder's, as a run's report is titled."""
+    import yaml
+
+    folder = path.resolve().name
+    try:
+        name = (yaml.safe_load((path / "sweep.yaml").read_text(encoding="utf-8")) or {}).get("name")
+    except (OSError, yaml.YAMLError, AttributeError):
+        name = None
+    return f"Sweep {name}: {folder}" if name and str(name) != folder else f"Sweep {folder}"
 
 
 def varied_keys(path: Path) -> list[str]:
@@ -159,7 +181,7 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None], color_by: 
         headline.append(("best trial", f"{trials[best].name}: {pct(data[best]['best_val_acc'])} validation"))
     return {
         "kind": "sweep",
-        "title": f"Sweep {path.resolve().name}",
+        "title": _title(path),
         "subtitle": str(path),
         "facts": [("varied", ", ".join(varying) or "nothing")],
         "headline": headline,
