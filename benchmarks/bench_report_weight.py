@@ -3,7 +3,7 @@
     python benchmarks/bench_report_weight.py [--run RUN] [--shots FOLDER]
 
 RUN defaults to a csci611 network at the course's width (conv 32-64-128, fc 256: the 224 filters
-the filter browser shows), trained 2 epochs on 10,000 CIFAR-10 images into `runs/bench-report-csci611`
+the filter browser shows), trained 1 epoch on 3,000 CIFAR-10 images into `runs/bench-report-csci611`
 (once; the weights only need to be a trained net's, the report's weight does not depend on its
 accuracy). A copy is analysed with the real `convlens analyze` (every default analysis), then:
 
@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests"), str(ROOT / "benchmarks")
 from _cifar import cifar_root  # noqa: E402
 
 RUN = ROOT / "runs" / "bench-report-csci611"
-RECIPE = ["data.train_subset=10000", "train.epochs=2", "train.batch_size=128", "train.precision=fp32"]
+RECIPE = ["data.train_subset=3000", "train.epochs=1", "train.batch_size=128", "train.precision=fp32"]
 
 # images the page fetched so far (not data: URIs) and their sizes are read from the files
 LOADED = (

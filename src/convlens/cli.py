@@ -263,7 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rewrite RUN/eval.json and RUN/predictions.csv from a checkpoint.",
     )
     p.add_argument("run", help="run folder")
-    p.add_argument("--checkpoint", choices=["last", "best"], default="last")
+    p.add_argument(
+        "--checkpoint",
+        choices=["last", "best"],
+        default="last",
+        help="which checkpoint to evaluate: the last epoch's weights or the best validation epoch's (default: last)",
+    )
     p.add_argument(
         "--tta", choices=["none", "flip", "flip_shift"], help="test-time augmentation (default: the config's)"
     )
@@ -297,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", nargs="?", help="a preset to show in detail")
     p.add_argument("--input", type=int, nargs=3, metavar=("C", "H", "W"), help="input shape (default: the preset's)")
-    p.add_argument("--classes", type=int, default=10)
+    p.add_argument(
+        "--classes", type=int, default=10, help="number of output classes the model is built with (default 10)"
+    )
     p.add_argument(
         "--set",
         action="append",
