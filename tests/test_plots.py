@@ -315,3 +315,28 @@ def test_every_tile_has_a_frame_so_a_white_patch_shows(tmp_path):
     top, left = int(tile.top), int(tile.left)
     assert a[top, left + 5] < 230 and a[top + 5, left] < 230  # the frame
     assert a[top + 5, left + 5] == 255  # the white patch inside it
+
+
+def test_deconvnet_titles_touch_no_column_header_and_no_picture(monkeypatch, tmp_path):
+    from convlens.explain import figures as ef
+    from convlens.explain.heatmap import normalize_heatmaps
+
+    drawn = []
+    monkeypatch.setattr(ef, "save", lambda fig, path: drawn.append(fig) or path)
+    rng = np.random.default_rng(0)
+    images, signal = rng.random((4, 3, 32, 32)), rng.random((4, 3, 32, 32)) * 2 - 1
+    heat, scale = normalize_heatmaps(rng.random((4, 32, 32)))
+    titles = [f"#{1000 + i} automobile -> airplane (wrong)" for i in range(4)]
+    ef.attribution_grid(images, heat, scale, titles, tmp_path / "d.png", title="deconvnet", signal=signal)
+    (fig,) = drawn
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    r = canvas.get_renderer()
+    texts = [ax.title for ax in fig.axes if ax.get_title()]
+    boxes = [t.get_window_extent(r) for t in texts] + [im.get_window_extent(r) for ax in fig.axes for im in ax.images]
+    assert len(texts) >= 4 + 3
+    for i, a in enumerate(boxes[: len(texts)]):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b), (texts[i].get_text(), b)
