@@ -95,6 +95,8 @@ def test_filter_browser_swaps_the_figures(page):
     assert b.eval(TOPK_SRC) == expected("conv2", 1)
     # the activation-maximisation analysis covers conv1 only: its panel says so instead of breaking
     assert b.eval("document.querySelector('.fb-panel[data-kind=\"actmax\"] img').hidden") is True
+    # and takes no room (no broken-image box with its alt text)
+    assert b.eval("document.querySelector('.fb-panel[data-kind=\"actmax\"] img').getBoundingClientRect().height") == 0
     assert b.eval(BROKEN_IMAGES) == 0
     assert b.errors() == []
 
