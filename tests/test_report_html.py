@@ -15,6 +15,7 @@ from report_helpers import HOSTILE_CAPTION, HOSTILE_CLASSES, HOSTILE_NAME, analy
 from convlens.cli import main
 from convlens.report import build_report
 from convlens.report.analyses import per_filter_key
+from convlens.report.browser import pack, unpack
 from convlens.report.html import image_src, linked_images, pct
 from convlens.utils import read_json, write_json
 
@@ -55,7 +56,9 @@ class Page(HTMLParser):
         return [a["id"] for a in self.all("section") if "id" in a]
 
     def browser_data(self) -> dict:
-        return json.loads(next(body for a, body in self.scripts if a.get("id") == "fb-data"))
+        """The filter browser's data, its figures by layer, filter and kind (as the script reads them)."""
+        data = json.loads(next(body for a, body in self.scripts if a.get("id") == "fb-data"))
+        return {**data, "figures": unpack(data["figures"])}
 
 
 @pytest.fixture(scope="module")
@@ -424,3 +427,19 @@ def test_browser_shows_each_filters_numbers(report):
     layer = next(iter(abl["rank"]))
     assert data["values"][layer]["0"]["ablation_drop"] == f"{100 * abl['rank'][layer]['drop'][0]:.2f} points"
     assert '<dl class="fb-numbers" id="fb-numbers">' in text
+
+
+def test_the_browser_lists_a_layers_figures_once_as_a_pattern():
+    figs = {
+        "conv2": {
+            str(i): {"topk": {"src": f"analysis/topk/conv2/f{i}.png", "caption": f"conv2 filter {i}: top-9 (best)"}}
+            for i in range(300)
+        }
+    }
+    figs["conv2"]["7"]["topk"]["caption"] = "a caption of its own {f}"
+    figs["conv2"]["8"]["filters"] = {"src": "elsewhere/8.png", "caption": "no number in the file name"}
+    packed = pack(figs)
+    assert unpack(packed) == figs
+    assert packed["conv2"]["topk"]["src"] == "analysis/topk/conv2/f{f}.png"
+    assert set(packed["conv2"]["topk"]["other"]) == {"7"} and len(packed["conv2"]["topk"]["filters"]) == 299
+    assert len(json.dumps(packed)) < 6 * 300  # a few bytes a filter, not a path and a caption each
