@@ -58,6 +58,19 @@ def test_the_report_of_a_real_analysed_run_is_legible(tmp_path_factory, tmp_path
         assert check_layout(browser)["overlaps"] == []
 
 
+def test_the_report_of_a_resnet8_is_legible(tmp_path_factory, tmp_path, browser):
+    # residual blocks: dotted layer names (layer1.0.conv1), shortcuts, more layers than the tiny net
+    run = copy_run(
+        trained(tmp_path_factory, "resnet8", **{"model.preset": "resnet8", "model.options": {"width": 4}}),
+        tmp_path / "resnet8",
+    )
+    assert main(["analyze", str(run), "--k", "4", "--examples", "10", "--mistakes", "6"]) == 0
+    got = assert_legible(browser, build_report(run).as_uri())
+    assert got["images"] > 15
+    layers = browser.eval("[...document.querySelectorAll('#fb-layer option')].map(o => o.value)")
+    assert "layer1.0.conv1" in layers and len(layers) >= 7
+
+
 def test_a_two_run_comparison_is_legible(tmp_path_factory, tmp_path, browser):
     a = healthy(tmp_path_factory)
     b = trained(tmp_path_factory, "seed1", seed=1)
