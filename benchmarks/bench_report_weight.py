@@ -5,7 +5,9 @@
 RUN defaults to a csci611 network at the course's width (conv 32-64-128, fc 256: the 224 filters
 the filter browser shows), trained 1 epoch on 3,000 CIFAR-10 images into `runs/bench-report-csci611`
 (once; the weights only need to be a trained net's, the report's weight does not depend on its
-accuracy). A copy is analysed with the real `convlens analyze` (every default analysis), then:
+accuracy). A copy is analysed with the real `convlens analyze` (every default analysis, over
+`--limit` test images, default 2,000: the figures are as many and as large as over all 10,000),
+then:
 
 - the report as written by default (images linked from the run folder, loaded when looked at) and
   with `--self-contained` (every image embedded): the HTML's size;
@@ -68,6 +70,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, help="a trained run folder (default: csci611, trained once)")
     ap.add_argument("--shots", type=Path, help="write screenshots of the report, its browser and a comparison here")
+    ap.add_argument("--limit", type=int, default=2000, help="test images the analyses read (default 2,000)")
     args = ap.parse_args()
     import torch
 
@@ -83,7 +86,7 @@ def main() -> None:
     try:
         run = shutil.copytree(src, tmp / "run", ignore=shutil.ignore_patterns("report", "report.html", "analysis"))
         t0 = time.perf_counter()
-        assert cli(["analyze", str(run)]) == 0
+        assert cli(["analyze", str(run), "--limit", str(args.limit)]) == 0
         print(f"convlens analyze: {time.perf_counter() - t0:.0f} s")
         t0 = time.perf_counter()
         page = build_report(run)
