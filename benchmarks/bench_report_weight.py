@@ -136,7 +136,7 @@ def shots(b, page: Path, run: Path, tmp: Path, folder: Path) -> None:
     b.eval("location.hash = '#fb=conv2/5'")
     time.sleep(0.5)
     b.screenshot(folder / "filter-browser.png", full_page=False)
-    compare_runs([run, run], tmp / "cmp", images=200)
+    compare_runs([run, run], tmp / "cmp", cka_images=200)
     b.open((tmp / "cmp" / "compare.html").as_uri())
     b.screenshot(folder / "compare.png", full_page=False)
     print(f"screenshots in {folder}")
