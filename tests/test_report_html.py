@@ -443,3 +443,18 @@ def test_the_browser_lists_a_layers_figures_once_as_a_pattern():
     assert packed["conv2"]["topk"]["src"] == "analysis/topk/conv2/f{f}.png"
     assert set(packed["conv2"]["topk"]["other"]) == {"7"} and len(packed["conv2"]["topk"]["filters"]) == 299
     assert len(json.dumps(packed)) < 6 * 300  # a few bytes a filter, not a path and a caption each
+
+
+def test_numbers_read_one_way_everywhere():
+    from convlens.report.html import fmt, fmt_value
+
+    assert [fmt(12950.3), fmt(1730.0), fmt(24170), fmt(0.4254), fmt(-2500.5)] == [
+        "12,950",
+        "1,730",
+        "24,170",
+        "0.4254",
+        "-2,500",
+    ]
+    # the diagnosis' evidence: accuracies and shares in percent, other numbers as they are
+    assert fmt_value("val_acc_from", 0.7213) == "72.13%" and fmt_value("gain", 0.1115) == "0.1115"
+    assert fmt_value("pairs", [{"a": 4, "share_of_errors": 0.1129}]) == "a=4, share_of_errors=11.29%"

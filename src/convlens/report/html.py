@@ -157,6 +157,21 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+# keys whose numbers are shares of something (accuracies, shares of the errors): shown in percent
+SHARE = re.compile(r"(^|_)(acc|accuracy|share|fraction)(_|$)")
+
+
+def fmt_value(key: str, v: Any) -> str:
+    """A number named ``key`` (a diagnosis' evidence): a share as a percentage, else :func:`fmt`."""
+    if isinstance(v, float) and 0 <= v <= 1 and SHARE.search(str(key)):
+        return pct(v)
+    if isinstance(v, list):
+        return ", ".join(fmt_value(key, x) for x in v[:16]) + (", ..." if len(v) > 16 else "")
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={fmt_value(k, x)}" for k, x in v.items())
+    return fmt(v)
+
+
 def pct(v: Any) -> str:
     return "" if v is None else f"{100 * float(v):.2f}%"
 
@@ -224,6 +239,7 @@ def render_page(**context: Any) -> str:
             script_json=script_json,
             pct=pct,
             fmt=fmt,
+            fmt_value=fmt_value,
             embedded=embedding(),
             **context,
         )
