@@ -112,8 +112,9 @@ def test_filter_links_in_tables_open_the_browser(page):
 
 FIRST_SCREEN = "(id => document.getElementById(id).getBoundingClientRect().top < window.innerHeight)"
 # an element wider than the window: something cut at the right edge, or a page scrolling sideways
+# (tables, preformatted text and a figure wider than the page scroll inside their own box)
 TOO_WIDE = (
-    "[...document.querySelectorAll('main *')].filter(e => !e.closest('.tbl, pre, #zoom')"
+    "[...document.querySelectorAll('main *')].filter(e => !e.closest('.tbl, pre, #zoom, .figs figure img')"
     " && e.getBoundingClientRect().right > document.documentElement.clientWidth + 1).length"
 )
 
