@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 from .. import plots
 from ..report.html import Figure, Section, Table, figure, fmt, linked_images, pct, render_page
 from ..run import Run
-from ..run.layout import CompareLayout
+from ..run.layout import CompareLayout, Layout
 from ..utils import atomic_write_text, write_json
 from .diff import compare_pair, run_numbers
 
@@ -200,7 +200,7 @@ def _change(key: str, v: Any) -> Any:
 
 def _report_link(page: Path, run: str) -> dict[str, Any]:
     """A cell linking a run's report (else its folder), relative to the comparison page."""
-    target = Path(run) / "report.html"
+    target = Layout(run).report_file
     if not target.is_file():
         target = Path(run)
     return {
