@@ -146,3 +146,15 @@ print("ok")
     src = Path(__file__).resolve().parents[1] / "src"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(src)})
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_notebook_tables_write_numbers_as_the_report_does():
+    from convlens.results import fmt
+
+    assert [fmt(1730), fmt(24170.0), fmt(12950.3), fmt(0.4254), fmt(True)] == [
+        "1,730",
+        "24,170",
+        "12,950",
+        "0.4254",
+        "True",
+    ]

@@ -67,9 +67,11 @@ def img_tag(png: bytes, alt: str) -> str:
 
 
 def fmt(v: Any) -> str:
-    """A short text for a table cell."""
+    """A short text for a table cell, numbers as the report writes them (thousands separated)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{v:,.0f}" if 1000 <= abs(v) < 1e15 else f"{v:.4g}"
     if isinstance(v, dict):
         return ", ".join(f"{k}={fmt(x)}" for k, x in v.items() if x is not None) or "defaults"
     if isinstance(v, (list, tuple)):
@@ -305,7 +307,8 @@ def run_rows(run: Any) -> list[tuple[str, Any]]:
         rows.append(("best validation accuracy", f"{100 * max(val):.2f}%"))
     ev = run.eval
     if ev:
-        rows.append((f"{ev.get('split', 'test')} accuracy", f"{100 * ev['accuracy']:.2f}% of {ev.get('n')} images"))
+        acc = f"{100 * ev['accuracy']:.2f}% of {fmt(ev.get('n'))} images"
+        rows.append((f"{ev.get('split', 'test')} accuracy", acc))
         rows.append(("checkpoint", f"{ev.get('checkpoint')} (epoch {ev.get('checkpoint_epoch')})"))
     return [(k, v) for k, v in rows if v is not None]
 
