@@ -340,3 +340,18 @@ def test_deconvnet_titles_touch_no_column_header_and_no_picture(monkeypatch, tmp
     for i, a in enumerate(boxes[: len(texts)]):
         for b in boxes[i + 1 :]:
             assert not a.overlaps(b), (texts[i].get_text(), b)
+
+
+def test_training_curves_tick_whole_epochs(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig) or path)
+    rows = [
+        {"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "train_acc": 0.5, "val_acc": 0.4, "lr": 0.1}
+        for e in (1, 2)
+    ]
+    plots.curves(rows, tmp_path / "c.png")
+    (fig,) = drawn
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks  # never 1.5
