@@ -99,7 +99,8 @@ def main() -> None:
         print(f"cold build {cold:.2f} s ({'; '.join(lines) or 'nothing drawn'})")
         print(f"warm build {warm:.2f} s")
         print(
-            f"report.html {len(html) / 1e6:.1f} MB, {html.count('data:image/')} embedded images; target < 20 s: "
+            f"report.html {len(html) / 1e6:.1f} MB, {html.count('<img ')} linked images (what a reader loads: "
+            f"bench_report_weight.py); target < 20 s: "
             f"{'met' if cold < 20 else 'MISSED'}"
         )
 

@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,7 +62,7 @@ def _colour_pixels(png, hex_colour) -> int:
 
 def test_two_seeds_compare_everywhere(runs, capsys):
     root, a, b, _ = runs
-    assert main(["compare", str(a.path), str(b.path), "--out", str(root / "ab"), "--json", "--images", "100"]) == 0
+    assert main(["compare", str(a.path), str(b.path), "--out", str(root / "ab"), "--json", "--cka-images", "100"]) == 0
     doc = json.loads(capsys.readouterr().out)
     saved = json.loads(CompareLayout(root / "ab").json.read_text())
     assert saved["pairs"][0]["config"] == doc["pairs"][0]["config"]
@@ -94,14 +96,14 @@ def test_two_seeds_compare_everywhere(runs, capsys):
 
 def test_a_run_compared_with_itself_has_cka_one(runs, tmp_path):
     _, a, _, _ = runs
-    doc = compare_runs([a.path, a.path], tmp_path / "aa", images=50)
+    doc = compare_runs([a.path, a.path], tmp_path / "aa", cka_images=50)
     assert all(r["cka"] == pytest.approx(1.0) for r in doc["pairs"][0]["cka"]["layers"])
     assert doc["pairs"][0]["config"] == []
 
 
 def test_different_widths_compare_by_layer_name(runs, tmp_path):
     _, a, _, c = runs
-    doc = compare_runs([a.path, c.path], tmp_path / "ac", images=50)
+    doc = compare_runs([a.path, c.path], tmp_path / "ac", cka_images=50)
     pair = doc["pairs"][0]
     assert {r["key"] for r in pair["config"]} >= {"model.options.width", "train.epochs"}
     rows = pair["cka"]["layers"]
@@ -114,7 +116,7 @@ def test_a_different_preset_compares_only_shared_layer_names(runs, tmp_path):
     cfg = tiny_config(**{"train.epochs": 1})
     cfg["model"] = {"preset": "csci611", "options": {"width": 4, "hidden": 16}}
     other = train(cfg, root / "csci611", echo=lambda s: None)
-    doc = compare_runs([a.path, other.path], tmp_path / "ax", images=50)
+    doc = compare_runs([a.path, other.path], tmp_path / "ax", cka_images=50)
     cka = doc["pairs"][0]["cka"]
     mods_a, mods_b = dict(a.load_model().named_modules()), dict(other.load_model().named_modules())
     assert cka["layers"] and all(type(mods_a[r["layer"]]) is type(mods_b[r["layer"]]) for r in cka["layers"])
@@ -153,5 +155,27 @@ def test_compare_refuses_bad_input_with_one_line(runs, capsys, tmp_path):
     assert capsys.readouterr().err.startswith("error: compare needs two or more RUN folders")
     assert main(["compare", str(a.path), str(tmp_path)]) == 2
     assert "is not a run folder" in capsys.readouterr().err
-    assert main(["compare", str(a.path), str(a.path), "--images", "1"]) == 2
-    assert "--images 1 is out of range" in capsys.readouterr().err
+    assert main(["compare", str(a.path), str(a.path), "--cka-images", "1"]) == 2
+    assert "--cka-images 1 is out of range" in capsys.readouterr().err
+
+
+def test_the_page_links_each_report_in_percent_and_a_notebook_shows_the_result(runs, tmp_path, capsys):
+    from convlens.compare.page import _filters_table
+    from convlens.report import build_report
+
+    root, a, b, _ = runs
+    build_report(b.path)  # b has a report: its name links to it; a has none: its folder
+    lines: list[str] = []
+    doc = compare_runs([a.path, b.path], tmp_path / "ab", cka=False, echo=lines.append)
+    assert lines[0].startswith("comparing b with a (1 of 1)") and len(lines) == 3
+    html = (tmp_path / "ab" / "compare.html").read_text()
+    assert f'href="{Path(os.path.relpath(b.path / "report.html", tmp_path / "ab")).as_posix()}"' in html
+    assert f'href="{Path(os.path.relpath(a.path, tmp_path / "ab")).as_posix()}"' in html
+    assert f"{100 * a.eval['accuracy']:.2f}%" in html and "points" in html  # percentages, changes in points
+    assert 'id="pair-1"' in html and "report.css" not in html and "<nav>" in html  # the report's template
+    shown = doc._repr_html_()
+    assert "<table>" in shown and f"{100 * b.eval['accuracy']:.2f}%" in shown and "data:image/png" in shown
+    # a column no filter has a number in is left out, and the caption says which
+    t = _filters_table("conv2", [{"filter": 0, "topk_overlap": 0.5}, {"filter": 1, "topk_overlap": 0.25}], "a", "b")
+    assert t.columns == ["filter", "top-k images in common"] and "no selectivity a" in t.caption
+    assert [r[1]["text"] for r in t.rows] == ["50.00%", "25.00%"]

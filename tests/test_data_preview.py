@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from convlens.cli import main
-from convlens.data.preview import GAP, tile_scale
+from convlens.data.preview import GAP, across_classes, tile_scale
 
 
 def tiles(png, rows, cols, h, w):
@@ -49,8 +49,10 @@ def test_flip_with_p_1_shows_the_mirrored_original(tmp_path, capsys):
     from convlens.config import load_config
 
     data = load_data(load_config(str(tmp_path / "c.yaml")).data)
+    shown = across_classes(data.train.labels, 3)
+    assert len(set(data.train.labels[shown].tolist())) == 3  # three classes
     for i in range(3):
-        original = data.train.images[i, 0].numpy()
+        original = data.train.images[shown[i], 0].numpy()
         assert (grid[i][0][..., 0] == original).all() and (grid[i][0][..., 0] == grid[i][0][..., 2]).all()
         assert not (original == original[:, ::-1]).all()  # the digit is not symmetric: the check means something
         for j in (1, 2):
@@ -89,3 +91,12 @@ def test_flip_with_p_0_leaves_every_copy_unchanged_and_errors_are_one_line(tmp_p
         assert main(["datasets", "preview", *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and says in err
+
+
+def test_a_class_ordered_folder_is_previewed_across_its_classes():
+    import torch
+
+    labels = torch.tensor([0] * 5 + [1] * 5 + [2] * 2)  # an image folder: every airplane first
+    assert across_classes(labels, 8).tolist() == [0, 5, 10, 1, 6, 11, 2, 7]
+    assert across_classes(labels, 2).tolist() == [0, 5]
+    assert across_classes(labels, 50).tolist() == [0, 5, 10, 1, 6, 11, 2, 7, 3, 8, 4, 9]

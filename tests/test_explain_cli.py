@@ -198,3 +198,14 @@ def test_two_actmax_runs_with_different_targets_both_survive(run_dir):
         doc = {**_json(run_dir, "actmax", key), "checkpoint_sha256": "000000000000"}
         prov = Checkpoints(run).of_analysis("actmax", doc, run.artifact("actmax", key).json)
         assert f"--method actmax{flags}`" in " ".join(prov.alerts), (key, prov.alerts)
+
+
+def test_a_rerun_for_other_images_says_it_replaces_the_earlier_result(run_dir, capsys):
+    assert main(["explain", str(run_dir), "--method", "saliency", "--images", "4,5,6"]) == 0
+    capsys.readouterr()  # (an earlier test may have explained other images)
+    assert main(["explain", str(run_dir), "--method", "saliency", "--images", "4,5,6"]) == 0  # the same: quiet
+    assert "warning" not in capsys.readouterr().err
+    assert main(["explain", str(run_dir), "--method", "saliency", "--images", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: analysis/saliency.json explained test images 4, 5, 6; it now explains test images 0" in err
+    assert [d["index"] for d in _json(run_dir, "saliency")["images"]] == [0]

@@ -269,3 +269,89 @@ def test_confusion_colour_bar_runs_from_low_at_the_bottom_to_high_at_the_top(tmp
     rows = np.where((red[:, col] > 100) | (blue[:, col] > 100))[0]
     top, bottom = a[rows.min() + 2, col], a[rows.max() - 2, col]
     assert top[0] > top[2] + 100 and bottom[2] > bottom[0] + 100
+
+
+CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _no_overlaps(layout: list[plots.Box], size: tuple[int, int]) -> None:
+    assert plots.overlaps(layout) == []
+    for b in layout:  # and nothing runs past the picture's edge
+        assert 0 <= b.left and b.right <= size[0] and 0 <= b.top and b.bottom <= size[1], b
+
+
+def test_mosaic_titles_fit_their_tiles_and_touch_nothing(tmp_path):
+    # the example-classification figure: ten 32 px images, "true -> predicted probability" titles
+    rng = np.random.default_rng(0)
+    tiles = list(rng.random((20, 3, 32, 32)))
+    titles = [f"{CIFAR[i % 10]} \u2192 {CIFAR[(i * 7 + 3) % 10]} {i * 5}%" for i in range(20)]
+    kw = dict(layout="chw", cols=10, titles=titles, suptitle="most confident mistakes " * 6, tile_inches=1.1)
+    layout = plots.mosaic_boxes(tiles, **kw)
+    size = Image.open(plots.mosaic(tiles, tmp_path / "m.png", **kw)).size
+    _no_overlaps(layout, size)
+    texts = [b for b in layout if b.kind == "text"]
+    assert len([b for b in layout if b.kind == "tile"]) == 20
+    # every word of every title is drawn (wrapped over two lines, not cut)
+    assert {w for t in titles for w in t.split()} <= {w for b in texts for w in b.text.split()}
+    # a title too long for two lines is cut with an ellipsis, still inside its tile's width
+    one = plots.mosaic_boxes(tiles[:2], layout="chw", cols=2, titles=["a" * 200, "b"], tile_inches=0.5)
+    _no_overlaps(one, (10_000, 10_000))
+    assert any(b.text.endswith("\u2026") for b in one)
+
+
+def test_a_long_colour_bar_label_wraps_inside_the_picture(tmp_path):
+    maps = list(np.random.default_rng(1).random((6, 8, 8)))
+    label = "activation; each row on its own scale, clipped at its 99.5th percentile of |value| over all maps"
+    kw = dict(layout="hw", cols=3, titles=[f"f{i}" for i in range(6)], vmin=0, vmax=1, colorbar=label)
+    layout = plots.mosaic_boxes(maps, **kw)
+    size = Image.open(plots.mosaic(maps, tmp_path / "m.png", **kw)).size
+    _no_overlaps(layout, size)
+
+
+def test_every_tile_has_a_frame_so_a_white_patch_shows(tmp_path):
+    p = plots.mosaic([np.ones((3, 8, 8))], tmp_path / "w.png", layout="chw", cols=1)
+    a = np.asarray(Image.open(p).convert("L"))
+    (tile,) = [b for b in plots.mosaic_boxes([np.ones((3, 8, 8))], layout="chw", cols=1) if b.kind == "tile"]
+    top, left = int(tile.top), int(tile.left)
+    assert a[top, left + 5] < 230 and a[top + 5, left] < 230  # the frame
+    assert a[top + 5, left + 5] == 255  # the white patch inside it
+
+
+def test_deconvnet_titles_touch_no_column_header_and_no_picture(monkeypatch, tmp_path):
+    from convlens.explain import figures as ef
+    from convlens.explain.heatmap import normalize_heatmaps
+
+    drawn = []
+    monkeypatch.setattr(ef, "save", lambda fig, path: drawn.append(fig) or path)
+    rng = np.random.default_rng(0)
+    images, signal = rng.random((4, 3, 32, 32)), rng.random((4, 3, 32, 32)) * 2 - 1
+    heat, scale = normalize_heatmaps(rng.random((4, 32, 32)))
+    titles = [f"#{1000 + i} automobile -> airplane (wrong)" for i in range(4)]
+    ef.attribution_grid(images, heat, scale, titles, tmp_path / "d.png", title="deconvnet", signal=signal)
+    (fig,) = drawn
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    r = canvas.get_renderer()
+    texts = [ax.title for ax in fig.axes if ax.get_title()]
+    boxes = [t.get_window_extent(r) for t in texts] + [im.get_window_extent(r) for ax in fig.axes for im in ax.images]
+    assert len(texts) >= 4 + 3
+    for i, a in enumerate(boxes[: len(texts)]):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b), (texts[i].get_text(), b)
+
+
+def test_training_curves_tick_whole_epochs(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig) or path)
+    rows = [
+        {"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "train_acc": 0.5, "val_acc": 0.4, "lr": 0.1}
+        for e in (1, 2)
+    ]
+    plots.curves(rows, tmp_path / "c.png")
+    (fig,) = drawn
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks  # never 1.5

@@ -1,8 +1,8 @@
-"""`convlens report`: one self-contained, escaped page per run or sweep, figures drawn once."""
+"""`convlens report`: one escaped page per run or sweep (its images linked from the run folder, or
+all embedded with ``self_contained``), figures drawn once."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -15,7 +15,8 @@ from report_helpers import HOSTILE_CAPTION, HOSTILE_CLASSES, HOSTILE_NAME, analy
 from convlens.cli import main
 from convlens.report import build_report
 from convlens.report.analyses import per_filter_key
-from convlens.report.html import data_uri, pct
+from convlens.report.browser import pack, unpack
+from convlens.report.html import image_src, linked_images, pct
 from convlens.utils import read_json, write_json
 
 
@@ -55,7 +56,9 @@ class Page(HTMLParser):
         return [a["id"] for a in self.all("section") if "id" in a]
 
     def browser_data(self) -> dict:
-        return json.loads(next(body for a, body in self.scripts if a.get("id") == "fb-data"))
+        """The filter browser's data, its figures by layer, filter and kind (as the script reads them)."""
+        data = json.loads(next(body for a, body in self.scripts if a.get("id") == "fb-data"))
+        return {**data, "figures": unpack(data["figures"])}
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +69,36 @@ def report(tmp_path_factory):
     return run, out, out.read_text(encoding="utf-8"), lines
 
 
-def test_page_is_self_contained(report):
+def linked(run, rel: str) -> str:
+    """The src the default report (RUN/report.html) gives the run folder's file ``rel``."""
+    with linked_images(run / "report.html"):
+        return image_src(run / rel)
+
+
+def test_page_links_the_run_folders_images_and_loads_them_lazily(report):
     run, out, text, _ = report
     assert out == run / "report.html"
     page = Page(text)
+    imgs = [a for a in page.all("img") if "src" in a]
+    assert imgs and all((run / a["src"]).is_file() and a["loading"] == "lazy" for a in imgs)
+    assert all(a["width"].isdigit() and a["height"].isdigit() for a in imgs)  # laid out before they load
+    # the filters' kernels start folded: nothing of them loads until the section is opened
+    folded = [a.get("id") for t, a in page.tags if t == "section" and "analysis-filters" == a.get("id")]
+    assert folded and '<section id="analysis-filters" class="analysis">\n<details class="sec">' in text
+    csp = next(a["content"] for a in page.all("meta") if a.get("http-equiv") == "Content-Security-Policy")
+    assert "default-src 'none'" in csp and "img-src data: 'self' file:" in csp
+
+
+def test_a_self_contained_page_embeds_every_image(report, tmp_path):
+    run = report[0]
+    text = build_report(run, tmp_path / "one.html", self_contained=True).read_text(encoding="utf-8")
+    page = Page(text)
     imgs = [a["src"] for a in page.all("img") if "src" in a]
     assert imgs and all(s.startswith("data:image/") for s in imgs)
+    figs = page.browser_data()["figures"]
+    assert all(
+        f["src"].startswith("data:image/") for layer in figs.values() for fig in layer.values() for f in fig.values()
+    )
     for tag, a in page.tags:
         for attr in ("src", "href"):
             v = a.get(attr, "")
@@ -110,7 +137,7 @@ def test_every_analysis_is_shown_with_its_figures(report):
         name = doc["analysis"]
         assert (f"analysis-{name}" in ids) or (name == "errors" and "examples" in ids), name
         for fig in doc["figures"]:
-            uri = "data:image/png;base64," + base64.b64encode((run / fig["path"]).read_bytes()).decode()
+            uri = linked(run, fig["path"])
             if "filter" in fig:  # per-filter figures live in the filter browser
                 layer, index, kind = per_filter_key(fig, name)
                 assert (layer, index) == (fig["layer"], fig["filter"])
@@ -332,7 +359,7 @@ def test_report_of_a_real_run(tmp_path_factory, tmp_path):
         assert ("examples" if name == "errors" else f"analysis-{stem}") in ids, name
         assert doc["figures"], name
         for fig in doc["figures"]:
-            uri = data_uri(run / fig["path"])
+            uri = linked(run, fig["path"])
             key = per_filter_key(fig, name)
             if key is None:
                 assert uri in srcs and fig["caption"] in shown, fig["path"]
@@ -349,8 +376,8 @@ def test_report_of_a_real_run(tmp_path_factory, tmp_path):
     assert set(browser["figures"]["conv3"]["15"]) == {"filters", "classnorms", "topk", "topk_patches"}
     assert set(browser["figures"]["conv2"]["1"]) == {"filters", "topk", "topk_patches", "deconv"}
     # a deconvnet projection has only per-filter figures: its section shows them too
-    assert data_uri(run / "analysis" / "deconv-conv2-f1" / "conv2" / "f1.png") in srcs
-    assert data_uri(run / "analysis" / "occlusion" / "test0.png") in srcs
+    assert linked(run, "analysis/deconv-conv2-f1/conv2/f1.png") in srcs
+    assert linked(run, "analysis/occlusion/test0.png") in srcs
     # the tables read the real numbers
     abl = read_json(run / "analysis" / "ablate.json")
     assert "What was ablated" in text and "conv3: filters silenced one at a time" in text
@@ -363,10 +390,15 @@ def test_report_of_a_real_run(tmp_path_factory, tmp_path):
 def test_sections_fold_and_settings_are_folded(report):
     _, _, text, _ = report
     page = Page(text)
-    # every section after the browser is one <details open> whose summary is its title
+    # every section after the browser is one <details> whose summary is its title: open, but the
+    # filters' walls of kernels start folded (their images load when it is opened)
     sections = [m for m in re.finditer(r'<section id="([^"]+)"[^>]*>\n(<[^>]+>)', text)]
-    folded = [m.group(1) for m in sections if m.group(2) == '<details class="sec" open>']
-    assert folded == [i for i in page.section_ids() if i not in ("headline", "diagnosis", "filter-browser")]
+    opened = [m.group(1) for m in sections if m.group(2) == '<details class="sec" open>']
+    closed = [m.group(1) for m in sections if m.group(2) == '<details class="sec">']
+    assert closed == ["analysis-filters"]
+    assert sorted(opened + closed) == sorted(
+        i for i in page.section_ids() if i not in ("headline", "diagnosis", "filter-browser")
+    )
     assert re.search(r'<details class="sec" open><summary><h2>Training</h2></summary>', text)
     # an analysis' parameters are folded away, never listed in the open
     assert re.search(
@@ -396,3 +428,34 @@ def test_browser_shows_each_filters_numbers(report):
     layer = next(iter(abl["rank"]))
     assert data["values"][layer]["0"]["ablation_drop"] == f"{100 * abl['rank'][layer]['drop'][0]:.2f} points"
     assert '<dl class="fb-numbers" id="fb-numbers">' in text
+
+
+def test_the_browser_lists_a_layers_figures_once_as_a_pattern():
+    figs = {
+        "conv2": {
+            str(i): {"topk": {"src": f"analysis/topk/conv2/f{i}.png", "caption": f"conv2 filter {i}: top-9 (best)"}}
+            for i in range(300)
+        }
+    }
+    figs["conv2"]["7"]["topk"]["caption"] = "a caption of its own {f}"
+    figs["conv2"]["8"]["filters"] = {"src": "elsewhere/8.png", "caption": "no number in the file name"}
+    packed = pack(figs)
+    assert unpack(packed) == figs
+    assert packed["conv2"]["topk"]["src"] == "analysis/topk/conv2/f{f}.png"
+    assert set(packed["conv2"]["topk"]["other"]) == {"7"} and len(packed["conv2"]["topk"]["filters"]) == 299
+    assert len(json.dumps(packed)) < 6 * 300  # a few bytes a filter, not a path and a caption each
+
+
+def test_numbers_read_one_way_everywhere():
+    from convlens.report.html import fmt, fmt_value
+
+    assert [fmt(12950.3), fmt(1730.0), fmt(24170), fmt(0.4254), fmt(-2500.5)] == [
+        "12,950",
+        "1,730",
+        "24,170",
+        "0.4254",
+        "-2,500",
+    ]
+    # the diagnosis' evidence: accuracies and shares in percent, other numbers as they are
+    assert fmt_value("val_acc_from", 0.7213) == "72.13%" and fmt_value("gain", 0.1115) == "0.1115"
+    assert fmt_value("pairs", [{"a": 4, "share_of_errors": 0.1129}]) == "a=4, share_of_errors=11.29%"

@@ -109,8 +109,15 @@ def test_show_overlays_maps_on_one_shared_scale():
     a0 = fig.axes[0].images[0].get_array()
     a1 = fig.axes[1].images[0].get_array()
     assert a0[1, 2] == 1.0 and a1[3, 0] == 0.5  # shared scale: the second map's peak is half
-    side = convlens.show(images, {"m": maps, "n": maps}, layout="side")
-    assert len(side.axes) == 2 * 4 + 1  # two rows of image + map pairs, and the colour bar
+    assert (
+        fig.axes[-1].get_ylabel().replace("\n", " ")
+        == "|attribution|; one scale for all 2 maps, clipped at the max (2)"
+    )
+    side = convlens.show(images, {"m": maps, "n": 2 * maps}, layout="side", percentile=100)
+    assert len(side.axes) == 2 * 4 + 2  # two rows of image + map pairs, and a colour bar for each row
+    labels = [ax.get_ylabel().replace("\n", " ") for ax in side.axes[-2:]]
+    # each bar names its own row's scale (no "each row on its own scale ... one scale for all" mix)
+    assert labels == [f"|attribution|; one scale for all 2 maps, clipped at the max ({v})" for v in ("2", "4")]
     with pytest.raises(ValueError, match="one .* map per image"):
         convlens.show(images, maps[:1])
     with pytest.raises(ValueError, match="layout 'grid' is not one of"):
@@ -139,3 +146,15 @@ print("ok")
     src = Path(__file__).resolve().parents[1] / "src"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(src)})
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_notebook_tables_write_numbers_as_the_report_does():
+    from convlens.results import fmt
+
+    assert [fmt(1730), fmt(24170.0), fmt(12950.3), fmt(0.4254), fmt(True)] == [
+        "1,730",
+        "24,170",
+        "12,950",
+        "0.4254",
+        "True",
+    ]

@@ -128,3 +128,17 @@ def test_sweep_figures_write_no_text_under_8_pt(monkeypatch, tmp_path):
     src = Path(sweep_figures.__file__).parent.parent
     for rel in ("sweep/figures.py", "report/sweep_report.py"):
         assert re.findall(r"fontsize=[0-7]\b", (src / rel).read_text()) == [], rel
+
+
+def test_a_one_epoch_curve_is_a_dot_not_nothing(tmp_path):
+    from convlens.sweep.figures import overlay
+
+    blue = 0.6 * np.array([0x4C, 0x72, 0xB0]) / 255 + 0.4  # a trial's line, at alpha 0.6 on white
+
+    def drawn(points) -> int:
+        p = overlay([{"trial": 0, "status": "finished", "points": points}], tmp_path / "o.png")
+        return int((np.abs(imread(p)[..., :3] - blue).max(-1) < 0.1).sum())
+
+    assert drawn([(1, 0.5)]) > 5  # one epoch: a dot
+    assert drawn([(1, 0.5), (2, 0.6)]) > drawn([(1, 0.5)])
+    assert curves_by([{"trial": 0, "value": 0.1, "points": [(1, 0.5)]}], "lr", tmp_path / "c.png").is_file()

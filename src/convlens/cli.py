@@ -219,11 +219,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for r in args.runs:
         if not is_run(r):
             raise ConvlensError(f"RUN {r!r} is not a run folder (it has no config.yaml); allowed: run folders")
-    if args.images < 2:
-        raise ConvlensError(f"--images {args.images} is out of range; allowed: 2 or more")
+    if args.cka_images < 2:
+        raise ConvlensError(f"--cka-images {args.cka_images} is out of range; allowed: 2 or more")
     out = args.out or f"compare-{Path(args.runs[0]).name}-{Path(args.runs[1]).name}"
     check_out(out)
-    doc = compare_runs(args.runs, out, images=args.images, cka=not args.no_cka)
+    # progress goes to stderr when stdout is the JSON
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else _echo
+    doc = compare_runs(args.runs, out, cka_images=args.cka_images, cka=not args.no_cka, echo=say)
     if args.json:
         print(json.dumps(doc, indent=1, default=str))
     else:
@@ -267,7 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rewrite RUN/eval.json and RUN/predictions.csv from a checkpoint.",
     )
     p.add_argument("run", help="run folder")
-    p.add_argument("--checkpoint", choices=["last", "best"], default="last")
+    p.add_argument(
+        "--checkpoint",
+        choices=["last", "best"],
+        default="last",
+        help="which checkpoint to evaluate: the last epoch's weights or the best validation epoch's (default: last)",
+    )
     p.add_argument(
         "--tta", choices=["none", "flip", "flip_shift"], help="test-time augmentation (default: the config's)"
     )
@@ -301,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", nargs="?", help="a preset to show in detail")
     p.add_argument("--input", type=int, nargs=3, metavar=("C", "H", "W"), help="input shape (default: the preset's)")
-    p.add_argument("--classes", type=int, default=10)
+    p.add_argument(
+        "--classes", type=int, default=10, help="number of output classes the model is built with (default 10)"
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -357,7 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (two or more; the first is the reference)")
     p.add_argument("--out", help="folder to write compare.html, compare.json and figures into")
     p.add_argument("--json", action="store_true", help="also print the comparison as JSON")
-    p.add_argument("--images", type=int, default=500, help="test images for CKA (default 500)")
+    p.add_argument(
+        "--cka-images",
+        type=int,
+        default=500,
+        metavar="N",
+        help="how many test images (the first N) linear CKA compares the layers on (default 500)",
+    )
     p.add_argument("--no-cka", action="store_true", help="skip the representation similarity")
     p.set_defaults(func=cmd_compare)
 

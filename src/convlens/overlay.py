@@ -81,12 +81,16 @@ def show(
 
 
 def _draw(new_figure: Any, shown: list[np.ndarray], normed: dict, layout: str, titles, alpha, cmap) -> Any:
+    import textwrap
+
+    from .plots import SMALL
+
     per = 2 if layout == "side" else 1
     n, r = len(shown), len(normed)
-    fig = new_figure(figsize=(1.6 * n * per + 0.8, 1.7 * r + 0.5))
+    fig = new_figure(figsize=(1.6 * n * per + 1.4, 1.9 * r + 0.5))
     axes = fig.subplots(r, n * per, squeeze=False)
-    im = None
     for row, (name, (a, scale)) in enumerate(normed.items()):
+        im = None
         signed = scale.sign == "signed"
         cm = cmap or ("bwr" if signed else "inferno")
         lo = -1 if signed else 0
@@ -103,9 +107,12 @@ def _draw(new_figure: Any, shown: list[np.ndarray], normed: dict, layout: str, t
             im = ax.imshow(a[i], cmap=cm, vmin=lo, vmax=1, extent=extent, alpha=alpha if layout == "overlay" else 1.0)
             ax.axis("off")
             if row == 0 and titles is not None and i < len(titles):
-                axes[row, i * per].set_title(str(titles[i]), fontsize=7)
+                axes[row, i * per].set_title(str(titles[i]), fontsize=SMALL)
         if name:
             axes[row, 0].text(-0.1, 0.5, name, transform=axes[row, 0].transAxes, rotation=90, va="center", ha="right")
-    cb = fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.03, pad=0.01)
-    cb.set_label(scale.label if r == 1 else f"each row on its own scale; {scale.label}", fontsize=6)
+        # each row (method) is normalised on its own, so each has its own colour bar naming its
+        # scale, wrapped to the row's height (about 4.5 pt a character at SMALL points)
+        cb = fig.colorbar(im, ax=axes[row, :].tolist(), fraction=0.03, pad=0.01)
+        cb.set_label("\n".join(textwrap.wrap(scale.label, int(0.8 * 1.9 * 72 / (0.6 * SMALL)))), fontsize=SMALL)
+        cb.ax.tick_params(labelsize=SMALL)
     return fig

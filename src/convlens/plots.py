@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -279,7 +280,7 @@ def confusion(
     lines = _wrap(title, font, max(left + k * cell, int(2.4 * dpi))) if title else []
     head = len(lines) * int(round(1.25 * fs)) + 8
     grid_w = k * cell
-    bar_w = _colorbar_width(font, lo, hi, "")
+    bar_w = _colorbar_width(font, lo, hi, "", grid_w)
     below = max([im.height for im in xlabels] + [0]) + 4
     pred = _text_image(["predicted"], font)
     width = max([left + grid_w + 10 + bar_w + 6] + [int(font.getlength(t)) + 8 for t in lines])
@@ -376,16 +377,20 @@ def _colorbar_ticks(lo: float, hi: float) -> list[tuple[float, str]]:
     return [(t, f"{t:.3g}".replace("-", "\u2212")) for t in ticks if lo - eps <= t <= hi + eps]
 
 
-def _colorbar_width(font: Any, lo: float, hi: float, label: str) -> int:
-    """Pixels that :func:`_colorbar` takes right of its left edge."""
+def _colorbar_width(font: Any, lo: float, hi: float, label: str, height: int) -> int:
+    """Pixels that :func:`_colorbar` of ``height`` pixels takes right of its left edge."""
     bar = int(0.12 * STYLE["savefig.dpi"])
     ticks = max([int(font.getlength(t)) for _, t in _colorbar_ticks(lo, hi)] + [0])
-    return bar + 4 + ticks + (6 + int(1.25 * font.size) if label else 0)
+    lines = len(_wrap(label, font, max(height, 1))) if label else 0
+    return bar + 4 + ticks + (6 + lines * int(round(1.25 * font.size)) if label else 0)
 
 
-def _colorbar(img: Any, draw: Any, font: Any, box: tuple[int, int, int], cmap: str, lo: float, hi: float, label: str):
+def _colorbar(
+    img: Any, draw: Any, font: Any, box: tuple[int, int, int], cmap: str, lo: float, hi: float, label: str
+) -> list[Box]:
     """A vertical colour bar at ``box`` = (left, top, height): ``cmap`` from ``lo`` at the bottom to
-    ``hi`` at the top, round ticks labelled on its right, then ``label`` turned upright."""
+    ``hi`` at the top, round ticks labelled on its right, then ``label`` turned upright and wrapped
+    to the bar's height (a long label never runs past the picture's edge). Returns its boxes."""
     from PIL import Image
 
     x, y, h = box
@@ -393,14 +398,32 @@ def _colorbar(img: Any, draw: Any, font: Any, box: tuple[int, int, int], cmap: s
     column = _colours(cmap, np.linspace(hi, lo, max(h, 1)), lo, hi)
     img.paste(Image.fromarray(np.ascontiguousarray(np.repeat(column[:, None], bar, 1))), (x, y))
     draw.rectangle((x, y, x + bar - 1, y + h - 1), outline="black")
+    out = [Box("colorbar", x, y, x + bar, y + h)]
     for t, text in _colorbar_ticks(lo, hi):
         ty = y + (h - 1) * ((hi - t) / (hi - lo) if hi > lo else 0.5)
         draw.line((x + bar, ty, x + bar + 2, ty), fill="black")
         draw.text((x + bar + 4, ty), text, fill="black", font=font, anchor="lm")
+        out.append(Box("text", *draw.textbbox((x + bar + 4, ty), text, font=font, anchor="lm"), text))
     if label:
-        im = _text_image([label], font, rotate=True)
+        im = _text_image(_wrap(label, font, max(h, 1)), font, rotate=True)
         ticks = max([int(font.getlength(t)) for _, t in _colorbar_ticks(lo, hi)] + [0])
-        img.paste(im, (x + bar + 4 + ticks + 4, int(y + h / 2 - im.height / 2)), im)
+        left, top = x + bar + 4 + ticks + 4, int(y + h / 2 - im.height / 2)
+        img.paste(im, (left, top), im)
+        out.append(Box("text", left, top, left + im.width, top + im.height, label))
+    return out
+
+
+def epoch_axis(ax: Any) -> None:
+    """An x axis of whole epochs (never 1.5), labelled."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+
+
+def marker(points: int) -> dict[str, Any]:
+    """Dots for a curve of few points: a one-epoch curve is a dot, not nothing."""
+    return {"marker": "o", "ms": 3} if points < 30 else {}
 
 
 @styled
@@ -414,7 +437,7 @@ def curves(metrics: Sequence[dict[str, Any]], path: str | Path, title: str = "")
         pts = [(e, r[key]) for e, r in zip(ep, metrics) if r.get(key) is not None]
         if pts:
             x, y = zip(*pts)
-            ax.plot(x, [100 * v for v in y] if pct else y, marker="o" if len(pts) < 30 else None, ms=3, label=label)
+            ax.plot(x, [100 * v for v in y] if pct else y, label=label, **marker(len(pts)))
 
     line(axes[0], "train_loss", "train")
     line(axes[0], "val_loss", "validation")
@@ -425,7 +448,7 @@ def curves(metrics: Sequence[dict[str, Any]], path: str | Path, title: str = "")
     line(axes[2], "lr", "lr")
     axes[2].set_title("learning rate")
     for ax in axes:
-        ax.set_xlabel("epoch")
+        epoch_axis(ax)
         ax.grid(alpha=0.3)
     axes[0].legend()
     axes[1].legend()
@@ -488,10 +511,17 @@ def _plane(t: np.ndarray, layout: str) -> np.ndarray:
 
 
 def _canvas(
-    tiles: Sequence[np.ndarray], layouts: Sequence[str], cols: int, scalar: bool, titled: bool, tile_inches: float
+    tiles: Sequence[np.ndarray],
+    layouts: Sequence[str],
+    cols: int,
+    scalar: bool,
+    titles: Sequence[str] | None,
+    tile_inches: float,
 ):
-    """Tiles pasted on one array, a blank band above each row for titles; returns the canvas, each
-    tile's top-left pixel, the tiles as shown, inches per pixel and the band height."""
+    """Tiles pasted on one array, a blank band above each row for their titles; returns the
+    canvas, each tile's top-left pixel, the tiles as shown, inches per pixel and each title as the
+    lines it is set in (wrapped to its tile's width, so no title reaches its neighbour's; the band
+    is as tall as the longest one)."""
     shown = [_plane(t, lay) if scalar else to_display(t, lay) for t, lay in zip(tiles, layouts)]
     n = max(1, len(shown))
     cols = max(1, min(cols, n))
@@ -501,17 +531,44 @@ def _canvas(
     rgb = not scalar and any(t.ndim == 3 for t in shown)
     px = tile_inches / w  # inches per pixel
     gap = max(1, int(round(0.04 / px)))
-    band = max(gap, int(np.ceil(0.16 / px))) if titled else gap
+    k = _zoom(px)
+    font = _font(int(round(SMALL * STYLE["savefig.dpi"] / 72)))
+    lines = [_fit(str(t), font, (w + gap) * k - 4) for t in titles] if titles is not None else None
+    step = int(round(1.25 * font.size))
+    most = max([len(x) for x in lines or []] + [1])
+    band = max(gap, int(np.ceil((most * step + 4) / k))) if titles is not None else gap
     H, W = rows * (h + band) + gap, cols * (w + gap) + gap
     canvas = np.full((H, W, 3) if rgb else (H, W), np.nan if scalar else 1.0)
     origins = []
-    for k, t in enumerate(shown):
-        r, c = divmod(k, cols)
+    for i, t in enumerate(shown):
+        r, c = divmod(i, cols)
         y0 = band + r * (h + band) + (h - t.shape[0]) // 2
         x0 = gap + c * (w + gap) + (w - t.shape[1]) // 2
         canvas[y0 : y0 + t.shape[0], x0 : x0 + t.shape[1]] = t if (not rgb or t.ndim == 3) else t[..., None]
         origins.append((y0, x0))
-    return canvas, origins, shown, px, band
+    return canvas, origins, shown, px, lines
+
+
+def _zoom(px: float) -> int:
+    """Screen pixels per canvas pixel of a mosaic whose canvas pixels are ``px`` inches."""
+    return max(1, int(round(px * STYLE["savefig.dpi"])))
+
+
+def _fit(text: str, font: Any, width: float, most: int = 2) -> list[str]:
+    """``text`` wrapped to ``width`` pixels in at most ``most`` lines; a word too long for a line is
+    cut with an ellipsis, and so is what does not fit in the last line."""
+
+    def cut(line: str) -> str:
+        if font.getlength(line) <= width:
+            return line
+        while line and font.getlength(line + "\u2026") > width:
+            line = line[:-1]
+        return line + "\u2026"
+
+    lines = _wrap(text, font, width) or [""]
+    if len(lines) > most:
+        lines = lines[: most - 1] + [cut(" ".join(lines[most - 1 :]))]
+    return [cut(x) for x in lines]
 
 
 def mosaic(
@@ -542,23 +599,47 @@ def mosaic(
     shown unsmoothed (nearest neighbour), so 3x3 kernels stay legible. ``row_labels`` name the
     rows on the left.
     """
+    return _mosaic(**locals())[0]
+
+
+def mosaic_boxes(tiles: Sequence[np.ndarray], **kwargs: Any) -> list[Box]:
+    """Where :func:`mosaic` (same arguments, less ``path``) puts each tile and each piece of
+    text, as :class:`Box` es in the picture's pixels, without saving it: what a test checks for
+    overlaps."""
+    return _mosaic(tiles, None, **kwargs)[1]
+
+
+def _mosaic(
+    tiles: Sequence[np.ndarray],
+    path: str | Path | None,
+    *,
+    layout: str | Sequence[str],
+    cols: int = 10,
+    titles: Sequence[str] | None = None,
+    title_colors: Sequence[str] | None = None,
+    boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
+    row_labels: Sequence[str] | None = None,
+    suptitle: str | None = None,
+    cmap: str = "gray",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colorbar: str | None = None,
+    tile_inches: float = 0.9,
+) -> tuple[Any, list[Box]]:
     scalar = vmin is not None or vmax is not None
-    canvas, origins, shown, px, band = _canvas(
-        tiles, _layouts(layout, len(tiles)), cols, scalar, titles is not None, tile_inches
-    )
+    canvas, origins, shown, px, lines = _canvas(tiles, _layouts(layout, len(tiles)), cols, scalar, titles, tile_inches)
     rows = None
     if row_labels is not None:
         firsts = origins[:: max(1, min(cols, len(origins)))]
         rows = [(label, y0 + shown[0].shape[0] / 2) for label, (y0, _) in zip(row_labels, firsts)]
-    if not scalar:  # pictures: laid out directly, without matplotlib
-        return _picture_mosaic(canvas, origins, shown, px, path, titles, title_colors, boxes, suptitle, rows=rows)
-    # maps on a colour scale: coloured here, then set as pictures
-    finite = canvas[np.isfinite(canvas)]
-    lo = float(vmin) if vmin is not None else float(finite.min()) if finite.size else 0.0
-    hi = float(vmax) if vmax is not None else float(finite.max()) if finite.size else 1.0
-    rgb = _colours(cmap, canvas, lo, hi) / 255.0
-    bar = (cmap, lo, hi, colorbar) if colorbar else None
-    return _picture_mosaic(rgb, origins, shown, px, path, titles, title_colors, boxes, suptitle, bar, rows)
+    bar = None
+    if scalar:  # maps on a colour scale: coloured here, then set as pictures
+        finite = canvas[np.isfinite(canvas)]
+        lo = float(vmin) if vmin is not None else float(finite.min()) if finite.size else 0.0
+        hi = float(vmax) if vmax is not None else float(finite.max()) if finite.size else 1.0
+        canvas = _colours(cmap, canvas, lo, hi) / 255.0
+        bar = (cmap, lo, hi, colorbar) if colorbar else None
+    return _picture_mosaic(canvas, origins, shown, px, path, lines, title_colors, boxes, suptitle, bar, rows)
 
 
 @functools.cache
@@ -602,38 +683,36 @@ def _picture_mosaic(
     shown: list[np.ndarray],
     px: float,
     path: str | Path | None,
-    titles: Sequence[str] | None,
+    titles: Sequence[Sequence[str]] | None,
     title_colors: Sequence[str] | None,
     boxes: Sequence[tuple[int, int, int, int] | None] | None,
     suptitle: str | None,
     bar: tuple[str, float, float, str] | None = None,
     rows: Sequence[tuple[str, float]] | None = None,
-) -> Path:
+) -> tuple[Any, list[Box]]:
     """A mosaic of pictures set with Pillow: the pixels enlarged by a whole factor (nearest
-    neighbour), titles in matplotlib's font at :data:`SMALL` points, boxes in red. It looks as
-    matplotlib's rendering at ``savefig.dpi`` and takes a tenth of the time, which is what the
-    hundreds of per-filter figures of an analysis need. ``bar`` = (colour map, low, high, label)
-    adds a labelled colour bar on the right; ``rows`` = (label, canvas row of its centre) are set
-    right-aligned left of the tiles. Without ``path`` the Pillow image is returned, unsaved."""
+    neighbour), each tile framed in light grey (a white patch still shows on a white page),
+    titles (each the lines :func:`_canvas` fitted to its tile) in matplotlib's font at
+    :data:`SMALL` points, boxes in red. It looks as matplotlib's rendering at ``savefig.dpi`` and
+    takes a tenth of the time, which is what the hundreds of per-filter figures of an analysis
+    need. ``bar`` = (colour map, low, high, label) adds a labelled colour bar on the right;
+    ``rows`` = (label, canvas row of its centre) are set right-aligned left of the tiles. Returns
+    the saved path (the Pillow image itself without ``path``) and the layout: a :class:`Box` for
+    every tile and every piece of text."""
     from PIL import Image, ImageDraw
 
     dpi = STYLE["savefig.dpi"]
-    k = max(1, int(round(px * dpi)))  # screen pixels per canvas pixel
+    k = _zoom(px)  # screen pixels per canvas pixel
     font = _font(int(round(SMALL * dpi / 72)))
+    step = int(round(1.25 * font.size))
     rgb = canvas if canvas.ndim == 3 else np.repeat(canvas[..., None], 3, 2)
     big = np.repeat(np.repeat((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8), k, 0), k, 1)
-    widths = [font.getlength(t) for t in titles or []]
-    spill = 0
-    for w, (y0, x0), t in zip(widths, origins, shown):  # titles wider than their tile reach past the edge
-        centre = (x0 + t.shape[1] / 2) * k
-        spill = max(spill, int(np.ceil(w / 2 - centre)), int(np.ceil(centre + w / 2 - big.shape[1])))
-    pad = max(4, spill + 4, max([int(font.getlength(t)) + 10 for t, _ in rows or []] + [0]))
+    pad = max(6, max([int(font.getlength(t)) + 10 for t, _ in rows or []] + [0]))
     # the title wraps to the mosaic's width (at least 2.4 inches): a long title over a few small
     # tiles would otherwise leave most of the picture white
-    lines = _wrap(suptitle or "", font, max(big.shape[1] + 2 * spill, int(2.4 * dpi)))
-    step = int(round(1.25 * font.size))
+    lines = _wrap(suptitle or "", font, max(big.shape[1], int(2.4 * dpi)))
     head = len(lines) * step + int(0.1 * dpi) if lines else 4
-    width = big.shape[1] + 2 * pad + (_colorbar_width(font, bar[1], bar[2], bar[3]) + 6 if bar else 0)
+    width = big.shape[1] + 2 * pad + (_colorbar_width(font, bar[1], bar[2], bar[3], big.shape[0]) + 6 if bar else 0)
     width = max([width] + [int(font.getlength(t)) + 8 for t in lines])
     if bar:  # the end tick labels are centred on the bar's ends
         head = max(head, font.size // 2 + 4)
@@ -641,35 +720,60 @@ def _picture_mosaic(
     img = Image.new("RGB", (width, big.shape[0] + head + foot), "white")
     img.paste(Image.fromarray(big), (pad, head))
     draw = ImageDraw.Draw(img)
-    for i, text in enumerate(lines):
-        draw.text((4, 4 + i * step), text, fill="black", font=font, anchor="la")
-    for text, y in rows or []:
-        draw.text((pad - 6, head + y * k), text, fill="black", font=font, anchor="rm")
+    layout: list[Box] = []
+
+    def text(xy: tuple[float, float], s: str, anchor: str, fill: str = "black") -> None:
+        draw.text(xy, s, fill=fill, font=font, anchor=anchor)
+        layout.append(Box("text", *draw.textbbox(xy, s, font=font, anchor=anchor), s))
+
+    for i, s in enumerate(lines):
+        text((4, 4 + i * step), s, "la")
+    for s, y in rows or []:
+        text((pad - 6, head + y * k), s, "rm")
     if bar:
         cmap, lo, hi, label = bar
-        _colorbar(img, draw, font, (pad + big.shape[1] + 6, head, big.shape[0]), cmap, lo, hi, label)
+        x = pad + big.shape[1] + 6
+        layout += _colorbar(img, draw, font, (x, head, big.shape[0]), cmap, lo, hi, label)
     line = max(1, int(round(dpi / 72)))
     for i, ((y0, x0), t) in enumerate(zip(origins, shown)):
-        if titles is not None and i < len(titles):
-            color = title_colors[i] if title_colors else "black"
-            draw.text(
-                (pad + (x0 + t.shape[1] / 2) * k, head + y0 * k - 2), titles[i], fill=color, font=font, anchor="md"
-            )
+        left, top = pad + x0 * k, head + y0 * k
+        right, bottom = left + t.shape[1] * k, top + t.shape[0] * k
+        draw.rectangle((left - 1, top - 1, right, bottom), outline="#c8c8c8")
+        layout.append(Box("tile", left - 1, top - 1, right + 1, bottom + 1))
+        for n, s in enumerate(reversed(titles[i]) if titles is not None and i < len(titles) else []):
+            text((left + t.shape[1] * k / 2, top - 3 - n * step), s, "md", title_colors[i] if title_colors else "black")
         if boxes is not None and i < len(boxes) and boxes[i] is not None:
-            top, bottom, left, right = boxes[i]
+            b_top, b_bottom, b_left, b_right = boxes[i]
             draw.rectangle(
-                (
-                    pad + (x0 + left) * k,
-                    head + (y0 + top) * k,
-                    pad + (x0 + right) * k - 1,
-                    head + (y0 + bottom) * k - 1,
-                ),
+                (left + b_left * k, top + b_top * k, left + b_right * k - 1, top + b_bottom * k - 1),
                 outline="#ff2d2d",
                 width=line,
             )
     if path is None:  # the picture itself, to be set into a larger one
-        return img
-    return _write_png(img, path)
+        return img, layout
+    return _write_png(img, path), layout
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle of a figure set with Pillow, in its pixels (right and bottom exclusive): a
+    ``"tile"``, a ``"text"`` (``text`` says which), or a ``"colorbar"``."""
+
+    kind: str
+    left: float
+    top: float
+    right: float
+    bottom: float
+    text: str = ""
+
+    def overlaps(self, other: Box) -> bool:
+        across = self.left < other.right and other.left < self.right
+        return across and self.top < other.bottom and other.top < self.bottom
+
+
+def overlaps(layout: Sequence[Box]) -> list[tuple[Box, Box]]:
+    """Every pair of boxes of a layout that share a pixel (none, in a legible figure)."""
+    return [(a, b) for i, a in enumerate(layout) for b in layout[i + 1 :] if a.overlaps(b)]
 
 
 def image_with_maps(
@@ -691,9 +795,9 @@ def image_with_maps(
     :func:`mosaic`."""
     from PIL import Image, ImageDraw
 
-    canvas, origins, shown, px, band = _canvas(maps, ["hw"] * len(maps), cols, True, True, 0.8)
+    canvas, origins, shown, px, lines = _canvas(maps, ["hw"] * len(maps), cols, True, titles, 0.8)
     rgb = _colours(cmap, canvas, vmin, vmax) / 255.0
-    grid = _picture_mosaic(rgb, origins, shown, px, None, titles, None, None, None, (cmap, vmin, vmax, colorbar))
+    grid, _ = _picture_mosaic(rgb, origins, shown, px, None, lines, None, None, None, (cmap, vmin, vmax, colorbar))
     dpi = STYLE["savefig.dpi"]
     font = _font(int(round(SMALL * dpi / 72)))
     step = int(round(1.25 * font.size))
@@ -754,7 +858,7 @@ def heatmap(
     head = max(len(lines) * step + 8, font.size // 2 + 4)
     below = max([im.height for im in xlabels] + [0]) + 4
     xl = _text_image([xlabel], font) if xlabel else None
-    width = max([left + grid_w + 10 + _colorbar_width(font, lo, hi, colorbar) + 6])
+    width = max([left + grid_w + 10 + _colorbar_width(font, lo, hi, colorbar, grid_h) + 6])
     width = max([width] + [int(font.getlength(t)) + 8 for t in lines])
     img = Image.new("RGB", (width, head + grid_h + below + (xl.height + 4 if xl else 0) + 4), "white")
     draw = ImageDraw.Draw(img)

@@ -67,9 +67,11 @@ def img_tag(png: bytes, alt: str) -> str:
 
 
 def fmt(v: Any) -> str:
-    """A short text for a table cell."""
+    """A short text for a table cell, numbers as the report writes them (thousands separated)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{v:,.0f}" if 1000 <= abs(v) < 1e15 else f"{v:.4g}"
     if isinstance(v, dict):
         return ", ".join(f"{k}={fmt(x)}" for k, x in v.items() if x is not None) or "defaults"
     if isinstance(v, (list, tuple)):
@@ -264,7 +266,7 @@ def curves_figure(metrics: Sequence[dict[str, Any]], title: str = "") -> Any:
     """Loss and accuracy (train, validation) against epochs, from ``metrics.jsonl`` rows."""
     from matplotlib import rc_context
 
-    from .plots import STYLE
+    from .plots import STYLE, epoch_axis
 
     with rc_context(STYLE):
         fig = new_figure(figsize=(6.4, 2.3))
@@ -274,7 +276,8 @@ def curves_figure(metrics: Sequence[dict[str, Any]], title: str = "") -> Any:
                 pts = [(r["epoch"], r[f"{side}_{key}"]) for r in metrics if r.get(f"{side}_{key}") is not None]
                 if pts:
                     ax.plot([p[0] for p in pts], [p[1] * scale for p in pts], marker="o", ms=3, label=side)
-            ax.set(title="accuracy (%)" if key == "acc" else "loss", xlabel="epoch")
+            ax.set(title="accuracy (%)" if key == "acc" else "loss")
+            epoch_axis(ax)
             ax.grid(alpha=0.3)
             if ax.lines:
                 ax.legend()
@@ -304,7 +307,8 @@ def run_rows(run: Any) -> list[tuple[str, Any]]:
         rows.append(("best validation accuracy", f"{100 * max(val):.2f}%"))
     ev = run.eval
     if ev:
-        rows.append((f"{ev.get('split', 'test')} accuracy", f"{100 * ev['accuracy']:.2f}% of {ev.get('n')} images"))
+        acc = f"{100 * ev['accuracy']:.2f}% of {fmt(ev.get('n'))} images"
+        rows.append((f"{ev.get('split', 'test')} accuracy", acc))
         rows.append(("checkpoint", f"{ev.get('checkpoint')} (epoch {ev.get('checkpoint_epoch')})"))
     return [(k, v) for k, v in rows if v is not None]
 

@@ -88,7 +88,12 @@ class Errors(Analysis, ErrorsOptions):
             if not rows:
                 continue
             imgs = to_numpy(subject.split.images[[r["position"] for r in rows]].float().div(255))
-            titles = [f"{r['label']}>{r['predicted']} {r['confidence']:.2f}" for r in rows]
+            # a right answer names its class once; a wrong one, the true class and then the prediction
+            titles = [
+                (r["predicted"] if r["correct"] else f"{r['label']} \u2192 {r['predicted']}")
+                + f" {100 * r['confidence']:.0f}%"
+                for r in rows
+            ]
             colors = ["#2a9d3a" if r["correct"] else "#c44e52" for r in rows]
             p = plots.mosaic(
                 list(imgs),
@@ -97,8 +102,9 @@ class Errors(Analysis, ErrorsOptions):
                 cols=10,
                 titles=titles,
                 title_colors=colors,
-                suptitle=f"{title} on {n} {subject.split_name} images (true>predicted confidence; "
-                "green right, red wrong)",
+                suptitle=f"{title} on {n} {subject.split_name} images (predicted class and "
+                "its probability, true \u2192 predicted when wrong; green right, red wrong)",
+                tile_inches=1.1,
             )
             figures.add(
                 p,

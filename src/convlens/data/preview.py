@@ -24,15 +24,29 @@ from .bundle import load_data
 GAP = 2  # white pixels between tiles
 
 
+def across_classes(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Positions of ``count`` images taken from the classes in turn (the first image of each class,
+    then the second of each, ...), so a class-ordered image folder shows every class, not eight
+    airplanes."""
+    by_class = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels)]
+    picked: list[int] = []
+    for rank in range(max((len(p) for p in by_class), default=0)):
+        picked += [int(p[rank]) for p in by_class if rank < len(p)]
+        if len(picked) >= count:
+            break
+    return torch.tensor(picked[:count], dtype=torch.long)
+
+
 def augmented_samples(cfg: ExperimentConfig, count: int = 8, copies: int = 4, seed: int = 0) -> dict[str, Any]:
-    """The first ``count`` training images as floats in [0, 1] (N, C, H, W) and ``copies``
-    augmentations of each (N, copies, C, H, W), drawn from a generator seeded with ``seed``."""
+    """``count`` training images, taken from the classes in turn (:func:`across_classes`), as
+    floats in [0, 1] (N, C, H, W) and ``copies`` augmentations of each (N, copies, C, H, W), drawn
+    from a generator seeded with ``seed``."""
     augment_cfg = cfg.data.augment
     data = load_data(cfg.data)
     augment = Augment(augment_cfg, data.mean, cfg.seed)
     if not augment:
         raise DataError("data.augment is empty in this config; nothing to preview (add e.g. flip: {p: 0.5})")
-    split = data.train.take(torch.arange(min(count, len(data.train))))
+    split = data.train.take(across_classes(data.train.labels, count))
     x = split.images.float() / 255
     g = torch.Generator().manual_seed(seed)
     out = torch.stack([augment(x, g, epoch=e, indices=split.indices) for e in range(copies)], 1)

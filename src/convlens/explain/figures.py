@@ -49,6 +49,14 @@ def _show_heat(ax, heat: np.ndarray, signed: bool, image: np.ndarray | None = No
     return im
 
 
+def _cell_title(ax, text: str, inches: float) -> None:
+    """A panel's title wrapped to its cell's width (DejaVu Sans at :data:`SMALL` points is about
+    0.62 em a character), so a long image title never runs into the next column's header."""
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(text, max(8, int(inches * 72 / (0.62 * SMALL)) - 1))), fontsize=SMALL)
+
+
 def _title(fig, text: str) -> None:
     """A two-line title just above the top row, whatever the figure's height (matplotlib's
     default leaves 12 % of the height free, a large gap on tall grids)."""
@@ -105,7 +113,7 @@ def attribution_grid(
     cols = 3 + (signal is not None)
     g = per_row(n, cols)
     rows = -(-n // g)
-    fig, axes = plt.subplots(rows, g * cols, figsize=(1.5 * cols * g, 1.6 * rows + 0.75), squeeze=False)
+    fig, axes = plt.subplots(rows, g * cols, figsize=(1.5 * cols * g, 1.9 * rows + 0.75), squeeze=False)
     signed = scale.sign == "signed"
     im = None
     for ax in axes.flat[n * cols :]:  # the rest of the last row
@@ -114,18 +122,18 @@ def attribution_grid(
         r, c = divmod(i, g)
         row = axes[r, c * cols : (c + 1) * cols]
         _show_image(row[0], images[i])
-        row[0].set_title(titles[i], fontsize=SMALL)
+        _cell_title(row[0], titles[i], 1.3)
         k = 1
         if signal is not None:
             _show_image(row[k], signal_as_image(signal[i]))
             if r == 0:
-                row[k].set_title("signal (gray = 0)", fontsize=SMALL)
+                _cell_title(row[k], "signal (gray = 0)", 1.3)
             k += 1
         im = _show_heat(row[k], heat[i], signed)
         _show_heat(row[k + 1], heat[i], signed, images[i])
         if r == 0:
-            row[k].set_title("heat map", fontsize=SMALL)
-            row[k + 1].set_title("over the image", fontsize=SMALL)
+            _cell_title(row[k], "heat map", 1.3)
+            _cell_title(row[k + 1], "over the image", 1.3)
     _title(fig, f"{title}\n{scale.label}")  # before the colour bar, which then takes room from the grid
     if im is not None:
         _colorbar(fig, im, axes.ravel().tolist(), scale)
@@ -164,7 +172,7 @@ def occlusion_figure(
     im = None
     for r, (name, cls) in enumerate(rows):
         _show_image(axes[r, 0], image)
-        axes[r, 0].set_title(name, fontsize=SMALL)
+        _cell_title(axes[r, 0], name, 1.4)
         for c, k in enumerate(ks, start=1):
             m = maps[k][cls]
             h, w = m.shape
@@ -203,7 +211,7 @@ def filter_projection(
                 (left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor="#00ff66", linewidth=1.2
             )
         )
-        axes[i, 0].set_title(titles[i], fontsize=SMALL)
+        _cell_title(axes[i, 0], titles[i], 1.3)
         shown = signal_as_image(signal[i])
         _show_image(axes[i, 1], shown)
         _show_image(axes[i, 2], shown[:, top:bottom, left:right])

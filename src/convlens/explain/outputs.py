@@ -10,6 +10,8 @@ and the figures in the artifact's folder. Per-filter figures follow the filter b
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -114,14 +116,42 @@ def explain_run(
         clock=clock,
         checkpoint_info=checkpoint_info,
     )
+    before = _explained(artifact.json)
     # a rerun for the same targets replaces their figures: the old ones are kept aside until the new
     # ones are written
     with artifact.replacing():
         result = writer(**ctx)
     result = {"analysis": method, **result, **checkpoint_info, "seconds": round(time.perf_counter() - t0, 2)}
+    now = _explained(result)
+    if before and now and before != now:
+        split_was, was = before
+        print(
+            f"warning: {run.rel(artifact.json)} explained {split_was} images {_list(was)}; it now explains "
+            f"{now[0]} images {_list(now[1])} instead (the earlier result is replaced: copy it aside first to "
+            "keep both, or explain every image you want in one run)",
+            file=sys.stderr,
+        )
     artifact.write(result)
     echo(f"wrote {artifact.json} and {len(result['figures'])} figure(s) under {out_dir}")
     return (ConceptsResult if method == "concepts" else Result)(result, run.path)
+
+
+def _explained(doc: Path | dict[str, Any]) -> tuple[str, list[int]] | None:
+    """(split, image indices) an explanation result covers, from its JSON (a path or the document);
+    None for a method without images (activation maximisation) or an unreadable file."""
+    if isinstance(doc, Path):
+        try:
+            doc = json.loads(doc.read_text(encoding="utf-8")) if doc.is_file() else {}
+        except (OSError, ValueError):
+            return None
+    images = doc.get("images") if isinstance(doc, dict) else None
+    if not isinstance(images, list) or not all(isinstance(d, dict) and "index" in d for d in images):
+        return None
+    return str(doc.get("split", "test")), [d["index"] for d in images]
+
+
+def _list(indices: list[int]) -> str:
+    return ", ".join(map(str, indices[:12])) + (f" and {len(indices) - 12} more" if len(indices) > 12 else "")
 
 
 def _describe(bundle, idx, labels, probs, split) -> list[dict[str, Any]]:

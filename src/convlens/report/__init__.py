@@ -1,4 +1,4 @@
-"""Reports and diagnosis: one self-contained HTML page per run or sweep folder, and plain-language
+"""Reports and diagnosis: one HTML page per run or sweep folder, and plain-language
 findings about what went wrong in training.
 
 >>> from convlens.report import build_report, diagnose   # doctest: +SKIP
@@ -24,11 +24,15 @@ def build_report(
     echo: Callable[[str], None] = lambda s: None,
     checkpoint: str | None = None,
     color_by: str | None = None,
+    self_contained: bool = False,
 ) -> Path:
     """Write ``report.html`` for a run folder or a sweep folder; returns its path. ``checkpoint``
     (a run folder's best or last) is the one the report is about: default, the one eval.json
     evaluated; analyses computed from other weights are marked. ``color_by``: a sweep folder's
-    varied config key its learning curves are coloured by (default: the first one)."""
+    varied config key its learning curves are coloured by (default: the first one).
+
+    The page links its images (in the run folder, loaded when looked at): keep it beside the run
+    folder, or pass ``self_contained=True`` for one file with every image embedded, to share."""
     from .run_report import build_run_report
     from .sweep_report import build_sweep_report, is_sweep
 
@@ -36,9 +40,9 @@ def build_report(
     if is_run(path):
         if color_by is not None:
             raise RunError(f"color_by={color_by!r} colours a sweep's learning curves; {path} is a run folder")
-        return build_run_report(Run(path), out, echo, checkpoint)
+        return build_run_report(Run(path), out, echo, checkpoint, self_contained)
     if path.is_dir() and is_sweep(path):
-        return build_sweep_report(path, out, echo, color_by)
+        return build_sweep_report(path, out, echo, color_by, self_contained)
     raise RunError(
         f"{path} is neither a run folder (with config.yaml) nor a sweep folder (with trials/<n>/ run folders)"
     )

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from ..run.layout import ANALYSIS_DIR, Layout
 from ..run.schema import ArtifactDoc
 from ..utils import read_json
-from .html import Figure, Section, Table, data_uri, fmt, pct
+from .html import Figure, Section, Table, figure, fmt, pct
 
 # Sections appear in this order; analyses not listed follow alphabetically.
 ORDER = [
@@ -169,7 +169,8 @@ def embed(run_dir: Path, entries: list[dict[str, Any]], notes: list[str]) -> lis
         if not p.is_file():
             notes.append(f"figure {e['path']} is listed but missing")
             continue
-        figs.append(Figure(data_uri(p), str(e.get("caption") or Path(e["path"]).stem), e["path"]))
+        group = str(e["layer"]) if isinstance(e.get("layer"), str) else ""
+        figs.append(figure(p, str(e.get("caption") or Path(e["path"]).stem), e["path"], group))
     return figs
 
 
@@ -807,6 +808,11 @@ def scalar_items(doc: dict[str, Any], shown: dict[str, str] | None = None) -> li
     ]
 
 
+# Sections that start folded: the filters' weights (a wall of small kernels per layer), and any
+# section of more figures than this.
+FOLDED = {"filters"}
+FOLD_ABOVE = 12
+
 # An analysis whose only figures are per filter (a deconvnet projection of chosen filters) shows up
 # to this many of them in its own section as well as in the filter browser.
 SECTION_FILTER_FIGURES = 24
@@ -839,6 +845,8 @@ def analysis_section(run_dir: Path, a: Analysis, classes: list[str]) -> Section:
     if per and not own:  # the per-filter figures are this analysis' result: show them here too
         own = per[:SECTION_FILTER_FIGURES]
     sec.figures = embed(run_dir, own, sec.notes)
+    # walls of kernels, and any section of many figures, start folded: nothing of them loads unseen
+    sec.folded = a.name in FOLDED or len(sec.figures) > FOLD_ABOVE
     if per:
         layers = ", ".join(dict.fromkeys(str(k[0]) for k in (per_filter_key(e, a.name) for e in per) if k))
         shown = len([e for e in per if e in own])

@@ -4,7 +4,10 @@ Figures are found two ways, so the browser works whichever way an analysis annou
 entries of an analysis JSON's ``"figures"`` list that carry ``"layer"`` and ``"filter"``, and the
 files named by the convention ``analysis/<name>/<layer>/f<index>[_<kind>].png``. The page gets one
 JSON block ``{kinds, layers, figures}``; its script swaps the images when a layer or filter is
-picked, so nothing is drawn or fetched at viewing time.
+picked, so an image is fetched only when its filter is looked at. The figures of one layer and kind
+are listed once, as a pattern (``"src": "analysis/topk/conv2/f{f}.png"``, the caption likewise)
+and the filters that have one, plus those that do not follow it (:func:`pack`): the index of a
+network of thousands of filters stays a few bytes a filter.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 from ..run.layout import Layout
 from .analyses import Analysis, class_name, figure_entries, filter_records, layers_of, per_filter_key
-from .html import data_uri, fmt
+from .html import image_src, fmt
 
 # Panels in the order a person reads a filter: what it is, what it prefers, what excites it.
 KIND_ORDER = [
@@ -158,7 +161,7 @@ def collect(
     figures: dict[str, dict[str, dict[str, Any]]] = {}
     for (layer, idx, kind), (path, caption) in found.items():
         figures.setdefault(layer, {}).setdefault(str(idx), {})[kind] = {
-            "src": data_uri(path),
+            "src": image_src(path),
             "caption": caption or f"{layer} filter {idx}: {_label(kind)}",
         }
     layers = [
@@ -172,5 +175,44 @@ def collect(
         "layers": layers,
         "numbers": [{"key": k, "label": label} for k, label in NUMBER_LABELS if k in present],
         "values": {layer: values[layer] for layer in figures if layer in values},
-        "figures": figures,
+        "figures": pack(figures),
     }
+
+
+F = "{f}"  # where a pattern takes the filter's number
+
+
+def pack(figures: dict[str, dict[str, dict[str, dict[str, str]]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{layer: {filter: {kind: {src, caption}}}}`` as ``{layer: {kind: {"src": pattern,
+    "caption": pattern, "filters": [...], "other": {filter: {src, caption}}}}}``: the figures that
+    follow the first one's pattern (its number in ``f<n>`` of the file and ``filter <n>`` of the
+    caption replaced by ``{f}``) are listed by number only; :func:`unpack` undoes it."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for layer, per in figures.items():
+        for idx in sorted(per, key=int):
+            for kind, fig in per[idx].items():
+                src, cap = fig["src"], fig["caption"]
+                pattern = None
+                if F not in src and F not in cap and f"/f{idx}." in src:
+                    pattern = (src.replace(f"/f{idx}.", f"/f{F}.", 1), cap.replace(f"filter {idx}", f"filter {F}"))
+                entry = out.setdefault(layer, {}).setdefault(kind, {})
+                if pattern is not None and "src" not in entry:
+                    entry.update(src=pattern[0], caption=pattern[1], filters=[])
+                if pattern is not None and (entry["src"], entry["caption"]) == pattern:
+                    entry["filters"].append(int(idx))
+                else:
+                    entry.setdefault("other", {})[idx] = fig
+    return out
+
+
+def unpack(packed: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, dict[str, str]]]]:
+    """The figures of :func:`pack` by layer, filter and kind again (what the page's script reads)."""
+    out: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
+    for layer, kinds in packed.items():
+        for kind, e in kinds.items():
+            for f in e.get("filters", []):
+                fig = {"src": e["src"].replace(F, str(f)), "caption": e["caption"].replace(F, str(f))}
+                out.setdefault(layer, {}).setdefault(str(f), {})[kind] = fig
+            for f, fig in e.get("other", {}).items():
+                out.setdefault(layer, {}).setdefault(str(f), {})[kind] = fig
+    return out

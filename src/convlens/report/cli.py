@@ -22,7 +22,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     # a run's report draws its figures into RUN/report/: one writer at a time
     with run_lock(args.path, "report") if is_run(args.path) else contextlib.nullcontext():
-        out = build_report(args.path, args.out, echo=print, checkpoint=args.checkpoint, color_by=args.color_by)
+        out = build_report(
+            args.path,
+            args.out,
+            echo=print,
+            checkpoint=args.checkpoint,
+            color_by=args.color_by,
+            self_contained=args.self_contained,
+        )
     print(f"report: {out}  ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
     return 0
 
@@ -73,9 +80,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser(
         "report",
-        help="write a self-contained HTML report of a run or sweep folder",
-        description="Write one self-contained report.html (images embedded, no network needed) for a run "
-        "folder or a sweep folder. Figures are drawn once into RUN/report/ and reused.",
+        help="write an HTML report of a run or sweep folder",
+        description="Write report.html for a run folder or a sweep folder. It needs no network: its images "
+        "are the run folder's own files, linked and loaded when looked at, so keep the page beside the folder "
+        "(or pass --self-contained for one file to share). Figures are drawn once into RUN/report/ and reused.",
     )
     p.add_argument("path", metavar="RUN|SWEEP_DIR", help="run folder or sweep folder")
     p.add_argument("--out", help="HTML file to write (default: RUN/report.html)")
@@ -90,6 +98,12 @@ def add_commands(sub) -> None:
         metavar="KEY",
         help="a sweep folder's report: colour the learning curves by this varied config key, e.g. "
         "train.optimizer.lr (default: the first varied key)",
+    )
+    p.add_argument(
+        "--self-contained",
+        action="store_true",
+        help="embed every image in the one HTML file (to share it; larger and slower to open) instead of "
+        "linking the run folder's files",
     )
     p.set_defaults(func=cmd_report)
 

@@ -19,7 +19,7 @@ from ..run.examples import pick_examples, pick_mistakes  # noqa: F401  (the repo
 from ..utils import read_json, write_json
 
 # Bump when a drawing function changes, so cached figures are redrawn once.
-FIGURE_VERSION = 1
+FIGURE_VERSION = 2
 
 
 class FigureCache:
@@ -86,62 +86,28 @@ def _short(name: str, limit: int = 14) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "\u2026"
 
 
-def mosaic(
-    images: list[np.ndarray], cols: int, pad: int = 2, min_side: int = 32, band: float = 0.0
-) -> tuple[np.ndarray, int, int]:
-    """Images tiled into one RGB array (nearest-neighbour upscaled to at least ``min_side``), with
-    a white band of ``band`` tile heights under each row for titles; returns the array, the tile
-    side and the row pitch. One ``imshow`` of a mosaic draws several times faster than one subplot
-    per image."""
-    tiles = []
-    for img in images:  # dataset images, (C, H, W)
-        a = plots.to_display(img, "chw")
-        if a.ndim == 2:
-            a = np.repeat(a[..., None], 3, 2)
-        k = max(1, -(-min_side // a.shape[0]))
-        tiles.append(np.kron(a, np.ones((k, k, 1))))
-    side = max(t.shape[0] for t in tiles)
-    cols = min(cols, len(tiles))
-    rows = -(-len(tiles) // cols)
-    pitch = side + pad + int(round(band * side))
-    out = np.ones((rows * pitch + pad, cols * (side + pad) + pad, 3))
-    for i, t in enumerate(tiles):
-        r, c = divmod(i, cols)
-        y, x = pad + r * pitch, pad + c * (side + pad)
-        out[y : y + t.shape[0], x : x + t.shape[1]] = t
-    return out, side, pitch
-
-
-@plots.styled
 def draw_gallery(
     images, picked: list[dict[str, Any]], classes: list[str], path: Path, title: str, mistakes: bool, cols: int = 8
-) -> None:
-    def cname(i: int) -> str:
-        return _short(classes[i]) if 0 <= i < len(classes) else str(i)
+) -> Path:
+    """The picked test images as one mosaic (:func:`plots.mosaic`), each titled with its predicted
+    class and probability (a mistake: true class \u2192 prediction), green when right, red when
+    wrong; every title fits its tile (wrapped, never over a neighbour's)."""
 
-    plt = plots.pyplot()
-    grid, side, pitch = mosaic([np.asarray(images[r["position"]]) for r in picked], cols, band=0.5)
-    cols = min(cols, len(picked))
-    rows = -(-len(picked) // cols)
-    fig, ax = plt.subplots(figsize=(1.2 * cols, 1.2 * rows * pitch / side + 0.35))
-    ax.imshow(grid, interpolation="nearest")
-    ax.axis("off")
-    for i, r in enumerate(picked):
-        if mistakes:
-            text = f"{cname(r['label'])} \u2192 {cname(r['pred'])}\n{100 * r['confidence']:.0f}%"
-        elif r["correct"]:
-            text = f"{cname(r['pred'])} {100 * r['confidence']:.0f}%"
-        else:
-            text = f"{cname(r['pred'])} {100 * r['confidence']:.0f}%\n(true: {cname(r['label'])})"
-        row, col = divmod(i, cols)
-        ax.text(
-            2 + col * (side + 2) + side / 2,
-            2 + row * pitch + side * 1.03,
-            text,
-            ha="center",
-            va="top",
-            fontsize=plots.SMALL,
-            color="#1a7f37" if r["correct"] else "#c62828",
-        )
-    ax.set_title(title, fontsize=9)
-    plots.save(fig, path)
+    def cname(i: int) -> str:
+        return classes[i] if 0 <= i < len(classes) else str(i)
+
+    titles = [
+        (f"{cname(r['label'])} \u2192 " if mistakes or not r["correct"] else "")
+        + f"{cname(r['pred'])} {100 * r['confidence']:.0f}%"
+        for r in picked
+    ]
+    return plots.mosaic(
+        [np.asarray(images[r["position"]]) for r in picked],
+        path,
+        layout="chw",
+        cols=cols,
+        titles=titles,
+        title_colors=["#1a7f37" if r["correct"] else "#c62828" for r in picked],
+        suptitle=title,
+        tile_inches=1.1,
+    )

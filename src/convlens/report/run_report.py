@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +19,7 @@ from .analyses import Analysis, analysis_section, load_analyses
 from .checkpoints import Checkpoints, Provenance, mark, tag_captions
 from .diagnose import diagnose
 from .figures import FigureCache, draw_gallery, pick_examples, pick_mistakes, read_predictions
-from .html import Figure, Section, Table, data_uri, fmt, pct, render_page
+from .html import Section, Table, figure, fmt, linked_images, pct, render_page
 
 
 def _num(v: Any) -> float | None:
@@ -102,7 +103,7 @@ def training_section(
     where = f"every epoch, not one checkpoint{'; checkpoints saved: ' + ', '.join(saved) if saved else ''}"
     p = cache.get("curves.png", [run.metrics_file], lambda out: plots.curves(rows, out))
     caption = f"Training curves: loss, accuracy (train and validation), learning rate ({where})"
-    sec.figures.append(Figure(data_uri(p), caption, run.rel(p)))
+    sec.figures.append(figure(p, caption, run.rel(p)))
     table = [
         [
             r.get("epoch"),
@@ -174,7 +175,7 @@ def classes_section(run: Run, classes: list[str], cache: FigureCache) -> Section
                 [100 * a for a in acc], names, out, title="Per-class accuracy", ylabel="accuracy (%)", ylim=(0, 100)
             ),
         )
-        sec.figures.append(Figure(data_uri(p), "Per-class accuracy", run.rel(p)))
+        sec.figures.append(figure(p, "Per-class accuracy", run.rel(p)))
     if cm:
         p = cache.get(
             "confusion.png",
@@ -183,9 +184,7 @@ def classes_section(run: Run, classes: list[str], cache: FigureCache) -> Section
                 cm, names, out, normalize=True, title="Confusion matrix (counts; colour: share of the true class)"
             ),
         )
-        sec.figures.append(
-            Figure(data_uri(p), "Confusion matrix: rows are true classes, columns predictions", run.rel(p))
-        )
+        sec.figures.append(figure(p, "Confusion matrix: rows are true classes, columns predictions", run.rel(p)))
     return sec
 
 
@@ -228,9 +227,7 @@ def examples_section(run: Run, classes: list[str], cache: FigureCache, errors: A
             sources,
             lambda out: draw_gallery(images(), examples, classes, out, "Example classifications", mistakes=False),
         )
-        sec.figures.append(
-            Figure(data_uri(p), "Evenly spaced test images: predicted class and probability", run.rel(p))
-        )
+        sec.figures.append(figure(p, "Evenly spaced test images: predicted class and probability", run.rel(p)))
         if mistakes:
             p = cache.get(
                 "mistakes.png",
@@ -240,9 +237,7 @@ def examples_section(run: Run, classes: list[str], cache: FigureCache, errors: A
                 ),
             )
             sec.figures.append(
-                Figure(
-                    data_uri(p), "The most confident mistakes: true class \u2192 prediction, probability", run.rel(p)
-                )
+                figure(p, "The most confident mistakes: true class \u2192 prediction, probability", run.rel(p))
             )
         else:
             sec.notes.append("no test image is misclassified")
@@ -394,10 +389,13 @@ def build_run_report(
     out: str | Path | None = None,
     echo: Callable[[str], None] = lambda s: None,
     checkpoint: str | None = None,
+    self_contained: bool = False,
 ) -> Path:
-    """Write the run's ``report.html`` (default ``RUN/report.html``) and return its path."""
+    """Write the run's ``report.html`` (default ``RUN/report.html``) and return its path: images
+    linked from the run folder and loaded when looked at, or all embedded (``self_contained``)."""
     run = run if isinstance(run, Run) else Run(run)
     out = Path(out) if out else run.report_file
-    html = render_page(**run_context(run, echo, checkpoint))
+    with contextlib.nullcontext() if self_contained else linked_images(out):
+        html = render_page(**run_context(run, echo, checkpoint))
     atomic_write_text(out, html)
     return out

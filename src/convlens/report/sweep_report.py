@@ -10,9 +10,11 @@ learning-curve overlay computed here from the trial folders.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,10 +26,11 @@ from ..run.layout import REPORT_DIR
 from ..utils import atomic_write_text
 from .diagnose import diagnose
 from .figures import FigureCache
-from .html import Figure, Section, Table, data_uri, fmt, pct, render_page
+from .html import Figure, Section, Table, figure, fmt, linked_images, pct, render_page
 from .run_report import build_run_report
 
 IGNORED_KEYS = ("meta.", "data.mean", "data.std", "name")
+ACCURACY = re.compile(r"(^|_|\b)acc(uracy)?($|_|\b)", re.IGNORECASE)
 
 
 def is_sweep(path: Path) -> bool:
@@ -100,12 +103,32 @@ def _csv_table(path: Path, root: Path) -> Table | None:
             return v
         return int(x) if x.is_integer() and "." not in v and "e" not in v.lower() else x
 
-    return Table(head, [[cell(v) for v in r] for r in body], str(path.relative_to(root)), collapsed=len(body) > 30)
+    table = [[cell(v) for v in r] for r in body]
+    # accuracies as the rest of the report shows them: percent, not fractions
+    for j, name in enumerate(head):
+        col = [r[j] for r in table if j < len(r) and r[j] != ""]
+        if ACCURACY.search(name) and col and all(isinstance(x, (int, float)) and 0 <= x <= 1 for x in col):
+            for r in table:
+                if j < len(r) and r[j] != "":
+                    r[j] = pct(r[j])
+    return Table(head, table, str(path.relative_to(root)), collapsed=len(body) > 30)
 
 
 def _varying(configs: list[dict[str, Any]]) -> list[str]:
     keys = sorted({k for c in configs for k in c})
     return [k for k in keys if not k.startswith(IGNORED_KEYS) and len({repr(c.get(k)) for c in configs}) > 1]
+
+
+def _title(path: Path) -> str:
+    """The sweep's own name (``name:`` of its sweep.yaml) and its folder's, as a run's report is titled."""
+    import yaml
+
+    folder = path.resolve().name
+    try:
+        name = (yaml.safe_load((path / "sweep.yaml").read_text(encoding="utf-8")) or {}).get("name")
+    except (OSError, yaml.YAMLError, AttributeError):
+        name = None
+    return f"Sweep {name}: {folder}" if name and str(name) != folder else f"Sweep {folder}"
 
 
 def varied_keys(path: Path) -> list[str]:
@@ -158,7 +181,7 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None], color_by: 
         headline.append(("best trial", f"{trials[best].name}: {pct(data[best]['best_val_acc'])} validation"))
     return {
         "kind": "sweep",
-        "title": f"Sweep {path.resolve().name}",
+        "title": _title(path),
         "subtitle": str(path),
         "facts": [("varied", ", ".join(varying) or "nothing")],
         "headline": headline,
@@ -258,7 +281,7 @@ def _groups_section(data: list[dict[str, Any]], configs: list[dict[str, Any]], v
 def _figures(path: Path, trials: list[Path], data: list[dict[str, Any]]) -> list[Figure]:
     """The sweep's own figures, or else the validation curves of every trial."""
     own_png = [p for p in sorted(path.rglob("*.png")) if p.relative_to(path).parts[0] not in ("trials", REPORT_DIR)]
-    figs = [Figure(data_uri(p), p.stem.replace("_", " "), str(p.relative_to(path))) for p in own_png]
+    figs = [figure(p, p.stem.replace("_", " "), str(p.relative_to(path))) for p in own_png]
     if figs or not any(d["curve"] for d in data):
         return figs
     cache = FigureCache(Layout(path).report_dir, path)
@@ -270,8 +293,8 @@ def _figures(path: Path, trials: list[Path], data: list[dict[str, Any]]) -> list
         for t, d in zip(trials, data):
             if d["curve"]:
                 x, y = zip(*d["curve"])
-                ax.plot(x, [100 * v for v in y], label=t.name, lw=1.2)
-        ax.set_xlabel("epoch")
+                ax.plot(x, [100 * v for v in y], label=t.name, lw=1.2, **plots.marker(len(x)))
+        plots.epoch_axis(ax)
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
         if len(trials) <= 12:
@@ -280,7 +303,7 @@ def _figures(path: Path, trials: list[Path], data: list[dict[str, Any]]) -> list
 
     p = cache.get("curves.png", [m for t in trials if (m := Layout(t).metrics_file).is_file()], draw)
     cache.save()
-    return [Figure(data_uri(p), "Validation accuracy of every trial", p.relative_to(path).as_posix())]
+    return [figure(p, "Validation accuracy of every trial", p.relative_to(path).as_posix())]
 
 
 def _several_keys(
@@ -308,8 +331,8 @@ def _several_keys(
             "parallel.png", inputs, lambda p: sf.parallel_coordinates(points, varying, "best_val_acc", p), varying
         )
         figs.append(
-            Figure(
-                data_uri(p),
+            figure(
+                p,
                 "Parallel coordinates: one line per trial, coloured by its best validation accuracy (last axis)",
                 p.relative_to(path).as_posix(),
             )
@@ -317,8 +340,8 @@ def _several_keys(
         kx, ky = varying[:2]
         p = cache.get("heatmap.png", inputs, lambda p: sf.two_key_heatmap(points, kx, ky, "best_val_acc", p), varying)
         figs.append(
-            Figure(
-                data_uri(p),
+            figure(
+                p,
                 f"Mean best validation accuracy for each pair of {kx} and {ky}",
                 p.relative_to(path).as_posix(),
             )
@@ -329,11 +352,7 @@ def _several_keys(
     if curves and not any(n.startswith("curves_by_") for n in own):
         name = f"curves_by_{key.replace('.', '_')}.png"
         p = cache.get(name, inputs, lambda p: sf.curves_by(curves, key, p), key)
-        figs.append(
-            Figure(
-                data_uri(p), f"Validation accuracy of every trial, coloured by {key}", p.relative_to(path).as_posix()
-            )
-        )
+        figs.append(figure(p, f"Validation accuracy of every trial, coloured by {key}", p.relative_to(path).as_posix()))
     cache.save()
     return figs
 
@@ -343,12 +362,14 @@ def build_sweep_report(
     out: str | Path | None = None,
     echo: Callable[[str], None] = lambda s: None,
     color_by: str | None = None,
+    self_contained: bool = False,
 ) -> Path:
     """The sweep's report; ``color_by`` names the varied config key the learning curves are
-    coloured by (default: the first one)."""
+    coloured by (default: the first one); images linked, or embedded (``self_contained``)."""
     path = Path(path)
     if not is_sweep(path):
         raise RunError(f"{path} is not a sweep folder: it has no trials/<n>/ run folders")
     out = Path(out) if out else Layout(path).report_file
-    atomic_write_text(out, render_page(**sweep_context(path, out, echo, color_by)))
+    with contextlib.nullcontext() if self_contained else linked_images(out):
+        atomic_write_text(out, render_page(**sweep_context(path, out, echo, color_by)))
     return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..plots import SMALL, pyplot, save, styled
+from ..plots import SMALL, epoch_axis, marker, pyplot, save, styled
 from ..run.layout import Layout
 from ..train.metrics import read_metrics
 from .results import DONE, Results
@@ -170,18 +170,15 @@ def overlay(curves: list[dict[str, Any]], path, title: str = "", best: int | Non
         if c["trial"] == best:
             continue
         if c["status"] == "pruned":
-            ax.plot(ep, acc, color="#999999", lw=0.8, ls="--", alpha=0.7)
+            ax.plot(ep, acc, color="#999999", lw=0.8, ls="--", alpha=0.7, **marker(len(ep)))
         else:
-            ax.plot(ep, acc, color="#4c72b0", lw=0.9, alpha=0.6)
+            ax.plot(ep, acc, color="#4c72b0", lw=0.9, alpha=0.6, **marker(len(ep)))
     for c in curves:
         if c["trial"] == best:
             ep, acc = zip(*c["points"])
             ax.plot(ep, [100 * a for a in acc], color="#dd8452", lw=2, marker="o", ms=3, label=f"best: trial {best}")
             ax.legend(fontsize=SMALL)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
+    epoch_axis(ax)
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(alpha=0.3)
     if title:
@@ -307,9 +304,10 @@ def curves_by(curves: list[dict[str, Any]], key: str, path, title: str = ""):
     for c, col in zip(curves, colour):
         ep, acc = zip(*c["points"])
         lab = _label(c["value"])
-        ax.plot(ep, [100 * a for a in acc], color=col, lw=1.2, label=None if lab in shown else f"{key}={lab}")
+        label = None if lab in shown else f"{key}={lab}"
+        ax.plot(ep, [100 * a for a in acc], color=col, lw=1.2, label=label, **marker(len(ep)))
         shown.add(lab)
-    ax.set_xlabel("epoch")
+    epoch_axis(ax)
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(alpha=0.3)
     if len(shown) <= 12:

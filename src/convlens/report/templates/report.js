@@ -53,11 +53,38 @@
     });
   }
 
+  // a figure drawn smaller than a panel (a 32-pixel picture) is enlarged by a whole factor; one
+  // drawn larger keeps its size, so its text is as large as it was set
+  function enlarge(img) {
+    img.style.width = "";
+    var w = img.naturalWidth;
+    if (w > 0 && w < 200) { img.style.width = (w * Math.floor(240 / w)) + "px"; }
+  }
+  panels.forEach(function (panel) {
+    var img = panel.querySelector("img");
+    img.addEventListener("load", function () { enlarge(img); });
+  });
+
+  // a layer's figures of one kind: a pattern and the filters that follow it, and the others
+  // (browser.py, pack); a filter's own figure is made from them when it is picked
+  var listed = {};
+  function figureOf(layer, filter, kind) {
+    var e = (data.figures[layer] || {})[kind];
+    if (!e) { return null; }
+    if (e.other && e.other[filter]) { return e.other[filter]; }
+    var key = layer + "\u0000" + kind;
+    if (!listed[key]) {
+      listed[key] = {};
+      (e.filters || []).forEach(function (f) { listed[key][String(f)] = true; });
+    }
+    if (!listed[key][filter]) { return null; }
+    return {src: e.src.split("{f}").join(filter), caption: e.caption.split("{f}").join(filter)};
+  }
+
   function show() {
     showNumbers();
-    var figs = (data.figures[layerSel.value] || {})[filterSel.value] || {};
     panels.forEach(function (panel) {
-      var fig = figs[panel.getAttribute("data-kind")];
+      var fig = figureOf(layerSel.value, filterSel.value, panel.getAttribute("data-kind"));
       var img = panel.querySelector("img");
       var cap = panel.querySelector("figcaption");
       if (fig) {
