@@ -200,13 +200,13 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
 
     run_dir = tmp_path / "killed"
     proc = _cli("train", str(cfg_path), "--out", str(run_dir))
-    metrics = run_dir / "metrics.jsonl"
+    last = run_dir / "checkpoints" / "last.pt"
     deadline = time.time() + 400
-    while time.time() < deadline:  # wait until two epochs are saved, then kill in the middle of the third
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.02)
-    time.sleep(0.2)
+    # wait until epoch 2's last.pt is saved (it follows the epoch's metrics row; the atomic write
+    # means a last.pt that exists is whole), then kill in the middle of the third
+    while time.time() < deadline and not (last.is_file() and load_checkpoint(last)["epoch"] >= 2):
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
