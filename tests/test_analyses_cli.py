@@ -133,6 +133,27 @@ def test_analyses_with_other_layers_keep_each_other(digits_run, capsys):
     assert "--only topk --layers conv3`" in " ".join(prov.alerts), prov.alerts
 
 
+def test_analyses_of_the_val_split_keep_the_test_splits(digits_run, capsys):
+    from convlens.report.analyses import load_analyses
+
+    analysis = digits_run / "analysis"
+    assert main(["analyze", str(digits_run), "--only", "stats,topk", "--limit", "30", "--k", "2"]) == 0
+    before = {p.name: p.read_bytes() for p in (analysis / "stats.json", analysis / "topk.json")}
+    figures = sorted((analysis / "stats").rglob("*.png"))
+    assert figures and (analysis / "topk.npz").is_file()
+    assert (
+        main(["analyze", str(digits_run), "--only", "stats,topk", "--split", "val", "--limit", "20", "--k", "2"]) == 0
+    )
+    assert f"-> {analysis / 'stats-split_val.json'}" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in (analysis / "stats.json", analysis / "topk.json")} == before
+    assert sorted((analysis / "stats").rglob("*.png")) == figures and (analysis / "topk.npz").is_file()
+    val = json.loads((analysis / "stats-split_val.json").read_text())
+    assert val["split"] == "val" and all(f["path"].startswith("analysis/stats-split_val/") for f in val["figures"])
+    found, notes = load_analyses(digits_run)  # the report shows the test split's and names the other
+    assert not [a for a in found if a.doc.get("split") == "val"]
+    assert any("stats-split_val.json holds stats on the val split" in n for n in notes), notes
+
+
 def test_analyze_is_the_function_after_its_module_was_imported():
     # the module that runs analyses has another name than the function the package exports, so
     # importing the module first cannot shadow ``convlens.analyses.analyze`` with a module object

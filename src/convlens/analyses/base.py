@@ -426,6 +426,13 @@ class Analysis:
         filters = getattr(self, "filters", None)
         return artifact_key(getattr(self, "layers", None), filters if isinstance(filters, list) else None)
 
+    def key_for(self, subject: Subject) -> str | None:
+        """The key of these options on ``subject``'s split (:func:`~convlens.run.split_key`): results
+        on another split than test are keyed by it too, beside the test split's."""
+        from ..run.layout import split_key
+
+        return split_key(self.key(), subject.split_name)
+
     def applies(self, subject: Subject) -> str | None:
         """``None`` when this analysis can run on the subject, else why not."""
         if self.needs_conv and not subject.has_conv:
@@ -460,13 +467,13 @@ class Analysis:
 
     def clear(self, subject: Subject) -> None:
         """Remove this analysis' figures and arrays of an earlier run, so the folder matches the new JSON."""
-        folder = subject.folder(self.name, self.key())
+        folder = subject.folder(self.name, self.key_for(subject))
         if folder is not None and folder.is_dir():
             shutil.rmtree(folder)
         if subject.root is not None:
             from ..run import Layout
 
-            Layout(subject.root).artifact(self.name, self.key()).npz.unlink(missing_ok=True)
+            Layout(subject.root).artifact(self.name, self.key_for(subject)).npz.unlink(missing_ok=True)
 
     def publish(self, subject: Subject, result: dict[str, Any], seconds: float) -> dict[str, Any]:
         out = {
@@ -485,7 +492,7 @@ class Analysis:
         if subject.root is not None:
             from ..run import Layout
 
-            Layout(subject.root).artifact(self.name, self.key()).write(out)
+            Layout(subject.root).artifact(self.name, self.key_for(subject)).write(out)
         return Result(out, subject.root)
 
     def lines(self, result: dict[str, Any]) -> list[str]:

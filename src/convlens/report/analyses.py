@@ -129,9 +129,27 @@ def load_analyses(run_dir: Path) -> tuple[list[Analysis], list[str]]:
             notes.append(f"{p.name} is not a JSON object; skipped")
             continue
         found.append(Analysis(str(doc.get("analysis") or p.stem), doc, p))
+    found, notes = _test_split_first(found, notes)
     rank = {n: i for i, n in enumerate(ORDER)}
     found.sort(key=lambda a: (rank.get(a.name, len(ORDER)), a.name, a.stem))
     return found, notes
+
+
+def _test_split_first(found: list[Analysis], notes: list[str]) -> tuple[list[Analysis], list[str]]:
+    """The report is about the test split: an analysis also run on another split (``analyze --split
+    val``, keyed ``-split_val``) is listed in a note, not shown beside the test split's; one run on
+    another split only is shown (its section says which split)."""
+    on_test = {a.name for a in found if (a.doc.get("split") or "test") == "test"}
+    shown, other = [], []
+    for a in found:
+        split = a.doc.get("split") or "test"
+        (other if split != "test" and a.name in on_test else shown).append(a)
+    for a in other:
+        notes.append(
+            f"{a.path.name} holds {a.name} on the {a.doc.get('split')} split; this report shows the test split's "
+            f"(analysis/{a.name}.json and the keyed ones)"
+        )
+    return shown, notes
 
 
 def figure_entries(doc: dict[str, Any]) -> list[dict[str, Any]]:

@@ -81,6 +81,18 @@ def artifact_key(layers: Sequence[str] | str | None = None, targets: Sequence[in
     return "-".join(parts) or None
 
 
+def split_key(key: str | None, split: str = "test") -> str | None:
+    """``key`` for results computed on ``split``: the test split's keep ``key``; another split's
+    get ``split_<split>`` appended, so ``analyze --split val`` never replaces the test split's.
+
+    >>> split_key(None, "val"), split_key("conv1", "val"), split_key("conv1")
+    ('split_val', 'conv1-split_val', 'conv1')
+    """
+    if split == "test":
+        return key
+    return "-".join(p for p in (key, f"split_{_KEY_PART.sub('_', split)}") if p)
+
+
 class Artifact:
     """One producer's results: ``analysis/<stem>.json``, ``analysis/<stem>.npz`` and the figures
     under ``analysis/<stem>/``, where ``stem`` is ``<name>`` or ``<name>-<key>``."""
