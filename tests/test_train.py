@@ -257,6 +257,33 @@ def test_resume_can_extend_epochs(tmp_path):
         train(resume=tmp_path / "r", overrides=["train.optimizer.lr=1"], echo=quiet)
 
 
+def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path):
+    train(tiny_config(**{"train.epochs": 2}), tmp_path / "r", echo=quiet)
+    before = (tmp_path / "r" / "metrics.jsonl").read_text(), (tmp_path / "r" / "status.json").read_text()
+    with pytest.raises(RunError, match=r"train.epochs=1 is fewer than the 2 epochs .* has trained already"):
+        train(resume=tmp_path / "r", overrides=["train.epochs=1"], echo=quiet)
+    assert ((tmp_path / "r" / "metrics.jsonl").read_text(), (tmp_path / "r" / "status.json").read_text()) == before
+
+
+def test_a_busy_machine_draws_a_note_about_threads(monkeypatch):
+    from convlens.train.precision import busy_note
+
+    assert busy_note(2, load=0.5) is None and busy_note(1, load=9.0) is None
+    note = busy_note(2, load=8.0)
+    assert "load 8.0 on 2 cores" in note and "train.threads: 1" in note and "differ slightly" in note
+
+
+def test_training_on_a_busy_machine_says_so_unless_threads_are_set(monkeypatch, tmp_path):
+    import convlens.train.precision as precision
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (6.0, 6.0, 6.0))
+    monkeypatch.setattr(precision, "usable_cores", lambda: 2)
+    for threads, said in ((None, True), (1, False), (2, False)):
+        lines = []
+        train(tiny_config(**{"train.epochs": 1, "train.threads": threads}), tmp_path / str(threads), echo=lines.append)
+        assert any("the machine is busy (load 6.0 on 2 cores)" in x for x in lines) == said, lines
+
+
 def test_recurrent_model_trains(tmp_path):
     cfg = tiny_config(**{"model": {"preset": "lstm", "options": {"hidden": 16}}, "train.epochs": 1})
     run = train(cfg, tmp_path / "r", echo=quiet)

@@ -33,7 +33,7 @@ from .averaging import WeightAverage
 from .evaluate import evaluate_split, write_eval
 from .metrics import MetricsLog
 from .optim import make_optimizer, make_scheduler
-from .precision import Precision, choose
+from .precision import Precision, busy_note, choose
 from .resize import epoch_size, resize_batch
 
 
@@ -328,6 +328,12 @@ def _train(config, out, resume, overrides, echo, callback, held: contextlib.Exit
     last = layout.checkpoint_file("last")
     if resume is not None and last.is_file():
         trainer.restore(checkpoint.load(last, map_location=prec.device))
+        if trainer.start_epoch > cfg.train.epochs:
+            raise RunError(
+                f"train.epochs={cfg.train.epochs} is fewer than the {trainer.start_epoch} epochs {run_dir} has "
+                f"trained already; --resume continues to a later epoch (train.epochs >= {trainer.start_epoch}), "
+                "it cannot undo epochs"
+            )
         if prior.status.get("status") == "finished" and trainer.start_epoch >= cfg.train.epochs:
             echo(f"{run_dir} is already finished ({trainer.start_epoch} epochs)")
             return Run(run_dir)
@@ -356,6 +362,9 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
         f"{totals(summarize(trainer.model, data.shape))['params']:,} parameters, {prec.describe()}"
         f"{defaults_note(cfg)}"
     )
+    busy = busy_note(prec.threads) if t.threads is None else None
+    if busy:
+        echo(busy)
     if t.batch_size > len(data.train):
         echo(
             f"note: train.batch_size={t.batch_size} is larger than the {len(data.train)} training images: "

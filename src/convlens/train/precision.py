@@ -89,3 +89,23 @@ def choose(
     n = threads or usable_cores()
     torch.set_num_threads(n)
     return Precision(dev, bf16, cl, n)
+
+
+def busy_note(threads: int, load: float | None = None) -> str | None:
+    """A warning when ``threads`` (chosen by default: every usable core) compete with other work:
+    on a busy machine torch's threads keep waiting for each other (2 threads at load 8: 3.5x slower
+    than one, on digits). ``load`` defaults to the 1-minute load average."""
+    if threads < 2:
+        return None
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (OSError, AttributeError):  # not available here (Windows)
+            return None
+    if load < threads:
+        return None
+    return (
+        f"note: the machine is busy (load {load:.1f} on {threads} cores): torch's {threads} threads will wait "
+        "for each other; train.threads: 1 (--set train.threads=1) is often several times faster here. Results "
+        "differ slightly between thread counts (float sums in another order), so keep it fixed to compare runs"
+    )
