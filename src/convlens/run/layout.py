@@ -29,7 +29,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..utils import atomic_write, atomic_write_text, write_json
+from ..utils import atomic_write_bytes, atomic_write_text, write_json
 
 CONFIG = "config.yaml"
 DATASET = "dataset.json"
@@ -133,7 +133,7 @@ class Artifact:
 
         buf = io.BytesIO()
         (np.savez_compressed if compressed else np.savez)(buf, **arrays)
-        atomic_write(self.npz, lambda f: f.write(buf.getvalue()), mode="wb")
+        atomic_write_bytes(self.npz, buf.getvalue())
         return self.rel(self.npz)
 
     def clear(self) -> None:
@@ -277,7 +277,7 @@ class Layout:
             indices=np.asarray(indices, dtype=np.int64),
             split=np.array(split),
         )
-        atomic_write(self.examples_file, lambda f: f.write(buf.getvalue()), mode="wb")
+        atomic_write_bytes(self.examples_file, buf.getvalue())
 
     def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
         from ..train import checkpoint

@@ -7,6 +7,7 @@ travels inside every checkpoint, next to the weights.
 
 from __future__ import annotations
 
+import io
 import pickle
 import re
 import warnings
@@ -16,11 +17,15 @@ from typing import Any
 import torch
 
 from ..errors import RunError
-from ..utils import atomic_write
+from ..utils import atomic_write_bytes
 
 
 def save(path: Path, obj: dict[str, Any]) -> None:
-    atomic_write(Path(path), lambda f: torch.save(obj, f), mode="wb")
+    # serialised in memory first: torch writing into a file that hits a full disk fails with an
+    # opaque "inline_container ... unexpected pos"; a plain write names the file and the size
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .. import __version__
 from ..config import ExperimentConfig, defaults_note, load_config
 from ..data import Augment, DataBundle, batches, load_data, num_batches
-from ..errors import RunError
+from ..errors import ConvlensError, RunError
 from ..models import build_model, summarize, totals
 from ..models.whiten import init_whitening
 from ..run import Layout, Run, write_status
@@ -451,7 +451,9 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
         echo(f"\ninterrupted: {done} epoch(s) are saved; continue with `convlens train --resume {run_dir}`")
         raise
     except Exception as exc:
-        write_status(run_dir, "failed", epoch=epoch, epochs=epochs, message=f"{type(exc).__name__}: {exc}")
+        message = str(exc) if isinstance(exc, ConvlensError) else f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(OSError):  # a full disk may refuse this too: the error above says why
+            write_status(run_dir, "failed", epoch=epoch, epochs=epochs, message=message)
         raise
     finally:
         log.close()

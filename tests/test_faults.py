@@ -1,0 +1,69 @@
+"""Faults from outside: a full disk, killed writes, hostile or huge inputs. Each ends in one error
+that names the file and what to do, and leaves nothing half-written behind."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import pytest
+from conftest import tiny_config
+
+from convlens.cli import main
+from convlens.errors import DiskFullError
+from convlens.train import train
+from convlens.train.checkpoint import load as load_checkpoint
+
+
+def quiet(*_):
+    pass
+
+
+def _full_disk_for(monkeypatch, name: str, after: int = 0):
+    """``os.fsync`` of a temp file for ``name`` fails as on a full disk, after ``after`` good ones."""
+    import convlens.utils as utils
+
+    real, seen = os.fsync, []
+
+    def fsync(fd):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        if f".{name}." in os.path.basename(target):
+            seen.append(target)
+            if len(seen) > after:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+
+    monkeypatch.setattr(utils.os, "fsync", fsync)
+    return seen
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="finds the file of a descriptor in /proc")
+def test_a_full_disk_during_a_checkpoint_names_the_file_keeps_the_old_one_and_resume_works(
+    tmp_path, monkeypatch, capsys
+):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps(tiny_config(**{"train.epochs": 2})))
+    run = tmp_path / "r"
+    with monkeypatch.context() as mp:
+        _full_disk_for(mp, "last.pt", after=1)  # epoch 1's last.pt is written, epoch 2's finds no space
+        assert main(["train", str(cfg), "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([x for x in err if x.startswith("error:")]) == 1 and not [x for x in err if "Traceback" in x]
+    line = next(x for x in err if x.startswith("error:"))
+    assert f"no space left on the device to write {run / 'checkpoints' / 'last.pt'}; it needs " in line
+    assert "free some space and run the command again" in line
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]  # nothing half-written kept
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "failed" and status["message"].startswith("no space left on the device to write")
+    assert main(["train", "--resume", str(run)]) == 0  # space is back
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+
+
+def test_disk_full_error_is_an_os_error_that_names_the_size():
+    from convlens.utils import disk_full
+
+    exc = disk_full("/x/y.json", 3 * 1024 * 1024)
+    assert isinstance(exc, DiskFullError) and isinstance(exc, OSError)
+    assert str(exc).startswith("no space left on the device to write /x/y.json; it needs 3.0 MiB")
