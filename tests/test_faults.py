@@ -12,12 +12,7 @@ from conftest import tiny_config
 
 from convlens.cli import main
 from convlens.errors import DiskFullError
-from convlens.train import train
 from convlens.train.checkpoint import load as load_checkpoint
-
-
-def quiet(*_):
-    pass
 
 
 def _full_disk_for(monkeypatch, name: str, after: int = 0):
@@ -67,3 +62,23 @@ def test_disk_full_error_is_an_os_error_that_names_the_size():
     exc = disk_full("/x/y.json", 3 * 1024 * 1024)
     assert isinstance(exc, DiskFullError) and isinstance(exc, OSError)
     assert str(exc).startswith("no space left on the device to write /x/y.json; it needs 3.0 MiB")
+
+
+def test_an_artifacts_arrays_and_json_are_one_generation(tmp_path):
+    import numpy as np
+
+    from convlens.analyses.perfilter import _arrays
+    from convlens.errors import DamagedFileError
+    from convlens.run import Layout
+
+    art = Layout(tmp_path).artifact("topk")
+    doc = {"analysis": "topk", "arrays": art.save_arrays(images=np.zeros((2, 1, 4, 4), np.uint8))}
+    art.write(doc)
+    written = json.loads(art.json.read_text())
+    with _arrays(written, tmp_path) as z:
+        assert z["images"].shape == (2, 1, 4, 4)
+    # a rerun killed after its .npz and before its JSON: the old JSON beside new arrays
+    art.save_arrays(images=np.ones((3, 1, 4, 4), np.uint8))
+    with pytest.raises(DamagedFileError, match=r"topk.npz was written by a later run of topk than its JSON"):
+        _arrays(written, tmp_path)
+    assert not [p for p in (tmp_path / "analysis").iterdir() if p.name.endswith(".tmp")]

@@ -839,10 +839,15 @@ def analysis_section(run_dir: Path, a: Analysis, classes: list[str]) -> Section:
     if per:
         layers = ", ".join(dict.fromkeys(str(k[0]) for k in (per_filter_key(e, a.name) for e in per) if k))
         shown = len([e for e in per if e in own])
+        missing = len([e for e in per if not (run_dir / str(e.get("path"))).is_file()])
         sec.notes.append(
             f"{len(per)} per-filter figure{'s' if len(per) != 1 else ''} ({layers})"
             + (f", {shown} of them below" if shown else "")
-            + ": every one is in the filter browser"
+            + (
+                ": every one is in the filter browser"
+                if not missing
+                else f": {missing} could not be drawn (see the note at the top); the others are in the filter browser"
+            )
         )
     if not sec.figures and not sec.tables and not per:
         sec.notes.append(f"{a.path.name} lists no figures")

@@ -378,6 +378,8 @@ def draw_filter_figures(root: Path, analyses: list[Any], echo: Callable[[str], N
     for a in analyses:
         try:
             drawn += len(draw_pending(root, [a.doc]))
+        except ConvlensError as exc:  # says what is wrong and what to run
+            notes.append(f"{a.path.name}: its per-filter figures could not be drawn: {exc}")
         except (OSError, KeyError, IndexError, TypeError, ValueError) as exc:
             notes.append(f"{a.path.name}: its per-filter figures could not be drawn ({type(exc).__name__}: {exc})")
     if drawn:

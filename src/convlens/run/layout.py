@@ -123,8 +123,32 @@ class Artifact:
         return Path(path).relative_to(self.root).as_posix()
 
     def write(self, doc: dict[str, Any]) -> Path:
+        """The JSON, last: with ``arrays``, it records the SHA-256 of the .npz on disk
+        (``arrays_sha256``), so a pair left by a command killed between the two writes (a new .npz
+        beside the old JSON) is found on read (:meth:`arrays_of`) instead of mixing generations."""
+        if isinstance(doc.get("arrays"), str) and self.npz.is_file():
+            doc = {**doc, "arrays_sha256": sha256_file(self.npz)}
         write_json(self.json, doc)
         return self.json
+
+    @staticmethod
+    def arrays_of(doc: dict[str, Any], root: Path) -> Path:
+        """The .npz ``doc`` lists under ``arrays``, checked to be the one written with it."""
+        from ..errors import DamagedFileError
+
+        rel = doc.get("arrays")
+        if not isinstance(rel, str):
+            raise DamagedFileError(f"the analysis {doc.get('analysis')!r} lists no arrays (.npz) to draw from")
+        path = Path(root) / rel
+        if not path.is_file():
+            raise DamagedFileError(f"{path} is missing; rerun the analysis to write it again")
+        want = doc.get("arrays_sha256")
+        if isinstance(want, str) and sha256_file(path) != want:
+            raise DamagedFileError(
+                f"{path} was written by a later run of {doc.get('analysis')} than its JSON (that run was stopped "
+                f"between the two); rerun `convlens analyze {root} --only {doc.get('analysis')}`"
+            )
+        return path
 
     def save_arrays(self, compressed: bool = True, **arrays: Any) -> str:
         """Write the raw arrays (a .npz, compressed unless ``compressed`` is False, atomically);
@@ -145,6 +169,17 @@ class Artifact:
         succeeds, then dropped; on an error the new ones are dropped and the old ones come back, so
         they still match the JSON (written after the block)."""
         return _Replacing([self.folder, self.npz])
+
+
+def sha256_file(path: Path) -> str:
+    """The first 16 hex digits of a file's SHA-256."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def _remove(p: Path) -> None:
