@@ -82,3 +82,58 @@ def test_an_artifacts_arrays_and_json_are_one_generation(tmp_path):
     with pytest.raises(DamagedFileError, match=r"topk.npz was written by a later run of topk than its JSON"):
         _arrays(written, tmp_path)
     assert not [p for p in (tmp_path / "analysis").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["analyze", "RUN", "--only", "stats", "--active-threshold", "nan"], "--active-threshold"),
+        (["explain", "RUN", "--method", "actmax", "--tv", "nan"], "--tv"),
+        (["explain", "RUN", "--method", "actmax", "--lr", "inf"], "--lr"),
+        (["explain", "RUN", "--method", "actmax", "--lr=-inf"], "--lr"),
+    ],
+)
+def test_nan_and_infinity_are_refused_on_the_command_line(argv, flag, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    value = argv[-1].split("=")[-1]
+    assert f"argument {flag}: '{value}' is not a finite number" in capsys.readouterr().err
+
+
+def test_nan_and_infinity_are_refused_in_configs_and_options(tmp_path, capsys):
+    from convlens.analyses import Stats
+    from convlens.jobs import AnalysisError, comma_floats
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps(tiny_config()))
+    for bad in ("train.optimizer.weight_decay=inf", "train.optimizer.lr=.nan", "train.optimizer.lr=-.inf"):
+        assert main(["train", str(cfg), "--set", bad, "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert f"`{bad.split('=')[0]}`: Input should be a finite number" in err, err
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(Exception, match="finite numbers"):
+        comma_floats("0.5,nan")
+    with pytest.raises(AnalysisError, match="active_threshold=nan is not a finite number"):
+        Stats(active_threshold=float("nan"))
+
+
+def test_yaml_alias_bombs_and_duplicate_keys_are_refused(tmp_path, capsys):
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        prev, name = chr(96 + i), chr(97 + i)
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+    cfg = tmp_path / "bomb.yaml"
+    cfg.write_text("unused:\n" + "".join(f"  {line}\n" for line in levels) + "name: t\n")
+    assert main(["train", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    assert f"config file {cfg} expands to more than 100,000 values" in capsys.readouterr().err
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("name: t\ntrain:\n  epochs: 1\n  batch_size: 8\n  epochs: 3\n")
+    assert main(["train", str(dup), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"config file {dup} is not valid YAML: key 'epochs' is given twice in one mapping (first on line 3)" in err
+    assert "line 5" in err and not (tmp_path / "r").exists()
+    # merge keys override on purpose: no duplicate
+    from convlens.config import load_yaml
+
+    assert load_yaml("b: &b {x: 1, y: 2}\nc: {<<: *b, x: 3}\n", "m")["c"] == {"x": 3, "y": 2}

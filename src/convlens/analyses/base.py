@@ -35,7 +35,7 @@ from ..models.summary import receptive_fields
 from ..trace import borrowed, conv_layers, get_layer
 from ..results import Result
 from ..utils import interactive
-from ..jobs import JOBS, AnalysisError, canonical, comma_ints, comma_list, option  # noqa: F401  (re-exported)
+from ..jobs import JOBS, AnalysisError, canonical, check_choices, comma_ints, comma_list, option  # noqa: F401  (re-exported)
 from .options import AT_HELP  # noqa: F401  (re-exported)
 
 
@@ -400,14 +400,7 @@ class Analysis:
     needs_conv: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            value = canonical(f, getattr(self, f.name))
-            setattr(self, f.name, value)
-            if choices and value not in choices:
-                raise AnalysisError(
-                    f"{self.name}: {f.name}={value!r} is not allowed; allowed: {', '.join(map(str, choices))}"
-                )
+        check_choices(self, AnalysisError, self.name)  # and no NaN or infinity
 
     @classmethod
     def describe(cls) -> str:
