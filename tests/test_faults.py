@@ -137,3 +137,35 @@ def test_yaml_alias_bombs_and_duplicate_keys_are_refused(tmp_path, capsys):
     from convlens.config import load_yaml
 
     assert load_yaml("b: &b {x: 1, y: 2}\nc: {<<: *b, x: 3}\n", "m")["c"] == {"x": 3, "y": 2}
+
+
+def test_decompression_bombs_and_huge_resizes_are_refused(tmp_path, capsys):
+    from PIL import Image
+
+    from convlens.data import images
+    from convlens.errors import DataError
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (15000, 15000)).save(bomb)  # a few kilobytes on disk, 225 million pixels
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(DataError, match=r"bomb.png: more than 40,000,000 pixels|bomb.png: it is 15000x15000"):
+        images.decode(str(bomb), None, 32)
+    big = tmp_path / "big.png"
+    Image.new("L", (7000, 7000)).save(big)  # 49M pixels: under Pillow's own limit, over ours
+    with pytest.raises(DataError, match=r"big.png: it is 7000x7000 \(49,000,000 pixels\), more than the 40,000,000"):
+        images.decode(str(big), None, None)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps(tiny_config()))
+    assert main(["train", str(cfg), "--set", "data.resize=100000", "--out", str(tmp_path / "r")]) == 2
+    assert "`data.resize`: Input should be less than or equal to 4096" in capsys.readouterr().err
+
+
+def test_an_array_larger_than_memory_is_refused_before_it_is_made(monkeypatch):
+    import numpy as np
+
+    from convlens.data import bundle
+    from convlens.errors import DataError
+
+    monkeypatch.setattr(bundle.os, "sysconf", lambda name: 1024 if name == "SC_AVPHYS_PAGES" else 4096)  # 4 MiB
+    with pytest.raises(DataError, match=r"data.resize=512 makes 10 images of 512x512: 7.5 MiB, more than the 4.0 MiB"):
+        bundle.resize(np.zeros((10, 8, 8, 3), np.uint8), 512)

@@ -100,7 +100,9 @@ class DataConfig(Strict):
     train_subset: int | None = Field(None, gt=0, description="Use only this many training images")
     test_subset: int | None = Field(None, gt=0, description="Use only this many test images")
     grayscale: bool = False
-    resize: int | None = Field(None, gt=0, description="Resize images to resize x resize")
+    resize: int | None = Field(
+        None, gt=0, le=4096, description="Resize images to resize x resize (at most 4096: 50 MB an image)"
+    )
     normalize: bool = True
     mean: list[float] | None = Field(None, description="Per-channel mean; default: the train split's")
     std: list[float] | None = None

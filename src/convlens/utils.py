@@ -22,7 +22,7 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once: os.umask is process-wide and not safe to toggle from threads
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
     for unit in ("bytes", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
@@ -35,10 +35,10 @@ def disk_full(path: Path, needed: int | None = None) -> Exception:
     from .errors import DiskFullError
 
     try:
-        free = f", {_size(shutil.disk_usage(Path(path).parent).free)} free"
+        free = f", {human_size(shutil.disk_usage(Path(path).parent).free)} free"
     except OSError:
         free = ""
-    need = f"; it needs {_size(needed)}{free}" if needed is not None else free.replace(", ", "; ", 1)
+    need = f"; it needs {human_size(needed)}{free}" if needed is not None else free.replace(", ", "; ", 1)
     return DiskFullError(
         f"no space left on the device to write {path}{need}. Nothing was half-written (the previous file, "
         "if any, is intact): free some space and run the command again"

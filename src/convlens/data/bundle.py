@@ -19,6 +19,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError
+from ..utils import human_size
 from .images import CACHE_NOTE
 from .registry import DATASETS, Arrays, stratified_holdout
 
@@ -132,12 +133,26 @@ def resize(x: np.ndarray, size: int) -> np.ndarray:
     """Bilinear, antialiased resize of a whole uint8 (N, H, W, C) array to (N, size, size, C)."""
     if x.shape[1:3] == (size, size):
         return x
+    _check_fits(len(x) * size * size * x.shape[-1], f"data.resize={size} makes {len(x):,} images of {size}x{size}")
     out = np.empty((len(x), size, size, x.shape[-1]), np.uint8)
     for i in range(0, len(x), 4096):
         t = torch.from_numpy(x[i : i + 4096]).permute(0, 3, 1, 2).float()
         r = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out[i : i + 4096] = r.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return out
+
+
+def _check_fits(nbytes: int, what: str) -> None:
+    """Refuse an array larger than the memory available now, before allocating it."""
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not available here
+        return
+    if nbytes > free:
+        raise DataError(
+            f"{what}: {human_size(nbytes)}, more than the {human_size(free)} of memory available; "
+            "choose a smaller data.resize (or data.train_subset)"
+        )
 
 
 def _preprocess(a: Arrays, cfg: DataConfig) -> Arrays:

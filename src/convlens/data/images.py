@@ -39,15 +39,36 @@ def is_archive(path: Path) -> bool:
     return path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)
 
 
+# Pixels of one image decoded at most: 40 megapixels (a 15000x15000 PNG of a few kilobytes would
+# take 675 MB; the classifiers here read 32x32 to 224x224). Pillow warns only past 89M.
+MAX_PIXELS = 40_000_000
+
+
+def _bounded(im: Image.Image, name: str) -> Image.Image:
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise DataError(
+            f"cannot read image {name}: it is {w}x{h} ({w * h:,} pixels), more than the {MAX_PIXELS:,} convlens "
+            "decodes (a decompression bomb, or a picture far larger than a classifier's input); shrink it first"
+        )
+    return im
+
+
 def decode(name: str, data: bytes | None, size: int | None) -> np.ndarray:
     """One image as uint8 (H, W) for grayscale or (H, W, 3); ``data=None`` reads ``name``."""
     try:
         with Image.open(io.BytesIO(data) if data is not None else name) as im:
+            im = _bounded(im, name)
             im = _deep_to_8bit(im, name)
             im = im.convert("L" if im.mode in ("L", "1", "P") and _is_gray(im) else "RGB")
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
             return np.asarray(im, dtype=np.uint8)
+    except Image.DecompressionBombError:  # over twice Pillow's own limit: refused while opening
+        raise DataError(
+            f"cannot read image {name}: more than {MAX_PIXELS:,} pixels (a decompression bomb, or a picture far "
+            "larger than a classifier's input); shrink it first"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot read image {name}: {exc}") from None
 
