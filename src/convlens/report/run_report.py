@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import __version__, plots
-from ..errors import ConvlensError
+from ..errors import ConvlensError, DamagedFileError
 from ..explain.cli import METHOD_NAMES
 from ..run import Run
 from ..run.layout import Layout
@@ -300,6 +300,8 @@ def run_context(
     """
     try:
         classes = run.classes
+    except DamagedFileError:  # a dataset.json of the wrong shape: named, not papered over
+        raise
     except ConvlensError:
         classes = list((run.eval or {}).get("classes", []))
     rows = run.metrics()
