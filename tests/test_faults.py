@@ -169,3 +169,83 @@ def test_an_array_larger_than_memory_is_refused_before_it_is_made(monkeypatch):
     monkeypatch.setattr(bundle.os, "sysconf", lambda name: 1024 if name == "SC_AVPHYS_PAGES" else 4096)  # 4 MiB
     with pytest.raises(DataError, match=r"data.resize=512 makes 10 images of 512x512: 7.5 MiB, more than the 4.0 MiB"):
         bundle.resize(np.zeros((10, 8, 8, 3), np.uint8), 512)
+
+
+# ----------------------------------------------------------------------------------------------
+# messages that name what happened
+
+
+def test_the_os_error_line_names_the_right_verb(tmp_path, monkeypatch):
+    from convlens.cli import os_error_line
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    try:
+        loop.read_bytes()
+    except OSError as exc:
+        assert os_error_line(exc) == f"cannot read {loop}: {exc.strerror}"
+    assert os_error_line(OSError(errno.ENOSPC, "No space left on device", "/x")) == (
+        "cannot write /x: No space left on device"
+    )
+    folder = tmp_path / "classes"
+    folder.mkdir()
+    monkeypatch.setattr(os, "access", lambda p, mode: False)  # root reads everything: ask as a user would
+    assert os_error_line(PermissionError(errno.EACCES, "Permission denied", str(folder))).startswith(
+        f"cannot read {folder}"
+    )
+
+
+def test_cut_short_empty_and_hostile_weights_are_explained_without_unsafe_advice(tmp_path, capsys):
+    import pickle
+
+    from convlens.errors import RunError
+    from convlens.models.factory import read_weights
+
+    cut = tmp_path / "cut.pt"
+    good = tmp_path / "good.pt"
+    import torch
+
+    torch.save({"w": torch.zeros(100)}, good)
+    cut.write_bytes(good.read_bytes()[:300])
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(os.system, protocol=2))
+    for name, needle in (
+        ("cut.pt", "the file is cut short (300 bytes)"),
+        ("empty.pt", "the file is empty"),
+        ("evil.pt", "refused: loading it could run code"),
+    ):
+        with pytest.raises(RunError) as info:
+            read_weights(tmp_path / name)
+        assert needle in str(info.value) and "weights_only=False" not in str(info.value), str(info.value)
+        assert main(["import", "x:y", "--weights", str(tmp_path / name), "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert "weights_only=False" not in err
+
+
+def test_a_folder_given_as_config_and_an_unknown_device_are_named(tmp_path, tmp_path_factory, capsys):
+    from report_helpers import trained
+
+    run = trained(tmp_path_factory, "cli")
+    assert main(["train", str(run)]) == 2
+    assert f"config file {run} is a folder, not a YAML file; to continue the run in it: convlens train --resume" in (
+        capsys.readouterr().err
+    )
+    assert main(["analyze", str(run), "--only", "filters", "--device", "tpu9", "--no-figures"]) == 2
+    assert "error: device 'tpu9' is not a device convlens runs on; allowed: cpu, cuda, cuda:N, mps" in (
+        capsys.readouterr().err
+    )
+
+
+def test_diagnose_of_a_run_with_no_metrics_says_so(tmp_path, tmp_path_factory, capsys):
+    import shutil
+
+    from report_helpers import trained
+
+    run = trained(tmp_path_factory, "cli")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.yaml", "dataset.json"):
+        shutil.copy(run / name, bare / name)
+    assert main(["diagnose", str(bare)]) == 0
+    out = capsys.readouterr().out
+    assert "no status.json and no epoch in metrics.jsonl" in out and "None" not in out.split("\n")[0]

@@ -74,10 +74,24 @@ def check_writable(folder: str | Path) -> None:
 def os_error_line(exc: OSError) -> str:
     """``cannot write RUN/x: Permission denied``: the path and the system's reason, no traceback."""
     path = exc.filename2 if exc.filename2 is not None else exc.filename
-    unreadable = path is not None and os.path.isfile(path) and not os.access(path, os.R_OK)
-    verb = "read" if exc.errno == errno.ENOENT or unreadable else "write"
     reason = exc.strerror or str(exc)
-    return f"cannot {verb} {path}: {reason}" if path is not None else reason
+    return f"cannot {_verb(exc, path)} {path}: {reason}" if path is not None else reason
+
+
+def _verb(exc: OSError, path: str) -> str:
+    """What failed, from the error and the path itself: ``read`` for a missing file, a symlink
+    loop or a file or folder without read permission; ``write`` for a full or read-only disk or
+    a path that exists and can be read; ``open`` when nothing tells."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EEXIST):
+        return "write"
+    if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+        return "read"
+    if exc.errno in (errno.EACCES, errno.EPERM) and os.path.exists(path):
+        need = os.R_OK | os.X_OK if os.path.isdir(path) else os.R_OK
+        return "read" if not os.access(path, need) else "write"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "write"  # creating it was refused
+    return "open"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -131,6 +131,25 @@ def read_json(path: Path) -> Any:
         raise DamagedFileError(f"{path} is not valid JSON ({exc}); restore it or write it again") from None
 
 
+def check_device(name: str) -> str:
+    """``name`` if torch can place a model there now (cpu, cuda, cuda:N, mps), else an error naming it."""
+    import torch
+
+    from .errors import ConfigError
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {name!r} is not a device convlens runs on; allowed: cpu, cuda, cuda:N, mps")
+    if dev.type == "cuda" and not (torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()):
+        raise ConfigError(f"device {name!r}: no such CUDA device here ({torch.cuda.device_count()} found); try cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r}: MPS is not available here; try cpu")
+    return name
+
+
 def usable_cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))

@@ -86,8 +86,10 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickled classes, truncated files: many types
+        from ..train.checkpoint import _reason  # torch's advice to load unsafely is left out
+
         raise RunError(
-            f"cannot read weights {path} with weights_only=True (a state_dict of tensors is needed): {exc}"
+            f"cannot read weights {path} (a state_dict of tensors is needed): {_reason(exc, path)}"
         ) from None
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

@@ -161,7 +161,9 @@ class Run(Layout):
     def load_model_info(self, which: str | None = None, device: str = "cpu"):
         """``(model, checkpoint_info)``: the model as :meth:`load_model` and which file it is."""
         from ..train.checkpoint import load
+        from ..utils import check_device
 
+        check_device(device)
         model = self.build_model()
         state = load(self.checkpoint_path(which), map_location=device)
         try:
