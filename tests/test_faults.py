@@ -249,3 +249,22 @@ def test_diagnose_of_a_run_with_no_metrics_says_so(tmp_path, tmp_path_factory, c
     assert main(["diagnose", str(bare)]) == 0
     out = capsys.readouterr().out
     assert "no status.json and no epoch in metrics.jsonl" in out and "None" not in out.split("\n")[0]
+
+
+def test_temp_files_of_killed_writes_are_removed_by_the_next_writer(tmp_path):
+    from convlens.runlock import run_lock
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "analysis" / "topk" / "conv1").mkdir(parents=True)
+    (run / "trials" / "0").mkdir(parents=True)
+    left = [
+        run / ".eval.json.x1y2.tmp",
+        run / "checkpoints" / ".last.pt.abc.tmp",
+        run / "analysis" / "topk" / "conv1" / ".f0.png.q.tmp",
+    ]
+    kept = [run / "trials" / "0" / ".status.json.z.tmp", run / "eval.json", run / "notes.tmp"]
+    for p in left + kept:
+        p.write_text("x")
+    with run_lock(run, "test"):
+        assert [p for p in left if p.exists()] == [] and all(p.exists() for p in kept)
