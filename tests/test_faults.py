@@ -268,3 +268,22 @@ def test_temp_files_of_killed_writes_are_removed_by_the_next_writer(tmp_path):
         p.write_text("x")
     with run_lock(run, "test"):
         assert [p for p in left if p.exists()] == [] and all(p.exists() for p in kept)
+
+
+def test_a_data_set_of_constant_images_is_refused_before_training(tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "flat"
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(6):
+                Image.new("RGB", (8, 8), (128, 128, 128)).save(root / split / c / f"{i}.png")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        json.dumps(tiny_config(**{"data.name": "imagefolder", "data.root": str(root), "data.val_fraction": 0}))
+    )
+    assert main(["train", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "every training image is the same flat colour (pixel value 128, 128, 128 everywhere)" in err, err
+    assert not (tmp_path / "r").exists()

@@ -224,6 +224,20 @@ def _subset(n: int, size: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:size])
 
 
+def _flat_channels(cfg: DataConfig, mean: list[float], std: list[float]) -> list[float]:
+    """A channel with one value in every pixel of every training image has no spread to divide by
+    (a NaN from the first batch, which would read as divergence): every channel so is an error,
+    one among others is left unscaled (std 1)."""
+    flat = [s < 1e-6 for s in std]
+    if all(flat):
+        value = ", ".join(f"{round(255 * m)}" for m in mean)
+        raise DataError(
+            f"{cfg.name}{f' ({cfg.root})' if cfg.root else ''}: every training image is the same flat colour "
+            f"(pixel value {value} everywhere): there is nothing to learn from; check the images"
+        )
+    return [1.0 if f else s for f, s in zip(flat, std)]
+
+
 def load_data(cfg: DataConfig) -> DataBundle:
     """Load, split and describe a data set as configured.
 
@@ -247,6 +261,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
     channels = a.train_x.shape[-1]
     if cfg.normalize and cfg.mean is None:
         mean, std = channel_stats(_train_moments(a)[train_idx], a.train_x.shape[1] * a.train_x.shape[2])
+        std = _flat_channels(cfg, mean, std)
     elif cfg.normalize:
         mean, std = list(cfg.mean), list(cfg.std or [1.0] * channels)
     else:
