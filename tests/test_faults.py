@@ -287,3 +287,28 @@ def test_a_data_set_of_constant_images_is_refused_before_training(tmp_path, caps
     err = capsys.readouterr().err
     assert "every training image is the same flat colour (pixel value 128, 128, 128 everywhere)" in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_factory_from_outside_the_project_needs_consent(tmp_path, tmp_path_factory, monkeypatch, capsys):
+    import yaml
+    from report_helpers import copy_run, trained
+
+    run = copy_run(trained(tmp_path_factory, "cli"), tmp_path / "received")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["model"] = {"factory": "os:system", "kwargs": {"command": "touch " + str(tmp_path / "pwned")}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.delenv("CONVLENS_TRUSTED_FACTORIES", raising=False)
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "model.factory='os:system' names module 'os' from " in err and "outside this project" in err
+    assert "CONVLENS_TRUSTED_FACTORIES=os" in err and not (tmp_path / "pwned").exists()
+    # consent by name: then it is imported (and fails as the non-model it is)
+    monkeypatch.setenv("CONVLENS_TRUSTED_FACTORIES", "json, os")
+    from convlens.models.factory import check_trusted
+
+    check_trusted("os:system")
+    check_trusted("os.path:join")
+    monkeypatch.setenv("CONVLENS_TRUSTED_FACTORIES", "")
+    with pytest.raises(Exception, match="outside this project"):
+        check_trusted("os.path:join")
+    check_trusted("handmade_resnet:make")  # tests/ is inside the project (the folder the tests run in)

@@ -197,10 +197,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from .config import parse_override
-    from .models.factory import import_run
+    from .models.factory import consenting, import_run
 
     kwargs = dict(parse_override(k) for k in args.kwarg)
-    out = import_run(args.factory, args.weights, args.out, args.data, kwargs, args.set, echo=_echo)
+    with consenting(args.factory):  # named on the command line by the user: trusted for this command
+        out = import_run(args.factory, args.weights, args.out, args.data, kwargs, args.set, echo=_echo)
     print(f"run folder: {out}  (analyze, explain, report and diagnose read it like a trained run)")
     return 0
 
