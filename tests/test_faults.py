@@ -312,3 +312,26 @@ def test_a_factory_from_outside_the_project_needs_consent(tmp_path, tmp_path_fac
     with pytest.raises(Exception, match="outside this project"):
         check_trusted("os.path:join")
     check_trusted("handmade_resnet:make")  # tests/ is inside the project (the folder the tests run in)
+
+
+def test_verify_cache_sees_a_same_size_rewrite_that_keeps_the_time(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from convlens.config import DataConfig
+    from convlens.data.bundle import load_arrays
+
+    root = tmp_path / "tree"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((4, 4), 200, np.uint8), "L").save(root / c / f"{i}.bmp")
+    cfg = DataConfig(name="imagefolder", root=str(root), val_fraction=0)
+    assert load_arrays(cfg).train_x.min() == 200
+    for f in root.rglob("*.bmp"):  # `cp -p` of a new picture: same size, same time
+        st = f.stat()
+        Image.fromarray(np.full((4, 4), 7, np.uint8), "L").save(f)
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert load_arrays(cfg).train_x.min() == 200  # names, sizes and times: the old arrays (documented)
+    monkeypatch.setenv("CONVLENS_VERIFY_CACHE", "1")
+    assert load_arrays(cfg).train_x.max() == 7

@@ -108,6 +108,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_out(args.out)
     if args.resume:
         check_writable(args.resume)
+    if args.verify_cache:
+        os.environ["CONVLENS_VERIFY_CACHE"] = "1"  # every later read of the data in this process too
     run = train(args.config, args.out, resume=args.resume, overrides=args.set, echo=_echo)
     status = run.status
     print(f"run folder: {run.path}  (status: {status.get('status')})")
@@ -268,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="run folder to create (default: runs/<name>-<time>)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    p.add_argument(
+        "--verify-cache",
+        action="store_true",
+        help="key the decoded-image cache by every byte of the data, not file names, sizes and times "
+        "(after files were replaced keeping their size and time, e.g. cp -p; CONVLENS_VERIFY_CACHE=1)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
