@@ -335,3 +335,40 @@ def test_verify_cache_sees_a_same_size_rewrite_that_keeps_the_time(tmp_path, mon
     assert load_arrays(cfg).train_x.min() == 200  # names, sizes and times: the old arrays (documented)
     monkeypatch.setenv("CONVLENS_VERIFY_CACHE", "1")
     assert load_arrays(cfg).train_x.max() == 7
+
+
+def test_cjk_class_names_are_drawn_with_a_face_that_has_them_or_as_code_points(monkeypatch):
+    from pathlib import Path
+
+    from convlens import plots
+
+    font = plots._font(11)
+    assert plots.text_face("cat 0.93", font) == ("cat 0.93", font)
+    installed = [p for p in plots.FALLBACK_FONTS.values() if Path(p).is_file()]
+    text, face = plots.text_face("猫 0.93", font)
+    if installed:  # Debian: fonts-droid-fallback, fonts-wqy-zenhei or fonts-noto-cjk
+        assert text == "猫 0.93" and face.path == installed[0]
+        assert not plots._missing(face.path, 11, "猫")
+    monkeypatch.setattr(plots, "FALLBACK_FONTS", {})
+    assert plots.text_face("猫 0.93", font) == ("U+732B 0.93", font)  # visible, never an empty box
+    label = plots._text_image(["猫"], font)
+    assert label.getbbox() is not None
+
+
+def test_matplotlib_figures_fall_back_to_a_cjk_face_without_warnings(tmp_path):
+    import warnings
+
+    from convlens import plots
+
+    if not plots._fallback_families():
+        pytest.skip("no CJK face installed (Debian: fonts-droid-fallback); the Pillow path shows code points")
+
+    @plots.styled
+    def draw(path):
+        fig = plots.pyplot().figure()
+        fig.add_subplot().set_title("猫 and 狗")
+        plots.save(fig, path)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        draw(tmp_path / "t.png")
