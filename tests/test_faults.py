@@ -372,3 +372,32 @@ def test_matplotlib_figures_fall_back_to_a_cjk_face_without_warnings(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         draw(tmp_path / "t.png")
+
+
+def test_a_killed_topk_is_reported_as_not_drawn_not_as_browsable(tmp_path):
+    import numpy as np
+
+    from convlens.report.analyses import Analysis, analysis_section
+    from convlens.report.run_report import draw_filter_figures
+    from convlens.run import Layout
+
+    art = Layout(tmp_path).artifact("topk")
+    doc = {
+        "analysis": "topk",
+        "params": {},
+        "split": "test",
+        "arrays": art.save_arrays(images=np.zeros((1, 1, 4, 4), np.uint8), positions=np.arange(1)),
+        "layers": {"conv1": {"filters": [{"filter": 0, "positions": [185]}]}},
+        "figures": [
+            {"path": "analysis/topk/conv1/f0.png", "caption": "f0", "layer": "conv1", "filter": 0, "pending": True}
+        ],
+    }
+    art.write(doc)
+    art.save_arrays(images=np.zeros((2, 1, 4, 4), np.uint8), positions=np.arange(2))  # killed before its JSON
+    a = Analysis("topk", json.loads(art.json.read_text()), art.json)
+    notes = draw_filter_figures(tmp_path, [a], lambda s: None)
+    assert len(notes) == 1 and "topk.npz was written by a later run of topk than its JSON" in notes[0]
+    assert "KeyError" not in notes[0] and f"convlens analyze {tmp_path} --only topk" in notes[0]
+    sec = analysis_section(tmp_path, a, ["a", "b"])
+    assert any("1 could not be drawn (see the note at the top)" in n for n in sec.notes), sec.notes
+    assert not any("every one is in the filter browser" in n for n in sec.notes)
