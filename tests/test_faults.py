@@ -401,3 +401,16 @@ def test_a_killed_topk_is_reported_as_not_drawn_not_as_browsable(tmp_path):
     sec = analysis_section(tmp_path, a, ["a", "b"])
     assert any("1 could not be drawn (see the note at the top)" in n for n in sec.notes), sec.notes
     assert not any("every one is in the filter browser" in n for n in sec.notes)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="finds the file of a descriptor in /proc")
+def test_a_full_disk_during_eval_names_the_file(tmp_path, tmp_path_factory, monkeypatch, capsys):
+    from report_helpers import copy_run, trained
+
+    run = copy_run(trained(tmp_path_factory, "cli"), tmp_path / "r")
+    before = (run / "eval.json").read_bytes()
+    _full_disk_for(monkeypatch, "eval.json")
+    assert main(["eval", str(run)]) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert err == [f"error: no space left on the device to write {run / 'eval.json'}; " + err[0].split("; ", 1)[1]]
+    assert "it needs" in err[0] and (run / "eval.json").read_bytes() == before
