@@ -79,8 +79,8 @@ def test_analyze_options_and_bad_input(digits_run, capsys):
         ]
     )
     assert rc == 0
-    # keyed by what was silenced: the default result (ranking the last layer) is not replaced
-    ablate = json.loads((digits_run / "analysis" / "ablate-conv1-f0_2.json").read_text())
+    # keyed by what was silenced and the split: the default result (ranking the last layer) is not replaced
+    ablate = json.loads((digits_run / "analysis" / "ablate-conv1-f0_2-split_val.json").read_text())
     assert ablate["split"] == "val" and ablate["set"]["filters"] == {"conv1": [0, 2]} and ablate["figures"] == []
     default = digits_run / "analysis" / "ablate.json"
     assert not default.exists() or "conv3" in json.loads(default.read_text())["rank"]
