@@ -125,9 +125,10 @@ class Artifact:
     def write(self, doc: dict[str, Any]) -> Path:
         """The JSON, last: with ``arrays``, it records the SHA-256 of the .npz on disk
         (``arrays_sha256``), so a pair left by a command killed between the two writes (a new .npz
-        beside the old JSON) is found on read (:meth:`arrays_of`) instead of mixing generations."""
+        beside the old JSON) is found on read (:meth:`arrays_of`) instead of mixing generations.
+        The hash goes into ``doc`` too, so the result returned is the document written."""
         if isinstance(doc.get("arrays"), str) and self.npz.is_file():
-            doc = {**doc, "arrays_sha256": sha256_file(self.npz)}
+            doc["arrays_sha256"] = sha256_file(self.npz)
         write_json(self.json, doc)
         return self.json
 
