@@ -167,7 +167,7 @@ def problem(value: Any, tp: Any, where: str) -> str | None:
         return None
     if origin in (typing.Union, types.UnionType):
         found = [problem(value, a, where) for a in args]
-        return None if None in found else next((p for p in found if p and "[" in p.split(":")[0]), found[0])
+        return None if None in found else found[0]  # the first alternative is the document's own type
     if tp is type(None):
         return None if value is None else f"{where} is {value!r}, not null"
     if tp is float:
