@@ -575,9 +575,10 @@ def get_dotted(raw: dict[str, Any], key: str) -> Any:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
-        hint = (
-            f"; to continue the run in it: convlens train --resume {path}" if (path / "config.yaml").is_file() else ""
-        )
+        from .run.layout import Layout  # names the run folder's files; imports nothing heavy
+
+        is_run = Layout(path).config_file.is_file()
+        hint = f"; to continue the run in it: convlens train --resume {path}" if is_run else ""
         raise ConfigError(f"config file {path} is a folder, not a YAML file{hint}")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
