@@ -24,6 +24,23 @@ needs_mnist = need(MNIST_TEST, "the shared MNIST test set (../shared/data) is no
 needs_fashion = need(FASHION / "train-images-idx3-ubyte.gz", "install Debian's dataset-fashion-mnist (.ci/run does)")
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="what train.precision: auto resolves to in every training (CONVLENS_PRECISION): bf16 runs the "
+        "suite as a CPU with AMX or AVX-512 BF16 does, fp32 as one without; auto: this machine's own choice",
+    )
+
+
+def pytest_configure(config):
+    # for the whole session (module-scoped fixtures train too) and the commands tests start
+    forced = config.getoption("--precision")
+    if forced != "auto":
+        os.environ["CONVLENS_PRECISION"] = forced
+
+
 @pytest.fixture(autouse=True)
 def _isolate(tmp_path_factory, monkeypatch):
     """Every test gets its own data home; the array cache is shared per session (it is keyed by

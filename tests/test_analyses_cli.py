@@ -79,8 +79,8 @@ def test_analyze_options_and_bad_input(digits_run, capsys):
         ]
     )
     assert rc == 0
-    # keyed by what was silenced: the default result (ranking the last layer) is not replaced
-    ablate = json.loads((digits_run / "analysis" / "ablate-conv1-f0_2.json").read_text())
+    # keyed by what was silenced and the split: the default result (ranking the last layer) is not replaced
+    ablate = json.loads((digits_run / "analysis" / "ablate-conv1-f0_2-split_val.json").read_text())
     assert ablate["split"] == "val" and ablate["set"]["filters"] == {"conv1": [0, 2]} and ablate["figures"] == []
     default = digits_run / "analysis" / "ablate.json"
     assert not default.exists() or "conv3" in json.loads(default.read_text())["rank"]
@@ -131,6 +131,27 @@ def test_analyses_with_other_layers_keep_each_other(digits_run, capsys):
     doc = {**json.loads((analysis / "topk-conv3.json").read_text()), "checkpoint_sha256": "000000000000"}
     prov = Checkpoints(run).of_analysis("topk", doc, run.artifact("topk", "conv3").json)
     assert "--only topk --layers conv3`" in " ".join(prov.alerts), prov.alerts
+
+
+def test_analyses_of_the_val_split_keep_the_test_splits(digits_run, capsys):
+    from convlens.report.analyses import load_analyses
+
+    analysis = digits_run / "analysis"
+    assert main(["analyze", str(digits_run), "--only", "stats,topk", "--limit", "30", "--k", "2"]) == 0
+    before = {p.name: p.read_bytes() for p in (analysis / "stats.json", analysis / "topk.json")}
+    figures = sorted((analysis / "stats").rglob("*.png"))
+    assert figures and (analysis / "topk.npz").is_file()
+    assert (
+        main(["analyze", str(digits_run), "--only", "stats,topk", "--split", "val", "--limit", "20", "--k", "2"]) == 0
+    )
+    assert f"-> {analysis / 'stats-split_val.json'}" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in (analysis / "stats.json", analysis / "topk.json")} == before
+    assert sorted((analysis / "stats").rglob("*.png")) == figures and (analysis / "topk.npz").is_file()
+    val = json.loads((analysis / "stats-split_val.json").read_text())
+    assert val["split"] == "val" and all(f["path"].startswith("analysis/stats-split_val/") for f in val["figures"])
+    found, notes = load_analyses(digits_run)  # the report shows the test split's and names the other
+    assert not [a for a in found if a.doc.get("split") == "val"]
+    assert any("stats-split_val.json holds stats on the val split" in n for n in notes), notes
 
 
 def test_analyze_is_the_function_after_its_module_was_imported():

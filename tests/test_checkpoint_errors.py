@@ -52,4 +52,4 @@ def test_plain_pickle_and_truncated_file(tmp_path):
     assert "refused" in _refused(tmp_path / "c.pt") and not marker.exists()
     torch.save({"w": torch.zeros(3)}, tmp_path / "d.pt")
     (tmp_path / "e.pt").write_bytes((tmp_path / "d.pt").read_bytes()[:100])
-    assert "central directory" in _refused(tmp_path / "e.pt")
+    assert "the file is cut short (100 bytes)" in _refused(tmp_path / "e.pt")

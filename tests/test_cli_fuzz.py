@@ -430,3 +430,92 @@ def bad_misc(draw) -> tuple[list[str], str]:
 def test_models_datasets_sweep_and_commands(world, case):
     argv, needle = case
     check(world, argv, needle)
+
+
+# ----------------------------------------------------------------------------------------------
+# run folders whose documents are valid JSON of the wrong type: every reader names file and field
+
+SCHEMAS = {"dataset.json": "Dataset", "summary.json": "Summary", "eval.json": "Eval", "status.json": "Status"}
+WRONG = st.one_of(
+    st.lists(st.integers(-3, 3), max_size=3),
+    st.integers(-5, 5),
+    st.text(alphabet="abcxyz", max_size=6),
+    st.none(),
+    st.booleans(),
+    st.dictionaries(st.sampled_from(["a", "b"]), st.integers(0, 3), max_size=2),
+    st.floats(allow_nan=False, allow_infinity=False, min_value=-10, max_value=10),
+)
+
+
+@st.composite
+def wrong_document(draw) -> tuple[str, object, str]:
+    """``(file, damage, needle)``: a document of the tiny run with its whole value, or one field
+    (a row's, for metrics.jsonl), replaced by valid JSON of a type it cannot have."""
+    import json as _json
+
+    from convlens.run import schema
+
+    doc = draw(st.sampled_from([*SCHEMAS, "metrics.jsonl", "examples.npz"]))
+    if doc == "examples.npz":
+        return doc, draw(st.sampled_from(["bytes", "objects", "floats"])), "examples.npz is damaged"
+    name = SCHEMAS.get(doc, "EpochRow")
+    kind = getattr(schema, name)
+    src = _RUN_DOCS[doc]
+    value = _json.loads(src.splitlines()[0]) if doc == "metrics.jsonl" else _json.loads(src)
+    if draw(st.booleans()):
+        new = draw(WRONG.filter(lambda v: not isinstance(v, dict)))
+        return doc, new, f"{doc}"
+    field = draw(st.sampled_from(sorted(value)))
+    new = {**value, field: draw(WRONG)}
+    from hypothesis import assume
+
+    assume(schema.fields_problem(new, kind) is not None)
+    return doc, new, f"field {field!r}"
+
+
+_RUN_DOCS: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def good_run(world) -> Path:
+    run = world / "run"
+    for doc in [*SCHEMAS, "metrics.jsonl"]:
+        _RUN_DOCS[doc] = (run / doc).read_text()
+    return run
+
+
+def _damage(run: Path, doc: str, damage: object) -> None:
+    import json as _json
+
+    import numpy as np
+
+    if doc == "examples.npz":
+        if damage == "bytes":
+            (run / doc).write_bytes(bytes(range(256)) * 4)
+        else:
+            images = np.array([{"x": 1}], dtype=object) if damage == "objects" else np.zeros((2, 8, 8), np.float32)
+            np.savez(run / doc, images=images, indices=np.arange(1), split=np.array("test"))
+    elif doc == "metrics.jsonl":
+        rows = (run / doc).read_text().splitlines()
+        (run / doc).write_text("\n".join([_json.dumps(damage), *rows[1:]]) + "\n")
+    else:
+        (run / doc).write_text(_json.dumps(damage))
+
+
+@settings(SETTINGS, max_examples=16)
+@given(wrong_document(), st.sampled_from(["report", "diagnose"]))
+def test_run_documents_of_the_wrong_type_are_named(good_run, tmp_path_factory, case, command):
+    doc, damage, needle = case
+    if command == "diagnose" and doc in ("dataset.json", "summary.json", "examples.npz"):
+        command = "report"  # diagnose never reads them
+    root = tmp_path_factory.mktemp("wrong")
+    run = copy_run(good_run, root / "run")
+    _damage(run, doc, damage)
+    if doc == "examples.npz":  # the report goes on without its gallery, and says why
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            assert main(["report", str(run), "--out", str(root / "r.html")]) == 0
+        page = (root / "r.html").read_text()
+        assert f"{run / doc} is damaged" in page and "no gallery" in page
+        return
+    argv = ["report", "{W}/run", "--out", "{W}/never.html"] if command == "report" else ["diagnose", "{W}/run"]
+    check(root, argv, doc, needle)

@@ -40,8 +40,11 @@ def test_huge_sgd_learning_rate_is_diagnosed_as_diverged(tmp_path_factory):
 
 
 def test_huge_adam_learning_rate_is_diagnosed_as_collapsed(tmp_path_factory):
-    # lr 1: at 3 the first epoch's loss already passes the divergence limit and training stops
-    run = trained(tmp_path_factory, "huge-adam", **{"train.optimizer": {"name": "adam", "lr": 1.0}, "train.epochs": 3})
+    # lr 10 with no loss limit (diverge_factor null): the first steps kill every ReLU, so the output
+    # is the last layer's bias for every image, in float32 and bf16 alike, on any CPU (at lr 1 some
+    # filters survive and whether the run collapses or is merely unstable depends on the arithmetic)
+    over = {"train.optimizer": {"name": "adam", "lr": 10.0}, "train.epochs": 3, "train.diverge_factor": None}
+    run = trained(tmp_path_factory, "huge-adam", **over)
     found = codes(run)
     f = found["collapsed"]
     ev = read_json(run / "eval.json")
@@ -99,20 +102,30 @@ def test_small_training_set_is_diagnosed_as_overfitting(tmp_path_factory):
     assert f"epoch {f.evidence['peak_epoch']}" in f.text or "peaked in the last epoch" in f.text
 
 
-def test_high_adam_learning_rate_is_unstable_not_overfitting(tmp_path_factory):
+def test_high_adam_learning_rate_is_unstable_not_overfitting(tmp_path_factory, tmp_path):
     run = trained(tmp_path_factory, "unstable", **{"train.optimizer": {"name": "adam", "lr": 0.5}, "train.epochs": 3})
-    found = codes(run)
     rows = Run(run).metrics()
     worst = max(rows, key=lambda r: r["val_loss"])
     assert worst["val_loss"] > 5 * math.log(10) and max(r["train_acc"] for r in rows) < 0.9  # what the run shows
-    assert rows[-1]["gap"] >= 0.10  # a gap that alone reads as overfitting
+    found = codes(run)
     f = found["unstable"]
     assert f.severity == "problem"
     assert f.evidence["val_loss_max"] == pytest.approx(worst["val_loss"])
     assert f.evidence["val_loss_max_epoch"] == worst["epoch"]
     assert f.evidence["train_acc_peak"] == pytest.approx(max(r["train_acc"] for r in rows))
-    assert "lr=0.5" in f.text and "lower it" in f.text and "not overfitting" in f.text
+    assert "lr=0.5" in f.text and "lower it" in f.text
     assert "overfitting" not in found and "diverged" not in found
+    # The train-validation gap this run ends with (0.02 to 0.21 by CPU and precision) is the
+    # arithmetic's: the same rows with the last gap at 0.15 read as overfitting alone, and must not
+    copy = copy_run(run, tmp_path / "gap")
+    last = rows[-1]
+    train_acc = min(0.89, last["val_acc"] + 0.15)
+    gap = train_acc - last["val_acc"]
+    assert gap >= 0.10  # validation accuracy stays far below 0.79 at this rate
+    _rewrite_metrics(copy, rows[:-1] + [{**last, "train_acc": train_acc, "gap": gap}])
+    found = codes(copy)
+    assert found["unstable"].evidence["gap_last"] == pytest.approx(gap)
+    assert "not overfitting" in found["unstable"].text and "overfitting" not in found
 
 
 AUGMENT = {"translate": {"pixels": 2}, "noise": {}, "erase": {}}

@@ -95,6 +95,23 @@ def test_report_colours_a_sweeps_curves_by_the_key_given_on_the_command_line(tmp
     assert (out / "report" / "curves_by_train_optimizer_lr.png").is_file()
 
 
+def test_color_by_is_honoured_on_a_finished_sweep_with_its_own_curves(tmp_path):
+    from sweep_common import write_sweep
+
+    from convlens.report.sweep_report import build_sweep_report
+    from convlens.sweep import run_sweep
+
+    path = write_sweep(tmp_path, params={"train.optimizer.lr": [0.05, 0.1], "model.options.width": [4, 6]}, epochs=1)
+    out = run_sweep(path, out=tmp_path / "out", echo=lambda s: None, table=True)
+    own = {p.name for p in (out / "plots").glob("curves_by_*.png")}
+    assert len(own) == 1  # `sweep table` coloured them by one key
+    for key in ("model.options.width", "train.optimizer.lr"):
+        page = build_sweep_report(out, color_by=key).read_text()
+        name = f"curves_by_{key.replace('.', '_')}.png"
+        assert name in page and not [n for n in own if n != name and n in page], key
+        assert name in own or (out / "report" / name).is_file()
+
+
 def test_sweep_figures_write_no_text_under_8_pt(monkeypatch, tmp_path):
     import re
     from pathlib import Path

@@ -200,13 +200,13 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
 
     run_dir = tmp_path / "killed"
     proc = _cli("train", str(cfg_path), "--out", str(run_dir))
-    metrics = run_dir / "metrics.jsonl"
+    last = run_dir / "checkpoints" / "last.pt"
     deadline = time.time() + 400
-    while time.time() < deadline:  # wait until two epochs are saved, then kill in the middle of the third
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.02)
-    time.sleep(0.2)
+    # wait until epoch 2's last.pt is saved (it follows the epoch's metrics row; the atomic write
+    # means a last.pt that exists is whole), then kill in the middle of the third
+    while time.time() < deadline and not (last.is_file() and load_checkpoint(last)["epoch"] >= 2):
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
@@ -255,6 +255,33 @@ def test_resume_can_extend_epochs(tmp_path):
     assert [r["epoch"] for r in run.metrics()] == [1, 2] and run.config.train.epochs == 2
     with pytest.raises(RunError, match="only train.epochs"):
         train(resume=tmp_path / "r", overrides=["train.optimizer.lr=1"], echo=quiet)
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path):
+    train(tiny_config(**{"train.epochs": 2}), tmp_path / "r", echo=quiet)
+    before = (tmp_path / "r" / "metrics.jsonl").read_text(), (tmp_path / "r" / "status.json").read_text()
+    with pytest.raises(RunError, match=r"train.epochs=1 is fewer than the 2 epochs .* has trained already"):
+        train(resume=tmp_path / "r", overrides=["train.epochs=1"], echo=quiet)
+    assert ((tmp_path / "r" / "metrics.jsonl").read_text(), (tmp_path / "r" / "status.json").read_text()) == before
+
+
+def test_a_busy_machine_draws_a_note_about_threads(monkeypatch):
+    from convlens.train.precision import busy_note
+
+    assert busy_note(2, load=0.5) is None and busy_note(1, load=9.0) is None
+    note = busy_note(2, load=8.0)
+    assert "load 8.0 on 2 cores" in note and "train.threads: 1" in note and "differ slightly" in note
+
+
+def test_training_on_a_busy_machine_says_so_unless_threads_are_set(monkeypatch, tmp_path):
+    import convlens.train.precision as precision
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (6.0, 6.0, 6.0))
+    monkeypatch.setattr(precision, "usable_cores", lambda: 2)
+    for threads, said in ((None, True), (1, False), (2, False)):
+        lines = []
+        train(tiny_config(**{"train.epochs": 1, "train.threads": threads}), tmp_path / str(threads), echo=lines.append)
+        assert any("the machine is busy (load 6.0 on 2 cores)" in x for x in lines) == said, lines
 
 
 def test_recurrent_model_trains(tmp_path):

@@ -74,10 +74,24 @@ def check_writable(folder: str | Path) -> None:
 def os_error_line(exc: OSError) -> str:
     """``cannot write RUN/x: Permission denied``: the path and the system's reason, no traceback."""
     path = exc.filename2 if exc.filename2 is not None else exc.filename
-    unreadable = path is not None and os.path.isfile(path) and not os.access(path, os.R_OK)
-    verb = "read" if exc.errno == errno.ENOENT or unreadable else "write"
     reason = exc.strerror or str(exc)
-    return f"cannot {verb} {path}: {reason}" if path is not None else reason
+    return f"cannot {_verb(exc, path)} {path}: {reason}" if path is not None else reason
+
+
+def _verb(exc: OSError, path: str) -> str:
+    """What failed, from the error and the path itself: ``read`` for a missing file, a symlink
+    loop or a file or folder without read permission; ``write`` for a full or read-only disk or
+    a path that exists and can be read; ``open`` when nothing tells."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EEXIST):
+        return "write"
+    if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+        return "read"
+    if exc.errno in (errno.EACCES, errno.EPERM) and os.path.exists(path):
+        need = os.R_OK | os.X_OK if os.path.isdir(path) else os.R_OK
+        return "read" if not os.access(path, need) else "write"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "write"  # creating it was refused
+    return "open"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -98,6 +112,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_out(args.out)
     if args.resume and not follower:
         check_writable(args.resume)
+    if args.verify_cache:
+        os.environ["CONVLENS_VERIFY_CACHE"] = "1"  # every later read of the data in this process too
     run = train(args.config, args.out, resume=args.resume, overrides=args.set, echo=_echo)
     if follower:
         return 0
@@ -189,10 +205,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from .config import parse_override
-    from .models.factory import import_run
+    from .models.factory import consenting, import_run
 
     kwargs = dict(parse_override(k) for k in args.kwarg)
-    out = import_run(args.factory, args.weights, args.out, args.data, kwargs, args.set, echo=_echo)
+    with consenting(args.factory):  # named on the command line by the user: trusted for this command
+        out = import_run(args.factory, args.weights, args.out, args.data, kwargs, args.set, echo=_echo)
     print(f"run folder: {out}  (analyze, explain, report and diagnose read it like a trained run)")
     return 0
 
@@ -261,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="run folder to create (default: runs/<name>-<time>)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    p.add_argument(
+        "--verify-cache",
+        action="store_true",
+        help="key the decoded-image cache by every byte of the data, not file names, sizes and times "
+        "(after files were replaced keeping their size and time, e.g. cp -p; CONVLENS_VERIFY_CACHE=1)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

@@ -20,7 +20,8 @@ from .models.spec import LayerSpec, expand_shorthand, layer_fields
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity are no setting: `weight_decay=inf` would train to nonsense and read as divergence
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,7 +100,9 @@ class DataConfig(Strict):
     train_subset: int | None = Field(None, gt=0, description="Use only this many training images")
     test_subset: int | None = Field(None, gt=0, description="Use only this many test images")
     grayscale: bool = False
-    resize: int | None = Field(None, gt=0, description="Resize images to resize x resize")
+    resize: int | None = Field(
+        None, gt=0, le=4096, description="Resize images to resize x resize (at most 4096: 50 MB an image)"
+    )
     normalize: bool = True
     mean: list[float] | None = Field(None, description="Per-channel mean; default: the train split's")
     std: list[float] | None = None
@@ -460,6 +463,71 @@ def validate(raw: dict[str, Any], source: str = "") -> ExperimentConfig:
         raise ConfigError(_format_errors(err, source)) from None
 
 
+# A config holds a few hundred values; aliases (*a) repeat what their anchor (&a) holds, so nine
+# nested levels of ten make 10^9 of them, and walking that (validation, saving) never ends.
+MAX_YAML_VALUES = 100_000
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML (plain data only) that refuses a key given twice in one mapping."""
+
+
+def _no_duplicate_keys(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden: that is its use
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, key_node.start_mark)
+        except TypeError:  # an unhashable key: the constructor below says so
+            continue
+        if first is not key_node.start_mark:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"key {key!r} is given twice in one mapping (first on line {first.line + 1})",
+                key_node.start_mark,
+            )
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
+
+
+def _expanded_size(obj: Any, memo: dict[int, int]) -> int:
+    """How many values ``obj`` holds once every alias is written out (shared objects counted each
+    time they appear, each computed once)."""
+    if not isinstance(obj, (dict, list)):
+        return 1
+    if id(obj) in memo:
+        return memo[id(obj)]
+    memo[id(obj)] = MAX_YAML_VALUES + 1  # a cycle (an alias inside its own anchor) is unbounded
+    items = list(obj.items()) if isinstance(obj, dict) else [(None, v) for v in obj]
+    n = 1
+    for _, v in items:
+        n += _expanded_size(v, memo)
+        if n > MAX_YAML_VALUES:
+            break
+    memo[id(obj)] = n
+    return n
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Plain YAML data from ``text`` (``source`` names it in errors): no tags that build objects,
+    no key twice in a mapping, at most :data:`MAX_YAML_VALUES` values once aliases are expanded."""
+    try:
+        raw = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+    if _expanded_size(raw, {}) > MAX_YAML_VALUES:
+        raise ConfigError(
+            f"{source} expands to more than {MAX_YAML_VALUES:,} values (its aliases, *name, repeat what their "
+            "anchors hold, nested); a config holds a few hundred: write the values out"
+        )
+    return raw
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """``"train.optimizer.lr=0.1"`` -> ``("train.optimizer.lr", 0.1)`` (the value is YAML)."""
     if "=" not in item:
@@ -468,10 +536,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override {item!r} has an empty key")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc})") from None
+    value = load_yaml(text, f"override {item!r}: the value") if text.strip() else None
     return key, value
 
 
@@ -514,12 +579,16 @@ def get_dotted(raw: dict[str, Any], key: str) -> Any:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        from .run.layout import Layout  # names the run folder's files; imports nothing heavy
+
+        is_run = Layout(path).config_file.is_file()
+        hint = f"; to continue the run in it: convlens train --resume {path}" if is_run else ""
+        raise ConfigError(f"config file {path} is a folder, not a YAML file{hint}")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raw = load_yaml(path.read_text(), f"config file {path}")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not text (UTF-8 YAML): {exc.reason} at byte {exc.start}") from None
     if raw is None:  # an empty file (or only comments) would silently train the defaults

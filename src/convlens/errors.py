@@ -28,6 +28,14 @@ class DamagedFileError(RunError, ValueError):
     ``ValueError`` too, so readers that tolerate a bad file (the report) still do."""
 
 
+class DiskFullError(ConvlensError, OSError):
+    """A write found no space left on the device. Also an ``OSError``, so code that tolerates a
+    failed write (a figure) still does; the message names the file and the space it needs."""
+
+    def __str__(self) -> str:  # OSError would format its own way
+        return str(self.args[0]) if self.args else ""
+
+
 class LayerError(ConvlensError, KeyError):
     """A layer name or filter index does not exist in the model."""
 

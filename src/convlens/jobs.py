@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -75,9 +76,12 @@ def comma_ints(text: str) -> list[int]:
 
 def comma_floats(text: str) -> list[float]:
     try:
-        return [float(t) for t in comma_list(text)]
+        values = [float(t) for t in comma_list(text)]
     except ValueError:
         raise ConvlensError(f"expected comma-separated numbers, got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ConvlensError(f"expected comma-separated finite numbers, got {text!r} (NaN and infinity are no setting)")
+    return values
 
 
 def filter_spec(spec: Any) -> dict[str, list[int]] | list[int] | None:
@@ -131,6 +135,8 @@ def check_choices(obj: Any, error: type[Exception], label: str) -> None:
         setattr(obj, f.name, value)
         if choices and value not in choices:
             raise error(f"{label}: {f.name}={value!r} is not allowed; allowed: {', '.join(map(str, choices))}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise error(f"{label}: {f.name}={value!r} is not a finite number; NaN and infinity are no setting")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,6 +198,18 @@ def _argument_type(parse: Callable[[str], Any]):
     return convert
 
 
+def finite(text: str) -> float:
+    """A number read from the command line: NaN and infinity are refused (``--active-threshold nan``
+    would call every filter dead, ``--lr inf`` would end in NaN images)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give an ordinary number")
+    return x
+
+
 def positive(text: str) -> int:
     try:
         n = int(text)
@@ -234,7 +252,7 @@ def _flag_kwargs(fields: list[tuple[str, dataclasses.Field]]) -> dict[str, Any]:
     elif kind.startswith("int"):
         kw["type"] = int
     elif kind.startswith("float"):
-        kw["type"] = float
+        kw["type"] = finite
     if meta.get("aliases") and "type" not in kw and "action" not in kw:
         aliases = meta["aliases"]
         kw["type"] = lambda text: aliases.get(text, text)  # argparse checks the choices after this

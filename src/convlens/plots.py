@@ -50,7 +50,7 @@ def styled(fn: F) -> F:
     def inner(*args: Any, **kwargs: Any) -> Any:
         import matplotlib
 
-        with matplotlib.rc_context(STYLE):
+        with matplotlib.rc_context({**STYLE, "font.family": ["DejaVu Sans", *_fallback_families()]}):
             return fn(*args, **kwargs)
 
     return inner  # type: ignore[return-value]
@@ -666,6 +666,51 @@ def _font_file() -> str:
     return font_manager.findfont("DejaVu Sans")
 
 
+# Faces with CJK glyphs, tried in turn for text DejaVu Sans cannot set (class names in Chinese,
+# Japanese, Korean): Debian's fonts-noto-cjk, fonts-wqy-zenhei and fonts-droid-fallback. None is
+# required: without one, a missing character is shown as its code point (U+732B), never a box.
+FALLBACK_FONTS = {
+    "Noto Sans CJK JP": "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "WenQuanYi Zen Hei": "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+    "Droid Sans Fallback": "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+}
+
+
+@functools.cache
+def _fallback_families() -> tuple[str, ...]:
+    """The fallback faces matplotlib can find here (it sets each glyph from the first face in
+    ``font.family`` that has it)."""
+    from matplotlib import font_manager
+
+    known = {f.name for f in font_manager.fontManager.ttflist}
+    return tuple(name for name in FALLBACK_FONTS if name in known)
+
+
+@functools.cache
+def _missing(path: str, size_px: int, ch: str) -> bool:
+    """Whether the face at ``path`` has no glyph for ``ch`` (it would draw its empty box)."""
+    from PIL import ImageFont
+
+    face = ImageFont.truetype(path, size_px)
+    box = face.getmask("\U0010fffd")  # a private-use code point no face covers: the box itself
+    mask = face.getmask(ch)
+    return ch.strip() != "" and mask.size == box.size and bytes(mask) == bytes(box)
+
+
+def text_face(text: str, font: Any) -> tuple[str, Any]:
+    """``(text, font)`` to draw: ``font`` when it has every glyph, else the first fallback face
+    that has them all, else ``text`` with each missing character written as its code point."""
+    from PIL import ImageFont
+
+    size, path = font.size, font.path
+    if not any(_missing(path, size, ch) for ch in set(text) if ord(ch) > 0x24F):
+        return text, font
+    for other in FALLBACK_FONTS.values():
+        if Path(other).is_file() and not any(_missing(other, size, ch) for ch in set(text) if ord(ch) > 0x24F):
+            return text, ImageFont.truetype(other, size)
+    return "".join(f"U+{ord(ch):04X}" if ord(ch) > 0x24F and _missing(path, size, ch) else ch for ch in text), font
+
+
 def _wrap(text: str, font: Any, width: float) -> list[str]:
     """``text`` in lines no wider than ``width`` pixels (a longer word keeps a line of its own)."""
     lines: list[str] = []
@@ -723,8 +768,9 @@ def _picture_mosaic(
     layout: list[Box] = []
 
     def text(xy: tuple[float, float], s: str, anchor: str, fill: str = "black") -> None:
-        draw.text(xy, s, fill=fill, font=font, anchor=anchor)
-        layout.append(Box("text", *draw.textbbox(xy, s, font=font, anchor=anchor), s))
+        s, face = text_face(s, font)  # a fallback face for glyphs the font lacks (CJK class names)
+        draw.text(xy, s, fill=fill, font=face, anchor=anchor)
+        layout.append(Box("text", *draw.textbbox(xy, s, font=face, anchor=anchor), s))
 
     for i, s in enumerate(lines):
         text((4, 4 + i * step), s, "la")
@@ -1079,11 +1125,12 @@ def _text_image(lines: Sequence[str], font: Any, color: str = "black", rotate: b
     from PIL import Image, ImageDraw
 
     step = int(round(1.25 * font.size))
-    w = max([int(np.ceil(font.getlength(t))) for t in lines] + [1]) + 2
+    faced = [text_face(t, font) for t in lines]
+    w = max([int(np.ceil(f.getlength(t))) for t, f in faced] + [1]) + 2
     img = Image.new("RGBA", (w, step * len(lines) + 2), (255, 255, 255, 0))
     draw = ImageDraw.Draw(img)
-    for i, t in enumerate(lines):
-        draw.text((w / 2, i * step), t, fill=color, font=font, anchor="ma")
+    for i, (t, f) in enumerate(faced):
+        draw.text((w / 2, i * step), t, fill=color, font=f, anchor="ma")
     return img.rotate(90, expand=True) if rotate else img
 
 

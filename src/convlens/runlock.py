@@ -73,6 +73,7 @@ def run_lock(run_dir: str | Path, command: str) -> Iterator[None]:
                 time.sleep(0.025)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
+        remove_stale_temp_files(run_dir)
         _held[key] = 1
         try:
             yield
@@ -80,6 +81,22 @@ def run_lock(run_dir: str | Path, command: str) -> Iterator[None]:
             del _held[key]
     finally:
         os.close(fd)  # releases the lock
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the temp files of atomic writes (``.<name>.<random>.tmp``) that a killed process left
+    in ``run_dir``: called with the lock held, so no write of this folder is under way. A sweep's
+    trials (``trials/``) have locks of their own and are left to them."""
+    removed = []
+    for p in run_dir.rglob(".*.tmp"):
+        if "trials" in p.relative_to(run_dir).parts[:1] or not p.is_file():
+            continue
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:  # not ours to delete (permissions): harmless, it is hidden
+            pass
+    return removed
 
 
 def holder(run_dir: str | Path) -> str | None:

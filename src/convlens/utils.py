@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +22,37 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once: os.umask is process-wide and not safe to toggle from threads
 
 
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w", sync: bool = True) -> None:
+def human_size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def disk_full(path: Path, needed: int | None = None) -> Exception:
+    """The error of a write that found no space left: the file, the space it needs, what is free."""
+    from .errors import DiskFullError
+
+    try:
+        free = f", {human_size(shutil.disk_usage(Path(path).parent).free)} free"
+    except OSError:
+        free = ""
+    need = f"; it needs {human_size(needed)}{free}" if needed is not None else free.replace(", ", "; ", 1)
+    return DiskFullError(
+        f"no space left on the device to write {path}{need}. Nothing was half-written (the previous file, "
+        "if any, is intact): free some space and run the command again"
+    )
+
+
+def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
+    """``data`` into ``path`` atomically; a full disk names the file and the size needed."""
+    atomic_write(path, lambda f: f.write(data), mode="wb", sync=sync, size=len(data))
+
+
+def atomic_write(
+    path: Path, write: Callable[[Any], None], mode: str = "w", sync: bool = True, size: int | None = None
+) -> None:
     """Write through ``write(fileobj)`` into a temp file beside ``path``, then rename over it.
 
     A reader (or a crash) never sees a half-written file: either the old one or the new one.
@@ -39,16 +71,19 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w", sync
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o644 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(path, size) from None
         raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text))
+    data = text.encode()
+    atomic_write(path, lambda f: f.write(data), mode="wb", size=len(data))
 
 
 def _clean(obj: Any) -> Any:
@@ -94,6 +129,25 @@ def read_json(path: Path) -> Any:
         from .errors import DamagedFileError
 
         raise DamagedFileError(f"{path} is not valid JSON ({exc}); restore it or write it again") from None
+
+
+def check_device(name: str) -> str:
+    """``name`` if torch can place a model there now (cpu, cuda, cuda:N, mps), else an error naming it."""
+    import torch
+
+    from .errors import ConfigError
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {name!r} is not a device convlens runs on; allowed: cpu, cuda, cuda:N, mps")
+    if dev.type == "cuda" and not (torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()):
+        raise ConfigError(f"device {name!r}: no such CUDA device here ({torch.cuda.device_count()} found); try cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r}: MPS is not available here; try cpu")
+    return name
 
 
 def usable_cores() -> int:

@@ -419,7 +419,7 @@ class Ablate(Analysis, AblateOptions):
                 },
             },
         }
-        figures = Figures(subject, self.name, self.key())
+        figures = Figures(subject, self.name, self.key_for(subject))
         if figures.on:
             self._draw(subject, result, pb, pa, figures)
         result["figures"] = figures

@@ -36,7 +36,7 @@ from ..models.stages import is_deep, stage_layers
 from ..trace import borrowed, conv_layers, get_layer, split_call
 from ..results import Result
 from ..utils import interactive
-from ..jobs import JOBS, AnalysisError, canonical, comma_ints, comma_list, option  # noqa: F401  (re-exported)
+from ..jobs import JOBS, AnalysisError, canonical, check_choices, comma_ints, comma_list, option  # noqa: F401  (re-exported)
 from .options import AT_HELP  # noqa: F401  (re-exported)
 
 
@@ -432,14 +432,7 @@ class Analysis:
     by_default: ClassVar[bool] = True  # run by a plain ``analyze`` (else only when named)
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            value = canonical(f, getattr(self, f.name))
-            setattr(self, f.name, value)
-            if choices and value not in choices:
-                raise AnalysisError(
-                    f"{self.name}: {f.name}={value!r} is not allowed; allowed: {', '.join(map(str, choices))}"
-                )
+        check_choices(self, AnalysisError, self.name)  # and no NaN or infinity
 
     @classmethod
     def describe(cls) -> str:
@@ -457,6 +450,13 @@ class Analysis:
 
         filters = getattr(self, "filters", None)
         return artifact_key(getattr(self, "layers", None), filters if isinstance(filters, list) else None)
+
+    def key_for(self, subject: Subject) -> str | None:
+        """The key of these options on ``subject``'s split (:func:`~convlens.run.split_key`): results
+        on another split than test are keyed by it too, beside the test split's."""
+        from ..run.layout import split_key
+
+        return split_key(self.key(), subject.split_name)
 
     def applies(self, subject: Subject) -> str | None:
         """``None`` when this analysis can run on the subject, else why not."""
@@ -492,13 +492,13 @@ class Analysis:
 
     def clear(self, subject: Subject) -> None:
         """Remove this analysis' figures and arrays of an earlier run, so the folder matches the new JSON."""
-        folder = subject.folder(self.name, self.key())
+        folder = subject.folder(self.name, self.key_for(subject))
         if folder is not None and folder.is_dir():
             shutil.rmtree(folder)
         if subject.root is not None:
             from ..run import Layout
 
-            Layout(subject.root).artifact(self.name, self.key()).npz.unlink(missing_ok=True)
+            Layout(subject.root).artifact(self.name, self.key_for(subject)).npz.unlink(missing_ok=True)
 
     def publish(self, subject: Subject, result: dict[str, Any], seconds: float) -> dict[str, Any]:
         out = {
@@ -517,7 +517,7 @@ class Analysis:
         if subject.root is not None:
             from ..run import Layout
 
-            Layout(subject.root).artifact(self.name, self.key()).write(out)
+            Layout(subject.root).artifact(self.name, self.key_for(subject)).write(out)
         return Result(out, subject.root)
 
     def lines(self, result: dict[str, Any]) -> list[str]:

@@ -127,7 +127,7 @@ class ClassNorms(Streaming, ClassNormsOptions):
                 for f in order
             ]
         ranking.sort(key=lambda r: -r["selectivity"])  # stable: ties keep layer and filter order
-        figures = Figures(subject, self.name, self.key())
+        figures = Figures(subject, self.name, self.key_for(subject))
         if figures.on:
             self._draw(subject, layers, figures)
         return {

@@ -73,7 +73,7 @@ class Errors(Analysis, ErrorsOptions):
             "mistakes": [row(int(p)) for p in worst],
             "confused_pairs": confused,
         }
-        figures = Figures(subject, self.name, self.key())
+        figures = Figures(subject, self.name, self.key_for(subject))
         if figures.on:
             self._draw(subject, result, figures)
         result["figures"] = figures

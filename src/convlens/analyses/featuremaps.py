@@ -104,7 +104,7 @@ class FeatureMaps(Analysis, FeatureMapsOptions):
             entry["confidence"] = float(pr.max())
             images.append(entry)
         layers: dict[str, Any] = {}
-        figures = Figures(subject, self.name, self.key())
+        figures = Figures(subject, self.name, self.key_for(subject))
         for layer, (pre, post) in where.items():
             a, z = td[pre].output, td[post].output
             for t, probe in ((a, pre), (z, post)):

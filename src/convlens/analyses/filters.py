@@ -34,7 +34,7 @@ class Filters(Analysis, FiltersOptions):
         first = conv_layers(model)[0]
         layers: dict[str, Any] = {}
         weights: dict[str, np.ndarray] = {}
-        figures = Figures(subject, self.name, self.key())
+        figures = Figures(subject, self.name, self.key_for(subject))
         for layer in names:
             conv = require_conv(model, layer, self.name)
             w = conv.weight.detach().float().cpu()
@@ -54,7 +54,7 @@ class Filters(Analysis, FiltersOptions):
                 self._draw(layer, weights[layer], rgb=layers[layer]["rgb"], figures=figures)
         stored = {}
         if figures.on and self.per_filter:  # the weights the per-filter figures are drawn from
-            artifact = Layout(subject.root).artifact(self.name, self.key())
+            artifact = Layout(subject.root).artifact(self.name, self.key_for(subject))
             stored["arrays"] = artifact.save_arrays(compressed=False, **weights)
         return {"layers": layers, "scale": self.scale, **stored, "figures": figures}
 

@@ -69,7 +69,9 @@ def _by_layer(entries: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any
 
 
 def _arrays(doc: dict[str, Any], root: Path) -> Any:
-    return np.load(root / doc["arrays"])
+    from ..run.layout import Artifact
+
+    return np.load(Artifact.arrays_of(doc, root))
 
 
 # ----------------------------------------------------------------------------------------------

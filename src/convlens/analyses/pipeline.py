@@ -144,7 +144,7 @@ def _shared_pass(subject: Subject, readers: list[Streaming]) -> dict[str, dict[s
 
 
 def _report(subject: Subject, a: Analysis, result: dict[str, Any]) -> None:
-    where = f" -> {Layout(subject.root).artifact(a.name, a.key()).json}" if subject.root is not None else ""
+    where = f" -> {Layout(subject.root).artifact(a.name, a.key_for(subject)).json}" if subject.root is not None else ""
     later = sum(1 for e in result["figures"] if e.get("pending"))
     drawn = f" ({later} per-filter, drawn by the report)" if later else ""
     subject.say(f"{a.name}: {result['seconds']:.1f} s, {len(result['figures'])} figures{drawn}{where}")

@@ -150,7 +150,7 @@ class Stats(Streaming, StatsOptions):
                     "weight_norm": weight_cut,
                 },
             }
-        figures = Figures(subject, self.name, self.key())
+        figures = Figures(subject, self.name, self.key_for(subject))
         if figures.on:
             from .. import plots
 

@@ -213,7 +213,7 @@ class TopK(Streaming, TopKOptions):
                 "receptive_field": None if rf is None else rf.to_dict(),
                 "filters": filters,
             }
-        figures = Figures(subject, self.name, self.key())
+        figures = Figures(subject, self.name, self.key_for(subject))
         stored = self._draw(subject, layers, rfs, figures) if figures.on else {}
         return {"layers": layers, "score": self.score, **stored, "figures": figures}
 
@@ -230,7 +230,7 @@ class TopK(Streaming, TopKOptions):
         images = subject.split.images
         classes = subject.classes
         used = sorted({p for info in layers.values() for fi in info["filters"] for p in fi["positions"]})
-        artifact = Layout(subject.root).artifact(self.name, self.key())
+        artifact = Layout(subject.root).artifact(self.name, self.key_for(subject))
         arrays = artifact.save_arrays(
             compressed=False,  # CIFAR's pictures shrink 7 % at zlib level 6, for 50 ms a megabyte
             images=to_numpy(images[used]).astype(np.uint8) if used else np.zeros((0, *subject.in_shape), np.uint8),

@@ -19,6 +19,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError
+from ..utils import human_size
 from .images import CACHE_NOTE
 from .registry import DATASETS, Arrays, stratified_holdout
 
@@ -132,12 +133,26 @@ def resize(x: np.ndarray, size: int) -> np.ndarray:
     """Bilinear, antialiased resize of a whole uint8 (N, H, W, C) array to (N, size, size, C)."""
     if x.shape[1:3] == (size, size):
         return x
+    _check_fits(len(x) * size * size * x.shape[-1], f"data.resize={size} makes {len(x):,} images of {size}x{size}")
     out = np.empty((len(x), size, size, x.shape[-1]), np.uint8)
     for i in range(0, len(x), 4096):
         t = torch.from_numpy(x[i : i + 4096]).permute(0, 3, 1, 2).float()
         r = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out[i : i + 4096] = r.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return out
+
+
+def _check_fits(nbytes: int, what: str) -> None:
+    """Refuse an array larger than the memory available now, before allocating it."""
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not available here
+        return
+    if nbytes > free:
+        raise DataError(
+            f"{what}: {human_size(nbytes)}, more than the {human_size(free)} of memory available; "
+            "choose a smaller data.resize (or data.train_subset)"
+        )
 
 
 def _preprocess(a: Arrays, cfg: DataConfig) -> Arrays:
@@ -209,6 +224,20 @@ def _subset(n: int, size: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:size])
 
 
+def _flat_channels(cfg: DataConfig, mean: list[float], std: list[float]) -> list[float]:
+    """A channel with one value in every pixel of every training image has no spread to divide by
+    (a NaN from the first batch, which would read as divergence): every channel so is an error,
+    one among others is left unscaled (std 1)."""
+    flat = [s < 1e-6 for s in std]
+    if all(flat):
+        value = ", ".join(f"{round(255 * m)}" for m in mean)
+        raise DataError(
+            f"{cfg.name}{f' ({cfg.root})' if cfg.root else ''}: every training image is the same flat colour "
+            f"(pixel value {value} everywhere): there is nothing to learn from; check the images"
+        )
+    return [1.0 if f else s for f, s in zip(flat, std)]
+
+
 def load_data(cfg: DataConfig) -> DataBundle:
     """Load, split and describe a data set as configured.
 
@@ -232,6 +261,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
     channels = a.train_x.shape[-1]
     if cfg.normalize and cfg.mean is None:
         mean, std = channel_stats(_train_moments(a)[train_idx], a.train_x.shape[1] * a.train_x.shape[2])
+        std = _flat_channels(cfg, mean, std)
     elif cfg.normalize:
         mean, std = list(cfg.mean), list(cfg.std or [1.0] * channels)
     else:

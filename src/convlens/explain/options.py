@@ -10,6 +10,7 @@ are not options of one method; :mod:`convlens.jobs` adds them to both commands.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from ..jobs import SCALE_ALIASES, SCALES, ExplainError, canonical, comma_floats, comma_ints, job, option
@@ -35,7 +36,10 @@ class MethodOptions:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            setattr(self, f.name, canonical(f, getattr(self, f.name)))  # an older name -> its choice
+            value = canonical(f, getattr(self, f.name))  # an older name -> its choice
+            setattr(self, f.name, value)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ExplainError(f"{f.name}={value!r} is not a finite number; NaN and infinity are no setting")
 
     def run_kwargs(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)  # type: ignore[call-overload]

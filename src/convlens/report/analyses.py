@@ -130,9 +130,27 @@ def load_analyses(run_dir: Path) -> tuple[list[Analysis], list[str]]:
             notes.append(f"{p.name} is not a JSON object; skipped")
             continue
         found.append(Analysis(str(doc.get("analysis") or p.stem), doc, p))
+    found, notes = _test_split_first(found, notes)
     rank = {n: i for i, n in enumerate(ORDER)}
     found.sort(key=lambda a: (rank.get(a.name, len(ORDER)), a.name, a.stem))
     return found, notes
+
+
+def _test_split_first(found: list[Analysis], notes: list[str]) -> tuple[list[Analysis], list[str]]:
+    """The report is about the test split: an analysis also run on another split (``analyze --split
+    val``, keyed ``-split_val``) is listed in a note, not shown beside the test split's; one run on
+    another split only is shown (its section says which split)."""
+    on_test = {a.name for a in found if (a.doc.get("split") or "test") == "test"}
+    shown, other = [], []
+    for a in found:
+        split = a.doc.get("split") or "test"
+        (other if split != "test" and a.name in on_test else shown).append(a)
+    for a in other:
+        notes.append(
+            f"{a.path.name} holds {a.name} on the {a.doc.get('split')} split; this report shows the test split's "
+            f"(analysis/{a.name}.json and the keyed ones)"
+        )
+    return shown, notes
 
 
 def figure_entries(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -850,10 +868,15 @@ def analysis_section(run_dir: Path, a: Analysis, classes: list[str]) -> Section:
     if per:
         layers = ", ".join(dict.fromkeys(str(k[0]) for k in (per_filter_key(e, a.name) for e in per) if k))
         shown = len([e for e in per if e in own])
+        missing = len([e for e in per if not (run_dir / str(e.get("path"))).is_file()])
         sec.notes.append(
             f"{len(per)} per-filter figure{'s' if len(per) != 1 else ''} ({layers})"
             + (f", {shown} of them below" if shown else "")
-            + ": every one is in the filter browser"
+            + (
+                ": every one is in the filter browser"
+                if not missing
+                else f": {missing} could not be drawn (see the note at the top); the others are in the filter browser"
+            )
         )
     if not sec.figures and not sec.tables and not per:
         sec.notes.append(f"{a.path.name} lists no figures")

@@ -137,8 +137,11 @@ def _analysis_flags(doc: dict[str, Any]) -> str:
     layers = [str(n) for n in params.get("layers") or []] if isinstance(params.get("layers"), list) else []
     filters = params.get("filters")
     filters = [int(f) for f in filters if isinstance(f, int)] if isinstance(filters, list) else []
-    return (f" --layers {','.join(layers)}" if layers else "") + (
-        f" --filters {','.join(map(str, filters))}" if filters else ""
+    split = doc.get("split") if isinstance(doc.get("split"), str) and doc.get("split") != "test" else None
+    return (
+        (f" --layers {','.join(layers)}" if layers else "")
+        + (f" --filters {','.join(map(str, filters))}" if filters else "")
+        + (f" --split {split}" if split else "")
     )
 
 

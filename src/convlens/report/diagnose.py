@@ -623,16 +623,22 @@ def unfinished(f: Facts) -> list[Finding]:
         return []
     ep, n = f.status.get("epoch"), f.status.get("epochs")
     msg = f.status.get("message") or ""
-    return [
-        Finding(
-            "unfinished",
-            "info",
-            f"Run {status}",
-            f"The run is {status} after {ep} of {n} epochs{': ' + msg if msg else ''}. Numbers below are "
-            "from the epochs it completed.",
-            {"status": status, "epoch": ep, "epochs": n},
+    if ep is None:  # no status.json, or one without epochs: say what the folder holds instead
+        ep = f.rows[-1].get("epoch") if f.rows else 0
+    if not f.rows:
+        what = f"has no status.json and no epoch in {f.run.rel(f.run.metrics_file)}" if status == "unknown" else ""
+        text = (
+            f"The run {what or f'is {status} and has no epoch in ' + f.run.rel(f.run.metrics_file)}"
+            f"{': ' + msg if msg else ''}: it never completed an epoch (or its files were not copied), so "
+            "there is nothing to diagnose yet."
         )
-    ]
+    else:
+        of = f" of {n}" if n is not None else ""
+        text = (
+            f"The run is {status} after {ep}{of} epochs{': ' + msg if msg else ''}. Numbers below are "
+            "from the epochs it completed."
+        )
+    return [Finding("unfinished", "info", f"Run {status}", text, {"status": status, "epoch": ep, "epochs": n})]
 
 
 # ----------------------------------------------------------------------------------------------

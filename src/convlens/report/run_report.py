@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import __version__, plots
-from ..errors import ConvlensError
+from ..errors import ConvlensError, DamagedFileError
 from ..explain.cli import METHOD_NAMES
 from ..run import Run
 from ..run.layout import Layout
@@ -299,6 +299,8 @@ def run_context(
     """
     try:
         classes = run.classes
+    except DamagedFileError:  # a dataset.json of the wrong shape: named, not papered over
+        raise
     except ConvlensError:
         classes = list((run.eval or {}).get("classes", []))
     rows = run.metrics()
@@ -377,6 +379,8 @@ def draw_filter_figures(root: Path, analyses: list[Any], echo: Callable[[str], N
     for a in analyses:
         try:
             drawn += len(draw_pending(root, [a.doc]))
+        except ConvlensError as exc:  # says what is wrong and what to run
+            notes.append(f"{a.path.name}: its per-filter figures could not be drawn: {exc}")
         except (OSError, KeyError, IndexError, TypeError, ValueError) as exc:
             notes.append(f"{a.path.name}: its per-filter figures could not be drawn ({type(exc).__name__}: {exc})")
     if drawn:

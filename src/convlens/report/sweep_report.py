@@ -163,7 +163,7 @@ def sweep_context(path: Path, out: Path, echo: Callable[[str], None], color_by: 
         sections.append(Section("tables", "Tables", "The tables written by the sweep.", tables=tables))
     elif varying:
         sections.append(_groups_section(data, configs, varying))
-    figs = _figures(path, trials, data)
+    figs = _figures(path, trials, data, color_by)
     figs += _several_keys(path, trials, data, configs, varying, color_by)
     if figs:
         sections.append(Section("plots", "Plots", figures=figs))
@@ -278,9 +278,16 @@ def _groups_section(data: list[dict[str, Any]], configs: list[dict[str, Any]], v
     return Section("groups", "Group-by tables", "Mean over the trials that share each value.", tables=grouped)
 
 
-def _figures(path: Path, trials: list[Path], data: list[dict[str, Any]]) -> list[Figure]:
-    """The sweep's own figures, or else the validation curves of every trial."""
+def _curves_name(key: str) -> str:
+    return f"curves_by_{key.replace('.', '_')}.png"
+
+
+def _figures(path: Path, trials: list[Path], data: list[dict[str, Any]], color_by: str | None = None) -> list[Figure]:
+    """The sweep's own figures, or else the validation curves of every trial. With ``color_by``,
+    the sweep's own curves coloured by another key are left out (the report draws the asked one)."""
     own_png = [p for p in sorted(path.rglob("*.png")) if p.relative_to(path).parts[0] not in ("trials", REPORT_DIR)]
+    if color_by is not None:
+        own_png = [p for p in own_png if not p.name.startswith("curves_by_") or p.name == _curves_name(color_by)]
     figs = [figure(p, p.stem.replace("_", " "), str(p.relative_to(path))) for p in own_png]
     if figs or not any(d["curve"] for d in data):
         return figs
@@ -349,8 +356,10 @@ def _several_keys(
     key = color_by or varying[0]
     curves = [{"trial": i, "value": c.get(key), "points": d["curve"]} for i, (c, d) in enumerate(zip(configs, data))]
     curves = [c for c in curves if c["points"]]
-    if curves and not any(n.startswith("curves_by_") for n in own):
-        name = f"curves_by_{key.replace('.', '_')}.png"
+    # the sweep's own curves (`sweep table`) are coloured by its first key: drawn again for another
+    drawn = _curves_name(key) in own if color_by else any(n.startswith("curves_by_") for n in own)
+    if curves and not drawn:
+        name = _curves_name(key)
         p = cache.get(name, inputs, lambda p: sf.curves_by(curves, key, p), key)
         figs.append(figure(p, f"Validation accuracy of every trial, coloured by {key}", p.relative_to(path).as_posix()))
     cache.save()

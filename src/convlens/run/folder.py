@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RunError
+from ..errors import DamagedFileError, RunError
 from ..utils import read_json, write_json
 from .layout import CONFIG, DATASET, Layout
 
@@ -79,24 +79,27 @@ class Run(Layout):
     @property
     def status(self) -> Status:
         p = self.status_file
-        return read_json(p) if p.is_file() else {"status": "unknown"}
+        return _checked(read_json(p), "Status", p) if p.is_file() else {"status": "unknown"}
 
     def metrics(self) -> list[dict[str, Any]]:
         from ..train.metrics import read_metrics
 
-        return read_metrics(self.metrics_file)
+        rows = read_metrics(self.metrics_file)
+        for i, row in enumerate(rows, 1):
+            _checked(row, "EpochRow", f"{self.metrics_file} (row {i})")
+        return rows
 
     @property
     def eval(self) -> Eval | None:
         p = self.eval_file
-        return read_json(p) if p.is_file() else None
+        return _checked(read_json(p), "Eval", p) if p.is_file() else None
 
     @functools.cached_property
     def dataset(self) -> Dataset:
         p = self.dataset_file
         if not p.is_file():
             raise RunError(f"{self.path} has no {DATASET}: the run never got past loading its data")
-        return read_json(p)
+        return _checked(read_json(p), "Dataset", p)
 
     @property
     def classes(self) -> list[str]:
@@ -158,7 +161,9 @@ class Run(Layout):
     def load_model_info(self, which: str | None = None, device: str = "cpu"):
         """``(model, checkpoint_info)``: the model as :meth:`load_model` and which file it is."""
         from ..train.checkpoint import load
+        from ..utils import check_device
 
+        check_device(device)
         model = self.build_model()
         state = load(self.checkpoint_path(which), map_location=device)
         try:
@@ -180,7 +185,7 @@ class Run(Layout):
     @property
     def summary(self) -> Summary | None:
         p = self.summary_file
-        return read_json(p) if p.is_file() else None
+        return _checked(read_json(p), "Summary", p) if p.is_file() else None
 
     def examples(self) -> dict[str, Any] | None:
         """The test images stored for the report: ``{"images": uint8 NCHW, "indices": [...]}``."""
@@ -189,8 +194,25 @@ class Run(Layout):
             return None
         import numpy as np
 
-        with np.load(p) as z:
-            return {"images": z["images"], "indices": z["indices"].tolist(), "split": str(z["split"])}
+        try:
+            with np.load(p) as z:
+                images, indices, split = z["images"], z["indices"], str(z["split"])
+        except Exception as exc:  # not a .npz, cut short, an object array (refused: it would unpickle)
+            raise DamagedFileError(
+                f"{p} is damaged ({type(exc).__name__}: {exc}); rerun `convlens eval {self.path}`"
+            ) from None
+        if images.dtype != np.uint8 or images.ndim != 4 or indices.shape != (len(images),) or indices.dtype.kind != "i":
+            raise DamagedFileError(
+                f"{p} is damaged: images are {images.dtype} {images.shape} and indices {indices.dtype} "
+                f"{indices.shape}, not uint8 N x C x H x W and N whole numbers; rerun `convlens eval {self.path}`"
+            )
+        return {"images": images, "indices": indices.tolist(), "split": split}
+
+
+def _checked(doc: Any, schema: str, path: Any) -> Any:
+    from . import schema as schemas
+
+    return schemas.checked(doc, getattr(schemas, schema), path)
 
 
 def is_run(path: str | Path) -> bool:

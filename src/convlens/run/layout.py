@@ -29,7 +29,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..utils import atomic_write, atomic_write_text, write_json
+from ..utils import atomic_write_bytes, atomic_write_text, write_json
 
 CONFIG = "config.yaml"
 DATASET = "dataset.json"
@@ -81,6 +81,18 @@ def artifact_key(layers: Sequence[str] | str | None = None, targets: Sequence[in
     return "-".join(parts) or None
 
 
+def split_key(key: str | None, split: str = "test") -> str | None:
+    """``key`` for results computed on ``split``: the test split's keep ``key``; another split's
+    get ``split_<split>`` appended, so ``analyze --split val`` never replaces the test split's.
+
+    >>> split_key(None, "val"), split_key("conv1", "val"), split_key("conv1")
+    ('split_val', 'conv1-split_val', 'conv1')
+    """
+    if split == "test":
+        return key
+    return "-".join(p for p in (key, f"split_{_KEY_PART.sub('_', split)}") if p)
+
+
 class Artifact:
     """One producer's results: ``analysis/<stem>.json``, ``analysis/<stem>.npz`` and the figures
     under ``analysis/<stem>/``, where ``stem`` is ``<name>`` or ``<name>-<key>``."""
@@ -111,8 +123,33 @@ class Artifact:
         return Path(path).relative_to(self.root).as_posix()
 
     def write(self, doc: dict[str, Any]) -> Path:
+        """The JSON, last: with ``arrays``, it records the SHA-256 of the .npz on disk
+        (``arrays_sha256``), so a pair left by a command killed between the two writes (a new .npz
+        beside the old JSON) is found on read (:meth:`arrays_of`) instead of mixing generations.
+        The hash goes into ``doc`` too, so the result returned is the document written."""
+        if isinstance(doc.get("arrays"), str) and self.npz.is_file():
+            doc["arrays_sha256"] = sha256_file(self.npz)
         write_json(self.json, doc)
         return self.json
+
+    @staticmethod
+    def arrays_of(doc: dict[str, Any], root: Path) -> Path:
+        """The .npz ``doc`` lists under ``arrays``, checked to be the one written with it."""
+        from ..errors import DamagedFileError
+
+        rel = doc.get("arrays")
+        if not isinstance(rel, str):
+            raise DamagedFileError(f"the analysis {doc.get('analysis')!r} lists no arrays (.npz) to draw from")
+        path = Path(root) / rel
+        if not path.is_file():
+            raise DamagedFileError(f"{path} is missing; rerun the analysis to write it again")
+        want = doc.get("arrays_sha256")
+        if isinstance(want, str) and sha256_file(path) != want:
+            raise DamagedFileError(
+                f"{path} was written by a later run of {doc.get('analysis')} than its JSON (that run was stopped "
+                f"between the two); rerun `convlens analyze {root} --only {doc.get('analysis')}`"
+            )
+        return path
 
     def save_arrays(self, compressed: bool = True, **arrays: Any) -> str:
         """Write the raw arrays (a .npz, compressed unless ``compressed`` is False, atomically);
@@ -121,7 +158,7 @@ class Artifact:
 
         buf = io.BytesIO()
         (np.savez_compressed if compressed else np.savez)(buf, **arrays)
-        atomic_write(self.npz, lambda f: f.write(buf.getvalue()), mode="wb")
+        atomic_write_bytes(self.npz, buf.getvalue())
         return self.rel(self.npz)
 
     def clear(self) -> None:
@@ -133,6 +170,17 @@ class Artifact:
         succeeds, then dropped; on an error the new ones are dropped and the old ones come back, so
         they still match the JSON (written after the block)."""
         return _Replacing([self.folder, self.npz])
+
+
+def sha256_file(path: Path) -> str:
+    """The first 16 hex digits of a file's SHA-256."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def _remove(p: Path) -> None:
@@ -265,7 +313,7 @@ class Layout:
             indices=np.asarray(indices, dtype=np.int64),
             split=np.array(split),
         )
-        atomic_write(self.examples_file, lambda f: f.write(buf.getvalue()), mode="wb")
+        atomic_write_bytes(self.examples_file, buf.getvalue())
 
     def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
         from ..train import checkpoint

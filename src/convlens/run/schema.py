@@ -138,3 +138,88 @@ def dead_filters(stats: Stats) -> dict[str, tuple[list[int], int]]:
         for name, info in layers.items()
         if isinstance(info, dict) and isinstance(info.get("dead"), list) and isinstance(info.get("channels"), int)
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# checking a document on read
+
+# what readers index without asking: a document without them is refused; every other field is
+# checked when present. A float field may be null: NaN and infinity are written as null.
+REQUIRED: dict[type, tuple[str, ...]] = {
+    Status: ("status",),
+    Dataset: ("classes", "shape"),
+    Summary: ("layers",),
+    EpochRow: ("epoch",),
+    Eval: (),
+}
+
+
+def _kind(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def problem(value: Any, tp: Any, where: str) -> str | None:
+    """Why ``value`` does not fit the type ``tp`` (``where`` names the field), or None."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        found = [problem(value, a, where) for a in args]
+        return None if None in found else found[0]  # the first alternative is the document's own type
+    if tp is type(None):
+        return None if value is None else f"{where} is {value!r}, not null"
+    if tp is float:
+        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        return None if ok else f"{where} is {value!r}, not a number"
+    if tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else f"{where} is {value!r}, not a whole number"
+    if tp in (str, bool):
+        return None if isinstance(value, tp) else f"{where} is {value!r}, not a {_kind(tp)}"
+    if origin is list:
+        if not isinstance(value, list):
+            return f"{where} is {value!r}, not a list"
+        return next((p for i, v in enumerate(value) if (p := problem(v, args[0], f"{where}[{i}]"))), None)
+    if origin is dict:
+        if not isinstance(value, dict):
+            return f"{where} is {value!r}, not an object"
+        return next((p for k, v in value.items() if (p := problem(v, args[1], f"{where}[{k!r}]"))), None)
+    if typing.is_typeddict(tp):
+        return fields_problem(value, tp, where)
+    return None
+
+
+def fields_problem(doc: Any, schema: type, where: str = "") -> str | None:
+    """Why ``doc`` is not a ``schema`` document: not an object, a required field missing, or a
+    field present with the wrong type; None when it fits."""
+    import typing
+
+    if not isinstance(doc, dict):
+        return f"{where or 'the document'} is {type(doc).__name__} {str(doc)[:40]!r}, not an object"
+    hints = typing.get_type_hints(schema)
+    required = REQUIRED.get(schema, tuple(schema.__required_keys__))  # type: ignore[attr-defined]
+    for name in required:
+        if name not in doc:
+            return f"field {where + '.' if where else ''}{name!r} is missing"
+    for name, tp in hints.items():
+        if name in doc:
+            found = problem(doc[name], tp, f"field {where + '.' if where else ''}{name!r}")
+            if found:
+                return found
+    return None
+
+
+def checked(doc: Any, schema: type, path: Any) -> Any:
+    """``doc`` if it fits ``schema``, else a DamagedFileError naming the file and the field."""
+    found = fields_problem(doc, schema)
+    if found:
+        from ..errors import DamagedFileError
+
+        raise DamagedFileError(
+            f"{path} is damaged: {found} (expected {schema.__name__} fields: "
+            f"{', '.join(schema.__annotations__)}); restore it or write it again"
+        )
+    return doc

@@ -7,6 +7,7 @@ travels inside every checkpoint, next to the weights.
 
 from __future__ import annotations
 
+import io
 import pickle
 import re
 import warnings
@@ -16,11 +17,15 @@ from typing import Any
 import torch
 
 from ..errors import RunError
-from ..utils import atomic_write
+from ..utils import atomic_write_bytes
 
 
 def save(path: Path, obj: dict[str, Any]) -> None:
-    atomic_write(Path(path), lambda f: torch.save(obj, f), mode="wb")
+    # serialised in memory first: torch writing into a file that hits a full disk fails with an
+    # opaque "inline_container ... unexpected pos"; a plain write names the file and the size
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -32,7 +37,7 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated or foreign files raise many different types
-        raise RunError(f"cannot read checkpoint {path}: {_reason(exc)}") from None
+        raise RunError(f"cannot read checkpoint {path}: {_reason(exc, path)}") from None
 
 
 # torch's own message advises retrying with weights_only=False, which runs whatever code the file
@@ -40,8 +45,17 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
 _ADVICE = re.compile(r"weights_only|trust|safe_globals|file an issue|documentation of torch\.load", re.I)
 
 
-def _reason(exc: Exception) -> str:
+# what torch says of a file cut short: an empty file, a zip without its directory, a short read
+_CUT = re.compile(r"Invalid argument|failed finding central directory|unexpected EOF|Ran out of input", re.I)
+
+
+def _reason(exc: Exception, path: Path | None = None) -> str:
+    """What is wrong with a file ``torch.load(weights_only=True)`` refused, without torch's advice."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    if isinstance(exc, EOFError) or _CUT.search(text):
+        size = Path(path).stat().st_size if path is not None and Path(path).is_file() else None
+        what = "empty" if size == 0 else "cut short" + (f" ({size:,} bytes)" if size else "")
+        return f"the file is {what}: it was not written or copied completely; copy or write it again"
     found = re.search(r"GLOBAL ([\w.]+)", text)
     if found:
         return (

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from .. import __version__, distributed
 from ..config import ExperimentConfig, defaults_note, load_config
 from ..data import Augment, DataBundle, batches, load_data, num_batches
-from ..errors import RunError
+from ..errors import ConvlensError, RunError
 from ..models import build_model, summarize, totals
 from ..models.whiten import init_whitening
 from ..run import Layout, Run, write_status
@@ -40,7 +40,7 @@ from .averaging import WeightAverage
 from .evaluate import evaluate_split, test_precision, write_eval
 from .metrics import MetricsLog
 from .optim import make_optimizer, make_scheduler
-from .precision import Precision, choose
+from .precision import Precision, busy_note, choose
 from .resize import epoch_size, resize_batch
 
 
@@ -379,6 +379,12 @@ def _train(config, out, resume, overrides, echo, callback, held: contextlib.Exit
         return _follow(trainer, last if resume is not None and last.is_file() else None, prec, run_dir)
     if resume is not None and last.is_file():
         trainer.restore(checkpoint.load(last, map_location=prec.device))
+        if trainer.start_epoch > cfg.train.epochs:
+            raise RunError(
+                f"train.epochs={cfg.train.epochs} is fewer than the {trainer.start_epoch} epochs {run_dir} has "
+                f"trained already; --resume continues to a later epoch (train.epochs >= {trainer.start_epoch}), "
+                "it cannot undo epochs"
+            )
         if prior.status.get("status") == "finished" and trainer.start_epoch >= cfg.train.epochs:
             echo(f"{run_dir} is already finished ({trainer.start_epoch} epochs)")
             return Run(run_dir)
@@ -416,6 +422,9 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
         f"{totals(summarize(trainer.model, data.shape))['params']:,} parameters, {prec.describe()}"
         f"{defaults_note(cfg)}"
     )
+    busy = busy_note(prec.threads) if t.threads is None else None
+    if busy:
+        echo(busy)
     if t.batch_size > len(data.train):
         echo(
             f"note: train.batch_size={t.batch_size} is larger than the {len(data.train)} training images: "
@@ -502,7 +511,9 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
         echo(f"\ninterrupted: {done} epoch(s) are saved; continue with `convlens train --resume {run_dir}`")
         raise
     except Exception as exc:
-        write_status(run_dir, "failed", epoch=epoch, epochs=epochs, message=f"{type(exc).__name__}: {exc}")
+        message = str(exc) if isinstance(exc, ConvlensError) else f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(OSError):  # a full disk may refuse this too: the error above says why
+            write_status(run_dir, "failed", epoch=epoch, epochs=epochs, message=message)
         raise
     finally:
         log.close()

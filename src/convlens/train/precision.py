@@ -5,12 +5,17 @@ AVX512-BF16. On a CPU without them PyTorch emulates bf16 and it is slower than f
 order of magnitude (measured on a 2-core AVX2 EPYC: a 2048^2 matmul at 170 GFLOP/s in float32,
 0.3 GFLOP/s in bf16; see benchmarks/bench_speed_throughput.py), so ``precision: auto`` picks float32
 there and bf16 where it is native.
+
+``CONVLENS_PRECISION=bf16|fp32`` decides what ``auto`` resolves to whatever the hardware, so a test
+suite can be checked as a CPU with (or without) bf16 would run it (``pytest --precision``); an
+explicit ``train.precision`` in a config always wins.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +31,20 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return any(f in flags for f in (" amx_bf16", " avx512_bf16"))
+
+
+def auto_is_bf16(device: torch.device) -> bool:
+    """What ``precision: auto`` means on ``device``: ``CONVLENS_PRECISION`` if set, else the hardware."""
+    forced = os.environ.get("CONVLENS_PRECISION", "").strip().lower()
+    if forced in ("bf16", "fp32"):
+        return forced == "bf16"
+    if forced:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"CONVLENS_PRECISION={forced!r}; allowed: bf16, fp32 (or unset: the hardware decides)")
+    return (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
+        device.type == "cpu" and cpu_has_native_bf16()
+    )
 
 
 @dataclass(frozen=True)
@@ -61,7 +80,7 @@ def choose(
         raise ConfigError("train.device=cuda, but no CUDA device is available; allowed here: auto, cpu")
     dev = torch.device(device)
     if precision == "auto":
-        bf16 = (dev.type == "cuda" and torch.cuda.is_bf16_supported()) or (dev.type == "cpu" and cpu_has_native_bf16())
+        bf16 = auto_is_bf16(dev)
     else:
         bf16 = precision == "bf16"
     # channels_last speeds up convolutions with oneDNN / cuDNN (1.7x for fp32 training of the
@@ -70,3 +89,23 @@ def choose(
     n = threads or usable_cores()
     torch.set_num_threads(n)
     return Precision(dev, bf16, cl, n)
+
+
+def busy_note(threads: int, load: float | None = None) -> str | None:
+    """A warning when ``threads`` (chosen by default: every usable core) compete with other work:
+    on a busy machine torch's threads keep waiting for each other (2 threads at load 8: 3.5x slower
+    than one, on digits). ``load`` defaults to the 1-minute load average."""
+    if threads < 2:
+        return None
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (OSError, AttributeError):  # not available here (Windows)
+            return None
+    if load < threads:
+        return None
+    return (
+        f"note: the machine is busy (load {load:.1f} on {threads} cores): torch's {threads} threads will wait "
+        "for each other; train.threads: 1 (--set train.threads=1) is often several times faster here. Results "
+        "differ slightly between thread counts (float sums in another order), so keep it fixed to compare runs"
+    )
