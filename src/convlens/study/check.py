@@ -213,7 +213,8 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def _by_key(rows: list[Row], metric: str) -> dict[str, dict[str, Obs]]:
     """For each config key that varies across the rows (not the seed): its values' marginal runs."""
-    flats = [{k: v for k, v in _flat(r.config).items() if k not in ("seed", "name")} for r in rows]
+    skip = ("seed", "name", "meta")
+    flats = [{k: v for k, v in _flat(r.config).items() if k.split(".")[0] not in skip} for r in rows]
     keys = sorted({k for f in flats for k in f if len({repr(g.get(k)) for g in flats}) > 1})
     out = {}
     for k in keys:

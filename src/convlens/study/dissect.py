@@ -230,6 +230,12 @@ def _layer_number(c: Check, r: Row) -> float | None:
     return v / w if w > 0 else math.inf if v > 0 else math.nan
 
 
+def _quiet(r: Row, c: Check) -> str:
+    layers = (_result(r, "classnorms") or {}).get("layers") or {}
+    names = [c.layer, c.compare_layer] if c.compare_layer else [c.layer]
+    return " / ".join(f"{n} {len(layers.get(n, {}).get('quiet', []))}" for n in names)
+
+
 def layer_stat(c: Check, ev: Any) -> Any:
     """A statistic of an analysis' per-filter numbers in ``layer`` (or its ratio to
     ``compare_layer``'s) against ``value``. One run has no noise estimate: the point decides, with
@@ -250,6 +256,9 @@ def layer_stat(c: Check, ev: Any) -> Any:
     if c.expect in ("greater", "less") and tol:  # the tolerance is a margin around the value
         value = value + tol if c.expect == "greater" else value - tol
     obtained = f"{what}: {est:.4g} (n={obs.n}; {how}); {expectation(c.expect, float(c.value), tol, 1)}"  # type: ignore[arg-type]
+    if c.analysis == "classnorms":  # silent filters have no class profile: say how many were left out
+        quiet = [_quiet(r, c) for r in obs.rows]
+        obtained += f"; nearly silent filters left out: {', '.join(quiet)}"
     if note:
         obtained += f"; {note}"
     return Verdict(c.id, c.report_says, obtained, judge(est, se, c.expect, value, tol), numbers(value=est, n=obs.n))
