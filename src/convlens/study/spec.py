@@ -115,7 +115,8 @@ class Check(_Strict):
     a: Select | None = None  # the runs the finding is about (every kind but not_checkable)
     b: Select | None = None  # compare_means, per_class: the runs compared against
     metric: str = "test_acc"
-    expect: str = "greater"  # greater, less, similar, not_greater; diagnose_has: present, absent
+    # greater, less, similar, not_greater (magnitude: similar by default); diagnose_has: present, absent
+    expect: str = "greater"
     value: float | None = None  # the reported number (magnitude, layer_stat), or difference (compare_means)
     # how far the obtained number may lie from ``value`` (similar, not_greater, magnitude): one number
     # for every budget, or one per budget; a budget without one is not judged (not enough evidence)
@@ -146,6 +147,8 @@ class Check(_Strict):
             missing.insert(0, "a")
         if missing:
             raise ValueError(f"kind {self.kind} needs {', '.join(missing)}")
+        if self.kind == "magnitude" and "expect" not in self.model_fields_set:
+            self.expect = "similar"  # a reported number: obtained within the tolerance of it
         if self.kind == "diagnose_has":
             self.expect = "present" if self.expect == "greater" else self.expect
             allowed: tuple[str, ...] = ("present", "absent")
