@@ -116,8 +116,19 @@ def describe(c: Check) -> str:
         "magnitude": f"{c.metric} {c.expect} {v}" + (f" (tolerance {tol})" if c.tolerance is not None else ""),
         "best_point": f"{c.metric}: the reported point is the best",
         "strongest_key": f"{c.key} ({c.high} above {c.low}) moves {c.metric} most",
-    }.get(c.kind, c.kind)
-    return f"{c.kind}: {what}" if c.kind in ("compare_means", "magnitude", "best_point", "strongest_key") else what
+        "layer_stat": f"{c.reduce} {c.field} ({c.analysis}) of {c.layer}"
+        + (f" / {c.compare_layer}" if c.compare_layer else "")
+        + f" {c.expect} {c.value}",
+        "per_class": f"accuracy of {', '.join(c.classes or [])} {c.expect} than "
+        + (", ".join(c.against) if c.against else "in b"),
+        "confusion": f"{c.mode} " + "-".join(c.pair or []),
+        "class_preference": f"{c.layer} excited more by {', '.join(c.classes or [])}",
+        "topk_class": f"{c.layer}'s top images mostly {', '.join(c.classes or [])}",
+        "ablation": f"{c.mode} " + "-".join(c.pair or []),
+        "receptive_field": f"sizes of {', '.join(c.layers or [])}",
+        "diagnose_has": f"{c.code} {c.expect}",
+    }[c.kind]
+    return f"{c.kind}: {what}".rstrip()
 
 
 def compare_means(c: Check, ev: Evidence) -> Verdict:
@@ -133,11 +144,9 @@ def compare_means(c: Check, ev: Evidence) -> Verdict:
     value = c.value or 0.0
     obtained = (
         f"{c.metric} {_fmt(c.metric, a.mean)} (n={a.n}) vs {_fmt(c.metric, b.mean)} (n={b.n}): difference "
-        f"{interval(diff, se, scale, unit)} ({how}); {expectation(c.expect, value, tol, scale)}"
+        f"{interval(diff, se, scale, unit)} ({how}); {why or expectation(c.expect, value, tol, scale)}"
     )
     verdict = UNSURE if why else judge(diff, se, c.expect, value, tol)
-    if why:
-        obtained += f"; {why}"
     return Verdict(
         c.id, c.report_says, obtained, verdict, numbers(a=a.mean, b=b.mean, n_a=a.n, n_b=b.n, diff=diff, se=se)
     )
@@ -154,11 +163,9 @@ def magnitude(c: Check, ev: Evidence) -> Verdict:
     value = float(c.value)  # type: ignore[arg-type]
     obtained = (
         f"{c.metric} {_fmt(c.metric, a.mean)} (n={a.n}), reported {_fmt(c.metric, value)}: difference "
-        f"{interval(a.mean - value, se, scale, unit)} ({how}); {expectation(c.expect, value, tol, scale)}"
+        f"{interval(a.mean - value, se, scale, unit)} ({how}); {why or expectation(c.expect, value, tol, scale)}"
     )
     verdict = UNSURE if why else judge(a.mean, se, c.expect, value, tol)
-    if why:
-        obtained += f"; {why}"
     return Verdict(
         c.id, c.report_says, obtained, verdict, numbers(mean=a.mean, n=a.n, value=value, se=se, tolerance=tol)
     )
