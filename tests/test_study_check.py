@@ -444,3 +444,11 @@ def test_not_checkable_needs_a_reason(tmp_path):
         load_study(study(tmp_path, [{"id": "n", "report_says": "x", "kind": "not_checkable"}]))
     with pytest.raises(StudyError, match="expect similar needs a tolerance"):
         load_study(study(tmp_path, [{"id": "s", "report_says": "x", **A_VS_B, "expect": "similar"}]))
+
+
+def test_a_check_is_judged_only_at_its_budgets(tmp_path, out):
+    seeds(out / "a", [0.80, 0.82])
+    seeds(out / "b", [0.70, 0.72])
+    gated = {**A_VS_B, "expect": "less", "budgets": ["full"]}
+    assert verdict(tmp_path, gated) == UNSURE  # would disagree, but the runs are medium's
+    assert verdict(tmp_path, {**gated, "budgets": ["medium"]}) == DISAGREE

@@ -328,6 +328,11 @@ def check_study(folder: str | Path | Study, out: str | Path) -> list[Verdict]:
     verdicts = []
     for c in study.spec.findings:
         v = table[c.kind](c, ev)
+        if c.budgets is not None and ev.budget not in c.budgets and v.verdict in (AGREE, DISAGREE):
+            v.obtained += (
+                f"; would be {v.verdict}, but not judged at budget {ev.budget!r} (judged at: {', '.join(c.budgets)})"
+            )
+            v.verdict = UNSURE
         v.check = describe(c)
         if c.note:
             v.check += f" ({c.note})"

@@ -122,6 +122,9 @@ class Check(_Strict):
     # for every budget, or one per budget; a budget without one is not judged (not enough evidence)
     tolerance: float | dict[str, float] | None = None
     note: str = ""  # how the check reads the report (shown with the verdict)
+    # the budgets whose runs can judge the finding (default: every budget); at another budget the
+    # numbers are shown and the verdict is not enough evidence (e.g. a network trained 3 epochs)
+    budgets: list[str] | None = None
     reason: str | None = None  # not_checkable: why
     code: str | None = None  # diagnose_has: a finding code of `convlens diagnose`
     key: str | None = None  # strongest_key: the config key expected to move the metric most...
