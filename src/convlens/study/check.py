@@ -137,7 +137,7 @@ def compare_means(c: Check, ev: Evidence) -> Verdict:
     if not a.n or not b.n:
         return Verdict(c.id, c.report_says, f"missing results (a: {a.n} runs, b: {b.n} runs)", UNSURE)
     tol, why = _tolerance(c, ev)
-    sd, how = seed_sd(_noise(c, ev), a, b)
+    sd, how = seed_sd(_noise(c, ev), a, b, scale=_scale(c.metric)[0])
     se = math.sqrt(sd**2 * (1 / a.n + 1 / b.n) + a.bvar + b.bvar)
     diff = a.mean - b.mean
     scale, unit = _scale(c.metric)
@@ -157,12 +157,13 @@ def magnitude(c: Check, ev: Evidence) -> Verdict:
     if not a.n:
         return Verdict(c.id, c.report_says, "missing results", UNSURE)
     tol, why = _tolerance(c, ev)
-    sd, how = seed_sd(_noise(c, ev), a)
+    sd, how = seed_sd(_noise(c, ev), a, scale=_scale(c.metric)[0])
     se = math.sqrt(sd**2 / a.n + a.bvar)
     scale, unit = _scale(c.metric)
     value = float(c.value)  # type: ignore[arg-type]
     obtained = (
-        f"{c.metric} {_fmt(c.metric, a.mean)} (n={a.n}), reported {_fmt(c.metric, value)}: difference "
+        f"{c.metric} {_fmt(c.metric, a.mean)} (n={a.n}), {'reported' if c.expect == 'similar' else 'against'} "
+        f"{_fmt(c.metric, value)}: difference "
         f"{interval(a.mean - value, se, scale, unit)} ({how}); {why or expectation(c.expect, value, tol, scale)}"
     )
     verdict = UNSURE if why else judge(a.mean, se, c.expect, value, tol)

@@ -80,13 +80,14 @@ def pooled_sd(*sides: Obs) -> tuple[float | None, int]:
     return (math.sqrt(ss / dof), dof) if dof else (None, 0)
 
 
-def seed_sd(noise: float | None, *sides: Obs) -> tuple[float, str]:
-    """The seed standard deviation and how it was obtained."""
+def seed_sd(noise: float | None, *sides: Obs, scale: float = 100.0) -> tuple[float, str]:
+    """The seed standard deviation and how it was obtained (shown in points, or as it is)."""
     sd, dof = pooled_sd(*sides)
+    show = (lambda v: f"{100 * v:.1f} pts") if scale != 1 else (lambda v: f"{v:.3g}")
     if sd is not None:
-        return sd, f"seed std {100 * sd:.1f} pts ({dof} dof)"
+        return sd, f"seed std {show(sd)} ({dof} dof)"
     if noise:
-        return noise, f"seed std {100 * noise:.1f} pts assumed (no seed repeats)"
+        return noise, f"seed std {show(noise)} assumed (no seed repeats)"
     return 0.0, "no seed repeats, no noise estimate"
 
 
