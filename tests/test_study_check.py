@@ -452,3 +452,33 @@ def test_a_check_is_judged_only_at_its_budgets(tmp_path, out):
     gated = {**A_VS_B, "expect": "less", "budgets": ["full"]}
     assert verdict(tmp_path, gated) == UNSURE  # would disagree, but the runs are medium's
     assert verdict(tmp_path, {**gated, "budgets": ["medium"]}) == DISAGREE
+
+
+def test_a_partly_run_grid_is_judged_on_matched_runs_only(tmp_path, out):
+    folder = study(tmp_path, [])
+    sweep = {"name": "g", "base": "a.yaml", "method": "grid"}
+    sweep["params"] = {"train.optimizer.lr": [0.1, 0.01, 0.001], "train.batch_size": [16, 32]}
+    (folder / "g.yaml").write_text(yaml.safe_dump(sweep))
+    doc = yaml.safe_load((folder / "study.yaml").read_text())
+    doc["experiments"].append({"id": "g", "file": "g.yaml"})
+    best = {
+        "id": "best",
+        "report_says": "x",
+        "kind": "best_point",
+        "a": {"experiment": "g", "where": {"train.optimizer.lr": 0.1, "train.batch_size": 16}},
+    }
+    cmp = {"id": "cmp", "report_says": "x", "kind": "compare_means", "expect": "greater"}
+    cmp["a"], cmp["b"] = ({"experiment": "g", "where": {"train.batch_size": b}} for b in (16, 32))
+    doc["findings"] = [best, cmp]
+    (folder / "study.yaml").write_text(yaml.safe_dump(doc))
+    # lr 0.1 at both batch sizes, lr 0.01 at batch 16 only (a partly run grid)
+    for i, (lr, bs, acc) in enumerate([(0.1, 16, 0.8), (0.1, 32, 0.8), (0.01, 16, 0.3)]):
+        fake_run(out / "g" / "trials" / str(i), acc, cfg={"train.optimizer.lr": lr, "train.batch_size": bs})
+    vb, vc = check_study(load_study(folder), out)
+    assert vb.verdict == UNSURE and "3 of the grid's 6 points" in vb.obtained
+    # unmatched, batch 16 (mean of 0.8 and 0.3) would lose to 32 (0.8); matched on lr 0.1 they tie
+    assert (
+        vc.verdict == UNSURE
+        and vc.numbers["a"] == pytest.approx(0.8)
+        and "1 run(s) without a counterpart" in vc.obtained
+    )

@@ -36,10 +36,22 @@ class Verdict:
 class Evidence:
     """The rows of each experiment, loaded once, and the budget they were run at."""
 
-    def __init__(self, out: Path, budget: str = "full", noise: float = 0.0):
+    def __init__(self, out: Path, budget: str = "full", noise: float = 0.0, study: Study | None = None):
         self.out = Path(out)
-        self.budget, self.noise = budget, noise
+        self.budget, self.noise, self.study = budget, noise, study
         self._rows: dict[str, list[Row]] = {}
+
+    def grid(self, experiment: str) -> list[dict[str, Any]] | None:
+        """The points of a grid sweep experiment (None: a config, or not known)."""
+        if self.study is None:
+            return None
+        from ..sweep.spec import load_sweep
+
+        e = self.study.experiment(experiment)
+        if not self.study.is_sweep(e):
+            return None
+        sweep = load_sweep(self.study.folder / e.file)
+        return list(sweep.points()) if sweep.method == "grid" else None
 
     def all_rows(self, experiment: str) -> list[Row]:
         if experiment not in self._rows:
@@ -131,11 +143,30 @@ def describe(c: Check) -> str:
     return f"{c.kind}: {what}".rstrip()
 
 
+def _rest(r: Row, keys: set[str]) -> str:
+    """The run's config apart from ``keys``, its seed and names: what a matched pair shares."""
+    flat = _flat(r.config)
+    return repr(sorted((k, repr(v)) for k, v in flat.items() if k not in keys and k.split(".")[0] not in SKIP))
+
+
+def matched(c: Check, ev: Evidence) -> tuple[list[Row], list[Row], str]:
+    """The two sides; within one sweep, only the runs whose other keys have a counterpart on the
+    other side (a partly run grid would otherwise compare different mixes of the other keys)."""
+    ra, rb = ev.rows(c.a.experiment, c.a.where), ev.rows(c.b.experiment, c.b.where)  # type: ignore[union-attr]
+    if c.a.experiment != c.b.experiment:  # type: ignore[union-attr]
+        return ra, rb, ""
+    keys = set(c.a.where) | set(c.b.where)  # type: ignore[union-attr]
+    sa, sb = {_rest(r, keys) for r in ra}, {_rest(r, keys) for r in rb}
+    ka, kb = [r for r in ra if _rest(r, keys) in sb], [r for r in rb if _rest(r, keys) in sa]
+    dropped = len(ra) + len(rb) - len(ka) - len(kb)
+    return ka, kb, f"; {dropped} run(s) without a counterpart left out" if dropped else ""
+
+
 def compare_means(c: Check, ev: Evidence) -> Verdict:
-    a = metric_obs(ev.rows(c.a.experiment, c.a.where), c.metric)  # type: ignore[union-attr]
-    b = metric_obs(ev.rows(c.b.experiment, c.b.where), c.metric)  # type: ignore[union-attr]
+    ra, rb, left = matched(c, ev)
+    a, b = metric_obs(ra, c.metric), metric_obs(rb, c.metric)
     if not a.n or not b.n:
-        return Verdict(c.id, c.report_says, f"missing results (a: {a.n} runs, b: {b.n} runs)", UNSURE)
+        return Verdict(c.id, c.report_says, f"missing results (a: {a.n} runs, b: {b.n} runs){left}", UNSURE)
     tol, why = _tolerance(c, ev)
     sd, how = seed_sd(_noise(c, ev), a, b, scale=_scale(c.metric)[0])
     se = math.sqrt(sd**2 * (1 / a.n + 1 / b.n) + a.bvar + b.bvar)
@@ -144,7 +175,7 @@ def compare_means(c: Check, ev: Evidence) -> Verdict:
     value = c.value or 0.0
     obtained = (
         f"{c.metric} {_fmt(c.metric, a.mean)} (n={a.n}) vs {_fmt(c.metric, b.mean)} (n={b.n}): difference "
-        f"{interval(diff, se, scale, unit)} ({how}); {why or expectation(c.expect, value, tol, scale)}"
+        f"{interval(diff, se, scale, unit)} ({how}); {why or expectation(c.expect, value, tol, scale)}{left}"
     )
     verdict = UNSURE if why else judge(diff, se, c.expect, value, tol)
     return Verdict(
@@ -185,8 +216,10 @@ def best_point(c: Check, ev: Evidence) -> Verdict:
     mine = [r for r in rows if r.matches(c.a.where)]  # type: ignore[union-attr]
     groups = {k: o for k, o in _groups([r for r in rows if r not in mine], c.metric).items() if o.n}
     a = metric_obs(mine, c.metric)
-    if not a.n or not groups:
-        return Verdict(c.id, c.report_says, f"missing results ({a.n} runs of the point, {len(groups)} others)", UNSURE)
+    missing = _incomplete(c, ev, 1 + len(groups) if a.n else len(groups))
+    if not a.n or not groups or missing:
+        why = missing or f"missing results ({a.n} runs of the point, {len(groups)} others)"
+        return Verdict(c.id, c.report_says, why, UNSURE)
     best_key = max(groups, key=lambda k: groups[k].mean)
     b = groups[best_key]
     sd, how = seed_sd(_noise(c, ev), a, *groups.values())
@@ -202,12 +235,26 @@ def best_point(c: Check, ev: Evidence) -> Verdict:
     )
 
 
+def _incomplete(c: Check, ev: Evidence, have: int, where: dict[str, Any] | None = None) -> str | None:
+    """Why a judgement over every point of a grid (those matching ``where`` and ``among``) cannot
+    be made yet: points not run."""
+    grid = ev.grid(c.a.experiment)  # type: ignore[union-attr]
+    if grid is None:
+        return None
+    conditions = {**{k: [v] for k, v in (where or {}).items()}, **c.among}
+    want = [p for p in grid if all(any(same(p.get(k), v) for v in vs) for k, vs in conditions.items() if k in p)]
+    return f"{have} of the grid's {len(want)} points have results" if have < len(want) else None
+
+
 def _in(r: Row, key: str, values: list[Any]) -> bool:
     try:
         got = get_dotted(r.config, key)
     except (KeyError, IndexError, TypeError, ValueError):
         return False
     return any(same(got, v) for v in values)
+
+
+SKIP = ("seed", "name", "meta")  # config keys that do not make two runs different experiments
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -221,8 +268,7 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def _by_key(rows: list[Row], metric: str) -> dict[str, dict[str, Obs]]:
     """For each config key that varies across the rows (not the seed): its values' marginal runs."""
-    skip = ("seed", "name", "meta")
-    flats = [{k: v for k, v in _flat(r.config).items() if k.split(".")[0] not in skip} for r in rows]
+    flats = [{k: v for k, v in _flat(r.config).items() if k.split(".")[0] not in SKIP} for r in rows]
     keys = sorted({k for f in flats for k in f if len({repr(g.get(k)) for g in flats}) > 1})
     out = {}
     for k in keys:
@@ -248,6 +294,9 @@ def strongest_key(c: Check, ev: Evidence) -> Verdict:
     keys = _by_key(rows, c.metric)
     if c.key not in keys:
         return Verdict(c.id, c.report_says, f"{c.key} does not vary across {len(rows)} run(s)", UNSURE)
+    missing = _incomplete(c, ev, len({r.replicate_key() for r in rows}), c.a.where)  # type: ignore[union-attr]
+    if missing:
+        return Verdict(c.id, c.report_says, missing, UNSURE)
     mine = keys[c.key]
     hi, lo = mine.get(repr(c.high)), mine.get(repr(c.low))
     if hi is None or lo is None or not hi.n or not lo.n:
@@ -317,14 +366,14 @@ def _describe_point(r: Row, ref: Row | None) -> str:
     if ref is None:
         return "?"
     a, b = _flat(r.config), _flat(ref.config)
-    diff = [f"{k}={a[k]}" for k in sorted(a) if k not in ("seed", "name") and repr(a.get(k)) != repr(b.get(k))]
+    diff = [f"{k}={a[k]}" for k in sorted(a) if k.split(".")[0] not in SKIP and repr(a.get(k)) != repr(b.get(k))]
     return ", ".join(diff[:3]) or "same config"
 
 
 def check_study(folder: str | Path | Study, out: str | Path) -> list[Verdict]:
     study = folder if isinstance(folder, Study) else load_study(folder)
     meta = read_meta(Path(out))
-    ev = Evidence(Path(out), str(meta.get("budget", "full")), study.spec.noise)
+    ev = Evidence(Path(out), str(meta.get("budget", "full")), study.spec.noise, study)
     table = kinds()
     verdicts = []
     for c in study.spec.findings:
