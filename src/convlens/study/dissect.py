@@ -383,22 +383,38 @@ def ablation(c: Check, ev: Any) -> Any:
 
 
 # -- receptive fields -------------------------------------------------------------------------------
-def receptive_field(c: Check, ev: Any) -> Any:
-    """The receptive fields convlens computes for the experiment's network (no training needed:
-    read from a run's model, else built from its config)."""
-    from .check import Verdict
-
-    rows = ev.rows(c.a.experiment, c.a.where)
-    if not rows:
-        return _missing(c, "missing results (the network is read from a run)")
+def _network(c: Check, ev: Any) -> tuple[Any, tuple[int, ...]] | None:
+    """The experiment's network and input shape: from a run, else built from its config file."""
+    from ..config import load_config
     from ..models import build_model
-    from ..models.summary import receptive_fields
     from ..run import Run
 
-    run = Run(rows[0].path)
-    d = run.dataset
-    model = build_model(run.config.model, tuple(d["shape"]), len(d["classes"]), d["mean"], d["std"])
-    rfs = receptive_fields(model, tuple(d["shape"]))
+    rows = ev.rows(c.a.experiment, c.a.where)
+    if rows:
+        run = Run(rows[0].path)
+        d = run.dataset
+        shape = tuple(d["shape"])
+        return build_model(run.config.model, shape, len(d["classes"]), d["mean"], d["std"]), shape
+    if ev.study is None or ev.study.is_sweep(ev.study.experiment(c.a.experiment)):
+        return None
+    cfg = load_config(ev.study.folder / ev.study.experiment(c.a.experiment).file)
+    if cfg.data.name not in ("cifar10", "mnist"):  # the input shape of other data sets is read from a run
+        return None
+    size = cfg.data.resize or (28 if cfg.data.name == "mnist" else 32)
+    shape = (1 if cfg.data.grayscale or cfg.data.name == "mnist" else 3, size, size)
+    return build_model(cfg.model, shape, 10), shape
+
+
+def receptive_field(c: Check, ev: Any) -> Any:
+    """The receptive fields convlens computes for the experiment's network (no training needed)."""
+    from .check import Verdict
+    from ..models.summary import receptive_fields
+
+    got_net = _network(c, ev)
+    if got_net is None:
+        return _missing(c, "missing results (no run and no config to build the network from)")
+    model, shape = got_net
+    rfs = receptive_fields(model, shape)
     got = [rfs[name].size if name in rfs else None for name in c.layers]  # type: ignore[union-attr]
     want = [int(v) for v in c.values]  # type: ignore[union-attr]
     wrong = [f"{n}: {g} (reported {w})" for n, g, w in zip(c.layers, got, want) if g != w]  # type: ignore[arg-type]
