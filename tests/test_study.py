@@ -155,3 +155,17 @@ def test_diagnose_on_a_sweep_folder_reports_trends(tmp_path, capsys):
     assert (
         "train.optimizer.lr moves test_acc by 30.0% (0.01 -> 0.1), 21.2 times the seed noise" in capsys.readouterr().out
     )
+
+
+def test_every_budget_of_every_study_validates():
+    """Every experiment's config (every grid point of a sweep) under each budget's overrides."""
+    from convlens.study.runner import _validate
+
+    for folder in sorted(STUDIES.glob("*/study.yaml")):
+        study = load_study(folder.parent)
+        assert {"small", "medium"} <= set(study.spec.budgets), folder
+        for name in study.spec.budgets:
+            budget = study.budget(name)
+            for e in study.spec.experiments:
+                if e.id not in budget.skip:
+                    _validate(study, e, study.overrides(name, e.id, []), budget.seeds)
