@@ -5,6 +5,7 @@ agrees on a run built to match the report, disagrees on one built to contradict 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -482,3 +483,26 @@ def test_a_partly_run_grid_is_judged_on_matched_runs_only(tmp_path, out):
         and vc.numbers["a"] == pytest.approx(0.8)
         and "1 run(s) without a counterpart" in vc.obtained
     )
+
+
+def test_confusion_top_cross_pair_disagrees_on_another_cross_pair(tmp_path, out):
+    fake_run(out / "a", 0.8, sink={8: 4, 4: 8, 0: 2})  # ship <-> deer (400) above plane -> bird (200)
+    cross = {**CAT_DOG, "mode": "top_cross_pair", "pair": ["airplane", "bird"]}
+    assert verdict(tmp_path, cross) == DISAGREE
+    assert verdict(tmp_path, {**cross, "pair": ["deer", "ship"]}) == AGREE
+
+
+def test_ablation_class_gains_and_pair_confusions(tmp_path, out):
+    same = [0.9] * 10
+    worse = [0.9, 0.9, 0.9, 0.6, 0.9, 0.6, 0.9, 0.9, 0.9, 0.9]  # cats and dogs lost to each other
+    fake_run(out / "a", 0.9, analyses={"ablate": _ablate(same, worse, {3: 5, 5: 3})})
+    fake_run(out / "b", 0.9, analyses={"ablate": _ablate(worse, same, None)})
+    pair = {**ABL, "mode": "pair_rises", "pair": ["cat", "dog"]}
+    assert verdict(tmp_path, pair) == AGREE
+    assert verdict(tmp_path, {**pair, "a": {"experiment": "b"}}) == DISAGREE
+    gains = {**ABL, "mode": "some_class_gains"}
+    assert verdict(tmp_path, gains) == UNSURE  # eight classes keep their accuracy: no gain shown
+    assert verdict(tmp_path, {**gains, "a": {"experiment": "b"}}) == AGREE
+    shutil.rmtree(out / "b")
+    fake_run(out / "b", 0.9, analyses={"ablate": _ablate(same, [0.8] * 10)})  # every class loses
+    assert verdict(tmp_path, {**gains, "a": {"experiment": "b"}}) == DISAGREE
