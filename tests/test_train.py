@@ -360,3 +360,31 @@ def test_relative_data_root_is_kept_absolute(tmp_path, monkeypatch):
     assert run.config.data.root == str(tmp_path / "pets")
     monkeypatch.chdir("/")
     assert run.load_data().classes == ["cat", "dog"]
+
+
+def test_train_clean_acc_is_eval_mode_accuracy_on_clean_training_images(tmp_path):
+    """train.clean_subset: each validated epoch measures the first N training images without
+    augmentation, in eval mode (dropout off), and logs clean_gap = train_clean_acc - val_acc."""
+    from convlens.config import load_config
+    from convlens.data import load_data
+    from convlens.train.evaluate import evaluate_split
+
+    cfg = load_config(
+        tiny_config(
+            **{
+                "train.epochs": 1,
+                "train.precision": "fp32",
+                "train.clean_subset": 60,
+                "data.augment": {"flip": {"p": 1.0}},  # every training image flipped
+                "model.options.width": 4,
+            }
+        )
+    )
+    run = train(cfg, tmp_path / "run", echo=lambda s: None)
+    rows = Run(run.path).metrics()
+    assert all(r["clean_gap"] == pytest.approx(r["train_clean_acc"] - r["val_acc"]) for r in rows)
+    data = load_data(cfg.data)
+    model = Run(run.path).load_model("last")
+    res, _ = evaluate_split(model, data.train.take(list(range(60))), data.classes)
+    assert rows[-1]["train_clean_acc"] == pytest.approx(res["accuracy"])
+    assert load_config(tiny_config()).train.clean_subset == 0  # off by default: no extra cost

@@ -297,6 +297,12 @@ class TrainConfig(Strict):
         "null: train on through any finite loss (a NaN or infinite one always stops)",
     )
     eval_every: int = Field(1, gt=0, description="Validate every this many epochs (and the last)")
+    clean_subset: int = Field(
+        0,
+        ge=0,
+        description="Each validated epoch, also measure train_clean_acc: the accuracy on the first this many "
+        "training images, in eval mode and without augmentation (clean_gap: it minus val_acc); 0: off",
+    )
     average: AverageConfig | None = Field(None, description="Weight averaging (EMA or lookahead); off when absent")
     tensorboard: TensorboardConfig = Field(default_factory=TensorboardConfig)
 

@@ -56,17 +56,64 @@ def same(got: Any, want: Any) -> bool:
 
 
 def run_numbers(path: Path) -> dict[str, Any]:
-    """summarize_run's numbers and the losses the reports quote."""
+    """summarize_run's numbers, the losses the reports quote, the generalisation gap on clean
+    training images (``train.clean_subset``), trends over the epochs, and how many images each
+    accuracy was measured on (for its binomial error)."""
     from ..sweep.trial import summarize_run
 
     numbers = summarize_run(path)
-    rows = Run(path).metrics()
+    run = Run(path)
+    rows = run.metrics()
     val = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
     numbers["best_val_loss"] = min(val) if val else None
     last = rows[-1] if rows else {}
     numbers["final_val_loss"] = last.get("val_loss")
     numbers["final_train_loss"] = last.get("train_loss")
+    numbers.update(_clean(rows, numbers.get("test_acc")))
+    numbers.update(_trends(rows))
+    numbers.update(_sizes(run))
     return numbers
+
+
+def _clean(rows: list[dict[str, Any]], test_acc: float | None) -> dict[str, Any]:
+    clean = [r for r in rows if r.get("train_clean_acc") is not None]
+    if not clean:
+        return {}
+    last = clean[-1]
+    gaps = [r["clean_gap"] for r in clean if r.get("clean_gap") is not None]
+    return {
+        "final_train_clean_acc": last["train_clean_acc"],
+        "clean_gap": last.get("clean_gap"),
+        "clean_overfit": None if test_acc is None else last["train_clean_acc"] - test_acc,
+        "clean_gap_rise": gaps[-1] - gaps[0] if len(gaps) > 1 else None,
+    }
+
+
+def _trends(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    val = [r["val_acc"] for r in rows if r.get("val_acc") is not None]
+    loss = [r["train_loss"] for r in rows if r.get("train_loss") is not None]
+    return {
+        "val_acc_rise": val[-1] - val[0] if len(val) > 1 else None,
+        "val_acc_late_rise": val[-1] - val[(3 * len(val)) // 4 - 1] if len(val) > 3 else None,
+        "train_loss_ups": sum(b > a for a, b in zip(loss, loss[1:])) if len(loss) > 1 else None,
+    }
+
+
+def _sizes(run: Run) -> dict[str, Any]:
+    try:
+        sizes = run.dataset.get("sizes", {})
+    except Exception:  # a run without its dataset.json: no binomial error for its accuracies
+        sizes = {}
+    ev = run.eval or {}
+    try:
+        clean = int(run.config.train.clean_subset)
+    except Exception:
+        clean = 0
+    return {
+        "n_test": ev.get("n") or sizes.get("test"),
+        "n_val": sizes.get("val"),
+        "n_clean": min(clean, sizes["train"]) if clean and sizes.get("train") else None,
+    }
 
 
 def run_folders(path: Path) -> list[Path]:

@@ -133,4 +133,5 @@ def _analyses(e: Experiment, path: Path, echo) -> None:
         from ..analyses.pipeline import analyze
 
         echo(f"{e.id}: analysing {path} ({', '.join(todo)})")
-        analyze(path, only=todo, figures=False, echo=echo)
+        for name in todo:  # one at a time: analyses share option names (layers, at)
+            analyze(path, only=[name], figures=False, echo=echo, **e.options.get(name, {}))

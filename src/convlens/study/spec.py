@@ -11,17 +11,55 @@ from ..config import ConfigError, parse_override, read_yaml
 
 STUDY_FILE = "study.yaml"
 FULL = "full"  # the budget with no overrides: the report's own recipe
-KINDS = ("compare_means", "threshold", "diagnose_has", "classnorms_experts", "strongest_key")
+KINDS = (
+    "compare_means",
+    "magnitude",
+    "best_point",
+    "strongest_key",
+    "diagnose_has",
+    "per_class",
+    "confusion",
+    "class_preference",
+    "topk_class",
+    "layer_stat",
+    "ablation",
+    "receptive_field",
+    "not_checkable",
+)
+# accuracies measured on a number of images (the binomial error applies), then the other numbers
+ACCURACIES = ("test_acc", "best_val_acc", "final_val_acc", "final_train_clean_acc", "clean_gap", "clean_overfit")
 METRICS = (
-    "test_acc",
-    "best_val_acc",
+    *ACCURACIES,
     "final_train_acc",
-    "final_val_acc",
     "gap",
     "best_val_loss",
     "final_train_loss",
     "final_val_loss",
+    "params",
+    "clean_gap_rise",
+    "val_acc_rise",
+    "val_acc_late_rise",
+    "train_loss_ups",
 )
+EXPECT = ("greater", "less", "similar", "not_greater")
+NEEDS = {
+    "compare_means": ["b"],
+    "magnitude": ["value"],
+    "best_point": [],
+    "strongest_key": ["key", "high", "low"],
+    "diagnose_has": ["code"],
+    "per_class": ["classes"],
+    "confusion": ["mode"],
+    "class_preference": ["layer", "classes", "against"],
+    "topk_class": ["layer", "classes"],
+    "layer_stat": ["analysis", "field", "reduce", "layer", "value"],
+    "ablation": ["mode"],
+    "receptive_field": ["layers", "values"],
+    "not_checkable": ["reason"],
+}
+CONFUSION_MODES = ("top_pair", "top_cross_pair", "within_groups")
+ABLATION_MODES = ("overall_drop", "vehicles_vs_animals", "some_class_gains", "vehicles_to_animals", "pair_rises")
+REDUCE = ("median", "mean", "max", "count", "spread")
 
 
 class StudyError(ConfigError):
@@ -36,6 +74,15 @@ class Experiment(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     file: str  # a config or a sweep file, relative to the study folder
     analyses: list[str] = Field(default_factory=list)  # run on the trained run folder(s)
+    # the options of each analysis, e.g. {topk: {k: 20, score: sum}, ablate: {filters: {conv1: [0, 1]}}}
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _options(self) -> Experiment:
+        extra = [k for k in self.options if k not in self.analyses]
+        if extra:
+            raise ValueError(f"options for {', '.join(extra)}, which are not in analyses ({', '.join(self.analyses)})")
+        return self
 
 
 class Budget(_Strict):
@@ -59,44 +106,79 @@ class Select(_Strict):
 
 
 class Check(_Strict):
+    """One finding of the report. ``kind`` says how it is judged (see ``check.py``); a finding that
+    cannot be checked is ``not_checkable`` with its ``reason``."""
+
     id: str
     report_says: str
-    kind: Literal["compare_means", "threshold", "diagnose_has", "classnorms_experts", "strongest_key"]
-    a: Select
-    b: Select | None = None  # compare_means
+    kind: Literal[KINDS]  # type: ignore[valid-type]
+    a: Select | None = None  # the runs the finding is about (every kind but not_checkable)
+    b: Select | None = None  # compare_means, per_class: the runs compared against
     metric: str = "test_acc"
-    expect: str = "greater"  # greater / less; for diagnose_has: present / absent
-    value: float | None = None  # threshold
+    # greater, less, similar, not_greater (magnitude: similar by default); diagnose_has: present, absent
+    expect: str = "greater"
+    value: float | None = None  # the reported number (magnitude, layer_stat), or difference (compare_means)
+    # how far the obtained number may lie from ``value`` (similar, not_greater, magnitude): one number
+    # for every budget, or one per budget; a budget without one is not judged (not enough evidence)
+    tolerance: float | dict[str, float] | None = None
+    note: str = ""  # how the check reads the report (shown with the verdict)
+    # the budgets whose runs can judge the finding (default: every budget); at another budget the
+    # numbers are shown and the verdict is not enough evidence (e.g. a network trained 3 epochs)
+    budgets: list[str] | None = None
+    reason: str | None = None  # not_checkable: why
     code: str | None = None  # diagnose_has: a finding code of `convlens diagnose`
-    key: str | None = None  # strongest_key: the config key expected to move the metric most
-    first: str | None = None  # classnorms_experts: the layer expected to have no experts...
-    last: str | None = None  # ...and the one expected to have some
-    min_selectivity: float = Field(0.5, gt=0, le=1)  # a filter at least this selective is an expert
-    # classnorms_experts, relative instead: the last layer's highest and median selectivity are at
-    # least this many times the first layer's (no absolute cutoff)
-    above_first: float | None = Field(None, gt=1)
-    min_diff: float | None = Field(None, ge=0)  # the study's `noise` when not given
+    key: str | None = None  # strongest_key: the config key expected to move the metric most...
+    high: Any = None  # ...its value with the higher metric...
+    low: Any = None  # ...and the one with the lower
+    among: dict[str, list[Any]] = Field(default_factory=dict)  # best_point: only these points compete
+    classes: list[str] | None = None  # per_class, class_preference, topk_class: the reported classes
+    against: list[str] | None = None  # per_class, class_preference: the classes they beat
+    pair: list[str] | None = None  # confusion, ablation: two classes
+    mode: str | None = None  # confusion, ablation: which statistic
+    analysis: str | None = None  # layer_stat: stats, topk or classnorms
+    field: str | None = None  # layer_stat: a per-filter list of that analysis' layer result
+    reduce: str | None = None  # layer_stat: median, mean, max, count (of a list of indices), spread
+    layer: str | None = None  # layer_stat, class_preference, topk_class
+    compare_layer: str | None = None  # layer_stat: the statistic is layer's over compare_layer's (a ratio)
+    layers: list[str] | None = None  # receptive_field
+    values: list[float] | None = None  # receptive_field: the reported sizes
 
     @model_validator(mode="after")
     def _complete(self) -> Check:
-        need = {
-            "compare_means": ["b"],
-            "threshold": ["value"],
-            "diagnose_has": ["code"],
-            "classnorms_experts": ["first", "last"],
-            "strongest_key": ["key"],
-        }[self.kind]
-        missing = [k for k in need if getattr(self, k) is None]
+        missing = [k for k in NEEDS[self.kind] if getattr(self, k) is None]
+        if self.kind != "not_checkable" and self.a is None:
+            missing.insert(0, "a")
         if missing:
             raise ValueError(f"kind {self.kind} needs {', '.join(missing)}")
-        allowed = ("present", "absent") if self.kind == "diagnose_has" else ("greater", "less")
-        if self.kind == "diagnose_has" and self.expect == "greater":
-            self.expect = "present"
-        if self.kind in ("compare_means", "threshold", "diagnose_has") and self.expect not in allowed:
+        if self.kind == "magnitude" and "expect" not in self.model_fields_set:
+            self.expect = "similar"  # a reported number: obtained within the tolerance of it
+        if self.kind == "diagnose_has":
+            self.expect = "present" if self.expect == "greater" else self.expect
+            allowed: tuple[str, ...] = ("present", "absent")
+        else:
+            allowed = EXPECT
+        if self.expect not in allowed:
             raise ValueError(f"expect {self.expect!r} is not one of {', '.join(allowed)}")
         if self.metric not in METRICS:
             raise ValueError(f"metric {self.metric!r} is not one of {', '.join(METRICS)}")
+        modes = {"confusion": CONFUSION_MODES, "ablation": ABLATION_MODES}.get(self.kind)
+        if modes and self.mode not in modes:
+            raise ValueError(f"mode {self.mode!r} is not one of {', '.join(modes)}")
+        if self.kind == "layer_stat" and self.reduce not in REDUCE:
+            raise ValueError(f"reduce {self.reduce!r} is not one of {', '.join(REDUCE)}")
+        if self.mode in ("top_pair", "top_cross_pair", "pair_rises") and (not self.pair or len(self.pair) != 2):
+            raise ValueError(f"mode {self.mode} needs pair: two class names")
+        if self.kind == "receptive_field" and len(self.layers or []) != len(self.values or []):
+            raise ValueError("receptive_field needs as many values as layers")
+        if self.expect in ("similar", "not_greater") and self.tolerance is None:
+            raise ValueError(f"expect {self.expect} needs a tolerance")
         return self
+
+    def tolerance_for(self, budget: str) -> float | None:
+        """The tolerance at ``budget``: the one number, or that budget's entry (None: not judged)."""
+        if isinstance(self.tolerance, dict):
+            return self.tolerance.get(budget)
+        return self.tolerance
 
 
 class StudySpec(_Strict):
@@ -104,7 +186,8 @@ class StudySpec(_Strict):
     report: str = ""
     experiments: list[Experiment]
     budgets: dict[str, Budget] = Field(default_factory=dict)
-    noise: float = Field(0.02, ge=0)  # the smallest difference counted when seeds give no estimate
+    # the seed standard deviation assumed where no point was repeated (seeds give none)
+    noise: float = Field(0.01, ge=0)
     findings: list[Check] = Field(default_factory=list)
 
 
@@ -201,7 +284,11 @@ def _problems(study: Study) -> list[str]:
         for eid in [*b.experiments, *b.skip]:
             if eid not in ids:
                 problems.append(f"`budgets.{name}`: {eid!r} is not an experiment id ({', '.join(ids)})")
+    seen: set[str] = set()
     for c in spec.findings:
+        if c.id in seen:
+            problems.append(f"`findings`: id {c.id!r} repeats")
+        seen.add(c.id)
         for side in (c.a, c.b):
             if side is not None and side.experiment not in ids:
                 problems.append(f"`findings.{c.id}`: experiment {side.experiment!r} is not one of {', '.join(ids)}")

@@ -24,6 +24,8 @@ TB_TAGS = {
     "lr": "lr",
     "epoch_seconds": "time/epoch_seconds",
     "gap": "accuracy/train_val_gap",
+    "train_clean_acc": "accuracy/train_clean",  # train.clean_subset: eval mode, no augmentation
+    "clean_gap": "accuracy/clean_train_val_gap",
     "test_loss": "loss/test",
     "test_acc": "accuracy/test",
 }
