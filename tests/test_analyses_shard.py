@@ -163,7 +163,13 @@ def test_analyze_under_torchrun_equals_one_process(imported_run, tmp_path, capsy
     flags = ["--only", "topk,stats,classnorms", "--k", "5", "--batch-size", "32", "--no-figures"]
     assert main(["analyze", str(alone), *flags]) == 0
     capsys.readouterr()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    # the processes run in tmp_path, outside this project: the test's own factory module needs consent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "OMP_NUM_THREADS": "1",
+        "CONVLENS_TRUSTED_FACTORIES": "handmade_resnet",
+    }
     cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "convlens.cli", "analyze", str(two), *flags]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
