@@ -50,6 +50,11 @@ def test_the_report_of_a_real_analysed_run_is_legible(tmp_path_factory, tmp_path
     assert main(["analyze", str(run), "--k", "4", "--examples", "10", "--mistakes", "6"]) == 0
     deconv = ["--method", "deconv", "--layers", "conv2", "--filters", "1"]
     assert main(["explain", str(run), "--images", "0,1", *deconv]) == 0
+    # activation maximisation sheets and concept explanations are laid out on the same page
+    assert (
+        main(["explain", str(run), "--method", "actmax", "--layers", "conv2", "--filters", "0,1", "--steps", "8"]) == 0
+    )
+    assert main(["explain", str(run), "--method", "concepts", "--images", "0,1"]) == 0
     got = assert_legible(browser, build_report(run).as_uri())
     assert got["images"] > 15  # the analyses' figures, in their sections and the filter browser
     # the filter browser shows every kind of panel, each at the size it was drawn
