@@ -8,9 +8,9 @@ of them: an untrained or collapsed network says nothing about what a trained one
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
+from ..run.layout import Layout
 from ..utils import read_json
 from .results import Row
 from .spec import Check
@@ -36,13 +36,11 @@ def _trained(rows: list[Row]) -> tuple[list[Row], str | None]:
 
 
 def _eval(r: Row) -> dict[str, Any]:
-    f = Path(r.path) / "eval.json"
+    f = Layout(r.path).eval_file
     return read_json(f) if f.is_file() else {}
 
 
 def _result(r: Row, name: str) -> dict[str, Any] | None:
-    from ..run.layout import Layout
-
     for f in Layout(r.path).artifacts(name):
         return read_json(f)
     return None
