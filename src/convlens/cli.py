@@ -192,12 +192,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         )
         print(format_table(summarize(model, shape)))
         return 0
-    print(f"{'preset':<9} {'input':<9} {'params':>11} {'MACs/image':>13}  description")
+    print(f"{'preset':<9} {'input':<9} {'params':>11} {'MACs/image':>14}  description")
     for name, p in PRESETS.items():
         model = build_model(load_config({"model": {"preset": name}}).model, p.example_input, args.classes)
         t = totals(summarize(model, p.example_input))
         print(
-            f"{name:<9} {'x'.join(map(str, p.example_input)):<9} {t['params']:>11,} {t['macs']:>13,}  {p.description}"
+            f"{name:<9} {'x'.join(map(str, p.example_input)):<9} {t['params']:>11,} {t['macs']:>14,}  {p.description}"
         )
     print("\n`convlens models NAME` shows one preset layer by layer (output shapes, receptive fields).")
     return 0
