@@ -571,23 +571,7 @@ def _fit(text: str, font: Any, width: float, most: int = 2) -> list[str]:
     return [cut(x) for x in lines]
 
 
-def mosaic(
-    tiles: Sequence[np.ndarray],
-    path: str | Path,
-    *,
-    layout: str | Sequence[str],
-    cols: int = 10,
-    titles: Sequence[str] | None = None,
-    title_colors: Sequence[str] | None = None,
-    boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
-    row_labels: Sequence[str] | None = None,
-    suptitle: str | None = None,
-    cmap: str = "gray",
-    vmin: float | None = None,
-    vmax: float | None = None,
-    colorbar: str | None = None,
-    tile_inches: float = 0.9,
-) -> Path:
+def mosaic(tiles: Sequence[np.ndarray], path: str | Path, **kwargs: Any) -> Path:
     """Many small images as ONE picture, set with Pillow (see :func:`_picture_mosaic`): a tenth of
     matplotlib's time, which matters for hundreds of per-filter figures.
 
@@ -598,8 +582,12 @@ def mosaic(
     ``boxes`` are (top, bottom, left, right) pixel rectangles drawn on their tiles. Pixels are
     shown unsmoothed (nearest neighbour), so 3x3 kernels stay legible. ``row_labels`` name the
     rows on the left.
+
+    Arguments: ``layout`` (required), ``cols``, ``titles``, ``title_colors``, ``boxes``,
+    ``row_labels``, ``suptitle``, ``cmap``, ``vmin``, ``vmax``, ``colorbar``, ``tile_inches``
+    (see :func:`_mosaic` for their types and defaults).
     """
-    return _mosaic(**locals())[0]
+    return _mosaic(tiles, path, **kwargs)[0]
 
 
 def mosaic_boxes(tiles: Sequence[np.ndarray], **kwargs: Any) -> list[Box]:
