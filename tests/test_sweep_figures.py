@@ -158,4 +158,6 @@ def test_a_one_epoch_curve_is_a_dot_not_nothing(tmp_path):
 
     assert drawn([(1, 0.5)]) > 5  # one epoch: a dot
     assert drawn([(1, 0.5), (2, 0.6)]) > drawn([(1, 0.5)])
-    assert curves_by([{"trial": 0, "value": 0.1, "points": [(1, 0.5)]}], "lr", tmp_path / "c.png").is_file()
+    one = curves_by([{"trial": 0, "value": 0.1, "points": [(1, 0.5)]}], "lr", tmp_path / "c.png")
+    assert one.is_file()
+    assert _has(one, colormaps["plasma"](0.85 * 0.5)) > 5  # a lone value sits mid-scale: its dot drawn
