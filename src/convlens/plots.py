@@ -829,9 +829,18 @@ def image_with_maps(
     :func:`mosaic`."""
     from PIL import Image, ImageDraw
 
-    canvas, origins, shown, px, lines = _canvas(maps, ["hw"] * len(maps), cols, True, titles, 0.8)
-    rgb = _colours(cmap, canvas, vmin, vmax) / 255.0
-    grid, _ = _picture_mosaic(rgb, origins, shown, px, None, lines, None, None, None, (cmap, vmin, vmax, colorbar))
+    grid, _ = _mosaic(
+        maps,
+        None,
+        layout="hw",
+        cols=cols,
+        titles=titles,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        colorbar=colorbar,
+        tile_inches=0.8,
+    )
     dpi = STYLE["savefig.dpi"]
     font = _font(int(round(SMALL * dpi / 72)))
     step = int(round(1.25 * font.size))
