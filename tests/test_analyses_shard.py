@@ -128,6 +128,8 @@ def test_a_rank_without_batches_merges_too(subject_parts):
 def test_only_streaming_analyses_run_sharded(tmp_path):
     with pytest.raises(AnalysisError, match="ablate do not run sharded; over several processes: topk, stats"):
         analyze_sharded(tmp_path, ["topk", "ablate"], 0, 2, lambda x: [x, x])
+    with pytest.raises(AnalysisError, match="topk with these options need"):
+        analyze_sharded(tmp_path, ["topk"], 0, 2, lambda x: [x, x], score="contribution", target="0")
 
 
 # -- under torchrun ------------------------------------------------------------------------------

@@ -2,18 +2,11 @@
 
 import pytest
 import torch
+from analyses_models import one_thread  # noqa: F401  (fixture)
 from foreign_models import MODELS, SHAPE, flat_net
 from torch import nn
 
 from convlens.models.graph import _pass, _positive_copy, trace_graph
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _support(probe: nn.Module, call: str, units: list[tuple[int, int]]) -> list[tuple[int, int, int, int] | None]:

@@ -3,6 +3,7 @@ an independent backward-hook implementation of the documented rules."""
 
 import pytest
 import torch
+from analyses_models import one_thread  # noqa: F401  (fixture)
 from foreign_models import MODELS, SHAPE
 from torch import nn
 
@@ -15,14 +16,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*(require gradients|backward ho
 
 CLOSE = dict(atol=1e-6, rtol=1e-5)
 ACTS = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _inputs():

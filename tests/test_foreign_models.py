@@ -3,6 +3,7 @@ with a plain hook loop that follows the data flow by tensor identity."""
 
 import pytest
 import torch
+from analyses_models import one_thread  # noqa: F401  (fixture)
 from foreign_models import CLASSES, MODELS, SHAPE, airbench, reversed_resnet, split
 from torch import nn
 
@@ -11,14 +12,6 @@ from convlens.analyses.ablate import rank_layer, silenced
 from convlens.explain.gradcam import GradCAM, default_layer
 from convlens.models.summary import summarize, totals
 from convlens.trace import conv_layers, hook_count
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _subject(model, n=16):

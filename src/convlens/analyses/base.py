@@ -301,7 +301,7 @@ def keeps_constants(m: nn.Module) -> bool:
     """A layer that maps each channel on its own and keeps a constant map constant (in eval mode):
     a batch norm that follows it sees what it would see right after the conv, so a silenced
     channel is silenced the same way (airbench pools between its convs and batch norms)."""
-    if isinstance(m, nn.MaxPool2d) or isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Identity)):
+    if isinstance(m, (nn.MaxPool2d, nn.Dropout, nn.Dropout2d, nn.Identity)):
         return True
     return isinstance(m, nn.AvgPool2d) and (m.padding in (0, (0, 0)) or not m.count_include_pad)
 

@@ -158,6 +158,9 @@ def analyze_sharded(
             f"analyses {', '.join(other)} do not run sharded; over several processes: {', '.join(STATE)}"
         )
     analyses = build(names, options)
+    own = [a.name for a in analyses if isinstance(a, Streaming) and not a.streams()]
+    if own:
+        raise AnalysisError(f"{', '.join(own)} with these options need(s) gradients: a pass of its own, not sharded")
     subject = Subject.from_run(
         Run(run),
         split,

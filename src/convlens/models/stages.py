@@ -32,8 +32,9 @@ def stage_layers(model: nn.Module, convs: list[str]) -> list[str]:
     shape = known_shape(model)
     if shape is None:
         return list(convs)
+    shapes = trace_graph(model, shape).shapes
     area = []
     for name in convs:
-        s = trace_graph(model, shape).shapes.get(name) or [0, 0, 0]
+        s = shapes.get(name) or [0, 0, 0]
         area.append(s[1] * s[2] if len(s) == 3 else 0)
     return [n for i, n in enumerate(convs) if i == len(convs) - 1 or area[i] > max(area[i + 1 :])]
