@@ -12,7 +12,8 @@ from PIL import Image
 
 from convlens.cli import main
 from convlens.explain import ActMax
-from convlens.explain.actmax_figure import FONT_PX, Block, overlaps, sheet
+from convlens.explain.actmax_figure import FONT_PX, Block, sheet
+from convlens.plots import Box, overlaps
 from convlens.run import Run
 
 
@@ -89,11 +90,11 @@ def test_sheet_layout_has_no_overlaps_and_readable_text(tmp_path):
     assert len([b for b in s.boxes if b.kind == "tile"]) == 7 * 11
     assert any("automobile" in b.text for b in texts) and any("dead" in b.text for b in texts)
     assert not overlaps(s.boxes), overlaps(s.boxes)[:3]
-    assert all(b.size >= 11 and b.size == FONT_PX for b in texts)
-    assert all(0 <= b.box[0] and b.box[2] <= s.size[0] and 0 <= b.box[1] and b.box[3] <= s.size[1] for b in s.boxes)
+    assert s.font_px >= 11 and s.font_px == FONT_PX
+    assert all(0 <= b.left and b.right <= s.size[0] and 0 <= b.top and b.bottom <= s.size[1] for b in s.boxes)
     # tiles are at least 48 px: a 5x5 field enlarged by a whole factor
     tile = next(b for b in s.boxes if b.kind == "tile")
-    assert tile.box[2] - tile.box[0] >= 48
+    assert tile.right - tile.left >= 48
     # a crowded sheet (one tile per block, long labels): still nothing overlaps
     many = [
         Block([f"class {k} {names[k % 4]}", "reached 1.23, best 0.98"], [[rng.random((3, 32, 32))]]) for k in range(30)
@@ -103,9 +104,7 @@ def test_sheet_layout_has_no_overlaps_and_readable_text(tmp_path):
 
 
 def test_overlaps_finds_an_intersection():
-    from convlens.explain.actmax_figure import Box
-
-    a, b, c = Box("text", (0, 0, 10, 10)), Box("tile", (9, 9, 20, 20)), Box("tile", (10, 0, 20, 9))
+    a, b, c = Box("text", 0, 0, 10, 10), Box("tile", 9, 9, 20, 20), Box("tile", 10, 0, 20, 9)
     assert overlaps([a, b, c]) == [(a, b)]  # a and c only touch
 
 

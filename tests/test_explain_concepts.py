@@ -178,3 +178,27 @@ def test_explain_run_writes_concepts_with_patches(tmp_path):
 
     page = build_report(path).read_text()
     assert "Concepts" in page and "Class atlas" in page and "The filters that carry each class" in page
+
+
+def test_concept_figure_shows_each_map_beside_its_patches_without_overlaps():
+    import numpy as np
+
+    from convlens import plots
+    from convlens.explain.concept_outputs import concept_rows
+
+    rng = np.random.default_rng(0)
+    image, maps = rng.random((3, 8, 8)), rng.normal(size=(3, 8, 8))
+    labels = ["f4 +1.2 (40%)", "f0 +0.5", "f7 -0.3"]
+    patches = [[rng.random((3, 3, 3))] * 2, [rng.random((3, 3, 3))], []]  # fewer patches: blank tiles
+    tiles, layouts, lim = concept_rows(image, maps, labels, patches, 2)
+    assert lim == float(np.abs(maps).max()) and len(tiles) == 3 * (1 + 2)
+    assert layouts[::3] == ["hwc"] * 3 and tiles[0].shape == (8, 8, 3)
+    assert all(np.all(t == 1) for t in (tiles[5], tiles[7], tiles[8]))  # the missing patches stay blank
+    layout = plots.mosaic_boxes(tiles, layout=layouts, cols=3, row_labels=labels, suptitle="t", tile_inches=0.7)
+    assert plots.overlaps(layout) == []
+    assert [b.text for b in layout if b.kind == "text" and b.text in labels] == labels
+    # three rows of three tiles, each centred in its cell: the map, then its two patches
+    shown = [b for b in layout if b.kind == "tile"]
+    rows = [shown[3 * r : 3 * r + 3] for r in range(3)]
+    assert len(shown) == 9 and all(a.right < b.left for row in rows for a, b in zip(row, row[1:]))
+    assert all(max(b.bottom for b in up) < min(b.top for b in down) for up, down in zip(rows, rows[1:]))

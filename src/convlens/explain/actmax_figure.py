@@ -9,7 +9,8 @@ vanish on a white page; text is :data:`FONT_PX` pixels.
 
 Nothing is placed over anything else: every column is as wide as its widest word, every label
 band as tall as its longest label, and :func:`sheet` returns the box of every text and tile it
-drew (``Box``) so a test can check that no two intersect.
+drew (:class:`~convlens.plots.Box`) so a test can check with :func:`~convlens.plots.overlaps`
+that no two intersect.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..plots import _font, _wrap, _write_png, to_display
+from ..plots import Box, _font, _wrap, _write_png, to_display
 
 FONT_PX = 13  # at least 11 px on screen when the PNG is shown at its own size
 MIN_TILE = 48  # screen pixels of the smallest tile side
@@ -40,19 +41,12 @@ class Block:
     color: str = "black"
 
 
-@dataclass(frozen=True)
-class Box:
-    kind: str  # "text" or "tile"
-    box: tuple[int, int, int, int]  # left, top, right, bottom (pixels, right/bottom exclusive)
-    text: str = ""
-    size: int = 0  # font size in pixels, for text
-
-
 @dataclass
 class Sheet:
     path: Path
     boxes: list[Box] = field(default_factory=list)
     size: tuple[int, int] = (0, 0)
+    font_px: int = FONT_PX  # the size of all its text, in pixels
 
 
 def _tile(img: np.ndarray, k: int) -> np.ndarray:
@@ -106,7 +100,7 @@ def sheet(blocks: Sequence[Block], path: str | Path, *, title: str, headers: Seq
 
     def text(x: float, yy: float, t: str, color: str = "black") -> None:
         draw.text((x, yy), t, fill=color, font=font, anchor="la")
-        boxes.append(Box("text", tuple(int(v) for v in draw.textbbox((x, yy), t, font=font, anchor="la")), t, FONT_PX))
+        boxes.append(Box("text", *(int(v) for v in draw.textbbox((x, yy), t, font=font, anchor="la")), t))
 
     for i, line in enumerate(title_lines):
         text(MARGIN, MARGIN + i * step, line)
@@ -133,16 +127,6 @@ def sheet(blocks: Sequence[Block], path: str | Path, *, title: str, headers: Seq
                 # a grey frame outside the tile, in the gap: a white patch stays visible on the page
                 frame = (left - 1, top - 1, left + a.shape[1], top + a.shape[0])
                 draw.rectangle(frame, outline="#b0b0b0", width=1)
-                boxes.append(Box("tile", (frame[0], frame[1], frame[2] + 1, frame[3] + 1)))
+                boxes.append(Box("tile", frame[0], frame[1], frame[2] + 1, frame[3] + 1))
             x += widths[g] + GROUP_GAP
-    return Sheet(_write_png(img, path), boxes, (width, height))
-
-
-def overlaps(boxes: Sequence[Box]) -> list[tuple[Box, Box]]:
-    """Every pair of boxes whose areas intersect (touching edges do not count)."""
-    out = []
-    for i, a in enumerate(boxes):
-        for b in boxes[i + 1 :]:
-            if a.box[0] < b.box[2] and b.box[0] < a.box[2] and a.box[1] < b.box[3] and b.box[1] < a.box[3]:
-                out.append((a, b))
-    return out
+    return Sheet(_write_png(img, path), boxes, (width, height), FONT_PX)

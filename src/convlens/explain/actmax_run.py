@@ -24,10 +24,6 @@ from .base import ExplainError
 TOP = 9  # data set patches shown beside each picture
 
 
-def _rel(run, p) -> str:
-    return str(p.relative_to(run.path))
-
-
 def _bundle(run, data_root, decorrelate: bool, clock):
     from ..data import load_data
 
@@ -111,6 +107,7 @@ def write_actmax(
     from .base import channel_count
     from .figures import objective_curves
     from .imageparam import colour_covariance
+    from .outputs import _rel
 
     options = dict(options)
     decorrelate = options.pop("decorrelate", True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .analyses import ORDER, TITLES, class_name, filter_link, layers_of, renderer
+from .analyses import ORDER, TITLES, _num, class_name, filter_link, layers_of, renderer
 from .html import Table, pct
 
 TITLES.update(
@@ -37,10 +37,6 @@ TITLES.update(
 for _name in ("concepts", "atlas", "faithfulness"):
     if _name not in ORDER:
         ORDER.append(_name)
-
-
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v else None
 
 
 def _share(v: Any) -> str:
