@@ -65,6 +65,7 @@ def test_a_second_build_reads_the_cache_and_a_changed_folder_decodes_again(tree,
 
     with monkeypatch.context() as m:
         m.setattr(imagecache, "_fill", fail)
+        m.setattr(imagecache, "list_tree", fail)  # the signature alone finds the cache: no second walk
         again = ImageCache.build(tree, "train", 16, tmp_path / "c", workers=1)
     assert again.path == first.path
     Image.new("RGB", (20, 20), (255, 0, 0)).save(tree / "train" / "a" / "0.png")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import functools
 import os
 import time
@@ -88,14 +89,17 @@ def remove_stale_temp_files(run_dir: Path) -> list[Path]:
     in ``run_dir``: called with the lock held, so no write of this folder is under way. A sweep's
     trials (``trials/``) have locks of their own and are left to them."""
     removed = []
-    for p in run_dir.rglob(".*.tmp"):
-        if "trials" in p.relative_to(run_dir).parts[:1] or not p.is_file():
-            continue
-        try:
-            p.unlink()
-            removed.append(p)
-        except OSError:  # not ours to delete (permissions): harmless, it is hidden
-            pass
+    for top, dirs, files in os.walk(run_dir):
+        if top == str(run_dir) and "trials" in dirs:
+            dirs.remove("trials")  # not walked: a sweep's folder holds every trial's files
+        for p in (Path(top) / name for name in fnmatch.filter(files, ".*.tmp")):
+            if not p.is_file():
+                continue
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:  # not ours to delete (permissions): harmless, it is hidden
+                pass
     return removed
 
 

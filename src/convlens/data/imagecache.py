@@ -107,18 +107,18 @@ class ImageCache:
             raise DataError(f"image cache: {root} is {what} (expected <root>/[train|test/]<class>/<images>)")
         if not 16 <= side <= 1024 or channels not in (1, 3):
             raise DataError(f"image cache: side={side}, channels={channels}; allowed: side 16 to 1024, channels 1 or 3")
+        digest = hashlib.sha1(f"{FORMAT}|{tree_signature(root)}|{side}|{channels}".encode()).hexdigest()[:16]
+        folder = Path(cache_dir) if cache_dir is not None else root / ".convlens-cache"
+        stem = folder / f"{split}-{side}px-{channels}c-{digest}"
+        meta = stem.with_suffix(".json")
+        if meta.is_file():  # built from this very tree: its listing is not needed
+            return cls.open(meta)
         listing = list_tree(root)
         key = None if split == "all" else split
         if key not in listing:
             raise DataError(f"image cache: {root} has no split {split!r}; found: {sorted(k or 'all' for k in listing)}")
         classes = sorted({c for items in listing.values() for c, _ in items})
         items = listing[key]
-        digest = hashlib.sha1(f"{FORMAT}|{tree_signature(root)}|{side}|{channels}".encode()).hexdigest()[:16]
-        folder = Path(cache_dir) if cache_dir is not None else root / ".convlens-cache"
-        stem = folder / f"{split}-{side}px-{channels}c-{digest}"
-        meta = stem.with_suffix(".json")
-        if meta.is_file():
-            return cls.open(meta)
         folder.mkdir(parents=True, exist_ok=True)
         index = {c: i for i, c in enumerate(classes)}
         labels = np.array([index[c] for c, _ in items], np.int64)

@@ -28,11 +28,9 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], persistent: bool = True):
         super().__init__()
-        as_buffer = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
-        self.register_buffer("mean", as_buffer, persistent=persistent)
-        self.register_buffer(
-            "std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1), persistent=persistent
-        )
+        for name, values in (("mean", mean), ("std", std)):
+            tensor = torch.tensor(list(values), dtype=torch.float32).view(1, -1, 1, 1)
+            self.register_buffer(name, tensor, persistent=persistent)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

@@ -10,14 +10,13 @@ of the file's SHA-256), so a result of an older checkpoint is told from one of t
 from __future__ import annotations
 
 import functools
-import hashlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DamagedFileError, RunError
 from ..utils import read_json, write_json
-from .layout import CONFIG, DATASET, Layout
+from .layout import CONFIG, DATASET, Layout, file_sha256
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
@@ -25,15 +24,6 @@ if TYPE_CHECKING:
 
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed", "pruned")
 CHECKPOINTS = ("best", "last")
-
-
-def file_sha256(path: Path) -> str:
-    """The first 12 hex digits of the file's SHA-256: which exact checkpoint a result came from."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
 
 
 def write_status(run_dir: Path, status: str, **extra: Any) -> None:

@@ -128,7 +128,7 @@ class Artifact:
         beside the old JSON) is found on read (:meth:`arrays_of`) instead of mixing generations.
         The hash goes into ``doc`` too, so the result returned is the document written."""
         if isinstance(doc.get("arrays"), str) and self.npz.is_file():
-            doc["arrays_sha256"] = sha256_file(self.npz)
+            doc["arrays_sha256"] = file_sha256(self.npz, 16)
         write_json(self.json, doc)
         return self.json
 
@@ -144,7 +144,7 @@ class Artifact:
         if not path.is_file():
             raise DamagedFileError(f"{path} is missing; rerun the analysis to write it again")
         want = doc.get("arrays_sha256")
-        if isinstance(want, str) and sha256_file(path) != want:
+        if isinstance(want, str) and file_sha256(path, 16) != want:
             raise DamagedFileError(
                 f"{path} was written by a later run of {doc.get('analysis')} than its JSON (that run was stopped "
                 f"between the two); rerun `convlens analyze {root} --only {doc.get('analysis')}`"
@@ -172,15 +172,16 @@ class Artifact:
         return _Replacing([self.folder, self.npz])
 
 
-def sha256_file(path: Path) -> str:
-    """The first 16 hex digits of a file's SHA-256."""
+def file_sha256(path: Path, digits: int = 12) -> str:
+    """The first ``digits`` hex digits of the file's SHA-256 (12: which exact checkpoint a result
+    came from; an artifact's arrays use 16)."""
     import hashlib
 
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:digits]
 
 
 def _remove(p: Path) -> None:

@@ -17,7 +17,20 @@ from typing import Any
 from ..config import get_dotted
 from .results import Row, load_rows, read_meta, same
 from .spec import ACCURACIES, Check, Study, load_study
-from .stats import AGREE, DISAGREE, UNSURE, Obs, binvar, expectation, interval, judge, numbers, observe, seed_sd
+from .stats import (
+    AGREE,
+    DISAGREE,
+    UNSURE,
+    Obs,
+    binvar,
+    diff_se,
+    expectation,
+    interval,
+    judge,
+    numbers,
+    observe,
+    seed_sd,
+)
 
 
 @dataclass
@@ -169,7 +182,7 @@ def compare_means(c: Check, ev: Evidence) -> Verdict:
         return Verdict(c.id, c.report_says, f"missing results (a: {a.n} runs, b: {b.n} runs){left}", UNSURE)
     tol, why = _tolerance(c, ev)
     sd, how = seed_sd(_noise(c, ev), a, b, scale=_scale(c.metric)[0])
-    se = math.sqrt(sd**2 * (1 / a.n + 1 / b.n) + a.bvar + b.bvar)
+    se = diff_se(sd, a, b)
     diff = a.mean - b.mean
     scale, unit = _scale(c.metric)
     value = c.value or 0.0
@@ -223,7 +236,7 @@ def best_point(c: Check, ev: Evidence) -> Verdict:
     best_key = max(groups, key=lambda k: groups[k].mean)
     b = groups[best_key]
     sd, how = seed_sd(_noise(c, ev), a, *groups.values())
-    se = math.sqrt(sd**2 * (1 / a.n + 1 / b.n) + a.bvar + b.bvar)
+    se = diff_se(sd, a, b)
     diff = a.mean - b.mean
     other = _describe_point(b.rows[0], mine[0] if mine else None)
     obtained = (
@@ -302,7 +315,7 @@ def strongest_key(c: Check, ev: Evidence) -> Verdict:
     if hi is None or lo is None or not hi.n or not lo.n:
         return Verdict(c.id, c.report_says, f"no runs at {c.key} = {c.high} or {c.low}", UNSURE)
     sd, how = seed_sd(_noise(c, ev), *[o for g in keys.values() for o in g.values()])
-    se = math.sqrt(sd**2 * (1 / hi.n + 1 / lo.n) + hi.bvar + lo.bvar)
+    se = diff_se(sd, hi, lo)
     direction = judge(hi.mean - lo.mean, se, "greater")
     effects = {k: _spread(g) for k, g in keys.items()}
     rival = max((k for k in effects if k != c.key), key=lambda k: effects[k], default=None)

@@ -14,7 +14,7 @@ from ..run.layout import Layout
 from ..utils import read_json
 from .results import Row
 from .spec import Check
-from .stats import AGREE, DISAGREE, UNSURE, Z, binvar, expectation, interval, judge, numbers, observe, seed_sd
+from .stats import AGREE, DISAGREE, UNSURE, Z, binvar, diff_se, expectation, interval, judge, numbers, observe, seed_sd
 
 MIN_ABOVE_CHANCE = 0.05
 VEHICLES = ("airplane", "automobile", "ship", "truck")  # CIFAR-10's vehicles; the other six are animals
@@ -87,7 +87,7 @@ def per_class(c: Check, ev: Any) -> Any:
     if not a.n or not b.n:
         return _missing(c, "missing per-class results", note)
     sd, how = seed_sd(ev.noise, a, b)
-    se = math.sqrt(sd**2 * (1 / a.n + 1 / b.n) + a.bvar + b.bvar)
+    se = diff_se(sd, a, b)
     diff = a.mean - b.mean
     obtained = f"mean class accuracy {label}: {100 * a.mean:.1f}% vs {100 * b.mean:.1f}% ({interval(diff, se)}; {how})"
     return Verdict(c.id, c.report_says, obtained, judge(diff, se, c.expect), numbers(a=a.mean, b=b.mean, se=se))

@@ -64,11 +64,16 @@ def binvar(p: float | None, n: int | None) -> float:
     return p * (1 - p) / n
 
 
+def diff_se(sd: float, a: Obs, b: Obs) -> float:
+    """The standard error of ``a.mean - b.mean``: the seed spread ``sd`` plus each side's binomial variance."""
+    return math.sqrt(sd**2 * (1 / a.n + 1 / b.n) + a.bvar + b.bvar)
+
+
 def pooled_sd(*sides: Obs) -> tuple[float | None, int]:
     """Pooled standard deviation among runs of one side that differ only in their seed, and its
     degrees of freedom (0: no point was repeated)."""
     ss, dof = 0.0, 0
-    for i, obs in enumerate(sides):
+    for obs in sides:
         groups: dict[str, list[float]] = {}
         for r, v in zip(obs.rows, obs.values):
             groups.setdefault(r.replicate_key(), []).append(v)
