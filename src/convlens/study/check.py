@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import get_dotted
-from .results import Row, load_rows, read_meta, same
+from .results import Row, learned_nothing, load_rows, read_meta, same
 from .spec import ACCURACIES, Check, Study, load_study
 from .stats import (
     AGREE,
@@ -180,6 +180,9 @@ def compare_means(c: Check, ev: Evidence) -> Verdict:
     a, b = metric_obs(ra, c.metric), metric_obs(rb, c.metric)
     if not a.n or not b.n:
         return Verdict(c.id, c.report_says, f"missing results (a: {a.n} runs, b: {b.n} runs){left}", UNSURE)
+    nothing = learned_nothing(ra, rb)
+    if nothing:
+        return Verdict(c.id, c.report_says, f"{c.metric}: {nothing}", UNSURE)
     tol, why = _tolerance(c, ev)
     sd, how = seed_sd(_noise(c, ev), a, b, scale=_scale(c.metric)[0])
     se = diff_se(sd, a, b)
@@ -197,9 +200,13 @@ def compare_means(c: Check, ev: Evidence) -> Verdict:
 
 
 def magnitude(c: Check, ev: Evidence) -> Verdict:
-    a = metric_obs(ev.rows(c.a.experiment, c.a.where), c.metric)  # type: ignore[union-attr]
+    rows = ev.rows(c.a.experiment, c.a.where)  # type: ignore[union-attr]
+    a = metric_obs(rows, c.metric)
     if not a.n:
         return Verdict(c.id, c.report_says, "missing results", UNSURE)
+    nothing = learned_nothing(rows) if c.expect in ("greater", "less") else None
+    if nothing:  # a bound (a rise, a floor) met by a network at chance is noise, not the report's claim
+        return Verdict(c.id, c.report_says, f"{c.metric}: {nothing}", UNSURE)
     tol, why = _tolerance(c, ev)
     sd, how = seed_sd(_noise(c, ev), a, scale=_scale(c.metric)[0])
     se = math.sqrt(sd**2 / a.n + a.bvar)
@@ -233,6 +240,9 @@ def best_point(c: Check, ev: Evidence) -> Verdict:
     if not a.n or not groups or missing:
         why = missing or f"missing results ({a.n} runs of the point, {len(groups)} others)"
         return Verdict(c.id, c.report_says, why, UNSURE)
+    nothing = learned_nothing(rows)
+    if nothing:
+        return Verdict(c.id, c.report_says, nothing, UNSURE)
     best_key = max(groups, key=lambda k: groups[k].mean)
     b = groups[best_key]
     sd, how = seed_sd(_noise(c, ev), a, *groups.values())
@@ -310,6 +320,9 @@ def strongest_key(c: Check, ev: Evidence) -> Verdict:
     missing = _incomplete(c, ev, len({r.replicate_key() for r in rows}), c.a.where)  # type: ignore[union-attr]
     if missing:
         return Verdict(c.id, c.report_says, missing, UNSURE)
+    nothing = learned_nothing(rows)
+    if nothing:
+        return Verdict(c.id, c.report_says, nothing, UNSURE)
     mine = keys[c.key]
     hi, lo = mine.get(repr(c.high)), mine.get(repr(c.low))
     if hi is None or lo is None or not hi.n or not lo.n:

@@ -1,7 +1,7 @@
 """The dissection findings: per-class accuracy, the confusion matrix, class preferences of a
 layer, top-k class histograms, per-layer statistics of the analyses, ablation and receptive fields.
 
-A run at chance level (test accuracy below chance + ``MIN_ABOVE_CHANCE``) is no evidence for any
+A run at chance level (test accuracy below chance + ``results.MIN_ABOVE_CHANCE``) is no evidence for any
 of them: an untrained or collapsed network says nothing about what a trained one learned.
 """
 
@@ -12,27 +12,11 @@ from typing import Any
 
 from ..run.layout import Layout
 from ..utils import read_json
-from .results import Row
+from .results import Row, trained as _trained
 from .spec import Check
 from .stats import AGREE, DISAGREE, UNSURE, Z, binvar, diff_se, expectation, interval, judge, numbers, observe, seed_sd
 
-MIN_ABOVE_CHANCE = 0.05
 VEHICLES = ("airplane", "automobile", "ship", "truck")  # CIFAR-10's vehicles; the other six are animals
-
-
-def _trained(rows: list[Row]) -> tuple[list[Row], str | None]:
-    """The rows above chance, and a note on those left out."""
-    keep, out = [], []
-    for r in rows:
-        acc, ev = r.numbers.get("test_acc"), _eval(r)
-        classes = len(ev.get("per_class_accuracy") or []) or 10
-        (keep if acc is not None and acc >= 1 / classes + MIN_ABOVE_CHANCE else out).append(r)
-    if not out:
-        return keep, None
-    accs = ", ".join(
-        f"{100 * r.numbers['test_acc']:.1f}%" if r.numbers.get("test_acc") is not None else "n/a" for r in out
-    )
-    return keep, f"{len(out)} run(s) at chance level or untested ({accs}) are no evidence"
 
 
 def _eval(r: Row) -> dict[str, Any]:

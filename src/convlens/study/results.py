@@ -11,9 +11,11 @@ from typing import Any
 
 from ..config import get_dotted
 from ..run import Run, is_run
+from ..run.layout import Layout
 from ..utils import read_json, write_json
 
 META = "study.json"  # name, budget and overrides of the results folder
+MIN_ABOVE_CHANCE = 0.05  # test accuracy under chance + this: the network learned nothing to judge
 
 
 @dataclass
@@ -53,6 +55,40 @@ def same(got: Any, want: Any) -> bool:
     if isinstance(got, (list, tuple)) and isinstance(want, (list, tuple)):
         return len(got) == len(want) and all(same(g, w) for g, w in zip(got, want))
     return got == want
+
+
+def at_chance(r: Row) -> bool:
+    """Whether a run's test accuracy is under chance + ``MIN_ABOVE_CHANCE`` (an untrained or
+    collapsed network; a run without a test accuracy is not)."""
+    acc = r.numbers.get("test_acc")
+    if acc is None:
+        return False
+    f = Layout(r.path).eval_file
+    classes = len((read_json(f) if f.is_file() else {}).get("per_class_accuracy") or []) or 10
+    return acc < 1 / classes + MIN_ABOVE_CHANCE
+
+
+def trained(rows: list[Row]) -> tuple[list[Row], str | None]:
+    """The rows above chance (tested and not :func:`at_chance`), and a note on those left out."""
+    keep = [r for r in rows if r.numbers.get("test_acc") is not None and not at_chance(r)]
+    out = [r for r in rows if r not in keep]
+    if not out:
+        return keep, None
+    accs = ", ".join(
+        f"{100 * r.numbers['test_acc']:.1f}%" if r.numbers.get("test_acc") is not None else "n/a" for r in out
+    )
+    return keep, f"{len(out)} run(s) at chance level or untested ({accs}) are no evidence"
+
+
+def learned_nothing(*sides: list[Row]) -> str | None:
+    """Why a comparison of these runs is no evidence: every tested run of every side is at chance
+    (an untrained or collapsed network gives any two settings the same numbers)."""
+    rows = [r for side in sides for r in side if r.numbers.get("test_acc") is not None]
+    if rows and all(at_chance(r) for r in rows):
+        accs = ", ".join(f"{100 * r.numbers['test_acc']:.1f}%" for r in rows[:6])
+        more = f" and {len(rows) - 6} more" if len(rows) > 6 else ""
+        return f"every run is at chance level ({accs}{more}): no evidence"
+    return None
 
 
 def run_numbers(path: Path) -> dict[str, Any]:
