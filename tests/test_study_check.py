@@ -506,3 +506,19 @@ def test_ablation_class_gains_and_pair_confusions(tmp_path, out):
     shutil.rmtree(out / "b")
     fake_run(out / "b", 0.9, analyses={"ablate": _ablate(same, [0.8] * 10)})  # every class loses
     assert verdict(tmp_path, {**gains, "a": {"experiment": "b"}}) == DISAGREE
+
+
+def test_runs_at_chance_are_no_evidence_for_comparisons_and_bounds(tmp_path, out):
+    seeds(out / "a", [0.101, 0.099, 0.100])  # untrained: any two settings look "similar"
+    seeds(out / "b", [0.100, 0.101, 0.099])
+    assert verdict(tmp_path, {**A_VS_B, "expect": "similar", "tolerance": 0.02}) == UNSURE
+    shutil.rmtree(out / "b")
+    seeds(out / "b", [0.60, 0.61, 0.62])  # one side learned: a real comparison
+    assert verdict(tmp_path, {**A_VS_B, "expect": "less"}) == AGREE
+    rise = {"kind": "magnitude", "a": {"experiment": "a"}, "metric": "val_acc_rise", "expect": "greater", "value": 0}
+    shutil.rmtree(out / "a")
+    seeds(out / "a", [0.10, 0.10, 0.10], val=[0.09, 0.10, 0.11])  # a rise at chance is jitter
+    assert verdict(tmp_path, rise) == UNSURE
+    shutil.rmtree(out / "a")
+    seeds(out / "a", [0.60, 0.61, 0.62], val=[0.40, 0.50, 0.60])  # built to agree: it learned
+    assert verdict(tmp_path, rise) == AGREE
