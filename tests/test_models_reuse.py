@@ -16,18 +16,36 @@ from convlens.models.reuse import reuse_graph
 from convlens.trace import TraceDict, call_name, conv_layers, split_call
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # many small batches: on a shared 2-core machine one thread avoids waiting at every op's barrier
+    torch.set_num_threads(1)
+
+
+def _calibrated(model: nn.Module) -> nn.Module:
+    """Batch-norm statistics measured on noise images, then shifted: outputs stay in a range where
+    the softmax is not saturated (so an edit or a patch changes the numbers), and reading the
+    wrong point of a block changes them too."""
+    g = torch.Generator().manual_seed(1)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the calibration pass
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(32, *SHAPE, generator=g))
+        for m in norms:
+            m.momentum = 0.1
+            m.running_mean.add_(0.1 * torch.randn(m.num_features, generator=g))
+            m.weight.copy_(0.5 + torch.rand(m.num_features, generator=g))
+            m.bias.copy_(0.3 * torch.randn(m.num_features, generator=g))
+    return model.eval()
+
+
 def _preset(name: str, **options) -> nn.Module:
     torch.manual_seed(0)
     cfg = load_config({"model": {"preset": name, "options": options}})
-    model = build_model(cfg.model, SHAPE, 4).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # non-trivial statistics, so that a wrong point changes the numbers
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.2 * torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(0.05 + 0.2 * torch.rand(m.num_features, generator=g))
-                m.bias.copy_(0.3 * torch.randn(m.num_features, generator=g))
-    return model
+    return _calibrated(build_model(cfg.model, SHAPE, 4))
 
 
 NETS = {
@@ -35,7 +53,7 @@ NETS = {
     "resnet20": lambda: _preset("resnet20", width=4),
     "csci611": lambda: _preset("csci611", width=4),
     "fast": lambda: _preset("fast"),
-    **{k: f for k, f in MODELS.items()},
+    **{k: (lambda f=f: _calibrated(f())) for k, f in MODELS.items()},
 }
 
 
@@ -50,7 +68,7 @@ def test_replay_equals_the_full_forward_pass_with_the_same_edit(net):
     model = NETS[net]()
     x = torch.rand(3, *SHAPE, generator=torch.Generator().manual_seed(2))
     convs = conv_layers(model, SHAPE)
-    for conv in [convs[0], convs[len(convs) // 2], convs[-1]]:
+    for conv in [convs[len(convs) // 3], convs[-1]]:
         calls = _calls(model, conv)
         reuse = reuse_graph(model, calls)
         assert not isinstance(reuse, str), reuse
@@ -138,6 +156,7 @@ def test_ranking_through_the_reused_graph_equals_silencing_each_filter(net, conv
                 pred = model(x).argmax(1)
             assert r["accuracy"][f] == pytest.approx(float((pred == labels).double().mean()))
             assert r["changed"][f] == int((pred != base).sum())
+    assert any(r["changed"])  # silencing changes predictions: the comparison means something
 
 
 def test_a_shared_conv_is_edited_in_every_call():

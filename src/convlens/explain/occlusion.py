@@ -175,13 +175,18 @@ class Occlusion(Explainer):
             engine = IncrementalOcclusion(self.model, plan, x, fill, ys, xs, self.window, self._cache)
             return engine.run(self.chunk).float(), "incremental"
         graph = trace_fx(self.model)
-        if isinstance(graph, str):
-            if self.incremental is True:
-                raise ExplainError(f"incremental occlusion needs a traceable model ({graph}); use incremental=False")
-            run = self._naive_runner(x, fill, ys, xs)
-            return torch.cat([run(a, b).float() for a, b in chunks(n * p, p, self.chunk)]), f"naive ({graph})"
-        engine = GraphOcclusion(self.model, graph, x, fill, ys, xs, self.window)
-        return engine.run(self.chunk).float(), "incremental graph"
+        engine = None if isinstance(graph, str) else GraphOcclusion(self.model, graph, x, fill, ys, xs, self.window)
+        if engine is not None and engine.windowed:
+            return engine.run(self.chunk).float(), "incremental graph"
+        why = graph if isinstance(graph, str) else "no conv or pool of the model sees the patch in part of its map"
+        if self.incremental is True:
+            raise ExplainError(
+                f"incremental occlusion needs a traceable model with convs or pools ({why}); "
+                "use incremental=False for this model"
+            )
+        run = self._naive_runner(x, fill, ys, xs)
+        out = torch.cat([run(a, b).float() for a, b in chunks(n * p, p, self.chunk)])
+        return out, "naive" if engine is not None else f"naive ({why})"
 
     @staticmethod
     def _targets(target: Any, base: torch.Tensor) -> torch.Tensor:

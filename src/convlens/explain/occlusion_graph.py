@@ -20,7 +20,6 @@ gets its inputs assembled in full. Results equal the plain loop's to float32 sum
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,6 +176,8 @@ class GraphOcclusion:
             if node is not self.input and any(a in self.wins for a in node.all_input_nodes):
                 self.rule[node], self.wins[node] = self._plan(node)
         # cached activations as rows (one per pixel), where windows are gathered from
+        # conv and pool calls that run on windows smaller than their map (0: nothing to gain)
+        self.windowed = sum(1 for n, r in self.rule.items() if r == "spatial" and not self.wins[n].whole)  # type: ignore[union-attr]
         self.rows = {n: _rows(self.base[n]) for n, w in self.wins.items() if w is not None}
         last: dict[fx.Node, fx.Node] = {}
         for n in self.rule:
