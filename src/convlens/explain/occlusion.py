@@ -175,7 +175,11 @@ class Occlusion(Explainer):
             engine = IncrementalOcclusion(self.model, plan, x, fill, ys, xs, self.window, self._cache)
             return engine.run(self.chunk).float(), "incremental"
         graph = trace_fx(self.model)
-        engine = None if isinstance(graph, str) else GraphOcclusion(self.model, graph, x, fill, ys, xs, self.window)
+        engine = (
+            None
+            if isinstance(graph, str)
+            else GraphOcclusion(self.model, graph, x, fill, ys, xs, self.window, self._cache)
+        )
         if engine is not None and engine.windowed:
             return engine.run(self.chunk).float(), "incremental graph"
         why = graph if isinstance(graph, str) else "no conv or pool of the model sees the patch in part of its map"

@@ -156,6 +156,7 @@ class GraphOcclusion:
         ys: np.ndarray,
         xs: np.ndarray,
         window: int,
+        cache: dict | None = None,
     ):
         self.model, self.graph = model, graph
         self.modules = dict(model.named_modules())
@@ -186,7 +187,25 @@ class GraphOcclusion:
         self.free_after: dict[fx.Node, list[fx.Node]] = {}
         for a, n in last.items():
             self.free_after.setdefault(n, []).append(a)
-        self._index: dict[tuple, torch.Tensor] = {}
+        # gather indices depend on the geometry only: kept in ``cache`` (one model) between calls
+        key = ("graph index", tuple(images.shape[1:]), window, tuple(ys), tuple(xs), str(images.device))
+        self._index: dict[tuple, torch.Tensor] = cache.setdefault(key, {}) if cache is not None else {}
+
+    def conv_work(self) -> tuple[int, int]:
+        """Multiply-adds of the convolutions per occluded image: on their windows, and in full
+        (what a whole occluded image costs); their ratio bounds the speed-up of exact
+        incremental inference on this model."""
+        windows = full = 0
+        for node in self.nodes:
+            m = self.modules.get(node.target) if node.op == "call_module" else None  # type: ignore[arg-type]
+            out = self.base.get(node)
+            if not isinstance(m, nn.Conv2d) or not isinstance(out, torch.Tensor):
+                continue
+            per_pixel = m.weight[0].numel() * m.out_channels
+            full += per_pixel * out.shape[2] * out.shape[3]
+            win = self.wins.get(node)
+            windows += per_pixel * (win.rh * win.rw if win is not None else out.shape[2] * out.shape[3])
+        return windows, full
 
     # -- plan ----------------------------------------------------------------------------------
     def _base_pass(self, x: torch.Tensor) -> dict[fx.Node, Any]:
