@@ -24,7 +24,7 @@ def _images(n=2, seed=0):
     return torch.rand(n, *SHAPE, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("net", ["resnet8", "reversed_resnet", "airbench"])
+@pytest.mark.parametrize("net", ["resnet8", "reversed_resnet", "airbench", "in_place"])
 @pytest.mark.parametrize("window,stride,padding", [(8, 4, 0), (5, 3, 2)])
 def test_graph_path_equals_whole_occluded_images(net, window, stride, padding):
     model = NETS[net]()

@@ -48,12 +48,42 @@ def _preset(name: str, **options) -> nn.Module:
     return _calibrated(build_model(cfg.model, SHAPE, 4))
 
 
+class InPlace(nn.Module):
+    """torchvision's habits: ``out += identity`` and ReLU(inplace=True) modules, one called twice."""
+
+    def __init__(self, c: int = 4, classes: int = 4):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1, bias=False)
+        self.bn0 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.fc = nn.Linear(c, classes)
+
+    def forward(self, x):
+        x = self.relu(self.bn0(self.stem(x)))
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        out = self.relu(out)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
+
+
+def _in_place() -> nn.Module:
+    torch.manual_seed(0)
+    return _calibrated(InPlace())
+
+
 NETS = {
     "resnet8": lambda: _preset("resnet8", width=4),
     "resnet20": lambda: _preset("resnet20", width=4),
     "csci611": lambda: _preset("csci611", width=4),
     "fast": lambda: _preset("fast"),
     **{k: (lambda f=f: _calibrated(f())) for k, f in MODELS.items()},
+    "in_place": _in_place,
 }
 
 
