@@ -101,3 +101,15 @@ def test_an_untraceable_model_runs_whole_images_and_says_why():
     torch.testing.assert_close(out, Occlusion(model, 8, 8, incremental=False).attribute(x))
     with pytest.raises(ExplainError, match="incremental occlusion needs a traceable model"):
         Occlusion(model, 8, 8, incremental=True).attribute(x)
+
+
+def test_images_in_groups_give_the_same_maps(monkeypatch):
+    import convlens.explain.occlusion as occlusion
+
+    model = NETS["reversed_resnet"]()
+    x = _images(5, seed=6)
+    ref = Occlusion(model, 8, 8, incremental=False).attribute(x)
+    monkeypatch.setattr(occlusion, "GRAPH_IMAGES", 2)  # groups of 2, 2 and 1 images
+    occ = Occlusion(model, 8, 8)
+    torch.testing.assert_close(occ.attribute(x), ref, atol=1e-5, rtol=0)
+    assert occ.details["path"] == "incremental graph"

@@ -577,7 +577,7 @@ class Ablate(Analysis, AblateOptions):
             out.append(
                 f"rank {layer} ({result['mode']} mode): baseline {100 * r['baseline']:.1f}%; "
                 f"most accuracy carried by {best} points; "
-                f"{r['seconds_per_filter']:.3f} s per filter"
+                f"{r['seconds_per_filter']:.3f} s per filter ({r.get('method', 'method not recorded')})"
             )
         s = result["set"]
         what = _what(s["filters"], result["mode"])
