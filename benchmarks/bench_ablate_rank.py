@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--old-filters", type=int, default=4, help="filters timed by full passes (the rest extrapolated)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="1: CPU time is the work itself on a shared machine")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from convlens.analyses import Subject, silenced
@@ -66,21 +66,25 @@ def main() -> None:
             subject = Subject(
                 model, split, [str(c) for c in range(10)], batch_size=args.batch, figures=False, progress=False
             )
+            c0 = time.process_time()
             r = rank_layer(subject, layer, "channel")
+            cpu_new = (time.process_time() - c0) / len(r["accuracy"])
             n_old = min(args.old_filters, len(r["accuracy"]))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             old = []
             with torch.no_grad():
                 for f in range(n_old):
                     with silenced(model, {layer: [f]}):
                         pred = torch.cat([model(x[i : i + args.batch]).argmax(1) for i in range(0, len(x), args.batch)])
                     old.append(float((pred == labels).double().mean()))
-            per_old = (time.perf_counter() - t0) / n_old
+            per_old, cpu_old = (time.perf_counter() - t0) / n_old, (time.process_time() - c0) / n_old
             same = all(abs(a - b) < 1e-9 for a, b in zip(old, r["accuracy"]))
             new = r["seconds_per_filter"]
             print(
-                f"{name:<18s} {layer:<22s} {len(r['accuracy']):>7d} {per_old:>13.4f} {new:>10.4f} "
-                f"{per_old / max(new, 1e-9):>6.1f}x  {r['method']}{'' if same else '  ACCURACIES DIFFER'}",
+                f"{name:<17s} {layer:<16s} {len(r['accuracy']):>7d} {per_old:>13.4f} {new:>10.4f} "
+                f"{per_old / max(new, 1e-9):>5.1f}x {cpu_old:>9.4f} {cpu_new:>8.4f} "
+                f"{cpu_old / max(cpu_new, 1e-9):>6.1f}x"
+                f"  {r['method']}{'' if same else '  ACCURACIES DIFFER'}",
                 flush=True,
             )
 
