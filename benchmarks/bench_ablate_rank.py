@@ -57,7 +57,8 @@ def main() -> None:
     x = images.float() / 255
     print(f"{args.images} random images 3x32x32, batches of {args.batch}, float32, channel mode")
     head = (
-        f"{'model':<18s} {'layer':<22s} {'filters':>7s} {'full pass s/f':>13s} {'reuse s/f':>10s} {'ratio':>7s}  method"
+        f"{'model':<17s} {'layer':<16s} {'filters':>7s} {'wall s/f: full':>13s} {'reuse':>10s} {'ratio':>6s} "
+        f"{'cpu s/f: full':>9s} {'reuse':>8s} {'ratio':>7s}  method"
     )
     print(head)
     for name in args.models:
