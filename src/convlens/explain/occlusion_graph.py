@@ -29,7 +29,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.reuse import _in_place, _run_node
+from ..models.reuse import in_place, run_node
 from ..models.summary import is_elementwise
 
 __all__ = ["GraphOcclusion"]
@@ -220,9 +220,9 @@ class GraphOcclusion:
         return env
 
     def _call(self, node: fx.Node, env: dict[fx.Node, Any]) -> Any:
-        if _in_place(node, self.modules) and isinstance(env.get(node.args[0]), torch.Tensor):  # type: ignore[arg-type]
+        if in_place(node, self.modules) and isinstance(env.get(node.args[0]), torch.Tensor):  # type: ignore[arg-type]
             env = {**env, node.args[0]: env[node.args[0]].clone()}  # type: ignore[index]
-        return _run_node(node, env, self.modules, self.model)
+        return run_node(node, env, self.modules, self.model)
 
     def _changed(self, node: fx.Node) -> list[fx.Node]:
         return [a for a in node.all_input_nodes if a in self.wins]
@@ -378,7 +378,7 @@ class GraphOcclusion:
         local = dict(env)
         for k, a in enumerate(self._changed(node)):
             local[a] = self._region(a, env[a], items, box, 0.0, ("merge", node.name, k))
-        y = _run_node(node, local, self.modules, self.model)
+        y = run_node(node, local, self.modules, self.model)
         return y if out.whole else (y, out)  # type: ignore[union-attr]
 
     def _step(self, node: fx.Node, env: dict, items: tuple[int, int]) -> Any:

@@ -38,7 +38,7 @@ from torch import nn
 
 from ..trace import split_call
 
-__all__ = ["Cut", "Reuse", "reuse_graph", "run_graph", "trace_fx"]
+__all__ = ["Cut", "Reuse", "in_place", "reuse_graph", "run_graph", "run_node", "trace_fx"]
 
 Edit = Callable[[str, torch.Tensor], torch.Tensor]  # (call name, its value) -> the value to use
 _INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.iand, operator.ior}
@@ -84,7 +84,7 @@ def _attr(model: nn.Module, target: str) -> Any:
     return obj
 
 
-def _run_node(node: fx.Node, env: dict[fx.Node, Any], modules: dict[str, nn.Module], model: nn.Module) -> Any:
+def run_node(node: fx.Node, env: dict[fx.Node, Any], modules: dict[str, nn.Module], model: nn.Module) -> Any:
     args = fx.node.map_arg(node.args, lambda n: env[n])
     kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
     if node.op == "call_module":
@@ -108,11 +108,11 @@ def run_graph(model: nn.Module, graph: fx.Graph, x: torch.Tensor) -> Any:
         elif node.op == "output":
             return fx.node.map_arg(node.args[0], lambda n: env[n])
         else:
-            env[node] = _run_node(node, env, modules, model)
+            env[node] = run_node(node, env, modules, model)
     raise ValueError("the graph has no output")
 
 
-def _in_place(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+def in_place(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """Whether the node may write into its first argument."""
     if node.op == "call_function":
         return node.target in _INPLACE_FUNCTIONS or bool(node.kwargs.get("inplace"))
@@ -166,7 +166,7 @@ class Reuse:
                 todo.extend(n.all_input_nodes)
         self.prefix = [n for n in nodes if n in needed]
         # a frontier value that a replayed node may overwrite is copied for each replay
-        self.written = {n.all_input_nodes[0] for n in self.replayed if n.all_input_nodes and _in_place(n, self.modules)}
+        self.written = {n.all_input_nodes[0] for n in self.replayed if n.all_input_nodes and in_place(n, self.modules)}
         last: dict[fx.Node, fx.Node] = {}
         for n in self.replayed:
             for a in n.all_input_nodes:
@@ -181,7 +181,7 @@ class Reuse:
         users = {n: len([u for u in n.users if u in self._prefix_set]) for n in self.prefix}
         keep = set(self.frontier) | set(self.sources.values())
         for node in self.prefix:
-            env[node] = x if node.op == "placeholder" else _run_node(node, env, self.modules, self.model)
+            env[node] = x if node.op == "placeholder" else run_node(node, env, self.modules, self.model)
             if node in keep and isinstance(env[node], torch.Tensor) and self._overwritten_later(node):
                 env[node] = env[node].clone()
             for a in node.all_input_nodes:
@@ -201,7 +201,7 @@ class Reuse:
 
     def _overwritten_later(self, node: fx.Node) -> bool:
         """Whether a node of the cut pass writes into ``node``'s value after producing it."""
-        return any(u in self._prefix_set and _in_place(u, self.modules) and u.args[0] is node for u in node.users)
+        return any(u in self._prefix_set and in_place(u, self.modules) and u.args[0] is node for u in node.users)
 
     def replay(self, cut: Cut, edit: Edit, copies: int = 1) -> Any:
         """The model's output for ``copies`` variants of the cut's batch (variant-major along the
@@ -217,7 +217,7 @@ class Reuse:
         for node in self.replayed:
             if node.op == "output":
                 return fx.node.map_arg(node.args[0], lambda n: env[n])
-            env[node] = _run_node(node, env, self.modules, self.model)
+            env[node] = run_node(node, env, self.modules, self.model)
             if node in self.call_of:
                 env[node] = edit(self.call_of[node], env[node])
             for a in self.free_after.get(node, ()):
