@@ -38,7 +38,7 @@ from torch import nn
 
 from ..trace import split_call
 
-__all__ = ["Cut", "Reuse", "in_place", "reuse_graph", "run_graph", "run_node", "trace_fx"]
+__all__ = ["Cut", "Reuse", "in_place", "reuse_graph", "run_node", "trace_fx"]
 
 Edit = Callable[[str, torch.Tensor], torch.Tensor]  # (call name, its value) -> the value to use
 _INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.iand, operator.ior}
@@ -96,20 +96,6 @@ def run_node(node: fx.Node, env: dict[fx.Node, Any], modules: dict[str, nn.Modul
     if node.op == "get_attr":
         return _attr(model, node.target)  # type: ignore[arg-type]
     raise ValueError(f"cannot run a {node.op!r} node")
-
-
-def run_graph(model: nn.Module, graph: fx.Graph, x: torch.Tensor) -> Any:
-    """The traced graph run on ``x`` (the model's forward pass, node by node)."""
-    modules = dict(model.named_modules())
-    env: dict[fx.Node, Any] = {}
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            env[node] = x
-        elif node.op == "output":
-            return fx.node.map_arg(node.args[0], lambda n: env[n])
-        else:
-            env[node] = run_node(node, env, modules, model)
-    raise ValueError("the graph has no output")
 
 
 def in_place(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
