@@ -222,3 +222,40 @@ def test_an_untraceable_model_is_ranked_by_full_passes_and_says_so():
     with torch.no_grad(), silenced(model, {"conv": [1]}):
         hits = (model(x).argmax(1) == labels).double().mean()
     assert r["accuracy"][1] == pytest.approx(float(hits))
+
+
+class Writes(nn.Module):
+    """An in-place op beside the edit that no later op reads by name (``s.mul_(2)``)."""
+
+    def __init__(self, between: bool):
+        super().__init__()
+        self.between = between
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        s = self.stem(x)
+        if not self.between:
+            s.mul_(2)  # before every read after the edit
+        out = self.bn(self.conv(s)) + s
+        if self.between:
+            s.mul_(2)  # between two reads after the edit
+        return self.fc((out * s).mean((2, 3)))
+
+
+@pytest.mark.parametrize("between", [False, True])
+def test_in_place_writes_beside_the_edit_are_replayed_or_refused(between):
+    torch.manual_seed(0)
+    model = _calibrated(Writes(between))
+    reuse = reuse_graph(model, ["bn"])
+    if between:
+        assert isinstance(reuse, str) and "writes in place" in reuse
+        return
+    x = torch.rand(2, *SHAPE)
+    with torch.no_grad():
+        out = reuse.replay(reuse.cut(x), lambda c, v: v.index_fill(1, torch.tensor([1]), 0.0))
+        with TraceDict(model, ["bn"], edit_output=lambda o, _: o.index_fill(1, torch.tensor([1]), 0.0)):
+            want = model(x)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)

@@ -142,15 +142,22 @@ class Reuse:
         self.output = next(n for n in nodes if n.op == "output")
         if self.output not in dependent:
             raise ValueError(f"the model's output does not depend on {', '.join(self.calls)}")
-        # what the cut pass must run: the ancestors of the frontier and of the edited calls
+        # what the cut pass must run: the ancestors of the frontier and of the edited calls, and
+        # any op that writes into one of their values in place (it changes what later ops read)
+        writers = [n for n in nodes if n not in dependent and n.all_input_nodes and in_place(n, self.modules)]
         needed: set[fx.Node] = set()
         todo = list(self.frontier) + list(starts)
         while todo:
-            n = todo.pop()
-            if n not in needed:
-                needed.add(n)
-                todo.extend(n.all_input_nodes)
+            while todo:
+                n = todo.pop()
+                if n not in needed:
+                    needed.add(n)
+                    todo.extend(n.all_input_nodes)
+            todo = [w for w in writers if w not in needed and w.all_input_nodes[0] in needed]
+        _check_writes(nodes, dependent, [w for w in writers if w.all_input_nodes[0] in set(self.frontier)])
         self.prefix = [n for n in nodes if n in needed]
+        self._prefix_set = needed
+        self.order = [n for n in nodes if n in needed or n in dependent]
         # a frontier value that a replayed node may overwrite is copied for each replay
         self.written = {n.all_input_nodes[0] for n in self.replayed if n.all_input_nodes and in_place(n, self.modules)}
         last: dict[fx.Node, fx.Node] = {}
@@ -162,28 +169,30 @@ class Reuse:
             self.free_after.setdefault(n, []).append(a)
 
     def cut(self, x: torch.Tensor) -> Cut:
-        """Run, for the batch ``x``, what no edit changes; keep the frontier and edited values."""
+        """Run, for the batch ``x``, what no edit changes; keep the frontier and edited values.
+
+        Each frontier value is taken where the first node that reads it would run (copied if a
+        later node of the cut pass writes into it), so it is what that node read in the model's
+        own forward pass."""
         env: dict[fx.Node, Any] = {}
         users = {n: len([u for u in n.users if u in self._prefix_set]) for n in self.prefix}
         keep = set(self.frontier) | set(self.sources.values())
-        for node in self.prefix:
+        frontier: dict[fx.Node, Any] = {}
+        for node in self.order:
+            if node not in self._prefix_set:  # replayed later: take what it reads now
+                for a in node.all_input_nodes:
+                    if a in keep and a not in frontier and a not in self.sources.values():
+                        v = env[a]
+                        frontier[a] = v.clone() if isinstance(v, torch.Tensor) and self._overwritten_later(a) else v
+                continue
             env[node] = x if node.op == "placeholder" else run_node(node, env, self.modules, self.model)
-            if node in keep and isinstance(env[node], torch.Tensor) and self._overwritten_later(node):
-                env[node] = env[node].clone()
             for a in node.all_input_nodes:
                 users[a] -= 1
                 if users[a] == 0 and a not in keep:
                     del env[a]
         b = x.shape[0]
-        frontier = {n: env[n] for n in self.frontier}
         batchable = not any(_mentions_batch(v, b) for v in frontier.values())
-        return Cut(frontier, {call: env[n] for call, n in self.sources.items()}, b, batchable)
-
-    @property
-    def _prefix_set(self) -> set[fx.Node]:
-        if not hasattr(self, "_pset"):
-            self._pset = set(self.prefix)
-        return self._pset
+        return Cut({n: frontier[n] for n in self.frontier}, {c: env[n] for c, n in self.sources.items()}, b, batchable)
 
     def _overwritten_later(self, node: fx.Node) -> bool:
         """Whether a node of the cut pass writes into ``node``'s value after producing it."""
@@ -218,6 +227,17 @@ def _copies(v: Any, copies: int, batch: int, fresh: bool) -> Any:
     if copies > 1 and v.dim() > 0 and v.shape[0] == batch:
         return v.repeat(copies, *([1] * (v.dim() - 1)))
     return v.clone() if fresh else v
+
+
+def _check_writes(nodes: list[fx.Node], dependent: set[fx.Node], writers: list[fx.Node]) -> None:
+    """A ValueError when an op outside the edit's part writes in place into a value that the
+    edit's part reads both before and after the write (one kept value cannot be both)."""
+    where = {n: i for i, n in enumerate(nodes)}
+    for w in writers:
+        a = w.all_input_nodes[0]
+        reads = [where[n] for n in a.users if n in dependent]
+        if reads and min(reads) < where[w] < max(reads):
+            raise ValueError(f"{w.name} writes in place into {a.name} between two reads of it after the edit")
 
 
 def _mentions_batch(v: Any, b: int) -> bool:
