@@ -19,8 +19,8 @@ PRESETS = ("csci611", "fast", "resnet8", "resnet20")
 MODELS = PRESETS + tuple(f"foreign-{k}" for k in FOREIGN)
 
 
-def bench_model(name: str, classes: int = 10) -> nn.Module:
-    """A model of :data:`MODELS` by name, in eval mode."""
+def bench_model(name: str, classes: int = 10, **options) -> nn.Module:
+    """A model of :data:`MODELS` by name (a preset's ``options`` given), in eval mode."""
     from convlens.config import load_config
     from convlens.models import build_model
 
@@ -28,7 +28,7 @@ def bench_model(name: str, classes: int = 10) -> nn.Module:
     if name.startswith("foreign-"):
         model = FOREIGN[name.removeprefix("foreign-")]()
     else:
-        cfg = load_config({"model": {"preset": name}})
+        cfg = load_config({"model": {"preset": name, "options": options}})
         model = build_model(cfg.model, SHAPE, classes)
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     for m in norms:

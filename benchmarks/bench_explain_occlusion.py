@@ -50,13 +50,14 @@ def best_of(fn, repeats: int) -> tuple[float, float, object]:
     return wall, cpu, out
 
 
-def _model(name: str, run: str | None):
+def _model(name: str, run: str | None, width: int | None):
     """The model and where its weights come from: a run folder's trained csci611 when given."""
     from convlens.run import Run, is_run
 
     if name == "csci611" and run and is_run(run) and (Path(run) / "checkpoints").is_dir():
         return Run(run).load_model("last"), f"trained weights from {run}"
-    return bench_model(name), "random init, batch-norm statistics of noise images"
+    options = {"width": width} if name == "csci611" and width else {}
+    return bench_model(name, **options), "random init, batch-norm statistics of noise images"
 
 
 def main() -> None:
@@ -65,6 +66,7 @@ def main() -> None:
     ap.add_argument(
         "--run", help="run folder with trained csci611 weights (default: random weights, see _reuse_models.py)"
     )
+    ap.add_argument("--width", type=int, default=None, help="csci611 width without a run folder (preset default)")
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--stride", type=int, default=2)
@@ -93,7 +95,7 @@ def main() -> None:
     )
     rows = []
     for name in args.models:
-        model, _ = _model(name, args.run)
+        model, _ = _model(name, args.run, args.width)
         with torch.no_grad():
             target = model(x).argmax(1)
 
