@@ -167,7 +167,10 @@ def _subject(model, n):
     return Subject(model, split(n), list(CLASSES), figures=False, progress=False, batch_size=8)
 
 
-@pytest.mark.parametrize("net,conv", [("resnet8", "layer2.0.conv1"), ("resnet8", "conv1"), ("airbench", "whiten")])
+@pytest.mark.parametrize(
+    "net,conv",
+    [("resnet8", "layer2.0.conv1"), ("resnet8", "conv1"), ("airbench", "whiten"), ("reversed_resnet", "block1.conv")],
+)
 @pytest.mark.parametrize("mode", ["channel", "weights"])
 def test_ranking_through_the_reused_graph_equals_silencing_each_filter(net, conv, mode):
     model = NETS[net]()
@@ -259,3 +262,13 @@ def test_in_place_writes_beside_the_edit_are_replayed_or_refused(between):
         with TraceDict(model, ["bn"], edit_output=lambda o, _: o.index_fill(1, torch.tensor([1]), 0.0)):
             want = model(x)
     torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+
+
+def test_the_ablate_analysis_ranks_a_resnet_through_the_reused_graph():
+    from convlens.analyses import Ablate
+
+    model = NETS["resnet8"]()
+    out = Ablate(top=2)(_subject(model, 16))
+    ((layer, r),) = out["rank"].items()
+    assert r["method"].startswith("graph reuse") and list(out["set"]["filters"]) == [layer]
+    assert any("graph reuse" in line for line in Ablate(top=2).lines(out))
