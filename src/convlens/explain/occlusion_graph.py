@@ -163,7 +163,6 @@ class GraphOcclusion:
         self.nodes = [n for n in graph.nodes]
         self.P, self.n_images, self.device = len(ys) * len(xs), len(images), images.device
         self.images, self.fill = images, fill.to(images).view(1, -1, 1, 1)
-        self.base = self._base_pass(images)
         h, w = images.shape[2:]
         rh, rw = min(window, h), min(window, w)
         py, px = np.repeat(ys, len(xs)), np.tile(xs, len(ys))
@@ -173,13 +172,12 @@ class GraphOcclusion:
             self.input: Win(np.clip(py, 0, h - rh), np.clip(px, 0, w - rw), rh, rw, (h, w))
         }
         self.rule: dict[fx.Node, str] = {}
-        for node in self.nodes:
-            if node is not self.input and any(a in self.wins for a in node.all_input_nodes):
-                self.rule[node], self.wins[node] = self._plan(node)
+        self.shapes: dict[fx.Node, tuple[int, ...]] = {}
         # cached activations as rows (one per pixel), where windows are gathered from
+        self.rows: dict[fx.Node, torch.Tensor] = {}
+        self.base = self._base_pass(images)
         # conv and pool calls that run on windows smaller than their map (0: nothing to gain)
         self.windowed = sum(1 for n, r in self.rule.items() if r == "spatial" and not self.wins[n].whole)  # type: ignore[union-attr]
-        self.rows = {n: _rows(self.base[n]) for n, w in self.wins.items() if w is not None}
         last: dict[fx.Node, fx.Node] = {}
         for n in self.rule:
             for a in n.all_input_nodes:
@@ -198,26 +196,39 @@ class GraphOcclusion:
         windows = full = 0
         for node in self.nodes:
             m = self.modules.get(node.target) if node.op == "call_module" else None  # type: ignore[arg-type]
-            out = self.base.get(node)
-            if not isinstance(m, nn.Conv2d) or not isinstance(out, torch.Tensor):
+            shape = self.shapes.get(node)
+            if not isinstance(m, nn.Conv2d) or shape is None:
                 continue
             per_pixel = m.weight[0].numel() * m.out_channels
-            full += per_pixel * out.shape[2] * out.shape[3]
+            full += per_pixel * shape[2] * shape[3]
             win = self.wins.get(node)
-            windows += per_pixel * (win.rh * win.rw if win is not None else out.shape[2] * out.shape[3])
+            windows += per_pixel * (win.rh * win.rw if win is not None else shape[2] * shape[3])
         return windows, full
 
     # -- plan ----------------------------------------------------------------------------------
     def _base_pass(self, x: torch.Tensor) -> dict[fx.Node, Any]:
-        """Every node's value for the unoccluded images (an in-place op works on a copy, so
-        that each node keeps its own value)."""
+        """One forward pass of the unoccluded images, planning each node that depends on the
+        input as it comes (an in-place op works on a copy, so that each node keeps its own
+        value). Returns the values of the nodes no patch changes; the others are kept as rows
+        where a window is gathered from them, and dropped after their last reader."""
         env: dict[fx.Node, Any] = {}
+        readers = {n: len(n.users) for n in self.nodes}
         for node in self.nodes:
-            if node.op == "placeholder":
-                env[node] = x
-            elif node.op != "output":
-                env[node] = self._call(node, env)
-        return env
+            if node.op == "output":
+                self.rule[node], self.wins[node] = "full", None
+                break
+            env[node] = x if node.op == "placeholder" else self._call(node, env)
+            if isinstance(env[node], torch.Tensor):
+                self.shapes[node] = tuple(env[node].shape)
+            if node is not self.input and any(a in self.wins for a in node.all_input_nodes):
+                self.rule[node], self.wins[node] = self._plan(node, env)
+            if self.wins.get(node) is not None:
+                self.rows[node] = _rows(env[node])
+            for a in node.all_input_nodes:
+                readers[a] -= 1
+                if readers[a] == 0 and a in self.wins:
+                    del env[a]
+        return {n: v for n, v in env.items() if n not in self.wins}
 
     def _call(self, node: fx.Node, env: dict[fx.Node, Any]) -> Any:
         if in_place(node, self.modules) and isinstance(env.get(node.args[0]), torch.Tensor):  # type: ignore[arg-type]
@@ -227,12 +238,12 @@ class GraphOcclusion:
     def _changed(self, node: fx.Node) -> list[fx.Node]:
         return [a for a in node.all_input_nodes if a in self.wins]
 
-    def _plan(self, node: fx.Node) -> tuple[str, Win | None]:
+    def _plan(self, node: fx.Node, env: dict[fx.Node, Any]) -> tuple[str, Win | None]:
         """How a node that depends on the input runs ("spatial", "pointwise", "merge", "full")
-        and its window (None: full)."""
+        and its window (None: full); ``env`` holds the values of the base pass so far."""
         changed = self._changed(node)
         ins = [self.wins[a] for a in changed]
-        out = self.base.get(node)
+        out = env.get(node)
         if node.op == "output" or not isinstance(out, torch.Tensor) or out.dim() != 4 or any(w is None for w in ins):
             return "full", None
         hw = (out.shape[2], out.shape[3])
@@ -243,7 +254,7 @@ class GraphOcclusion:
             oy, rh = _out_range(w.oy, w.rh, w.hw[0], hw[0], sp.kernel[0], sp.stride[0], sp.pad[0], sp.dilation[0])
             ox, rw = _out_range(w.ox, w.rw, w.hw[1], hw[1], sp.kernel[1], sp.stride[1], sp.pad[1], sp.dilation[1])
             return "spatial", Win(oy, ox, rh, rw, hw)
-        if any(w.hw != hw for w in ins) or not self._constants_per_channel(node, changed):  # type: ignore[union-attr]
+        if any(w.hw != hw for w in ins) or not self._constants_per_channel(node, changed, env):  # type: ignore[union-attr]
             return "full", None
         if len(changed) == 1 and ((m is not None and is_elementwise(m)) or _name(node) in _POINTWISE | _ARITHMETIC):
             return "pointwise", ins[0]
@@ -251,11 +262,11 @@ class GraphOcclusion:
             return "merge", _union(ins)  # type: ignore[arg-type]
         return "full", None
 
-    def _constants_per_channel(self, node: fx.Node, changed: list[fx.Node]) -> bool:
+    def _constants_per_channel(self, node: fx.Node, changed: list[fx.Node], env: dict[fx.Node, Any]) -> bool:
         """Whether every other tensor operand is the same at every pixel (a number, a per-channel
         vector), so the op can run on a window."""
         for a in node.all_input_nodes:
-            v = self.base.get(a)
+            v = env.get(a)
             if a in changed or not isinstance(v, torch.Tensor) or v.numel() == 1:
                 continue
             if v.dim() < 3 or v.shape[-2:].numel() > 1:
@@ -277,7 +288,7 @@ class GraphOcclusion:
         start, stop = items
         lo = start // self.P
         ry, rx, big_h, big_w = box
-        h, w = self.base[node].shape[2:]
+        h, w = self.shapes[node][2:]
         b = stop - start
         hw = h * w
         if isinstance(rep, tuple):  # (window values, Win)
@@ -321,7 +332,7 @@ class GraphOcclusion:
     def _full(self, node: fx.Node, rep: Any, items: tuple[int, int]) -> torch.Tensor:
         if not isinstance(rep, tuple):
             return rep
-        h, w = self.base[node].shape[2:]
+        h, w = self.shapes[node][2:]
         b = items[1] - items[0]
         zeros = np.zeros(b, np.int64)
         return self._region(node, rep, items, (zeros, zeros, h, w), 0.0, "full").contiguous()
@@ -403,7 +414,7 @@ class GraphOcclusion:
 
         outs = []
         for items in chunks(self.n_images * self.P, self.P, chunk):
-            env: dict[fx.Node, Any] = {n: v for n, v in self.base.items() if n not in self.wins}
+            env: dict[fx.Node, Any] = dict(self.base)
             env[self.input] = self._input(items)
             for node in self.rule:
                 if node.op == "output":
