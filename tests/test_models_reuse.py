@@ -7,7 +7,7 @@ import torch
 from foreign_models import CLASSES, MODELS, SHAPE, split
 from torch import nn
 
-from convlens.analyses import Subject, silenced
+from convlens.analyses import AnalysisError, Subject, silenced
 from convlens.analyses.ablate import rank_layer, silence_points
 from convlens.config import load_config
 from convlens.models import build_model
@@ -272,3 +272,20 @@ def test_the_ablate_analysis_ranks_a_resnet_through_the_reused_graph():
     ((layer, r),) = out["rank"].items()
     assert r["method"].startswith("graph reuse") and list(out["set"]["filters"]) == [layer]
     assert any("graph reuse" in line for line in Ablate(top=2).lines(out))
+
+
+def test_a_forward_that_fixes_its_batch_size_is_named():
+    class Fixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+            self.bn = nn.BatchNorm2d(3)
+            self.fc = nn.Linear(3, 4)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))[:8]  # at most 8 rows
+
+    torch.manual_seed(0)
+    model = _calibrated(Fixed())
+    with pytest.raises(AnalysisError, match="fixes its batch size"):
+        rank_layer(_subject(model, 8), "conv", "channel")

@@ -249,6 +249,12 @@ def _replay_filters(
             return value
 
         logits = reuse.replay(cut, edit, copies=v1 - v0)
+        if not isinstance(logits, torch.Tensor) or logits.shape[0] != (v1 - v0) * len(x):
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise AnalysisError(
+                f"ablate: replaying {v1 - v0} variants of a batch of {len(x)} gave output {got}, not "
+                f"{(v1 - v0) * len(x)} rows of logits; the model's forward() fixes its batch size"
+            )
         score(v0, logits.view(v1 - v0, len(x), -1))
 
 

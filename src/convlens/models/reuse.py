@@ -60,9 +60,11 @@ _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def trace_fx(model: nn.Module, leaves: Iterable[str] = ()) -> fx.Graph | str:
     """The ``torch.fx`` graph of ``model`` (``leaves``: modules kept as single calls), cached while
-    the module structure is unchanged; a string saying why when it cannot be traced."""
+    the module structure and train/eval flags are unchanged; a string saying why when it cannot
+    be traced."""
     keep = frozenset(leaves)
-    sig = tuple((n, type(m)) for n, m in model.named_modules())
+    # a forward() may branch on self.training (F.dropout(x, training=self.training)): traced as it is now
+    sig = tuple((n, type(m), m.training) for n, m in model.named_modules())
     cached = _TRACED.get(model)
     if cached is not None and cached[0] == sig and keep in cached[1]:
         return cached[1][keep]
