@@ -1,13 +1,17 @@
-"""Occlusion: convlens (batched, and incremental) against Captum's ``Occlusion``, one process.
+"""Occlusion: convlens (incremental, and batched) against Captum's ``Occlusion``, per model, one process.
 
-Same model, images, window, stride and fill for both; Captum runs at several
-``perturbations_per_eval`` and its best time counts. Both produce per-pixel attributions in
+Every model of ``_reuse_models.py`` (flat presets, residual presets, foreign nets) in one run;
+same model, images, window, stride and fill for both; Captum runs at several
+``perturbations_per_eval`` and its best time counts. For the graph path the share of the
+convolutions' multiply-adds that run on windows is printed: exact incremental inference cannot
+beat whole images by more than its inverse. Both produce per-pixel attributions in
 Captum's convention (mean drop of the target probability over the windows covering a pixel):
 convlens's position map goes through :func:`convlens.explain.spread_to_pixels`, and the maximum
 absolute difference is printed next to the speed ratio.
 
-    PYTHONPATH=src python benchmarks/bench_explain_occlusion.py            # fixture weights if present
-    PYTHONPATH=src python benchmarks/bench_explain_occlusion.py --threads 1 --images 16
+    PYTHONPATH=src python benchmarks/bench_explain_occlusion.py            # every model, random weights
+    PYTHONPATH=src python benchmarks/bench_explain_occlusion.py --models csci611 --run runs/bench-csci611-small
+    PYTHONPATH=src python benchmarks/bench_explain_occlusion.py --threads 1 --images 16 --batched
     OMP_WAIT_POLICY=ACTIVE PYTHONPATH=src python benchmarks/bench_explain_occlusion.py --threads 2
 
 OpenMP's wait policy is PASSIVE unless set (see below); it applies to Captum and convlens alike.
@@ -30,7 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cifar import trained_run  # noqa: E402
+from _reuse_models import MODELS, bench_model, machine  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> tuple[float, float, object]:
@@ -46,90 +50,118 @@ def best_of(fn, repeats: int) -> tuple[float, float, object]:
     return wall, cpu, out
 
 
+def _model(name: str, run: str | None, width: int | None):
+    """The model and where its weights come from: a run folder's trained csci611 when given."""
+    from convlens.run import Run, is_run
+
+    if name == "csci611" and run and is_run(run) and (Path(run) / "checkpoints").is_dir():
+        return Run(run).load_model("last"), f"trained weights from {run}"
+    options = {"width": width} if name == "csci611" and width else {}
+    return bench_model(name, **options), "random init, batch-norm statistics of noise images"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument(
-        "--run",
-        help="run folder with trained csci611 weights (default: the benchmark model, "
-        "see _cifar.py; random init when it is absent and the shared CIFAR-10 copy is not here)",
+        "--run", help="run folder with trained csci611 weights (default: random weights, see _reuse_models.py)"
     )
-    ap.add_argument("--width", type=int, default=None, help="csci611 width when no run folder is used (default 32)")
+    ap.add_argument("--width", type=int, default=None, help="csci611 width without a run folder (preset default)")
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--stride", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--ppe", type=int, nargs="+", default=[1, 16, 64, 169])
+    ap.add_argument("--ppe", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--chunk", type=int, default=256, help="convlens: occluded images per batch (the default)")
+    ap.add_argument("--batched", action="store_true", help="also time convlens on whole occluded images")
     args = ap.parse_args()
-    if args.run is None:
-        try:
-            args.run = str(trained_run())
-        except SystemExit as exc:  # no CIFAR-10 to train it on
-            print(f"{exc}; using random weights")
-            args.run = ""
     torch.set_num_threads(args.threads)
     from captum.attr import Occlusion as CaptumOcclusion
 
-    from convlens.config import load_config
     from convlens.explain import Occlusion, spread_to_pixels
-    from convlens.models import build_model
-    from convlens.run import Run, is_run
+    from convlens.explain.occlusion import fill_values, positions
+    from convlens.explain.occlusion_graph import GraphOcclusion
+    from convlens.models.reuse import trace_fx
 
-    torch.manual_seed(0)
-    if args.width is None and is_run(args.run) and (Path(args.run) / "checkpoints").is_dir():
-        model = Run(args.run).load_model("last")
-        source = f"trained weights from {args.run}"
-    else:
-        width = args.width or 32
-        cfg = load_config({"model": {"preset": "csci611", "options": {"width": width}}})
-        model = build_model(cfg.model, (3, 32, 32), 10).eval()
-        source = f"random init, width {width}"
     x = torch.rand(args.images, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        target = model(x).argmax(1)
     k, s = args.window, args.stride
     n_pos = ((32 - k) // s + 1) ** 2
+    print(machine())
     print(
-        f"csci611 ({source}); {args.images} images 3x32x32, window {k}, stride {s} ({n_pos} positions), "
-        f"gray fill, probability of the predicted class, float32, {args.threads} thread(s), "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+        f"{args.images} images 3x32x32, window {k}, stride {s} ({n_pos} positions), gray fill, probability of the "
+        f"predicted class, float32, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; Captum's best "
+        f"perturbations_per_eval of {args.ppe} counts (best of {args.repeats})"
     )
+    rows = []
+    for name in args.models:
+        model, _ = _model(name, args.run, args.width)
+        with torch.no_grad():
+            target = model(x).argmax(1)
 
-    def prob(inp: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(model(inp), 1)
+        def prob(inp: torch.Tensor, model=model) -> torch.Tensor:
+            return torch.softmax(model(inp), 1)
 
-    captum = CaptumOcclusion(prob)
-    results = {}
-    print(f"  {'':<52s} {'wall s':>8s} {'cpu s':>8s}")
-    for ppe in args.ppe:
-        wall, cpu, attr = best_of(
-            lambda: captum.attribute(
-                x,
-                sliding_window_shapes=(3, k, k),
-                strides=(3, s, s),
-                baselines=0.5,
-                target=target,
-                perturbations_per_eval=ppe,
-            ),
-            args.repeats,
-        )
-        results[ppe] = (wall, cpu, attr)
-        print(f"  {'captum Occlusion, perturbations_per_eval=' + str(ppe):<52s} {wall:8.3f} {cpu:8.3f}")
-    best_wall = min(results, key=lambda p: results[p][0])
-    best_cpu = min(results, key=lambda p: results[p][1])
-    ref = results[best_wall][2].sum(1) / 3  # Captum spreads the same value over the 3 channels of a window
-
-    for name, inc in (("convlens, batched (all positions at once)", False), ("convlens, incremental", True)):
-        occ = Occlusion(model, k, s, fill="gray", incremental=inc, chunk=args.chunk)
-        wall, cpu, maps = best_of(lambda: occ.attribute(x, target), args.repeats)
-        drop = occ.details["base"][torch.arange(len(x)), target].view(-1, 1, 1) - maps
-        diff = (spread_to_pixels(drop, k, s, (32, 32)) - ref).abs().max().item()
+        captum = CaptumOcclusion(prob)
+        results = {}
+        for ppe in args.ppe:
+            results[ppe] = best_of(
+                lambda: captum.attribute(
+                    x,
+                    sliding_window_shapes=(3, k, k),
+                    strides=(3, s, s),
+                    baselines=0.5,
+                    target=target,
+                    perturbations_per_eval=ppe,
+                ),
+                args.repeats,
+            )
+        best = min(results, key=lambda p: results[p][1])  # CPU time: the work itself, whatever the load
+        ref = results[best][2].sum(1) / 3  # Captum spreads the same value over the 3 channels of a window
+        times = {}
+        for label, inc in (("incremental", "auto"), ("batched", False)) if args.batched else (("incremental", "auto"),):
+            occ = Occlusion(model, k, s, fill="gray", incremental=inc, chunk=args.chunk)
+            wall, cpu, maps = best_of(lambda: occ.attribute(x, target), args.repeats)
+            drop = occ.details["base"][torch.arange(len(x)), target].view(-1, 1, 1) - maps
+            diff = (spread_to_pixels(drop, k, s, (32, 32)) - ref).abs().max().item()
+            times[label] = (wall, cpu, diff, occ.details["path"])
+        work = "-"
+        if times["incremental"][3] == "incremental graph":
+            ys = positions(32, k, s)
+            engine = GraphOcclusion(model, trace_fx(model), x[:1], fill_values(model, "gray", 3), ys, ys, k)
+            windows, full = engine.conv_work()
+            work = f"{windows / full:.2f}"
+        cap_wall, cap_cpu = min(r[0] for r in results.values()), results[best][1]
+        rows.append((name, cap_wall, cap_cpu, best, times, work))
+        wall, cpu, diff, path = times["incremental"]
+        extra = ""
+        if "batched" in times:
+            extra = f"  batched cpu {times['batched'][1]:6.3f} s {cap_cpu / times['batched'][1]:4.1f}x"
         print(
-            f"  {name:<52s} {wall:8.3f} {cpu:8.3f}   "
-            f"{results[best_wall][0] / wall:5.1f}x wall (captum ppe={best_wall}), "
-            f"{results[best_cpu][1] / cpu:5.1f}x cpu (ppe={best_cpu}); max |diff| {diff:.1e}"
+            f"  {name:<16s} captum cpu {cap_cpu:6.3f} s (ppe {best:>3d}) wall {cap_wall:6.3f} s;  convlens cpu "
+            f"{cpu:6.3f} s wall {wall:6.3f} s;  {cap_cpu / cpu:4.1f}x cpu {cap_wall / wall:4.1f}x wall  "
+            f"[{path}; conv work on windows {work}; max |diff| {diff:.1e}]{extra}",
+            flush=True,
         )
+    print(f"\n({source_of(args)})")
+    print("| model | Captum best cpu s (ppe) | convlens cpu s | ratio cpu | ratio wall | path | conv work on windows |")
+    print("|---|---|---|---|---|---|---|")
+    for name, cap_wall, cap_cpu, best, times, work in rows:
+        wall, cpu, diff, path = times["incremental"]
+        cells = [
+            f"{cap_cpu:.3f} ({best})",
+            f"{cpu:.3f}",
+            f"{cap_cpu / cpu:.1f}x",
+            f"{cap_wall / wall:.1f}x",
+            path,
+            work,
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def source_of(args) -> str:
+    trained = " (csci611: trained weights from " + args.run + ")" if args.run else ""
+    return f"random weights, batch-norm statistics of noise images{trained}; max |diff| to Captum printed above"
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,8 @@ from torch import nn
 from ..jobs import filter_spec
 from ..utils import to_numpy
 from ..train.evaluate import summarize_predictions
-from ..trace import Trace, check_filter, get_layer, run_from
+from ..models.graph import known_shape, trace_graph
+from ..trace import Trace, call_name, check_filter, get_layer, run_from, split_call
 from .options import AblateOptions
 from .base import (
     ACTIVATIONS,
@@ -37,6 +38,7 @@ from .base import (
     Figures,
     Subject,
     block,
+    keeps_constants,
     per_class,
     register,
     require_conv,
@@ -189,15 +191,120 @@ def _through_mixing(
         yield c0 + 1, logits.view(-1, b, logits.shape[-1])
 
 
+def silence_points(model: nn.Module, layer: str, mode: str = "channel") -> dict[str, torch.Tensor]:
+    """Per call of the conv ``layer``, the call whose output a silenced filter changes and, per
+    channel, the value it then holds there: the batch norm that follows that call when it is
+    the block's (``silent_value``), else the conv call itself (0 in channel mode; in weights
+    mode its bias). A conv that ``forward()`` calls twice is silenced in both calls, as zeroing
+    its weights does."""
+    point = block(model, layer).pre
+    shape = known_shape(model)
+    if shape is None:
+        return {point: silent_value(model, layer, mode)}
+    graph = trace_graph(model, shape)
+    modules = dict(model.named_modules())
+    kind = lambda call: modules.get(split_call(call)[0]) if call else None  # noqa: E731
+    bn = split_call(block(model, layer).bn or "")[0]
+    conv = get_layer(model, layer)
+    own = torch.zeros(conv.out_channels, device=conv.weight.device)
+    if mode == "weights" and conv.bias is not None:
+        own = conv.bias.detach().float().clone()
+    points: dict[str, torch.Tensor] = {}
+    for k in range(1, graph.calls.get(split_call(layer)[0], 1) + 1):
+        call = call_name(split_call(layer)[0], k)
+        nxt = graph.next_leaf(call)
+        while nxt is not None and keeps_constants(kind(nxt)):  # type: ignore[arg-type]
+            nxt = graph.next_leaf(nxt)
+        if nxt is not None and bn and split_call(nxt)[0] == bn:
+            points[nxt] = silent_value(model, layer, mode)
+        else:
+            points[call] = own
+    return points
+
+
+# elements of one edited tensor (all variants of a batch) replayed at once, about 4 MB: larger
+# replays fall out of the CPU's caches (ResNet-8, one thread: 16 MB cost 1.3x, 64 MB 4x the time)
+REPLAY_ELEMENTS = 1 << 20
+
+
+def _replay_filters(
+    reuse: Any, x: torch.Tensor, points: dict[str, torch.Tensor], n_filters: int, score: Callable
+) -> None:
+    """Score every variant of batch ``x`` (0: nothing silenced, f + 1: filter f) through the
+    reused graph: the part no silencing changes runs once, the rest once per chunk of variants,
+    the variants stacked along the batch dimension."""
+    cut = reuse.cut(x)
+    per_variant = max(v.numel() for v in cut.edited.values()) if cut.edited else x.numel()
+    step = max(1, min(n_filters + 1, REPLAY_ELEMENTS // max(per_variant, 1))) if cut.batchable else 1
+    fills = {call: v.to(x.device) for call, v in points.items()}
+    for v0 in range(0, n_filters + 1, step):
+        v1 = min(n_filters + 1, v0 + step)
+        rows = torch.arange(v1 - v0, device=x.device)
+        silenced_rows = rows[v0 + rows > 0]
+        filt = v0 + silenced_rows - 1
+
+        def edit(call: str, value: torch.Tensor) -> torch.Tensor:
+            view = value.unflatten(0, (v1 - v0, -1))
+            view[silenced_rows, :, filt] = fills[call][filt].to(value.dtype).view(-1, *([1] * (view.dim() - 2)))
+            return value
+
+        logits = reuse.replay(cut, edit, copies=v1 - v0)
+        if not isinstance(logits, torch.Tensor) or logits.shape[0] != (v1 - v0) * len(x):
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise AnalysisError(
+                f"ablate: replaying {v1 - v0} variants of a batch of {len(x)} gave output {got}, not "
+                f"{(v1 - v0) * len(x)} rows of logits; the model's forward() fixes its batch size"
+            )
+        score(v0, logits.view(v1 - v0, len(x), -1))
+
+
+def _full_passes(model: nn.Module, x: torch.Tensor, layer: str, mode: str, n_filters: int, score: Callable) -> None:
+    """Score every variant of batch ``x`` by a full forward pass with the filter's weights zeroed."""
+    score(0, model(x).unsqueeze(0))
+    for f in range(n_filters):
+        with silenced(model, {layer: [f]}, mode):
+            score(f + 1, model(x).unsqueeze(0))
+
+
+def _flat_filters(model: nn.Module, x: torch.Tensor, point: str, fill: torch.Tensor, via: Any, score: Callable) -> None:
+    """Score every variant of batch ``x`` on a flat sequential net: the layers up to ``point`` run
+    once; then the filters' effects are added at the next mixing layer (``via``), or the rest of
+    the network runs per filter with its channel of the cached activation set to ``fill``."""
+    with Trace(model, point, stop=True) as t:
+        model(x)
+    h = t.output
+    if via:
+        for row, logits in _through_mixing(model, point, *via, h, fill):
+            score(row, logits)
+        return
+    names = list(model._modules)
+    after = names[names.index(point) + 1] if names.index(point) + 1 < len(names) else None
+    # an in-place first layer after the point would overwrite the cached activation
+    shield = after is not None and getattr(model._modules[after], "inplace", False)
+    score(0, run_from(model, point, h.clone() if shield else h).unsqueeze(0))
+    for f in range(h.shape[1]):
+        saved = h[:, f].clone()
+        h[:, f] = fill[f]
+        score(f + 1, run_from(model, point, h.clone() if shield else h).unsqueeze(0))
+        h[:, f] = saved
+
+
 def rank_layer(subject: Subject, layer: str, mode: str = "channel") -> dict[str, Any]:
     """Accuracy with each filter of ``layer`` silenced alone (and with none: the baseline).
 
-    Per data batch the network runs once up to the silencing point. When only channel-wise
-    layers separate it from the next linear or conv layer (every preset), the filters' effects
-    are then added at that layer's output (see :func:`_through_mixing`) and only the layers after
-    it run per filter; otherwise each filter's channel of the cached activation is zeroed in
-    place, the rest of the network runs, and the channel is put back.
+    Per data batch the network runs once up to the silencing point. On a flat sequential net,
+    when only channel-wise layers separate it from the next linear or conv layer (every flat
+    preset), the filters' effects are then added at that layer's output (see
+    :func:`_through_mixing`) and only the layers after it run per filter. On any other graph
+    (residual blocks, a conv called twice, activations written as functions) the traced graph
+    is split at the silenced calls (:mod:`convlens.models.reuse`): what no filter changes (the
+    layers before, the shortcut beside) runs once per batch, and only the nodes that depend on
+    the silenced channel run again, for many filters at once stacked along the batch. A model
+    that ``torch.fx`` cannot trace is ranked by full forward passes with the weights zeroed,
+    and ``method`` says why.
     """
+    from ..models.reuse import reuse_graph
+
     model = subject.model
     conv = require_conv(model, layer, "ablate")
     point = block(model, layer).pre  # where the channel is masked: after the batch norm, if any
@@ -209,15 +316,15 @@ def rank_layer(subject: Subject, layer: str, mode: str = "channel") -> dict[str,
     reused = _runs_more_than_once(model, layer, point)
     flat = not reused and isinstance(model, nn.Sequential) and point in model._modules
     via = mixing_after(model, point) if flat else None
-    if flat:
-        names = list(model._modules)
-        after = names[names.index(point) + 1] if names.index(point) + 1 < len(names) else None
-        # an in-place first layer after the point would overwrite the cached activation
-        shield = after is not None and getattr(model._modules[after], "inplace", False)
+    points = reuse = None
+    if not flat:
+        points = silence_points(model, layer, mode)
+        reuse = reuse_graph(model, list(points))
     t0 = time.perf_counter()
     for x, labels, _ in subject.batches(f"ablate {layer}"):
         labels_cpu = labels.cpu()
         totals += torch.bincount(labels_cpu, minlength=n_classes)
+        base: list[torch.Tensor] = [labels]
 
         def score(row: int, logits: torch.Tensor) -> None:  # logits (rows, B, classes); row 0 comes first
             pred = logits.argmax(-1)
@@ -226,45 +333,19 @@ def rank_layer(subject: Subject, layer: str, mode: str = "channel") -> dict[str,
             correct[row : row + len(pred)].index_add_(1, labels_cpu, (pred == labels).long().cpu())
             changed[row : row + len(pred)] += (pred != base[0]).sum(1).cpu()
 
-        base: list[torch.Tensor] = [labels]
-        if reused:  # the conv or its norm runs more than once: silence the weights, as the set does
-            score(0, model(x).unsqueeze(0))
-            for f in range(n_filters):
-                with silenced(model, {layer: [f]}, mode):
-                    score(f + 1, model(x).unsqueeze(0))
-            continue
-        if not flat:  # no way to resume mid-network: one masked forward pass per filter
-            score(0, model(x).unsqueeze(0))
-            for f in range(n_filters):
-                keep = torch.ones(n_filters, device=x.device)
-                keep[f] = 0
-                put = (fill.to(x.device) * (1 - keep)).view(1, -1, 1, 1)
-                with Trace(model, point, edit_output=lambda out, _: out * keep.view(1, -1, 1, 1) + put):
-                    score(f + 1, model(x).unsqueeze(0))
-            continue
-        with Trace(model, point, stop=True) as t:
-            model(x)
-        h = t.output
-        if via:
-            for row, logits in _through_mixing(model, point, *via, h, fill):
-                score(row, logits)
-            continue
-        score(0, run_from(model, point, h.clone() if shield else h).unsqueeze(0))
-        for f in range(n_filters):
-            saved = h[:, f].clone()
-            h[:, f] = fill[f]
-            score(f + 1, run_from(model, point, h.clone() if shield else h).unsqueeze(0))
-            h[:, f] = saved
+        if flat:
+            _flat_filters(model, x, point, fill, via, score)
+        elif isinstance(reuse, str):  # not traceable: one full pass per filter
+            _full_passes(model, x, layer, mode, n_filters, score)
+        else:
+            _replay_filters(reuse, x, points, n_filters, score)  # type: ignore[arg-type]
     seconds = time.perf_counter() - t0
-    method = (
-        "weights zeroed per filter (the layer runs more than once per image)"
-        if reused
-        else f"effects added at {via[1]}"
-        if via
-        else "rest of the network per filter"
-        if flat
-        else "masked forward per filter"
-    )
+    if flat:
+        method = f"effects added at {via[1]}" if via else "rest of the network per filter"
+    elif isinstance(reuse, str):
+        method = f"full forward pass per filter, weights zeroed ({reuse})"
+    else:
+        method = f"graph reuse: {len(reuse.replayed)} of {len(reuse.graph.nodes)} nodes re-run per filter"
     n = max(int(totals.sum()), 1)
     acc = correct.sum(1).double() / n
     class_acc = correct.double() / totals.clamp(min=1).double()
@@ -291,9 +372,6 @@ def rank_layer(subject: Subject, layer: str, mode: str = "channel") -> dict[str,
 def _runs_more_than_once(model: nn.Module, layer: str, point: str) -> bool:
     """Whether ``forward()`` calls the conv or its batch norm more than once (traced; a shared
     conv's silenced filter is silent in every call, which masking one call cannot reproduce)."""
-    from ..models.graph import known_shape, trace_graph
-    from ..trace import split_call
-
     shape = known_shape(model)
     if shape is None:
         return False
@@ -506,7 +584,7 @@ class Ablate(Analysis, AblateOptions):
             out.append(
                 f"rank {layer} ({result['mode']} mode): baseline {100 * r['baseline']:.1f}%; "
                 f"most accuracy carried by {best} points; "
-                f"{r['seconds_per_filter']:.3f} s per filter"
+                f"{r['seconds_per_filter']:.3f} s per filter ({r.get('method', 'method not recorded')})"
             )
         s = result["set"]
         what = _what(s["filters"], result["mode"])

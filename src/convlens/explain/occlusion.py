@@ -8,9 +8,12 @@ course reports use: a 32x32 image and an 8x8 window at stride 2 give 13x13; at s
 ``padding`` lets windows hang over the border by that many pixels.
 
 All positions of all images are evaluated in batches of ``chunk`` occluded images. With
-``incremental`` (the default when the model allows it, see :mod:`.incremental`) only the part of
-each layer that the patch can reach is recomputed; results equal the plain batched loop's to
-float32 rounding, whatever the chunk size.
+``incremental`` (the default) only the part of each layer that the patch can reach is
+recomputed: on a flat sequential net by :mod:`.incremental`, on any other model that
+``torch.fx`` can trace (residual blocks, functions in ``forward()``) node by node on its traced
+graph by :mod:`.occlusion_graph`; a model it cannot trace runs whole occluded images (and
+``details["path"]`` says why). Results equal the plain batched loop's to float32 rounding,
+whatever the chunk size.
 
 ``benchmarks/bench_explain_occlusion.py`` measures both paths against Captum's ``Occlusion``.
 """
@@ -28,8 +31,12 @@ from .base import ExplainError, Explainer, check_images, evaluating, expected_sh
 from .geometry import compile_plan
 from .options import OcclusionOptions
 from .incremental import IncrementalOcclusion, chunks
+from .occlusion_graph import GraphOcclusion
+from ..models.reuse import trace_fx
 
 FILLS = ("gray", "zero", "mean")
+# images per pass of the graph path, which keeps every node's activations of its images
+GRAPH_IMAGES = 8
 
 
 def positions(size: int, window: int, stride: int, padding: int = 0) -> np.ndarray:
@@ -136,19 +143,7 @@ class Occlusion(Explainer):
             base = self.model(x).float()
             k = base.shape[1]
             t = self._targets(target, base)
-            plan = compile_plan(self.model, (c, h, w)) if self.incremental in (True, "auto") else None
-            if self.incremental is True and plan is None:
-                raise ExplainError(
-                    "incremental occlusion needs a flat nn.Sequential of conv / pool / element-wise "
-                    "layers before its head; use incremental=False for this model"
-                )
-            p = len(ys) * len(xs)
-            if plan is not None:
-                engine = IncrementalOcclusion(self.model, plan, x, fill, ys, xs, self.window, self._cache)
-                out = engine.run(self.chunk).float()
-            else:
-                run = self._naive_runner(x, fill, ys, xs)
-                out = torch.cat([run(start, stop).float() for start, stop in chunks(n * p, p, self.chunk)])
+            out, path = self._evaluate(x, fill, ys, xs)
         probs = torch.softmax(out, 1).view(n, len(ys), len(xs), k).permute(0, 3, 1, 2).contiguous()
         self.details = {
             "probabilities": probs,
@@ -159,11 +154,50 @@ class Occlusion(Explainer):
             "fill": fill.tolist(),
             "rows": ys.tolist(),
             "cols": xs.tolist(),
-            "path": "incremental" if plan is not None else "naive",
+            "path": path,
         }
         if t.dim() == 1:
             return probs[torch.arange(n), t]
         return probs[torch.arange(n)[:, None], t]
+
+    def _evaluate(
+        self, x: torch.Tensor, fill: torch.Tensor, ys: np.ndarray, xs: np.ndarray
+    ) -> tuple[torch.Tensor, str]:
+        """Logits of every (image, position) item, image-major, and the path that computed them:
+        ``incremental`` (a flat sequential net, :mod:`.incremental`), ``incremental graph`` (any
+        model ``torch.fx`` traces, :mod:`.occlusion_graph`) or ``naive`` (whole occluded images;
+        with the reason when the model cannot be traced)."""
+        n, c, h, w = x.shape
+        p = len(ys) * len(xs)
+        if self.incremental is False:
+            run = self._naive_runner(x, fill, ys, xs)
+            return torch.cat([run(a, b).float() for a, b in chunks(n * p, p, self.chunk)]), "naive"
+        plan = compile_plan(self.model, (c, h, w))
+        if plan is not None:
+            engine = IncrementalOcclusion(self.model, plan, x, fill, ys, xs, self.window, self._cache)
+            return engine.run(self.chunk).float(), "incremental"
+        graph = trace_fx(self.model)
+        group = GRAPH_IMAGES
+        engine = (
+            None
+            if isinstance(graph, str)
+            else GraphOcclusion(self.model, graph, x[:group], fill, ys, xs, self.window, self._cache)
+        )
+        if engine is not None and engine.windowed:
+            outs = [engine.run(self.chunk).float()]
+            for i in range(group, n, group):  # the graph path caches every node: a few images at a time
+                part = GraphOcclusion(self.model, graph, x[i : i + group], fill, ys, xs, self.window, self._cache)
+                outs.append(part.run(self.chunk).float())
+            return torch.cat(outs), "incremental graph"
+        why = graph if isinstance(graph, str) else "no conv or pool of the model sees the patch in part of its map"
+        if self.incremental is True:
+            raise ExplainError(
+                f"incremental occlusion needs a traceable model with convs or pools ({why}); "
+                "use incremental=False for this model"
+            )
+        run = self._naive_runner(x, fill, ys, xs)
+        out = torch.cat([run(a, b).float() for a, b in chunks(n * p, p, self.chunk)])
+        return out, "naive" if engine is not None else f"naive ({why})"
 
     @staticmethod
     def _targets(target: Any, base: torch.Tensor) -> torch.Tensor:
