@@ -1,0 +1,228 @@
+"""End to end at ImageNet size: a ResNet-50 at 224 px through train, analyze, explain and report.
+
+Builds once (cached under ``--work``, default /tmp/convlens-bench-e2e; never the repository) an
+image folder of ``--images`` N JPEGs (default 20,000: the first N/10 CIFAR-10 training images of
+each class from the shared archive, upscaled bicubic to ``--size`` px, quality 90) in the layout
+of the ``imagefolder`` data set: ``<folder>/<class>/*.jpg``, no split folders, so 20% of each
+class is held out as the test split. Then runs the real command line, each step in its own
+process so its peak resident set and CPU time are its own (``os.wait4``):
+
+1. ``convlens train``: ``--preset`` (default resnet50) at ``--size`` px from random weights, one
+   short epoch: the epoch is a training subset (``data.train_subset``, default 2,000 images, of
+   which 5% validate) rather than a step cap, so the run folder is an ordinary finished run;
+   ``data.test_subset`` (default 500) test images are evaluated at the end. The whole folder is
+   decoded into memory first (the imagefolder data set's path today): its share is the decode
+   line of the table.
+2. ``convlens analyze``: every default analysis on ``--analyze-limit`` test images (default 200,
+   stratified by class), at the layers the model picks by default (its stage outputs).
+3. ``convlens explain``: ``--methods`` (default gradcam,guided) on ``--explain-images`` test
+   images (default 4).
+4. ``convlens report``: ``report.html`` and the figures it draws; its weight is the page's bytes,
+   and the bytes and number of files of the run folder's report/ and analysis/ folders.
+
+Each line gives wall time, CPU time (user + system of the step's process and its children), peak
+resident set, images per second (the images the step reads over its wall time; train: the
+training images of the epoch over the epoch's own seconds from metrics.jsonl) and the CPU
+model and flags. The defaults keep the full size (20,000 images, 224 px, ResNet-50) near 30
+minutes on 2 idle cores; for development run it small:
+
+    PYTHONPATH=src nice python benchmarks/bench_scale_e2e.py --images 500 --size 64 --preset resnet18
+
+The summary table at the end is in BENCHMARKS.md's format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+ROOT = HERE.parent
+QUALITY = 90
+
+
+def make_folder(work: Path, n: int, size: int) -> Path:
+    """``work/folder-n<N>-s<size>/<class>/*.jpg``: the first N/10 training images of each CIFAR-10
+    class, upscaled; built once (a ``done`` file marks a complete folder)."""
+    from PIL import Image
+
+    from _cifar import shared_file
+
+    archive = os.environ.get("CONVLENS_CIFAR") or shared_file("cifar10-jpeg.tar.gz")
+    if archive is None or not Path(archive).is_file():
+        raise SystemExit(
+            "skipped: cannot find cifar10-jpeg.tar.gz (../shared/data, CONVLENS_SHARED_DATA or CONVLENS_CIFAR); "
+            "the benchmark needs the real CIFAR-10 images"
+        )
+    root = work / f"folder-n{n}-s{size}"
+    if (root / "done").is_file():
+        return root
+    per_class: dict[str, int] = {}
+    t0 = time.perf_counter()
+    with tarfile.open(archive) as tar:
+        for m in tar:
+            parts = Path(m.name).parts
+            if not m.isfile() or "train" not in parts or not m.name.endswith(".jpg"):
+                continue
+            cls = parts[-2]
+            i = per_class.get(cls, 0)
+            if i >= n // 10:
+                continue
+            d = root / cls
+            d.mkdir(parents=True, exist_ok=True)
+            with Image.open(tar.extractfile(m)) as im:
+                im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC).save(d / f"{i:05d}.jpg", quality=QUALITY)
+            per_class[cls] = i + 1
+    (root / "done").write_text(json.dumps({"images": sum(per_class.values()), "size": size}))
+    print(f"built {root} ({sum(per_class.values()):,} images) in {time.perf_counter() - t0:.0f} s", flush=True)
+    return root
+
+
+def cpu_line() -> str:
+    """The CPU model and the SIMD flags that decide the kernels (and bf16)."""
+    model, flags = platform.processor() or "?", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    keep = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"]
+    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(f for f in keep if f in flags) or 'none of ' + '/'.join(keep)}"
+
+
+def run_step(name: str, args: list[str], env: dict[str, str], log: Path) -> dict:
+    """Run ``python -m convlens.cli ARGS`` as a child; its wall, CPU and peak RSS (of the child
+    and the children it waited for)."""
+    cmd = [sys.executable, "-m", "convlens.cli", *args]
+    print(f"$ convlens {' '.join(args)}", flush=True)
+    t0 = time.perf_counter()
+    with open(log, "w") as out:
+        p = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        print(log.read_text()[-4000:])
+        raise SystemExit(f"{name} failed with exit code {p.returncode}; its output: {log}")
+    return {"step": name, "wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss_mb": ru.ru_maxrss / 1024}
+
+
+def folder_weight(paths: list[Path]) -> tuple[int, int]:
+    """Total bytes and number of files under ``paths``."""
+    size = files = 0
+    for p in paths:
+        if p.is_file():
+            size, files = size + p.stat().st_size, files + 1
+        elif p.is_dir():
+            for f in p.rglob("*"):
+                if f.is_file():
+                    size, files = size + f.stat().st_size, files + 1
+    return size, files
+
+
+def write_config(path: Path, folder: Path, a: argparse.Namespace) -> None:
+    path.write_text(
+        f"""name: e2e-{a.preset}
+seed: 0
+data:
+  name: imagefolder
+  root: {folder}
+  val_fraction: 0.05
+  train_subset: {a.train_images}
+  test_subset: {a.test_images}
+  augment:
+    flip: {{p: 0.5}}
+model:
+  preset: {a.preset}
+train:
+  epochs: 1
+  batch_size: {a.batch_size}
+  optimizer: {{name: sgd, lr: 0.02, momentum: 0.9, weight_decay: 0.0001}}
+  schedule: {{name: cosine}}
+eval:
+  batch_size: {a.batch_size}
+"""
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", type=int, default=20000, help="images in the folder (default 20,000)")
+    ap.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
+    ap.add_argument("--preset", default="resnet50", help="model preset (default resnet50)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/convlens-bench-e2e"), help="folder for data and runs")
+    ap.add_argument("--train-images", type=int, default=2000, help="images of the one short epoch (default 2,000)")
+    ap.add_argument("--test-images", type=int, default=500, help="test images evaluated after training (500)")
+    ap.add_argument("--batch-size", type=int, default=32, help="training and evaluation batch (default 32)")
+    ap.add_argument("--analyze-limit", type=int, default=200, help="test images analysed (default 200)")
+    ap.add_argument("--analyze-skip", default="", help="analyses to leave out (comma list; default none)")
+    ap.add_argument("--explain-images", type=int, default=4, help="test images explained (default 4)")
+    ap.add_argument("--methods", default="gradcam,guided", help="explanation methods (default gradcam,guided)")
+    a = ap.parse_args()
+
+    a.work.mkdir(parents=True, exist_ok=True)
+    print(f"CPU: {cpu_line()}", flush=True)
+    folder = make_folder(a.work, a.images, a.size)
+    tag = f"{a.preset}-n{a.images}-s{a.size}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run, cfg = a.work / "runs" / tag, a.work / f"{tag}.yaml"
+    run.parent.mkdir(parents=True, exist_ok=True)
+    write_config(cfg, folder, a)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env["CONVLENS_DATA"] = str(a.work / "cache")  # the decoded arrays' cache: not the user's
+    logs = a.work / "logs" / tag
+    logs.mkdir(parents=True, exist_ok=True)
+    rows = []
+
+    row = run_step("train", ["train", str(cfg), "--out", str(run)], env, logs / "train.log")
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    sizes = json.loads((run / "dataset.json").read_text()).get("splits", {})
+    epoch_s = sum(m.get("epoch_seconds") or 0 for m in metrics)
+    n_train = sizes.get("train", a.train_images)
+    row["images_s"], row["note"] = n_train / max(epoch_s, 1e-9), f"epoch {epoch_s:.0f} s on {n_train:,} images"
+    rows.append(row)
+
+    skip = ["--skip", a.analyze_skip] if a.analyze_skip else []
+    row = run_step("analyze", ["analyze", str(run), "--limit", str(a.analyze_limit), *skip], env, logs / "analyze.log")
+    row["images_s"], row["note"] = a.analyze_limit / row["wall"], f"{a.analyze_limit} test images"
+    rows.append(row)
+
+    images = ",".join(str(i) for i in range(a.explain_images))
+    row = run_step("explain", ["explain", str(run), "--method", a.methods, "--images", images], env, logs / "ex.log")
+    row["images_s"], row["note"] = a.explain_images / row["wall"], f"{a.explain_images} images x {a.methods}"
+    rows.append(row)
+
+    row = run_step("report", ["report", str(run)], env, logs / "report.log")
+    page = (run / "report.html").stat().st_size
+    size, files = folder_weight([run / "report.html", run / "report", run / "analysis"])
+    row["images_s"], row["note"] = None, f"page {page / 1e6:.2f} MB; with figures {size / 1e6:.1f} MB in {files:,} files"
+    rows.append(row)
+
+    summarize(a, rows, run, logs)
+    return 0
+
+
+def summarize(a: argparse.Namespace, rows: list[dict], run: Path, logs: Path) -> None:
+    total = sum(r["wall"] for r in rows)
+    print(f"\n{a.preset}, {a.images:,} images at {a.size} px ({cpu_line()}); run folder {run}, logs {logs}\n")
+    print("| step | wall s | CPU s | peak RSS MB | images/s | what |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for r in rows:
+        ips = "" if r["images_s"] is None else f"{r['images_s']:.1f}"
+        print(f"| {r['step']} | {r['wall']:.0f} | {r['cpu']:.0f} | {r['rss_mb']:,.0f} | {ips} | {r['note']} |")
+    print(f"| total | {total:.0f} | {sum(r['cpu'] for r in rows):.0f} | {max(r['rss_mb'] for r in rows):,.0f} | | |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
