@@ -235,6 +235,9 @@ def _occlusion(
     stride = options.pop("stride", None)
     bundle, idx, x, labels = _load_images(run, split, images, data_root, clock)
     stride = int(stride) if stride is not None else default_stride(min(x.shape[-2:]))
+    from ..analyses.base import default_batch
+
+    options.setdefault("chunk", default_batch(x.shape))  # occluded copies per forward pass
     windows = [int(k) for k in windows] if windows else default_windows(min(x.shape[-2:]))
     maps, timing = {}, {}
     for k in windows:
