@@ -53,7 +53,7 @@ QUALITY = 90
 # cores: training images of the one epoch, test images evaluated, analysed, ablated and explained,
 # the explanation methods, and the seconds after which analyze, ablate or explain is stopped.
 TRAIN, TEST, ANALYZE, ABLATE, EXPLAIN = 2000, 500, 200, 50, 4
-METHODS = "gradcam,guided"
+METHODS = "gradcam,guided,deconv,occlusion"
 STOP = 600.0
 
 
@@ -167,7 +167,7 @@ model:
 train:
   epochs: 1
   batch_size: {a.batch_size}
-  optimizer: {{name: sgd, lr: 0.02, momentum: 0.9, weight_decay: 0.0001}}
+  optimizer: {{name: sgd, lr: 0.01, momentum: 0.9, weight_decay: 0.0001}}
   schedule: {{name: cosine}}
 eval:
   batch_size: {a.batch_size}

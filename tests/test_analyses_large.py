@@ -23,3 +23,13 @@ def test_a_subject_of_large_images_reads_them_in_smaller_batches():
     assert s.batch_size == 64
     assert [len(x) for x, _, _ in s.batches("test")] == [40]
     assert subject(random_net(), split, batch_size=16).batch_size == 16  # a given size is kept
+
+
+def test_faithfulness_occludes_a_share_of_the_side_above_32_px():
+    from convlens.analyses.faithfulness import Faithfulness
+
+    torch.manual_seed(0)
+    images = (torch.rand(4, 3, 64, 64) * 255).to(torch.uint8)
+    split = Split(images, torch.arange(4), torch.arange(4))
+    out = Faithfulness(methods=["occlusion"], count=1, steps=2)(subject(random_net(), split, figures=False))
+    assert out["occlusion_window"] == 16  # 8 pixels per 32 of the side, as at 32 px (was 8 at every size)
