@@ -11,22 +11,41 @@ process so its peak resident set and CPU time are its own (``os.wait4``):
    short epoch: the epoch is a training subset (``data.train_subset``, default 2,000 images, of
    which 5% validate) rather than a step cap, so the run folder is an ordinary finished run;
    ``data.test_subset`` (default 500) test images are evaluated at the end. The whole folder is
-   decoded into memory first (the imagefolder data set's path today): its share is the decode
-   line of the table.
-2. ``convlens analyze``: every default analysis on ``--analyze-limit`` test images (default 200,
-   stratified by class), at the layers the model picks by default (its stage outputs).
-3. ``convlens explain``: ``--methods`` (default gradcam,guided) on ``--explain-images`` test
-   images (default 4).
-4. ``convlens report``: ``report.html`` and the figures it draws; its weight is the page's bytes,
-   and the bytes and number of files of the run folder's report/ and analysis/ folders.
+   decoded into memory first (the imagefolder data set's path today), inside this step.
+2. ``convlens analyze --skip ablate``: every other default analysis on ``--analyze-limit`` test
+   images (default 200, stratified by class), at the layers the model picks by default (its
+   stage outputs: ResNet-50's conv1, layer1.2.conv3 ... layer4.2.conv3, 3,904 filters).
+3. ``convlens analyze --only ablate``: the ablation ranking of every filter of the last conv (2,048
+   on ResNet-50) on ``--ablate-images`` test images (default 50; 0 leaves it out), its own line
+   because its cost is the one that depends on the graph: a masked forward pass per filter
+   where the network cannot be resumed after the ablated layer.
+4. ``convlens explain``: ``--methods`` (default gradcam,guided,deconv,occlusion) on
+   ``--explain-images`` test images (default 4); occlusion at its defaults (3 patch sizes, 515
+   positions per 224 px image).
+5. ``convlens report``: ``report.html`` and the figures it draws (every per-filter figure the
+   analyses left pending); its weight is the page's bytes, and the bytes and number of files of
+   report.html, report/ and analysis/ together.
+
+analyze, ablate and explain are stopped after ``--step-timeout`` seconds (default 600), and their
+line says so; train and report always run to the end.
 
 Each line gives wall time, CPU time (user + system of the step's process and its children), peak
 resident set, images per second (the images the step reads over its wall time; train: the
 training images of the epoch over the epoch's own seconds from metrics.jsonl) and the CPU
-model and flags. The defaults keep the full size (20,000 images, 224 px, ResNet-50) near 30
-minutes on 2 idle cores; for development run it small:
+model and flags. For development run it small:
 
     PYTHONPATH=src nice python benchmarks/bench_scale_e2e.py --images 500 --size 64 --preset resnet18
+
+The caps (the defaults) are chosen for about 30 minutes at full size on 2 idle cores with bf16
+(AVX-512 BF16; twice the train time in fp32), from one-thread CPU seconds per image of ResNet-50
+measured here at 224 px (bf16 training 0.17, fp32 inference 0.10; the analyses and the test
+evaluation run in fp32): decode 20,000 JPEGs ~1 min; train 1,900 images ~3 min, test 500 ~0.5
+min; analyze 200 images ~3 min (the pass, atlas' gradients, errors; top-k's per-filter records
+and figures cost by filters, not images); explain ~2 min (occlusion 515 forwards an image, ~30 s
+each); ablate on 50 images 2,048 x 50 full forwards (~90 min: stopped at the timeout) unless the
+rest of the network after the ablated layer is reused, then under a minute; the report draws
+~14,000 per-filter figures (7,808 top-k, 3,904 weights, 2,112 class norms), ~10-20 minutes, the
+largest share.
 
 The summary table at the end is in BENCHMARKS.md's format.
 """
