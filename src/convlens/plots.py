@@ -601,7 +601,9 @@ def mosaic(tiles: Sequence[np.ndarray], path: str | Path, **kwargs: Any) -> Path
     tiles are images in [0, 1] (uint8 scaled); with them, tiles are one-plane maps drawn with
     ``cmap`` on that shared scale (``colorbar`` labels it).
     ``boxes`` are (top, bottom, left, right) pixel rectangles drawn on their tiles. Pixels are
-    shown unsmoothed (nearest neighbour), so 3x3 kernels stay legible. ``row_labels`` name the
+    shown unsmoothed (nearest neighbour), so 3x3 kernels stay legible; tiles more than twice as
+    fine as their place on the page are averaged down by a whole factor (:func:`_shrink`, the boxes
+    with them). ``row_labels`` name the
     rows on the left.
 
     Arguments: ``layout`` (required), ``cols``, ``titles``, ``title_colors``, ``boxes``,
