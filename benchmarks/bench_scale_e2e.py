@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -79,8 +80,6 @@ STOP = 600.0
 def make_folder(work: Path, n: int, size: int) -> Path:
     """``work/folder-n<N>-s<size>/<class>/*.jpg``: the first N/10 training images of each CIFAR-10
     class, upscaled; built once (a ``done`` file marks a complete folder)."""
-    from PIL import Image
-
     from _cifar import shared_file
 
     archive = os.environ.get("CONVLENS_CIFAR") or shared_file("cifar10-jpeg.tar.gz")
@@ -92,7 +91,7 @@ def make_folder(work: Path, n: int, size: int) -> Path:
     root = work / f"folder-n{n}-s{size}"
     if (root / "done").is_file():
         return root
-    per_class: dict[str, int] = {}
+    jobs, per_class = [], {}
     t0 = time.perf_counter()
     with tarfile.open(archive) as tar:
         for m in tar:
@@ -101,17 +100,27 @@ def make_folder(work: Path, n: int, size: int) -> Path:
                 continue
             cls = parts[-2]
             i = per_class.get(cls, 0)
-            if i >= n // 10:
-                continue
-            d = root / cls
-            d.mkdir(parents=True, exist_ok=True)
-            with Image.open(tar.extractfile(m)) as im:
-                big = im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-                big.save(d / f"{i:05d}.jpg", quality=QUALITY)
-            per_class[cls] = i + 1
-    (root / "done").write_text(json.dumps({"images": sum(per_class.values()), "size": size}))
-    print(f"built {root} ({sum(per_class.values()):,} images) in {time.perf_counter() - t0:.0f} s", flush=True)
+            if i < n // 10:
+                jobs.append((tar.extractfile(m).read(), str(root / cls / f"{i:05d}.jpg"), size))
+                per_class[cls] = i + 1
+    for cls in per_class:
+        (root / cls).mkdir(parents=True, exist_ok=True)
+    with multiprocessing.get_context("spawn").Pool(os.cpu_count()) as pool:  # decode, upscale, encode
+        for _ in pool.imap_unordered(_upscale, jobs, chunksize=64):
+            pass
+    (root / "done").write_text(json.dumps({"images": len(jobs), "size": size}))
+    print(f"built {root} ({len(jobs):,} images) in {time.perf_counter() - t0:.0f} s", flush=True)
     return root
+
+
+def _upscale(job: tuple[bytes, str, int]) -> None:
+    import io
+
+    from PIL import Image
+
+    data, dest, size = job
+    with Image.open(io.BytesIO(data)) as im:
+        im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC).save(dest, quality=QUALITY)
 
 
 def cpu_line() -> str:
