@@ -279,7 +279,9 @@ def train_step(a: argparse.Namespace, cfg: Path, run: Path, env: dict[str, str],
 
 def summarize(a: argparse.Namespace, rows: list[dict], run: Path, logs: Path) -> None:
     total = sum(r["wall"] for r in rows)
-    print(f"\n{a.preset}, {a.images:,} images at {a.size} px ({cpu_line()}); run folder {run}, logs {logs}\n")
+    print(f"\n{a.preset}, {a.images:,} images at {a.size} px ({cpu_line()}); run folder {run}, logs {logs}")
+    caps = f"train {a.train_images:,}, test {a.test_images}, analyze {a.analyze_limit}, ablate {a.ablate_images}"
+    print(f"images per step: {caps}, explain {a.explain_images} ({a.methods}); batch {a.batch_size}\n")
     print("| step | wall s | CPU s | peak RSS MB | images/s | what |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
