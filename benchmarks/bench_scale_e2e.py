@@ -38,14 +38,15 @@ model and flags. For development run it small:
 
 The caps (the defaults) are chosen for about 30 minutes at full size on 2 idle cores with bf16
 (AVX-512 BF16; twice the train time in fp32), from one-thread CPU seconds per image of ResNet-50
-measured here at 224 px (bf16 training 0.17, fp32 inference 0.10; the analyses and the test
-evaluation run in fp32): decode 20,000 JPEGs ~1 min; train 1,900 images ~3 min, test 500 ~0.5
-min; analyze 200 images ~3 min (the pass, atlas' gradients, errors; top-k's per-filter records
-and figures cost by filters, not images); explain ~2 min (occlusion 515 forwards an image, ~30 s
-each); ablate on 50 images 2,048 x 50 full forwards (~90 min: stopped at the timeout) unless the
-rest of the network after the ablated layer is reused, then under a minute; the report draws
-~14,000 per-filter figures (7,808 top-k, 3,904 weights, 2,112 class norms), ~10-20 minutes, the
-largest share.
+measured at 224 px (bf16 training 0.17, fp32 inference 0.10, bf16 0.06; the analyses and the
+test evaluation run in fp32) and a run of this script at 64 px: decode 20,000 JPEGs ~1 min;
+train 1,900 images ~3 min, test 500 ~0.5 min; analyze 200 images ~2-3 min (the pass, atlas'
+gradients, errors; top-k's per-filter records cost by filters, not images); explain ~2-3 min
+(occlusion 515 forwards an image, ~30 s each); ablate on 50 images: 2,048 x 50 full forward passes
+(~90 min, stopped at the timeout) where the network cannot be resumed after the ablated layer,
+under a minute where it can; report: every pending per-filter figure (about 18,000 on ResNet-50:
+top-k images and patches of 3,904 + 2,048 filters, weights of 3,904, class norms of 2,112; 15 ms
+of CPU each at 64 px), ~10 minutes, the largest share, and gigabytes of PNGs.
 
 The summary table at the end is in BENCHMARKS.md's format.
 """
