@@ -119,7 +119,9 @@ def test_explain_help_lists_the_shared_flags_and_every_methods_options(capsys):
         "--samples",
     ):
         assert flag in text, flag
-    assert "[occlusion] patch step in pixels (default 2)" in " ".join(text.split())
+    assert "[occlusion] patch step in pixels (default: 2 per 32 pixels of image side, 14 at 224 px)" in " ".join(
+        text.split()
+    )
 
 
 # ----------------------------------------------------------------------------------------------
