@@ -60,10 +60,12 @@ def test_one_registry_holds_every_analysis_and_method():
 def test_defaults_come_from_the_options_class():
     from convlens.explain.occlusion import Occlusion
     from convlens.explain.options import OcclusionOptions
+    from convlens.explain.outputs import default_stride
 
     m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.LazyLinear(3))
     m(torch.zeros(1, 1, 8, 8))
-    assert OcclusionOptions().stride == 2 and Occlusion(m, 4).stride == 2  # the class, the CLI and the writer agree
+    # the CLI leaves the stride to the writer, which sizes it by the image; the class agrees at 8 px
+    assert OcclusionOptions().stride is None and Occlusion(m, 4).stride == default_stride(8) == 2
 
 
 def test_filter_specs_plain_and_per_layer():
@@ -117,7 +119,9 @@ def test_explain_help_lists_the_shared_flags_and_every_methods_options(capsys):
         "--samples",
     ):
         assert flag in text, flag
-    assert "[occlusion] patch step in pixels (default 2)" in " ".join(text.split())
+    assert "[occlusion] patch step in pixels (default: 2 per 32 pixels of image side, 14 at 224 px)" in " ".join(
+        text.split()
+    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -277,3 +277,43 @@ def test_a_notebook_skips_a_pending_figure_it_cannot_draw(tmp_path):
     out = TopK(k=2)(subject(dot_net(), dot_split(), root=tmp_path))
     (tmp_path / "analysis" / "topk.npz").unlink()
     assert out.figure_file() == tmp_path / "analysis/topk/conv1.png"  # the first figure drawn at analyze time
+
+
+def test_a_window_larger_than_the_image_is_cut_to_the_image_side():
+    # a deep layer's field (21 px, jump 4, start -9) over an 8x8 image: the patch is 8x8, holds
+    # every image pixel the window holds, and stays inside the window (grey only where it pads)
+    image = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
+    rf = ReceptiveField(21, 4, -9).to_dict()
+    whole = window_patch(image, rf, 1, 1)  # window [-5, 16): covers the image
+    assert whole.shape == (3, 8, 8)
+    np.testing.assert_array_equal(whole, image)
+    corner = window_patch(image, rf, 0, 3)  # rows [-9, 12) cover the image; columns [3, 24) hold 3..7
+    assert corner.shape == (3, 8, 8)
+    np.testing.assert_array_equal(corner[:, :, :5], image[:, :, 3:])
+    assert (corner[:, :, 5:] == 0.5).all()
+    # a window that fits is unchanged: its full size, padded grey
+    assert window_patch(image, ReceptiveField(5, 2, -2).to_dict(), 0, 0).shape == (3, 5, 5)
+
+
+def test_topk_patches_of_a_deep_layer_are_no_larger_than_the_image(tmp_path):
+    from convlens.analyses.perfilter import topk_figure
+
+    imgs = np.random.default_rng(1).random((2, 3, 8, 8)).astype(np.float32)
+    doc = {
+        "classes": CLASSES,
+        "split": "test",
+        "score": "max",
+        "layers": {"deep": {"receptive_field": ReceptiveField(101, 8, -40).to_dict(), "measured_at": "deep"}},
+    }
+    fi = {"filter": 0, "locations": [[0, 0], [1, 1]], "labels": [0, 1]}
+    out = topk_figure(doc, "deep", fi, imgs, tmp_path / "p.png", patches=True)
+    ref = plots.mosaic(
+        [imgs[0], imgs[1]],
+        tmp_path / "ref.png",
+        layout="chw",
+        cols=5,
+        tile_inches=0.6,
+        titles=[CLASSES[0], CLASSES[1]],
+        suptitle="deep filter 0: 101x101 (cut to the 8x8 image) input patches under the maximum",
+    )
+    np.testing.assert_array_equal(pixels(out), pixels(ref))

@@ -355,3 +355,32 @@ def test_training_curves_tick_whole_epochs(monkeypatch, tmp_path):
         lo, hi = ax.get_xlim()
         ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
         assert ticks and all(float(t).is_integer() for t in ticks), ticks  # never 1.5
+
+
+def test_tiles_far_finer_than_their_tile_are_averaged_down():
+    # 64 tiles of 224 px in 0.45 inch tiles (a deep layer's top patches at ImageNet size): each
+    # 224 px side becomes 224 / 3 px (3 x 3 blocks averaged), not a canvas 20x the screen's detail
+    rng = np.random.default_rng(0)
+    tiles = [rng.random((3, 224, 224)) for _ in range(64)]
+    boxes = [(30, 90, 60, 120)] * 64
+    layout = plots.mosaic_boxes(tiles, layout="chw", cols=8, tile_inches=0.45, boxes=boxes)
+    sides = {(b.right - b.left - 2, b.bottom - b.top - 2) for b in layout if b.kind == "tile"}
+    assert sides == {(75, 75)}  # ceil(224 / 3): the last block holds the edge pixel, repeated
+    shown, f = plots._shrink([plots.to_display(tiles[0], "chw")], 0.45)
+    assert f == 3
+    np.testing.assert_allclose(shown[0][0, 0], tiles[0][:, :3, :3].mean(axis=(1, 2)))
+    # small tiles keep every pixel
+    assert plots._shrink([np.ones((8, 8))], 0.45)[1] == 1
+
+
+def test_a_box_on_a_tile_averaged_down_surrounds_what_it_surrounded(tmp_path):
+    tile = np.full((3, 224, 224), 0.5)
+    kw = dict(layout="chw", cols=1, tile_inches=0.45, boxes=[(30, 90, 60, 120)])
+    (box,) = [b for b in plots.mosaic_boxes([tile], **kw) if b.kind == "tile"]
+    a = pixels(plots.mosaic([tile], tmp_path / "m.png", **kw))
+    red = (a[..., 0] > 200) & (a[..., 1] < 60) & (a[..., 2] < 60)
+    rows, cols = np.nonzero(red)
+    left, top = box.left + 1, box.top + 1  # the tile's first pixel (its frame is one pixel out)
+    # rows 30..90 and columns 60..120 of 224 are rows 10..30 and columns 20..40 of 75
+    assert (rows.min() - top, rows.max() - top + 1) == (10, 30)
+    assert (cols.min() - left, cols.max() - left + 1) == (20, 40)

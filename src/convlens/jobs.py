@@ -301,7 +301,8 @@ def add_job_flags(p: argparse.ArgumentParser, kind: str) -> list[str]:
         "--batch-size",
         type=positive,
         metavar="N",
-        help="images per batch; changes speed and memory, not results (default 256)",
+        help="images per batch; changes speed and memory, not results "
+        "(default 256 up to 64 px, fewer for larger images: 16 at 224 px)",
     )
     p.add_argument(
         "--data-root", metavar="PATH", help="where the run's data set is, if its data.root does not resolve from here"

@@ -523,6 +523,7 @@ def _canvas(
     lines it is set in (wrapped to its tile's width, so no title reaches its neighbour's; the band
     is as tall as the longest one)."""
     shown = [_plane(t, lay) if scalar else to_display(t, lay) for t, lay in zip(tiles, layouts)]
+    shown, shrink = _shrink(shown, tile_inches)
     n = max(1, len(shown))
     cols = max(1, min(cols, n))
     rows = -(-n // cols)
@@ -546,7 +547,27 @@ def _canvas(
         x0 = gap + c * (w + gap) + (w - t.shape[1]) // 2
         canvas[y0 : y0 + t.shape[0], x0 : x0 + t.shape[1]] = t if (not rgb or t.ndim == 3) else t[..., None]
         origins.append((y0, x0))
-    return canvas, origins, shown, px, lines
+    return canvas, origins, shown, px, lines, shrink
+
+
+def _shrink(shown: list[np.ndarray], tile_inches: float) -> tuple[list[np.ndarray], int]:
+    """Tiles far finer than a ``tile_inches`` tile shows (a 224 px image in a 0.45 inch tile),
+    each block of ``f`` x ``f`` pixels averaged into one, ``f`` the smallest integer that brings
+    the largest side to at most twice the pixels such a tile has at ``savefig.dpi``: hundreds of
+    224 px tiles would otherwise make a canvas of gigabytes, drawn at 20x the screen's detail.
+    Returns the tiles and ``f`` (1: unchanged, so small tiles keep every pixel)."""
+    side = max((max(t.shape[:2]) for t in shown), default=1)
+    limit = 2 * tile_inches * STYLE["savefig.dpi"]
+    f = int(np.ceil(side / limit)) if side > limit else 1
+    if f == 1:
+        return shown, 1
+    out = []
+    for t in shown:
+        h, w = t.shape[:2]
+        pad = ((0, -h % f), (0, -w % f)) + ((0, 0),) * (t.ndim - 2)
+        a = np.pad(t, pad, mode="edge")
+        out.append(a.reshape(a.shape[0] // f, f, a.shape[1] // f, f, *a.shape[2:]).mean(axis=(1, 3)))
+    return out, f
 
 
 def _zoom(px: float) -> int:
@@ -580,7 +601,9 @@ def mosaic(tiles: Sequence[np.ndarray], path: str | Path, **kwargs: Any) -> Path
     tiles are images in [0, 1] (uint8 scaled); with them, tiles are one-plane maps drawn with
     ``cmap`` on that shared scale (``colorbar`` labels it).
     ``boxes`` are (top, bottom, left, right) pixel rectangles drawn on their tiles. Pixels are
-    shown unsmoothed (nearest neighbour), so 3x3 kernels stay legible. ``row_labels`` name the
+    shown unsmoothed (nearest neighbour), so 3x3 kernels stay legible; tiles more than twice as
+    fine as their place on the page are averaged down by a whole factor (:func:`_shrink`, the boxes
+    with them). ``row_labels`` name the
     rows on the left.
 
     Arguments: ``layout`` (required), ``cols``, ``titles``, ``title_colors``, ``boxes``,
@@ -615,7 +638,11 @@ def _mosaic(
     tile_inches: float = 0.9,
 ) -> tuple[Any, list[Box]]:
     scalar = vmin is not None or vmax is not None
-    canvas, origins, shown, px, lines = _canvas(tiles, _layouts(layout, len(tiles)), cols, scalar, titles, tile_inches)
+    canvas, origins, shown, px, lines, f = _canvas(
+        tiles, _layouts(layout, len(tiles)), cols, scalar, titles, tile_inches
+    )
+    if f > 1 and boxes is not None:  # the boxes in the shrunk tiles' pixels, still around what they held
+        boxes = [None if b is None else (b[0] // f, -(-b[1] // f), b[2] // f, -(-b[3] // f)) for b in boxes]
     rows = None
     if row_labels is not None:
         firsts = origins[:: max(1, min(cols, len(origins)))]

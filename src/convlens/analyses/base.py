@@ -97,6 +97,20 @@ def subset_note(subset: dict[str, Any] | None) -> str:
     )
 
 
+BATCH_PIXELS = 256 * 64 * 64  # an analysis batch holds about this many pixels (1 M): 256 images up to 64 px
+
+
+def default_batch(shape: tuple[int, ...]) -> int:
+    """Images per analysis batch for images of ``shape`` (..., H, W): 256, halved until the batch
+    holds at most :data:`BATCH_PIXELS` pixels, and never below 8 (16 at 224 px, 64 at 128 px).
+    The activations a pass keeps grow with the pixels: ResNet-50's first stage alone holds 3.2 MB
+    per 224 px image, 0.8 GB for a batch of 256."""
+    n, pixels = 256, int(shape[-1]) * int(shape[-2])
+    while n > 8 and n * pixels > BATCH_PIXELS:
+        n //= 2
+    return n
+
+
 @dataclass
 class Subject:
     """A model, one data split and where results go.
@@ -113,7 +127,7 @@ class Subject:
     root: Path | None = None
     split_name: str = "test"
     checkpoint: str | None = None
-    batch_size: int = 256
+    batch_size: int | None = None  # None: :func:`default_batch` of the images' size
     figures: bool = True
     progress: bool | None = None  # None: progress bars only on a terminal
     echo: Callable[[str], None] | None = None
@@ -123,6 +137,8 @@ class Subject:
     shard: tuple[int, int] | None = None  # (rank, world): this process reads every world-th batch (shard.py)
 
     def __post_init__(self) -> None:
+        if self.batch_size is None:
+            self.batch_size = default_batch(self.in_shape)
         if self.batch_size < 1:
             raise AnalysisError(f"batch_size={self.batch_size!r} is out of range; allowed: 1 or more images per batch")
         # layer order and receptive fields are traced for this input shape (models.graph)
@@ -154,8 +170,8 @@ class Subject:
 
         if limit is not None and limit < 1:  # checked before the data is loaded
             raise AnalysisError(f"limit={limit} must be a positive number of images")
-        bs = kwargs.get("batch_size", 256)
-        if bs < 1:
+        bs = kwargs.get("batch_size")
+        if bs is not None and bs < 1:
             raise AnalysisError(f"batch_size={bs!r} is out of range; allowed: 1 or more images per batch")
         run = run if isinstance(run, Run) else Run(run)
         cfg = run.config.data

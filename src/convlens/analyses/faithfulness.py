@@ -70,7 +70,8 @@ class Faithfulness(Analysis, FaithfulnessOptions):
         methods = list(self.methods or METHODS)
         model = subject.model
         positions, x = self._images(subject)
-        window = max(1, min(8, min(x.shape[2:]) // 2))
+        side = min(x.shape[2:])
+        window = max(1, min(8 if side <= 32 else round(8 * side / 32), side // 2))  # 8 per 32 px: 56 at 224
         with torch.enable_grad():
             with torch.no_grad():
                 t = model(x).argmax(1)

@@ -78,15 +78,29 @@ def _arrays(doc: dict[str, Any], root: Path) -> Any:
 # topk
 
 
+def _span(start: int, size: int, side: int) -> tuple[int, int]:
+    """The part of the window ``[start, start + size)`` a patch shows along an image side of
+    ``side`` pixels: all of it when it fits, else ``side`` pixels of it that hold as much of the
+    image as the window does (a window larger than the image would be mostly grey padding)."""
+    if size <= side:
+        return start, start + size
+    top = min(max(start, 0), start + size - side)
+    return top, top + side
+
+
 def window_patch(image: np.ndarray, rf: dict[str, int], i: int, j: int, fill: float = 0.5) -> np.ndarray:
-    """The full receptive-field window (``rf`` as the JSON records it, ``ReceptiveField.to_dict``:
+    """The receptive-field window (``rf`` as the JSON records it, ``ReceptiveField.to_dict``:
     size, jump, start and the ``_x`` ones for columns) of output (i, j), cut from a (C, H, W) float
     image; the part outside the image (padding) is ``fill`` grey, so every patch of a layer has the
-    same size. The one implementation: ``topk.patch`` calls it with a ``ReceptiveField``."""
+    same size. A window larger than the image (deep layers: ResNet-50's last stage sees 1,000+
+    pixels) is cut to the image's side, keeping every image pixel the window holds, so a patch is
+    never larger than the image itself. The one implementation: ``topk.patch`` calls it with a
+    ``ReceptiveField``."""
     c, h, w = image.shape
-    top = rf["start"] + i * rf["jump"]
-    left = rf.get("start_x", rf["start"]) + j * rf.get("jump_x", rf["jump"])
-    bottom, right = top + rf["size"], left + rf.get("size_x", rf["size"])
+    top, bottom = _span(rf["start"] + i * rf["jump"], rf["size"], h)
+    left, right = _span(
+        rf.get("start_x", rf["start"]) + j * rf.get("jump_x", rf["jump"]), rf.get("size_x", rf["size"]), w
+    )
     out = np.full((c, bottom - top, right - left), fill, dtype=np.float32)
     t0, t1, l0, l1 = max(top, 0), min(bottom, h), max(left, 0), min(right, w)
     if t1 > t0 and l1 > l0:
@@ -112,6 +126,8 @@ def topk_figure(
     f, rf = fi["filter"], info["receptive_field"]
     if patches:
         size = f"{rf['size']}x{rf.get('size_x', rf['size'])}"
+        if rf["size"] > imgs.shape[2] or rf.get("size_x", rf["size"]) > imgs.shape[3]:
+            size += f" (cut to the {imgs.shape[2]}x{imgs.shape[3]} image)"
         return plots.mosaic(
             [window_patch(imgs[n], rf, *ij) for n, ij in enumerate(fi["locations"])],
             path,

@@ -68,7 +68,7 @@ def analyze(
     skip: Iterable[str] = (),
     split: str = "test",
     checkpoint: str | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     limit: int | None = None,
     data_root: str | None = None,
     figures: bool = True,

@@ -120,6 +120,9 @@ def write_actmax(
         name = layer
         count = channel_count(model, layer)
     targets = list(filters) if filters else list(range(count))
+    from ..analyses.base import default_batch
+
+    options.setdefault("chunk", default_batch(tuple(run.input_shape)))  # images optimised per forward pass
     am = ActMax(model, layer, colour_cov=cov, image_shape=tuple(run.input_shape), **options)
     t0 = time.perf_counter()
     imgs = am.attribute(None, targets)

@@ -25,12 +25,17 @@ import torch.nn.functional as F
 PARAMS = ("fourier", "pixel")
 
 
+COVARIANCE_PIXELS = 5000 * 32 * 32  # pixels read for the colour covariance: 5,000 CIFAR images, 102 of 224 px
+
+
 def colour_covariance(images: torch.Tensor, max_images: int = 5000) -> torch.Tensor:
     """(C, C) covariance of pixel colours on the [0, 1] scale; uint8 or float (N, C, H, W).
 
-    At most ``max_images`` evenly spaced images are used (deterministic, and not just the first
-    classes of a set stored class by class; plenty for a 3x3 statistic).
+    At most ``max_images`` evenly spaced images are used, and at most :data:`COVARIANCE_PIXELS`
+    pixels (deterministic, and not just the first classes of a set stored class by class; plenty
+    for a 3x3 statistic): 5,000 images of 224 px would take 15 GB of float copies.
     """
+    max_images = max(1, min(max_images, COVARIANCE_PIXELS // max(1, images.shape[-1] * images.shape[-2])))
     x = images[:: max(1, -(-len(images) // max_images))]
     x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
     px = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]).double()

@@ -29,7 +29,6 @@ from torch import nn
 
 from .base import ExplainError, Explainer, check_images, evaluating, expected_shape, register
 from .geometry import compile_plan
-from .options import OcclusionOptions
 from .incremental import IncrementalOcclusion, chunks
 from .occlusion_graph import GraphOcclusion
 from ..models.reuse import trace_fx
@@ -88,7 +87,7 @@ class Occlusion(Explainer):
         self,
         model: nn.Module,
         window: int = 8,
-        stride: int = OcclusionOptions.stride,
+        stride: int = 2,
         *,
         fill: str | float | Sequence[float] = "gray",
         padding: int = 0,

@@ -144,11 +144,12 @@ class OcclusionOptions(Heatmap):
 
     window: list[int] | None = option(
         None,
-        "patch sizes, e.g. 4,8,12 (default: those of 4, 8, 12 that fit in half the image side)",
+        "patch sizes, e.g. 4,8,12 (default: those of 4, 8, 12 that fit in half the image side; above 32 px "
+        "the same shares of the side: 28,56,84 at 224 px)",
         parse=comma_ints,
         metavar="K,L",
     )
-    stride: int = option(2, "patch step in pixels")
+    stride: int | None = option(None, "patch step in pixels (default: 2 per 32 pixels of image side, 14 at 224 px)")
     fill: str = option(
         "gray", "gray (0.5), zero, mean (the data mean) or value(s) per channel", parse=fill_value, metavar="FILL"
     )

@@ -180,9 +180,20 @@ def _title(d: dict[str, Any]) -> str:
 
 
 def default_windows(side: int) -> list[int]:
-    """Patch sizes 4, 8 and 12 where they fit (at most half the image side), else a quarter and a half."""
+    """Patch sizes 4, 8 and 12 where they fit (at most half the image side), else a quarter and a
+    half; above 32 px, the same shares of the side (8, 16 and 24 at 64 px; 28, 56 and 84 at 224),
+    so a patch hides as much of the object at every size."""
+    if side > 32:
+        return [round(k * side / 32) for k in (4, 8, 12)]
     fit = [k for k in (4, 8, 12) if k <= side // 2]
     return fit or sorted({max(1, side // 4), max(1, side // 2)})
+
+
+def default_stride(side: int) -> int:
+    """2 pixels per 32 of the image side (2 up to 32 px, 14 at 224): the maps keep the shape they
+    have at 32 px (13x13 for the 8-pixel patch), and a 224 px image costs the same number of
+    forward passes as a 32 px one instead of 49 times as many."""
+    return max(2, round(2 * side / 32))
 
 
 def occlusion_drops(
@@ -221,8 +232,12 @@ def _occlusion(
     from .occlusion import Occlusion
 
     windows = options.pop("windows", None)
-    stride = int(options.pop("stride", 2))
+    stride = options.pop("stride", None)
     bundle, idx, x, labels = _load_images(run, split, images, data_root, clock)
+    stride = int(stride) if stride is not None else default_stride(min(x.shape[-2:]))
+    from ..analyses.base import default_batch
+
+    options.setdefault("chunk", default_batch(x.shape))  # occluded copies per forward pass
     windows = [int(k) for k in windows] if windows else default_windows(min(x.shape[-2:]))
     maps, timing = {}, {}
     for k in windows:
