@@ -71,14 +71,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from captum.attr import Occlusion as CaptumOcclusion
 
+    from convlens import runload
     from convlens.config import load_config
     from convlens.explain import Occlusion, spread_to_pixels
     from convlens.models import build_model
-    from convlens.run import Run, is_run
+    from convlens.run import is_run
 
     torch.manual_seed(0)
     if args.width is None and is_run(args.run) and (Path(args.run) / "checkpoints").is_dir():
-        model = Run(args.run).load_model("last")
+        model = runload.load_model(args.run, "last")
         source = f"trained weights from {args.run}"
     else:
         width = args.width or 32
