@@ -1,6 +1,7 @@
 """Data-parallel training under torchrun (gloo, CPU) equals one process on the same global batch."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -27,6 +28,26 @@ LAYERS = [
 ]
 
 
+# torchrun starts this instead of `-m convlens.cli`: the same command, and each process records how
+# many images every DDP step it took (so a process that read the whole batch is caught, not only
+# weights that differ)
+PROBE = """
+import json, os, sys
+from torch.nn.parallel import DistributedDataParallel
+from convlens.cli import main
+
+sizes, forward = [], DistributedDataParallel.forward
+def counted(self, x, *args, **kwargs):
+    sizes.append(len(x))
+    return forward(self, x, *args, **kwargs)
+DistributedDataParallel.forward = counted
+code = main(sys.argv[2:])
+with open(os.path.join(sys.argv[1], "sizes-" + os.environ["RANK"] + ".json"), "w") as f:
+    json.dump(sizes, f)
+sys.exit(code)
+"""
+
+
 @pytest.mark.torchrun
 @pytest.mark.slow  # two torch processes start: about a minute on 2 busy cores
 @pytest.mark.timeout(400)
@@ -48,9 +69,15 @@ def test_two_processes_train_the_one_process_weights(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     train(tmp_path / "c.yaml", tmp_path / "one", echo=lambda m: None)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "convlens.cli", "train", str(tmp_path / "c.yaml")]
-    done = subprocess.run([*cmd, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=380)
+    (tmp_path / "probe.py").write_text(PROBE)
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", str(tmp_path / "probe.py"), str(tmp_path)]
+    cmd += ["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "two")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=380)
     assert done.returncode == 0, done.stderr[-3000:]
+    # each process stepped on its half of every batch: 28 of 50 images and the last of 37, per epoch
+    sizes = [json.loads((tmp_path / f"sizes-{rank}.json").read_text()) for rank in (0, 1)]
+    batches = [50] * 28 + [37]
+    assert sizes == [[math.ceil(n / 2) for n in batches] * 2, [n // 2 for n in batches] * 2]
     one = torch.load(tmp_path / "one" / "checkpoints" / "last.pt", weights_only=True)["model"]
     two = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert one.keys() == two.keys()
