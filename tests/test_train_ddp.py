@@ -59,7 +59,7 @@ def test_two_processes_train_the_one_process_weights(tmp_path):
         **{
             "model": {"layers": LAYERS},
             "train.epochs": 2,
-            "train.batch_size": 50,  # 1,437 training images: the last batch of 37 splits 19 + 18
+            "train.batch_size": 64,  # 1,151 training images: the last batch of 63 splits 32 + 31
             "train.precision": "fp32",
             "train.threads": 1,
             "train.optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
@@ -74,9 +74,11 @@ def test_two_processes_train_the_one_process_weights(tmp_path):
     cmd += ["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "two")]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=380)
     assert done.returncode == 0, done.stderr[-3000:]
-    # each process stepped on its half of every batch: 28 of 50 images and the last of 37, per epoch
+    # each process stepped on its half of every batch, the first taking the odd image
     sizes = [json.loads((tmp_path / f"sizes-{rank}.json").read_text()) for rank in (0, 1)]
-    batches = [50] * 28 + [37]
+    n = json.loads((tmp_path / "one" / "dataset.json").read_text())["sizes"]["train"]
+    batches = [64] * (n // 64) + [n % 64] * (n % 64 > 0)
+    assert batches[-1] % 2 == 1  # the shares differ: each process's loss must be scaled by the whole batch
     assert sizes == [[math.ceil(n / 2) for n in batches] * 2, [n // 2 for n in batches] * 2]
     one = torch.load(tmp_path / "one" / "checkpoints" / "last.pt", weights_only=True)["model"]
     two = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)["model"]
