@@ -45,11 +45,12 @@ def main() -> None:
     from convlens.explain import ActMax, colour_covariance
     from convlens.explain.actmax_run import tiles
     from convlens.explain.base import channel_count
+    from convlens import runload
     from convlens.run import Run
 
     run = Run(args.run or trained_run())
-    model = run.load_model()
-    bundle = run.load_data()
+    model = runload.load_model(run)
+    bundle = runload.load_data(run)
     cov = colour_covariance(bundle.train.images)
     test = bundle.test
     print(

@@ -44,11 +44,11 @@ def analytic_optimum(am, targets: torch.Tensor) -> torch.Tensor:
 
 def nets(args):
     """(name, model, first conv, where the weights come from)."""
-    from convlens.run import Run
+    from convlens import runload
 
     run = trained_run(train_if_missing=False)
     if run is not None:
-        yield "csci611", Run(run).load_model(), "conv1", f"trained ({run.name})"
+        yield "csci611", runload.load_model(run), "conv1", f"trained ({run.name})"
     data = None
     try:
         from _cifar import cifar_root

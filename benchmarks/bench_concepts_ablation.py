@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from convlens import runload
 from convlens.analyses.base import stratified
 from convlens.data import load_data
 from convlens.explain.concepts import Concepts
@@ -50,7 +51,7 @@ def main() -> None:
     run = Run(args.run)
     cfg = run.config.data if not args.data_root else run.config.data.model_copy(update={"root": args.data_root})
     split = load_data(cfg).test
-    model = run.load_model()
+    model = runload.load_model(run)
     x_all = split.images.float() / 255
     t0 = time.perf_counter()
     with torch.no_grad(), borrowed(model):

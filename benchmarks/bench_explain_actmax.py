@@ -71,14 +71,15 @@ def main() -> None:
             args.run = ""
     torch.set_num_threads(args.threads)
 
+    from convlens import runload
     from convlens.config import load_config
     from convlens.explain import ActMax
     from convlens.explain.base import channel_count
     from convlens.models import build_model
-    from convlens.run import Run, is_run
+    from convlens.run import is_run
 
     if is_run(args.run) and (Path(args.run) / "checkpoints").is_dir():
-        model, source = Run(args.run).load_model("last"), f"trained weights from {args.run}"
+        model, source = runload.load_model(args.run, "last"), f"trained weights from {args.run}"
     else:
         torch.manual_seed(0)
         model = build_model(load_config({"model": {"preset": "csci611"}}).model, (3, 32, 32), 10).eval()

@@ -52,10 +52,11 @@ def best_of(fn, repeats: int) -> tuple[float, float, object]:
 
 def _model(name: str, run: str | None, width: int | None):
     """The model and where its weights come from: a run folder's trained csci611 when given."""
-    from convlens.run import Run, is_run
+    from convlens import runload
+    from convlens.run import is_run
 
     if name == "csci611" and run and is_run(run) and (Path(run) / "checkpoints").is_dir():
-        return Run(run).load_model("last"), f"trained weights from {run}"
+        return runload.load_model(run, "last"), f"trained weights from {run}"
     options = {"width": width} if name == "csci611" and width else {}
     return bench_model(name, **options), "random init, batch-norm statistics of noise images"
 

@@ -117,10 +117,10 @@ def main() -> None:
             )
 
         # galleries: one mosaic against one subplot per image
-        from convlens import plots
+        from convlens import plots, runload
         from convlens.report.figures import draw_gallery, pick_examples, read_predictions
 
-        images = Run(run_dir).load_data().test.images
+        images = runload.load_data(run_dir).test.images
         rows = pick_examples(read_predictions(run_dir / "predictions.csv"), 24)
         classes = Run(run_dir).classes
         plots.pyplot()

@@ -129,6 +129,7 @@ def run_time(config: str, seeds: list[int], sets: list[str], keep: str | None) -
 
 
 def run_ablate(config: str, seeds: list[int], sets: list[str], only: list[str] | None) -> None:
+    from convlens import runload
     from convlens.run import Run
     from convlens.train import train
     from convlens.train.evaluate import evaluate_split
@@ -151,8 +152,8 @@ def run_ablate(config: str, seeds: list[int], sets: list[str], only: list[str] |
                     out = base_run if not extra else os.path.join(tmp, f"{name}-{seed}")
                     run = train(config, out, overrides=base + extra + [f"seed={seed}"], echo=lambda s: None)
                     tta = run.config.eval.tta
-                data = run.load_data()
-                res, _ = evaluate_split(run.load_model("last"), data.val, data.classes, tta=tta)
+                data = runload.load_data(run)
+                res, _ = evaluate_split(runload.load_model(run, "last"), data.val, data.classes, tta=tta)
                 results.setdefault(name, []).append(100 * res["accuracy"])
                 print(
                     f"  {name:<16} seed {seed}: val {results[name][-1]:.2f}%  ({time.perf_counter() - t0:.0f}s, "

@@ -25,6 +25,7 @@ import torch
 
 from conftest import tiny_config
 
+from convlens import runload
 from convlens import plots
 from convlens.run import Run
 from convlens.trace import TraceDict, conv_layers
@@ -226,8 +227,8 @@ def write_analyses(
     from convlens.models import receptive_fields
 
     run = Run(run_dir)
-    model, ident = run.load_model_info()  # the checkpoint eval.json evaluated, recorded as analyze does
-    full_test = test = run.load_data().test
+    model, ident = runload.load_model_info(run)  # the checkpoint eval.json evaluated, recorded as analyze does
+    full_test = test = runload.load_data(run).test
     if limit is not None and limit < len(test):  # evenly spaced: a test split may be sorted by class
         test = test.take(torch.linspace(0, len(test) - 1, limit).long())
     convs = conv_layers(model)

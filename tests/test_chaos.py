@@ -25,7 +25,7 @@ from sweep_common import cli, load_trials, sweep_dict, worker_env
 from conftest import tiny_config
 from convlens.run import Run
 from convlens.sweep.study import pid_alive
-from convlens.train import checkpoint
+from convlens import checkpoint
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 

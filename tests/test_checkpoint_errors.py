@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from convlens.errors import RunError
-from convlens.train import checkpoint
+from convlens import checkpoint
 
 
 class _Call:

@@ -11,6 +11,7 @@ import torch
 from conftest import tiny_config
 from matplotlib.image import imread
 
+from convlens import runload
 from convlens.cli import main
 from convlens.compare import compare_runs, linear_cka
 from convlens.compare.diff import filter_changes
@@ -76,7 +77,7 @@ def test_two_seeds_compare_everywhere(runs, capsys):
     assert (diff == np.array(b.eval["confusion"]) - np.array(a.eval["confusion"])).all()
     assert diff.sum() == 0  # the same test images on both sides
     cka = pair["cka"]
-    model = a.load_model()
+    model = runload.load_model(a)
     leaves = [n for n, mod in model.named_modules() if n and not any(mod.children())]
     assert cka["images"] == 100 and [r["layer"] for r in cka["layers"]] == [
         n for n in leaves if n not in cka["skipped"]
@@ -118,7 +119,7 @@ def test_a_different_preset_compares_only_shared_layer_names(runs, tmp_path):
     other = train(cfg, root / "csci611", echo=lambda s: None)
     doc = compare_runs([a.path, other.path], tmp_path / "ax", cka_images=50)
     cka = doc["pairs"][0]["cka"]
-    mods_a, mods_b = dict(a.load_model().named_modules()), dict(other.load_model().named_modules())
+    mods_a, mods_b = dict(runload.load_model(a).named_modules()), dict(runload.load_model(other).named_modules())
     assert cka["layers"] and all(type(mods_a[r["layer"]]) is type(mods_b[r["layer"]]) for r in cka["layers"])
     assert all(0 <= r["cka"] <= 1 + 1e-9 for r in cka["layers"])
     assert cka["skipped"] and all(isinstance(why, str) for why in cka["skipped"].values())

@@ -10,6 +10,7 @@ import torch
 from handmade_resnet import make
 from PIL import Image
 
+from convlens import runload
 from convlens.cli import main
 from convlens.explain import ActMax
 from convlens.explain.actmax_figure import FONT_PX, Block, sheet
@@ -35,7 +36,7 @@ def test_actmax_on_an_imported_model(imported, capsys):
     # the input shape comes from the run folder: before, every imported model failed with
     # "give image_shape=(C, H, W)"
     run = Run(imported)
-    am = ActMax(run.load_model(), "body.0.conv1", steps=2)
+    am = ActMax(runload.load_model(run), "body.0.conv1", steps=2)
     assert am.shape == tuple(run.input_shape)
     assert main(["explain", str(imported), "--method", "actmax", "--layers", "body.0.conv1", "--steps", "6"]) == 0
     capsys.readouterr()

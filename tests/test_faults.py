@@ -12,7 +12,7 @@ from conftest import tiny_config
 
 from convlens.cli import main
 from convlens.errors import DiskFullError
-from convlens.train.checkpoint import load as load_checkpoint
+from convlens.checkpoint import load as load_checkpoint
 
 
 def _full_disk_for(monkeypatch, name: str, after: int = 0):
@@ -199,7 +199,7 @@ def test_cut_short_empty_and_hostile_weights_are_explained_without_unsafe_advice
     import pickle
 
     from convlens.errors import RunError
-    from convlens.models.factory import read_weights
+    from convlens.checkpoint import read_weights
 
     cut = tmp_path / "cut.pt"
     good = tmp_path / "good.pt"

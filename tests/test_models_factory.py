@@ -8,11 +8,11 @@ import torch
 import yaml
 from handmade_resnet import make
 
+from convlens import runload
 from convlens.analyses.perfilter import draw_pending
 from convlens.analyses.topk import patch
 from convlens.cli import main
 from convlens.models import ReceptiveField
-from convlens.run import Run
 
 CONVS = ["stem", "body.0.conv1", "body.0.conv2", "body.1.proj", "body.1.conv1", "body.1.conv2"]
 
@@ -50,7 +50,7 @@ def test_import_writes_a_run_folder(imported):
     summary = json.loads((imported / "summary.json").read_text())
     fields = {r["name"]: r["receptive_field"] for r in summary["layers"]}
     assert fields["body.1.conv2"] == 13 and summary["params"] == sum(p.numel() for p in make(width=4).parameters())
-    loaded = Run(imported).load_model()
+    loaded = runload.load_model(imported)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), make(width=4).state_dict().values()))
 
 
@@ -59,7 +59,7 @@ def test_analyze_explain_report_diagnose(imported, capsys):
     draw_pending(imported)  # the per-filter figures, drawn when first needed
     topk = json.loads((imported / "analysis" / "topk.json").read_text())
     assert list(topk["layers"]) == CONVS  # execution order, none dropped
-    images = Run(imported).load_data().test.images[:40].float().div(255).numpy()
+    images = runload.load_data(imported).test.images[:40].float().div(255).numpy()
     for layer, info in topk["layers"].items():
         rf = ReceptiveField(**info["receptive_field"])
         assert (imported / "analysis" / "topk" / layer / "f0_patches.png").is_file()
@@ -134,4 +134,4 @@ def test_a_factory_model_trains_from_a_config(tmp_path):
     cfg = tiny_config(**{"model": {"factory": "handmade_resnet:make", "kwargs": {"width": 2}}, "train.epochs": 1})
     run = train(cfg, tmp_path / "run", echo=lambda m: None)
     assert run.status["status"] == "finished" and run.eval["n"] > 0
-    assert type(run.load_model()).__name__ == "HandResNet"
+    assert type(runload.load_model(run)).__name__ == "HandResNet"

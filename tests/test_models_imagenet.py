@@ -8,13 +8,13 @@ import torch
 from PIL import Image
 from torchvision_keys import PUBLISHED_PARAMS, keys, param_count
 
+from convlens import runload
 from convlens.analyses.base import resolve_layers
 from convlens.cli import main
 from convlens.config import load_config
 from convlens.errors import ConfigError
 from convlens.models import ReceptiveField, build_model
 from convlens.models.graph import remember_shape, trace_graph
-from convlens.run import Run
 from convlens.trace import conv_layers
 
 VARIANTS = [
@@ -115,7 +115,7 @@ def test_a_torchvision_checkpoint_file_loads_through_import(tmp_path, capsys, wr
     args = ["import", name, "--weights", str(tmp_path / "w.pth"), "--data", "imagefolder", "--out", str(tmp_path / "r")]
     assert main([*args, "--set", f"data.root={data}", "--set", "data.val_fraction=0"]) == 0
     capsys.readouterr()
-    loaded = Run(tmp_path / "r").load_model()
+    loaded = runload.load_model(tmp_path / "r")
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
     assert json.loads((tmp_path / "r" / "eval.json").read_text())["n"] == 4
 

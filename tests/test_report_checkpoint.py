@@ -12,6 +12,7 @@ import pytest
 from conftest import tiny_config
 from report_helpers import copy_run
 
+from convlens import runload
 from convlens.cli import main
 from convlens.run import Run
 from convlens.utils import read_json, write_json
@@ -66,7 +67,7 @@ def test_eval_json_names_the_checkpoint_it_evaluated(resumed):
     ev = read_json(run_dir / "eval.json")
     best = run_dir / "checkpoints" / "best.pt"
     assert (ev["checkpoint"], ev["checkpoint_sha256"]) == ("best", sha12(best))
-    assert ev["checkpoint_epoch"] == Run(run_dir).checkpoint_info("best")["checkpoint_epoch"]
+    assert ev["checkpoint_epoch"] == runload.checkpoint_info(run_dir, "best")["checkpoint_epoch"]
     assert main(["eval", str(run_dir), "--checkpoint", "last"]) == 0
 
 
@@ -143,9 +144,11 @@ def test_analyze_and_explain_follow_the_checkpoint_eval_used(resumed, tmp_path):
     write_json(run_dir / "eval.json", ev)
     assert main(["analyze", str(run_dir), "--only", "stats"]) == 0
     assert main(["explain", str(run_dir), "--method", "saliency", "--images", "0"]) == 0
-    best = Run(run_dir).checkpoint_info("best")
+    best = runload.checkpoint_info(run_dir, "best")
     assert best["checkpoint_sha256"] == sha12(run_dir / "checkpoints" / "best.pt")
     for name in ("stats", "saliency"):
         assert identity(read_json(run_dir / "analysis" / f"{name}.json")) == identity(best)
     assert main(["analyze", str(run_dir), "--only", "stats", "--checkpoint", "last"]) == 0
-    assert identity(read_json(run_dir / "analysis" / "stats.json")) == identity(Run(run_dir).checkpoint_info("last"))
+    assert identity(read_json(run_dir / "analysis" / "stats.json")) == identity(
+        runload.checkpoint_info(run_dir, "last")
+    )

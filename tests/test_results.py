@@ -85,14 +85,17 @@ def test_a_run_shows_a_card_with_its_config_accuracy_and_curves(tmp_path):
     from conftest import tiny_config
     from convlens.train import train
 
+    from convlens.results import RunCard
+
     run = train(tiny_config(), tmp_path / "<r&d>", echo=lambda s: None)
-    page = run._repr_html_()
+    page = RunCard(run)._repr_html_()
+    assert RunCard(run.path)._repr_html_() == page  # a path shows the same card
     assert "&lt;r&amp;d&gt;" in page and "<r&d>" not in page
     ev = run.eval
     assert f"{100 * ev['accuracy']:.2f}%" in page and "digits" in page and ">tiny<" in page
     (img,) = pngs(page)
     assert img.shape[1] > 300
-    fig = run.plot()
+    fig = RunCard(run).plot()
     train_acc = [100 * r["train_acc"] for r in run.metrics()]
     assert list(fig.axes[1].lines[0].get_ydata()) == pytest.approx(train_acc)
 

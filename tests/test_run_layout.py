@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from convlens import runload
 from convlens.run import Layout, artifact_key
 from convlens.run import layout as L
 
@@ -156,7 +157,7 @@ def test_the_report_is_drawn_from_the_run_folder_alone(trained, tmp_path, monkey
 
     run = Run(shutil.copytree(trained, tmp_path / "run"))
     kept = run.examples()
-    test = run.load_data().test
+    test = runload.load_data(run).test
     assert kept["images"].dtype == np.uint8 and kept["split"] == "test"
     assert np.array_equal(kept["images"], test.images[kept["indices"]].numpy())  # the very test images
 

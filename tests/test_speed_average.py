@@ -128,7 +128,7 @@ def test_average_config_is_validated(bad, match):
 @pytest.mark.parametrize("kind", ["ema", "lookahead"])
 def test_training_with_averaging_resumes_exactly(tmp_path, kind):
     from convlens.train import train
-    from convlens.train.checkpoint import load
+    from convlens.checkpoint import load
 
     cfg = tiny_config(
         **{

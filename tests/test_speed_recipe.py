@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from convlens import runload
 from convlens.config import load_config
 from convlens.data.augment import Augment, flip_phase
 from convlens.errors import ConfigError
@@ -209,5 +210,5 @@ def test_fast_preset_trains_a_few_steps(tmp_path):
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert rows[-1]["val_acc"] > 0.5  # ten digits: far above chance after two epochs
     assert run.eval["tta"] == "flip_shift"
-    model = run.load_model("last")
+    model = runload.load_model(run, "last")
     assert not model.conv1.weight.requires_grad

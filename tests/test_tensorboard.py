@@ -7,6 +7,7 @@ from conftest import tiny_config
 from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from convlens import runload
 from convlens.config import load_config
 from convlens.errors import ConfigError
 from convlens.run import Layout
@@ -42,10 +43,10 @@ def test_a_run_logs_scalars_hparams_histograms_images_text_and_test_metrics(tmp_
     assert [e.value for e in acc.Scalars("accuracy/test")] == pytest.approx([r["test_acc"] for r in rows])
     assert acc.Scalars("hparams/test_acc")[0].value == pytest.approx(run.eval["accuracy"])
     # one histogram of weights and of gradients per parameter, once per epoch
-    names = [n for n, _ in run.load_model("last").named_parameters()]
+    names = [n for n, _ in runload.load_model(run, "last").named_parameters()]
     assert {f"weights/{n}" for n in names} | {f"gradients/{n}" for n in names} <= set(tags["histograms"])
     assert [e.step for e in acc.Histograms(f"weights/{names[0]}")] == [1, 2]
-    first = next(n for n, m in run.load_model("last").named_modules() if isinstance(m, torch.nn.Conv2d))
+    first = next(n for n, m in runload.load_model(run, "last").named_modules() if isinstance(m, torch.nn.Conv2d))
     assert {f"filters/{first}", "test/confusion"} <= set(tags["images"])
     assert [e.step for e in acc.Images(f"filters/{first}")] == [1, 2]
     assert "config/text_summary" in tags["tensors"]

@@ -10,10 +10,11 @@ import torch
 import yaml
 
 from conftest import CIFAR_TAR, ROOT, needs_cifar, needs_fashion, tiny_config
+from convlens import runload
 from convlens.errors import DataError, RunError
 from convlens.run import Run
 from convlens.train import train
-from convlens.train.checkpoint import load as load_checkpoint
+from convlens.checkpoint import load as load_checkpoint
 
 TIMELESS = ("epoch_seconds",)
 
@@ -50,13 +51,13 @@ def test_run_folder_contract(tmp_path):
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "gap"} <= set(m[0])
     ev = run.eval
     assert ev["classes"] == [str(i) for i in range(10)] and len(ev["confusion"]) == 10
-    assert sum(map(sum, ev["confusion"])) == ev["n"] == len(run.load_data().test)
+    assert sum(map(sum, ev["confusion"])) == ev["n"] == len(runload.load_data(run).test)
     lines = (p / "predictions.csv").read_text().splitlines()
     assert lines[0].startswith("position,index,label,pred") and len(lines) == ev["n"] + 1
     # checkpoints are plain state_dicts that load with weights_only=True
     state = torch.load(p / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == 2 and "model" in state and "optimizer" in state and state["config"]["seed"] == 0
-    model = run.load_model("best")
+    model = runload.load_model(run, "best")
     assert not model.training
 
 
@@ -109,7 +110,7 @@ def test_diverged_run_is_tested_on_the_weights_saved_before(tmp_path, monkeypatc
     assert run.eval["checkpoint"] == which and run.eval["epoch"] == 1  # the only epoch that finished
     saved = load_checkpoint(run.path / "checkpoints" / f"{which}.pt")
     assert run.eval["checkpoint_epoch"] == saved["epoch"] == 1
-    assert run.eval["checkpoint_sha256"] == run.checkpoint_info(which)["checkpoint_sha256"]
+    assert run.eval["checkpoint_sha256"] == runload.checkpoint_info(run, which)["checkpoint_sha256"]
     assert run.eval["n"] > 0 and 0 <= run.eval["accuracy"] <= 1
 
 
@@ -359,7 +360,7 @@ def test_relative_data_root_is_kept_absolute(tmp_path, monkeypatch):
     run = train(cfg, tmp_path / "r", echo=quiet)
     assert run.config.data.root == str(tmp_path / "pets")
     monkeypatch.chdir("/")
-    assert run.load_data().classes == ["cat", "dog"]
+    assert runload.load_data(run).classes == ["cat", "dog"]
 
 
 def test_train_clean_acc_is_eval_mode_accuracy_on_clean_training_images(tmp_path):
@@ -384,7 +385,7 @@ def test_train_clean_acc_is_eval_mode_accuracy_on_clean_training_images(tmp_path
     rows = Run(run.path).metrics()
     assert all(r["clean_gap"] == pytest.approx(r["train_clean_acc"] - r["val_acc"]) for r in rows)
     data = load_data(cfg.data)
-    model = Run(run.path).load_model("last")
+    model = runload.load_model(run.path, "last")
     res, _ = evaluate_split(model, data.train.take(list(range(60))), data.classes)
     assert rows[-1]["train_clean_acc"] == pytest.approx(res["accuracy"])
     assert load_config(tiny_config()).train.clean_subset == 0  # off by default: no extra cost

@@ -9,7 +9,8 @@ import torch
 from conftest import tiny_config
 from convlens.errors import RunError
 from convlens.run import Run
-from convlens.train import checkpoint, train
+from convlens import checkpoint
+from convlens.train import train
 from convlens.train.metrics import MetricsLog
 
 TIMELESS = ("epoch_seconds",)

@@ -205,7 +205,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from .config import parse_override
-    from .models.factory import consenting, import_run
+    from .models.factory import consenting
+    from .train.importer import import_run
 
     kwargs = dict(parse_override(k) for k in args.kwarg)
     with consenting(args.factory):  # named on the command line by the user: trusted for this command

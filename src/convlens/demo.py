@@ -36,6 +36,7 @@ DEMO_OCCLUSION: dict[str, Any] = {"windows": [2, 4], "stride": 1}
 
 def run_demo(out: str | Path | None = None, epochs: int | None = None, echo: Callable[[str], None] = print) -> Path:
     """Train the demo model, analyse and explain it, write its report, and return its run folder."""
+    from . import runload
     from .analyses import analyze
     from .config import load_config
     from .explain.outputs import explain_run
@@ -48,7 +49,7 @@ def run_demo(out: str | Path | None = None, epochs: int | None = None, echo: Cal
     run = train(cfg, out, echo=echo)
     analyze(run.path, echo=echo, **DEMO_ANALYSES)
     explain_run(run.path, "occlusion", options=dict(DEMO_OCCLUSION), echo=echo)
-    first = conv_layers(run.load_model())[0]
+    first = conv_layers(runload.load_model(run))[0]
     explain_run(run.path, "actmax", layer=first, echo=echo)
     for finding in diagnose(run):  # after the analyses: dead filters come from the stats analysis
         echo(f"diagnosis: [{finding.severity}] {finding.title}")

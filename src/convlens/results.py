@@ -8,6 +8,7 @@ notebook draws as a compact table of its key numbers and its first figure, and w
     result = TopK(k=5)(subject)     # a Result
     result["layers"]["conv1"]       # the same document as before
     result.plot()                   # its first figure, or a summary plot of its numbers
+    RunCard(run)                    # a run folder: config, accuracy, training curves
 
 With a run folder the figure shown is the first PNG the result lists (the file the report
 embeds); without one (``Subject(model, split, classes)`` writes nothing) it is a summary plot
@@ -23,6 +24,8 @@ import html
 import io
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+from .run import Run
 
 # per-layer lists a summary plot prefers, in order: one value per filter
 PREFERRED = ("active_fraction", "l2", "post_mean", "mean", "drop", "norm")
@@ -318,3 +321,22 @@ def run_card(run: Any) -> str:
     metrics = run.metrics()
     img = img_tag(png_bytes(curves_figure(metrics)), "training curves") if metrics else "<p>no epochs logged yet</p>"
     return f"<div><b>Run</b> {html.escape(str(run.path))}{table(run_rows(run))}{img}</div>"
+
+
+class RunCard:
+    """A run folder as a notebook shows it: its name, key facts and training curves
+    (``RunCard(run)`` in a cell; ``RunCard(run).plot()`` returns the curves as a ``Figure``).
+    Drawn here, from the folder's documents: :class:`~convlens.run.Run` itself only reads them."""
+
+    def __init__(self, run: Run | str | Path):
+        self.run = run if isinstance(run, Run) else Run(run)
+
+    def __repr__(self) -> str:
+        return f"RunCard({str(self.run.path)!r})"
+
+    def plot(self) -> Any:
+        """The training curves (loss and accuracy per epoch) as a matplotlib ``Figure``."""
+        return curves_figure(self.run.metrics(), str(self.run.path.name))
+
+    def _repr_html_(self) -> str:
+        return run_card(self.run)

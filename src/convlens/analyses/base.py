@@ -28,6 +28,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
+from .. import runload
 from ..data import Split, batches
 from ..errors import LayerError
 from ..models.graph import known_shape, remember_shape, trace_graph
@@ -195,7 +196,7 @@ class Subject:
                     "min_per_class": int(per_class.min()),
                     "max_per_class": int(per_class.max()),
                 }
-        model, info = run.load_model_info(checkpoint, device)
+        model, info = runload.load_model_info(run, checkpoint, device)
         return cls(
             model,
             part,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .. import runload
 from ..run import Run
 
 
@@ -124,10 +125,10 @@ def representation(a: Run, b: Run, images: int) -> dict[str, Any]:
     da, db = a.dataset, b.dataset
     if da["name"] != db["name"] or list(da["shape"]) != list(db["shape"]):
         return {"skipped": f"the runs take different inputs ({da['name']} {da['shape']} vs {db['name']} {db['shape']})"}
-    test = a.load_data().test
+    test = runload.load_data(a).test
     sub = test.take(list(range(min(images, len(test)))))
     x = next(batches(sub, len(sub)))[0]
-    ma, mb = a.load_model(a.eval_checkpoint), b.load_model(b.eval_checkpoint)
+    ma, mb = runload.load_model(a, a.eval_checkpoint), runload.load_model(b, b.eval_checkpoint)
     return layer_cka(ma, mb, x)
 
 

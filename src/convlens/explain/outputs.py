@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from .. import runload
 from ..utils import to_numpy
 from ..results import Result
 from ..run import Run, artifact_key
@@ -87,7 +88,7 @@ def explain_run(
     run = run if isinstance(run, Run) else Run(run)
     if target not in ("predicted", "true"):
         raise ExplainError(f"target {target!r} is not one of: predicted, true")
-    model, checkpoint_info = run.load_model_info(checkpoint, device)
+    model, checkpoint_info = runload.load_model_info(run, checkpoint, device)
     if clock is not None:
         clock("model")
     options = dict(options or {})

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import runload
 from ..errors import ConvlensError
 from ..explain.cli import METHOD_NAMES
 from ..run import CHECKPOINTS, Run, artifact_key
@@ -67,7 +68,7 @@ class Checkpoints:
             info = None
             if self.file(name).is_file():
                 try:
-                    info = self.run.checkpoint_info(name)
+                    info = runload.checkpoint_info(self.run, name)
                 except ConvlensError:
                     info = None
             self._files[name] = info

@@ -1,8 +1,8 @@
 """The run folder: one owner for its paths (:mod:`.layout`), its documents (:mod:`.schema`)
 and read access to it (:class:`Run`)."""
 
-from .folder import CHECKPOINTS, STATUSES, Run, file_sha256, is_run, write_status
-from .layout import Artifact, Layout, artifact_key
+from .folder import CHECKPOINTS, STATUSES, Run, is_run, read_metrics, write_status
+from .layout import Artifact, Layout, artifact_key, file_sha256
 
 __all__ = [
     "CHECKPOINTS",
@@ -13,5 +13,6 @@ __all__ = [
     "artifact_key",
     "file_sha256",
     "is_run",
+    "read_metrics",
     "write_status",
 ]

@@ -10,13 +10,15 @@ of the file's SHA-256), so a result of an older checkpoint is told from one of t
 from __future__ import annotations
 
 import functools
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DamagedFileError, RunError
 from ..utils import read_json, write_json
-from .layout import CONFIG, DATASET, Layout, file_sha256
+from . import schema as schemas
+from .layout import CONFIG, DATASET, Layout
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
@@ -24,6 +26,18 @@ if TYPE_CHECKING:
 
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed", "pruned")
 CHECKPOINTS = ("best", "last")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Every complete line of a metrics file (a line cut short by a crash is skipped)."""
+    rows = []
+    if Path(path).is_file():
+        for line in Path(path).read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
 
 
 def write_status(run_dir: Path, status: str, **extra: Any) -> None:
@@ -35,8 +49,10 @@ class Run(Layout):
     """Read access to a run folder.
 
     >>> run = Run("runs/demo")                     # doctest: +SKIP
-    >>> model = run.load_model()                   # doctest: +SKIP
-    >>> data = run.load_data()                     # doctest: +SKIP
+    >>> run.eval["accuracy"], run.metrics()[-1]    # doctest: +SKIP
+
+    Its model and data are loaded by :mod:`convlens.runload`; its notebook card is
+    :class:`convlens.results.RunCard`.
     """
 
     def __init__(self, path: str | Path):
@@ -47,22 +63,10 @@ class Run(Layout):
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
 
-    def _repr_html_(self) -> str:
-        """A notebook's summary card: config, status, accuracy and training curves."""
-        from ..results import run_card
-
-        return run_card(self)
-
-    def plot(self):
-        """The training curves (loss and accuracy per epoch) as a matplotlib ``Figure``."""
-        from ..results import curves_figure
-
-        return curves_figure(self.metrics(), str(self.path.name))
-
     # -- files ----------------------------------------------------------------------------------
     @functools.cached_property
     def config(self) -> ExperimentConfig:
-        from ..config import load_config  # imports torch: only when the config is read
+        from ..config import load_config  # pydantic takes ~0.3 s to import: only when the config is read
 
         return load_config(self.config_file)
 
@@ -72,8 +76,6 @@ class Run(Layout):
         return _checked(read_json(p), "Status", p) if p.is_file() else {"status": "unknown"}
 
     def metrics(self) -> list[dict[str, Any]]:
-        from ..train.metrics import read_metrics
-
         rows = read_metrics(self.metrics_file)
         for i, row in enumerate(rows, 1):
             _checked(row, "EpochRow", f"{self.metrics_file} (row {i})")
@@ -117,57 +119,6 @@ class Run(Layout):
             raise RunError(f"{self.path} has no checkpoint yet (looked for {self.rel(self.checkpoint_file(which))})")
         return p
 
-    # -- objects --------------------------------------------------------------------------------
-    def build_model(self):
-        from ..models import build_model
-        from ..models.graph import remember_shape
-
-        d = self.dataset
-        model = build_model(self.config.model, tuple(d["shape"]), len(d["classes"]), d["mean"], d["std"])
-        remember_shape(model, tuple(d["shape"]))  # layer order and fields are traced for this input
-        return model
-
-    def checkpoint_info(self, which: str | None = None, state: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``{"checkpoint": name, "checkpoint_epoch": epochs trained, "checkpoint_sha256": 12 hex}``
-        of the file ``which`` resolves to (best falls back to last when there is no best.pt)."""
-        from ..train.checkpoint import load
-
-        path = self.checkpoint_path(which)
-        digest = file_sha256(path)
-        if state is None:
-            state = load(path)
-        epoch = state.get("epoch")
-        return {
-            "checkpoint": path.stem,
-            "checkpoint_epoch": int(epoch) if epoch is not None else None,
-            "checkpoint_sha256": digest,
-        }
-
-    def load_model(self, which: str | None = None, device: str = "cpu"):
-        """The trained model in eval mode, weights loaded with ``weights_only=True``; ``which``
-        defaults to the checkpoint eval.json evaluated (best if there is none)."""
-        return self.load_model_info(which, device)[0]
-
-    def load_model_info(self, which: str | None = None, device: str = "cpu"):
-        """``(model, checkpoint_info)``: the model as :meth:`load_model` and which file it is."""
-        from ..train.checkpoint import load
-        from ..utils import check_device
-
-        check_device(device)
-        model = self.build_model()
-        state = load(self.checkpoint_path(which), map_location=device)
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as exc:
-            raise RunError(f"checkpoint of {self.path} does not fit its config.yaml: {exc}") from None
-        return model.to(device).eval(), self.checkpoint_info(which, state)
-
-    def load_data(self):
-        """The run's data, split exactly as in training (same seed, same mean/std)."""
-        from ..data import load_data
-
-        return load_data(self.config.data)
-
     def write_analysis(self, name: str, obj: Any, key: str | None = None) -> Path:
         """Write ``analysis/<name>[-<key>].json``; returns its path."""
         return self.artifact(name, key).write(obj)
@@ -200,8 +151,6 @@ class Run(Layout):
 
 
 def _checked(doc: Any, schema: str, path: Any) -> Any:
-    from . import schema as schemas
-
     return schemas.checked(doc, getattr(schemas, schema), path)
 
 

@@ -29,6 +29,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from ..errors import DamagedFileError
 from ..utils import atomic_write_bytes, atomic_write_text, write_json
 
 CONFIG = "config.yaml"
@@ -135,8 +136,6 @@ class Artifact:
     @staticmethod
     def arrays_of(doc: dict[str, Any], root: Path) -> Path:
         """The .npz ``doc`` lists under ``arrays``, checked to be the one written with it."""
-        from ..errors import DamagedFileError
-
         rel = doc.get("arrays")
         if not isinstance(rel, str):
             raise DamagedFileError(f"the analysis {doc.get('analysis')!r} lists no arrays (.npz) to draw from")
@@ -315,13 +314,6 @@ class Layout:
             split=np.array(split),
         )
         atomic_write_bytes(self.examples_file, buf.getvalue())
-
-    def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
-        from ..train import checkpoint
-
-        p = self.checkpoint_file(name)
-        checkpoint.save(p, state)
-        return p
 
 
 class CompareLayout:

@@ -9,6 +9,8 @@ annotations.)
 
 from typing import Any, NotRequired, TypedDict
 
+from ..errors import DamagedFileError
+
 
 class Status(TypedDict):
     """``status.json``."""
@@ -216,8 +218,6 @@ def checked(doc: Any, schema: type, path: Any) -> Any:
     """``doc`` if it fits ``schema``, else a DamagedFileError naming the file and the field."""
     found = fields_problem(doc, schema)
     if found:
-        from ..errors import DamagedFileError
-
         raise DamagedFileError(
             f"{path} is damaged: {found} (expected {schema.__name__} fields: "
             f"{', '.join(schema.__annotations__)}); restore it or write it again"

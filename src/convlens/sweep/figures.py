@@ -7,8 +7,7 @@ import json
 from typing import Any
 
 from ..plots import SMALL, epoch_axis, marker, pyplot, save, styled
-from ..run.layout import Layout
-from ..train.metrics import read_metrics
+from ..run import Layout, read_metrics
 from .results import DONE, Results
 from .trial import trial_dir
 

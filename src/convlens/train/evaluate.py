@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import runload
 from ..data import Split, batches
 from ..data.augment import shift_crop
-from ..run import CHECKPOINTS, Layout, Run
+from ..run import CHECKPOINTS, Layout
 from ..trace import borrowed
 from .precision import Precision, choose
 
@@ -141,7 +142,7 @@ def write_eval(run_dir: Path, result: dict[str, Any], split: Split, logits: torc
     records that file's identity (name, epoch, sha256), which analyses and the report compare with.
     """
     if result.get("checkpoint") in CHECKPOINTS:
-        info = Run(run_dir).checkpoint_info(result["checkpoint"])
+        info = runload.checkpoint_info(run_dir, result["checkpoint"])
         result.update(info, epoch=info["checkpoint_epoch"])
     Layout(run_dir).write_eval(result, predictions_csv(split, logits))
     write_examples(run_dir, split, logits)

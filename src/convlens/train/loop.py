@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .. import __version__, distributed
+from .. import __version__, checkpoint, distributed, runload
 from ..config import ExperimentConfig, defaults_note, load_config
 from ..data import Augment, DataBundle, batches, load_data, num_batches
 from ..errors import ConvlensError, RunError
@@ -35,7 +35,6 @@ from ..models.whiten import init_whitening
 from ..run import Layout, Run, write_status
 from ..runlock import LOCK, RunBusy, holder, run_lock, writes_run
 from ..utils import interactive
-from . import checkpoint
 from .averaging import WeightAverage
 from .evaluate import evaluate_split, test_precision, write_eval
 from .metrics import MetricsLog
@@ -497,8 +496,8 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
             # last.pt is written last: it commits the epoch. Killed before it, a resume redoes the
             # epoch from the previous last.pt, drops its metrics row and rewrites the same best.pt.
             if improved:
-                Layout(run_dir).save_checkpoint(
-                    "best",
+                checkpoint.save(
+                    Layout(run_dir).checkpoint_file("best"),
                     {
                         "model": trainer.eval_weights(),
                         "epoch": epoch + 1,
@@ -509,7 +508,7 @@ def _run(trainer: Trainer, cfg: ExperimentConfig, run_dir: Path, data: DataBundl
                 )
             log.write(row)
             log.epoch_state(trainer.model, epoch + 1, histograms=board.histograms, images=board.images)
-            Layout(run_dir).save_checkpoint("last", trainer.state(epoch + 1))
+            checkpoint.save(Layout(run_dir).checkpoint_file("last"), trainer.state(epoch + 1))
             write_status(run_dir, "running", epoch=epoch + 1, epochs=epochs)
             echo(_fmt_row(row, epochs))
             if trainer.callback is not None:
@@ -620,8 +619,8 @@ def evaluate_run(run: Run | str | Path, which: str = "last", tta: str | None = N
     run = run if isinstance(run, Run) else Run(run)
     cfg = run.config
     prec = choose(cfg.train.device, cfg.train.precision, cfg.train.channels_last, cfg.train.threads)
-    data = run.load_data()
-    model = run.load_model(which, device=str(prec.device))
+    data = runload.load_data(run)
+    model = runload.load_model(run, which, device=str(prec.device))
     tta = tta or cfg.eval.tta
     result, logits = evaluate_split(
         model,

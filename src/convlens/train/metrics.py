@@ -9,11 +9,11 @@ projector. Test accuracy after each epoch (``eval.every_epoch``) is logged under
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..run import Layout, read_metrics
 from ..utils import atomic_write_text, to_json
 
 TB_TAGS = {
@@ -37,24 +37,10 @@ HPARAM_METRICS = {
 }
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Every complete line of a metrics file (a line cut short by a crash is skipped)."""
-    rows = []
-    if Path(path).is_file():
-        for line in Path(path).read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
-
-
 class MetricsLog:
     """Appends epoch rows; on resume, drops rows after the epoch the checkpoint holds."""
 
     def __init__(self, run_dir: Path, resume_epoch: int = 0, tensorboard: bool = True):
-        from ..run.layout import Layout
-
         layout = Layout(run_dir)
         self.path = layout.metrics_file
         kept = [r for r in read_metrics(self.path) if r.get("epoch", 0) <= resume_epoch]

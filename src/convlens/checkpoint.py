@@ -2,7 +2,9 @@
 
 Everything in a checkpoint loads with ``torch.load(..., weights_only=True)``: no pickled
 classes, so a checkpoint from someone else cannot run code on your machine. The resolved config
-travels inside every checkpoint, next to the weights.
+travels inside every checkpoint, next to the weights. Training writes them (``train/loop.py``),
+:mod:`convlens.runload` reads them back for a run folder, and :func:`read_weights` reads a bare
+weights file (``convlens import``); this file format is all they share.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import Any
 
 import torch
 
-from ..errors import RunError
-from ..utils import atomic_write_bytes
+from .errors import RunError
+from .utils import atomic_write_bytes
 
 
 def save(path: Path, obj: dict[str, Any]) -> None:
@@ -38,6 +40,25 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated or foreign files raise many different types
         raise RunError(f"cannot read checkpoint {path}: {_reason(exc, path)}") from None
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state_dict from ``path`` (bare, or under a ``model`` / ``state_dict`` key)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickled classes, truncated files: many types
+        raise RunError(
+            f"cannot read weights {path} (a state_dict of tensors is needed): {_reason(exc, path)}"
+        ) from None
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RunError(f"weights {path} hold no state_dict (a mapping of names to tensors), got {type(state).__name__}")
+    return state
 
 
 # torch's own message advises retrying with weights_only=False, which runs whatever code the file
