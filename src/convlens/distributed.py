@@ -34,6 +34,10 @@ def process_group(device: str = "cpu") -> Iterator[str]:
         dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
     try:
         yield device
-    finally:
+    except BaseException:
         if made:
             dist.destroy_process_group()
+        raise
+    if made:  # every process reaches the end before the group's threads are torn down
+        dist.barrier()
+        dist.destroy_process_group()
