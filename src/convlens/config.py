@@ -138,7 +138,9 @@ class DataConfig(Strict):
                 raise ValueError("data.cache=memmap needs data.size (the side the images are cached at)")
             return self
         if self.name != "imagefolder":
-            raise ValueError(f"data.size applies to data.name=imagefolder; {self.name!r} has its own size (data.resize)")
+            raise ValueError(
+                f"data.size applies to data.name=imagefolder; {self.name!r} has its own size (data.resize)"
+            )
         if self.resize is not None:
             raise ValueError("give data.size (crops of an on-disk cache) or data.resize (whole images), not both")
         return self

@@ -243,10 +243,10 @@ class ImageCache:
         if prefetch < 1:
             yield from (load(s) for s in spans)
             return
-        yield from _prefetched(load, spans, prefetch)
+        yield from prefetched(load, spans, prefetch)
 
 
-def _prefetched(load, spans: list[np.ndarray], depth: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def prefetched(load, spans: list[np.ndarray], depth: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``load(span)`` for each span, ``depth`` ahead on one background thread (reads release the
     GIL); an error there is raised here, and leaving the loop early stops the thread."""
     q: queue.Queue = queue.Queue(depth)

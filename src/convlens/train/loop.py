@@ -115,8 +115,8 @@ class Trainer:
         ]
 
     def _to_device(self, split):
-        if self.prec.device.type == "cpu":
-            return split
+        if self.prec.device.type == "cpu" or not isinstance(split.images, torch.Tensor):
+            return split  # images read from the image cache stay there: batches are pinned and copied
         # uint8 images live on the GPU: one upload instead of one per batch
         from ..data import Split
 
@@ -201,6 +201,7 @@ class Trainer:
             epoch=epoch,
             device=self.prec.device,
             channels_last=self.prec.channels_last,
+            random_crop=True,
         )
         bar = None
         if interactive():
