@@ -199,6 +199,15 @@ def image_moments(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def channel_mean(images: torch.Tensor | CachedImages, chunk: int = 1024) -> torch.Tensor:
+    """Per-channel mean on the [0, 1] scale of uint8 (N, C, H, W) images, read ``chunk`` images at
+    a time (a split read from the image cache is never held whole)."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    for i in range(0, len(images), chunk):
+        total += images[i : i + chunk].to(torch.float64).sum((0, 2, 3))
+    return (total / max(1, len(images) * images.shape[2] * images.shape[3]) / 255).float()
+
+
 def channel_stats(moments: np.ndarray, pixels: int) -> tuple[list[float], list[float]]:
     """Per-channel mean and std on the [0, 1] scale from :func:`image_moments` of a subset."""
     total = moments.sum(0).astype(np.float64)  # (C, 2)
