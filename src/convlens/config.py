@@ -312,8 +312,10 @@ class TrainConfig(Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 where the hardware has native bf16 (CUDA, AMX/AVX512-BF16)"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="auto: bf16 where the hardware has native bf16 (CUDA, AMX/AVX512-BF16); "
+        "fp16: float16 autocast with gradient scaling, CUDA only",
     )
     channels_last: Literal["auto", "on", "off"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
