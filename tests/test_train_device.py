@@ -30,3 +30,15 @@ def test_an_fp16_run_scales_its_loss_and_keeps_the_scaler_in_its_checkpoint(tmp_
     state = torch.load(run.path / "checkpoints" / "last.pt", weights_only=False)
     assert state["scaler"]["scale"] > 0 and run.config.meta["precision"].startswith("cpu, fp16 autocast")
     assert run.metrics()[-1]["train_loss"] < 10
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no CUDA device is")
+def test_train_device_flag_sets_train_device(tmp_path, capsys):
+    import yaml
+
+    from convlens.cli import main
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config()))
+    assert main(["train", str(tmp_path / "c.yaml"), "--device", "cuda", "--out", str(tmp_path / "r")]) == 2
+    assert "error: train.device=cuda, but no CUDA device is available" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
