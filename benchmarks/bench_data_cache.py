@@ -13,8 +13,8 @@ everything through ``load_data`` with ``data.size: 112`` (the cache at 128 px = 
 2. train: ``load_data`` and ``batches(train, 256, shuffle=True, random_crop=True)``, the training
    loop's input (random resized crop and flip to 112 on each batch), for ``--train-batches``
    batches (the crop sets the pace; all of it on a busy CPU would take long); peak RSS, img/s;
-3. eval: ``load_data`` and one whole pass of ``batches(split, 256)`` over the train split (what
-   ``analyze`` and ``evaluate`` read: centre crops); peak RSS, img/s;
+3. eval: ``load_data`` and one whole pass of ``batches(split, 256, channels_last=True)`` over the
+   train split (what ``analyze`` and ``evaluate`` read for a conv net: centre crops); peak RSS, img/s;
 4. on the largest N, a plain ``torch.utils.data.DataLoader`` over a map-style dataset that
    indexes an ``np.memmap`` of the same cache file (batch 256, shuffled, 0 and 2 workers, default
    collate): one whole epoch reading only (against 3.) and ``--train-batches`` batches with
@@ -143,7 +143,7 @@ def step_eval(root: str, cache_dir: str) -> dict:
     from convlens.data import batches
 
     data = _data(root)
-    n, s = _epoch(batches(data.train, BATCH), 0)
+    n, s = _epoch(batches(data.train, BATCH, channels_last=True), 0)  # as analyze reads for a conv net
     return {"images": n, "per_second": n / s, "rss_mb": peak_mb()}
 
 

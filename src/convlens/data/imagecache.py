@@ -1,12 +1,17 @@
 """An image folder larger than memory: decoded once into an on-disk uint8 array, read in batches.
 
 ``ImageCache.build(root, "train", 146)`` decodes ``<root>/train/<class>/*`` (or
-``<root>/<class>/*`` as split ``"all"``) in worker processes, each image resized so its short
-side is ``side`` and centre-cropped to ``side`` x ``side``, into one raw file of shape
-``(N, side, side, C)`` (``np.memmap(path, np.uint8, "r", shape=...)`` reads it anywhere), with
-its labels and class names beside it; one file per split and size, named by a hash of the file
-list (names, sizes, modification times), so a changed folder is decoded again. The workers
-write straight into the file: no process holds more than a chunk of decoded pixels.
+``<root>/<class>/*`` as split ``"all"``; ``root`` may be a .tar/.tar.gz of such a tree, read once
+in its own order) in worker processes, each image resized so its short side is ``side`` and
+centre-cropped to ``side`` x ``side``, into one raw file of shape ``(N, side, side, C)``
+(``np.memmap(path, np.uint8, "r", shape=...)`` reads it anywhere), with its labels, per-image
+channel sums (for the mean and std) and class names beside it; one file per split and size,
+named by a hash of the file list (names, sizes, modification times), so a changed folder is
+decoded again. The workers write straight into the file: no process holds more than a chunk of
+decoded pixels. Progress goes to stderr. The pixels are written to a temporary file renamed
+when complete and the JSON is written last, so a decode that is interrupted (Ctrl-C, an
+unreadable image, named) or killed is never read as a cache; a killed one's temporary file is
+removed by the next build. ``data/cached.py`` puts this behind ``data.size``.
 
 ``cache.batches(batch_size, shuffle=True)`` yields ``(uint8 NCHW, labels)``; a background thread
 reads the next batch while the caller works. Rows are read with positioned reads into one batch

@@ -63,7 +63,8 @@ def batches(
 
     def load(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if cached:
-            x = split.images.full(pos) if crop else split.images[pos]
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            x = split.images.full(pos) if crop else split.images.centre(pos, fmt)
         else:
             x = split.images[pos.to(split.images.device)]
         if pin and x.device.type == "cpu":
