@@ -17,8 +17,9 @@ everything through ``load_data`` with ``data.size: 112`` (the cache at 128 px = 
    train split (what ``analyze`` and ``evaluate`` read for a conv net: centre crops); peak RSS, img/s;
 4. on the largest N, a plain ``torch.utils.data.DataLoader`` over a map-style dataset that
    indexes an ``np.memmap`` of the same cache file (batch 256, shuffled, 0 and 2 workers, default
-   collate): one whole epoch reading only (against 3.) and ``--train-batches`` batches with
-   ``random_resized_crop(x, 112)`` in the main process (against 2.).
+   collate): one whole epoch with the centre crop and the conversion to float in the main process
+   (against 3.) and ``--train-batches`` batches with ``random_resized_crop(x, 112)`` there
+   (against 2.).
 
 Peak RSS must not grow with N through convlens's path (only labels, moments and file names do,
 ~150 B per image); a memory map counts every page it has touched in the reader's resident set.
@@ -119,9 +120,12 @@ def _epoch(batches, crop: int, limit: int | None = None) -> tuple[int, float]:
 
     g = torch.Generator().manual_seed(0)
     n, t = 0, time.perf_counter()
+    o = (SIDE - OUT) // 2
     for b, (x, y, *_) in enumerate(batches):
-        if crop:
+        if crop == 1:
             random_resized_crop(x, OUT, generator=g)
+        elif crop == 2:  # what convlens's evaluation batches hold: the centre crop, as floats
+            x[..., o : o + OUT, o : o + OUT].contiguous(memory_format=torch.channels_last).float().div_(255)
         n += len(y)
         if limit is not None and b + 1 >= limit:
             break
@@ -167,7 +171,7 @@ def step_dataloader(root: str, cache_dir: str, crop: int, workers: int, limit: i
             return torch.from_numpy(np.array(self.rows[row])).permute(2, 0, 1), int(cache.labels[row])
 
     loader = DataLoader(Rows(), BATCH, shuffle=True, num_workers=workers, generator=torch.Generator().manual_seed(0))
-    n, s = _epoch(loader, crop, limit if crop else None)
+    n, s = _epoch(loader, crop, limit if crop == 1 else None)
     return {"images": n, "per_second": n / s, "rss_mb": peak_mb(), "worker_rss_mb": peak_mb(resource.RUSAGE_CHILDREN)}
 
 
@@ -221,7 +225,7 @@ def main() -> None:
     ev = child(["eval", root, cache_dir])
     tr = child(["train", root, cache_dir, lim])
     for crop, ours, what in (
-        (0, ev, "one epoch of the train split, reading only (convlens: batches(split), centre crops)"),
+        (2, ev, f"one epoch of the train split, centre crops to {OUT} as floats (convlens: batches(split))"),
         (1, tr, f"{a.train_batches} batches with random resized crop to {OUT} (convlens: random_crop=True)"),
     ):
         print(f"\n{n:,} images, batches of {BATCH}: {what}")
