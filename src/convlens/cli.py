@@ -114,7 +114,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_writable(args.resume)
     if args.verify_cache:
         os.environ["CONVLENS_VERIFY_CACHE"] = "1"  # every later read of the data in this process too
-    run = train(args.config, args.out, resume=args.resume, overrides=args.set, echo=_echo)
+    overrides = args.set + ([f"train.device={args.device}"] if args.device else [])
+    run = train(args.config, args.out, resume=args.resume, overrides=overrides, echo=_echo)
     if follower:
         return 0
     status = run.status
@@ -279,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="run folder to create (default: runs/<name>-<time>)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="where to train; the same as --set train.device=DEVICE"
+    )
     p.add_argument(
         "--verify-cache",
         action="store_true",

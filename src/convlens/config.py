@@ -103,6 +103,20 @@ class DataConfig(Strict):
     resize: int | None = Field(
         None, gt=0, le=4096, description="Resize images to resize x resize (at most 4096: 50 MB an image)"
     )
+    size: int | None = Field(
+        None,
+        ge=16,
+        le=1024,
+        description="imagefolder: the model's input side (e.g. 224); images are decoded once into an "
+        "on-disk cache at short side size / crop, evaluated on the centre size x size, trained on random "
+        "resized crops with flips",
+    )
+    crop: float = Field(0.875, gt=0, le=1, description="With data.size: size / the cached short side (224 of 256)")
+    cache: Literal["auto", "memory", "memmap"] = Field(
+        "auto",
+        description="With data.size: memmap reads batches from the on-disk cache, memory loads it whole; "
+        "auto: memmap when the decoded images would exceed CONVLENS_MEMMAP_ABOVE bytes (default 1 GiB)",
+    )
     normalize: bool = True
     mean: list[float] | None = Field(None, description="Per-channel mean; default: the train split's")
     std: list[float] | None = None
@@ -116,6 +130,20 @@ class DataConfig(Strict):
         if v not in DATASETS:
             raise ValueError(f"unknown data set {v!r}; allowed: {', '.join(sorted(DATASETS))}")
         return v
+
+    @model_validator(mode="after")
+    def _sized(self) -> DataConfig:
+        if self.size is None:
+            if self.cache == "memmap":
+                raise ValueError("data.cache=memmap needs data.size (the side the images are cached at)")
+            return self
+        if self.name != "imagefolder":
+            raise ValueError(
+                f"data.size applies to data.name=imagefolder; {self.name!r} has its own size (data.resize)"
+            )
+        if self.resize is not None:
+            raise ValueError("give data.size (crops of an on-disk cache) or data.resize (whole images), not both")
+        return self
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,8 +312,10 @@ class TrainConfig(Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 where the hardware has native bf16 (CUDA, AMX/AVX512-BF16)"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="auto: bf16 where the hardware has native bf16 (CUDA, AMX/AVX512-BF16); "
+        "fp16: float16 autocast with gradient scaling, CUDA only",
     )
     channels_last: Literal["auto", "on", "off"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..data.bundle import channel_mean
 from ..jobs import AnalysisError
 from ..utils import to_numpy
 from .base import Analysis, Figures, Subject, register, stratified
@@ -59,7 +60,7 @@ class Faithfulness(Analysis, FaithfulnessOptions):
 
     def _baseline(self, subject: Subject, c: int) -> torch.Tensor:
         if self.baseline == "mean":
-            values = subject.split.images.float().mean((0, 2, 3)) / 255
+            values = channel_mean(subject.split.images)
         else:
             values = torch.full((c,), 0.5 if self.baseline == "gray" else 0.0)
         return values.view(1, c, 1, 1).to(subject.device)

@@ -20,6 +20,7 @@ import torch
 from ..config import DataConfig
 from ..errors import DataError
 from ..utils import human_size
+from .cached import CachedArrays, CachedImages, load_cached
 from .images import CACHE_NOTE
 from .registry import DATASETS, Arrays, stratified_holdout
 
@@ -28,7 +29,7 @@ CACHE_FORMAT = 1
 
 @dataclass
 class Split:
-    images: torch.Tensor  # uint8 (N, C, H, W)
+    images: torch.Tensor | CachedImages  # uint8 (N, C, H, W), in memory or read from the image cache
     labels: torch.Tensor  # int64 (N,)
     indices: torch.Tensor  # int64 (N,): position in the data set's own train or test split
 
@@ -37,7 +38,8 @@ class Split:
 
     def take(self, idx: torch.Tensor | np.ndarray | list[int]) -> Split:
         idx = torch.as_tensor(idx, dtype=torch.long)
-        return Split(self.images[idx], self.labels[idx], self.indices[idx])
+        images = self.images.subset(idx) if isinstance(self.images, CachedImages) else self.images[idx]
+        return Split(images, self.labels[idx], self.indices[idx])
 
 
 @dataclass
@@ -197,6 +199,15 @@ def image_moments(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def channel_mean(images: torch.Tensor | CachedImages, chunk: int = 1024) -> torch.Tensor:
+    """Per-channel mean on the [0, 1] scale of uint8 (N, C, H, W) images, read ``chunk`` images at
+    a time (a split read from the image cache is never held whole)."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    for i in range(0, len(images), chunk):
+        total += images[i : i + chunk].to(torch.float64).sum((0, 2, 3))
+    return (total / max(1, len(images) * images.shape[2] * images.shape[3]) / 255).float()
+
+
 def channel_stats(moments: np.ndarray, pixels: int) -> tuple[list[float], list[float]]:
     """Per-channel mean and std on the [0, 1] scale from :func:`image_moments` of a subset."""
     total = moments.sum(0).astype(np.float64)  # (C, 2)
@@ -206,14 +217,16 @@ def channel_stats(moments: np.ndarray, pixels: int) -> tuple[list[float], list[f
     return [round(float(m) / 255, 6) for m in mean], [round(float(v) ** 0.5 / 255, 6) for v in var]
 
 
-def _train_moments(a: Arrays) -> np.ndarray:
+def _train_moments(a: Arrays | CachedArrays) -> np.ndarray:
     # computed once per source and cached, so the mean/std of any subset costs a sum over N rows
     if a.train_moments is None:
         a.train_moments = image_moments(a.train_x)
     return a.train_moments
 
 
-def _to_split(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> Split:
+def _to_split(x: np.ndarray | CachedImages, y: np.ndarray, idx: np.ndarray) -> Split:
+    if isinstance(x, CachedImages):  # a view of the cache: nothing read now
+        return Split(x.subset(idx), torch.from_numpy(y[idx].astype(np.int64)), torch.from_numpy(idx.astype(np.int64)))
     images = torch.from_numpy(np.ascontiguousarray(x[idx].transpose(0, 3, 1, 2)))
     return Split(images, torch.from_numpy(y[idx].astype(np.int64)), torch.from_numpy(idx.astype(np.int64)))
 
@@ -239,12 +252,13 @@ def _flat_channels(cfg: DataConfig, mean: list[float], std: list[float]) -> list
 
 
 def load_data(cfg: DataConfig) -> DataBundle:
-    """Load, split and describe a data set as configured.
+    """Load, split and describe a data set as configured (``data.size``: through the on-disk
+    image cache, :mod:`.cached`, whose splits read their images on demand).
 
     ``train_subset`` picks images from the official train split first; the validation split is
     then carved from those (stratified, by ``split_seed``), so train and val never overlap.
     """
-    a = load_arrays(cfg)
+    a = load_cached(cfg, cache_home() / "images") if cfg.size else load_arrays(cfg)
     train_idx = _subset(len(a.train_y), cfg.train_subset, cfg.split_seed)
     val_idx = np.zeros(0, np.int64)
     if cfg.val_fraction > 0:
@@ -258,9 +272,12 @@ def load_data(cfg: DataConfig) -> DataBundle:
     if len(train_idx) == 0:
         raise DataError(f"{cfg.name}: no training images left (train_subset={cfg.train_subset})")
     test_idx = _subset(len(a.test_y), cfg.test_subset, cfg.split_seed + 1)
-    channels = a.train_x.shape[-1]
+    if isinstance(a, CachedArrays):
+        channels, pixels = a.train_x.shape[1], a.pixels
+    else:
+        channels, pixels = a.train_x.shape[-1], a.train_x.shape[1] * a.train_x.shape[2]
     if cfg.normalize and cfg.mean is None:
-        mean, std = channel_stats(_train_moments(a)[train_idx], a.train_x.shape[1] * a.train_x.shape[2])
+        mean, std = channel_stats(_train_moments(a)[train_idx], pixels)
         std = _flat_channels(cfg, mean, std)
     elif cfg.normalize:
         mean, std = list(cfg.mean), list(cfg.std or [1.0] * channels)

@@ -36,11 +36,18 @@ def colour_covariance(images: torch.Tensor, max_images: int = 5000) -> torch.Ten
     for a 3x3 statistic): 5,000 images of 224 px would take 15 GB of float copies.
     """
     max_images = max(1, min(max_images, COVARIANCE_PIXELS // max(1, images.shape[-1] * images.shape[-2])))
-    x = images[:: max(1, -(-len(images) // max_images))]
-    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-    px = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]).double()
-    px = px - px.mean(0)
-    return (px.T @ px / max(1, len(px) - 1)).float()
+    picked = range(0, len(images), max(1, -(-len(images) // max_images)))
+    c = images.shape[1]
+    total, outer, n = torch.zeros(c, dtype=torch.float64), torch.zeros(c, c, dtype=torch.float64), 0
+    for i in range(0, len(picked), 256):  # 256 images at a time: a split read from disk is never held whole
+        x = images[list(picked[i : i + 256])]
+        x = x.double() / 255 if x.dtype == torch.uint8 else x.double()
+        px = x.permute(0, 2, 3, 1).reshape(-1, c)
+        total += px.sum(0)
+        outer += px.T @ px
+        n += len(px)
+    mean = total / max(n, 1)
+    return ((outer - n * torch.outer(mean, mean)) / max(1, n - 1)).float()
 
 
 def colour_matrix(cov: torch.Tensor | None, channels: int) -> torch.Tensor:

@@ -114,7 +114,7 @@ def test_precision(prec: Precision, which: str = "fp32") -> Precision:
     """The precision test metrics are computed in: float32 (``eval.precision: fp32``, the default,
     which every analysis and the report use too, so one checkpoint has one accuracy), or the
     run's own (``train``)."""
-    return prec if which == "train" else dataclasses.replace(prec, bf16=False)
+    return prec if which == "train" else dataclasses.replace(prec, bf16=False, fp16=False)
 
 
 def evaluate_split(
@@ -130,8 +130,11 @@ def evaluate_split(
     t0 = time.perf_counter()
     logits = predict(model, split, batch_size, tta, precision, progress)
     result = summarize_predictions(logits, split.labels, classes)
-    bf16 = precision is not None and precision.bf16
-    result.update(tta=tta, precision="bf16 autocast" if bf16 else "float32", seconds=round(time.perf_counter() - t0, 3))
+    result.update(
+        tta=tta,
+        precision=precision.name if precision is not None else "float32",
+        seconds=round(time.perf_counter() - t0, 3),
+    )
     return result, logits
 
 

@@ -100,6 +100,9 @@ class Trainer:
         self.val_split = self._to_device(data.val) if data.val is not None else None
         self.steps_per_epoch = num_batches(len(data.train), t.batch_size)
         self.opt = make_optimizer(self.model, t.optimizer)
+        # float16 autocast (train.precision: fp16, CUDA) scales the loss so small gradients do not
+        # underflow; disabled, every call below passes straight through to the optimiser
+        self.scaler = torch.amp.GradScaler(prec.device.type, enabled=prec.fp16)
         self.sched = make_scheduler(self.opt, t.schedule, t.epochs * self.steps_per_epoch, self.steps_per_epoch)
         self.augment = Augment(cfg.data.augment, data.mean, cfg.seed)
         total = t.epochs * self.steps_per_epoch
@@ -114,8 +117,8 @@ class Trainer:
         ]
 
     def _to_device(self, split):
-        if self.prec.device.type == "cpu":
-            return split
+        if self.prec.device.type == "cpu" or not isinstance(split.images, torch.Tensor):
+            return split  # images read from the image cache stay there: batches are pinned and copied
         # uint8 images live on the GPU: one upload instead of one per batch
         from ..data import Split
 
@@ -134,6 +137,8 @@ class Trainer:
         }
         if self.average is not None:
             state["average"] = self.average.state_dict()
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
         return state
 
     def eval_weights(self) -> dict[str, Any]:
@@ -148,6 +153,8 @@ class Trainer:
         self.best = dict(state["best"])
         if self.average is not None and "average" in state:
             self.average.load_state_dict(state["average"])
+        if self.scaler.is_enabled() and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
     # -- one epoch ------------------------------------------------------------------------------
     def _share(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -200,6 +207,7 @@ class Trainer:
             epoch=epoch,
             device=self.prec.device,
             channels_last=self.prec.channels_last,
+            random_crop=True,
         )
         bar = None
         if interactive():
@@ -225,10 +233,12 @@ class Trainer:
                 logits = self.stepper(x)
             loss = self._loss(logits, y, share)
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if t.grad_clip:
+                self.scaler.unscale_(self.opt)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-            self.opt.step()
+            self.scaler.step(self.opt)
+            self.scaler.update()
             self.sched.step()
             if self.average is not None:
                 self.average.update()

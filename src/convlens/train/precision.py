@@ -53,16 +53,23 @@ class Precision:
     bf16: bool
     channels_last: bool
     threads: int
+    fp16: bool = False  # CUDA only: float16 autocast, with a gradient scaler in the training loop
 
     def autocast(self):
         """The one autocast context of a run (a no-op context in float32)."""
+        if self.fp16:
+            return torch.autocast(self.device.type, dtype=torch.float16)
         if not self.bf16:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
+    @property
+    def name(self) -> str:
+        return "fp16 autocast" if self.fp16 else "bf16 autocast" if self.bf16 else "float32"
+
     def describe(self) -> str:
         fmt = "channels_last" if self.channels_last else "contiguous"
-        return f"{self.device.type}, {'bf16 autocast' if self.bf16 else 'float32'}, {fmt}, {self.threads} threads"
+        return f"{self.device.type}, {self.name}, {fmt}, {self.threads} threads"
 
 
 def choose(
@@ -79,6 +86,10 @@ def choose(
 
         raise ConfigError("train.device=cuda, but no CUDA device is available; allowed here: auto, cpu")
     dev = torch.device(device)
+    if precision == "fp16" and dev.type != "cuda":
+        from ..errors import ConfigError
+
+        raise ConfigError("train.precision=fp16 needs train.device=cuda; allowed on the CPU: auto, fp32, bf16")
     if precision == "auto":
         bf16 = auto_is_bf16(dev)
     else:
@@ -88,7 +99,7 @@ def choose(
     cl = has_conv if channels_last == "auto" else channels_last == "on"
     n = threads or usable_cores()
     torch.set_num_threads(n)
-    return Precision(dev, bf16, cl, n)
+    return Precision(dev, bf16, cl, n, fp16=precision == "fp16")
 
 
 def busy_note(threads: int, load: float | None = None) -> str | None:
