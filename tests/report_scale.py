@@ -61,7 +61,7 @@ def fabricate(root: Path, layers: int = 20, filters: int = 512, k: int = 4, imag
                     "labels": labels[pos].tolist(),
                     "scores": scores,
                     "locations": locs,
-                    "windows": [[2 * i - 2, 2 * j - 2, 2 * i + 5, 2 * j + 5] for i, j in locs],
+                    "windows": [[max(2 * i - 2, 0), 2 * i + 5, max(2 * j - 2, 0), 2 * j + 5] for i, j in locs],
                     "class_histogram": hist.tolist(),
                     "top_class": CLASSES[int(hist.argmax())],
                     "mean": float(np.mean(scores)),

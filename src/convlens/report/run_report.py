@@ -321,7 +321,8 @@ def run_context(
     for a in analyses:  # before the browser and the sections read the captions
         tag_captions(a.doc, provenance[a.stem])
     # drawn before the sections count which of their per-filter figures are there
-    notes += draw_filter_figures(run.path, analyses, echo, filter_figures)
+    drawing = draw_filter_figures(run.path, analyses, echo, filter_figures)
+    notes += drawing
     errors = next((a for a in analyses if a.name == "errors"), None)
     classes_sec = classes_section(run, classes, cache)
     examples_sec = examples_section(run, classes, cache, errors)
@@ -335,9 +336,11 @@ def run_context(
             mark(sec, prov, figures)
     sections = [training_section(run, rows, cache, ckpts)]
     sections += [s for s in (classes_sec, examples_sec, model_section(run, summary)) if s is not None]
+    failed = " ".join(drawing)  # an analysis whose figures failed to draw says so, not "not drawn yet"
+    later = f"`convlens report {run.path} --filter-figures LAYER[,LAYER]` draws them"
     for a in analyses:
         if a is not errors:
-            sec = analysis_section(run.path, a, classes)
+            sec = analysis_section(run.path, a, classes, "" if f"{a.path.name}: " in failed else later)
             mark(sec, provenance[a.stem])
             sections.append(sec)
     alerts = [f"Test evaluation (eval.json): {x}" for x in evaluated.alerts] if evaluated is not None else []
