@@ -11,7 +11,7 @@ the process' peak RSS, its peak anonymous memory (sampled every 5 ms: the heap, 
 of the mapped image file, which the OS may drop at any time) and the bytes of top-k's running
 state (layers x filters x k scores, positions and argmax locations), which must not grow with N.
 
-    PYTHONPATH=src nice -n 5 python benchmarks/bench_topk_scale.py [--images 64] [--batch-size 32]
+    PYTHONPATH=src nice -n 5 python benchmarks/bench_topk_scale.py [--images 32] [--batch-size 16]
 """
 
 from __future__ import annotations
@@ -140,8 +140,8 @@ def measure(n: int, batch_size: int, repeats: int, k: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=64, help="N: the smaller split (the larger is 4N)")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--images", type=int, default=32, help="N: the smaller split (the larger is 4N)")
+    ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
@@ -157,13 +157,13 @@ def main() -> int:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     first = rows[0]
+    layers = f"{len(first['layers'])} layers ({', '.join(first['layers'])}; {first['filters']} filters)"
     print(
-        f"ResNet-18, {SIDE}x{SIDE} px, batch {args.batch_size}, {first['threads']} threads; top-k k={args.k} over "
-        f"{len(first['layers'])} layers ({', '.join(first['layers'])}; {first['filters']} filters); best of {args.repeats}"
+        f"ResNet-18, {SIDE}x{SIDE} px, batch {args.batch_size}, {first['threads']} threads; "
+        f"top-k k={args.k} over {layers}; best of {args.repeats}"
     )
-    print(
-        f"{'images':>7} {'inference img/s':>16} {'top-k img/s':>12} {'ratio':>6} {'peak RSS':>9} {'peak anon':>10} {'top-k state':>12}"
-    )
+    head = ["images", "inference img/s", "top-k img/s", "ratio", "peak RSS", "peak anon", "top-k state"]
+    print(" ".join(f"{h:>{w}}" for h, w in zip(head, (7, 16, 12, 6, 9, 10, 12))))
     for r in rows:
         print(
             f"{r['images']:>7} {r['plain']:>16.1f} {r['topk']:>12.1f} {r['topk'] / r['plain']:>6.2f} "
