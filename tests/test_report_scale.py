@@ -162,3 +162,12 @@ def test_the_search_box_and_table_links_open_the_filter_page(tmp_path, small_pag
         assert b.eval(loaded) == [0] * 2 * 8  # the last page's 8 filters, 2 panels each, every one loads
         b.open(out.as_uri() + f"#fb={layer_name(0)}/20")
         assert b.eval(wait).endswith("/report-layers/000-stage1.0.conv-p2.html#f20")
+
+
+def test_a_self_contained_report_embeds_the_layer_pages_images_too(tmp_path, small_paging):
+    run = fabricate(tmp_path / "run", layers=3, filters=40, k=2, images=8, side=8)
+    out = build_report(run, tmp_path / "share" / "report.html", self_contained=True, filter_figures=layer_name(0))
+    first = (pages.pages_folder(out) / f"{pages.slug(0, layer_name(0))}-p1.html").read_text(encoding="utf-8")
+    srcs = img_srcs(first)
+    assert len(srcs) == 2 * 16 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert 'href="../report.html#filter-browser"' in first

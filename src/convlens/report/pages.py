@@ -1,6 +1,6 @@
 """The filter browser of a large network: one static page per 64 filters of a layer.
 
-A network of thousands of filters (ResNet-18's stage outputs alone have 960; every conv of a VGG-16
+A network of thousands of filters (ResNet-18's stage outputs alone have 1,024; every conv of a VGG-16
 4,224) would make one page of every filter's panels and numbers too heavy to open. Above
 :data:`PAGED_ABOVE` filters the report's own page keeps one line per layer, a search box (layer
 name and filter number) and the per-layer summaries; each layer's filters are on pages of
@@ -23,7 +23,7 @@ from ..utils import atomic_write_text
 from . import browser
 from .html import Section, Table, embedding, image_src, linked_images, render_page
 
-PAGED_ABOVE = 1024  # filters in the browser; at most this many stay on the report's own page
+PAGED_ABOVE = 512  # filters in the browser; at most this many stay on the report's own page
 PAGE_SIZE = 64  # filters per layer page
 
 _FB_LINK = re.compile(r"^#fb=(?P<layer>.+)/(?P<filter>\d+)$")
