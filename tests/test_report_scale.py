@@ -171,3 +171,16 @@ def test_a_self_contained_report_embeds_the_layer_pages_images_too(tmp_path, sma
     srcs = img_srcs(first)
     assert len(srcs) == 2 * 16 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert 'href="../report.html#filter-browser"' in first
+
+
+def test_rows_of_filters_without_a_page_stay_on_the_report(tmp_path, small_paging):
+    import json as _json
+
+    run = fabricate(tmp_path / "run", layers=3, filters=40, k=2, images=8, side=8)
+    stats = run / "analysis" / "stats.json"
+    doc = _json.loads(stats.read_text())
+    doc["layers"]["head.conv"] = {"measured_at": "head.conv", "channels": 3, "mean": [1.0, 2.0, 3.0], "max": [4, 5, 6]}
+    stats.write_text(_json.dumps(doc))
+    html = build_report(run, filter_figures="none").read_text(encoding="utf-8")
+    assert "(filters without a page) (3 rows)" in html  # head.conv has no figure, so no page
+    assert "120 rows, one per filter, are on the layer pages" in html

@@ -14,6 +14,7 @@ where a page cannot ``fetch()`` anything. A per-filter figure not drawn yet (see
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from .html import Section, Table, embedding, image_src, linked_images, render_pa
 
 PAGED_ABOVE = 512  # filters in the browser; at most this many stay on the report's own page
 PAGE_SIZE = 64  # filters per layer page
+KEEP_ROWS = 100  # a per-filter table this short (the most selective filters) stays on the page
 
 _FB_LINK = re.compile(r"^#fb=(?P<layer>.+)/(?P<filter>\d+)$")
 
@@ -88,6 +90,10 @@ class Paged:
     def folder(self) -> Path:
         return pages_folder(self.out)
 
+    @functools.cached_property
+    def by_name(self) -> dict[str, LayerPages]:
+        return {lp.name: lp for lp in self.layers}
+
     def filters(self) -> int:
         return sum(len(lp.filters) for lp in self.layers)
 
@@ -124,32 +130,38 @@ def plan(
 
 
 def move_filter_tables(sections: list[Section], paged: Paged) -> None:
-    """Per-filter tables (first columns ``layer``, ``filter``) leave the report's own page: each row
-    goes to the page of its filter; the section says where they went."""
-    pages = {lp.name: lp for lp in paged.layers}
+    """Per-filter tables (first columns ``layer``, ``filter``) of more than :data:`KEEP_ROWS` rows
+    leave the report's own page: each row goes to the page of its filter (a row of a filter no
+    page has stays); the section says where they went."""
     for sec in sections:
         kept = []
         for t in sec.tables:
-            if [c.lower() for c in t.columns[:2]] != ["layer", "filter"]:
+            if [c.lower() for c in t.columns[:2]] != ["layer", "filter"] or len(t.rows) <= KEEP_ROWS:
                 kept.append(t)
                 continue
-            for row in t.rows:
-                m = _FB_LINK.match(str(row[1].get("href", "")))
-                lp = pages.get(str(row[0]["text"]))
-                if not m or lp is None or int(m["filter"]) not in lp.position:
-                    continue
-                f = int(m["filter"])
-                cells = [row[1] | {"href": f"#f{f}"}, *row[2:]]
-                paged.moved.setdefault((lp.name, lp.page_of(f)), [])
-                bucket = paged.moved[(lp.name, lp.page_of(f))]
-                if not bucket or bucket[-1][1] is not t:
-                    bucket.append((sec.title, t, []))
-                bucket[-1][2].append(cells)
+            rest = [row for row in t.rows if not _move_row(paged, sec.title, t, row)]
             sec.notes.append(
-                f"{t.caption or 'per-filter table'}: {len(t.rows):,} rows, one per filter, are on the layer pages "
-                "(filter browser), beside each filter's figures"
+                f"{t.caption or 'per-filter table'}: {len(t.rows) - len(rest):,} rows, one per filter, are on the "
+                "layer pages (filter browser), beside each filter's figures"
             )
+            if rest:
+                kept.append(Table(t.columns, [], f"{t.caption} (filters without a page)", collapsed=True))
+                kept[-1].rows = rest
         sec.tables = kept
+
+
+def _move_row(paged: Paged, title: str, t: Table, row: list[dict[str, Any]]) -> bool:
+    """Put ``row`` of table ``t`` on its filter's page; False when no page holds that filter."""
+    m = _FB_LINK.match(str(row[1].get("href", "")))
+    lp = paged.by_name.get(str(row[0]["text"]))
+    if not m or lp is None or int(m["filter"]) not in lp.position:
+        return False
+    f = int(m["filter"])
+    bucket = paged.moved.setdefault((lp.name, lp.page_of(f)), [])
+    if not bucket or bucket[-1][1] is not t:
+        bucket.append((title, t, []))
+    bucket[-1][2].append([row[1] | {"href": f"#f{f}"}, *row[2:]])
+    return True
 
 
 def _panels(paged: Paged, layer: str, f: int, draw_hint: str) -> list[dict[str, Any]]:
