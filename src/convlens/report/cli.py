@@ -111,7 +111,7 @@ def add_commands(sub) -> None:
         metavar="WHICH",
         default="auto",
         help="a run folder's per-filter figures (top-k images, weights, class-wise norms) to draw now: auto (every "
-        "one, unless there are more than 4,096: then none, and the filter browser's pages say how to draw them), "
+        "one, unless there are more than 2,048: then none, and the filter browser's pages say how to draw them), "
         "all, none, or layers separated by commas (default: auto)",
     )
     p.set_defaults(func=cmd_report)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,7 +215,7 @@ def _page_context(paged: Paged, lp: LayerPages, n: int, chunk: list[int], base: 
         "tables": [(title, t) for title, t, _ in tables],
         "layer_links": [{"name": other.name, "href": other.page(0), "here": other is lp} for other in paged.layers],
         "index": paged.index(""),
-        "back": f"../{paged.out.name}#filter-browser",
+        "back": f"../{urllib.parse.quote(paged.out.name)}#filter-browser",
     }
 
 
@@ -241,7 +242,7 @@ def write_pages(paged: Paged, base: dict[str, Any]) -> list[Path]:
 
 def summary(paged: Paged) -> dict[str, Any]:
     """What the report's own page shows of the paged browser: the layers, their pages, the index."""
-    prefix = f"{paged.folder.name}/"
+    prefix = f"{urllib.parse.quote(paged.folder.name)}/"
     drawn: dict[str, list[int]] = {}
     for (layer, _, _), (*_, ok) in paged.found.items():
         drawn.setdefault(layer, [0, 0])[0 if ok else 1] += 1

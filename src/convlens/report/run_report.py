@@ -389,8 +389,10 @@ def run_context(
 
 
 # A run of more per-filter figures than this draws none of them unless asked (``filter_figures``):
-# a ResNet-20 on CIFAR-10 has about 2,800, drawn in about 20 s; a VGG-16 several times more.
-AUTO_DRAW = 4096
+# at about 40 ms a figure on a busy 2-core machine (benchmarks/bench_report_scale.py), 2,048 take
+# under a minute and a half; a ResNet-18's five stage outputs have 4,096 (topk's two a filter, its
+# weights, its class-wise norms).
+AUTO_DRAW = 2048
 
 
 def draw_filter_figures(root: Path, analyses: list[Any], echo: Callable[[str], None], which: str = "auto") -> list[str]:
