@@ -7,7 +7,7 @@ from torch import nn
 
 from convlens.analyses import ClassNorms, Stats, TopK, analyze
 from convlens.analyses.stream import stream
-from convlens.analyses.topk import patch
+from convlens.analyses.topk import patch, peaks
 from convlens.errors import LayerError
 from convlens.models import ReceptiveField
 
@@ -95,7 +95,10 @@ def test_random_model_matches_brute_force_for_every_batch_size(score):
             assert r["filters"][f]["scores"] == pytest.approx(
                 [float(scores[n, f]) for n in expected], rel=1e-5, abs=1e-6
             )
-            assert r["filters"][f]["locations"] == results[0]["filters"][f]["locations"]
+            # where each top image's map is largest (the first maximum, row-major), in Python
+            w = fmap.shape[3]
+            flat = [[float(v) for v in fmap[n, f].flatten()] for n in expected]
+            assert r["filters"][f]["locations"] == [list(divmod(m.index(max(m)), w)) for m in flat]
 
 
 class Count(nn.Module):
@@ -137,3 +140,34 @@ def test_streaming_readers_can_share_a_probe():
         stream(s, readers)
     assert readers[0].finish(s)["layers"]["conv2"]["filters"][1]["scores"] == [0.0, 0.0]
     assert readers[1].finish(s)["layers"]["conv2"]["dead"] == [1]
+
+
+def state_bytes(topk: TopK) -> int:
+    return sum(
+        t.numel() * t.element_size() for r in topk._running.values() for t in (r.values, r.positions, r.locations)
+    )
+
+
+def test_the_running_state_does_not_grow_with_the_number_of_images():
+    model = random_net()
+    sizes = {}
+    for n in (40, 160):
+        topk = TopK(k=5, layers=["conv1", "conv2"])
+        topk(subject(model, random_split(n), batch_size=16))
+        sizes[n] = state_bytes(topk)
+    channels = model.conv1.out_channels + model.conv2.out_channels
+    assert sizes[40] == sizes[160] == channels * 5 * (4 + 8 + 8)  # filters x k x (score, position, location)
+
+
+@pytest.mark.parametrize("score", ["max", "mean", "sum"])
+def test_peaks_read_either_memory_layout_and_give_ties_to_the_first_position(score):
+    fmap = torch.randn(3, 5, 4, 6)
+    fmap[0, 1] = 2.0  # every position ties: the first wins
+    fmap[1, 2, 3, 5] = fmap[1, 2, 0, 4] = 9.0  # two maxima: the earlier in row-major order
+    plain = peaks(fmap, score)
+    last = peaks(fmap.contiguous(memory_format=torch.channels_last), score)
+    assert torch.equal(plain[1], last[1]) and torch.allclose(plain[0], last[0])
+    assert plain[1][0, 1] == 0 and plain[1][1, 2] == 4
+    expected = {"max": fmap.amax((2, 3)), "mean": fmap.mean((2, 3)), "sum": fmap.sum((2, 3))}[score]
+    assert torch.allclose(plain[0], expected)
+    assert torch.equal(plain[1], fmap.flatten(2).argmax(2))

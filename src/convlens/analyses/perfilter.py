@@ -40,21 +40,29 @@ def pending(doc: dict[str, Any], root: Path) -> list[dict[str, Any]]:
 
 
 def draw_pending(
-    root: str | Path, docs: Iterable[dict[str, Any]] | None = None, progress: bool | None = None
+    root: str | Path,
+    docs: Iterable[dict[str, Any]] | None = None,
+    progress: bool | None = None,
+    layers: Iterable[str] | None = None,
 ) -> list[Path]:
     """Draw every pending per-filter figure of the run folder ``root`` whose file is missing (of
     ``docs``, the analysis JSONs, when given; else of every ``analysis/*.json``); returns the files
-    drawn. ``progress``: a bar per layer on a terminal (see :func:`convlens.plots.progress`)."""
+    drawn. ``layers``: only those of these layers (a network of thousands of filters draws the
+    layers someone looks at). ``progress``: a bar per layer on a terminal (see
+    :func:`convlens.plots.progress`)."""
     from ..run.layout import Layout
     from ..utils import read_json
 
     root = Path(root)
     if docs is None:
         docs = [read_json(p) for p in Layout(root).artifacts()]
+    wanted = None if layers is None else set(layers)
     drawn: list[Path] = []
     for doc in docs:
         draw = DRAWERS.get(str(doc.get("analysis"))) if isinstance(doc, dict) else None
         todo = pending(doc, root) if draw is not None else []
+        if wanted is not None:
+            todo = [e for e in todo if str(e.get("layer")) in wanted]
         if todo:
             draw(doc, root, todo, progress)
             drawn += [root / e["path"] for e in todo]

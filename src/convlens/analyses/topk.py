@@ -29,7 +29,11 @@ from .base import AnalysisError, Figures, Streaming, Subject, block, register, r
 
 
 class RunningTopK:
-    """The k largest scores per channel seen so far, their split positions and argmax locations."""
+    """The k largest scores per channel seen so far, their split positions and argmax locations.
+
+    Its size is channels x k whatever the number of images: a batch's candidates are merged in and
+    cut back to k at once, and no feature map is kept (each image's argmax location comes with its
+    score, :func:`peaks`)."""
 
     def __init__(self, channels: int, k: int):
         self.k = k
@@ -37,21 +41,33 @@ class RunningTopK:
         self.positions = torch.full((channels, k), -1, dtype=torch.long)
         self.locations = torch.zeros((channels, k), dtype=torch.long)
 
-    def update(self, scores: torch.Tensor, positions: torch.Tensor, fmap: torch.Tensor) -> None:
+    def update(self, scores: torch.Tensor, positions: torch.Tensor, locations: torch.Tensor) -> None:
         """``scores`` (B, C) of images at split ``positions`` (B,), increasing and after every
-        position seen before; ``fmap`` (B, C, H, W) gives the argmax location of newcomers."""
+        position seen before; ``locations`` (B, C): where in each map its maximum is (row-major)."""
         c, b, k = self.values.shape[0], scores.shape[0], self.k
         cand_v = torch.cat([self.values, scores.t().float().cpu().nan_to_num(nan=-torch.inf)], 1)
         cand_p = torch.cat([self.positions, positions.cpu().view(1, b).expand(c, b)], 1)
+        cand_l = torch.cat([self.locations, locations.t().cpu()], 1)
         # stable: among equal scores the kept entries (earlier images) stay ahead of the batch's
         order = torch.sort(cand_v, dim=1, descending=True, stable=True).indices[:, :k]
-        locations = self.locations.gather(1, order.clamp(max=k - 1))
-        rows, slots = (order >= k).nonzero(as_tuple=True)
-        if len(rows):
-            maps = fmap[(order[rows, slots] - k).to(fmap.device), rows.to(fmap.device)]
-            # argmax returns the first maximum in row-major order: deterministic
-            locations[rows, slots] = maps.reshape(len(rows), -1).argmax(1).cpu()
-        self.values, self.positions, self.locations = cand_v.gather(1, order), cand_p.gather(1, order), locations
+        self.values, self.positions, self.locations = (t.gather(1, order) for t in (cand_v, cand_p, cand_l))
+
+
+def peaks(fmap: torch.Tensor, score: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's score per channel (the ``"max"``, ``"mean"`` or ``"sum"`` of its map) and the
+    row-major index of the map's maximum, both (B, C), read in the tensor's own memory layout (a
+    channels-last map is viewed as (B, H*W, C), never copied). The max and its place come from one
+    reduction; ties go to the first position in row-major order."""
+    b, c = fmap.shape[:2]
+    if fmap.is_contiguous(memory_format=torch.channels_last) and not fmap.is_contiguous():
+        flat, dim = fmap.permute(0, 2, 3, 1).reshape(b, -1, c), 1
+    else:
+        flat, dim = fmap.reshape(b, c, -1), 2
+    if score == "max":
+        values, where = flat.max(dim)
+        return values, where
+    reduce = {"mean": torch.mean, "sum": torch.sum}[score]
+    return reduce(flat, dim), flat.argmax(dim)
 
 
 def patch(image: np.ndarray, rf: ReceptiveField, i: int, j: int, fill: float = 0.5) -> np.ndarray:
@@ -126,8 +142,7 @@ class TopK(Streaming, TopKOptions):
                 acts = [td[p].output for p in probes]
                 grads = torch.autograd.grad(logits[:, target].sum(), acts)
             for p, a, g in zip(probes, acts, grads):
-                contribution = (a.detach() * g).float()
-                self._update(p, contribution.sum((2, 3)), positions, contribution)
+                self._update(p, positions, (a.detach() * g).float(), "sum")
         result = self.finish(subject)
         result["target"] = {"index": target, "name": subject.classes[target]}
         return result
@@ -153,17 +168,19 @@ class TopK(Streaming, TopKOptions):
         self._map_size: dict[str, tuple[int, int]] = {}
 
     def observe(self, probe: str, output: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor) -> None:
-        reduce = {"max": torch.amax, "mean": torch.mean, "sum": torch.sum}[self.score]
-        self._update(probe, reduce(output, (2, 3)), positions, output)
+        self._update(probe, positions, output, self.score)
 
-    def _update(self, probe: str, scores: torch.Tensor, positions: torch.Tensor, output: torch.Tensor) -> None:
+    def _update(self, probe: str, positions: torch.Tensor, output: torch.Tensor, score: str) -> None:
+        scores = locations = None
         for layer in self._layers:
             if self._probe[layer] != probe:
                 continue
+            if scores is None:  # one reduction per probe, whichever layers read it
+                scores, locations = peaks(output, score)
             if layer not in self._running:
                 self._running[layer] = RunningTopK(output.shape[1], self._k)
                 self._map_size[layer] = tuple(output.shape[2:])
-            self._running[layer].update(scores, positions, output)
+            self._running[layer].update(scores, positions, locations)
 
     def finish(self, subject: Subject) -> dict[str, Any]:
         rfs = receptive_fields(subject.model, subject.in_shape)

@@ -25,6 +25,7 @@ def build_report(
     checkpoint: str | None = None,
     color_by: str | None = None,
     self_contained: bool = False,
+    filter_figures: str = "auto",
 ) -> Path:
     """Write ``report.html`` for a run folder or a sweep folder; returns its path. ``checkpoint``
     (a run folder's best or last) is the one the report is about: default, the one eval.json
@@ -32,7 +33,9 @@ def build_report(
     varied config key its learning curves are coloured by (default: the first one).
 
     The page links its images (in the run folder, loaded when looked at): keep it beside the run
-    folder, or pass ``self_contained=True`` for one file with every image embedded, to share."""
+    folder, or pass ``self_contained=True`` for one file with every image embedded, to share.
+    ``filter_figures`` (a run folder): which per-filter figures are drawn now: ``"auto"`` (every
+    one, unless a large network has thousands), ``"all"``, ``"none"`` or layers separated by commas."""
     from .run_report import build_run_report
     from .sweep_report import build_sweep_report, is_sweep
 
@@ -40,7 +43,7 @@ def build_report(
     if is_run(path):
         if color_by is not None:
             raise RunError(f"color_by={color_by!r} colours a sweep's learning curves; {path} is a run folder")
-        return build_run_report(Run(path), out, echo, checkpoint, self_contained)
+        return build_run_report(Run(path), out, echo, checkpoint, self_contained, filter_figures)
     if path.is_dir() and is_sweep(path):
         return build_sweep_report(path, out, echo, color_by, self_contained)
     raise RunError(

@@ -836,7 +836,9 @@ FOLD_ABOVE = 12
 SECTION_FILTER_FIGURES = 24
 
 
-def analysis_section(run_dir: Path, a: Analysis, classes: list[str]) -> Section:
+def analysis_section(run_dir: Path, a: Analysis, classes: list[str], later: str = "") -> Section:
+    """The section of one artifact. ``later``: how to draw its per-filter figures that are not
+    there because they were not asked for yet (none given: a missing one could not be drawn)."""
     title, intro = TITLES.get(a.name, (a.name, ""))
     if a.stem != a.name:  # one of several artifacts of the analysis: say which
         title = f"{title} ({a.stem[len(a.name) + 1 :]})"
@@ -860,8 +862,8 @@ def analysis_section(run_dir: Path, a: Analysis, classes: list[str]) -> Section:
     own, per = [], []
     for e in entries:
         (own if per_filter_key(e, a.name) is None else per).append(e)
-    if per and not own:  # the per-filter figures are this analysis' result: show them here too
-        own = per[:SECTION_FILTER_FIGURES]
+    if per and not own:  # the per-filter figures are this analysis' result: show them here too (those drawn)
+        own = [e for e in per if (run_dir / e["path"]).is_file() or not e.get("pending")][:SECTION_FILTER_FIGURES]
     sec.figures = embed(run_dir, own, sec.notes)
     # walls of kernels, and any section of many figures, start folded: nothing of them loads unseen
     sec.folded = a.name in FOLDED or len(sec.figures) > FOLD_ABOVE
@@ -875,6 +877,8 @@ def analysis_section(run_dir: Path, a: Analysis, classes: list[str]) -> Section:
             + (
                 ": every one is in the filter browser"
                 if not missing
+                else f": {missing} are not drawn yet ({later}); the others are in the filter browser"
+                if later
                 else f": {missing} could not be drawn (see the note at the top); the others are in the filter browser"
             )
         )

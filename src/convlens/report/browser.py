@@ -133,50 +133,79 @@ def numbers(analyses: list[Analysis], classes: list[str] | None = None) -> dict[
     return out
 
 
+def found_figures(run_dir: Path, analyses: list[Analysis], pending: bool = False) -> dict[tuple[str, int, str], Any]:
+    """``{(layer, filter, kind): (path, caption, drawn)}``: every per-filter figure of the run
+    folder; with ``pending`` also those listed to be drawn when first needed whose file is not
+    there yet (``drawn`` False), which the layer pages of a large network name."""
+    run_dir = Path(run_dir)
+    found: dict[tuple[str, int, str], tuple[Path, str, bool]] = {}
+    for a in analyses:
+        for e in figure_entries(a.doc):
+            key = per_filter_key(e, a.name)
+            p = run_dir / e["path"]
+            if key is None or key in found:
+                continue
+            if p.is_file():
+                found[key] = (p, str(e.get("caption") or ""), True)
+            elif pending and e.get("pending"):
+                found[key] = (p, str(e.get("caption") or ""), False)
+    folder = Layout(run_dir).analysis_dir
+    for p in sorted(folder.glob("*/*/f*.png")) if folder.is_dir() else []:
+        key = per_filter_key({"path": p.relative_to(run_dir).as_posix()}, "")
+        if key:
+            found.setdefault(key, (p, "", True))
+    return found
+
+
+def kinds_of(found: dict[tuple[str, int, str], Any]) -> list[str]:
+    """The kinds of panel present, in the order a person reads a filter."""
+    return sorted(
+        {k for _, _, k in found}, key=lambda k: (KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER), k)
+    )
+
+
+def layer_names(found: dict[tuple[str, int, str], Any], layer_order: list[str] | None) -> list[str]:
+    order = {n: i for i, n in enumerate(layer_order or [])}
+    return sorted({layer for layer, _, _ in found}, key=lambda n: _layer_key(n, order))
+
+
 def collect(
     run_dir: Path, analyses: list[Analysis], layer_order: list[str] | None = None, classes: list[str] | None = None
 ) -> dict[str, Any] | None:
     """``{"kinds": [{key, label}], "layers": [{name, filters: [...]}], "numbers": [{key, label}],
     "values": {layer: {filter: {key: text}}}, "figures": {layer: {filter: {kind: {src, caption}}}}}``
     or None when the run folder has no per-filter figures."""
-    run_dir = Path(run_dir)
-    found: dict[tuple[str, int, str], tuple[Path, str]] = {}
-    for a in analyses:
-        for e in figure_entries(a.doc):
-            key = per_filter_key(e, a.name)
-            p = run_dir / e["path"]
-            if key and p.is_file():
-                found.setdefault(key, (p, str(e.get("caption") or "")))
-    folder = Layout(run_dir).analysis_dir
-    for p in sorted(folder.glob("*/*/f*.png")) if folder.is_dir() else []:
-        key = per_filter_key({"path": p.relative_to(run_dir).as_posix()}, "")
-        if key:
-            found.setdefault(key, (p, ""))
+    found = found_figures(run_dir, analyses)
     if not found:
         return None
-    order = {n: i for i, n in enumerate(layer_order or [])}
-    kinds = sorted(
-        {k for _, _, k in found}, key=lambda k: (KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER), k)
-    )
     figures: dict[str, dict[str, dict[str, Any]]] = {}
-    for (layer, idx, kind), (path, caption) in found.items():
+    for (layer, idx, kind), (path, caption, _) in found.items():
         figures.setdefault(layer, {}).setdefault(str(idx), {})[kind] = {
             "src": image_src(path),
             "caption": caption or f"{layer} filter {idx}: {_label(kind)}",
         }
     layers = [
-        {"name": name, "filters": sorted(int(i) for i in figures[name])}
-        for name in sorted(figures, key=lambda n: _layer_key(n, order))
+        {"name": name, "filters": sorted(int(i) for i in figures[name])} for name in layer_names(found, layer_order)
     ]
     values = numbers(analyses, classes)
-    present = {k for per in values.values() for rec in per.values() for k in rec}
     return {
-        "kinds": [{"key": k, "label": _label(k)} for k in kinds],
+        "kinds": [{"key": k, "label": _label(k)} for k in kinds_of(found)],
         "layers": layers,
-        "numbers": [{"key": k, "label": label} for k, label in NUMBER_LABELS if k in present],
+        "numbers": number_labels(values),
         "values": {layer: values[layer] for layer in figures if layer in values},
         "figures": pack(figures),
     }
+
+
+def number_labels(values: dict[str, dict[str, dict[str, str]]]) -> list[dict[str, str]]:
+    """``[{key, label}]`` of the numbers some filter has, in the order they are shown."""
+    present = {k for per in values.values() for rec in per.values() for k in rec}
+    return [{"key": k, "label": label} for k, label in NUMBER_LABELS if k in present]
+
+
+def label(kind: str) -> str:
+    """A panel kind as the page names it."""
+    return _label(kind)
 
 
 F = "{f}"  # where a pattern takes the filter's number

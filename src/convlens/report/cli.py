@@ -29,6 +29,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             color_by=args.color_by,
             self_contained=args.self_contained,
+            filter_figures=args.filter_figures,
         )
     print(f"report: {out}  ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
     return 0
@@ -104,6 +105,14 @@ def add_commands(sub) -> None:
         action="store_true",
         help="embed every image in the one HTML file (to share it; larger and slower to open) instead of "
         "linking the run folder's files",
+    )
+    p.add_argument(
+        "--filter-figures",
+        metavar="WHICH",
+        default="auto",
+        help="a run folder's per-filter figures (top-k images, weights, class-wise norms) to draw now: auto (every "
+        "one, unless there are more than 2,048: then none, and the filter browser's pages say how to draw them), "
+        "all, none, or layers separated by commas (default: auto)",
     )
     p.set_defaults(func=cmd_report)
 

@@ -219,8 +219,9 @@ def _env():
     )
 
 
-def render_page(**context: Any) -> str:
-    """The report page; ``context`` feeds ``templates/report.html.j2``."""
+def render_page(template: str = "report.html.j2", **context: Any) -> str:
+    """The report page (or a layer page of its filter browser, ``layer.html.j2``); ``context``
+    feeds the template."""
     js = _asset("report.js")
     digest = base64.b64encode(hashlib.sha256(js.encode("utf-8")).digest()).decode("ascii")
     # a linked page reads images from its own folder (file: when opened from disk, 'self' served)
@@ -231,7 +232,7 @@ def render_page(**context: Any) -> str:
     )
     return (
         _env()
-        .get_template("report.html.j2")
+        .get_template(template)
         .render(
             css=Markup(_asset("report.css")),
             js=Markup(js),

@@ -13,7 +13,7 @@ from ..explain.cli import METHOD_NAMES
 from ..run import Run
 from ..run.layout import Layout
 from ..utils import atomic_write_text
-from . import browser
+from . import browser, pages
 from . import concepts as _concepts  # noqa: F401  (registers the concept, atlas and faithfulness tables)
 from .analyses import Analysis, analysis_section, load_analyses
 from .checkpoints import Checkpoints, Provenance, mark, tag_captions
@@ -290,12 +290,20 @@ def config_section(run: Run) -> Section:
 
 
 def run_context(
-    run: Run, echo: Callable[[str], None] = lambda s: None, checkpoint: str | None = None
+    run: Run,
+    echo: Callable[[str], None] = lambda s: None,
+    checkpoint: str | None = None,
+    out: Path | None = None,
+    filter_figures: str = "auto",
 ) -> dict[str, Any]:
     """Everything the page shows for a run; figures of the report itself are drawn here if stale.
 
     ``checkpoint`` is the one the report is about (default: the one eval.json evaluated); every
     section says which checkpoint it shows, and one computed from other weights is marked.
+    ``out``: where the page goes (default ``RUN/report.html``; a large network's layer pages go
+    beside it, :mod:`.pages`); ``filter_figures``: which per-filter figures are drawn now (see
+    :func:`draw_filter_figures`). ``"paged"`` holds the layer pages to write (None: the filter
+    browser is on the page).
     """
     try:
         classes = run.classes
@@ -312,6 +320,9 @@ def run_context(
     provenance = {a.stem: ckpts.of_analysis(a.name, a.doc, a.path) for a in analyses}
     for a in analyses:  # before the browser and the sections read the captions
         tag_captions(a.doc, provenance[a.stem])
+    # drawn before the sections count which of their per-filter figures are there
+    drawing = draw_filter_figures(run.path, analyses, echo, filter_figures)
+    notes += drawing
     errors = next((a for a in analyses if a.name == "errors"), None)
     classes_sec = classes_section(run, classes, cache)
     examples_sec = examples_section(run, classes, cache, errors)
@@ -325,9 +336,11 @@ def run_context(
             mark(sec, prov, figures)
     sections = [training_section(run, rows, cache, ckpts)]
     sections += [s for s in (classes_sec, examples_sec, model_section(run, summary)) if s is not None]
+    failed = " ".join(drawing)  # an analysis whose figures failed to draw says so, not "not drawn yet"
+    later = f"`convlens report {run.path} --filter-figures LAYER[,LAYER]` draws them"
     for a in analyses:
         if a is not errors:
-            sec = analysis_section(run.path, a, classes)
+            sec = analysis_section(run.path, a, classes, "" if f"{a.path.name}: " in failed else later)
             mark(sec, provenance[a.stem])
             sections.append(sec)
     alerts = [f"Test evaluation (eval.json): {x}" for x in evaluated.alerts] if evaluated is not None else []
@@ -343,8 +356,13 @@ def run_context(
     layer_order = (
         [r["name"] for r in summary["layers"]] if summary and isinstance(summary.get("layers"), list) else None
     )
-    notes += draw_filter_figures(run.path, analyses, echo)
-    fb = browser.collect(run.path, analyses, layer_order, classes)
+    found = browser.found_figures(run.path, analyses, pending=True)
+    paged = pages.plan(out or run.report_file, found, analyses, layer_order, classes, str(run.path))
+    if paged is not None:
+        pages.move_filter_tables(sections, paged)
+        fb = pages.summary(paged)
+    else:
+        fb = browser.collect(run.path, analyses, layer_order, classes)
     sections.append(config_section(run))
     cache.save()
     if cache.drawn:
@@ -362,6 +380,7 @@ def run_context(
         "findings": [f.to_dict() for f in diagnose(run)],
         "sections": sections,
         "browser": fb,
+        "paged": paged,
         "notes": notes,
         "alerts": alerts,
         "generated": time.strftime("%Y-%m-%d %H:%M"),
@@ -369,16 +388,36 @@ def run_context(
     }
 
 
-def draw_filter_figures(root: Path, analyses: list[Any], echo: Callable[[str], None]) -> list[str]:
+# A run of more per-filter figures than this draws none of them unless asked (``filter_figures``):
+# at about 40 ms a figure on a busy 2-core machine (benchmarks/bench_report_scale.py), 2,048 take
+# under a minute and a half; a ResNet-18's five stage outputs have 4,096 (topk's two a filter, its
+# weights, its class-wise norms).
+AUTO_DRAW = 2048
+
+
+def draw_filter_figures(root: Path, analyses: list[Any], echo: Callable[[str], None], which: str = "auto") -> list[str]:
     """Draw the per-filter figures the analyses listed to be drawn when first needed (once: the
     files stay in the run folder; see :mod:`convlens.analyses.perfilter`); notes on any that
-    could not be drawn."""
-    from ..analyses.perfilter import draw_pending
+    could not be drawn. ``which``: ``"auto"`` every one unless there are more than
+    :data:`AUTO_DRAW` to draw (then none: the filter browser's pages say how), ``"all"``,
+    ``"none"``, or layer names separated by commas (those layers' only)."""
+    from ..analyses.perfilter import draw_pending, pending
 
+    layers = _drawn_layers(root, analyses, which)
+    if which == "none":
+        return []
+    if which == "auto":
+        todo = sum(len(pending(a.doc, root)) for a in analyses)
+        if todo > AUTO_DRAW:
+            echo(
+                f"{todo} per-filter figures are not drawn now (more than {AUTO_DRAW}); draw a layer's with "
+                f"`convlens report {root} --filter-figures LAYER[,LAYER]`, or every one with `--filter-figures all`"
+            )
+            return []
     notes, drawn = [], 0
     for a in analyses:
         try:
-            drawn += len(draw_pending(root, [a.doc]))
+            drawn += len(draw_pending(root, [a.doc], layers=layers))
         except ConvlensError as exc:  # says what is wrong and what to run
             notes.append(f"{a.path.name}: its per-filter figures could not be drawn: {exc}")
         except (OSError, KeyError, IndexError, TypeError, ValueError) as exc:
@@ -388,18 +427,55 @@ def draw_filter_figures(root: Path, analyses: list[Any], echo: Callable[[str], N
     return notes
 
 
+def _drawn_layers(root: Path, analyses: list[Any], which: str) -> list[str] | None:
+    """The layers ``which`` names (None: not a list of layers); an unknown one is an error that
+    lists the layers with per-filter figures."""
+    if which in ("auto", "all", "none"):
+        return None
+    from .analyses import figure_entries
+
+    names = [n.strip() for n in which.split(",") if n.strip()]
+    known = list(
+        dict.fromkeys(
+            str(e["layer"]) for a in analyses for e in figure_entries(a.doc) if "filter" in e and "layer" in e
+        )
+    )
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ConvlensError(
+            f"--filter-figures {which!r}: {', '.join(map(repr, unknown)) or 'no layer'} has no per-filter figures in "
+            f"{root}; allowed: auto, all, none, or layers separated by commas: {', '.join(known) or 'none here'}"
+        )
+    return names
+
+
 def build_run_report(
     run: Run | str | Path,
     out: str | Path | None = None,
     echo: Callable[[str], None] = lambda s: None,
     checkpoint: str | None = None,
     self_contained: bool = False,
+    filter_figures: str = "auto",
 ) -> Path:
     """Write the run's ``report.html`` (default ``RUN/report.html``) and return its path: images
-    linked from the run folder and loaded when looked at, or all embedded (``self_contained``)."""
+    linked from the run folder and loaded when looked at, or all embedded (``self_contained``).
+    A network of more than :data:`.pages.PAGED_ABOVE` filters gets its filter browser on layer
+    pages beside the page (``report-layers/``); ``filter_figures`` says which per-filter figures
+    are drawn now (:func:`draw_filter_figures`)."""
     run = run if isinstance(run, Run) else Run(run)
     out = Path(out) if out else run.report_file
     with contextlib.nullcontext() if self_contained else linked_images(out):
-        html = render_page(**run_context(run, echo, checkpoint))
+        context = run_context(run, echo, checkpoint, out, filter_figures)
+        html = render_page(**context)
+    paged = context["paged"]
+    if paged is not None:
+        base = {
+            "run_title": context["title"],
+            "generated": context["generated"],
+            "version": context["version"],
+        }
+        with contextlib.nullcontext() if self_contained else linked_images(out):
+            written = pages.write_pages(paged, base)
+        echo(f"wrote {len(written)} layer pages of the filter browser into {paged.folder}")
     atomic_write_text(out, html)
     return out

@@ -131,3 +131,73 @@
   show();
   fromHash();
 }());
+(function () {
+  "use strict";
+  // The filter browser of a large network: each layer's filters on pages of index.size
+  // (report/pages.py). The search box opens the page of a layer and filter; a table link
+  // "#fb=layer/5" opens that filter's page.
+  var node = document.getElementById("fb-index");
+  if (!node) { return; }
+  var index = JSON.parse(node.textContent);
+  var layerIn = document.getElementById("fb-find-layer");
+  var filterIn = document.getElementById("fb-find-filter");
+  var said = document.getElementById("fb-find-said");
+
+  // an exact name wins; else every layer whose name contains the text, ignoring case
+  function findLayers(text) {
+    var t = text.trim();
+    var low = t.toLowerCase();
+    var exact = index.layers.filter(function (l) { return l.name === t; });
+    if (exact.length || !t) { return exact; }
+    return index.layers.filter(function (l) { return l.name.toLowerCase().indexOf(low) >= 0; });
+  }
+
+  // the page that holds filter f: its place among the layer's filters (runs of numbers)
+  function pageOf(layer, f) {
+    var before = 0;
+    for (var i = 0; i < layer.ranges.length; i++) {
+      var r = layer.ranges[i];
+      if (f >= r[0] && f <= r[1]) { return Math.floor((before + f - r[0]) / index.size); }
+      before += r[1] - r[0] + 1;
+    }
+    return -1;
+  }
+
+  function hrefOf(layer, f) {
+    if (f === null) { return layer.base + "1.html"; }
+    var p = pageOf(layer, f);
+    return p < 0 ? null : layer.base + (p + 1) + ".html#f" + f;
+  }
+
+  function go(layerText, filterText) {
+    var found = findLayers(layerText);
+    if (found.length !== 1) {
+      var names = found.slice(0, 6).map(function (l) { return l.name; }).join(", ");
+      said.textContent = found.length ? found.length + " layers match: " + names + (found.length > 6 ? ", ..." : "")
+        : "no layer is called or contains \u201c" + layerText.trim() + "\u201d";
+      return false;
+    }
+    var f = /^\s*$/.test(filterText) ? null : parseInt(filterText, 10);
+    var href = (f === null || f >= 0) ? hrefOf(found[0], f) : null;
+    if (!href) {
+      said.textContent = found[0].name + " has no filter " + filterText.trim();
+      return false;
+    }
+    said.textContent = "";
+    window.location.href = href;
+    return true;
+  }
+
+  function submit() { go(layerIn.value, filterIn.value); }
+  document.getElementById("fb-find").addEventListener("click", submit);
+  [layerIn, filterIn].forEach(function (input) {
+    input.addEventListener("keydown", function (ev) { if (ev.key === "Enter") { submit(); } });
+  });
+
+  function fromHash() {
+    var m = /^#fb=(.+)\/(\d+)$/.exec(decodeURIComponent(window.location.hash));
+    if (m) { go(m[1], m[2]); }
+  }
+  window.addEventListener("hashchange", fromHash);
+  fromHash();
+}());
