@@ -67,8 +67,11 @@ def test_analyze_explain_report_diagnose(imported, capsys):
         for pos, (i, j), window in zip(f0["positions"], f0["locations"], f0["windows"]):
             cut = patch(images[pos], rf, i, j, fill=-1.0)  # the patch drawn shows the window's pixels
             t, b, l, r = window
-            top, _, left, _ = rf.box(i, j)
-            assert np.array_equal(cut[:, t - top : b - top, l - left : r - left], images[pos][:, t:b, l:r])
+            assert cut.shape[1] <= images.shape[2] and cut.shape[2] <= images.shape[3]  # cut to the image
+            rows = np.flatnonzero((cut != -1).any(axis=(0, 2)))  # pixels are >= 0: the rest is fill
+            cols = np.flatnonzero((cut != -1).any(axis=(0, 1)))
+            shown = cut[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            assert np.array_equal(shown, images[pos][:, t:b, l:r])
             assert (cut == -1).sum() == cut.size - images[pos][:, t:b, l:r].size
     classnorms = json.loads((imported / "analysis" / "classnorms.json").read_text())
     assert list(classnorms["layers"]) == ["stem", "body.1.conv2"]
