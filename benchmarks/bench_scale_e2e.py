@@ -10,8 +10,9 @@ process so its peak resident set and CPU time are its own (``os.wait4``):
 1. ``convlens train``: ``--preset`` (default resnet50) at ``--size`` px from random weights, one
    short epoch: the epoch is a training subset (``data.train_subset``, default 2,000 images, of
    which 5% validate) rather than a step cap, so the run folder is an ordinary finished run;
-   ``data.test_subset`` (default 500) test images are evaluated at the end. The whole folder is
-   decoded into memory first (the imagefolder data set's path today), inside this step.
+   ``data.test_subset`` (default 500) test images are evaluated at the end. The folder is decoded
+   once, inside this step, into the on-disk image cache (``data.size``, ``data.cache: memmap``;
+   ``crop: 1.0`` since the images already have the input's side), which every later step reads.
 2. ``convlens analyze --skip ablate``: every other default analysis on ``--analyze-limit`` test
    images (default 200, stratified by class), at the layers the model picks by default (its
    stage outputs: ResNet-50's conv1, layer1.2.conv3 ... layer4.2.conv3, 3,904 filters).
@@ -186,6 +187,9 @@ seed: 0
 data:
   name: imagefolder
   root: {folder}
+  size: {a.size}
+  crop: 1.0
+  cache: memmap
   val_fraction: 0.05
   train_subset: {a.train_images}
   test_subset: {a.test_images}
