@@ -134,13 +134,29 @@ def _browser():
 
 
 @pytest.mark.browser
+def _href_when(b, suffix: str, timeout: float = 30.0) -> str:
+    """The page's address once it ends with ``suffix`` and the page has loaded (polled: a
+    question asked while the page navigates is dropped by the browser, so it is asked again)."""
+    import time
+
+    end, last = time.monotonic() + timeout, ""
+    while time.monotonic() < end:
+        try:
+            last = b.eval("location.href")
+            if last.endswith(suffix) and b.eval("document.readyState") == "complete":
+                return last
+        except RuntimeError:  # the page navigated while it was asked
+            pass
+        time.sleep(0.1)
+    return last
+
+
 def test_the_search_box_and_table_links_open_the_filter_page(tmp_path, small_paging):
     import time
 
     browser_cls = _browser()
     run = fabricate(tmp_path / "run", layers=3, filters=40, k=2, images=8, side=8)
     out = build_report(run, filter_figures=layer_name(2))
-    wait = "new Promise(r => setTimeout(() => r(location.href), 600))"
     with browser_cls(tmp_path / "profile", width=1280, height=900) as b:
         b.open(out.as_uri())
         assert b.errors() == []
@@ -154,14 +170,16 @@ def test_the_search_box_and_table_links_open_the_filter_page(tmp_path, small_pag
             f"(document.getElementById('fb-find-layer').value = '{layer_name(2)}',"
             " document.getElementById('fb-find-filter').value = '37', document.getElementById('fb-find').click(), 1)"
         )
-        assert b.eval(wait).endswith("/report-layers/002-stage1.2.conv-p3.html#f37")
+        page = "/report-layers/002-stage1.2.conv-p3.html#f37"
+        assert _href_when(b, page).endswith(page)
         time.sleep(0.3)
         assert b.errors() == []
         cards = "[...document.querySelectorAll('.fb-card img')]"
         loaded = f"Promise.all({cards}.map(i => (i.loading = 'eager', i.decode().then(() => 0, () => 1))))"
         assert b.eval(loaded) == [0] * 2 * 8  # the last page's 8 filters, 2 panels each, every one loads
         b.open(out.as_uri() + f"#fb={layer_name(0)}/20")
-        assert b.eval(wait).endswith("/report-layers/000-stage1.0.conv-p2.html#f20")
+        page = "/report-layers/000-stage1.0.conv-p2.html#f20"
+        assert _href_when(b, page).endswith(page)
 
 
 def test_a_self_contained_report_embeds_the_layer_pages_images_too(tmp_path, small_paging):
