@@ -13,6 +13,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _foreign_nets import NETS as FOREIGN  # noqa: E402
+from _machine import FLAGS, cpu_model_and_flags  # noqa: E402
 
 SHAPE = (3, 32, 32)
 PRESETS = ("csci611", "fast", "resnet8", "resnet20")
@@ -44,19 +45,9 @@ def bench_model(name: str, classes: int = 10, **options) -> nn.Module:
 
 def machine() -> str:
     """CPU model, the SIMD flags that decide float32 speed, cores, torch version and load."""
-    model, flags = "?", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"]
+    model, flags = cpu_model_and_flags()
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return (
-        f"CPU {model}; flags {' '.join(f for f in wanted if f in flags) or 'none of ' + ' '.join(wanted)}; "
+        f"CPU {model}; flags {' '.join(flags) or 'none of ' + ' '.join(FLAGS)}; "
         f"{os.cpu_count()} cores; torch {torch.__version__}; {torch.get_num_threads()} thread(s); load {load}"
     )

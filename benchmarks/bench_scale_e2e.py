@@ -59,7 +59,6 @@ import functools
 import json
 import multiprocessing
 import os
-import platform
 import subprocess
 import sys
 import tarfile
@@ -68,6 +67,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _machine import FLAGS, cpu_model_and_flags  # noqa: E402
 
 ROOT = HERE.parent
 QUALITY = 90
@@ -127,17 +127,8 @@ def _upscale(job: tuple[bytes, str, int]) -> None:
 
 def cpu_line() -> str:
     """The CPU model and the SIMD flags that decide the kernels (and bf16)."""
-    model, flags = platform.processor() or "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    keep = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"]
-    has = " ".join(f for f in keep if f in flags) or "none of " + "/".join(keep)
+    model, flags = cpu_model_and_flags()
+    has = " ".join(flags) or "none of " + "/".join(FLAGS)
     return f"{model}, {os.cpu_count()} cores, flags: {has}"
 
 

@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -45,26 +44,17 @@ sys.path.insert(0, os.path.join(ROOT, "src"))
 sys.path.insert(0, HERE)
 
 from _cifar import cifar_root  # noqa: E402
+from _machine import cpu_model_and_flags  # noqa: E402
 
 
 def machine() -> dict:
     """CPU model, the SIMD flags that decide float32 / bf16 speed, cores and load."""
-    model, flags = platform.processor() or "?", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"]
+    model, flags = cpu_model_and_flags()
     import torch
 
     return {
         "cpu": model,
-        "flags": [f for f in wanted if f in flags],
+        "flags": flags,
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "load": list(os.getloadavg()),

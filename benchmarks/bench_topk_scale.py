@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -30,22 +29,16 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import FLAGS, cpu_model_and_flags  # noqa: E402
+
 SIDE = 224
 
 
 def cpu() -> str:
     """The CPU model and the vector extensions that decide the kernels' speed."""
-    model, flags = platform.processor() or "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
-    return f"{model}; {os.cpu_count()} logical CPUs; flags: {' '.join(f for f in wanted if f in flags) or 'none of'}"
+    model, flags = cpu_model_and_flags()
+    return f"{model}; {os.cpu_count()} logical CPUs; flags: {' '.join(flags) or 'none of ' + ' '.join(FLAGS)}"
 
 
 class AnonPeak:
