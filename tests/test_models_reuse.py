@@ -202,14 +202,18 @@ def test_a_shared_conv_is_edited_in_every_call():
     assert [split_call(p)[0] for p in points] == ["block1.bn1", "block1.conv"]
 
 
-def test_an_untraceable_model_is_ranked_by_full_passes_and_says_so():
-    class Branchy(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 3, 3, padding=1)
-            self.bn = nn.BatchNorm2d(3)
-            self.fc = nn.Linear(3, 4)
+class ConvBnHead(nn.Module):
+    """A conv, its batch norm and a linear head; subclasses write the ``forward`` under test."""
 
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3, 4)
+
+
+def test_an_untraceable_model_is_ranked_by_full_passes_and_says_so():
+    class Branchy(ConvBnHead):
         def forward(self, x):
             h = torch.relu(self.bn(self.conv(x)))
             if h.mean() > 10:  # control flow on a tensor value: torch.fx cannot trace it
@@ -275,13 +279,7 @@ def test_the_ablate_analysis_ranks_a_resnet_through_the_reused_graph():
 
 
 def test_a_forward_that_fixes_its_batch_size_is_named():
-    class Fixed(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 3, 3, padding=1)
-            self.bn = nn.BatchNorm2d(3)
-            self.fc = nn.Linear(3, 4)
-
+    class Fixed(ConvBnHead):
         def forward(self, x):
             return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))[:8]  # at most 8 rows
 
