@@ -49,13 +49,8 @@ def _runs(study, out: Path):
             for cell in sweep.cells():
                 point = sweep.points()[cell["point"]]
                 yield e.id, out / e.id / "trials" / str(cell["cell"]), sweep.trial_config(point, cell["seed"])
-        else:
-            cfg = load_config(study.folder / e.file, overrides)
-            for seed in budget.seeds or [cfg.seed]:
-                if budget.seeds:
-                    cfg = load_config(study.folder / e.file, {**overrides, "seed": seed})
-                yield e.id, out / e.id, cfg
-                break
+        else:  # a config trains once, with its own seed (a budget's seeds repeat sweep points)
+            yield e.id, out / e.id, load_config(study.folder / e.file, overrides)
 
 
 def _fake(path: Path, cfg, rng: np.random.Generator, collapsed: bool) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 
 from ..config import get_dotted
 from ..run import Run, is_run
-from ..run.layout import Layout
 from ..utils import read_json, write_json
 
 META = "study.json"  # name, budget and overrides of the results folder
@@ -63,9 +62,7 @@ def at_chance(r: Row) -> bool:
     acc = r.numbers.get("test_acc")
     if acc is None:
         return False
-    f = Layout(r.path).eval_file
-    classes = len((read_json(f) if f.is_file() else {}).get("per_class_accuracy") or []) or 10
-    return acc < 1 / classes + MIN_ABOVE_CHANCE
+    return acc < 1 / (r.numbers.get("n_classes") or 10) + MIN_ABOVE_CHANCE
 
 
 def trained(rows: list[Row]) -> tuple[list[Row], str | None]:
@@ -147,6 +144,7 @@ def _sizes(run: Run) -> dict[str, Any]:
         clean = 0
     return {
         "n_test": ev.get("n") or sizes.get("test"),
+        "n_classes": len(ev.get("per_class_accuracy") or []) or None,
         "n_val": sizes.get("val"),
         "n_clean": min(clean, sizes["train"]) if clean and sizes.get("train") else None,
     }
