@@ -252,6 +252,75 @@ def report(rows: list[dict], names: dict[str, str], ref_epochs: int) -> list[str
     return lines
 
 
+def plan_queue(args) -> list[tuple[str, int, int]]:
+    """Every (recipe, epochs, seed) to run, in order. Without ``--frontier-seeds`` each budget
+    runs every seed, seed by seed. With it the two reference budgets (``--ref-epochs``,
+    ``--new-ref-epochs``) run every seed first, baseline and new recipe side by side, then the
+    other budgets with the first ``--frontier-seeds`` seeds."""
+    if args.frontier_seeds is None:
+        queue = []
+        for seed in args.seeds:
+            plan = interleave([("base", e) for e in args.base_epochs], [("new", e) for e in args.new_epochs])
+            queue += [(r, e, seed) for r, e in plan]
+        return queue
+    ref = {"base": args.ref_epochs, "new": args.new_ref_epochs}
+    queue = [q for seed in args.seeds for q in (("base", ref["base"], seed), ("new", ref["new"], seed))]
+    for seed in args.seeds[: args.frontier_seeds]:
+        plan = interleave(
+            [("base", e) for e in args.base_epochs if e != ref["base"]],
+            [("new", e) for e in args.new_epochs if e != ref["new"]],
+        )
+        queue += [(r, e, seed) for r, e in plan]
+    return queue
+
+
+def summary(rows: list[dict], ref_epochs: int, new_ref_epochs: int | None, label: str) -> list[str]:
+    """The one-line verdict for scripts (means over the seeds both reference budgets share) and
+    the frontier check: at every measured budget of either recipe, the new recipe's accuracy at
+    the same CPU seconds (interpolated along its frontier) against the baseline's."""
+    if new_ref_epochs is None:
+        return []
+    base = {r["seed"]: r for r in rows if r["recipe"] == "base" and r["epochs"] == ref_epochs}
+    new = {r["seed"]: r for r in rows if r["recipe"] == "new" and r["epochs"] == new_ref_epochs}
+    seeds = sorted(set(base) & set(new))
+    if not seeds:
+        return []
+    mean = statistics.fmean
+    s, b = mean(new[k]["cpu"] for k in seeds), mean(base[k]["cpu"] for k in seeds)
+    a, a0 = mean(new[k]["acc"] for k in seeds), mean(base[k]["acc"] for k in seeds)
+    lines = [
+        f"\ntime-to-{label}: new {s:.0f} CPU s, {label} {b:.0f} CPU s, ratio {s / b:.2f}, "
+        f"accuracy new {a:.2f}% vs {label} {a0:.2f}% over {len(seeds)} seeds"
+    ]
+    lines.append(
+        f"target (ratio <= 0.67, accuracy new >= {label}, >= 3 seeds): "
+        + ("met" if s / b <= 0.67 and a >= a0 and len(seeds) >= 3 else "not met")
+    )
+    # the frontier check, on medians per budget (CPU seconds)
+    new_pts, base_pts = frontier(rows, "new", "cpu"), frontier(rows, "base", "cpu")
+    worse = []
+    checked = 0
+    for s_b, a_b in base_pts:
+        a_n = interp_acc(new_pts, s_b)
+        if a_n is None and new_pts and s_b > new_pts[-1][0]:
+            a_n = max(p[1] for p in new_pts)  # it has reached at least that by then
+        if a_n is not None:
+            checked += 1
+            if a_n < a_b:
+                worse.append(f"at the baseline's {s_b:.0f} s: {a_n:.2f}% < {a_b:.2f}%")
+    for s_n, a_n in new_pts:
+        a_b = interp_acc(base_pts, s_n)
+        if a_b is not None:
+            checked += 1
+            if a_n < a_b:
+                worse.append(f"at the new recipe's {s_n:.0f} s: {a_n:.2f}% < {a_b:.2f}%")
+    lines.append(
+        f"frontier (median CPU s per budget, {checked} points compared): "
+        + ("the new recipe is at least as accurate everywhere" if not worse else "less accurate " + "; ".join(worse))
+    )
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default=os.path.join(ROOT, "examples", "fast-cpu.yaml"))
@@ -259,7 +328,20 @@ def main() -> None:
     ap.add_argument("--base-epochs", type=int, nargs="*", default=[1, 2, 4, 8])
     ap.add_argument("--new-epochs", type=int, nargs="+", default=[1, 2, 3, 4, 6])
     ap.add_argument("--ref-epochs", type=int, default=4, help="the baseline budget whose accuracy is the target")
+    ap.add_argument(
+        "--new-ref-epochs",
+        type=int,
+        default=None,
+        help="the new recipe's budget for the summary line (time and accuracy against --ref-epochs)",
+    )
+    ap.add_argument("--label", default="baseline", help="the baseline's name in the summary line")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument(
+        "--frontier-seeds",
+        type=int,
+        default=None,
+        help="run the two reference budgets first with every seed, the other budgets with this many",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each on --threads threads)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
@@ -287,17 +369,14 @@ def main() -> None:
         f"runs: {args.threads} thread(s) each, {args.jobs} at a time, seeds {args.seeds}, extra {args.sets}", flush=True
     )
     names = {"base": f"{os.path.basename(args.base)} (baseline)", "new": os.path.basename(args.new)}
-    queue = []
-    for seed in args.seeds:
-        plan = interleave([("base", e) for e in args.base_epochs], [("new", e) for e in args.new_epochs])
-        queue += [(r, e, seed) for r, e in plan]
+    queue = plan_queue(args)
     rows: list[dict] = []
     if args.resume or args.report_only:
         saved = json.load(open(json_path))
         rows = saved["rows"]
         if args.report_only:  # the caption describes the runs that were made
-            for k in ("threads", "jobs", "sets", "base", "new"):
-                setattr(args, k, saved["args"][k])
+            for k in ("threads", "jobs", "sets", "base", "new", "new_ref_epochs", "label"):
+                setattr(args, k, saved["args"].get(k, getattr(args, k)))
             info = saved["machine"]
             names = {"base": f"{os.path.basename(args.base)} (baseline)", "new": os.path.basename(args.new)}
         print(f"{len(rows)} runs read from {json_path}")
@@ -345,6 +424,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     lines = report(rows, names, args.ref_epochs)
+    lines += summary(rows, args.ref_epochs, args.new_ref_epochs, args.label)
     print("\n".join(lines))
     loads = [x for r in rows for x in r["load"]]
     caption = (
