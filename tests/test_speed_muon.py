@@ -163,6 +163,43 @@ def test_fast_cpu_plus_is_fast_cpu_with_the_measured_switches():
     assert b["train.optimizer.lr"] / b["train.batch_size"] == a["train.optimizer.lr"] / a["train.batch_size"]
 
 
+def test_fast_cpu_full_is_fast_gpu_with_the_measured_switches():
+    """The full-width CPU recipe changes airbench94's (fast-gpu.yaml) budget, batch and optimiser
+    for the conv filters, and adds resizing and the frozen bias; network, data, schedule,
+    averaging and TTA stay."""
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    base, full = (
+        load_config(examples / "fast-gpu.yaml").to_dict(),
+        load_config(examples / "fast-cpu-full.yaml").to_dict(),
+    )
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(base), flat(full)
+    changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    assert changed == {
+        "name",
+        "train.epochs",
+        "train.batch_size",
+        "train.optimizer.lr",
+        "train.optimizer.muon.lr",
+        "train.optimizer.muon.momentum",
+        "train.optimizer.muon.nesterov",
+        "train.optimizer.muon.ns_steps",
+        "train.resize_schedule.sizes",
+        "train.resize_schedule.fraction",
+        "train.frozen_bias_epochs",
+    }
+    assert b["model.preset"] == "fast_full" and b["train.epochs"] < a["train.epochs"]
+    assert b["train.optimizer.lr"] / b["train.batch_size"] == a["train.optimizer.lr"] / a["train.batch_size"]
+
+
 def test_frozen_bias_epochs_stops_the_whitening_bias_after_its_epochs(tmp_path):
     """The frozen first conv's bias moves in its epochs only; the layers above keep training."""
     layers = [

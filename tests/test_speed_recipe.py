@@ -123,7 +123,7 @@ def test_bias_group_gets_its_own_lr_and_decay():
 
 
 def test_example_configs_validate():
-    for name in ("fast-cpu.yaml", "fast-gpu.yaml", "fast-cpu-20min.yaml"):
+    for name in ("fast-cpu.yaml", "fast-gpu.yaml", "fast-cpu-20min.yaml", "fast-cpu-plus.yaml", "fast-cpu-full.yaml"):
         cfg = load_config(EXAMPLES / name)
         assert cfg.model.preset in ("fast", "fast_full")
 
