@@ -18,6 +18,15 @@ every run, the frontier (median accuracy per budget, spread), and the ratio tabl
         --base examples/fast-cpu.yaml --base-epochs 1 2 4 8 \\
         --new examples/fast-cpu-plus.yaml --new-epochs 1 2 3 4 6 --seeds 0 1 2 --threads 1 --jobs 2
 
+The full-width comparison (BENCHMARKS.md, "Full width"): airbench94's recipe against the new
+CPU recipe, the reference budgets over 3 seeds first, the frontier's other budgets on one seed;
+it ends with the ``time-to-airbench94: ...`` line and the frontier check::
+
+    CONVLENS_SHARED_DATA=../shared/data PYTHONPATH=src python benchmarks/bench_speed_frontier.py \\
+        --base examples/fast-gpu.yaml --new examples/fast-cpu-full.yaml --base-epochs 1 3 10 \\
+        --new-epochs 1 2 4 8 --ref-epochs 10 --new-ref-epochs 8 --seeds 0 1 2 --frontier-seeds 1 \\
+        --threads 1 --jobs 2 --label airbench94 --name speed-frontier-full
+
 ``--out DIR`` keeps NAME.json (every run, written as it finishes) and NAME.png (default
 ``benchmarks/figures/speed-frontier.*``); ``--resume`` continues an interrupted invocation from
 its json, ``--report-only`` redraws the table and figure from it.
