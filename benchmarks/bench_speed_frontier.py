@@ -151,6 +151,16 @@ def interp_acc(points: list[tuple[float, float]], seconds: float) -> float | Non
     return None
 
 
+def acc_at(points: list[tuple[float, float]], seconds: float) -> tuple[float | None, bool]:
+    """A frontier's accuracy at ``seconds`` (:func:`interp_acc`) and whether ``seconds`` lies past
+    its largest budget, where it has reached at least its best accuracy (returned then); None
+    before its smallest budget."""
+    acc = interp_acc(points, seconds)
+    if acc is None and points and seconds > points[-1][0]:
+        return max(p[1] for p in points), True
+    return acc, False
+
+
 def frontier(rows: list[dict], recipe: str, key: str) -> list[tuple[float, float]]:
     """(median seconds, median accuracy) per epoch budget of one recipe, by seconds."""
     out = []
@@ -245,14 +255,12 @@ def report(rows: list[dict], names: dict[str, str], ref_epochs: int) -> list[str
         for e in sorted({r["epochs"] for r in rows if r["recipe"] == "base"}):
             rs = [r for r in rows if r["recipe"] == "base" and r["epochs"] == e]
             s, a = statistics.median(r[key] for r in rs), statistics.median(r["acc"] for r in rs)
-            na = interp_acc(new_pts, s)
+            na, past = acc_at(new_pts, s)
             ts = interp_time(new_pts, a)
-            if na is None and new_pts and s > new_pts[-1][0]:
-                # past the new recipe's largest budget: it has reached at least its best accuracy
-                best = max(p[1] for p in new_pts)
-                na_s = f">= {best:.2f}% ({best - a:+.2f})"
+            if na is None:
+                na_s = "outside"
             else:
-                na_s = "outside" if na is None else f"{na:.2f}% ({na - a:+.2f})"
+                na_s = f"{'>= ' if past else ''}{na:.2f}% ({na - a:+.2f})"
             ts_s = "not reached" if ts is None else f"{ts:.0f}"
             ratio = "" if ts is None else f"{ts / s:.2f}"
             lines.append(
@@ -310,9 +318,7 @@ def summary(rows: list[dict], ref_epochs: int, new_ref_epochs: int | None, label
     worse = []
     checked = 0
     for s_b, a_b in base_pts:
-        a_n = interp_acc(new_pts, s_b)
-        if a_n is None and new_pts and s_b > new_pts[-1][0]:
-            a_n = max(p[1] for p in new_pts)  # it has reached at least that by then
+        a_n, _ = acc_at(new_pts, s_b)
         if a_n is not None:
             checked += 1
             if a_n < a_b:
@@ -384,7 +390,7 @@ def main() -> None:
         saved = json.load(open(json_path))
         rows = saved["rows"]
         if args.report_only:  # the caption describes the runs that were made
-            for k in ("threads", "jobs", "sets", "base", "new", "new_ref_epochs", "label"):
+            for k in ("threads", "jobs", "sets", "base", "new", "ref_epochs", "new_ref_epochs", "label"):
                 setattr(args, k, saved["args"].get(k, getattr(args, k)))
             info = saved["machine"]
             names = {"base": f"{os.path.basename(args.base)} (baseline)", "new": os.path.basename(args.new)}

@@ -128,23 +128,24 @@ def test_a_run_with_muon_and_progressive_resizing_trains(tmp_path):
     assert acc > 0.3  # 10 classes: well above chance after two epochs
 
 
-def test_fast_cpu_plus_is_fast_cpu_with_the_measured_switches():
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _example_diff(base: str, new: str) -> tuple[dict, dict, set[str]]:
+    """Two example configs, flattened to dotted keys, and the keys whose values differ."""
     from pathlib import Path
 
     examples = Path(__file__).resolve().parents[1] / "examples"
-    base, plus = (
-        load_config(examples / "fast-cpu.yaml").to_dict(),
-        load_config(examples / "fast-cpu-plus.yaml").to_dict(),
-    )
+    a, b = (_flat(load_config(examples / name).to_dict()) for name in (base, new))
+    return a, b, {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
 
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
 
-    a, b = flat(base), flat(plus)
-    changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+def test_fast_cpu_plus_is_fast_cpu_with_the_measured_switches():
+    a, b, changed = _example_diff("fast-cpu.yaml", "fast-cpu-plus.yaml")
     # (a switch that is off is None in fast-cpu.yaml; switched on, its fields appear)
     assert changed == {
         "name",
@@ -167,22 +168,7 @@ def test_fast_cpu_full_is_fast_gpu_with_the_measured_switches():
     """The full-width CPU recipe changes airbench94's (fast-gpu.yaml) budget, batch and optimiser
     for the conv filters, and adds resizing and the frozen bias; network, data, schedule,
     averaging and TTA stay."""
-    from pathlib import Path
-
-    examples = Path(__file__).resolve().parents[1] / "examples"
-    base, full = (
-        load_config(examples / "fast-gpu.yaml").to_dict(),
-        load_config(examples / "fast-cpu-full.yaml").to_dict(),
-    )
-
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    a, b = flat(base), flat(full)
-    changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    a, b, changed = _example_diff("fast-gpu.yaml", "fast-cpu-full.yaml")
     assert changed == {
         "name",
         "train.epochs",
