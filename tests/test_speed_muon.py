@@ -37,6 +37,34 @@ def test_newton_schulz_of_a_scaled_orthogonal_matrix_stays_near_it():
     assert torch.allclose(x / s[0], q, atol=1e-5)  # computed in float32
 
 
+@pytest.mark.parametrize("shape", [(64, 576), (256, 2304), (96, 24)])
+def test_newton_schulz_in_bf16_stays_within_the_iterations_spread(shape):
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+    x = newton_schulz(g, steps=3, dtype=torch.bfloat16)
+    assert x.dtype == torch.float32 and x.shape == g.shape  # handed back in the gradient's dtype
+    s = torch.linalg.svdvals(x.double())
+    ref = torch.linalg.svdvals(newton_schulz(g, steps=3).double())
+    # three steps leave the singular values in about [0.65, 1.2] in either precision
+    assert s.min() > 0.6 and s.max() < 1.25
+    # bf16's 8-bit mantissa moves each by a few hundredths, far less than that spread
+    assert (s - ref).abs().max() < 0.05
+    # and the step points where float32's does
+    y = newton_schulz(g, steps=3)
+    assert (x * y).sum() / (x.norm() * y.norm()) > 0.999
+
+
+def test_muon_ns_precision_reaches_the_optimiser():
+    conv = nn.Conv2d(3, 8, 3, bias=False)
+    for prec, flag in (("fp32", False), ("bf16", True)):
+        cfg = load_config(
+            tiny_config(**{"train.optimizer": {"name": "sgd", "lr": 0.5, "muon": {"ns_precision": prec}}})
+        ).train.optimizer
+        opt = make_muon_sgd(conv, cfg)
+        assert opt.param_groups[0]["muon"] and opt.param_groups[0]["ns_bf16"] is flag
+    with pytest.raises(ConfigError, match="ns_precision"):
+        load_config(tiny_config(**{"train.optimizer": {"name": "sgd", "muon": {"ns_precision": "fp16"}}}))
+
+
 def test_newton_schulz_needs_a_matrix():
     with pytest.raises(ValueError, match="2-D"):
         newton_schulz(torch.ones(2, 2, 2))
@@ -156,6 +184,7 @@ def test_fast_cpu_plus_is_fast_cpu_with_the_measured_switches():
         "train.optimizer.muon.momentum",
         "train.optimizer.muon.nesterov",
         "train.optimizer.muon.ns_steps",
+        "train.optimizer.muon.ns_precision",
         "train.resize_schedule.sizes",
         "train.resize_schedule.fraction",
         "train.frozen_bias_epochs",
@@ -178,6 +207,7 @@ def test_fast_cpu_full_is_fast_gpu_with_the_measured_switches():
         "train.optimizer.muon.momentum",
         "train.optimizer.muon.nesterov",
         "train.optimizer.muon.ns_steps",
+        "train.optimizer.muon.ns_precision",
         "train.resize_schedule.sizes",
         "train.resize_schedule.fraction",
         "train.frozen_bias_epochs",
