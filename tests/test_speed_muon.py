@@ -194,9 +194,10 @@ def test_fast_cpu_plus_is_fast_cpu_with_the_measured_switches():
 
 
 def test_fast_cpu_full_is_fast_gpu_with_the_measured_switches():
-    """The full-width CPU recipe changes airbench94's (fast-gpu.yaml) budget, batch and optimiser
-    for the conv filters, and adds resizing and the frozen bias; network, data, schedule,
-    averaging and TTA stay."""
+    """The full-width CPU recipe keeps airbench94's (fast-gpu.yaml) network, data, augmentation,
+    SGD settings per image and TTA; it trains as airbench94_muon (budget, batch, Muon for the
+    filters, a linear decay without averaging, the whitening bias for 3 epochs) and adds resizing,
+    bf16 Newton-Schulz and bf16 test views."""
     a, b, changed = _example_diff("fast-gpu.yaml", "fast-cpu-full.yaml")
     assert changed == {
         "name",
@@ -208,12 +209,30 @@ def test_fast_cpu_full_is_fast_gpu_with_the_measured_switches():
         "train.optimizer.muon.nesterov",
         "train.optimizer.muon.ns_steps",
         "train.optimizer.muon.ns_precision",
+        "train.schedule.start_factor",
+        "train.schedule.pct_start",
+        "train.schedule.final_factor",
+        "train.average.kind",
+        "train.average.decay",
+        "train.average.every",
+        "train.average.power",
         "train.resize_schedule.sizes",
         "train.resize_schedule.fraction",
         "train.frozen_bias_epochs",
+        "eval.precision",
     }
     assert b["model.preset"] == "fast_full" and b["train.epochs"] < a["train.epochs"]
-    assert b["train.optimizer.lr"] / b["train.batch_size"] == a["train.optimizer.lr"] / a["train.batch_size"]
+    assert (b["train.epochs"], b["train.batch_size"], b["train.frozen_bias_epochs"]) == (8, 2000, 3)
+    # the SGD groups' rate per image is airbench94's, to 3 digits
+    assert b["train.optimizer.lr"] / b["train.batch_size"] == pytest.approx(
+        a["train.optimizer.lr"] / a["train.batch_size"], rel=1e-3
+    )
+    # no averaging; the rate falls in a straight line from its peak at the first step to zero
+    assert b["train.average"] is None and a["train.average.kind"] == "lookahead"
+    assert b["train.schedule.name"] == "onecycle" and b["train.schedule.start_factor"] == 1.0
+    assert b["train.schedule.final_factor"] == 0.0 and b["train.schedule.pct_start"] < 0.01
+    assert b["train.optimizer.muon.ns_precision"] == "bf16" and b["eval.precision"] == "train"
+    assert b["eval.tta"] == a["eval.tta"] == "flip_shift"
 
 
 def test_frozen_bias_epochs_stops_the_whitening_bias_after_its_epochs(tmp_path):
