@@ -55,12 +55,15 @@ def test_newton_schulz_in_bf16_stays_within_the_iterations_spread(shape):
 
 def test_muon_ns_precision_reaches_the_optimiser():
     conv = nn.Conv2d(3, 8, 3, bias=False)
-    for prec, flag in (("fp32", False), ("bf16", True)):
+    # auto follows the training precision: bf16 iterations only where autocast runs in bf16
+    cases = [("fp32", False, False), ("fp32", True, False), ("bf16", False, True), ("bf16", True, True)]
+    cases += [("auto", False, False), ("auto", True, True)]
+    for prec, train_bf16, flag in cases:
         cfg = load_config(
             tiny_config(**{"train.optimizer": {"name": "sgd", "lr": 0.5, "muon": {"ns_precision": prec}}})
         ).train.optimizer
-        opt = make_muon_sgd(conv, cfg)
-        assert opt.param_groups[0]["muon"] and opt.param_groups[0]["ns_bf16"] is flag
+        opt = make_muon_sgd(conv, cfg, bf16=train_bf16)
+        assert opt.param_groups[0]["muon"] and opt.param_groups[0]["ns_bf16"] is flag, (prec, train_bf16)
     with pytest.raises(ConfigError, match="ns_precision"):
         load_config(tiny_config(**{"train.optimizer": {"name": "sgd", "muon": {"ns_precision": "fp16"}}}))
 
@@ -231,7 +234,7 @@ def test_fast_cpu_full_is_fast_gpu_with_the_measured_switches():
     assert b["train.average"] is None and a["train.average.kind"] == "lookahead"
     assert b["train.schedule.name"] == "onecycle" and b["train.schedule.start_factor"] == 1.0
     assert b["train.schedule.final_factor"] == 0.0 and b["train.schedule.pct_start"] < 0.01
-    assert b["train.optimizer.muon.ns_precision"] == "bf16" and b["eval.precision"] == "train"
+    assert b["train.optimizer.muon.ns_precision"] == "auto" and b["eval.precision"] == "train"
     assert b["eval.tta"] == a["eval.tta"] == "flip_shift"
 
 

@@ -208,10 +208,11 @@ class MuonConfig(Strict):
     momentum: float = Field(0.6, ge=0, lt=1)
     nesterov: bool = True
     ns_steps: int = Field(3, ge=1, le=20, description="Newton-Schulz iterations per update")
-    ns_precision: Literal["fp32", "bf16"] = Field(
+    ns_precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32",
         description="Precision of the Newton-Schulz iterations: bf16 (as airbench94_muon) halves their "
-        "cost where the CPU or GPU has bf16 matrix units",
+        "cost where the CPU or GPU has bf16 matrix units (and is far slower where it is emulated); "
+        "auto: bf16 when training runs in bf16 autocast, else fp32",
     )
 
 

@@ -99,7 +99,7 @@ class Trainer:
         self.train_split = self._to_device(data.train)
         self.val_split = self._to_device(data.val) if data.val is not None else None
         self.steps_per_epoch = num_batches(len(data.train), t.batch_size)
-        self.opt = make_optimizer(self.model, t.optimizer)
+        self.opt = make_optimizer(self.model, t.optimizer, bf16=prec.bf16)
         # float16 autocast (train.precision: fp16, CUDA) scales the loss so small gradients do not
         # underflow; disabled, every call below passes straight through to the optimiser
         self.scaler = torch.amp.GradScaler(prec.device.type, enabled=prec.fp16)

@@ -30,8 +30,8 @@ def newton_schulz(
     """An approximately semi-orthogonal matrix with the singular vectors of the 2-D ``g``.
 
     ``dtype``: the iteration's precision. bfloat16 (as airbench94_muon iterates) halves its cost
-    on CPUs with bf16 matrix units; the result's singular values stay within the iteration's own
-    spread (0.7-1.2)."""
+    on CPUs with bf16 matrix units (where bf16 is emulated it is far slower); the result's singular
+    values stay within the iteration's own spread (about 0.65-1.2)."""
     if g.ndim != 2:
         raise ValueError(f"newton_schulz needs a 2-D matrix, got shape {tuple(g.shape)}")
     a, b, c = NS_COEFFS
@@ -110,9 +110,10 @@ def muon_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter
     return filters, rest
 
 
-def make_muon_sgd(model: nn.Module, cfg) -> MuonSGD:
+def make_muon_sgd(model: nn.Module, cfg, bf16: bool = False) -> MuonSGD:
     """``cfg`` (an OptimConfig with ``muon`` set): Muon groups first, then SGD's main and bias
-    groups as :func:`~convlens.train.optim.make_optimizer` makes them."""
+    groups as :func:`~convlens.train.optim.make_optimizer` makes them. ``bf16``: training runs in
+    bf16 autocast, so ``ns_precision: auto`` iterates in bf16."""
     filters, rest = muon_groups(model)
     m = cfg.muon
     groups = []
@@ -127,7 +128,7 @@ def make_muon_sgd(model: nn.Module, cfg) -> MuonSGD:
                 "weight_decay": 0.0,
                 "muon": True,
                 "ns_steps": m.ns_steps,
-                "ns_bf16": m.ns_precision == "bf16",
+                "ns_bf16": m.ns_precision == "bf16" or (m.ns_precision == "auto" and bf16),
             }
         )
     main = [p for p in rest if p.ndim > 1]

@@ -16,11 +16,12 @@ from torch import nn
 from ..config import OptimConfig, ScheduleConfig
 
 
-def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: OptimConfig, bf16: bool = False) -> torch.optim.Optimizer:
+    """``bf16``: training runs in bf16 autocast (Muon's ``ns_precision: auto`` follows it)."""
     if cfg.muon is not None:
         from .muon import make_muon_sgd
 
-        return make_muon_sgd(model, cfg)
+        return make_muon_sgd(model, cfg, bf16)
     main, bias = [], []
     for p in model.parameters():
         if p.requires_grad:
