@@ -78,6 +78,7 @@ class MuonSGD(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, mom, nesterov, wd = group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]
+            ns_dtype = torch.bfloat16 if group.get("ns_bf16") else torch.float32
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -95,8 +96,7 @@ class MuonSGD(torch.optim.Optimizer):
                 if group["muon"]:
                     # fixed filter norm (batch norm follows), then the orthogonalised step
                     p.mul_(len(p) ** 0.5 / (p.norm() + 1e-12))
-                    dtype = torch.bfloat16 if group.get("ns_bf16") else torch.float32
-                    g = newton_schulz(g.reshape(len(g), -1), group["ns_steps"], dtype=dtype).view_as(p)
+                    g = newton_schulz(g.reshape(len(g), -1), group["ns_steps"], dtype=ns_dtype).view_as(p)
                 p.add_(g, alpha=-lr)
         return loss
 
