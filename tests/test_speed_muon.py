@@ -53,6 +53,23 @@ def test_newton_schulz_in_bf16_stays_within_the_iterations_spread(shape):
     assert (x * y).sum() / (x.norm() * y.norm()) > 0.999
 
 
+def test_muon_ns_precision_is_not_part_of_the_saved_state():
+    # a run saved where bf16 is native and resumed where it is emulated decides afresh
+    conv = nn.Conv2d(3, 8, 3, bias=False)
+    cfg = load_config(
+        tiny_config(**{"train.optimizer": {"name": "sgd", "lr": 0.5, "muon": {"ns_precision": "auto"}}})
+    ).train.optimizer
+    saved = make_muon_sgd(conv, cfg, bf16=True)
+    conv(torch.randn(2, 3, 8, 8)).sum().backward()
+    saved.step()
+    state = saved.state_dict()
+    assert all("ns_bf16" not in g for g in state["param_groups"])
+    resumed = make_muon_sgd(conv, cfg, bf16=False)
+    resumed.load_state_dict(state)
+    assert saved.ns_bf16 is True and resumed.ns_bf16 is False
+    assert torch.equal(resumed.state[conv.weight]["momentum_buffer"], saved.state[conv.weight]["momentum_buffer"])
+
+
 def test_muon_ns_precision_reaches_the_optimiser():
     conv = nn.Conv2d(3, 8, 3, bias=False)
     # auto follows the training precision: bf16 iterations only where autocast runs in bf16
@@ -63,7 +80,7 @@ def test_muon_ns_precision_reaches_the_optimiser():
             tiny_config(**{"train.optimizer": {"name": "sgd", "lr": 0.5, "muon": {"ns_precision": prec}}})
         ).train.optimizer
         opt = make_muon_sgd(conv, cfg, bf16=train_bf16)
-        assert opt.param_groups[0]["muon"] and opt.param_groups[0]["ns_bf16"] is flag, (prec, train_bf16)
+        assert opt.param_groups[0]["muon"] and opt.ns_bf16 is flag, (prec, train_bf16)
     with pytest.raises(ConfigError, match="ns_precision"):
         load_config(tiny_config(**{"train.optimizer": {"name": "sgd", "muon": {"ns_precision": "fp16"}}}))
 

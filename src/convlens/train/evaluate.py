@@ -16,6 +16,7 @@ from torch import nn
 from .. import runload
 from ..data import Split, batches
 from ..data.augment import shift_crop
+from ..heap import reuse_freed_blocks
 from ..run import CHECKPOINTS, Layout
 from ..trace import borrowed
 from .precision import Precision, choose
@@ -51,7 +52,7 @@ def predict(
         "cpu" if next(model.parameters()).device.type == "cpu" else "cuda", "fp32", "off", torch.get_num_threads()
     )
     out = []
-    with borrowed(model):
+    with borrowed(model), reuse_freed_blocks():
         it = batches(split, batch_size, device=prec.device, channels_last=prec.channels_last)
         if progress:
             from tqdm.auto import tqdm

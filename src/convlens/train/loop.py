@@ -30,6 +30,7 @@ from .. import __version__, checkpoint, distributed, runload
 from ..config import ExperimentConfig, defaults_note, load_config
 from ..data import Augment, DataBundle, batches, load_data, num_batches
 from ..errors import ConvlensError, RunError
+from ..heap import reuse_freed_blocks
 from ..models import build_model, summarize, totals
 from ..models.whiten import init_whitening
 from ..run import Layout, Run, write_status
@@ -357,6 +358,7 @@ def train(
     """
     echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
     with contextlib.ExitStack() as held:  # the run folder's lock, from when it is known to the end
+        held.enter_context(reuse_freed_blocks())  # a step's buffers, kept for the next step
         return _train(config, out, resume, overrides, echo, callback, held)
 
 

@@ -47,7 +47,12 @@ def newton_schulz(
 
 
 class MuonSGD(torch.optim.Optimizer):
-    """Muon for the groups marked ``muon: True``, ``torch.optim.SGD`` for the others."""
+    """Muon for the groups marked ``muon: True``, ``torch.optim.SGD`` for the others.
+
+    ``ns_bf16`` (iterate in bf16) belongs to this machine and config, not to the training state:
+    it is an attribute, kept out of ``state_dict``, so a run resumed on a CPU without native bf16
+    decides afresh.
+    """
 
     def __init__(
         self,
@@ -66,9 +71,9 @@ class MuonSGD(torch.optim.Optimizer):
             "weight_decay": weight_decay,
             "muon": False,
             "ns_steps": ns_steps,
-            "ns_bf16": ns_bf16,
         }
         super().__init__(groups, defaults)
+        self.ns_bf16 = ns_bf16
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -78,7 +83,7 @@ class MuonSGD(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, mom, nesterov, wd = group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]
-            ns_dtype = torch.bfloat16 if group.get("ns_bf16") else torch.float32
+            ns_dtype = torch.bfloat16 if self.ns_bf16 else torch.float32
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -128,7 +133,6 @@ def make_muon_sgd(model: nn.Module, cfg, bf16: bool = False) -> MuonSGD:
                 "weight_decay": 0.0,
                 "muon": True,
                 "ns_steps": m.ns_steps,
-                "ns_bf16": m.ns_precision == "bf16" or (m.ns_precision == "auto" and bf16),
             }
         )
     main = [p for p in rest if p.ndim > 1]
@@ -139,4 +143,11 @@ def make_muon_sgd(model: nn.Module, cfg, bf16: bool = False) -> MuonSGD:
         lr = cfg.lr * cfg.bias_lr_scale
         wd = cfg.weight_decay if cfg.bias_weight_decay is None else cfg.bias_weight_decay
         groups.append({"params": bias, "lr": lr, "base_lr": lr, "weight_decay": wd})
-    return MuonSGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    return MuonSGD(
+        groups,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+        ns_bf16=m.ns_precision == "bf16" or (m.ns_precision == "auto" and bf16),
+    )
