@@ -12,7 +12,7 @@ from PIL import Image
 
 from convlens import plots
 from convlens.analyses import ClassNorms, Filters, TopK
-from convlens.analyses.perfilter import draw_pending, weights_shown, window_patch
+from convlens.analyses.perfilter import draw_pending, topk_images, weights_shown, window_patch
 from convlens.analyses.topk import patch
 from convlens.models.summary import ReceptiveField
 
@@ -33,6 +33,10 @@ def test_topk_figures_drawn_later_equal_those_drawn_from_the_split(tmp_path):
         f["path"] for f in out["figures"] if f.get("pending")
     }
     assert draw_pending(tmp_path) == []  # drawn once: the files stay
+    # the stored winners are read as a memory map (one filter's figure reads its k images only)
+    stored, row = topk_images(json.loads((tmp_path / "analysis/topk.json").read_text()), tmp_path)
+    assert isinstance(stored, np.memmap)
+    np.testing.assert_array_equal(stored[[row[p] for p in fi["positions"]]], split.images[fi["positions"]].numpy())
     # the same figure drawn straight from the split's images, as analyze drew it before
     imgs = split.images[fi["positions"]].float().div(255).numpy()
     ref = plots.mosaic(

@@ -117,9 +117,18 @@ def window_patch(image: np.ndarray, rf: dict[str, int], i: int, j: int, fill: fl
 
 
 def topk_images(doc: dict[str, Any], root: Path) -> tuple[np.ndarray, dict[int, int]]:
-    """topk's stored top images (uint8, N x C x H x W) and the row of each split position."""
-    with _arrays(doc, root) as z:
-        images, positions = z["images"], z["positions"]
+    """topk's stored top images (uint8, N x C x H x W) and the row of each split position. The
+    images are a read-only memory map where they are stored uncompressed (as topk writes them):
+    a figure reads its own k images, not the whole array."""
+    from ..run.layout import Artifact
+    from ..run.npz import mapped
+
+    path = Artifact.arrays_of(doc, root)  # checked against the JSON once
+    with np.load(path) as z:
+        positions = z["positions"]
+        images = mapped(path, "images")
+        if images is None:  # written compressed
+            images = z["images"]
     return images, {int(p): i for i, p in enumerate(positions)}
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..run.npz import Rows
 from ..utils import to_numpy
 from ..models.graph import trace_graph
 from ..models.summary import ReceptiveField, receptive_fields
@@ -248,9 +249,18 @@ class TopK(Streaming, TopKOptions):
         classes = subject.classes
         used = sorted({p for info in layers.values() for fi in info["filters"] for p in fi["positions"]})
         artifact = Layout(subject.root).artifact(self.name, self.key_for(subject))
+        # the winners' pictures, read from the split and written a batch at a time (at 224 px each
+        # is 150 KB, and there may be layers x filters x k of them); stored uncompressed, so that
+        # drawing a filter's figure maps its k images only. (CIFAR's pictures shrink 7 % at zlib
+        # level 6, for 50 ms a megabyte.)
+        batch = 256
         arrays = artifact.save_arrays(
-            compressed=False,  # CIFAR's pictures shrink 7 % at zlib level 6, for 50 ms a megabyte
-            images=to_numpy(images[used]).astype(np.uint8) if used else np.zeros((0, *subject.in_shape), np.uint8),
+            compressed=False,
+            images=Rows(
+                (len(used), *subject.in_shape),
+                np.uint8,
+                lambda: (to_numpy(images[used[i : i + batch]]).astype(np.uint8) for i in range(0, len(used), batch)),
+            ),
             positions=np.asarray(used, dtype=np.int64),
         )
         for layer, info in layers.items():

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ..errors import DamagedFileError
-from ..utils import atomic_write_bytes, atomic_write_text, write_json
+from ..utils import atomic_write, atomic_write_bytes, atomic_write_text, write_json
 
 CONFIG = "config.yaml"
 DATASET = "dataset.json"
@@ -152,12 +152,11 @@ class Artifact:
 
     def save_arrays(self, compressed: bool = True, **arrays: Any) -> str:
         """Write the raw arrays (a .npz, compressed unless ``compressed`` is False, atomically);
-        returns the path the JSON records."""
-        import numpy as np
+        returns the path the JSON records. An array may be given as :class:`~.npz.Rows`, written
+        a batch at a time; stored uncompressed, :func:`~.npz.mapped` reads it as a memory map."""
+        from .npz import write_npz
 
-        buf = io.BytesIO()
-        (np.savez_compressed if compressed else np.savez)(buf, **arrays)
-        atomic_write_bytes(self.npz, buf.getvalue())
+        atomic_write(self.npz, lambda f: write_npz(f, compressed, arrays), mode="wb")
         return self.rel(self.npz)
 
     def clear(self) -> None:
