@@ -19,9 +19,7 @@ images again for them.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
+from .. import heap
 from ..errors import DataError
 from ..utils import human_size
 from .imagecache import ImageCache
@@ -150,25 +149,6 @@ class CachedArrays:
     pixels: int  # pixels per image the moments sum over
 
 
-def return_large_blocks() -> None:
-    """Make glibc hand every block of 4 MiB or more back to the OS when it is freed.
-
-    By default glibc raises its mmap threshold to the largest block freed so far (up to 32 MiB);
-    after the first batch, batch buffers then come from the heap, which fragments, and the
-    resident set grew with the length of an epoch: peak RSS 415, 438 and 506 MB for one pass over
-    4,000, 16,000 and 40,000 images of 128 px here, against 366, 370 and 375 MB with the
-    threshold fixed at 4 MiB (benchmarks/bench_data_cache.py, step eval; ``MALLOC_MMAP_THRESHOLD_``
-    set in the environment is left alone). Called when a split is read from the file; a no-op
-    where there is no glibc.
-    """
-    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    try:
-        ctypes.CDLL(None).mallopt(-3, 4 << 20)  # -3: M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        pass
-
-
 def memmap_above() -> int:
     raw = os.environ.get("CONVLENS_MEMMAP_ABOVE", "").strip()
     if not raw:
@@ -219,7 +199,7 @@ def load_cached(cfg: DataConfig, folder: Path) -> CachedArrays:
     total = sum(c.path.stat().st_size for c in caches.values())
     memmap = cfg.cache == "memmap" or (cfg.cache == "auto" and total > memmap_above())
     if memmap:
-        return_large_blocks()
+        heap.return_large_blocks()
     sources = {k: c if memmap else InMemory(c) for k, c in caches.items()}
     first = next(iter(caches.values()))
     if "all" in caches:
