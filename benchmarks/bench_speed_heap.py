@@ -9,12 +9,13 @@ time, minor page faults and peak RSS come from ``wait4``. Prints the CPU model a
 run, and the ratio of the medians of CPU time (kept / default).
 
 ``--step`` measures one training step alone instead, in a fresh process per setting: the
-full-width network (``fast-cpu-full.yaml``'s model), a batch of 2000 random 32-px images,
+full-width network (``fast-cpu-full.yaml``'s model), a batch of 2000 random 32-px images (each
+size of ``--batch``),
 channels_last, bf16 autocast where the CPU computes in bf16 (float32 elsewhere), one thread;
 CPU time per image (user and system) and minor faults per step, after two warm-up steps.
 
     PYTHONPATH=src python benchmarks/bench_speed_heap.py [--configs examples/fast-cpu-full.yaml ...]
-        [--subset 4000] [--repeats 2] [--step]
+        [--subset 4000] [--repeats 2] [--step [--batch 1024 2000]]
 """
 
 from __future__ import annotations
@@ -97,8 +98,9 @@ torch.manual_seed(0)
 cfg = load_config(sys.argv[1])
 prec = choose("cpu", "auto", "auto", 1, True)
 model = build_model(cfg.model, (3, 32, 32), 10).to(memory_format=torch.channels_last)
-x = torch.randn(2000, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-y = torch.randint(0, 10, (2000,))
+batch = int(sys.argv[2])
+x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+y = torch.randint(0, 10, (batch,))
 opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
 def step():
@@ -111,17 +113,18 @@ def step():
 with reuse_freed_blocks() as kept:
     step(), step()
     r0 = resource.getrusage(resource.RUSAGE_SELF)
-    for _ in range(3):
+    steps = max(3, 6000 // batch)
+    for _ in range(steps):
         step()
     r1 = resource.getrusage(resource.RUSAGE_SELF)
-per = 3 * 2000 / 1000
+per = steps * batch / 1000
 print(kept, prec.describe(), (r1.ru_utime - r0.ru_utime) / per, (r1.ru_stime - r0.ru_stime) / per,
-      (r1.ru_minflt - r0.ru_minflt) / 3)
+      (r1.ru_minflt - r0.ru_minflt) / steps)
 """
 
 
-def step_probe(config: str, repeats: int) -> None:
-    print(f"one training step of {os.path.basename(config)}'s model, batch 2000 at 32 px, 1 thread, alternating")
+def step_probe(config: str, repeats: int, batch: int) -> dict[bool, float]:
+    print(f"one training step of {os.path.basename(config)}'s model, batch {batch} at 32 px, 1 thread, alternating")
     rows: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(repeats):
         for kept in (False, True):
@@ -130,7 +133,7 @@ def step_probe(config: str, repeats: int) -> None:
             if not kept:
                 env["CONVLENS_REUSE_HEAP"] = "0"
             out = subprocess.run(
-                [sys.executable, "-c", STEP, config], env=env, capture_output=True, text=True, check=True
+                [sys.executable, "-c", STEP, config, str(batch)], env=env, capture_output=True, text=True, check=True
             ).stdout.split()
             user, system, faults = float(out[-3]), float(out[-2]), float(out[-1])
             rows[kept].append(user + system)
@@ -140,7 +143,9 @@ def step_probe(config: str, repeats: int) -> None:
                 f"(user {user:.3f}, system {system:.3f}), {faults:,.0f} minor faults per step",
                 flush=True,
             )
-    print(f"step CPU kept / default {statistics.median(rows[True]) / statistics.median(rows[False]):.3f}")
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    print(f"step CPU kept / default {med[True] / med[False]:.3f}")
+    return med
 
 
 def main() -> None:
@@ -150,6 +155,7 @@ def main() -> None:
     p.add_argument("--test", type=int, default=2000, help="test images (default 2000)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--step", action="store_true", help="one training step alone, not whole train runs")
+    p.add_argument("--batch", type=int, nargs="+", default=[2000], help="--step's batch sizes (default 2000)")
     a = p.parse_args()
     model, flags = cpu_model_and_flags()
     import torch
@@ -159,7 +165,15 @@ def main() -> None:
         f"load {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
     if a.step:
-        step_probe(os.path.join(ROOT, a.configs[0]) if not os.path.isabs(a.configs[0]) else a.configs[0], a.repeats)
+        config = os.path.join(ROOT, a.configs[0]) if not os.path.isabs(a.configs[0]) else a.configs[0]
+        got = {b: step_probe(config, a.repeats, b) for b in a.batch}
+        if len(got) > 1:
+            first = a.batch[0]
+            for b in a.batch[1:]:
+                print(
+                    f"CPU per image, batch {b} / batch {first}: glibc default "
+                    f"{got[b][False] / got[first][False]:.3f}, kept {got[b][True] / got[first][True]:.3f}"
+                )
         return
     print(
         f"convlens train, 1 epoch on {a.subset:,} CIFAR-10 images at 32 px, {a.test:,} test images, "
