@@ -19,7 +19,7 @@ from conftest import tiny_config
 pytestmark = pytest.mark.skipif(heap._glibc() is None, reason="needs glibc's malloc (Linux)")
 
 # A fresh process (malloc's settings are process-wide): minor page faults per training step of a
-# small conv net on 256 images of 32 px (activations of 32 MiB and more, above glibc's largest mmap
+# small conv net on 512 images of 32 px (activations of 64 MiB, above glibc's largest mmap
 # threshold), before, inside and after reuse_freed_blocks.
 PROBE = textwrap.dedent(
     """
@@ -31,7 +31,7 @@ PROBE = textwrap.dedent(
     torch.set_num_threads(1)
     net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.Flatten(),
                         nn.Linear(32 * 32 * 32, 10))
-    x = torch.randn(256, 3, 32, 32)
+    x = torch.randn(512, 3, 32, 32)
 
     def faults(steps=6):
         def step():
@@ -102,6 +102,7 @@ def test_nested_uses_apply_once_and_undo_at_the_last(monkeypatch):
             return libc.malloc_trim(pad)
 
     monkeypatch.setattr(heap, "_glibc", Spy)
+    monkeypatch.setattr(heap, "_threshold", heap.SETTLED_THRESHOLD)  # no image cache read yet
     with heap.reuse_freed_blocks():
         with heap.reuse_freed_blocks():
             assert heap.reusing()
@@ -110,9 +111,16 @@ def test_nested_uses_apply_once_and_undo_at_the_last(monkeypatch):
     assert not heap.reusing()
     assert calls[2:] == [
         (heap.M_MMAP_MAX, heap.GLIBC_MMAP_MAX),
-        (heap.M_TRIM_THRESHOLD, heap.GLIBC_TRIM_THRESHOLD),
+        (heap.M_MMAP_THRESHOLD, heap.SETTLED_THRESHOLD),  # where glibc's adaptive threshold settles
+        (heap.M_TRIM_THRESHOLD, 2 * heap.SETTLED_THRESHOLD),
         ("trim", 0),
     ]
+    # an image cache read from disk asks for 4 MiB: it stays after training
+    heap.return_large_blocks()
+    calls.clear()
+    with heap.reuse_freed_blocks():
+        pass
+    assert (heap.M_MMAP_THRESHOLD, heap.CACHE_THRESHOLD) in calls
 
 
 def test_training_and_prediction_run_with_freed_blocks_kept(tmp_path, monkeypatch):

@@ -7,9 +7,12 @@ takes a page fault for every 4 KiB. For the full-width CIFAR-10 network at batch
 is about 830,000 faults and a sixth of the step's CPU time (``benchmarks/bench_speed_heap.py``).
 
 :func:`reuse_freed_blocks` serves every block from the heap and keeps freed memory for the next
-step while it is active (``mallopt``: no mmap, no trimming below 2 GiB), then restores glibc's
-defaults and hands the retained memory back (``malloc_trim``). Peak memory stays what the step
-needs; what changes is that it is not returned to the OS between steps.
+step while it is active (``mallopt``: no mmap, no trimming below 2 GiB), then hands the retained
+memory back (``malloc_trim``) and leaves glibc where its own adaptive threshold settles for such
+work: blocks of 32 MiB and more mapped and returned, smaller ones from the heap (4 MiB where an
+image cache is read, :func:`return_large_blocks`). glibc stops adapting once any of these is set,
+so the threshold is set explicitly rather than left at its starting 128 KiB. Peak memory stays
+what the step needs; what changes is that it is not returned to the OS between steps.
 
 :func:`return_large_blocks` is the opposite setting, for reading an on-disk image cache outside
 training: blocks of 4 MiB or more go back to the OS when freed, so the resident set does not grow
@@ -32,12 +35,14 @@ from collections.abc import Iterator
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
-GLIBC_MMAP_MAX = 65536  # glibc's defaults, restored on the way out
-GLIBC_TRIM_THRESHOLD = 128 * 1024
+GLIBC_MMAP_MAX = 65536  # glibc's default, restored on the way out
+SETTLED_THRESHOLD = 32 << 20  # glibc's largest adaptive mmap threshold (64-bit)
+CACHE_THRESHOLD = 4 << 20  # return_large_blocks's
 KEEP_BELOW = 2**31 - 1  # mallopt takes an int: the largest trim threshold it can set
 
 _lock = threading.Lock()
 _depth = 0
+_threshold = SETTLED_THRESHOLD  # the mmap threshold outside reuse_freed_blocks
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -94,7 +99,9 @@ def reuse_freed_blocks() -> Iterator[bool]:
             _depth -= 1
             if _depth == 0:
                 libc.mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX)
-                libc.mallopt(M_TRIM_THRESHOLD, GLIBC_TRIM_THRESHOLD)
+                if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+                    libc.mallopt(M_MMAP_THRESHOLD, _threshold)
+                libc.mallopt(M_TRIM_THRESHOLD, 2 * _threshold)  # glibc's own rule: twice the threshold
                 libc.malloc_trim(0)
 
 
@@ -110,7 +117,10 @@ def return_large_blocks() -> None:
     a no-op where there is no glibc. Inside :func:`reuse_freed_blocks` no block is mapped at all;
     this threshold applies again after it.
     """
+    global _threshold
     libc = _glibc()
     if libc is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return
-    libc.mallopt(M_MMAP_THRESHOLD, 4 << 20)
+    with _lock:
+        _threshold = CACHE_THRESHOLD
+        libc.mallopt(M_MMAP_THRESHOLD, CACHE_THRESHOLD)
