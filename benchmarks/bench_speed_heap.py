@@ -38,44 +38,38 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 
 
-def one(config: str, kept: bool, subset: int, test: int, work: str) -> dict:
-    out = os.path.join(work, "run")
-    shutil.rmtree(out, ignore_errors=True)
+def run_env(kept: bool) -> dict[str, str]:
+    """The environment of one measured process: one thread, this checkout's convlens, and glibc's
+    defaults (``CONVLENS_REUSE_HEAP=0``) unless ``kept``."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.path.join(ROOT, "src"))
     env.pop("CONVLENS_REUSE_HEAP", None)
     if not kept:
         env["CONVLENS_REUSE_HEAP"] = "0"
-    cmd = [
-        sys.executable,
-        "-m",
-        "convlens.cli",
-        "train",
-        config,
-        "--out",
-        out,
-        "--set",
+    return env
+
+
+def one(config: str, kept: bool, subset: int, test: int, work: str) -> dict:
+    out = os.path.join(work, "run")
+    shutil.rmtree(out, ignore_errors=True)
+    sets = [
         f"data.root={cifar_root()}",
-        "--set",
         f"data.train_subset={subset}",
-        "--set",
         f"data.test_subset={test}",
-        "--set",
         "train.epochs=1",
-        "--set",
         "train.threads=1",
-        "--set",
         "train.resize_schedule=null",
-        "--set",
         "eval.tta=none",
     ]
+    cmd = [sys.executable, "-m", "convlens.cli", "train", config, "--out", out]
+    cmd += [arg for item in sets for arg in ("--set", item)]
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, use = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    err = proc.stderr.read()
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{err}")
+    with open(os.path.join(work, "stderr.txt"), "w+") as err:  # a file: a full pipe would block the run
+        proc = subprocess.Popen(cmd, env=run_env(kept), stdout=subprocess.DEVNULL, stderr=err)
+        _, status, use = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        err.seek(0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{err.read()}")
     return {
         "user": use.ru_utime,
         "sys": use.ru_stime,
@@ -128,12 +122,12 @@ def step_probe(config: str, repeats: int, batch: int) -> dict[bool, float]:
     rows: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(repeats):
         for kept in (False, True):
-            env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.path.join(ROOT, "src"))
-            env.pop("CONVLENS_REUSE_HEAP", None)
-            if not kept:
-                env["CONVLENS_REUSE_HEAP"] = "0"
             out = subprocess.run(
-                [sys.executable, "-c", STEP, config, str(batch)], env=env, capture_output=True, text=True, check=True
+                [sys.executable, "-c", STEP, config, str(batch)],
+                env=run_env(kept),
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout.split()
             user, system, faults = float(out[-3]), float(out[-2]), float(out[-1])
             rows[kept].append(user + system)

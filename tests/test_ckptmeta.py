@@ -78,3 +78,8 @@ def test_the_report_names_the_same_checkpoints_as_runload(tmp_path):
     marks = Checkpoints(Run(run.path))
     for name in ("last", "best"):
         assert marks.current(name) == runload.checkpoint_info(run.path, name)
+        # read from the pickle alone, the identity is the one the whole file gives
+        path = run.path / "checkpoints" / f"{name}.pt"
+        whole = checkpoint.load(path)
+        assert runload.checkpoint_info(run.path, name) == runload.checkpoint_info(run.path, name, whole)
+        assert marks.current(name)["checkpoint_epoch"] == whole["epoch"]

@@ -53,10 +53,18 @@ PROBE = textwrap.dedent(
 )
 
 
+# what may tune malloc from the environment (heap.tuned_elsewhere): cleared for these tests
+TUNING = ("MALLOC_", "CONVLENS_REUSE_HEAP", "GLIBC_TUNABLES")
+
+
+@pytest.fixture
+def untuned(monkeypatch):
+    for key in [k for k in os.environ if k.startswith(TUNING)]:
+        monkeypatch.delenv(key)
+
+
 def probe(**env: str) -> dict:
-    environ = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "CONVLENS_REUSE_HEAP", "GLIBC_TUNABLES"))
-    }
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(TUNING)}
     environ.update(env)
     done = subprocess.run([sys.executable, "-c", PROBE], env=environ, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -80,15 +88,7 @@ def test_a_heap_tuned_by_the_environment_is_left_alone(env):
     assert got["inside"] > 0.8 * got["before"]
 
 
-def test_nested_uses_apply_once_and_undo_at_the_last(monkeypatch):
-    for key in (
-        "CONVLENS_REUSE_HEAP",
-        "MALLOC_MMAP_MAX_",
-        "MALLOC_TRIM_THRESHOLD_",
-        "MALLOC_TOP_PAD_",
-        "GLIBC_TUNABLES",
-    ):
-        monkeypatch.delenv(key, raising=False)
+def test_nested_uses_apply_once_and_undo_at_the_last(monkeypatch, untuned):
     calls = []
     libc = heap._glibc()
 
@@ -123,15 +123,7 @@ def test_nested_uses_apply_once_and_undo_at_the_last(monkeypatch):
     assert (heap.M_MMAP_THRESHOLD, heap.CACHE_THRESHOLD) in calls
 
 
-def test_training_and_prediction_run_with_freed_blocks_kept(tmp_path, monkeypatch):
-    for key in (
-        "CONVLENS_REUSE_HEAP",
-        "MALLOC_MMAP_MAX_",
-        "MALLOC_TRIM_THRESHOLD_",
-        "MALLOC_TOP_PAD_",
-        "GLIBC_TUNABLES",
-    ):
-        monkeypatch.delenv(key, raising=False)
+def test_training_and_prediction_run_with_freed_blocks_kept(tmp_path, untuned):
     seen = []
     run = train(tiny_config(), tmp_path / "r", echo=lambda s: None, callback=lambda row: seen.append(heap.reusing()))
     assert seen == [True, True]  # every epoch

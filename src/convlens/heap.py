@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import sys
 import threading
@@ -45,6 +46,7 @@ _depth = 0
 _threshold = SETTLED_THRESHOLD  # the mmap threshold outside reuse_freed_blocks
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None

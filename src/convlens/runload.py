@@ -29,6 +29,7 @@ from .errors import RunError
 from .models import build_model as _build
 from .models.graph import remember_shape
 from .run import Run, file_sha256
+from .run.ckptmeta import read_numbers
 from .utils import check_device
 
 
@@ -50,11 +51,14 @@ def checkpoint_info(
 ) -> dict[str, Any]:
     """``{"checkpoint": name, "checkpoint_epoch": epochs trained, "checkpoint_sha256": 12 hex}``
     of the file ``which`` resolves to (best falls back to last when there is no best.pt); ``state``,
-    the file already loaded, spares reading it again."""
+    the file already loaded, spares reading it again. Without it the epoch comes from the
+    checkpoint's pickle alone (:func:`~convlens.run.ckptmeta.read_numbers`: no tensor is read), or
+    from the whole file where that cannot read it."""
     path = _run(run).checkpoint_path(which)
     digest = file_sha256(path)
     if state is None:
-        state = checkpoint.load(path)
+        numbers = read_numbers(path)
+        state = numbers if numbers is not None else checkpoint.load(path)
     epoch = state.get("epoch")
     return {
         "checkpoint": path.stem,

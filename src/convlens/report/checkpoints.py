@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import runload
 from ..errors import ConvlensError
 from ..explain.cli import METHOD_NAMES
-from ..run import CHECKPOINTS, Run, artifact_key, file_sha256
-from ..run.ckptmeta import read_numbers
+from ..run import CHECKPOINTS, Run, artifact_key
 from .html import Section
 
 
@@ -66,23 +66,11 @@ class Checkpoints:
         """``checkpoint_info`` of ``checkpoints/<name>.pt`` now, or None if there is no such file."""
         if name not in self._files:
             info = None
-            path = self.file(name)
-            if path.is_file():
-                numbers = read_numbers(path)
-                if numbers is not None:  # the epoch from the pickle alone: no torch, no tensors
-                    epoch = numbers["epoch"]
-                    info = {
-                        "checkpoint": path.stem,
-                        "checkpoint_epoch": int(epoch) if isinstance(epoch, (int, float)) else None,
-                        "checkpoint_sha256": file_sha256(path),
-                    }
-                else:
-                    from .. import runload
-
-                    try:
-                        info = runload.checkpoint_info(self.run, name)
-                    except ConvlensError:
-                        info = None
+            if self.file(name).is_file():
+                try:
+                    info = runload.checkpoint_info(self.run, name)
+                except ConvlensError:
+                    info = None
             self._files[name] = info
         return self._files[name]
 

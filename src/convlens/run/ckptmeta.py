@@ -3,9 +3,9 @@
 A checkpoint written by ``torch.save`` is a zip: the tensors' bytes in ``data/`` entries and a
 pickle (``data.pkl``) that describes the dict. Reading the epoch needs only the pickle, read with
 an unpickler that rebuilds no tensor (torch's rebuild functions and storages become ``None``) and
-no other class than ``OrderedDict`` (anything else fails, as ``weights_only=True`` would). The
-report reads which epoch each checkpoint holds this way: no torch import (about 1.5 s), and no
-reading of a ResNet-50's optimiser state (hundreds of MB) to learn one number.
+no other class than ``OrderedDict`` (anything else fails, as ``weights_only=True`` would).
+``runload.checkpoint_info`` (the identity eval.json, the analyses and the report record) reads the
+epoch this way: a ResNet-50's last.pt, optimiser state included, is not loaded to learn one number.
 """
 
 from __future__ import annotations

@@ -81,9 +81,9 @@ class MuonSGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        ns_dtype = torch.bfloat16 if self.ns_bf16 else torch.float32
         for group in self.param_groups:
             lr, mom, nesterov, wd = group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]
-            ns_dtype = torch.bfloat16 if self.ns_bf16 else torch.float32
             for p in group["params"]:
                 if p.grad is None:
                     continue
