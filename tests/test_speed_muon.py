@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -215,15 +217,18 @@ def test_fast_cpu_plus_is_fast_cpu_with_the_measured_switches():
 
 def test_fast_cpu_full_is_fast_gpu_with_the_measured_switches():
     """The full-width CPU recipe keeps airbench94's (fast-gpu.yaml) network, data, augmentation,
-    SGD settings per image and TTA; it trains as airbench94_muon (budget, batch, Muon for the
-    filters, a linear decay without averaging, the whitening bias for 3 epochs) and adds resizing,
-    bf16 Newton-Schulz and bf16 test views."""
+    momentum and TTA; it trains as airbench94_muon (budget, batch, Muon for the filters, its rates
+    for the head and the biases, a linear decay without averaging, the whitening bias for 3
+    epochs) and adds resizing, bf16 Newton-Schulz and bf16 test views."""
     a, b, changed = _example_diff("fast-gpu.yaml", "fast-cpu-full.yaml")
     assert changed == {
         "name",
         "train.epochs",
         "train.batch_size",
         "train.optimizer.lr",
+        "train.optimizer.weight_decay",
+        "train.optimizer.bias_lr_scale",
+        "train.optimizer.bias_weight_decay",
         "train.optimizer.muon.lr",
         "train.optimizer.muon.momentum",
         "train.optimizer.muon.nesterov",
@@ -243,9 +248,21 @@ def test_fast_cpu_full_is_fast_gpu_with_the_measured_switches():
     }
     assert b["model.preset"] == "fast_full" and b["train.epochs"] < a["train.epochs"]
     assert (b["train.epochs"], b["train.batch_size"], b["train.frozen_bias_epochs"]) == (8, 2000, 3)
-    # the SGD groups' rate per image is airbench94's, to 3 digits
-    assert b["train.optimizer.lr"] / b["train.batch_size"] == pytest.approx(
-        a["train.optimizer.lr"] / a["train.batch_size"], rel=1e-3
+    # airbench94_muon's rates (summed loss over 2000, logits / 256, head weight at unit std) in
+    # this network's terms (mean loss, logits / 9, torch's default head init, std 1 / sqrt(3 * 256)):
+    # the same relative step of the head and the same step of the biases at the first step
+    ours, theirs = (1 / 9) / math.sqrt(3 * 256), 1 / 256  # logit scale times the head's init std
+    head_step = 0.67 * 2000 * (1 / 256)  # summed loss: 2000 times a mean loss's gradient
+    assert b["train.optimizer.lr"] * (1 / 9) * math.sqrt(3 * 256) == pytest.approx(head_step, rel=1e-2)
+    bias_lr = b["train.optimizer.lr"] * b["train.optimizer.bias_lr_scale"]
+    assert bias_lr * ours == pytest.approx(0.053 * 2000 * theirs, rel=1e-2)
+    # weight decay per step: airbench94_muon's 2e-6 per image of the batch for the head and the
+    # biases alike (airbench94's is 1.95e-6), the rate times the coupled decay
+    for scale, wd in ((1, "weight_decay"), (b["train.optimizer.bias_lr_scale"], "bias_weight_decay")):
+        per_step = b["train.optimizer.lr"] * scale * b[f"train.optimizer.{wd}"]
+        assert per_step / b["train.batch_size"] == pytest.approx(2e-6, rel=1e-2)
+    assert a["train.optimizer.lr"] * a["train.optimizer.weight_decay"] / a["train.batch_size"] == pytest.approx(
+        2e-6, rel=3e-2
     )
     # no averaging; the rate falls in a straight line from its peak at the first step to zero
     assert b["train.average"] is None and a["train.average.kind"] == "lookahead"
