@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ from torch import nn
 
 from convlens.config import load_config
 from convlens.errors import ConfigError
+from convlens.models import build_model
+from convlens.models.builder import Scale
 from convlens.train import train
 from convlens.train.muon import MuonSGD, make_muon_sgd, newton_schulz
 from convlens.train.resize import epoch_size, resize_batch
@@ -185,12 +188,12 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
 def _example_diff(base: str, new: str) -> tuple[dict, dict, set[str]]:
     """Two example configs, flattened to dotted keys, and the keys whose values differ."""
-    from pathlib import Path
-
-    examples = Path(__file__).resolve().parents[1] / "examples"
-    a, b = (_flat(load_config(examples / name).to_dict()) for name in (base, new))
+    a, b = (_flat(load_config(EXAMPLES / name).to_dict()) for name in (base, new))
     return a, b, {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
 
 
@@ -248,14 +251,20 @@ def test_fast_cpu_full_is_fast_gpu_with_the_measured_switches():
     }
     assert b["model.preset"] == "fast_full" and b["train.epochs"] < a["train.epochs"]
     assert (b["train.epochs"], b["train.batch_size"], b["train.frozen_bias_epochs"]) == (8, 2000, 3)
-    # airbench94_muon's rates (summed loss over 2000, logits / 256, head weight at unit std) in
-    # this network's terms (mean loss, logits / 9, torch's default head init, std 1 / sqrt(3 * 256)):
-    # the same relative step of the head and the same step of the biases at the first step
-    ours, theirs = (1 / 9) / math.sqrt(3 * 256), 1 / 256  # logit scale times the head's init std
-    head_step = 0.67 * 2000 * (1 / 256)  # summed loss: 2000 times a mean loss's gradient
-    assert b["train.optimizer.lr"] * (1 / 9) * math.sqrt(3 * 256) == pytest.approx(head_step, rel=1e-2)
+    # airbench94_muon's rates (a loss summed over its batch of 2000, logits / 256, the head's weight
+    # rescaled to unit std) in the terms of the network this example builds (a mean loss, its
+    # logit scale, torch's default head init: std 1 / sqrt(3 fan_in)): the same relative step of
+    # the head and the same step of the biases at the first step
+    net = build_model(load_config(EXAMPLES / "fast-cpu-full.yaml").model, (3, 32, 32), 10)
+    head = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+    (logit_scale,) = [m.factor for m in net.modules() if isinstance(m, Scale)]
+    init_std = 1 / math.sqrt(3 * head.in_features)
+    record = {"batch": 2000, "head_lr": 0.67, "bias_lr": 0.053, "logit_scale": 1 / head.in_features}
+    ours, theirs = logit_scale * init_std, record["logit_scale"]  # logit scale times the head's init std
+    head_step = record["head_lr"] * record["batch"] * theirs  # summed loss: 2000 times a mean loss's gradient
+    assert b["train.optimizer.lr"] * logit_scale / init_std == pytest.approx(head_step, rel=1e-2)
     bias_lr = b["train.optimizer.lr"] * b["train.optimizer.bias_lr_scale"]
-    assert bias_lr * ours == pytest.approx(0.053 * 2000 * theirs, rel=1e-2)
+    assert bias_lr * ours == pytest.approx(record["bias_lr"] * record["batch"] * theirs, rel=1e-2)
     # weight decay per step: airbench94_muon's 2e-6 per image of the batch for the head and the
     # biases alike (airbench94's is 1.95e-6), the rate times the coupled decay
     for scale, wd in ((1, "weight_decay"), (b["train.optimizer.bias_lr_scale"], "bias_weight_decay")):
